@@ -1,0 +1,82 @@
+package packets
+
+import (
+	"bytes"
+	"testing"
+
+	pahopackets "github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+// loopReader serves the same bytes over and over.
+type loopReader struct {
+	b   []byte
+	off int
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c := copy(p[n:], l.b[l.off:])
+		n += c
+		l.off = (l.off + c) % len(l.b)
+	}
+	return n, nil
+}
+
+var benchPublish = &Publish{QoS: 1, Topic: "sensors/building-7/floor-3/temperature", PacketID: 42,
+	Payload: bytes.Repeat([]byte("x"), 256)}
+
+func BenchmarkReadPublish(b *testing.B) {
+	raw := AppendPublish(nil, benchPublish)
+	r := NewReader(&loopReader{b: raw}, 1<<20)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.ReadPacket(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkReadPublishPaho(b *testing.B) {
+	raw := AppendPublish(nil, benchPublish)
+	src := &loopReader{b: raw}
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := pahopackets.ReadPacket(src); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAppendPublish(b *testing.B) {
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendPublish(buf[:0], benchPublish)
+	}
+}
+
+func BenchmarkAppendPuback(b *testing.B) {
+	buf := make([]byte, 0, 16)
+	pk := &Puback{PacketID: 7}
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if buf, err = Append(buf[:0], pk); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestAppendPublish_DoesNotAllocate(t *testing.T) {
+	buf := make([]byte, 0, 1024)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendPublish(buf[:0], benchPublish) }); n != 0 {
+		t.Fatalf("AppendPublish: %.0f allocations", n)
+	}
+	pk := &Puback{PacketID: 7}
+	if n := testing.AllocsPerRun(100, func() { buf, _ = Append(buf[:0], pk) }); n != 0 {
+		t.Fatalf("Append(PUBACK): %.0f allocations", n)
+	}
+}

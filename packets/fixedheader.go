@@ -1,0 +1,130 @@
+package packets
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// MaxRemainingLength is the largest Remaining Length a four-byte variable
+// length integer can carry, 268,435,455 bytes (MQTT 3.1.1 section 2.2.3).
+const MaxRemainingLength = 268_435_455
+
+// fixedHeader is the first part of every control packet: type, flags and the
+// length of the rest of the packet.
+type fixedHeader struct {
+	typ       Type
+	flags     byte // low nibble of the first byte
+	remaining int  // Remaining Length: variable header plus payload
+}
+
+func (h fixedHeader) dup() bool    { return h.flags&0x08 != 0 }
+func (h fixedHeader) qos() byte    { return (h.flags >> 1) & 0x03 }
+func (h fixedHeader) retain() bool { return h.flags&0x01 != 0 }
+
+// String names the packet type for error messages.
+func (t Type) String() string {
+	if int(t) < len(typeNames) && typeNames[t] != "" {
+		return typeNames[t]
+	}
+	return fmt.Sprintf("type %d", byte(t))
+}
+
+var typeNames = [...]string{
+	TypeConnect:     "CONNECT",
+	TypeConnack:     "CONNACK",
+	TypePublish:     "PUBLISH",
+	TypePuback:      "PUBACK",
+	TypePubrec:      "PUBREC",
+	TypePubrel:      "PUBREL",
+	TypePubcomp:     "PUBCOMP",
+	TypeSubscribe:   "SUBSCRIBE",
+	TypeSuback:      "SUBACK",
+	TypeUnsubscribe: "UNSUBSCRIBE",
+	TypeUnsuback:    "UNSUBACK",
+	TypePingreq:     "PINGREQ",
+	TypePingresp:    "PINGRESP",
+	TypeDisconnect:  "DISCONNECT",
+}
+
+// checkFlags enforces the fixed header flag bits of Table 2.2: PUBREL,
+// SUBSCRIBE and UNSUBSCRIBE carry 0010, PUBLISH carries DUP/QoS/RETAIN with
+// QoS 3 forbidden, every other type carries 0000 [MQTT-2.2.2-1],
+// [MQTT-2.2.2-2].
+func checkFlags(t Type, flags byte) error {
+	switch t {
+	case 0, 15:
+		return fmt.Errorf("%w: packet type %d is reserved", ErrMalformed, byte(t))
+	case TypePublish:
+		if (flags>>1)&0x03 == 3 {
+			return fmt.Errorf("%w: PUBLISH QoS must not be 3 [MQTT-3.3.1-4]", ErrMalformed)
+		}
+	case TypePubrel, TypeSubscribe, TypeUnsubscribe:
+		// [MQTT-3.6.1-1], [MQTT-3.8.1-1], [MQTT-3.10.1-1]
+		if flags != 0x02 {
+			return fmt.Errorf("%w: %s flags must be 0010, got %04b", ErrMalformed, t, flags)
+		}
+	default:
+		if flags != 0 {
+			return fmt.Errorf("%w: %s flags must be 0000, got %04b", ErrMalformed, t, flags)
+		}
+	}
+	return nil
+}
+
+// readFixedHeader reads and checks a fixed header. A clean end of stream
+// before the first byte is returned as io.EOF itself; an end inside the
+// header is io.ErrUnexpectedEOF.
+func readFixedHeader(br *bufio.Reader) (fixedHeader, error) {
+	first, err := br.ReadByte()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return fixedHeader{}, io.EOF
+		}
+		return fixedHeader{}, fmt.Errorf("reading fixed header: %w", err)
+	}
+	h := fixedHeader{typ: Type(first >> 4), flags: first & 0x0F}
+	if err := checkFlags(h.typ, h.flags); err != nil {
+		return h, err
+	}
+	h.remaining, err = readRemainingLength(br)
+	if err != nil {
+		return h, fmt.Errorf("reading %s remaining length: %w", h.typ, err)
+	}
+	return h, nil
+}
+
+// readRemainingLength decodes the variable length integer of section 2.2.3:
+// at most four bytes, so a continuation bit on the fourth byte is malformed.
+func readRemainingLength(br *bufio.Reader) (int, error) {
+	var n, shift int
+	for i := 0; i < 4; i++ {
+		b, err := br.ReadByte()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		n |= int(b&0x7F) << shift
+		if b&0x80 == 0 {
+			return n, nil
+		}
+		shift += 7
+	}
+	return 0, fmt.Errorf("%w: remaining length longer than 4 bytes", ErrMalformed)
+}
+
+// appendRemainingLength appends n as a variable length integer. n must be
+// within 0..MaxRemainingLength.
+func appendRemainingLength(dst []byte, n int) []byte {
+	for {
+		b := byte(n & 0x7F)
+		n >>= 7
+		if n == 0 {
+			return append(dst, b)
+		}
+		dst = append(dst, b|0x80)
+	}
+}

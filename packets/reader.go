@@ -1,0 +1,118 @@
+package packets
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// retainedBodyLimit is the largest body buffer a Reader keeps between
+// packets. Bigger bodies get a buffer of their own that is dropped after the
+// packet, so one large PUBLISH does not pin its size to the connection for
+// the rest of its life.
+const retainedBodyLimit = 64 << 10
+
+// Reader reads MQTT control packets from a stream.
+//
+// It reads the fixed header itself and refuses a packet whose Remaining
+// Length (the size of the body after the fixed header) exceeds the limit
+// given to NewReader before reading or allocating any of the body. Bodies
+// are read into a buffer the Reader reuses; decoded packets never alias it.
+//
+// A Reader is not safe for concurrent use.
+type Reader struct {
+	br      *bufio.Reader
+	max     int
+	version byte
+	buf     []byte
+}
+
+// NewReader returns a Reader over r that accepts packets whose Remaining
+// Length, the body after the fixed header, is at most maxPacketSize bytes.
+// A maxPacketSize of 0 or less, or above MaxRemainingLength, means
+// MaxRemainingLength, the protocol's own limit.
+func NewReader(r io.Reader, maxPacketSize int) *Reader {
+	if maxPacketSize <= 0 || maxPacketSize > MaxRemainingLength {
+		maxPacketSize = MaxRemainingLength
+	}
+	return &Reader{br: bufio.NewReaderSize(r, 4096), max: maxPacketSize}
+}
+
+// SetVersion tells the Reader which protocol level the peer speaks, once its
+// CONNECT has been accepted. Levels 3 (MQTT 3.1) and 4 (MQTT 3.1.1) share one
+// wire format; any other level makes ReadPacket fail with
+// ErrUnsupportedProtocol, since this codec does not decode MQTT 5.0 yet.
+// Before SetVersion is called the Reader decodes the 3.1/3.1.1 format.
+func (r *Reader) SetVersion(v byte) { r.version = v }
+
+// ReadPacket reads and decodes the next control packet.
+//
+// At a clean end of stream between packets it returns io.EOF itself; a stream
+// that ends inside a packet yields an error wrapping io.ErrUnexpectedEOF.
+// Protocol violations wrap ErrMalformed or ErrPacketTooLarge. A CONNECT
+// with an unknown protocol name or level returns both a *Connect (with only
+// ProtocolName and ProtocolVersion set) and an error wrapping
+// ErrUnsupportedProtocol.
+//
+// Every type is decoded, including those only a server sends (CONNACK,
+// SUBACK, UNSUBACK, PINGRESP), so the Reader also serves clients; refusing
+// them from a client is the session's job.
+func (r *Reader) ReadPacket() (Packet, error) {
+	switch r.version {
+	case 0, Version31, Version311:
+	default:
+		return nil, fmt.Errorf("%w: protocol level %d is not decoded", ErrUnsupportedProtocol, r.version)
+	}
+	h, err := readFixedHeader(r.br)
+	if err != nil {
+		return nil, err
+	}
+	if h.remaining > r.max {
+		return nil, fmt.Errorf("%w: %s remaining length %d exceeds the limit of %d bytes",
+			ErrPacketTooLarge, h.typ, h.remaining, r.max)
+	}
+	body, owned := r.body(h.remaining)
+	if _, err := io.ReadFull(r.br, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("reading %s body of %d bytes: %w", h.typ, h.remaining, err)
+	}
+	return decode(h, body, owned)
+}
+
+// body returns a slice of n bytes to read a packet body into. owned reports
+// that the slice is not the Reader's reusable buffer, so the decoder may
+// hand parts of it to the caller without copying.
+func (r *Reader) body(n int) (b []byte, owned bool) {
+	if n <= cap(r.buf) {
+		return r.buf[:n], false
+	}
+	if n > retainedBodyLimit {
+		return make([]byte, n), true
+	}
+	size := 512
+	for size < n {
+		size *= 2
+	}
+	r.buf = make([]byte, min(size, retainedBodyLimit))
+	return r.buf[:n], false
+}
+
+// decode turns a body into a Packet: PUBLISH through the hand-written fast
+// path, CONNECT through its protocol check, the rest through Paho.
+func decode(h fixedHeader, body []byte, owned bool) (Packet, error) {
+	switch h.typ {
+	case TypePublish:
+		p, err := decodePublish(h, body, owned)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	case TypeConnect:
+		return decodeConnect(h, body)
+	default:
+		return decodeWithPaho(h, body)
+	}
+}

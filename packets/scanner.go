@@ -1,0 +1,116 @@
+package packets
+
+import (
+	"fmt"
+	"unicode/utf8"
+)
+
+// scanner walks a packet body field by field and turns every structural
+// fault into ErrMalformed: a field running past the end of the body, a string
+// that is not well-formed UTF-8, bytes left over at the end. Paho's decoder
+// does not detect these (its single Read zero-pads a short field and it never
+// looks for trailing bytes), so every body is scanned before Paho sees it.
+type scanner struct {
+	b   []byte
+	off int
+	typ Type
+}
+
+func (s *scanner) malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrMalformed, s.typ, fmt.Sprintf(format, args...))
+}
+
+// byte reads one byte.
+func (s *scanner) byte(field string) (byte, error) {
+	if s.off >= len(s.b) {
+		return 0, s.malformed("%s missing", field)
+	}
+	v := s.b[s.off]
+	s.off++
+	return v, nil
+}
+
+// uint16 reads a two-byte big-endian integer.
+func (s *scanner) uint16(field string) (uint16, error) {
+	if len(s.b)-s.off < 2 {
+		return 0, s.malformed("%s truncated", field)
+	}
+	v := uint16(s.b[s.off])<<8 | uint16(s.b[s.off+1])
+	s.off += 2
+	return v, nil
+}
+
+// packetID reads a packet identifier, which must not be 0 [MQTT-2.3.1-1].
+func (s *scanner) packetID() (uint16, error) {
+	id, err := s.uint16("packet id")
+	if err != nil {
+		return 0, err
+	}
+	if id == 0 {
+		return 0, s.malformed("packet id must not be 0 [MQTT-2.3.1-1]")
+	}
+	return id, nil
+}
+
+// binary reads a two-byte length and that many bytes (section 1.5.3's
+// length-prefixed binary data).
+func (s *scanner) binary(field string) ([]byte, error) {
+	n, err := s.uint16(field + " length")
+	if err != nil {
+		return nil, err
+	}
+	if len(s.b)-s.off < int(n) {
+		return nil, s.malformed("%s length %d exceeds the %d bytes left", field, n, len(s.b)-s.off)
+	}
+	v := s.b[s.off : s.off+int(n)]
+	s.off += int(n)
+	return v, nil
+}
+
+// str reads a length-prefixed UTF-8 string and checks its encoding
+// [MQTT-1.5.3-1], [MQTT-1.5.3-2].
+func (s *scanner) str(field string) ([]byte, error) {
+	v, err := s.binary(field)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkUTF8(v); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", s.typ, field, err)
+	}
+	return v, nil
+}
+
+// remaining reports how many bytes are left.
+func (s *scanner) remaining() int { return len(s.b) - s.off }
+
+// end fails when bytes are left after the last field.
+func (s *scanner) end() error {
+	if s.off != len(s.b) {
+		return s.malformed("%d trailing bytes", len(s.b)-s.off)
+	}
+	return nil
+}
+
+// checkUTF8 accepts well-formed UTF-8 without U+0000 [MQTT-1.5.3-1],
+// [MQTT-1.5.3-2]. Noncharacters such as U+FFFF are accepted, as a receiver
+// must not reject them [MQTT-1.5.3-3]. Go's decoder already refuses the
+// surrogate range U+D800..U+DFFF and overlong forms.
+func checkUTF8(b []byte) error {
+	for i, c := range b {
+		if c == 0 {
+			return fmt.Errorf("%w: string contains U+0000 [MQTT-1.5.3-2]", ErrMalformed)
+		}
+		if c >= utf8.RuneSelf {
+			if !utf8.Valid(b[i:]) {
+				return fmt.Errorf("%w: string is not well-formed UTF-8 [MQTT-1.5.3-1]", ErrMalformed)
+			}
+			for _, c := range b[i:] {
+				if c == 0 {
+					return fmt.Errorf("%w: string contains U+0000 [MQTT-1.5.3-2]", ErrMalformed)
+				}
+			}
+			return nil
+		}
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+package topics
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// redisState applies Changes the way Redis would, failing on a command that
+// would be a no-op (which a minimal diff never contains).
+type redisState struct {
+	t                  *testing.T
+	channels, patterns map[string]bool
+}
+
+func newRedisState(t *testing.T) *redisState {
+	return &redisState{t: t, channels: map[string]bool{}, patterns: map[string]bool{}}
+}
+
+func (r *redisState) apply(c Change) {
+	r.t.Helper()
+	for _, n := range c.Subscribe {
+		if slices.Contains(c.Unsubscribe, n) {
+			r.t.Fatalf("%q both subscribed and unsubscribed in %+v", n, c)
+		}
+		if r.channels[n] {
+			r.t.Fatalf("SUBSCRIBE %q: already subscribed", n)
+		}
+		r.channels[n] = true
+	}
+	for _, n := range c.PSubscribe {
+		if slices.Contains(c.PUnsubscribe, n) {
+			r.t.Fatalf("%q both psubscribed and punsubscribed in %+v", n, c)
+		}
+		if r.patterns[n] {
+			r.t.Fatalf("PSUBSCRIBE %q: already subscribed", n)
+		}
+		r.patterns[n] = true
+	}
+	for _, n := range c.Unsubscribe {
+		if !r.channels[n] {
+			r.t.Fatalf("UNSUBSCRIBE %q: not subscribed", n)
+		}
+		delete(r.channels, n)
+	}
+	for _, n := range c.PUnsubscribe {
+		if !r.patterns[n] {
+			r.t.Fatalf("PUNSUBSCRIBE %q: not subscribed", n)
+		}
+		delete(r.patterns, n)
+	}
+}
+
+func (r *redisState) receives(channel string) bool {
+	if r.channels[channel] {
+		return true
+	}
+	for p := range r.patterns {
+		if GlobMatch(p, channel) {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestPatternSet_SharesAndCovers(t *testing.T) {
+	s := NewPatternSet("m:", 0)
+	steps := []struct {
+		op, filter string
+		want       Change
+	}{
+		{"add", "a/+/b", Change{PSubscribe: []string{"m:a/*/b"}}},
+		{"add", "a/+/b", Change{}},   // refcount
+		{"add", "a/+/+/b", Change{}}, // covered by a/*/b
+		{"add", "a/x/b", Change{}},   // channel covered by a pattern
+		{"add", "c/d", Change{Subscribe: []string{"m:c/d"}}},
+		{"add", "c/#", Change{PSubscribe: []string{"m:c*"}, Unsubscribe: []string{"m:c/d"}}},
+		{"add", "a/+", Change{PSubscribe: []string{"m:a/*"}, PUnsubscribe: []string{"m:a/*/b"}}},
+		{"remove", "c/#", Change{Subscribe: []string{"m:c/d"}, PUnsubscribe: []string{"m:c*"}}},
+		{"remove", "a/+/b", Change{}}, // one use left
+		{"remove", "a/+/b", Change{}}, // a/* still covers a/*/*/b
+		{"remove", "a/+", Change{PSubscribe: []string{"m:a/*/*/b"}, PUnsubscribe: []string{"m:a/*"}, Subscribe: []string{"m:a/x/b"}}},
+		{"remove", "nope", Change{}},
+	}
+	for i, st := range steps {
+		var got Change
+		if st.op == "add" {
+			got = s.Add(st.filter)
+		} else {
+			got = s.Remove(st.filter)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(st.want) {
+			t.Fatalf("step %d %s(%q) = %+v, want %+v", i, st.op, st.filter, got, st.want)
+		}
+	}
+	if got := s.Patterns(); !slices.Equal(got, []string{"m:a/*/*/b"}) {
+		t.Fatalf("Patterns = %v", got)
+	}
+	if got := s.Channels(); !slices.Equal(got, []string{"m:a/x/b", "m:c/d"}) {
+		t.Fatalf("Channels = %v", got)
+	}
+}
+
+func TestPatternSet_BudgetGeneralises(t *testing.T) {
+	tests := []struct {
+		budget int
+		want   []string
+	}{
+		{0, nil}, // no budget: 1000 patterns
+		{10000, nil},
+		{64, []string{"mqtt:msg:sensors/*"}},
+		{1, []string{"mqtt:msg:sensors/*"}},
+	}
+	for _, tt := range tests {
+		s := NewPatternSet("mqtt:msg:", tt.budget)
+		for i := range 1000 {
+			s.Add(fmt.Sprintf("sensors/%d/+/temp", i))
+		}
+		got := s.Patterns()
+		if tt.want == nil {
+			if len(got) != 1000 {
+				t.Errorf("budget %d: %d patterns, want 1000", tt.budget, len(got))
+			}
+			continue
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("budget %d: patterns %v, want %v", tt.budget, got, tt.want)
+		}
+	}
+}
+
+func TestPatternSet_BudgetKeepsSmallGroupsPrecise(t *testing.T) {
+	s := NewPatternSet("m:", 8)
+	for i := range 100 {
+		s.Add(fmt.Sprintf("big/%d/+", i))
+	}
+	s.Add("small/a/+/x")
+	s.Add("small/b/+/y")
+	s.Add("$SYS/+/load")
+	got := s.Patterns()
+	want := []string{"m:$SYS/*/load", "m:big/*", "m:small/a/*/x", "m:small/b/*/y"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Patterns = %v, want %v", got, want)
+	}
+}
+
+// TestPatternSet_Properties runs random Add/Remove sequences and checks
+// after each step that (1) every live filter's topics reach the replica,
+// (2) the budget holds, (3) the Changes so far, applied to an empty Redis
+// state, give exactly Channels() and Patterns(), with no redundant command,
+// and (4) no active pattern covers another.
+func TestPatternSet_Properties(t *testing.T) {
+	for seed := range uint64(12) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		budget := []int{0, 1, 2, 3, 5, 8, 1000}[seed%7]
+		s := NewPatternSet("m:", budget)
+		redis := newRedisState(t)
+		live := map[string]int{}
+		var pool []string
+		for range 40 {
+			if r.IntN(3) == 0 {
+				pool = append(pool, randTopic(r))
+			} else {
+				pool = append(pool, randFilter(r))
+			}
+		}
+		for step := range 400 {
+			f := pool[r.IntN(len(pool))]
+			if r.IntN(5) < 3 {
+				redis.apply(s.Add(f))
+				live[f]++
+			} else {
+				redis.apply(s.Remove(f))
+				if live[f]--; live[f] <= 0 {
+					delete(live, f)
+				}
+			}
+			if got, want := sortedKeys(redis.channels), s.Channels(); !slices.Equal(got, want) {
+				t.Fatalf("seed %d step %d: applied channels %v, Channels() %v", seed, step, got, want)
+			}
+			if got, want := sortedKeys(redis.patterns), s.Patterns(); !slices.Equal(got, want) {
+				t.Fatalf("seed %d step %d: applied patterns %v, Patterns() %v", seed, step, got, want)
+			}
+			if budget > 0 && len(s.Patterns()) > budget {
+				t.Fatalf("seed %d step %d: %d patterns over budget %d", seed, step, len(s.Patterns()), budget)
+			}
+			for _, p := range s.active {
+				for _, q := range s.active {
+					if p != q && covers(p.g, q.g) {
+						t.Fatalf("seed %d step %d: active %s covers active %s", seed, step, p.name, q.name)
+					}
+				}
+			}
+			for f := range live {
+				for range 5 {
+					topic, ok := instantiate(r, f)
+					if ok && !redis.receives("m:"+topic) {
+						t.Fatalf("seed %d step %d: filter %q live, topic %q not received (channels %v, patterns %v)",
+							seed, step, f, topic, s.Channels(), s.Patterns())
+					}
+				}
+			}
+		}
+	}
+}
