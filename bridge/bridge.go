@@ -1,0 +1,117 @@
+// Package bridge is everything replicas share: live fan-out of application
+// messages, the retained store, persistent sessions and their offline queues,
+// and the registry of which connection owns a client id.
+//
+// Two implementations sit behind one interface: Memory, in-process, for a
+// single node with no external service; and Redis, which lets any number of
+// replicas behave as one broker. Neither knows about MQTT packet encoding.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ID uniquely identifies one published message across every replica. A
+// replica that receives the same message more than once (Redis delivers one
+// copy per matching pattern) drops the repeats by ID.
+type ID [16]byte
+
+// Message is an application message on its way from one publisher to every
+// matching subscriber. A Message is shared by all its receivers and must not
+// be modified once handed to Publish or Deliver.
+type Message struct {
+	ID       ID
+	Topic    string
+	Payload  []byte
+	QoS      byte
+	Retain   bool
+	ClientID string    // the publisher's client id
+	Node     string    // the node that accepted the PUBLISH
+	Time     time.Time // when it was accepted
+}
+
+// Subscriber is one live client connection on this node.
+type Subscriber interface {
+	// Deliver hands over msg at qos, the lower of msg.QoS and the highest QoS
+	// granted among the receiver's matching subscriptions. It must not block:
+	// a slow client queues or drops by its own bounded rule. It returns false
+	// when the connection has already taken the snapshot of its state that it
+	// is about to hand to Detach: the bridge then keeps msg for that stored
+	// session itself, so that nothing falls between the two.
+	Deliver(msg *Message, qos byte) bool
+	// TakeOver ends this connection because a new connection arrived with the
+	// same client id [MQTT-3.1.4-2]. It returns once the connection has
+	// stopped and, for a persistent session, Detach has stored its state.
+	TakeOver()
+}
+
+// Session is the stored state of a persistent session [MQTT-3.1.2-4].
+type Session struct {
+	// Subscriptions maps each topic filter to its granted QoS.
+	Subscriptions map[string]byte
+	// Inflight holds outgoing QoS 1/2 messages sent but not yet completed, in
+	// the order they were first sent; they are re-sent with DUP=1 on
+	// reconnect [MQTT-4.4.0-1].
+	Inflight []Inflight
+	// Queued holds messages that were matched for the session but not yet
+	// sent, oldest first: those waiting when the connection ended and those
+	// that arrived while it was offline.
+	Queued []Delivery
+	// AwaitingRelease holds the packet ids of inbound QoS 2 messages received
+	// and acknowledged with PUBREC whose PUBREL has not arrived; a PUBLISH
+	// re-sent with one of these ids is not delivered again [MQTT-4.3.3-2].
+	AwaitingRelease []uint16
+}
+
+// Delivery is a message matched for a session, at the QoS it is to be sent.
+type Delivery struct {
+	Message *Message
+	QoS     byte
+}
+
+// Inflight is one outgoing QoS 1 or 2 message awaiting its acknowledgement.
+type Inflight struct {
+	PacketID uint16
+	Delivery
+	// Released is true once PUBREC has arrived and PUBREL was sent: on
+	// reconnect the PUBREL, not the PUBLISH, is re-sent.
+	Released bool
+}
+
+// Bridge routes messages between the sessions of every replica and stores
+// what must outlive a connection.
+type Bridge interface {
+	// Attach makes sub the live connection of clientID, first ending any
+	// other connection with the same id on any node [MQTT-3.1.4-2]. With
+	// clean it discards any stored session [MQTT-3.1.2-6] and returns nil;
+	// otherwise it returns the stored session, or nil when there is none, and
+	// routes the stored subscriptions to sub. will is kept so that it is
+	// published if this node dies with the connection open; nil for none.
+	Attach(ctx context.Context, clientID string, sub Subscriber, clean bool, will *Message) (*Session, error)
+	// Detach ends sub's ownership of clientID; it does nothing when another
+	// connection has taken the client id over. A nil state ends a clean
+	// session and removes everything stored for it; otherwise state is kept
+	// and messages matching its subscriptions are queued for it until it
+	// reconnects. The caller publishes the will when one is due.
+	Detach(ctx context.Context, clientID string, sub Subscriber, state *Session) error
+	// Subscribe routes messages matching filter to clientID's connection at
+	// up to qos, replacing an existing subscription to the same filter.
+	Subscribe(ctx context.Context, clientID, filter string, qos byte) error
+	// Unsubscribe removes clientID's subscription to filter, if any.
+	Unsubscribe(ctx context.Context, clientID, filter string) error
+	// Publish hands msg to every matching subscription on every node, and
+	// stores or clears it as the retained message of its topic when
+	// msg.Retain is set. It returns nil only once the message is accepted:
+	// for QoS 1 and 2, accepted means it cannot be lost by this node failing.
+	Publish(ctx context.Context, msg *Message) error
+	// Retained returns the retained messages whose topics match filter.
+	Retained(ctx context.Context, filter string) ([]*Message, error)
+	// Close releases the bridge's resources.
+	Close() error
+}
+
+// ErrUnavailable reports that the shared store cannot be reached; the
+// operation may succeed when retried later.
+var ErrUnavailable = errors.New("bridge unavailable")

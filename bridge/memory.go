@@ -1,0 +1,277 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bridgemq/server/topics"
+)
+
+// Memory is the in-process Bridge for a single node: subscriptions in a
+// topics.Trie, retained messages in a topics.Retained index, persistent
+// sessions and their offline queues in memory. Nothing survives a restart.
+type Memory struct {
+	maxQueued int
+	expiry    time.Duration
+
+	mu      sync.RWMutex // guards clients
+	clients map[string]*memClient
+
+	subs     *topics.Trie[*memClient]
+	retained *topics.Retained[*Message]
+	matches  sync.Pool // of map[*memClient]byte, reused by Publish
+
+	queuedDropped atomic.Int64
+	expired       atomic.Int64
+}
+
+// memClient is everything the bridge knows about one client id.
+type memClient struct {
+	id string
+
+	mu            sync.Mutex
+	live          Subscriber // nil while offline
+	subscriptions map[string]byte
+	stored        *Session   // state of an offline persistent session
+	late          []Delivery // refused by a closing connection, for its Detach
+}
+
+// MemoryOptions configures a Memory bridge.
+type MemoryOptions struct {
+	// MaxQueued bounds the messages kept for one offline session; newer
+	// messages beyond it are dropped and counted.
+	MaxQueued int
+	// MessageExpiry drops messages queued for an offline session longer than
+	// this; zero keeps them until the session returns.
+	MessageExpiry time.Duration
+}
+
+// NewMemory returns an in-process bridge.
+func NewMemory(o MemoryOptions) *Memory {
+	if o.MaxQueued <= 0 {
+		o.MaxQueued = 1000
+	}
+	m := &Memory{
+		maxQueued: o.MaxQueued,
+		expiry:    o.MessageExpiry,
+		clients:   make(map[string]*memClient),
+		subs:      topics.NewTrie[*memClient](),
+		retained:  topics.NewRetained[*Message](),
+	}
+	m.matches.New = func() any { return make(map[*memClient]byte) }
+	return m
+}
+
+// Attach implements Bridge.
+func (m *Memory) Attach(_ context.Context, clientID string, sub Subscriber, clean bool, _ *Message) (*Session, error) {
+	for attempt := 0; ; attempt++ {
+		m.mu.Lock()
+		c := m.clients[clientID]
+		if c == nil {
+			c = &memClient{id: clientID, subscriptions: make(map[string]byte)}
+			m.clients[clientID] = c
+		}
+		c.mu.Lock()
+		if old := c.live; old != nil {
+			// Another connection owns the id: end it outside the locks, since
+			// its Detach takes them [MQTT-3.1.4-2].
+			c.mu.Unlock()
+			m.mu.Unlock()
+			old.TakeOver()
+			if attempt > 3 {
+				return nil, fmt.Errorf("attach %q: previous connection did not detach", clientID)
+			}
+			// A connection that ended without detaching (a recovered panic)
+			// loses its ownership here.
+			c.mu.Lock()
+			if c.live == old {
+				c.live = nil
+			}
+			c.mu.Unlock()
+			continue
+		}
+		defer m.mu.Unlock()
+		defer c.mu.Unlock()
+		c.live = sub
+		if clean {
+			// [MQTT-3.1.2-6] a clean session discards any previous one.
+			m.dropSubscriptions(c)
+			c.stored = nil
+			return nil, nil
+		}
+		stored := c.stored
+		c.stored = nil
+		if stored == nil {
+			return nil, nil
+		}
+		stored.Subscriptions = make(map[string]byte, len(c.subscriptions))
+		for f, q := range c.subscriptions {
+			stored.Subscriptions[f] = q
+		}
+		stored.Queued = m.dropExpired(stored.Queued)
+		return stored, nil
+	}
+}
+
+// Detach implements Bridge.
+func (m *Memory) Detach(_ context.Context, clientID string, sub Subscriber, state *Session) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[clientID]
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.live != sub {
+		return nil // taken over: the new connection owns the record
+	}
+	c.live = nil
+	late := c.late
+	c.late = nil
+	if state == nil {
+		m.dropSubscriptions(c)
+		delete(m.clients, clientID)
+		return nil
+	}
+	state.Subscriptions = nil // c.subscriptions is the record of truth
+	state.Queued = append(state.Queued, late...)
+	if over := len(state.Queued) - m.maxQueued; over > 0 {
+		state.Queued = state.Queued[:m.maxQueued]
+		m.queuedDropped.Add(int64(over))
+	}
+	c.stored = state
+	return nil
+}
+
+// dropSubscriptions removes every subscription of c; c.mu is held.
+func (m *Memory) dropSubscriptions(c *memClient) {
+	for f := range c.subscriptions {
+		m.subs.Unsubscribe(f, c)
+	}
+	clear(c.subscriptions)
+}
+
+// dropExpired removes queued messages older than the message expiry.
+func (m *Memory) dropExpired(q []Delivery) []Delivery {
+	if m.expiry <= 0 {
+		return q
+	}
+	cutoff := time.Now().Add(-m.expiry)
+	kept := q[:0]
+	for _, d := range q {
+		if d.Message.Time.Before(cutoff) {
+			m.expired.Add(1)
+			continue
+		}
+		kept = append(kept, d)
+	}
+	return kept
+}
+
+func (m *Memory) client(clientID string) (*memClient, error) {
+	m.mu.RLock()
+	c := m.clients[clientID]
+	m.mu.RUnlock()
+	if c == nil {
+		return nil, fmt.Errorf("client %q is not attached", clientID)
+	}
+	return c, nil
+}
+
+// Subscribe implements Bridge.
+func (m *Memory) Subscribe(_ context.Context, clientID, filter string, qos byte) error {
+	c, err := m.client(clientID)
+	if err != nil {
+		return fmt.Errorf("subscribe %q: %w", filter, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.subscriptions[filter] = qos
+	m.subs.Subscribe(filter, c, qos)
+	return nil
+}
+
+// Unsubscribe implements Bridge.
+func (m *Memory) Unsubscribe(_ context.Context, clientID, filter string) error {
+	c, err := m.client(clientID)
+	if err != nil {
+		return fmt.Errorf("unsubscribe %q: %w", filter, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.subscriptions, filter)
+	m.subs.Unsubscribe(filter, c)
+	return nil
+}
+
+// Publish implements Bridge. Each matching client receives msg once, at the
+// highest QoS granted among its matching subscriptions [MQTT-3.3.5-1].
+func (m *Memory) Publish(_ context.Context, msg *Message) error {
+	if msg.Retain {
+		if len(msg.Payload) == 0 {
+			m.retained.Delete(msg.Topic) // [MQTT-3.3.1-10]
+		} else {
+			m.retained.Set(msg.Topic, msg) // [MQTT-3.3.1-5]
+		}
+	}
+	matched := m.matches.Get().(map[*memClient]byte)
+	m.subs.Subscribers(msg.Topic, matched)
+	for c, granted := range matched {
+		qos := min(granted, msg.QoS)
+		c.deliver(m, msg, qos)
+	}
+	clear(matched)
+	m.matches.Put(matched)
+	return nil
+}
+
+// deliver hands msg to the live connection, or queues it for an offline
+// persistent session. QoS 0 messages are not queued for offline sessions.
+// The live Deliver runs under c.mu so that it cannot interleave with Detach.
+func (c *memClient) deliver(m *Memory, msg *Message, qos byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.live != nil {
+		if !c.live.Deliver(msg, qos) && qos > 0 {
+			c.late = append(c.late, Delivery{Message: msg, QoS: qos})
+		}
+		return
+	}
+	if c.stored == nil || qos == 0 {
+		return
+	}
+	if len(c.stored.Queued) >= m.maxQueued {
+		m.queuedDropped.Add(1)
+		return
+	}
+	c.stored.Queued = append(c.stored.Queued, Delivery{Message: msg, QoS: qos})
+}
+
+// Retained implements Bridge.
+func (m *Memory) Retained(_ context.Context, filter string) ([]*Message, error) {
+	var out []*Message
+	m.retained.Match(filter, func(_ string, msg *Message) {
+		out = append(out, msg)
+	})
+	return out, nil
+}
+
+// Ready implements the readiness check; the in-process bridge is always ready.
+func (m *Memory) Ready(context.Context) error { return nil }
+
+// Stats returns the bridge's counters.
+func (m *Memory) Stats() map[string]int64 {
+	return map[string]int64{
+		"offline_queue_dropped": m.queuedDropped.Load(),
+		"offline_queue_expired": m.expired.Load(),
+		"retained_messages":     int64(m.retained.Len()),
+		"subscription_filters":  int64(m.subs.Filters()),
+	}
+}
+
+// Close implements Bridge.
+func (m *Memory) Close() error { return nil }

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// env turns a map into the getenv ParseConfig reads.
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// readableFile writes a small file and returns its path.
+func readableFile(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte("# test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func mustParse(t *testing.T, args []string, vars map[string]string) *Config {
+	t.Helper()
+	var help bytes.Buffer
+	c, err := parseConfig(args, env(vars), &help)
+	if err != nil {
+		t.Fatalf("parseConfig(%q, %v): %v", args, vars, err)
+	}
+	return c
+}
+
+func TestParseConfig_Defaults(t *testing.T) {
+	c := mustParse(t, nil, nil)
+	nodeID := c.NodeID
+	c.NodeID = ""
+	want := &Config{
+		Listen:            ":1883",
+		HTTP:              ":8080",
+		RedisPrefix:       "mqtt:",
+		NodeTTL:           10 * time.Second,
+		AllowAnonymous:    true,
+		MaxPacketSize:     1048576,
+		ConnectTimeout:    10 * time.Second,
+		MaxInflight:       20,
+		MaxQueuedMessages: 1000,
+		MessageExpiry:     time.Hour,
+		DrainTimeout:      10 * time.Second,
+		LogLevel:          "info",
+		LogFormat:         "text",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9._-]+-[0-9a-f]{6}$`).MatchString(nodeID) {
+		t.Errorf("default node id %q is not hostname-<6 hex>", nodeID)
+	}
+	if other := mustParse(t, nil, nil).NodeID; other == nodeID {
+		t.Errorf("two default node ids are both %q; the random suffix must differ", nodeID)
+	}
+}
+
+// setting is one flag given a value, and what the Config must then hold.
+type setting struct {
+	flag  string
+	value string
+	get   func(*Config) any
+	want  any
+}
+
+func settings(t *testing.T) []setting {
+	acl, pw := readableFile(t, "acl"), readableFile(t, "passwords")
+	return []setting{
+		{"listen", "127.0.0.1:1884", func(c *Config) any { return c.Listen }, "127.0.0.1:1884"},
+		{"http", "127.0.0.1:9090", func(c *Config) any { return c.HTTP }, "127.0.0.1:9090"},
+		{"http", "off", func(c *Config) any { return c.HTTP }, ""},
+		{"pprof", "true", func(c *Config) any { return c.Pprof }, true},
+		{"redis-url", "redis://u:p@10.0.0.1:6380/2", func(c *Config) any { return c.RedisURL }, "redis://u:p@10.0.0.1:6380/2"},
+		{"redis-url", "rediss://r.example:6380", func(c *Config) any { return c.RedisURL }, "rediss://r.example:6380"},
+		{"redis-url", "unix:///run/redis.sock", func(c *Config) any { return c.RedisURL }, "unix:///run/redis.sock"},
+		{"redis-prefix", "prod:", func(c *Config) any { return c.RedisPrefix }, "prod:"},
+		{"redis-cluster", "a:7000, b:7001", func(c *Config) any { return c.RedisCluster }, []string{"a:7000", "b:7001"}},
+		{"node-id", "replica-1.eu_west", func(c *Config) any { return c.NodeID }, "replica-1.eu_west"},
+		{"node-ttl", "30s", func(c *Config) any { return c.NodeTTL }, 30 * time.Second},
+		{"acl-file", acl, func(c *Config) any { return c.ACLFile }, acl},
+		{"password-file", pw, func(c *Config) any { return c.PasswordFile }, pw},
+		{"allow-anonymous", "false", func(c *Config) any { return c.AllowAnonymous }, false},
+		{"max-packet-size", "4096", func(c *Config) any { return c.MaxPacketSize }, 4096},
+		{"max-packet-size", "256KiB", func(c *Config) any { return c.MaxPacketSize }, 256 << 10},
+		{"max-packet-size", "2MiB", func(c *Config) any { return c.MaxPacketSize }, 2 << 20},
+		{"max-packet-size", "16", func(c *Config) any { return c.MaxPacketSize }, 16},
+		{"max-packet-size", "268435455", func(c *Config) any { return c.MaxPacketSize }, 268435455},
+		{"connect-timeout", "1500ms", func(c *Config) any { return c.ConnectTimeout }, 1500 * time.Millisecond},
+		{"max-inflight", "65535", func(c *Config) any { return c.MaxInflight }, 65535},
+		{"max-inflight", "1", func(c *Config) any { return c.MaxInflight }, 1},
+		{"max-queued-messages", "1", func(c *Config) any { return c.MaxQueuedMessages }, 1},
+		{"message-expiry", "24h", func(c *Config) any { return c.MessageExpiry }, 24 * time.Hour},
+		{"max-connections", "5000", func(c *Config) any { return c.MaxConnections }, 5000},
+		{"drain-timeout", "0s", func(c *Config) any { return c.DrainTimeout }, time.Duration(0)},
+		{"log-level", "debug", func(c *Config) any { return c.LogLevel }, "debug"},
+		{"log-level", "WARN", func(c *Config) any { return c.LogLevel }, "warn"},
+		{"log-level", "error", func(c *Config) any { return c.LogLevel }, "error"},
+		{"log-format", "json", func(c *Config) any { return c.LogFormat }, "json"},
+	}
+}
+
+func TestParseConfig_EveryFlagFromFlagAndEnv(t *testing.T) {
+	for _, s := range settings(t) {
+		t.Run(s.flag+"="+s.value, func(t *testing.T) {
+			if got := s.get(mustParse(t, []string{"-" + s.flag + "=" + s.value}, nil)); !reflect.DeepEqual(got, s.want) {
+				t.Errorf("flag: got %#v, want %#v", got, s.want)
+			}
+			vars := map[string]string{envName(s.flag): s.value}
+			if got := s.get(mustParse(t, nil, vars)); !reflect.DeepEqual(got, s.want) {
+				t.Errorf("env %s: got %#v, want %#v", envName(s.flag), got, s.want)
+			}
+		})
+	}
+}
+
+func TestParseConfig_FlagWinsOverEnv(t *testing.T) {
+	defaults := mustParse(t, nil, nil)
+	for _, s := range settings(t) {
+		t.Run(s.flag, func(t *testing.T) {
+			// The environment holds the default (or, for knobs without one, a valid other
+			// value); the flag must win.
+			envValue := map[string]string{
+				"http": ":8081", "redis-url": "redis://other:6379", "redis-cluster": "c:7002",
+				"node-id": "from-env", "acl-file": readableFile(t, "other"),
+				"password-file": readableFile(t, "other"), "drain-timeout": "5s",
+				"pprof": "false", "allow-anonymous": "true", "max-packet-size": "1MiB",
+			}[s.flag]
+			if envValue == "" {
+				envValue = optionDefault(t, s.flag)
+			}
+			c := mustParse(t, []string{"-" + s.flag + "=" + s.value}, map[string]string{envName(s.flag): envValue})
+			if got := s.get(c); !reflect.DeepEqual(got, s.want) {
+				t.Errorf("flag %s with env %s=%q: got %#v, want %#v", s.flag, envName(s.flag), envValue, got, s.want)
+			}
+		})
+	}
+	// And the environment wins over the default when no flag is given.
+	c := mustParse(t, nil, map[string]string{"MQTT_MAX_INFLIGHT": "7", "MQTT_LISTEN": ":1999"})
+	if c.MaxInflight != 7 || c.Listen != ":1999" || c.HTTP != defaults.HTTP {
+		t.Errorf("env over default: got max-inflight %d listen %q http %q", c.MaxInflight, c.Listen, c.HTTP)
+	}
+}
+
+func optionDefault(t *testing.T, name string) string {
+	t.Helper()
+	for _, o := range options() {
+		if o.name == name {
+			return o.def
+		}
+	}
+	t.Fatalf("no option %q", name)
+	return ""
+}
+
+func TestParseConfig_BoolFlagsWithoutValue(t *testing.T) {
+	c := mustParse(t, []string{"-pprof", "-allow-anonymous=false"}, map[string]string{"MQTT_PPROF": "false"})
+	if !c.Pprof || c.AllowAnonymous {
+		t.Errorf("got pprof %v allow-anonymous %v, want true false", c.Pprof, c.AllowAnonymous)
+	}
+}
+
+func TestParseConfig_RedisTopologies(t *testing.T) {
+	c := mustParse(t, []string{"-redis-sentinel-master", "mymaster", "-redis-sentinel-addrs", "s1:26379,s2:26379",
+		"-redis-username", "mq", "-redis-password", "secret"}, nil)
+	if c.RedisSentinelMaster != "mymaster" || !reflect.DeepEqual(c.RedisSentinelAddrs, []string{"s1:26379", "s2:26379"}) ||
+		c.RedisUsername != "mq" || c.RedisPassword != "secret" {
+		t.Errorf("sentinel: got %+v", c)
+	}
+	c = mustParse(t, nil, map[string]string{"MQTT_REDIS_CLUSTER": "n1:7000", "MQTT_REDIS_PASSWORD": "pw"})
+	if !reflect.DeepEqual(c.RedisCluster, []string{"n1:7000"}) || c.RedisPassword != "pw" {
+		t.Errorf("cluster: got %+v", c)
+	}
+}
+
+func TestParseConfig_Errors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"unknown flag", []string{"-foo"}, nil, `-foo: unknown flag (see -h)`},
+		{"unknown flag with value", []string{"--foo=1"}, nil, `-foo: unknown flag (see -h)`},
+		{"missing value", []string{"-listen"}, nil, `-listen: needs a value`},
+		{"positional", []string{"-listen", ":1", "extra"}, nil, `"extra": unexpected argument; every setting is a flag (see -h)`},
+		{"positional after --", []string{"-pprof", "--", "x"}, nil, `"x": unexpected argument; every setting is a flag (see -h)`},
+		{"bool value as separate word", []string{"-allow-anonymous", "false"}, nil, `-allow-anonymous: a boolean takes its value after '=', as -allow-anonymous=false`},
+		{"bool then positional", []string{"--pprof", "yes"}, nil, `-pprof: a boolean takes its value after '=', as -pprof=yes`},
+		{"listen not host:port", []string{"-listen", "1883"}, nil, `-listen: "1883" is not a host:port address`},
+		{"listen bad port", []string{"-listen", ":99999"}, nil, `-listen: ":99999": port "99999" is not a number 0..65535`},
+		{"listen env", nil, map[string]string{"MQTT_LISTEN": "nope"}, `MQTT_LISTEN (for -listen): "nope" is not a host:port address`},
+		{"http bad", []string{"-http", "8080"}, nil, `-http: "8080" is not a host:port address`},
+		{"http same port", []string{"-listen", ":1883", "-http", "127.0.0.1:1883"}, nil, `-http: "127.0.0.1:1883" uses the same port as -listen ":1883"`},
+		{"pprof bad", []string{"-pprof=yes"}, nil, `-pprof: "yes" is not a boolean (true or false)`},
+		{"pprof env bad", nil, map[string]string{"MQTT_PPROF": "on"}, `MQTT_PPROF (for -pprof): "on" is not a boolean (true or false)`},
+		{"pprof without http", []string{"-pprof", "-http", "off"}, nil, `-pprof: needs the -http listener, which is off`},
+		{"redis-url scheme", []string{"-redis-url", "http://u:hunter2@h:1"}, nil, `-redis-url: "http://u:xxxxx@h:1": redis: invalid URL scheme: http (want redis://, rediss:// or unix://)`},
+		{"redis-url db", []string{"-redis-url", "redis://h/x"}, nil, `-redis-url: "redis://h/x": redis: invalid database number: "x" (want redis://, rediss:// or unix://)`},
+		{"redis-url unparseable", []string{"-redis-url", "redis://h:1/%zz"}, nil, `-redis-url: not a URL: invalid URL escape "%zz"`},
+		{"redis-url env", nil, map[string]string{"MQTT_REDIS_URL": "unix://"}, `MQTT_REDIS_URL (for -redis-url): "unix:": redis: empty unix socket path (want redis://, rediss:// or unix://)`},
+		{"redis-prefix space", []string{"-redis-prefix", "a b"}, nil, `-redis-prefix: "a b" must be non-empty without spaces`},
+		{"redis-prefix empty", []string{"-redis-prefix", ""}, nil, `-redis-prefix: "" must be non-empty without spaces`},
+		{"sentinel master without addrs", []string{"-redis-sentinel-master", "m"}, nil, `-redis-sentinel-master: needs -redis-sentinel-addrs`},
+		{"sentinel addrs without master", []string{"-redis-sentinel-addrs", "s:26379"}, nil, `-redis-sentinel-addrs: needs -redis-sentinel-master`},
+		{"sentinel addrs bad", []string{"-redis-sentinel-addrs", "s:26379,s2"}, nil, `-redis-sentinel-addrs: "s:26379,s2" is not a comma-separated list of host:port`},
+		{"cluster addrs bad", nil, map[string]string{"MQTT_REDIS_CLUSTER": ":7000"}, `MQTT_REDIS_CLUSTER (for -redis-cluster): ":7000" is not a comma-separated list of host:port`},
+		{"url and cluster", []string{"-redis-url", "redis://h", "-redis-cluster", "a:1"}, nil, `-redis-cluster: cannot be combined with -redis-url; choose one Redis topology`},
+		{"sentinel and cluster", []string{"-redis-sentinel-master", "m", "-redis-sentinel-addrs", "s:1", "-redis-cluster", "a:1"}, nil, `-redis-cluster: cannot be combined with -redis-sentinel-master; choose one Redis topology`},
+		{"username with url", []string{"-redis-url", "redis://h", "-redis-username", "u"}, nil, `-redis-username: not used with -redis-url; put the user in the URL`},
+		{"password with url", []string{"-redis-url", "redis://h", "-redis-password", "p"}, nil, `-redis-password: not used with -redis-url; put the password in the URL`},
+		{"password without redis", nil, map[string]string{"MQTT_REDIS_PASSWORD": "p"}, `-redis-username/-redis-password: no Redis configured (-redis-sentinel-master or -redis-cluster)`},
+		{"node-id chars", []string{"-node-id", "a b"}, nil, `-node-id: "a b": use at most 128 of A-Z a-z 0-9 . _ -`},
+		{"node-id long", []string{"-node-id", strings.Repeat("n", 129)}, nil, `-node-id: "` + strings.Repeat("n", 129) + `": use at most 128 of A-Z a-z 0-9 . _ -`},
+		{"node-ttl bad", []string{"-node-ttl", "10"}, nil, `-node-ttl: "10" is not a duration (e.g. 500ms, 10s, 1m30s)`},
+		{"node-ttl small", []string{"-node-ttl", "500ms"}, nil, `-node-ttl: 500ms is below the minimum 1s`},
+		{"acl-file missing", []string{"-acl-file", filepath.Join(dir, "nope")}, nil, `-acl-file: cannot read: open ` + filepath.Join(dir, "nope") + `: no such file or directory`},
+		{"acl-file dir", []string{"-acl-file", dir}, nil, `-acl-file: "` + dir + `" is a directory, not a file`},
+		{"password-file env missing", nil, map[string]string{"MQTT_PASSWORD_FILE": filepath.Join(dir, "pw")}, `MQTT_PASSWORD_FILE (for -password-file): cannot read: open ` + filepath.Join(dir, "pw") + `: no such file or directory`},
+		{"allow-anonymous bad", []string{"-allow-anonymous=maybe"}, nil, `-allow-anonymous: "maybe" is not a boolean (true or false)`},
+		{"max-packet-size words", []string{"-max-packet-size", "12 parsecs"}, nil, `-max-packet-size: "12 parsecs" is not a size (bytes, or with KiB/MiB suffix)`},
+		{"max-packet-size SI", []string{"-max-packet-size", "1MB"}, nil, `-max-packet-size: "1MB" is not a size (bytes, or with KiB/MiB suffix)`},
+		{"max-packet-size negative", []string{"-max-packet-size", "-1"}, nil, `-max-packet-size: "-1" is not a size (bytes, or with KiB/MiB suffix)`},
+		{"max-packet-size small", []string{"-max-packet-size", "15"}, nil, `-max-packet-size: "15" is outside 16..268435455 bytes (MQTT 3.1.1 section 2.2.3)`},
+		{"max-packet-size large", []string{"-max-packet-size", "256MiB"}, nil, `-max-packet-size: "256MiB" is outside 16..268435455 bytes (MQTT 3.1.1 section 2.2.3)`},
+		{"max-packet-size env", nil, map[string]string{"MQTT_MAX_PACKET_SIZE": "0KiB"}, `MQTT_MAX_PACKET_SIZE (for -max-packet-size): "0KiB" is outside 16..268435455 bytes (MQTT 3.1.1 section 2.2.3)`},
+		{"connect-timeout zero", []string{"-connect-timeout", "0"}, nil, `-connect-timeout: 0s is below the minimum 1ms`},
+		{"connect-timeout bad", []string{"-connect-timeout", "soon"}, nil, `-connect-timeout: "soon" is not a duration (e.g. 500ms, 10s, 1m30s)`},
+		{"max-inflight zero", []string{"-max-inflight", "0"}, nil, `-max-inflight: 0 is outside 1..65535`},
+		{"max-inflight big", []string{"-max-inflight", "65536"}, nil, `-max-inflight: 65536 is outside 1..65535`},
+		{"max-inflight text", []string{"-max-inflight", "lots"}, nil, `-max-inflight: "lots" is not a whole number`},
+		{"max-queued-messages zero", nil, map[string]string{"MQTT_MAX_QUEUED_MESSAGES": "0"}, `MQTT_MAX_QUEUED_MESSAGES (for -max-queued-messages): 0 is below the minimum 1`},
+		{"message-expiry small", []string{"-message-expiry", "100ms"}, nil, `-message-expiry: 100ms is below the minimum 1s`},
+		{"message-expiry bad", []string{"-message-expiry", "1d"}, nil, `-message-expiry: "1d" is not a duration (e.g. 500ms, 10s, 1m30s)`},
+		{"max-connections negative", []string{"-max-connections", "-1"}, nil, `-max-connections: -1 is below the minimum 0`},
+		{"max-connections text", []string{"-max-connections", "1e3"}, nil, `-max-connections: "1e3" is not a whole number`},
+		{"drain-timeout negative", []string{"-drain-timeout", "-1s"}, nil, `-drain-timeout: -1s is negative`},
+		{"log-level bad", nil, map[string]string{"MQTT_LOG_LEVEL": "loud"}, `MQTT_LOG_LEVEL (for -log-level): "loud" is not one of debug, info, warn, error`},
+		{"log-format bad", []string{"-log-format", "xml"}, nil, `-log-format: "xml" is not one of text, json`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var help bytes.Buffer
+			c, err := parseConfig(tt.args, env(tt.env), &help)
+			if err == nil {
+				t.Fatalf("got config %+v, want error %q", c, tt.want)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("error:\n got %s\nwant %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error leaks the Redis password: %q", err)
+			}
+			if help.Len() != 0 {
+				t.Errorf("help written on error: %q", help.String())
+			}
+		})
+	}
+}
+
+func TestParseConfig_Help(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		t.Run(arg, func(t *testing.T) {
+			var help bytes.Buffer
+			_, err := parseConfig([]string{"-listen", ":1", arg}, env(nil), &help)
+			if !errors.Is(err, ErrHelp) {
+				t.Fatalf("got %v, want ErrHelp", err)
+			}
+			var usage bytes.Buffer
+			Usage(&usage)
+			if help.String() != usage.String() {
+				t.Errorf("help output is not Usage's text:\n%s", help.String())
+			}
+		})
+	}
+}
+
+func TestUsage_ListsEveryFlagDefaultAndEnv(t *testing.T) {
+	var b bytes.Buffer
+	Usage(&b)
+	out := b.String()
+	for _, o := range options() {
+		if !regexp.MustCompile(`(?m)^  -` + o.name + `[ \n]`).MatchString(out) {
+			t.Errorf("usage lacks -%s", o.name)
+		}
+		if !strings.Contains(out, "env "+envName(o.name)+")") {
+			t.Errorf("usage lacks %s", envName(o.name))
+		}
+		if o.name != "node-id" && !strings.Contains(out, "(default "+`"`+o.def+`"`) {
+			t.Errorf("usage lacks the default %q of -%s", o.def, o.name)
+		}
+	}
+	if got, want := envName("max-packet-size"), "MQTT_MAX_PACKET_SIZE"; got != want {
+		t.Errorf("envName: got %q, want %q", got, want)
+	}
+}
+
+func TestConfig_NewLogger(t *testing.T) {
+	tests := []struct {
+		level, format string
+		debug, warn   bool
+	}{
+		{"debug", "text", true, true},
+		{"info", "json", false, true},
+		{"warn", "text", false, true},
+		{"error", "json", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.level+"/"+tt.format, func(t *testing.T) {
+			c := mustParse(t, []string{"-log-level", tt.level, "-log-format", tt.format}, nil)
+			var b bytes.Buffer
+			log := c.NewLogger(&b)
+			log.Debug("dbg")
+			log.Warn("wrn")
+			log.Error("err", "k", "v")
+			out := b.String()
+			if got := strings.Contains(out, "dbg"); got != tt.debug {
+				t.Errorf("debug logged = %v, want %v:\n%s", got, tt.debug, out)
+			}
+			if got := strings.Contains(out, "wrn"); got != tt.warn {
+				t.Errorf("warn logged = %v, want %v:\n%s", got, tt.warn, out)
+			}
+			last := strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
+			var rec map[string]any
+			isJSON := json.Unmarshal([]byte(last), &rec) == nil
+			if isJSON != (tt.format == "json") {
+				t.Errorf("format %s, line %q parsed as JSON = %v", tt.format, last, isJSON)
+			}
+		})
+	}
+}
+
+func TestConfig_RedisClient(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want any // nil, or a value of the wanted client type
+	}{
+		{"single node", nil, nil},
+		{"url", []string{"-redis-url", "redis://127.0.0.1:1/3"}, &redis.Client{}},
+		{"unix url", []string{"-redis-url", "unix:///tmp/none.sock"}, &redis.Client{}},
+		{"sentinel", []string{"-redis-sentinel-master", "m", "-redis-sentinel-addrs", "127.0.0.1:1"}, &redis.Client{}},
+		{"cluster", []string{"-redis-cluster", "127.0.0.1:1"}, &redis.ClusterClient{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, err := mustParse(t, tt.args, nil).RedisClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.want == nil {
+				if client != nil {
+					t.Fatalf("got %T, want no client", client)
+				}
+				return
+			}
+			defer client.Close()
+			if reflect.TypeOf(client) != reflect.TypeOf(tt.want) {
+				t.Fatalf("got %T, want %T", client, tt.want)
+			}
+		})
+	}
+	c := mustParse(t, []string{"-redis-url", "redis://u:pw@127.0.0.1:1/3"}, nil)
+	client, err := c.RedisClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	o := client.(*redis.Client).Options()
+	if o.Addr != "127.0.0.1:1" || o.DB != 3 || o.Username != "u" || o.Password != "pw" {
+		t.Errorf("url options: got addr %q db %d user %q password %q", o.Addr, o.DB, o.Username, o.Password)
+	}
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/bridgemq/server/bridge"
+)
+
+// testServer is one replica started in-process on a free loopback port.
+type testServer struct {
+	srv    *Server
+	cfg    *Config
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Addr is the replica's MQTT address, host:port.
+func (ts *testServer) Addr() string { return ts.srv.addr.String() }
+
+// URL is the replica's address as a Paho broker URL.
+func (ts *testServer) URL() string { return "tcp://" + ts.Addr() }
+
+// Stop drains the replica and waits for Run to return.
+func (ts *testServer) Stop(t testing.TB) {
+	t.Helper()
+	ts.cancel()
+	select {
+	case err := <-ts.done:
+		if err != nil {
+			t.Errorf("server stopped with error: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("server did not stop within 15s")
+	}
+}
+
+// testConfig is the configuration of a test replica: loopback, free port,
+// no HTTP unless asked, quiet logs unless MQTT_TEST_LOG is set.
+func testConfig(t testing.TB, args ...string) *Config {
+	t.Helper()
+	all := append([]string{"-listen", "127.0.0.1:0", "-http", "", "-node-id", "test"}, args...)
+	cfg, err := ParseConfig(all, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("test config %v: %v", all, err)
+	}
+	return cfg
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("MQTT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startServer starts a replica with the given flags on top of testConfig,
+// using bridge b (nil: a fresh in-process bridge), and stops it at cleanup.
+func startServer(t testing.TB, b bridge.Bridge, args ...string) *testServer {
+	t.Helper()
+	cfg := testConfig(t, args...)
+	log := testLogger()
+	authz, err := loadAuth(cfg)
+	if err != nil {
+		t.Fatalf("auth: %v", err)
+	}
+	if b == nil {
+		b = bridge.NewMemory(bridge.MemoryOptions{MaxQueued: cfg.MaxQueuedMessages, MessageExpiry: cfg.MessageExpiry})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{srv: NewServer(cfg, b, authz, log), cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	go func() { ts.done <- ts.srv.Run(ctx) }()
+	select {
+	case <-ts.srv.ready:
+	case err := <-ts.done:
+		t.Fatalf("server did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not start within 10s")
+	}
+	t.Cleanup(func() {
+		select {
+		case <-ts.done:
+		default:
+			ts.Stop(t)
+		}
+	})
+	return ts
+}
+
+// deployment is what a conformance test runs against: one or more replicas
+// that must behave as one broker.
+type deployment struct {
+	name    string
+	servers []*testServer
+}
+
+// pub and sub pick the replicas a test's publishers and subscribers use, so
+// that with two replicas every message crosses the bridge.
+func (d *deployment) pub() *testServer { return d.servers[0] }
+func (d *deployment) sub() *testServer { return d.servers[len(d.servers)-1] }
+
+// deployments lists the ways the broker is run in conformance tests: a single
+// node on the in-process bridge, and (once available) two replicas on Redis.
+var deployments = []struct {
+	name  string
+	start func(t testing.TB, args ...string) *deployment
+}{
+	{"single", func(t testing.TB, args ...string) *deployment {
+		return &deployment{name: "single", servers: []*testServer{startServer(t, nil, args...)}}
+	}},
+}
+
+// forEachDeployment runs f once per deployment as a subtest.
+func forEachDeployment(t *testing.T, f func(t *testing.T, d *deployment), args ...string) {
+	for _, dep := range deployments {
+		t.Run(dep.name, func(t *testing.T) {
+			f(t, dep.start(t, args...))
+		})
+	}
+}

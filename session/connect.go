@@ -1,0 +1,176 @@
+package session
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/topics"
+)
+
+// handshake reads and answers CONNECT. On refusal it returns the CONNACK to
+// send (nil when the connection is to be closed without one) and the reason.
+func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Session, error) {
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.env.Config.ConnectTimeout))
+	p, err := s.r.ReadPacket()
+	if errors.Is(err, packets.ErrUnsupportedProtocol) {
+		// [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01.
+		return &packets.Connack{ReturnCode: packets.RefusedProtocolVersion}, nil, fmt.Errorf("CONNECT: %w", err)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading CONNECT: %w", err)
+	}
+	c, ok := p.(*packets.Connect)
+	if !ok {
+		// [MQTT-3.1.0-1] the first packet must be CONNECT.
+		return nil, nil, fmt.Errorf("%w: first packet is type %d, not CONNECT [MQTT-3.1.0-1]", ErrProtocolViolation, p.Type())
+	}
+	s.version = c.ProtocolVersion
+	s.r.SetVersion(c.ProtocolVersion)
+	s.clean = c.CleanSession
+	s.keepAlive = time.Duration(c.KeepAlive) * time.Second
+	s.clientID = c.ClientID
+	if c.UsernameFlag {
+		s.username = c.Username
+	}
+
+	if s.clientID == "" {
+		if !c.CleanSession || c.ProtocolVersion == packets.Version31 {
+			// [MQTT-3.1.3-8] an empty id needs a clean session (3.1 needs an id).
+			return &packets.Connack{ReturnCode: packets.RefusedIdentifierRejected}, nil,
+				errors.New("empty client id without clean session [MQTT-3.1.3-8]")
+		}
+		s.clientID = "auto-" + uuid.NewString() // [MQTT-3.1.3-6]
+	}
+	s.log = s.log.With("client", s.clientID)
+
+	if c.Will != nil {
+		if err := topics.ValidateTopicName(c.Will.Topic); err != nil {
+			return nil, nil, fmt.Errorf("%w: will topic: %w [MQTT-3.1.3-10]", ErrProtocolViolation, err)
+		}
+		s.will = &bridge.Message{
+			Topic:    c.Will.Topic,
+			Payload:  c.Will.Payload,
+			QoS:      c.Will.QoS,
+			Retain:   c.Will.Retain,
+			ClientID: s.clientID,
+			Node:     s.env.Config.NodeID,
+		}
+	}
+
+	if code := s.env.Auth.Authenticate(c.UsernameFlag, c.Username, c.PasswordFlag, c.Password); code != packets.Accepted {
+		return &packets.Connack{ReturnCode: code}, nil, fmt.Errorf("authentication failed for user %q (CONNACK 0x%02x)", c.Username, code)
+	}
+
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stored, err := s.env.Bridge.Attach(actx, s.clientID, s, s.clean, s.will)
+	if err != nil {
+		return &packets.Connack{ReturnCode: packets.RefusedServerUnavailable}, nil, fmt.Errorf("attach session: %w", err)
+	}
+	// [MQTT-3.2.2-1] clean session: session present 0; [MQTT-3.2.2-2] a
+	// resumed session: 1; [MQTT-3.2.2-3] no stored session: 0.
+	present := !s.clean && stored != nil
+	return &packets.Connack{SessionPresent: present}, stored, nil
+}
+
+// restore loads a resumed session: its subscriptions, its unacknowledged
+// messages (re-sent with DUP=1 [MQTT-4.4.0-1]), its queued messages, ahead
+// of anything delivered since Attach.
+func (s *Session) restore(stored *bridge.Session) {
+	if stored == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for f, q := range stored.Subscriptions {
+		s.subs[f] = q
+	}
+	for _, id := range stored.AwaitingRelease {
+		s.awaitingRel[id] = struct{}{}
+	}
+	for _, in := range stored.Inflight {
+		s.seq++
+		s.inflight[in.PacketID] = &inflight{
+			outgoing: outgoing{msg: in.Message, qos: in.QoS},
+			seq:      s.seq,
+			released: in.Released,
+		}
+		if in.Released {
+			s.ctrl = appendAck(s.ctrl, &packets.Pubrel{PacketID: in.PacketID})
+		} else {
+			s.ctrl = packets.AppendPublish(s.ctrl, &packets.Publish{
+				Dup: true, QoS: in.QoS, Topic: in.Message.Topic,
+				PacketID: in.PacketID, Payload: in.Message.Payload,
+			})
+		}
+		if in.PacketID > s.nextID {
+			s.nextID = in.PacketID
+		}
+	}
+	if len(stored.Queued) > 0 {
+		queued := make([]outgoing, 0, len(stored.Queued)+len(s.pending))
+		for _, d := range stored.Queued {
+			queued = append(queued, outgoing{msg: d.Message, qos: d.QoS})
+		}
+		s.pending = append(queued, s.pending...)
+	}
+}
+
+// snapshot hands over the session's state; later deliveries are refused
+// (and kept by the bridge) so nothing falls between snapshot and Detach.
+func (s *Session) snapshot() *bridge.Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snapshotted = true
+	st := &bridge.Session{Subscriptions: make(map[string]byte, len(s.subs))}
+	for f, q := range s.subs {
+		st.Subscriptions[f] = q
+	}
+	for id := range s.awaitingRel {
+		st.AwaitingRelease = append(st.AwaitingRelease, id)
+	}
+	st.Inflight = make([]bridge.Inflight, 0, len(s.inflight))
+	for id, in := range s.inflight {
+		st.Inflight = append(st.Inflight, bridge.Inflight{
+			PacketID: id,
+			Delivery: bridge.Delivery{Message: in.msg, QoS: in.qos},
+			Released: in.released,
+		})
+	}
+	sortInflight(st.Inflight, s.inflight)
+	for _, o := range s.pending {
+		if o.qos > 0 {
+			st.Queued = append(st.Queued, bridge.Delivery{Message: o.msg, QoS: o.qos})
+		}
+	}
+	s.pending = nil
+	return st
+}
+
+// idPrefix makes message ids unique across processes; idCounter across the
+// messages of this one. Cheaper than a random UUID per message.
+var (
+	idPrefix  = randomPrefix()
+	idCounter atomic.Uint64
+)
+
+func randomPrefix() (p [8]byte) {
+	u := uuid.New()
+	copy(p[:], u[:8])
+	return p
+}
+
+func newMessageID() bridge.ID {
+	var id bridge.ID
+	copy(id[:8], idPrefix[:])
+	binary.BigEndian.PutUint64(id[8:], idCounter.Add(1))
+	return id
+}

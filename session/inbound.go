@@ -1,0 +1,230 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/topics"
+)
+
+// errClientDisconnect ends a connection the client closed with DISCONNECT.
+var errClientDisconnect = errors.New("client sent DISCONNECT")
+
+// readLoop reads and handles packets until the connection ends.
+func (s *Session) readLoop(ctx context.Context) error {
+	// [MQTT-3.1.2-24] a client silent for 1.5 × keep-alive is disconnected.
+	grace := s.keepAlive + s.keepAlive/2
+	for {
+		if grace > 0 {
+			_ = s.conn.SetReadDeadline(time.Now().Add(grace))
+		} else {
+			_ = s.conn.SetReadDeadline(time.Time{})
+		}
+		p, err := s.r.ReadPacket()
+		if err != nil {
+			select {
+			case <-s.closed:
+				return s.stopReason()
+			default:
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("%w: nothing received for %s [MQTT-3.1.2-24]", ErrKeepAliveExpired, grace)
+			}
+			return fmt.Errorf("read: %w", err)
+		}
+		if err := s.handle(ctx, p); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Session) handle(ctx context.Context, p packets.Packet) error {
+	switch p := p.(type) {
+	case *packets.Publish:
+		return s.onPublish(ctx, p)
+	case *packets.Puback:
+		s.onPuback(p.PacketID)
+	case *packets.Pubrec:
+		s.onPubrec(p.PacketID)
+	case *packets.Pubrel:
+		s.onPubrel(p.PacketID)
+	case *packets.Pubcomp:
+		s.onPubcomp(p.PacketID)
+	case *packets.Subscribe:
+		return s.onSubscribe(ctx, p)
+	case *packets.Unsubscribe:
+		return s.onUnsubscribe(ctx, p)
+	case *packets.Pingreq:
+		s.sendAck(&packets.Pingresp{}) // [MQTT-3.12.4-1]
+	case *packets.Disconnect:
+		return errClientDisconnect
+	case *packets.Connect:
+		// [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
+		return fmt.Errorf("%w: second CONNECT [MQTT-3.1.0-2]", ErrProtocolViolation)
+	default:
+		return fmt.Errorf("%w: a client may not send packet type %d", ErrProtocolViolation, p.Type())
+	}
+	return nil
+}
+
+func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
+	s.env.Stats.PublishReceived.Add(1)
+	if err := topics.ValidateTopicName(p.Topic); err != nil {
+		// [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not empty.
+		return fmt.Errorf("%w: PUBLISH topic: %w", ErrProtocolViolation, err)
+	}
+	if p.QoS == 2 {
+		s.mu.Lock()
+		_, seen := s.awaitingRel[p.PacketID]
+		s.mu.Unlock()
+		if seen {
+			// [MQTT-4.3.3-2] a re-sent PUBLISH before PUBREL is not
+			// delivered again; acknowledge it again.
+			s.sendAck(&packets.Pubrec{PacketID: p.PacketID})
+			return nil
+		}
+	}
+	if !s.env.Auth.CanWrite(s.clientID, s.username, p.Topic) {
+		// Acknowledged as 3.1.1 requires, then dropped.
+		s.env.Stats.PublishDenied.Add(1)
+		s.log.Info("publish refused by ACL", "topic", p.Topic)
+	} else {
+		msg := &bridge.Message{
+			ID:       newMessageID(),
+			Topic:    p.Topic,
+			Payload:  p.Payload,
+			QoS:      p.QoS,
+			Retain:   p.Retain,
+			ClientID: s.clientID,
+			Node:     s.env.Config.NodeID,
+			Time:     time.Now(),
+		}
+		if err := s.env.Bridge.Publish(ctx, msg); err != nil {
+			if p.QoS == 0 {
+				s.env.Stats.PublishDropped.Add(1)
+				return nil
+			}
+			// Not acknowledged: closing makes a 3.1.1 client re-send it
+			// once it reconnects [MQTT-4.4.0-1].
+			return fmt.Errorf("publish not accepted: %w", err)
+		}
+	}
+	switch p.QoS {
+	case 1:
+		s.sendAck(&packets.Puback{PacketID: p.PacketID}) // [MQTT-4.3.2-2]
+	case 2:
+		s.mu.Lock()
+		s.awaitingRel[p.PacketID] = struct{}{}
+		s.mu.Unlock()
+		s.sendAck(&packets.Pubrec{PacketID: p.PacketID}) // [MQTT-4.3.3-2]
+	}
+	return nil
+}
+
+func (s *Session) onPubrel(id uint16) {
+	s.mu.Lock()
+	delete(s.awaitingRel, id)
+	s.mu.Unlock()
+	s.sendAck(&packets.Pubcomp{PacketID: id}) // [MQTT-4.3.3-2]
+}
+
+func (s *Session) onPuback(id uint16) {
+	s.mu.Lock()
+	if in, ok := s.inflight[id]; ok && in.qos == 1 {
+		delete(s.inflight, id)
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *Session) onPubrec(id uint16) {
+	s.mu.Lock()
+	if in, ok := s.inflight[id]; ok && in.qos == 2 {
+		in.released = true // [MQTT-4.3.3-1] the PUBLISH is not re-sent after PUBREC
+	}
+	s.ctrl = appendAck(s.ctrl, &packets.Pubrel{PacketID: id})
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *Session) onPubcomp(id uint16) {
+	s.mu.Lock()
+	if in, ok := s.inflight[id]; ok && in.qos == 2 {
+		delete(s.inflight, id)
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
+	codes := make([]byte, len(p.Subscriptions))
+	var granted []packets.Subscription
+	for i, sub := range p.Subscriptions {
+		if err := topics.ValidateFilter(sub.Filter); err != nil {
+			s.log.Info("subscription refused", "filter", sub.Filter, "reason", err.Error())
+			codes[i] = packets.SubackFailure
+			continue
+		}
+		if !s.env.Auth.CanSubscribe(s.clientID, s.username, sub.Filter) {
+			s.log.Info("subscription refused by ACL", "filter", sub.Filter)
+			codes[i] = packets.SubackFailure
+			continue
+		}
+		qos := min(sub.QoS, 2)
+		if err := s.env.Bridge.Subscribe(ctx, s.clientID, sub.Filter, qos); err != nil {
+			s.log.Error("subscribe", "filter", sub.Filter, "err", err)
+			codes[i] = packets.SubackFailure
+			continue
+		}
+		s.mu.Lock()
+		s.subs[sub.Filter] = qos // [MQTT-3.8.4-3] replaces an identical filter
+		s.mu.Unlock()
+		codes[i] = qos
+		granted = append(granted, packets.Subscription{Filter: sub.Filter, QoS: qos})
+	}
+	// [MQTT-3.8.4-1] SUBACK with one code per filter [MQTT-3.9.3-1].
+	s.sendAck(&packets.Suback{PacketID: p.PacketID, ReturnCodes: codes})
+	for _, g := range granted {
+		s.sendRetained(ctx, g)
+	}
+	return nil
+}
+
+// sendRetained queues the retained messages matching a new subscription,
+// with RETAIN=1 [MQTT-3.3.1-6], after its SUBACK.
+func (s *Session) sendRetained(ctx context.Context, g packets.Subscription) {
+	msgs, err := s.env.Bridge.Retained(ctx, g.Filter)
+	if err != nil {
+		s.log.Error("retained lookup", "filter", g.Filter, "err", err)
+		return
+	}
+	for _, m := range msgs {
+		if s.env.Auth.ChecksReads() && !s.env.Auth.CanRead(s.clientID, s.username, m.Topic) {
+			continue
+		}
+		s.enqueue(outgoing{msg: m, qos: min(m.QoS, g.QoS), retain: true})
+	}
+}
+
+func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) error {
+	for _, f := range p.Filters {
+		s.mu.Lock()
+		_, had := s.subs[f]
+		delete(s.subs, f)
+		s.mu.Unlock()
+		if !had {
+			continue
+		}
+		if err := s.env.Bridge.Unsubscribe(ctx, s.clientID, f); err != nil {
+			s.log.Error("unsubscribe", "filter", f, "err", err)
+		}
+	}
+	// [MQTT-3.10.4-4] UNSUBACK always, even when nothing matched [MQTT-3.10.4-5].
+	s.sendAck(&packets.Unsuback{PacketID: p.PacketID})
+	return nil
+}

@@ -1,0 +1,295 @@
+// Package session is one client connection's state machine: CONNECT,
+// keep-alive, QoS 0/1/2 flows in both directions, packet identifiers, the
+// inflight window, the will, takeover, and resending on reconnect. It talks
+// to other clients only through a bridge.Bridge.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/packets"
+)
+
+// Authorizer decides who may connect and what they may do.
+type Authorizer interface {
+	// Authenticate returns the CONNACK return code for the credentials.
+	Authenticate(usernameFlag bool, username string, passwordFlag bool, password []byte) byte
+	CanSubscribe(clientID, username, filter string) bool
+	CanRead(clientID, username, topic string) bool
+	CanWrite(clientID, username, topic string) bool
+	// ChecksReads reports whether CanRead can ever refuse, so the delivery
+	// path can skip it.
+	ChecksReads() bool
+}
+
+// AllowAll is the Authorizer that accepts every client and every topic.
+type AllowAll struct{}
+
+// Authenticate implements Authorizer.
+func (AllowAll) Authenticate(bool, string, bool, []byte) byte { return packets.Accepted }
+
+// CanSubscribe implements Authorizer.
+func (AllowAll) CanSubscribe(string, string, string) bool { return true }
+
+// CanRead implements Authorizer.
+func (AllowAll) CanRead(string, string, string) bool { return true }
+
+// CanWrite implements Authorizer.
+func (AllowAll) CanWrite(string, string, string) bool { return true }
+
+// ChecksReads implements Authorizer.
+func (AllowAll) ChecksReads() bool { return false }
+
+// Config holds the limits a session enforces.
+type Config struct {
+	NodeID         string
+	MaxPacketSize  int
+	ConnectTimeout time.Duration
+	// MaxInflight bounds outgoing QoS 1/2 messages awaiting acknowledgement.
+	MaxInflight int
+	// MaxQueued bounds messages waiting to be written to one connection;
+	// beyond it new messages are dropped and counted, QoS 0 and QoS 1/2
+	// alike (Mosquitto's max_queued_messages rule).
+	MaxQueued int
+	// WriteTimeout closes a connection whose socket accepts no bytes for
+	// this long.
+	WriteTimeout time.Duration
+}
+
+// Env is what every session of a server shares.
+type Env struct {
+	Bridge bridge.Bridge
+	Auth   Authorizer
+	Config Config
+	Stats  *Stats
+	Log    *slog.Logger
+}
+
+// Errors that end a connection, with the reason logged.
+var (
+	ErrProtocolViolation = errors.New("protocol violation")
+	ErrKeepAliveExpired  = errors.New("keep-alive expired")
+	ErrTakenOver         = errors.New("session taken over by a new connection")
+	ErrServerShutdown    = errors.New("server shutting down")
+)
+
+// Session is one client connection and the MQTT session it carries.
+type Session struct {
+	env  *Env
+	conn net.Conn
+	r    *packets.Reader
+	log  *slog.Logger
+
+	clientID  string
+	username  string
+	version   byte
+	clean     bool
+	keepAlive time.Duration
+	will      *bridge.Message
+
+	mu          sync.Mutex
+	wake        chan struct{} // cap 1: the writer has something to do
+	ctrl        []byte        // encoded acknowledgements waiting for the writer
+	pending     []outgoing    // messages waiting for the writer or an inflight slot
+	inflight    map[uint16]*inflight
+	seq         uint64 // orders inflight entries for resending
+	nextID      uint16
+	subs        map[string]byte
+	awaitingRel map[uint16]struct{}
+	snapshotted bool // the state has been handed over; Deliver refuses
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed when the connection is being torn down
+	finished  chan struct{} // closed when Detach has returned
+	reason    atomic.Pointer[error]
+}
+
+// outgoing is a message waiting to be sent to this client.
+type outgoing struct {
+	msg    *bridge.Message
+	qos    byte
+	retain bool // RETAIN=1: sent because of a new subscription [MQTT-3.3.1-8]
+}
+
+// inflight is an outgoing QoS 1/2 message awaiting acknowledgement.
+type inflight struct {
+	outgoing
+	seq      uint64
+	released bool // QoS 2: PUBREC received, PUBREL sent
+}
+
+// New prepares a session for a freshly accepted connection.
+func New(conn net.Conn, env *Env) *Session {
+	return &Session{
+		env:         env,
+		conn:        conn,
+		r:           packets.NewReader(conn, env.Config.MaxPacketSize),
+		log:         env.Log.With("remote", conn.RemoteAddr().String()),
+		wake:        make(chan struct{}, 1),
+		inflight:    make(map[uint16]*inflight),
+		subs:        make(map[string]byte),
+		awaitingRel: make(map[uint16]struct{}),
+		closed:      make(chan struct{}),
+		finished:    make(chan struct{}),
+	}
+}
+
+// Serve runs the connection until it ends, and closes it. A panic while
+// serving is recovered, logged and ends this connection only.
+func (s *Session) Serve(ctx context.Context) {
+	s.env.Stats.Connections.Add(1)
+	defer s.env.Stats.Connections.Add(-1)
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic serving connection", "client", s.clientID, "panic", p, "stack", string(debug.Stack()))
+			s.stop(fmt.Errorf("panic: %v", p))
+		}
+	}()
+	s.serve(ctx)
+}
+
+// stop records why the connection ends (the first reason wins) and closes
+// the socket, which unblocks the reader and the writer.
+func (s *Session) stop(reason error) {
+	s.closeOnce.Do(func() {
+		s.reason.Store(&reason)
+		close(s.closed)
+		_ = s.conn.Close()
+	})
+}
+
+func (s *Session) stopReason() error {
+	if p := s.reason.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// TakeOver implements bridge.Subscriber: a new connection with the same
+// client id ends this one [MQTT-3.1.4-2]. It returns once this session's
+// state is stored.
+func (s *Session) TakeOver() {
+	s.stop(ErrTakenOver)
+	<-s.finished
+}
+
+// Shutdown ends the connection because the server is stopping.
+func (s *Session) Shutdown() { s.stop(ErrServerShutdown) }
+
+// Done is closed once the session has fully ended.
+func (s *Session) Done() <-chan struct{} { return s.finished }
+
+func (s *Session) serve(ctx context.Context) {
+	connack, stored, err := s.handshake(ctx)
+	if err != nil {
+		s.env.Stats.ConnectsRefused.Add(1)
+		s.log.Info("connection refused", "client", s.clientID, "reason", err.Error())
+		if connack != nil {
+			s.writeNow(connack)
+		}
+		s.stop(err)
+		close(s.finished)
+		return
+	}
+	defer close(s.finished)
+	s.restore(stored)
+	s.writeNow(connack)
+	s.log.Debug("client connected", "client", s.clientID, "clean", s.clean, "keepalive", s.keepAlive)
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		s.writeLoop()
+	}()
+	s.signal()
+	err = s.readLoop(ctx)
+	s.stop(err)
+	<-writerDone
+	s.end(ctx)
+}
+
+// writeNow writes one packet synchronously, before the writer runs.
+func (s *Session) writeNow(p packets.Packet) {
+	buf, err := packets.Append(nil, p)
+	if err != nil {
+		s.log.Error("encode packet", "err", err)
+		return
+	}
+	_ = s.conn.SetWriteDeadline(time.Now().Add(s.env.Config.WriteTimeout))
+	if _, err := s.conn.Write(buf); err != nil {
+		s.stop(fmt.Errorf("write: %w", err))
+	}
+}
+
+// end runs once the connection is closed: publish the will when one is due,
+// then hand the session to the bridge.
+func (s *Session) end(ctx context.Context) {
+	reason := s.stopReason()
+	graceful := errors.Is(reason, errClientDisconnect)
+	switch {
+	case graceful:
+		s.log.Debug("client disconnected", "client", s.clientID)
+	case errors.Is(reason, ErrServerShutdown):
+		s.log.Debug("connection closed for shutdown", "client", s.clientID)
+	default:
+		s.log.Info("connection closed", "client", s.clientID, "reason", describe(reason))
+	}
+	// [MQTT-3.1.2-8] the will is published when the connection closes
+	// without DISCONNECT; [MQTT-3.1.2-10] DISCONNECT discards it. A graceful
+	// server drain does not publish wills: clients reconnect elsewhere.
+	if s.will != nil && !graceful && !errors.Is(reason, ErrServerShutdown) {
+		s.publishWill(ctx)
+	}
+	var state *bridge.Session
+	snap := s.snapshot()
+	if !s.clean {
+		state = snap
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.env.Bridge.Detach(dctx, s.clientID, s, state); err != nil {
+		s.log.Error("store session", "client", s.clientID, "err", err)
+	}
+}
+
+func (s *Session) publishWill(ctx context.Context) {
+	w := s.will
+	if !s.env.Auth.CanWrite(s.clientID, s.username, w.Topic) {
+		s.env.Stats.PublishDenied.Add(1)
+		s.log.Info("will refused by ACL", "client", s.clientID, "topic", w.Topic)
+		return
+	}
+	w.Time = time.Now()
+	w.ID = newMessageID()
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.env.Bridge.Publish(pctx, w); err != nil {
+		s.log.Error("publish will", "client", s.clientID, "topic", w.Topic, "err", err)
+		return
+	}
+	s.env.Stats.WillsPublished.Add(1)
+}
+
+// describe turns the end-of-connection error into a short reason.
+func describe(err error) string {
+	switch {
+	case err == nil:
+		return "closed"
+	case errors.Is(err, io.EOF):
+		return "client closed the connection"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	return err.Error()
+}

@@ -1,0 +1,31 @@
+package session
+
+import "sync/atomic"
+
+// Stats counts what the sessions of a server do; safe for concurrent use.
+type Stats struct {
+	Connections      atomic.Int64 // open connections
+	ConnectsRefused  atomic.Int64 // CONNECTs answered with a refusal or closed
+	PublishReceived  atomic.Int64 // PUBLISH packets received from clients
+	PublishDenied    atomic.Int64 // PUBLISH (and wills) refused by the ACL, acknowledged and dropped
+	PublishDropped   atomic.Int64 // QoS 0 PUBLISH the bridge could not accept
+	Delivered        atomic.Int64 // PUBLISH packets sent to clients
+	DroppedQoS0      atomic.Int64 // QoS 0 messages dropped because a client's queue was full
+	DroppedQueueFull atomic.Int64 // QoS 1/2 messages dropped because a client's queue was full
+	WillsPublished   atomic.Int64 // will messages published
+}
+
+// Snapshot returns the counters by name.
+func (s *Stats) Snapshot() map[string]int64 {
+	return map[string]int64{
+		"connections":              s.Connections.Load(),
+		"connects_refused":         s.ConnectsRefused.Load(),
+		"publish_received":         s.PublishReceived.Load(),
+		"publish_denied":           s.PublishDenied.Load(),
+		"publish_dropped":          s.PublishDropped.Load(),
+		"messages_delivered":       s.Delivered.Load(),
+		"dropped_qos0_queue_full":  s.DroppedQoS0.Load(),
+		"dropped_qos12_queue_full": s.DroppedQueueFull.Load(),
+		"wills_published":          s.WillsPublished.Load(),
+	}
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs every check the project has, the way CI does: installs what is missing on a fresh
+# Debian machine, then gofmt, go vet, staticcheck, the race-enabled test suite and a
+# bounded fuzz run of each ./packets fuzz target. Usage: bash ./test.sh
+#
+# Tests start their own redis-server, redis-sentinel, haproxy and mosquitto on free ports,
+# so a system service the Debian packages may auto-start on 6379/1883 does not matter.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+FUZZTIME="${FUZZTIME:-20s}"
+STATICCHECK_VERSION="v0.8.2"
+# /usr/sbin holds mosquitto for non-root users; GOPATH/bin holds staticcheck.
+export PATH="$PATH:/usr/sbin:/sbin:/usr/local/go/bin"
+PATH="$PATH:$(go env GOPATH)/bin"
+
+# step NAME CMD...: runs CMD, prints how long it took, and stops the script if it fails.
+step() {
+	local name="$1" start rc
+	shift
+	echo "==> $name"
+	start=$(date +%s)
+	# The subshell keeps errexit on inside shell functions (a plain call under "set +e"
+	# would not), while the step's status is still ours to report.
+	set +e
+	(
+		set -e
+		"$@"
+	)
+	rc=$?
+	set -e
+	printf '==> %s: %s in %ss\n' "$name" "$([ "$rc" -eq 0 ] && echo ok || echo "FAILED (exit $rc)")" "$(($(date +%s) - start))"
+	return "$rc"
+}
+
+install_packages() {
+	local missing=()
+	local cmd
+	for cmd in redis-server redis-sentinel haproxy mosquitto_pub mosquitto_sub mosquitto; do
+		command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+	done
+	if [ "${#missing[@]}" -eq 0 ]; then
+		echo "all of redis-server, redis-sentinel, haproxy, mosquitto(-clients) present; skipping apt"
+		return 0
+	fi
+	echo "missing: ${missing[*]}"
+	local sudo=()
+	if [ "$(id -u)" -ne 0 ]; then
+		sudo=(sudo)
+	fi
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		redis-server redis-sentinel haproxy mosquitto-clients mosquitto
+}
+
+check_gofmt() {
+	local out
+	out=$(gofmt -l .)
+	if [ -n "$out" ]; then
+		echo "gofmt wants to change:"
+		echo "$out"
+		return 1
+	fi
+}
+
+install_staticcheck() {
+	if command -v staticcheck >/dev/null 2>&1 && staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+		return 0
+	fi
+	go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
+}
+
+fuzz_packets() {
+	local list targets target
+	list=$(go test ./packets -list 'Fuzz.*')
+	targets=$(grep '^Fuzz' <<<"$list" || true)
+	if [ -z "$targets" ]; then
+		echo "no fuzz targets in ./packets"
+		return 0
+	fi
+	for target in $targets; do
+		step "fuzz $target ($FUZZTIME)" go test ./packets -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME"
+	done
+}
+
+total_start=$(date +%s)
+step "install system packages" install_packages
+step "go mod download" go mod download
+step "install staticcheck $STATICCHECK_VERSION" install_staticcheck
+step "gofmt" check_gofmt
+step "go vet" go vet ./...
+step "staticcheck" staticcheck ./...
+step "go test -race" go test -race -count=1 -timeout 12m ./...
+step "fuzz ./packets" fuzz_packets
+echo "==> all checks passed in $(($(date +%s) - total_start))s"
