@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/internal/redistest"
 )
 
 // testServer is one replica started in-process on a free loopback port.
@@ -112,6 +114,35 @@ var deployments = []struct {
 	{"single", func(t testing.TB, args ...string) *deployment {
 		return &deployment{name: "single", servers: []*testServer{startServer(t, nil, args...)}}
 	}},
+	{"redis-2-replicas", func(t testing.TB, args ...string) *deployment {
+		return startReplicas(t, 2, args...)
+	}},
+}
+
+// startReplicas starts a fresh redis-server and n replicas sharing it.
+func startReplicas(t testing.TB, n int, args ...string) *deployment {
+	t.Helper()
+	rs := redistest.Start(t)
+	d := &deployment{name: fmt.Sprintf("redis-%d-replicas", n)}
+	for i := 0; i < n; i++ {
+		d.servers = append(d.servers, startRedisReplica(t, rs.URL(), fmt.Sprintf("node-%d", i), args...))
+	}
+	return d
+}
+
+// startRedisReplica starts one replica on the Redis at url.
+func startRedisReplica(t testing.TB, url, node string, args ...string) *testServer {
+	t.Helper()
+	cfg := testConfig(t, append([]string{"-redis-url", url, "-node-id", node}, args...)...)
+	client, err := cfg.RedisClient()
+	if err != nil {
+		t.Fatalf("redis client: %v", err)
+	}
+	b, err := newRedisBridge(context.Background(), cfg, client, testLogger().With("node", node))
+	if err != nil {
+		t.Fatalf("redis bridge: %v", err)
+	}
+	return startServer(t, b, append([]string{"-redis-url", url, "-node-id", node}, args...)...)
 }
 
 // forEachDeployment runs f once per deployment as a subtest.

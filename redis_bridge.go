@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/redis/go-redis/v9"
@@ -10,9 +10,22 @@ import (
 	"github.com/bridgemq/server/bridge"
 )
 
-// newRedisBridge is replaced by the Redis bridge as it lands; until then a
-// Redis configuration is refused at start-up rather than ignored.
-func newRedisBridge(_ context.Context, _ *Config, client redis.UniversalClient, _ *slog.Logger) (bridge.Bridge, error) {
-	_ = client.Close()
-	return nil, errors.New("-redis-url: the Redis bridge is not part of this build yet")
+// newRedisBridge starts the Redis bridge on client. Redis must answer at
+// start-up; once running, a replica survives Redis going away.
+func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger) (bridge.Bridge, error) {
+	b, err := bridge.NewRedis(ctx, bridge.RedisOptions{
+		Client:        client,
+		Prefix:        cfg.RedisPrefix,
+		NodeID:        cfg.NodeID,
+		NodeTTL:       cfg.NodeTTL,
+		MessageExpiry: cfg.MessageExpiry,
+		MaxQueued:     cfg.MaxQueuedMessages,
+		Logger:        log,
+	})
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("redis bridge: %w", err)
+	}
+	log.Info("redis bridge ready", "node", cfg.NodeID, "prefix", cfg.RedisPrefix)
+	return b, nil
 }

@@ -1,0 +1,384 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/topics"
+)
+
+// streamShards is the number of Redis streams QoS ≥ 1 messages are appended
+// to. A topic's shard is fixed by its first level, so stream ids are ordered
+// for every topic, and a replay after a blip reads one stream per shard.
+const streamShards = 16
+
+// Defaults for zero RedisOptions fields.
+const (
+	DefaultRedisPrefix = "mqtt:"
+	DefaultNodeTTL     = 15 * time.Second
+	DefaultStreamCap   = 100_000
+	DefaultMaxPatterns = 256
+	DefaultMaxQueued   = 1000
+)
+
+// takeoverTimeout bounds how long Attach waits for another node to end the
+// previous connection of a client id.
+const takeoverTimeout = 5 * time.Second
+
+// RedisOptions configures a Redis bridge.
+type RedisOptions struct {
+	// Client reaches Redis: single node, Sentinel or Cluster. Required.
+	Client redis.UniversalClient
+	// Prefix namespaces every key and channel (default "mqtt:", the EMQX
+	// layout); messages travel on channels "<Prefix>msg:<topic>".
+	Prefix string
+	// NodeID names this replica; it must be unique among live replicas.
+	// Default: a random id.
+	NodeID string
+	// NodeTTL is how long this replica's liveness key outlives its last
+	// refresh; other replicas publish the wills of its clients once it has
+	// expired. Default DefaultNodeTTL.
+	NodeTTL time.Duration
+	// MessageExpiry drops messages kept for an offline session longer than
+	// this; zero keeps them as long as the stream does.
+	MessageExpiry time.Duration
+	// MaxQueued bounds the messages returned for one offline session;
+	// newer ones are dropped and counted. Default DefaultMaxQueued.
+	MaxQueued int
+	// MaxPatterns bounds the Redis patterns this replica subscribes
+	// (Redis pays for every pattern on every PUBLISH). Default
+	// DefaultMaxPatterns.
+	MaxPatterns int
+	// StreamCap is the approximate length each shard's stream is trimmed
+	// to; it bounds replay after a blip and offline queues. Default
+	// DefaultStreamCap.
+	StreamCap int64
+	// Logger receives operational events. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Redis is the Bridge that lets any number of replicas act as one broker.
+//
+// Keys and channels, under the prefix (EMQX's names where EMQX has one):
+//
+//	<p>client:<id>      hash  state 1/0, online_at, offline_at, node, conn
+//	<p>node:<node>      hash  client id → connect time, per replica
+//	<p>alive:<node>     string with TTL NodeTTL, refreshed every TTL/3
+//	<p>nodes            set   registered replicas, checked by the reaper
+//	<p>sub:<id>         hash  filter → QoS of a persistent session
+//	<p>session:<id>     hash  state (inflight, queued, awaiting PUBREL),
+//	                          cursor (last stream id per shard), will, conn, clean
+//	<p>retain:<topic>   hash  id, from, qos, topic, retain, payload, ts
+//	<p>retain:index     set   retained topic names, mirrored by every replica
+//	<p>stream:<0..15>   stream of QoS ≥ 1 envelopes, capped at StreamCap
+//	<p>msg:<topic>      channel carrying envelopes
+//	<p>ctl:retain       channel "+topic"/"-topic" index announcements
+//	<p>ctl:node:<node>  channel takeover requests and acknowledgements
+//	mqtt_channel        channel EMQX subscribe/unsubscribe events (for prefix "mqtt:")
+//
+// Every multi-key step is a sequence of single-key commands, ordered so
+// that a crash between them is harmless; Lua scripts touch one key each.
+// The EMQX names therefore work unchanged in Redis Cluster.
+//
+// Live fan-out: a message is PUBLISHed to "<prefix>msg:<topic>"; each
+// replica SUBSCRIBEs or PSUBSCRIBEs (topics.PatternSet) what its local
+// clients need, re-matches every message against its local trie and drops
+// repeats. A QoS ≥ 1 message is also appended to a capped stream, by the same
+// Lua script, so that a replica whose subscription connection dropped
+// replays what it missed, and an offline persistent session finds its
+// messages on reconnect by reading the streams from its cursor.
+type Redis struct {
+	rdb       redis.UniversalClient
+	prefix    string
+	msgPrefix string
+	node      string
+	ttl       time.Duration
+	expiry    time.Duration
+	maxQueued int
+	streamCap int64
+	log       *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	pubq chan pubRequest
+
+	ps       *redis.PubSub
+	psMu     sync.Mutex // orders PatternSet changes and their SUBSCRIBE commands
+	patterns *topics.PatternSet
+	waitMu   sync.Mutex
+	expected map[string]int           // subscribe confirmations we asked for
+	pongs    map[string]chan struct{} // PING barriers in flight
+	acks     map[string]chan struct{} // takeover acknowledgements awaited
+
+	mu       sync.Mutex // guards clients, lastSeen and delivery
+	clients  map[string]*redisClient
+	trie     *topics.Trie[string]
+	lastSeen [streamShards]streamID
+	matched  map[string]byte // reused by the reader under mu
+
+	recent   recentIDs                                 // reader goroutine only
+	retained atomic.Pointer[topics.Retained[struct{}]] // mirror of the retained index
+
+	attachMu sync.Mutex
+	attaches map[string]*clientLock // serialises Attach per client id
+
+	stats redisCounters
+}
+
+// redisClient is a client connection attached to this replica.
+type redisClient struct {
+	id    string
+	sub   Subscriber
+	conn  string // this connection's id in the client record
+	clean bool
+	subs  map[string]byte
+	late  []Delivery // refused by a closing connection, for its Detach
+
+	// While Attach replays a persistent session's streams, live messages
+	// with a stream id wait in pending; skip then holds, per shard, the
+	// last stream id the replay returned, so that live copies of
+	// replayed messages are not delivered twice.
+	replaying bool
+	pending   []pendingDelivery
+	skip      [streamShards]streamID
+}
+
+type pendingDelivery struct {
+	d     Delivery
+	shard int
+	sid   streamID
+}
+
+type redisCounters struct {
+	published, publishErrors, qos0Dropped atomic.Int64
+	received, delivered, deduplicated     atomic.Int64
+	replayed, replays, decodeErrors       atomic.Int64
+	queuedDropped, expired, willsSent     atomic.Int64
+	takeovers                             atomic.Int64
+}
+
+// NewRedis connects a Redis bridge: it subscribes its control channels,
+// loads the retained index, registers the node and starts the publisher,
+// the reader and the liveness loops. Close stops them.
+func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
+	if o.Client == nil {
+		return nil, errors.New("new redis bridge: Client is required")
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultRedisPrefix
+	}
+	if o.NodeID == "" {
+		o.NodeID = randomToken()
+	}
+	if o.NodeTTL <= 0 {
+		o.NodeTTL = DefaultNodeTTL
+	}
+	if o.StreamCap <= 0 {
+		o.StreamCap = DefaultStreamCap
+	}
+	if o.MaxPatterns <= 0 {
+		o.MaxPatterns = DefaultMaxPatterns
+	}
+	if o.MaxQueued <= 0 {
+		o.MaxQueued = DefaultMaxQueued
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	r := &Redis{
+		rdb:       o.Client,
+		prefix:    o.Prefix,
+		msgPrefix: o.Prefix + "msg:",
+		node:      o.NodeID,
+		ttl:       o.NodeTTL,
+		expiry:    o.MessageExpiry,
+		maxQueued: o.MaxQueued,
+		streamCap: o.StreamCap,
+		log:       o.Logger.With("component", "bridge.redis", "node", o.NodeID),
+		pubq:      make(chan pubRequest, 4*maxBatch),
+		patterns:  topics.NewPatternSet(o.Prefix+"msg:", o.MaxPatterns),
+		expected:  make(map[string]int),
+		pongs:     make(map[string]chan struct{}),
+		acks:      make(map[string]chan struct{}),
+		clients:   make(map[string]*redisClient),
+		trie:      topics.NewTrie[string](),
+		matched:   make(map[string]byte),
+		recent:    newRecentIDs(8192),
+		attaches:  make(map[string]*clientLock),
+	}
+	if err := r.rdb.Ping(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("new redis bridge: ping: %w: %w", ErrUnavailable, err)
+	}
+	if err := r.loadScripts(ctx); err != nil {
+		return nil, fmt.Errorf("new redis bridge: %w", err)
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+
+	// Subscribe before reading any state, so that nothing announced in
+	// between is missed.
+	// Subscribe, and wait for the confirmations, before reading any state,
+	// so that nothing announced in between is missed: announcements that
+	// arrive while the state loads wait in the connection for the reader.
+	if err := r.subscribeControl(ctx); err != nil {
+		r.cancel()
+		_ = r.ps.Close()
+		return nil, fmt.Errorf("new redis bridge: %w", err)
+	}
+	err := r.initStreams(ctx)
+	if err == nil {
+		err = r.loadRetainedIndex(ctx)
+	}
+	if err == nil {
+		err = r.heartbeat(ctx)
+	}
+	if err != nil {
+		r.cancel()
+		_ = r.ps.Close()
+		return nil, fmt.Errorf("new redis bridge: %w", err)
+	}
+	r.wg.Add(3)
+	go r.readLoop()
+	go r.publishLoop()
+	go r.nodeLoop()
+	return r, nil
+}
+
+// subscribeControl subscribes the control channels and reads their
+// confirmations itself, before the reader starts.
+func (r *Redis) subscribeControl(ctx context.Context) error {
+	ctl := []string{r.retainCtlChannel(), r.nodeCtlChannel(r.node)}
+	r.ps = r.rdb.Subscribe(ctx)
+	if err := r.ps.Subscribe(ctx, ctl...); err != nil {
+		return unavailable("subscribe control channels", err)
+	}
+	for range ctl {
+		v, err := r.ps.ReceiveTimeout(ctx, barrierTimeout)
+		if err != nil {
+			return unavailable("subscribe control channels", err)
+		}
+		if _, ok := v.(*redis.Subscription); !ok {
+			return fmt.Errorf("subscribe control channels: unexpected %T before confirmation", v)
+		}
+	}
+	return nil
+}
+
+// NodeID returns the name this replica registered under.
+func (r *Redis) NodeID() string { return r.node }
+
+// Ready reports whether Redis answers, for a readiness probe.
+func (r *Redis) Ready(ctx context.Context) error {
+	if err := r.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis ready: %w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Stats returns the bridge's counters: messages published, delivered to
+// local clients, dropped as repeats, QoS 0 messages dropped while Redis was
+// unreachable, messages replayed from the streams, and so on.
+func (r *Redis) Stats() map[string]int64 {
+	s := &r.stats
+	return map[string]int64{
+		"published":             s.published.Load(),
+		"publish_errors":        s.publishErrors.Load(),
+		"qos0_dropped":          s.qos0Dropped.Load(),
+		"received":              s.received.Load(),
+		"delivered":             s.delivered.Load(),
+		"deduplicated":          s.deduplicated.Load(),
+		"replayed":              s.replayed.Load(),
+		"replays":               s.replays.Load(),
+		"decode_errors":         s.decodeErrors.Load(),
+		"offline_queue_dropped": s.queuedDropped.Load(),
+		"offline_queue_expired": s.expired.Load(),
+		"wills_published":       s.willsSent.Load(),
+		"takeovers":             s.takeovers.Load(),
+		"retained_messages":     int64(r.retained.Load().Len()),
+		"subscription_filters":  int64(r.trie.Filters()),
+	}
+}
+
+// Close stops the bridge's goroutines and its subscription. Messages
+// already accepted by Publish are in Redis; clients still attached are left
+// to the other replicas, which publish their wills once this node's
+// liveness key expires.
+func (r *Redis) Close() error {
+	r.cancel()
+	err := r.ps.Close()
+	r.wg.Wait()
+	r.mu.Lock()
+	idle := len(r.clients) == 0
+	r.mu.Unlock()
+	if idle {
+		// Nothing to reap: leave the registry at once.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Del(ctx, r.aliveKey(r.node))
+			p.SRem(ctx, r.nodesKey(), r.node)
+			return nil
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("close redis bridge: %w", err)
+	}
+	return nil
+}
+
+// Key and channel names.
+
+func (r *Redis) clientKey(id string) string    { return r.prefix + "client:" + id }
+func (r *Redis) nodeKey(node string) string    { return r.prefix + "node:" + node }
+func (r *Redis) aliveKey(node string) string   { return r.prefix + "alive:" + node }
+func (r *Redis) nodesKey() string              { return r.prefix + "nodes" }
+func (r *Redis) reapKey(node string) string    { return r.prefix + "reap:" + node }
+func (r *Redis) subKey(id string) string       { return r.prefix + "sub:" + id }
+func (r *Redis) sessionKey(id string) string   { return r.prefix + "session:" + id }
+func (r *Redis) retainKey(topic string) string { return r.prefix + "retain:" + topic }
+func (r *Redis) retainIndexKey() string        { return r.prefix + "retain:index" }
+func (r *Redis) streamKey(shard int) string    { return r.prefix + "stream:" + strconv.Itoa(shard) }
+func (r *Redis) retainCtlChannel() string      { return r.prefix + "ctl:retain" }
+func (r *Redis) nodeCtlChannel(n string) string {
+	return r.prefix + "ctl:node:" + n
+}
+
+// eventChannel is EMQX's "mqtt_channel" for the default prefix.
+func (r *Redis) eventChannel() string { return strings.TrimSuffix(r.prefix, ":") + "_channel" }
+
+// shardOf maps a topic to its stream by its first level.
+func shardOf(topic string) int {
+	first := topic
+	if i := strings.IndexByte(topic, '/'); i >= 0 {
+		first = topic[:i]
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(first))
+	return int(h.Sum32() % streamShards)
+}
+
+// randomToken returns 16 random bytes in hex.
+func randomToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// unavailable wraps a Redis error so that callers can test for
+// ErrUnavailable.
+func unavailable(op string, err error) error {
+	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+}

@@ -1,0 +1,143 @@
+package bridge
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// sessionStateVersion leads every stored session state.
+const sessionStateVersion byte = 1
+
+// ErrSessionState reports a stored session state that cannot be read.
+var ErrSessionState = errors.New("stored session state is malformed")
+
+// appendSessionState encodes what a persistent session keeps between
+// connections besides its subscriptions: in-flight messages, queued
+// messages and QoS 2 packet ids awaiting PUBREL. Messages are envelopes.
+func appendSessionState(dst []byte, s *Session) []byte {
+	dst = append(dst, sessionStateVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(s.Inflight)))
+	for _, f := range s.Inflight {
+		dst = binary.BigEndian.AppendUint16(dst, f.PacketID)
+		rel := byte(0)
+		if f.Released {
+			rel = 1
+		}
+		dst = append(dst, f.QoS, rel)
+		dst = appendMessage(dst, f.Message)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s.Queued)))
+	for _, d := range s.Queued {
+		dst = append(dst, d.QoS)
+		dst = appendMessage(dst, d.Message)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s.AwaitingRelease)))
+	for _, id := range s.AwaitingRelease {
+		dst = binary.BigEndian.AppendUint16(dst, id)
+	}
+	return dst
+}
+
+func appendMessage(dst []byte, m *Message) []byte {
+	if m == nil {
+		m = &Message{}
+	}
+	dst = binary.AppendUvarint(dst, uint64(EnvelopeSize(m)))
+	return AppendEnvelope(dst, m, "")
+}
+
+// decodeSessionState reads what appendSessionState wrote into s.
+func decodeSessionState(src string, s *Session) error {
+	d := stateReader{src: src}
+	if v := d.byte(); d.err == nil && v != sessionStateVersion {
+		return fmt.Errorf("decode session state: version %d: %w", v, ErrSessionState)
+	}
+	n := d.count()
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		var f Inflight
+		f.PacketID = d.uint16()
+		f.QoS = d.byte()
+		f.Released = d.byte() == 1
+		f.Message = d.message()
+		s.Inflight = append(s.Inflight, f)
+	}
+	n = d.count()
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		q := d.byte()
+		s.Queued = append(s.Queued, Delivery{QoS: q, Message: d.message()})
+	}
+	n = d.count()
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		s.AwaitingRelease = append(s.AwaitingRelease, d.uint16())
+	}
+	if d.err == nil && d.p != len(src) {
+		d.err = fmt.Errorf("%d trailing bytes: %w", len(src)-d.p, ErrSessionState)
+	}
+	if d.err != nil {
+		return fmt.Errorf("decode session state: %w", d.err)
+	}
+	return nil
+}
+
+// stateReader reads a session state, keeping the first error.
+type stateReader struct {
+	src string
+	p   int
+	err error
+}
+
+func (d *stateReader) need(n int) bool {
+	if d.err == nil && len(d.src)-d.p < n {
+		d.err = fmt.Errorf("truncated at byte %d: %w", d.p, ErrSessionState)
+	}
+	return d.err == nil
+}
+
+func (d *stateReader) byte() byte {
+	if !d.need(1) {
+		return 0
+	}
+	d.p++
+	return d.src[d.p-1]
+}
+
+func (d *stateReader) uint16() uint16 {
+	if !d.need(2) {
+		return 0
+	}
+	d.p += 2
+	return uint16(d.src[d.p-2])<<8 | uint16(d.src[d.p-1])
+}
+
+// count reads an element count, which cannot exceed the bytes left.
+func (d *stateReader) count() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	n, k := binary.Uvarint([]byte(d.src[d.p:min(len(d.src), d.p+binary.MaxVarintLen64)]))
+	if k <= 0 || n > uint64(len(d.src)-d.p-k) {
+		d.err = fmt.Errorf("bad count at byte %d: %w", d.p, ErrSessionState)
+		return 0
+	}
+	d.p += k
+	return n
+}
+
+func (d *stateReader) message() *Message {
+	if d.err != nil {
+		return nil
+	}
+	env, p, err := readString(d.src, d.p, "message")
+	if err != nil {
+		d.err = fmt.Errorf("%w: %w", ErrSessionState, err)
+		return nil
+	}
+	d.p = p
+	m := new(Message)
+	if _, err := DecodeEnvelope(env, m); err != nil {
+		d.err = fmt.Errorf("%w: %w", ErrSessionState, err)
+		return nil
+	}
+	return m
+}

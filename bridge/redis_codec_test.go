@@ -1,0 +1,183 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/topics"
+)
+
+func TestSessionState_RoundTrip(t *testing.T) {
+	m1, m2 := sampleMessage(), rmsg("q/1", 2, "queued")
+	in := &Session{
+		Inflight: []Inflight{
+			{PacketID: 1, Delivery: Delivery{Message: m1, QoS: 1}},
+			{PacketID: 65535, Delivery: Delivery{Message: m2, QoS: 2}, Released: true},
+		},
+		Queued:          []Delivery{{Message: m2, QoS: 2}, {Message: m1, QoS: 1}},
+		AwaitingRelease: []uint16{3, 4},
+	}
+	var out Session
+	if err := decodeSessionState(string(appendSessionState(nil, in)), &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Inflight) != 2 || out.Inflight[1].PacketID != 65535 || !out.Inflight[1].Released ||
+		out.Inflight[0].Message.ID != m1.ID || out.Inflight[1].QoS != 2 {
+		t.Fatalf("inflight = %+v", out.Inflight)
+	}
+	if len(out.Queued) != 2 || out.Queued[0].Message.ID != m2.ID || string(out.Queued[1].Message.Payload) != string(m1.Payload) {
+		t.Fatalf("queued = %+v", out.Queued)
+	}
+	if !slices.Equal(out.AwaitingRelease, in.AwaitingRelease) {
+		t.Fatalf("awaiting = %v", out.AwaitingRelease)
+	}
+}
+
+func TestSessionState_RejectsMalformed(t *testing.T) {
+	good := string(appendSessionState(nil, &Session{
+		Queued:          []Delivery{{Message: sampleMessage(), QoS: 1}},
+		AwaitingRelease: []uint16{3},
+	}))
+	tests := []struct{ name, in string }{
+		{"empty", ""},
+		{"unknown version", "\x02" + good[1:]},
+		{"truncated", good[:len(good)-1]},
+		{"trailing", good + "\x00"},
+		{"huge count", "\x01\xff\xff\xff\xff\x0f"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s Session
+			if err := decodeSessionState(tt.in, &s); !errors.Is(err, ErrSessionState) {
+				t.Fatalf("err = %v, want ErrSessionState", err)
+			}
+		})
+	}
+	for i := range len(good) {
+		var s Session
+		_ = decodeSessionState(good[:i], &s) // never panics on any prefix
+	}
+}
+
+func TestStreamIDAndCursor(t *testing.T) {
+	ids := []string{"0-0", "1-0", "1-1", "2-0", "1700000000000-5"}
+	for i := 1; i < len(ids); i++ {
+		a, _ := parseStreamID(ids[i-1])
+		b, err := parseStreamID(ids[i])
+		if err != nil || !b.after(a) || a.after(b) {
+			t.Fatalf("%s should sort after %s (err %v)", ids[i], ids[i-1], err)
+		}
+		if b.String() != ids[i] {
+			t.Fatalf("String() = %s, want %s", b.String(), ids[i])
+		}
+	}
+	for _, bad := range []string{"", "1", "a-1", "1-b", "-1"} {
+		if _, err := parseStreamID(bad); err == nil {
+			t.Fatalf("parseStreamID(%q) accepted", bad)
+		}
+	}
+	var c [streamShards]streamID
+	c[3] = streamID{17, 2}
+	got, err := decodeCursor(encodeCursor(&c))
+	if err != nil || got != c {
+		t.Fatalf("cursor round trip = %v, %v", got, err)
+	}
+	if _, err := decodeCursor("1-1,2-2"); err == nil {
+		t.Fatal("short cursor accepted")
+	}
+}
+
+func TestShardOf_DependsOnFirstLevelOnly(t *testing.T) {
+	if shardOf("a/b/c") != shardOf("a/x") || shardOf("a") != shardOf("a/") {
+		t.Fatal("topics with the same first level map to different shards")
+	}
+	seen := make(map[int]bool)
+	for i := range 200 {
+		s := shardOf(fmt.Sprintf("dev%d/x", i))
+		if s < 0 || s >= streamShards {
+			t.Fatalf("shard %d out of range", s)
+		}
+		seen[s] = true
+	}
+	if len(seen) < streamShards/2 {
+		t.Fatalf("200 first levels used only %d shards", len(seen))
+	}
+}
+
+func TestRecentIDs_BoundedAndRemembers(t *testing.T) {
+	r := newRecentIDs(4)
+	id := func(n byte) ID { return ID{n} }
+	for n := byte(1); n <= 4; n++ {
+		if r.seen(id(n)) {
+			t.Fatalf("id %d reported seen before it was added", n)
+		}
+	}
+	if !r.seen(id(2)) {
+		t.Fatal("recent id forgotten")
+	}
+	r.seen(id(5)) // evicts 1
+	if r.seen(id(1)) {
+		t.Fatal("evicted id still remembered")
+	}
+	if len(r.set) != 4 {
+		t.Fatalf("set holds %d ids, bound is 4", len(r.set))
+	}
+}
+
+func TestMergeChange_CancelsOppositeCommands(t *testing.T) {
+	a := topics.Change{Subscribe: []string{"x"}, PSubscribe: []string{"p*"}}
+	b := topics.Change{Unsubscribe: []string{"x"}, PSubscribe: []string{"q*"}, PUnsubscribe: []string{"r*"}}
+	got := mergeChange(a, b)
+	if len(got.Subscribe) != 0 || len(got.Unsubscribe) != 0 {
+		t.Fatalf("x subscribed then unsubscribed should cancel: %+v", got)
+	}
+	if !slices.Equal(got.PSubscribe, []string{"p*", "q*"}) || !slices.Equal(got.PUnsubscribe, []string{"r*"}) {
+		t.Fatalf("merged = %+v", got)
+	}
+}
+
+func TestSubscriptionEvent_EMQXShape(t *testing.T) {
+	got := subscriptionEvent("subscribe", "c1", "a/+", 1)
+	want := `{"type":"subscribe","topic":"a/+","clientid":"c1","qos":1}`
+	if got != want {
+		t.Fatalf("event = %s, want %s", got, want)
+	}
+}
+
+// BenchmarkRedisPublish measures Publish from many goroutines through the
+// batching publisher into a real redis-server, with one replica receiving
+// every message through a pattern subscription.
+func BenchmarkRedisPublish(b *testing.B) {
+	for _, qos := range []byte{0, 1} {
+		b.Run(fmt.Sprintf("qos%d", qos), func(b *testing.B) {
+			srv := redistest.Start(b)
+			r := newTestRedis(b, srv, "a", func(o *RedisOptions) { o.StreamCap = 10_000 })
+			sub := newLiveSub()
+			if _, err := r.Attach(context.Background(), "c", sub, true, nil); err != nil {
+				b.Fatal(err)
+			}
+			if err := r.Subscribe(context.Background(), "c", "bench/#", 1); err != nil {
+				b.Fatal(err)
+			}
+			m := &Message{Topic: "bench/x", QoS: qos, Payload: make([]byte, 64), Time: time.Now()}
+			b.SetParallelism(32)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := r.Publish(context.Background(), m); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+		})
+	}
+}

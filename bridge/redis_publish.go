@@ -1,0 +1,224 @@
+package bridge
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+)
+
+// maxBatch bounds how many queued publishes share one pipeline.
+const maxBatch = 256
+
+// publishScript appends the envelope to the shard's capped stream and
+// publishes it with the id Redis assigned appended (see AppendEnvelope), in
+// one atomic step: every subscriber sees a shard's ids in increasing order,
+// and nothing is published that a replay could not find.
+//
+// KEYS[1] stream; ARGV[1] envelope without stream id, ARGV[2] channel,
+// ARGV[3] approximate stream cap. Returns the stream id.
+var publishScript = redis.NewScript(`
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1] .. string.char(#id) .. id)
+return id
+`)
+
+type pubRequest struct {
+	msg  *Message
+	done chan error // buffered: the publisher never blocks on it
+}
+
+func (r *Redis) loadScripts(ctx context.Context) error {
+	for _, s := range []*redis.Script{publishScript, detachScript, claimScript, clearWillScript} {
+		if err := s.Load(ctx, r.rdb).Err(); err != nil {
+			return unavailable("load lua script", err)
+		}
+	}
+	return nil
+}
+
+// Publish implements Bridge. It queues msg for the publisher goroutine,
+// which sends many messages per round trip, and returns once Redis has
+// accepted it: for QoS ≥ 1 that means it is in the shard's stream. When
+// Redis cannot be reached the error wraps ErrUnavailable; a QoS 0 message is
+// then dropped and counted.
+func (r *Redis) Publish(ctx context.Context, msg *Message) error {
+	req := pubRequest{msg: msg, done: make(chan error, 1)}
+	select {
+	case r.pubq <- req:
+	case <-ctx.Done():
+		return r.publishFailed(msg, fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err()))
+	case <-r.ctx.Done():
+		return r.publishFailed(msg, fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
+	}
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return r.publishFailed(msg, err)
+		}
+		return nil
+	case <-ctx.Done():
+		// The publisher may still send it: for QoS ≥ 1 the client retries
+		// and the receivers drop the repeat by message id.
+		return r.publishFailed(msg, fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err()))
+	case <-r.ctx.Done():
+		// Queued as the bridge closed, after the publisher's last drain.
+		return r.publishFailed(msg, fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
+	}
+}
+
+func (r *Redis) publishFailed(msg *Message, err error) error {
+	r.stats.publishErrors.Add(1)
+	if msg.QoS == 0 {
+		r.stats.qos0Dropped.Add(1)
+	}
+	return err
+}
+
+// publishLoop owns the publishing pipeline: it takes one request, drains up
+// to maxBatch-1 more that are already waiting, and sends them together.
+func (r *Redis) publishLoop() {
+	defer r.wg.Done()
+	batch := make([]pubRequest, 0, maxBatch)
+	var buf []byte
+	for {
+		select {
+		case req := <-r.pubq:
+			batch = append(batch[:0], req)
+		case <-r.ctx.Done():
+			r.failQueued()
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case req := <-r.pubq:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		buf = r.sendBatch(batch, buf)
+	}
+}
+
+// failQueued answers requests still queued when the bridge closes.
+func (r *Redis) failQueued() {
+	for {
+		select {
+		case req := <-r.pubq:
+			req.done <- fmt.Errorf("publish %q: bridge closed: %w", req.msg.Topic, ErrUnavailable)
+		default:
+			return
+		}
+	}
+}
+
+// sendBatch pipelines every request of batch and answers each. buf is
+// scratch space for envelopes, returned for reuse.
+func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
+	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+	defer cancel()
+	buf = buf[:0]
+	envs := make([]string, len(batch))
+	for i, req := range batch {
+		m := req.msg
+		if m.ID == (ID{}) {
+			// Without an id receivers could not drop repeats; never
+			// modify the caller's message, give the envelope one.
+			c := *m
+			c.ID = NewID()
+			m = &c
+		}
+		start := len(buf)
+		buf = AppendEnvelope(buf, m, "")
+		envs[i] = string(buf[start:])
+	}
+	pipe := r.rdb.Pipeline()
+	first := make([]redis.Cmder, len(batch))      // the command whose result answers each request
+	retained := make([][]redis.Cmder, len(batch)) // the retained-store update, if any
+	for i, req := range batch {
+		m := req.msg
+		channel := r.msgPrefix + m.Topic
+		if m.QoS > 0 {
+			first[i] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(shardOf(m.Topic))},
+				envs[i], channel, r.streamCap)
+		} else {
+			first[i] = pipe.Publish(ctx, channel, envs[i])
+		}
+		if m.Retain {
+			retained[i] = r.queueRetain(ctx, pipe, m)
+		}
+	}
+	_, _ = pipe.Exec(ctx)
+
+	// After a Redis restart the script cache is empty: send the body once
+	// for each message that hit NOSCRIPT.
+	for i, req := range batch {
+		if err := first[i].Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			m := req.msg
+			first[i] = publishScript.Eval(ctx, r.rdb, []string{r.streamKey(shardOf(m.Topic))},
+				envs[i], r.msgPrefix+m.Topic, r.streamCap)
+		}
+	}
+	for i, req := range batch {
+		err := first[i].Err()
+		for _, c := range retained[i] {
+			if err == nil {
+				err = c.Err()
+			}
+		}
+		if err != nil {
+			req.done <- unavailable(fmt.Sprintf("publish %q", req.msg.Topic), err)
+			continue
+		}
+		r.stats.published.Add(1)
+		req.done <- nil
+	}
+	return buf
+}
+
+// queueRetain adds the retained-store update for m to pipe: the EMQX hash,
+// the index of retained topics and the announcement that keeps every
+// replica's mirror of the index current. An empty payload clears the
+// retained message [MQTT-3.3.1-10]; any other replaces it [MQTT-3.3.1-5].
+func (r *Redis) queueRetain(ctx context.Context, pipe redis.Pipeliner, m *Message) []redis.Cmder {
+	if len(m.Payload) == 0 {
+		return []redis.Cmder{
+			pipe.Del(ctx, r.retainKey(m.Topic)),
+			pipe.SRem(ctx, r.retainIndexKey(), m.Topic),
+			pipe.Publish(ctx, r.retainCtlChannel(), "-"+m.Topic),
+		}
+	}
+	ts := m.Time
+	if ts.IsZero() {
+		ts = time.Now()
+	}
+	// HSET writes every field, so a concurrent update of the same topic
+	// leaves one whole record, never a mix.
+	return []redis.Cmder{pipe.HSet(ctx, r.retainKey(m.Topic),
+		"id", hex.EncodeToString(m.ID[:]),
+		"from", m.ClientID,
+		"qos", strconv.Itoa(int(m.QoS)),
+		"topic", m.Topic,
+		"retain", "true",
+		"payload", m.Payload,
+		"ts", strconv.FormatInt(ts.UnixMilli(), 10),
+	),
+		pipe.SAdd(ctx, r.retainIndexKey(), m.Topic),
+		pipe.Publish(ctx, r.retainCtlChannel(), "+"+m.Topic),
+	}
+}
+
+// NewID returns a fresh message id: a UUIDv7, so ids also sort by time.
+func NewID() ID {
+	u, err := uuid.NewV7()
+	if err != nil {
+		u = uuid.New()
+	}
+	return ID(u)
+}

@@ -1,0 +1,160 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// streamID is a parsed Redis stream entry id "<ms>-<seq>". The zero value
+// sorts before every real id.
+type streamID struct{ ms, seq uint64 }
+
+// parseStreamID parses "<ms>-<seq>".
+func parseStreamID(s string) (streamID, error) {
+	ms, seq, ok := strings.Cut(s, "-")
+	if !ok {
+		return streamID{}, fmt.Errorf("parse stream id %q: no '-'", s)
+	}
+	a, err := strconv.ParseUint(ms, 10, 64)
+	if err != nil {
+		return streamID{}, fmt.Errorf("parse stream id %q: %w", s, err)
+	}
+	b, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil {
+		return streamID{}, fmt.Errorf("parse stream id %q: %w", s, err)
+	}
+	return streamID{a, b}, nil
+}
+
+func (id streamID) String() string {
+	return strconv.FormatUint(id.ms, 10) + "-" + strconv.FormatUint(id.seq, 10)
+}
+
+func (id streamID) after(o streamID) bool {
+	return id.ms > o.ms || id.ms == o.ms && id.seq > o.seq
+}
+
+// encodeCursor writes one stream id per shard, comma separated.
+func encodeCursor(c *[streamShards]streamID) string {
+	var b strings.Builder
+	for i, id := range c {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(id.String())
+	}
+	return b.String()
+}
+
+// decodeCursor reads what encodeCursor wrote.
+func decodeCursor(s string) ([streamShards]streamID, error) {
+	var c [streamShards]streamID
+	parts := strings.Split(s, ",")
+	if len(parts) != streamShards {
+		return c, fmt.Errorf("decode cursor: %d ids, want %d", len(parts), streamShards)
+	}
+	for i, p := range parts {
+		id, err := parseStreamID(p)
+		if err != nil {
+			return c, fmt.Errorf("decode cursor: %w", err)
+		}
+		c[i] = id
+	}
+	return c, nil
+}
+
+// replayPage is how many stream entries one XRANGE reads.
+const replayPage = 1000
+
+// readStream calls fn for every entry of shard's stream after from, oldest
+// first, decoded. Entries that do not decode are logged and skipped.
+func (r *Redis) readStream(ctx context.Context, shard int, from streamID, fn func(m *Message, sid streamID)) error {
+	key := r.streamKey(shard)
+	start := "(" + from.String()
+	for {
+		entries, err := r.rdb.XRangeN(ctx, key, start, "+", replayPage).Result()
+		if err != nil {
+			return unavailable("xrange "+key, err)
+		}
+		for _, e := range entries {
+			sid, err := parseStreamID(e.ID)
+			if err != nil {
+				return fmt.Errorf("xrange %s: %w", key, err)
+			}
+			env, _ := e.Values["e"].(string)
+			m := new(Message)
+			if _, err := DecodeEnvelope(env, m); err != nil {
+				r.stats.decodeErrors.Add(1)
+				r.log.Error("skipping stream entry that does not decode", "stream", key, "id", e.ID, "err", err)
+			} else {
+				fn(m, sid)
+			}
+			start = "(" + e.ID
+		}
+		if len(entries) < replayPage {
+			return nil
+		}
+	}
+}
+
+// initStreams sets the last seen id of every shard to its stream's current
+// end, so that a replay after a blip starts where this replica joined.
+func (r *Redis) initStreams(ctx context.Context) error {
+	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s := range streamShards {
+			p.XRevRangeN(ctx, r.streamKey(s), "+", "-", 1)
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("read stream ends", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for s, c := range cmds {
+		entries := c.(*redis.XMessageSliceCmd).Val()
+		if len(entries) == 0 {
+			continue
+		}
+		id, err := parseStreamID(entries[0].ID)
+		if err != nil {
+			return fmt.Errorf("read stream ends: %w", err)
+		}
+		if id.after(r.lastSeen[s]) {
+			r.lastSeen[s] = id
+		}
+	}
+	return nil
+}
+
+// recentIDs remembers the last n message ids, to drop the extra copies Redis
+// sends when several of a replica's channels and patterns match one topic.
+type recentIDs struct {
+	set  map[ID]struct{}
+	ring []ID
+	next int
+}
+
+func newRecentIDs(n int) recentIDs {
+	return recentIDs{set: make(map[ID]struct{}, n), ring: make([]ID, 0, n)}
+}
+
+// seen reports whether id was added before, and adds it.
+func (s *recentIDs) seen(id ID) bool {
+	if _, ok := s.set[id]; ok {
+		return true
+	}
+	if len(s.ring) < cap(s.ring) {
+		s.ring = append(s.ring, id)
+	} else {
+		delete(s.set, s.ring[s.next])
+		s.ring[s.next] = id
+		s.next = (s.next + 1) % len(s.ring)
+	}
+	s.set[id] = struct{}{}
+	return false
+}

@@ -1,0 +1,255 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/internal/redistest"
+)
+
+// liveSub is a Subscriber that records deliveries and signals each one.
+type liveSub struct {
+	mu         sync.Mutex
+	got        []Delivery
+	refuse     bool          // Deliver returns false, as a closing connection does
+	onTakeOver func()        // runs in TakeOver
+	notify     chan struct{} // signalled on every delivery
+	takenOver  bool
+}
+
+func newLiveSub() *liveSub { return &liveSub{notify: make(chan struct{}, 1)} }
+
+func (s *liveSub) Deliver(m *Message, qos byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refuse {
+		return false
+	}
+	s.got = append(s.got, Delivery{Message: m, QoS: qos})
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (s *liveSub) TakeOver() {
+	s.mu.Lock()
+	s.takenOver = true
+	fn := s.onTakeOver
+	s.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+func (s *liveSub) wasTakenOver() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.takenOver
+}
+
+func (s *liveSub) deliveries() []Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Delivery(nil), s.got...)
+}
+
+// waitFor waits until at least n deliveries arrived.
+func (s *liveSub) waitFor(t *testing.T, n int) []Delivery {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		if d := s.deliveries(); len(d) >= n {
+			return d
+		}
+		select {
+		case <-s.notify:
+		case <-deadline:
+			t.Fatalf("got %d deliveries, want %d", len(s.deliveries()), n)
+		}
+	}
+}
+
+// settle gives in-flight pub/sub messages time to arrive, for tests that
+// check nothing more arrives.
+func settle() { time.Sleep(150 * time.Millisecond) }
+
+func newClient(t testing.TB, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 500 * time.Millisecond})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func newTestRedis(t testing.TB, srv *redistest.Server, node string, tweak ...func(*RedisOptions)) *Redis {
+	t.Helper()
+	o := RedisOptions{
+		Client: newClient(t, srv),
+		NodeID: node,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, f := range tweak {
+		f(&o)
+	}
+	r, err := NewRedis(context.Background(), o)
+	if err != nil {
+		t.Fatalf("NewRedis(%s): %v", node, err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+func rmsg(topic string, qos byte, payload string) *Message {
+	return &Message{ID: NewID(), Topic: topic, QoS: qos, Payload: []byte(payload), ClientID: "pub", Time: time.Now()}
+}
+
+func attach(t *testing.T, b Bridge, id string, sub Subscriber, clean bool) *Session {
+	t.Helper()
+	s, err := b.Attach(context.Background(), id, sub, clean, nil)
+	if err != nil {
+		t.Fatalf("Attach(%s): %v", id, err)
+	}
+	return s
+}
+
+func subscribe(t *testing.T, b Bridge, id, filter string, qos byte) {
+	t.Helper()
+	if err := b.Subscribe(context.Background(), id, filter, qos); err != nil {
+		t.Fatalf("Subscribe(%s, %s): %v", id, filter, err)
+	}
+}
+
+func publish(t *testing.T, b Bridge, m *Message) {
+	t.Helper()
+	if err := b.Publish(context.Background(), m); err != nil {
+		t.Fatalf("Publish(%s): %v", m.Topic, err)
+	}
+}
+
+func TestRedis_CrossReplicaDeliveryOncePerClientAtHighestQoS_MQTT_3_3_5_1(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	b := newTestRedis(t, srv, "b")
+	sub := newLiveSub()
+	attach(t, b, "c1", sub, true)
+	// Overlapping subscriptions: an exact channel and two patterns.
+	subscribe(t, b, "c1", "home/kitchen/temp", 0)
+	subscribe(t, b, "c1", "home/+/temp", 2)
+	subscribe(t, b, "c1", "home/#", 1)
+
+	tests := []struct {
+		topic   string
+		qos     byte
+		wantQoS byte
+	}{
+		{"home/kitchen/temp", 2, 2},
+		{"home/kitchen/temp", 1, 1},
+		{"home/hall/humidity", 2, 1},
+		{"home", 1, 1}, // 'home/#' matches its parent level
+	}
+	for i, tt := range tests {
+		m := rmsg(tt.topic, tt.qos, fmt.Sprint(i))
+		publish(t, a, m)
+		d := sub.waitFor(t, i+1)
+		if d[i].Message.ID != m.ID || d[i].QoS != tt.wantQoS {
+			t.Fatalf("delivery %d = %s at QoS %d, want %s at QoS %d", i, d[i].Message.Topic, d[i].QoS, tt.topic, tt.wantQoS)
+		}
+	}
+	settle()
+	if n := len(sub.deliveries()); n != len(tests) {
+		t.Fatalf("got %d deliveries, want %d (duplicates not dropped)", n, len(tests))
+	}
+}
+
+func TestRedis_ReMatchesRedisOverDelivery(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	sub := newLiveSub()
+	attach(t, a, "c1", sub, true)
+	subscribe(t, a, "c1", "a/+/c", 1) // Redis glob a/*/c also matches a/x/y/c
+	publish(t, a, rmsg("a/x/y/c", 1, "no"))
+	publish(t, a, rmsg("a/x/c", 1, "yes"))
+	sub.waitFor(t, 1)
+	settle()
+	if d := sub.deliveries(); len(d) != 1 || d[0].Message.Topic != "a/x/c" {
+		t.Fatalf("deliveries %v, want only a/x/c", d)
+	}
+}
+
+func TestRedis_WildcardDoesNotMatchDollarTopics_MQTT_4_7_2_1(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	sub := newLiveSub()
+	attach(t, a, "c1", sub, true)
+	subscribe(t, a, "c1", "#", 1)
+	subscribe(t, a, "c1", "+/info", 1)
+	publish(t, a, rmsg("$SYS/info", 1, "no"))
+	publish(t, a, rmsg("x/info", 1, "yes"))
+	sub.waitFor(t, 1)
+	settle()
+	if d := sub.deliveries(); len(d) != 1 || d[0].Message.Topic != "x/info" {
+		t.Fatalf("deliveries %d, want only x/info", len(d))
+	}
+}
+
+func TestRedis_UnsubscribeStopsDelivery(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	sub := newLiveSub()
+	attach(t, a, "c1", sub, true)
+	subscribe(t, a, "c1", "t/#", 1)
+	publish(t, a, rmsg("t/1", 1, "x"))
+	sub.waitFor(t, 1)
+	if err := a.Unsubscribe(context.Background(), "c1", "t/#"); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, a, rmsg("t/2", 1, "x"))
+	settle()
+	if n := len(sub.deliveries()); n != 1 {
+		t.Fatalf("got %d deliveries after unsubscribe, want 1", n)
+	}
+	if a.Stats()["subscription_filters"] != 0 {
+		t.Fatal("filter still in the trie")
+	}
+}
+
+func TestRedis_SubscribeRequiresAttach(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	if err := a.Subscribe(context.Background(), "nobody", "x", 0); err == nil {
+		t.Fatal("Subscribe of an unattached client succeeded")
+	}
+	attach(t, a, "c1", newLiveSub(), true)
+	if err := a.Subscribe(context.Background(), "c1", "a/#/b", 0); err == nil {
+		t.Fatal("Subscribe accepted an invalid filter [MQTT-4.7.1-2]")
+	}
+}
+
+func TestRedis_PublishWhileRedisDownReturnsErrUnavailable(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, qos := range []byte{0, 1} {
+		err := a.Publish(ctx, rmsg("t", qos, "x"))
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("QoS %d publish with Redis down: err = %v, want ErrUnavailable", qos, err)
+		}
+	}
+	if got := a.Stats()["qos0_dropped"]; got != 1 {
+		t.Fatalf("qos0_dropped = %d, want 1", got)
+	}
+	if err := a.Ready(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Ready with Redis down = %v, want ErrUnavailable", err)
+	}
+}
