@@ -32,6 +32,7 @@ type Config struct {
 	Pprof               bool          // -pprof, default false: serve /debug/pprof on the -http listener
 	RedisURL            string        // -redis-url, "" = single node; redis://, rediss://, unix://
 	RedisPrefix         string        // -redis-prefix, default "mqtt:"
+	RedisMaxPatterns    int           // -redis-max-patterns, default 256
 	RedisSentinelMaster string        // -redis-sentinel-master; with it, -redis-sentinel-addrs is required
 	RedisSentinelAddrs  []string      // -redis-sentinel-addrs host:port,host:port
 	RedisCluster        []string      // -redis-cluster host:port,host:port (Redis Cluster seed nodes)
@@ -109,6 +110,8 @@ func options() []option {
 				c.RedisPrefix = v
 				return nil
 			}},
+		{name: "redis-max-patterns", def: "256", arg: "n", usage: "most Redis PSUBSCRIBE patterns one replica holds; beyond it patterns are widened (Redis pays for every pattern on every PUBLISH)",
+			set: func(c *Config, v string) error { return setInt(&c.RedisMaxPatterns, v, 1, 1<<20) }},
 		{name: "redis-sentinel-master", def: "", arg: "name", usage: "Redis Sentinel master name (needs -redis-sentinel-addrs)",
 			set: func(c *Config, v string) error { c.RedisSentinelMaster = v; return nil }},
 		{name: "redis-sentinel-addrs", def: "", arg: "host:port,...", usage: "Redis Sentinel addresses",

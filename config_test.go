@@ -48,6 +48,7 @@ func TestParseConfig_Defaults(t *testing.T) {
 		Listen:            ":1883",
 		HTTP:              ":8080",
 		RedisPrefix:       "mqtt:",
+		RedisMaxPatterns:  256,
 		NodeTTL:           10 * time.Second,
 		AllowAnonymous:    true,
 		MaxPacketSize:     1048576,

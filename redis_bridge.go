@@ -20,6 +20,7 @@ func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClie
 		NodeTTL:       cfg.NodeTTL,
 		MessageExpiry: cfg.MessageExpiry,
 		MaxQueued:     cfg.MaxQueuedMessages,
+		MaxPatterns:   cfg.RedisMaxPatterns,
 		Logger:        log,
 	})
 	if err != nil {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check the project has, the way CI does: installs what is missing on a fresh
 # Debian machine, then gofmt, go vet, staticcheck, the race-enabled test suite and a
-# bounded fuzz run of each ./packets fuzz target. Usage: bash ./test.sh
+# bounded fuzz run of each fuzz target (./packets, ./bridge). Usage: bash ./test.sh
 #
 # Tests start their own redis-server, redis-sentinel, haproxy and mosquitto on free ports,
 # so a system service the Debian packages may auto-start on 6379/1883 does not matter.
@@ -70,16 +70,20 @@ install_staticcheck() {
 	go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
 }
 
-fuzz_packets() {
-	local list targets target
-	list=$(go test ./packets -list 'Fuzz.*')
-	targets=$(grep '^Fuzz' <<<"$list" || true)
-	if [ -z "$targets" ]; then
-		echo "no fuzz targets in ./packets"
-		return 0
-	fi
-	for target in $targets; do
-		step "fuzz $target ($FUZZTIME)" go test ./packets -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME"
+# fuzz_all runs every fuzz target of the packages that have one (the packet decoder and the
+# Redis envelope decoder) for FUZZTIME each, starting from their committed seed corpus.
+fuzz_all() {
+	local pkg list targets target
+	for pkg in ./packets ./bridge; do
+		list=$(go test "$pkg" -list 'Fuzz.*')
+		targets=$(grep '^Fuzz' <<<"$list" || true)
+		if [ -z "$targets" ]; then
+			echo "no fuzz targets in $pkg"
+			return 1
+		fi
+		for target in $targets; do
+			step "fuzz $pkg $target ($FUZZTIME)" go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME"
+		done
 	done
 }
 
@@ -91,5 +95,5 @@ step "gofmt" check_gofmt
 step "go vet" go vet ./...
 step "staticcheck" staticcheck ./...
 step "go test -race" go test -race -count=1 -timeout 12m ./...
-step "fuzz ./packets" fuzz_packets
+step "fuzz" fuzz_all
 echo "==> all checks passed in $(($(date +%s) - total_start))s"

@@ -124,11 +124,15 @@ type Redis struct {
 	pongs    map[string]chan struct{} // PING barriers in flight
 	acks     map[string]chan struct{} // takeover acknowledgements awaited
 
-	mu       sync.Mutex // guards clients, lastSeen and delivery
-	clients  map[string]*redisClient
-	trie     *topics.Trie[string]
-	lastSeen [streamShards]streamID
-	matched  map[string]byte // reused by the reader under mu
+	mu      sync.Mutex // guards clients, lastSeen and delivery
+	clients map[string]*redisClient
+	// detaching holds, per client id, a channel closed once a Detach that
+	// has already unregistered the client has stored its session: a
+	// takeover waits for it so it never reads a session being written.
+	detaching map[string]chan struct{}
+	trie      *topics.Trie[string]
+	lastSeen  [streamShards]streamID
+	matched   map[string]byte // reused by the reader under mu
 
 	recent   recentIDs                                 // reader goroutine only
 	retained atomic.Pointer[topics.Retained[struct{}]] // mirror of the retained index
@@ -215,6 +219,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		pongs:     make(map[string]chan struct{}),
 		acks:      make(map[string]chan struct{}),
 		clients:   make(map[string]*redisClient),
+		detaching: make(map[string]chan struct{}),
 		trie:      topics.NewTrie[string](),
 		matched:   make(map[string]byte),
 		recent:    newRecentIDs(8192),

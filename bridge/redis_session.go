@@ -133,6 +133,7 @@ func (r *Redis) takeOverLocal(clientID string) error {
 		old := r.clients[clientID]
 		r.mu.Unlock()
 		if old == nil {
+			r.waitDetached(clientID)
 			return nil
 		}
 		if attempt > 3 {
@@ -140,6 +141,24 @@ func (r *Redis) takeOverLocal(clientID string) error {
 		}
 		r.stats.takeovers.Add(1)
 		old.sub.TakeOver()
+	}
+}
+
+// waitDetached waits, at most takeoverTimeout, for a Detach of clientID
+// that is storing its session on this node.
+func (r *Redis) waitDetached(clientID string) {
+	r.mu.Lock()
+	done := r.detaching[clientID]
+	r.mu.Unlock()
+	if done == nil {
+		return
+	}
+	t := time.NewTimer(takeoverTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		r.log.Warn("session store still running; proceeding", "client", clientID)
 	}
 }
 
@@ -215,6 +234,8 @@ func (r *Redis) control(payload string) {
 			r.mu.Unlock()
 			if old != nil {
 				old.sub.TakeOver() // returns after its Detach stored the session
+			} else {
+				r.waitDetached(c.Client)
 			}
 			b, _ := json.Marshal(control{Op: "ack", Token: c.Token})
 			ctx, cancel := context.WithTimeout(r.ctx, takeoverTimeout)
@@ -459,6 +480,16 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 		return nil // taken over: the new connection owns the record
 	}
 	delete(r.clients, clientID)
+	done := make(chan struct{})
+	r.detaching[clientID] = done
+	defer func() {
+		r.mu.Lock()
+		if r.detaching[clientID] == done {
+			delete(r.detaching, clientID)
+		}
+		r.mu.Unlock()
+		close(done)
+	}()
 	change := r.unrouteLocked(c)
 	cursor := r.lastSeen
 	late := c.late
@@ -472,6 +503,30 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 		r.log.Warn("unsubscribe on detach", "client", clientID, "err", err)
 	}
 
+	// The session is stored before the client is marked offline: a replica
+	// that sees it offline may load the session at once.
+	if state != nil {
+		st := *state
+		st.Queued = r.boundQueue(append(append([]Delivery(nil), state.Queued...), late...))
+		_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			sk := r.sessionKey(clientID)
+			p.HDel(ctx, sk, "will") // the caller publishes a will that is due
+			p.HSet(ctx, sk, "state", appendSessionState(nil, &st), "cursor", encodeCursor(&cursor), "clean", "0")
+			// The bridge's own record of the subscriptions is the truth.
+			p.Del(ctx, r.subKey(clientID))
+			if len(c.subs) > 0 {
+				args := make([]any, 0, 2*len(c.subs))
+				for f, q := range c.subs {
+					args = append(args, f, int(q))
+				}
+				p.HSet(ctx, r.subKey(clientID), args...)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("detach %q: %w", clientID, unavailable("store session", err))
+		}
+	}
 	now := strconv.FormatInt(time.Now().Unix(), 10)
 	owned, err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(clientID)}, c.conn, now).Int()
 	if err != nil {
@@ -485,21 +540,6 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 		if state == nil {
 			p.Del(ctx, r.subKey(clientID))
 			p.Del(ctx, r.sessionKey(clientID))
-			return nil
-		}
-		st := *state
-		st.Queued = r.boundQueue(append(append([]Delivery(nil), state.Queued...), late...))
-		sk := r.sessionKey(clientID)
-		p.HDel(ctx, sk, "will") // the caller publishes a will that is due
-		p.HSet(ctx, sk, "state", appendSessionState(nil, &st), "cursor", encodeCursor(&cursor), "clean", "0")
-		// The bridge's own record of the subscriptions is the truth.
-		p.Del(ctx, r.subKey(clientID))
-		if len(c.subs) > 0 {
-			args := make([]any, 0, 2*len(c.subs))
-			for f, q := range c.subs {
-				args = append(args, f, int(q))
-			}
-			p.HSet(ctx, r.subKey(clientID), args...)
 		}
 		return nil
 	})

@@ -1,7 +1,6 @@
 package packets
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -76,7 +75,7 @@ func checkFlags(t Type, flags byte) error {
 // readFixedHeader reads and checks a fixed header. A clean end of stream
 // before the first byte is returned as io.EOF itself; an end inside the
 // header is io.ErrUnexpectedEOF.
-func readFixedHeader(br *bufio.Reader) (fixedHeader, error) {
+func readFixedHeader(br io.ByteReader) (fixedHeader, error) {
 	first, err := br.ReadByte()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -97,7 +96,7 @@ func readFixedHeader(br *bufio.Reader) (fixedHeader, error) {
 
 // readRemainingLength decodes the variable length integer of section 2.2.3:
 // at most four bytes, so a continuation bit on the fourth byte is malformed.
-func readRemainingLength(br *bufio.Reader) (int, error) {
+func readRemainingLength(br io.ByteReader) (int, error) {
 	var n, shift int
 	for i := 0; i < 4; i++ {
 		b, err := br.ReadByte()

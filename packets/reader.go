@@ -1,7 +1,6 @@
 package packets
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +21,7 @@ const retainedBodyLimit = 64 << 10
 //
 // A Reader is not safe for concurrent use.
 type Reader struct {
-	br      *bufio.Reader
+	br      *inbuf
 	max     int
 	version byte
 	buf     []byte
@@ -36,7 +35,7 @@ func NewReader(r io.Reader, maxPacketSize int) *Reader {
 	if maxPacketSize <= 0 || maxPacketSize > MaxRemainingLength {
 		maxPacketSize = MaxRemainingLength
 	}
-	return &Reader{br: bufio.NewReaderSize(r, 4096), max: maxPacketSize}
+	return &Reader{br: &inbuf{src: r}, max: maxPacketSize}
 }
 
 // SetVersion tells the Reader which protocol level the peer speaks, once its
@@ -72,7 +71,14 @@ func (r *Reader) ReadPacket() (Packet, error) {
 		return nil, fmt.Errorf("%w: %s remaining length %d exceeds the limit of %d bytes",
 			ErrPacketTooLarge, h.typ, h.remaining, r.max)
 	}
-	body, owned := r.body(h.remaining)
+	var body []byte
+	var owned bool
+	if h.typ == TypeConnect {
+		// A connection sends one CONNECT: do not keep a buffer sized for it.
+		body, owned = make([]byte, h.remaining), true
+	} else {
+		body, owned = r.body(h.remaining)
+	}
 	if _, err := io.ReadFull(r.br, body); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF

@@ -132,7 +132,7 @@ func TestReadPacket_OversizedBeforeBody_MQTT_2_2_3(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	// NewReader's struct and 4 KiB bufio buffer, plus the error.
+	// NewReader's struct and its small input buffer, plus the error.
 	if allocs > 8 {
 		t.Fatalf("%.0f allocations per oversized packet", allocs)
 	}

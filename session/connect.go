@@ -49,7 +49,6 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Sess
 		}
 		s.clientID = "auto-" + uuid.NewString() // [MQTT-3.1.3-6]
 	}
-	s.log = s.log.With("client", s.clientID)
 
 	if c.Will != nil {
 		if err := topics.ValidateTopicName(c.Will.Topic); err != nil {
@@ -90,6 +89,7 @@ func (s *Session) restore(stored *bridge.Session) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.allocMaps()
 	for f, q := range stored.Subscriptions {
 		s.subs[f] = q
 	}
@@ -98,7 +98,7 @@ func (s *Session) restore(stored *bridge.Session) {
 	}
 	for _, in := range stored.Inflight {
 		s.seq++
-		s.inflight[in.PacketID] = &inflight{
+		s.inflight[in.PacketID] = inflight{
 			outgoing: outgoing{msg: in.Message, qos: in.QoS},
 			seq:      s.seq,
 			released: in.Released,

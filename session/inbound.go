@@ -92,7 +92,7 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 	if !s.env.Auth.CanWrite(s.clientID, s.username, p.Topic) {
 		// Acknowledged as 3.1.1 requires, then dropped.
 		s.env.Stats.PublishDenied.Add(1)
-		s.log.Info("publish refused by ACL", "topic", p.Topic)
+		s.logger().Info("publish refused by ACL", "topic", p.Topic)
 	} else {
 		msg := &bridge.Message{
 			ID:       newMessageID(),
@@ -119,6 +119,7 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		s.sendAck(&packets.Puback{PacketID: p.PacketID}) // [MQTT-4.3.2-2]
 	case 2:
 		s.mu.Lock()
+		s.allocMaps()
 		s.awaitingRel[p.PacketID] = struct{}{}
 		s.mu.Unlock()
 		s.sendAck(&packets.Pubrec{PacketID: p.PacketID}) // [MQTT-4.3.3-2]
@@ -146,6 +147,7 @@ func (s *Session) onPubrec(id uint16) {
 	s.mu.Lock()
 	if in, ok := s.inflight[id]; ok && in.qos == 2 {
 		in.released = true // [MQTT-4.3.3-1] the PUBLISH is not re-sent after PUBREC
+		s.inflight[id] = in
 	}
 	s.ctrl = appendAck(s.ctrl, &packets.Pubrel{PacketID: id})
 	s.mu.Unlock()
@@ -166,22 +168,23 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	var granted []packets.Subscription
 	for i, sub := range p.Subscriptions {
 		if err := topics.ValidateFilter(sub.Filter); err != nil {
-			s.log.Info("subscription refused", "filter", sub.Filter, "reason", err.Error())
+			s.logger().Info("subscription refused", "filter", sub.Filter, "reason", err.Error())
 			codes[i] = packets.SubackFailure
 			continue
 		}
 		if !s.env.Auth.CanSubscribe(s.clientID, s.username, sub.Filter) {
-			s.log.Info("subscription refused by ACL", "filter", sub.Filter)
+			s.logger().Info("subscription refused by ACL", "filter", sub.Filter)
 			codes[i] = packets.SubackFailure
 			continue
 		}
 		qos := min(sub.QoS, 2)
 		if err := s.env.Bridge.Subscribe(ctx, s.clientID, sub.Filter, qos); err != nil {
-			s.log.Error("subscribe", "filter", sub.Filter, "err", err)
+			s.logger().Error("subscribe", "filter", sub.Filter, "err", err)
 			codes[i] = packets.SubackFailure
 			continue
 		}
 		s.mu.Lock()
+		s.allocMaps()
 		s.subs[sub.Filter] = qos // [MQTT-3.8.4-3] replaces an identical filter
 		s.mu.Unlock()
 		codes[i] = qos
@@ -200,7 +203,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 func (s *Session) sendRetained(ctx context.Context, g packets.Subscription) {
 	msgs, err := s.env.Bridge.Retained(ctx, g.Filter)
 	if err != nil {
-		s.log.Error("retained lookup", "filter", g.Filter, "err", err)
+		s.logger().Error("retained lookup", "filter", g.Filter, "err", err)
 		return
 	}
 	for _, m := range msgs {
@@ -221,7 +224,7 @@ func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) err
 			continue
 		}
 		if err := s.env.Bridge.Unsubscribe(ctx, s.clientID, f); err != nil {
-			s.log.Error("unsubscribe", "filter", f, "err", err)
+			s.logger().Error("unsubscribe", "filter", f, "err", err)
 		}
 	}
 	// [MQTT-3.10.4-4] UNSUBACK always, even when nothing matched [MQTT-3.10.4-5].

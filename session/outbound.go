@@ -9,8 +9,12 @@ import (
 	"github.com/bridgemq/server/packets"
 )
 
-// maxWriteBatch bounds the bytes the writer encodes before writing them.
-const maxWriteBatch = 64 << 10
+const (
+	// maxWriteBatch bounds the bytes the writer encodes before writing them.
+	maxWriteBatch = 64 << 10
+	// keptWriteBuffer is the largest write buffer kept between bursts.
+	keptWriteBuffer = 8 << 10
+)
 
 // Deliver implements bridge.Subscriber. It never blocks: the message joins
 // the bounded pending queue, or is dropped and counted when the queue is
@@ -38,8 +42,11 @@ func (s *Session) enqueue(o outgoing) bool {
 		return true
 	}
 	s.pending = append(s.pending, o)
+	start := s.startWriterLocked()
 	s.mu.Unlock()
-	s.signal()
+	if start {
+		go s.writeLoop()
+	}
 	return true
 }
 
@@ -47,8 +54,11 @@ func (s *Session) enqueue(o outgoing) bool {
 func (s *Session) sendAck(p packets.Packet) {
 	s.mu.Lock()
 	s.ctrl = appendAck(s.ctrl, p)
+	start := s.startWriterLocked()
 	s.mu.Unlock()
-	s.signal()
+	if start {
+		go s.writeLoop()
+	}
 }
 
 func appendAck(dst []byte, p packets.Packet) []byte {
@@ -60,37 +70,69 @@ func appendAck(dst []byte, p packets.Packet) []byte {
 	return out
 }
 
-// signal wakes the writer.
+// signal makes sure a writer will look at the queues: it wakes the running
+// writer, or starts one when there is something to write.
 func (s *Session) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	s.mu.Lock()
+	start := s.startWriterLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
 	}
 }
 
-// writeLoop is the only writer of the socket once the session runs. It
-// batches acknowledgements and messages into one write.
-func (s *Session) writeLoop() {
-	var buf []byte
-	for {
+// startWriterLocked wakes the running writer, or reports whether the caller
+// must start a writer goroutine (and marks one as running). A writer lingers
+// for writerIdle after its last write and then exits, so an idle
+// connection costs one goroutine, not two. s.mu is held.
+func (s *Session) startWriterLocked() bool {
+	if s.writing {
 		select {
-		case <-s.wake:
-		case <-s.closed:
-			return
+		case s.wake <- struct{}{}:
+		default:
 		}
-		for {
-			buf = s.fill(buf[:0])
-			if len(buf) == 0 {
-				break
+		return false
+	}
+	if !s.started || s.halted || (len(s.ctrl) == 0 && len(s.pending) == 0) {
+		return false
+	}
+	s.writing = true
+	s.writers.Add(1)
+	return true
+}
+
+// writerIdle is how long a writer waits for more work before it exits.
+const writerIdle = 2 * time.Second
+
+// writeLoop is the only writer of the socket while it runs. It batches
+// acknowledgements and messages into one write.
+func (s *Session) writeLoop() {
+	defer s.writers.Done()
+	s.mu.Lock()
+	buf := s.wbuf
+	s.wbuf = nil
+	s.mu.Unlock()
+	idle := time.NewTimer(writerIdle)
+	defer idle.Stop()
+	for {
+		buf = s.fill(buf[:0], false)
+		if len(buf) == 0 {
+			idle.Reset(writerIdle)
+			select {
+			case <-s.wake:
+				continue
+			case <-s.closed:
+				return
+			case <-idle.C:
 			}
-			_ = s.conn.SetWriteDeadline(time.Now().Add(s.env.Config.WriteTimeout))
-			if _, err := s.conn.Write(buf); err != nil {
-				s.stop(fmt.Errorf("write: %w", err))
+			if buf = s.fill(buf[:0], true); len(buf) == 0 {
 				return
 			}
-			if cap(buf) > 4*maxWriteBatch {
-				buf = nil // do not keep a burst's buffer forever
-			}
+		}
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.env.Config.WriteTimeout))
+		if _, err := s.conn.Write(buf); err != nil {
+			s.stop(fmt.Errorf("write: %w", err))
+			return
 		}
 	}
 }
@@ -98,7 +140,10 @@ func (s *Session) writeLoop() {
 // fill encodes what is ready to send: acknowledgements first, then pending
 // messages while the inflight window has room. Messages leave in the order
 // they arrived [MQTT-4.6.0-6].
-func (s *Session) fill(buf []byte) []byte {
+//
+// With exitIfEmpty, finding nothing to send ends the writer's turn under the
+// same lock, so a later signal starts a new writer.
+func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	buf = append(buf, s.ctrl...)
@@ -113,20 +158,26 @@ func (s *Session) fill(buf []byte) []byte {
 			}
 			p.PacketID = s.allocateID()
 			s.seq++
-			s.inflight[p.PacketID] = &inflight{outgoing: o, seq: s.seq}
+			s.allocMaps()
+			s.inflight[p.PacketID] = inflight{outgoing: o, seq: s.seq}
 		}
 		buf = packets.AppendPublish(buf, &p)
 		s.env.Stats.Delivered.Add(1)
 	}
 	if n > 0 {
 		clear(s.pending[:n])
-		s.pending = s.pending[n:]
-		if len(s.pending) == 0 {
-			s.pending = s.pending[:0:0]
+		if n == len(s.pending) {
+			s.pending = s.pending[:0] // keep the array: no allocation per message
+		} else {
+			s.pending = s.pending[n:]
 		}
 	}
-	if n < len(s.pending) && len(buf) >= maxWriteBatch {
-		s.signal()
+	if len(buf) == 0 && exitIfEmpty {
+		// Nothing to send: the writer exits; keep a small buffer for the next.
+		s.writing = false
+		if cap(buf) <= keptWriteBuffer {
+			s.wbuf = buf
+		}
 	}
 	return buf
 }
@@ -147,7 +198,7 @@ func (s *Session) allocateID() uint16 {
 }
 
 // sortInflight orders a snapshot's inflight messages as they were first sent.
-func sortInflight(list []bridge.Inflight, byID map[uint16]*inflight) {
+func sortInflight(list []bridge.Inflight, byID map[uint16]inflight) {
 	slices.SortFunc(list, func(a, b bridge.Inflight) int {
 		sa, sb := byID[a.PacketID].seq, byID[b.PacketID].seq
 		switch {

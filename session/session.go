@@ -89,7 +89,9 @@ type Session struct {
 	env  *Env
 	conn net.Conn
 	r    *packets.Reader
-	log  *slog.Logger
+	lg   *slog.Logger // made on first use: most connections never log
+	// lgHasClient records that lg carries the client id.
+	lgHasClient bool
 
 	clientID  string
 	username  string
@@ -99,15 +101,20 @@ type Session struct {
 	will      *bridge.Message
 
 	mu          sync.Mutex
-	wake        chan struct{} // cap 1: the writer has something to do
-	ctrl        []byte        // encoded acknowledgements waiting for the writer
-	pending     []outgoing    // messages waiting for the writer or an inflight slot
-	inflight    map[uint16]*inflight
+	ctrl        []byte     // encoded acknowledgements waiting for the writer
+	pending     []outgoing // messages waiting for the writer or an inflight slot
+	inflight    map[uint16]inflight
 	seq         uint64 // orders inflight entries for resending
 	nextID      uint16
 	subs        map[string]byte
 	awaitingRel map[uint16]struct{}
 	snapshotted bool // the state has been handed over; Deliver refuses
+	started     bool // CONNACK is written: the writer may run
+	halted      bool // the connection is closing: no writer starts again
+	writing     bool // a writer goroutine is running
+	wbuf        []byte
+	wake        chan struct{} // cap 1: wakes a running writer
+	writers     sync.WaitGroup
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed when the connection is being torn down
@@ -132,16 +139,12 @@ type inflight struct {
 // New prepares a session for a freshly accepted connection.
 func New(conn net.Conn, env *Env) *Session {
 	return &Session{
-		env:         env,
-		conn:        conn,
-		r:           packets.NewReader(conn, env.Config.MaxPacketSize),
-		log:         env.Log.With("remote", conn.RemoteAddr().String()),
-		wake:        make(chan struct{}, 1),
-		inflight:    make(map[uint16]*inflight),
-		subs:        make(map[string]byte),
-		awaitingRel: make(map[uint16]struct{}),
-		closed:      make(chan struct{}),
-		finished:    make(chan struct{}),
+		env:      env,
+		conn:     conn,
+		r:        packets.NewReader(conn, env.Config.MaxPacketSize),
+		closed:   make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		finished: make(chan struct{}),
 	}
 }
 
@@ -152,7 +155,7 @@ func (s *Session) Serve(ctx context.Context) {
 	defer s.env.Stats.Connections.Add(-1)
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("panic serving connection", "client", s.clientID, "panic", p, "stack", string(debug.Stack()))
+			s.logger().Error("panic serving connection", "panic", p, "stack", string(debug.Stack()))
 			s.stop(fmt.Errorf("panic: %v", p))
 		}
 	}()
@@ -163,10 +166,40 @@ func (s *Session) Serve(ctx context.Context) {
 // the socket, which unblocks the reader and the writer.
 func (s *Session) stop(reason error) {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.halted = true
+		s.mu.Unlock()
 		s.reason.Store(&reason)
 		close(s.closed)
 		_ = s.conn.Close()
 	})
+}
+
+// allocMaps makes the session's maps on first use, so that a connection
+// that only connects and pings does not pay for them. s.mu is held.
+func (s *Session) allocMaps() {
+	if s.inflight == nil {
+		s.inflight = make(map[uint16]inflight)
+		s.subs = make(map[string]byte)
+		s.awaitingRel = make(map[uint16]struct{})
+	}
+}
+
+// logger returns the connection's logger, carrying its remote address and
+// client id. Only the reading goroutine logs.
+func (s *Session) logger() *slog.Logger {
+	if s.lg == nil || (s.clientID != "" && !s.lgHasClient) {
+		s.lg = s.env.Log.With("remote", s.conn.RemoteAddr().String(), "client", s.clientID)
+		s.lgHasClient = s.clientID != ""
+	}
+	return s.lg
+}
+
+// debug logs at debug level without building the logger when it is off.
+func (s *Session) debug(msg string, args ...any) {
+	if s.env.Log.Enabled(context.Background(), slog.LevelDebug) {
+		s.logger().Debug(msg, args...)
+	}
 }
 
 func (s *Session) stopReason() error {
@@ -194,7 +227,7 @@ func (s *Session) serve(ctx context.Context) {
 	connack, stored, err := s.handshake(ctx)
 	if err != nil {
 		s.env.Stats.ConnectsRefused.Add(1)
-		s.log.Info("connection refused", "client", s.clientID, "reason", err.Error())
+		s.logger().Info("connection refused", "reason", err.Error())
 		if connack != nil {
 			s.writeNow(connack)
 		}
@@ -205,17 +238,15 @@ func (s *Session) serve(ctx context.Context) {
 	defer close(s.finished)
 	s.restore(stored)
 	s.writeNow(connack)
-	s.log.Debug("client connected", "client", s.clientID, "clean", s.clean, "keepalive", s.keepAlive)
+	s.debug("client connected", "clean", s.clean, "keepalive", s.keepAlive)
 
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		s.writeLoop()
-	}()
-	s.signal()
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
+	s.signal() // restored messages and what arrived since Attach
 	err = s.readLoop(ctx)
 	s.stop(err)
-	<-writerDone
+	s.writers.Wait()
 	s.end(ctx)
 }
 
@@ -223,7 +254,7 @@ func (s *Session) serve(ctx context.Context) {
 func (s *Session) writeNow(p packets.Packet) {
 	buf, err := packets.Append(nil, p)
 	if err != nil {
-		s.log.Error("encode packet", "err", err)
+		s.logger().Error("encode packet", "err", err)
 		return
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(s.env.Config.WriteTimeout))
@@ -239,11 +270,11 @@ func (s *Session) end(ctx context.Context) {
 	graceful := errors.Is(reason, errClientDisconnect)
 	switch {
 	case graceful:
-		s.log.Debug("client disconnected", "client", s.clientID)
+		s.debug("client disconnected")
 	case errors.Is(reason, ErrServerShutdown):
-		s.log.Debug("connection closed for shutdown", "client", s.clientID)
+		s.debug("connection closed for shutdown")
 	default:
-		s.log.Info("connection closed", "client", s.clientID, "reason", describe(reason))
+		s.logger().Info("connection closed", "reason", describe(reason))
 	}
 	// [MQTT-3.1.2-8] the will is published when the connection closes
 	// without DISCONNECT; [MQTT-3.1.2-10] DISCONNECT discards it. A graceful
@@ -259,7 +290,7 @@ func (s *Session) end(ctx context.Context) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := s.env.Bridge.Detach(dctx, s.clientID, s, state); err != nil {
-		s.log.Error("store session", "client", s.clientID, "err", err)
+		s.logger().Error("store session", "err", err)
 	}
 }
 
@@ -267,7 +298,7 @@ func (s *Session) publishWill(ctx context.Context) {
 	w := s.will
 	if !s.env.Auth.CanWrite(s.clientID, s.username, w.Topic) {
 		s.env.Stats.PublishDenied.Add(1)
-		s.log.Info("will refused by ACL", "client", s.clientID, "topic", w.Topic)
+		s.logger().Info("will refused by ACL", "topic", w.Topic)
 		return
 	}
 	w.Time = time.Now()
@@ -275,7 +306,7 @@ func (s *Session) publishWill(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := s.env.Bridge.Publish(pctx, w); err != nil {
-		s.log.Error("publish will", "client", s.clientID, "topic", w.Topic, "err", err)
+		s.logger().Error("publish will", "topic", w.Topic, "err", err)
 		return
 	}
 	s.env.Stats.WillsPublished.Add(1)

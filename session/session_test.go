@@ -64,8 +64,9 @@ func TestAllocateID_NeverZeroNeverInUse_MQTT_2_3_1_1(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newTestSession(t, 10, 10)
 			s.nextID = tt.next
+			s.allocMaps()
 			for _, id := range tt.inUse {
-				s.inflight[id] = &inflight{}
+				s.inflight[id] = inflight{}
 			}
 			if got := s.allocateID(); got != tt.wantID {
 				t.Fatalf("allocateID() = %d, want %d", got, tt.wantID)
@@ -93,7 +94,7 @@ func TestFill_InflightWindowBoundsQoS1AndLetsQoS0Through(t *testing.T) {
 			for i, q := range tt.qos {
 				s.enqueue(outgoing{msg: message(string(rune('a'+i)), q), qos: q})
 			}
-			got := decodeAll(t, s.fill(nil))
+			got := decodeAll(t, s.fill(nil, false))
 			if len(got) != tt.wantSent {
 				t.Fatalf("sent %d packets, want %d", len(got), tt.wantSent)
 			}
@@ -135,7 +136,7 @@ func TestSnapshot_KeepsSendOrderAndRefusesLaterDeliveries(t *testing.T) {
 	for _, topic := range []string{"a", "b", "c"} {
 		s.enqueue(outgoing{msg: message(topic, 1), qos: 1})
 	}
-	_ = s.fill(nil) // a, b, c in flight with ids 1, 2, 3
+	_ = s.fill(nil, false) // a, b, c in flight with ids 1, 2, 3
 	s.onPuback(2)
 	s.enqueue(outgoing{msg: message("d", 1), qos: 1})
 	s.enqueue(outgoing{msg: message("q0", 0), qos: 0})
@@ -167,7 +168,7 @@ func TestRestore_ResendsInflightWithDupAndQueuesStoredAheadOfLive_MQTT_4_4_0_1(t
 		Queued:          []bridge.Delivery{{Message: message("queued", 1), QoS: 1}},
 		AwaitingRelease: []uint16{42},
 	})
-	got := decodeAll(t, s.fill(nil))
+	got := decodeAll(t, s.fill(nil, false))
 	if len(got) != 4 {
 		t.Fatalf("wrote %d packets, want 4: %#v", len(got), got)
 	}

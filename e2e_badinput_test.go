@@ -1,0 +1,204 @@
+package main
+
+// End-to-end tests of hostile and broken input: random bytes, silence before
+// CONNECT, oversized announcements and malformed packets each close their own
+// connection only, quickly and without costing memory.
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/bridgemq/server/packets"
+)
+
+// Random bytes never get a session: the connection is closed (at the latest
+// after -connect-timeout), nothing but a refusal is ever sent, and the
+// server keeps serving.
+func TestBadInput_RandomBytes_Closed_MQTT_4_8_0_1(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		for seed := range uint64(20) {
+			rng := rand.New(rand.NewPCG(seed, 0xe2e))
+			b := make([]byte, 1+rng.IntN(512))
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			c := dialRaw(t, d.pub().Addr())
+			_, _ = c.conn.Write(b) // the server may close before reading it all
+			_, got := c.expectClosed(3 * time.Second)
+			for _, p := range got {
+				if ack, ok := p.(*packets.Connack); !ok || ack.ReturnCode == packets.Accepted {
+					t.Fatalf("seed %d: server sent %s to random bytes", seed, describe(got))
+				}
+			}
+		}
+		c := dialRaw(t, d.pub().Addr())
+		c.mustConnect(&packets.Connect{ClientID: unique(t, "after"), CleanSession: true, KeepAlive: 30})
+	}, "-connect-timeout", "1s")
+}
+
+// A client that connects and never sends CONNECT is closed after
+// -connect-timeout [MQTT-3.1.0-1 / 4.8], not before.
+func TestBadInput_NoConnect_ClosedAfterConnectTimeout(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		tests := []struct {
+			name string
+			send []byte
+		}{
+			{"silent", nil},
+			{"half a fixed header", []byte{0x10}},
+			{"header announcing a body never sent", []byte{0x10, 0x20, 0x00}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				c := dialRaw(t, d.pub().Addr())
+				if tt.send != nil {
+					c.write(tt.send)
+				}
+				took, got := c.expectClosed(4 * time.Second)
+				if len(got) != 0 {
+					t.Errorf("got %s", describe(got))
+				}
+				if took < 900*time.Millisecond || took > 2500*time.Millisecond {
+					t.Errorf("closed after %s, want about -connect-timeout=1s", took)
+				}
+			})
+		}
+	}, "-connect-timeout", "1s")
+}
+
+// memStats returns the live heap after a collection and the bytes
+// allocated so far, freed or not: an allocation of the announced size that
+// was dropped again still shows in the second.
+func memStats() (heap, total uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc, ms.TotalAlloc
+}
+
+// A fixed header announcing a 256 MB body is refused from the header: the
+// connection closes at once (long before -connect-timeout) and the server's
+// heap does not grow by the announced size. Inherently single-process: the
+// heap measured is the server's own.
+func TestBadInput_256MBAnnounced_RefusedFromFixedHeader(t *testing.T) {
+	ts := startServer(t, nil, "-connect-timeout", "10s")
+	// 0xFF 0xFF 0xFF 0x7F is 268,435,455, the largest Remaining Length.
+	huge := []byte{0xFF, 0xFF, 0xFF, 0x7F}
+	tests := []struct {
+		name    string
+		connect bool
+		header  byte
+	}{
+		{"CONNECT", false, 0x10},
+		{"PUBLISH after CONNECT", true, 0x30},
+		{"SUBSCRIBE after CONNECT", true, 0x82},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			heapBefore, totalBefore := memStats()
+			var conns []*rawClient
+			for range 4 {
+				c := dialRaw(t, ts.Addr())
+				if tt.connect {
+					c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+				}
+				c.write(append([]byte{tt.header}, huge...))
+				c.write(make([]byte, 4096)) // some of the body, so a reader that waits for it has something
+				conns = append(conns, c)
+			}
+			for _, c := range conns {
+				if took, _ := c.expectClosed(2 * time.Second); took > time.Second {
+					t.Errorf("closed after %s, want at once", took)
+				}
+			}
+			heapAfter, totalAfter := memStats()
+			if heapAfter > heapBefore && heapAfter-heapBefore > 64<<20 {
+				t.Errorf("heap grew by %d MiB after four 256 MB announcements", (heapAfter-heapBefore)>>20)
+			}
+			if allocated := totalAfter - totalBefore; allocated > 64<<20 {
+				t.Errorf("%d MiB allocated while refusing four 256 MB announcements", allocated>>20)
+			}
+		})
+	}
+}
+
+// A malformed packet closes that connection only [MQTT-4.8.0-1]: another
+// client's subscription keeps delivering.
+func TestBadInput_MalformedPacket_ClosesOnlyThatConnection_MQTT_4_8_0_1(t *testing.T) {
+	tests := []struct {
+		name string
+		b    []byte
+	}{
+		{"SUBSCRIBE with flags 0 [MQTT-3.8.1-1]", []byte{0x80, 0x06, 0x00, 0x01, 0x00, 0x01, 'a', 0x00}},
+		{"SUBSCRIBE with no filter [MQTT-3.8.3-3]", []byte{0x82, 0x02, 0x00, 0x01}},
+		{"SUBSCRIBE with QoS 3 [MQTT-3.8.3-4]", []byte{0x82, 0x06, 0x00, 0x01, 0x00, 0x01, 'a', 0x03}},
+		{"SUBSCRIBE with packet id 0 [MQTT-2.3.1-1]", []byte{0x82, 0x06, 0x00, 0x00, 0x00, 0x01, 'a', 0x00}},
+		{"UNSUBSCRIBE with flags 0 [MQTT-3.10.1-1]", []byte{0xA0, 0x05, 0x00, 0x01, 0x00, 0x01, 'a'}},
+		{"UNSUBSCRIBE with no filter [MQTT-3.10.3-2]", []byte{0xA2, 0x02, 0x00, 0x01}},
+		{"PUBLISH with QoS 3 [MQTT-3.3.1-4]", []byte{0x36, 0x06, 0x00, 0x01, 'a', 0x00, 0x01, 'x'}},
+		{"PUBLISH QoS 0 with DUP [MQTT-3.3.1-2]", []byte{0x38, 0x04, 0x00, 0x01, 'a', 'x'}},
+		{"PUBLISH QoS 1 with packet id 0 [MQTT-2.3.1-1]", []byte{0x32, 0x06, 0x00, 0x01, 'a', 0x00, 0x00, 'x'}},
+		{"PUBLISH topic longer than the packet", []byte{0x30, 0x04, 0x00, 0x09, 'a', 'b'}},
+		{"PUBLISH topic with invalid UTF-8 [MQTT-1.5.3-1]", []byte{0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, 'x'}},
+		{"PUBLISH topic with U+0000 [MQTT-1.5.3-2]", []byte{0x30, 0x05, 0x00, 0x02, 'a', 0x00, 'x'}},
+		{"PUBREL with flags 0 [MQTT-3.6.1-1]", []byte{0x60, 0x02, 0x00, 0x01}},
+		{"PINGREQ with a body", []byte{0xC0, 0x01, 0x00}},
+		{"DISCONNECT with flags [MQTT-2.2.2-2]", []byte{0xE1, 0x00}},
+		{"CONNACK from a client", []byte{0x20, 0x02, 0x00, 0x00}},
+		{"SUBACK from a client", []byte{0x90, 0x03, 0x00, 0x01, 0x00}},
+		{"reserved type 0", []byte{0x00, 0x00}},
+		{"reserved type 15", []byte{0xF0, 0x00}},
+		{"five-byte remaining length", []byte{0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}},
+	}
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "t")
+		col := newCollector()
+		good, _ := connectPaho(t, pahoOpts(d.sub(), unique(t, "good"), true))
+		subscribe(t, good, topic, 1, col)
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				c := dialRaw(t, d.pub().Addr())
+				c.mustConnect(&packets.Connect{ClientID: unique(t, "bad"), CleanSession: true, KeepAlive: 30})
+				c.write(tt.b)
+				_, got := c.expectClosed(waitTimeout)
+				for _, p := range got {
+					switch p.(type) {
+					case *packets.Suback, *packets.Unsuback, *packets.Puback, *packets.Pingresp:
+						t.Fatalf("malformed packet answered with %s", describe(got))
+					}
+				}
+				publish(t, good, topic, 1, false, tt.name)
+				if m := col.next(t); string(m.Payload()) != tt.name {
+					t.Fatalf("other client got %q, want %q (case %d)", m.Payload(), tt.name, i)
+				}
+			})
+		}
+	})
+}
+
+// A packet within -max-packet-size is served; one over it is refused from
+// its header and closes the connection.
+func TestBadInput_MaxPacketSize(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "t")
+		col := newCollector()
+		sub, _ := connectPaho(t, pahoOpts(d.sub(), unique(t, "sub"), true))
+		subscribe(t, sub, topic, 1, col)
+
+		c := dialRaw(t, d.pub().Addr())
+		c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+		fits := make([]byte, 1024-2-len(topic)-2) // remaining length exactly 1024
+		c.publishQoS1(1, topic, string(fits))
+		if m := col.next(t); len(m.Payload()) != len(fits) {
+			t.Fatalf("payload of %d bytes, want %d", len(m.Payload()), len(fits))
+		}
+		c.send(&packets.Publish{QoS: 1, PacketID: 2, Topic: topic, Payload: append(fits, 0)})
+		_, got := c.expectClosed(waitTimeout)
+		if len(got) != 0 {
+			t.Fatalf("oversized PUBLISH answered with %s", describe(got))
+		}
+		col.quiet(t)
+	}, "-max-packet-size", "1024")
+}

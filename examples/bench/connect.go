@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// connectResult is one connection attempt: the client, or why it failed.
+type connectResult struct {
+	c   *conn
+	err error
+}
+
+// connectAll opens n connections, at most parallel at once; connection i
+// goes to addrs[i%len(addrs)] with client id name(i). It records each
+// successful connection's time, from dial to CONNACK, in hist and, when
+// filters is not nil, subscribes connection i to filters(i) (not timed).
+func connectAll(n, parallel int, addrs []string, name func(int) string, cfg *config,
+	filters func(int) []string, hist *Histogram) []connectResult {
+	out := make([]connectResult, n)
+	times := make([]time.Duration, n)
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, parallel)
+	for i := range n {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			start := time.Now()
+			c, err := dial(addrs[i%len(addrs)], name(i), cfg.Clean, cfg.ConnectTimeout)
+			times[i] = time.Since(start)
+			if err == nil && filters != nil {
+				if err = c.subscribe(filters(i), cfg.QoS, time.Now().Add(cfg.ConnectTimeout)); err != nil {
+					c.nc.Close()
+					err = fmt.Errorf("subscribing %s: %w", name(i), err)
+				}
+			}
+			out[i] = connectResult{c: c, err: err}
+		}()
+	}
+	wg.Wait()
+	for i, r := range out {
+		if r.err == nil {
+			hist.Record(int64(times[i]))
+		}
+	}
+	return out
+}
+
+// firstError returns how many of results failed and the first failure.
+func firstError(results []connectResult) (int, error) {
+	var first error
+	failed := 0
+	for _, r := range results {
+		if r.err != nil {
+			failed++
+			if first == nil {
+				first = r.err
+			}
+		}
+	}
+	return failed, first
+}
