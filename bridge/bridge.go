@@ -112,6 +112,16 @@ type Bridge interface {
 	Close() error
 }
 
+// AsyncPublisher is implemented by bridges whose Publish waits for a round
+// trip: a connection can then keep reading while its messages travel, and
+// acknowledge each one when done reports it accepted.
+type AsyncPublisher interface {
+	// PublishAsync queues msg as Publish would and calls done with the
+	// result Publish would have returned. done must not block; the calls for
+	// the messages one goroutine queues come in the order it queued them.
+	PublishAsync(ctx context.Context, msg *Message, done func(error))
+}
+
 // ErrUnavailable reports that the shared store cannot be reached; the
 // operation may succeed when retried later.
 var ErrUnavailable = errors.New("bridge unavailable")

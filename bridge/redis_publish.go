@@ -14,22 +14,28 @@ import (
 // maxBatch bounds how many queued publishes share one pipeline.
 const maxBatch = 256
 
-// publishScript appends the envelope to the shard's capped stream and
+// publishScript appends each envelope to the shard's capped stream and
 // publishes it with the id Redis assigned appended (see AppendEnvelope), in
 // one atomic step: every subscriber sees a shard's ids in increasing order,
-// and nothing is published that a replay could not find.
+// and nothing is published that a replay could not find. One call carries
+// every message of a batch for that shard, so the cost of running a script
+// is paid once per batch, not once per message.
 //
-// KEYS[1] stream; ARGV[1] envelope without stream id, ARGV[2] channel,
-// ARGV[3] approximate stream cap. Returns the stream id.
+// KEYS[1] stream; ARGV[1] approximate stream cap, then pairs of envelope
+// without stream id and channel. Returns the number of messages.
 var publishScript = redis.NewScript(`
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[1] .. string.char(#id) .. id)
-return id
+for i = 2, #ARGV, 2 do
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+  redis.call('PUBLISH', ARGV[i+1], ARGV[i] .. string.char(#id) .. id)
+end
+return (#ARGV - 1) / 2
 `)
 
 type pubRequest struct {
-	msg  *Message
-	done chan error // buffered: the publisher never blocks on it
+	msg *Message
+	// done is called once, by the publisher goroutine, with the outcome. It
+	// must not block: it runs in the order the requests were queued.
+	done func(error)
 }
 
 func (r *Redis) loadScripts(ctx context.Context) error {
@@ -47,20 +53,11 @@ func (r *Redis) loadScripts(ctx context.Context) error {
 // Redis cannot be reached the error wraps ErrUnavailable; a QoS 0 message is
 // then dropped and counted.
 func (r *Redis) Publish(ctx context.Context, msg *Message) error {
-	req := pubRequest{msg: msg, done: make(chan error, 1)}
+	result := make(chan error, 1)
+	r.PublishAsync(ctx, msg, func(err error) { result <- err })
 	select {
-	case r.pubq <- req:
-	case <-ctx.Done():
-		return r.publishFailed(msg, fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err()))
-	case <-r.ctx.Done():
-		return r.publishFailed(msg, fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
-	}
-	select {
-	case err := <-req.done:
-		if err != nil {
-			return r.publishFailed(msg, err)
-		}
-		return nil
+	case err := <-result:
+		return err
 	case <-ctx.Done():
 		// The publisher may still send it: for QoS ≥ 1 the client retries
 		// and the receivers drop the repeat by message id.
@@ -68,6 +65,29 @@ func (r *Redis) Publish(ctx context.Context, msg *Message) error {
 	case <-r.ctx.Done():
 		// Queued as the bridge closed, after the publisher's last drain.
 		return r.publishFailed(msg, fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
+	}
+}
+
+// PublishAsync implements AsyncPublisher: Publish without waiting. done
+// receives what Publish would have returned; calls for messages queued by
+// one goroutine come in the order they were queued.
+func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)) {
+	req := pubRequest{msg: msg, done: func(err error) {
+		if err != nil {
+			err = r.publishFailed(msg, err)
+		}
+		done(err)
+	}}
+	if r.ctx.Err() != nil {
+		req.done(fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
+		return
+	}
+	select {
+	case r.pubq <- req:
+	case <-ctx.Done():
+		req.done(fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err()))
+	case <-r.ctx.Done():
+		req.done(fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
 	}
 }
 
@@ -111,7 +131,7 @@ func (r *Redis) failQueued() {
 	for {
 		select {
 		case req := <-r.pubq:
-			req.done <- fmt.Errorf("publish %q: bridge closed: %w", req.msg.Topic, ErrUnavailable)
+			req.done(fmt.Errorf("publish %q: bridge closed: %w", req.msg.Topic, ErrUnavailable))
 		default:
 			return
 		}
@@ -141,12 +161,18 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 	pipe := r.rdb.Pipeline()
 	first := make([]redis.Cmder, len(batch))      // the command whose result answers each request
 	retained := make([][]redis.Cmder, len(batch)) // the retained-store update, if any
+	var shardArgs [streamShards][]any             // QoS >= 1 messages, per stream shard
+	var shardReqs [streamShards][]int
 	for i, req := range batch {
 		m := req.msg
 		channel := r.msgPrefix + m.Topic
 		if m.QoS > 0 {
-			first[i] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(shardOf(m.Topic))},
-				envs[i], channel, r.streamCap)
+			sh := shardOf(m.Topic)
+			if shardArgs[sh] == nil {
+				shardArgs[sh] = []any{r.streamCap}
+			}
+			shardArgs[sh] = append(shardArgs[sh], envs[i], channel)
+			shardReqs[sh] = append(shardReqs[sh], i)
 		} else {
 			first[i] = pipe.Publish(ctx, channel, envs[i])
 		}
@@ -154,15 +180,26 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 			retained[i] = r.queueRetain(ctx, pipe, m)
 		}
 	}
+	var shardCmds [streamShards]redis.Cmder
+	for sh, args := range shardArgs {
+		if args == nil {
+			continue
+		}
+		shardCmds[sh] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
+	}
 	_, _ = pipe.Exec(ctx)
 
 	// After a Redis restart the script cache is empty: send the body once
-	// for each message that hit NOSCRIPT.
-	for i, req := range batch {
-		if err := first[i].Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			m := req.msg
-			first[i] = publishScript.Eval(ctx, r.rdb, []string{r.streamKey(shardOf(m.Topic))},
-				envs[i], r.msgPrefix+m.Topic, r.streamCap)
+	// for each shard whose call hit NOSCRIPT.
+	for sh, cmd := range shardCmds {
+		if cmd == nil {
+			continue
+		}
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			cmd = publishScript.Eval(ctx, r.rdb, []string{r.streamKey(sh)}, shardArgs[sh]...)
+		}
+		for _, i := range shardReqs[sh] {
+			first[i] = cmd
 		}
 	}
 	for i, req := range batch {
@@ -173,11 +210,11 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 			}
 		}
 		if err != nil {
-			req.done <- unavailable(fmt.Sprintf("publish %q", req.msg.Topic), err)
+			req.done(unavailable(fmt.Sprintf("publish %q", req.msg.Topic), err))
 			continue
 		}
 		r.stats.published.Add(1)
-		req.done <- nil
+		req.done(nil)
 	}
 	return buf
 }

@@ -73,7 +73,11 @@ func (r *Redis) Attach(ctx context.Context, clientID string, sub Subscriber, cle
 	if err := r.register(ctx, c); err != nil {
 		return nil, fmt.Errorf("attach %q: %w", clientID, err)
 	}
-	if err := r.claimRecord(ctx, c, will); err != nil {
+	var loaded *[streamShards]streamID
+	if hasCursor {
+		loaded = &cursor
+	}
+	if err := r.claimRecord(ctx, c, will, loaded); err != nil {
 		r.forget(ctx, c)
 		return nil, fmt.Errorf("attach %q: %w", clientID, err)
 	}
@@ -328,11 +332,21 @@ func (r *Redis) forget(ctx context.Context, c *redisClient) {
 
 // claimRecord writes the EMQX client record, the node's client index and
 // the will, making this connection the owner of the client id.
-func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message) error {
+func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, loaded *[streamShards]streamID) error {
 	now := time.Now()
-	r.mu.Lock()
-	cursor := r.lastSeen
-	r.mu.Unlock()
+	// A resumed session keeps the cursor it was stored with until its
+	// connection ends cleanly: what follows it may still be unacknowledged.
+	// A new session starts from what this replica has seen. This replica's
+	// position may lag behind a cursor written elsewhere, so it must never
+	// replace a loaded one.
+	var cursor [streamShards]streamID
+	if loaded != nil {
+		cursor = *loaded
+	} else {
+		r.mu.Lock()
+		cursor = r.lastSeen
+		r.mu.Unlock()
+	}
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		sk := r.sessionKey(c.id)
 		fields := []any{"conn", c.conn, "clean", boolField(c.clean)}
@@ -375,26 +389,24 @@ func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [strea
 	var out []Delivery
 	ends := cursor
 	cutoff := r.expiryCutoff()
-	for s := range streamShards {
-		err := r.readStream(ctx, s, cursor[s], func(m *Message, sid streamID) {
-			ends[s] = sid
-			granted, ok := highestGrant(c.subs, m.Topic)
-			if !ok {
-				return
-			}
-			qos := min(granted, m.QoS)
-			if qos == 0 {
-				return
-			}
-			if !cutoff.IsZero() && m.Time.Before(cutoff) {
-				r.stats.expired.Add(1)
-				return
-			}
-			out = append(out, Delivery{Message: m, QoS: qos})
-		})
-		if err != nil {
-			return nil, ends, err
+	err := r.readStreams(ctx, cursor, func(s int, m *Message, sid streamID) {
+		ends[s] = sid
+		granted, ok := highestGrant(c.subs, m.Topic)
+		if !ok {
+			return
 		}
+		qos := min(granted, m.QoS)
+		if qos == 0 {
+			return
+		}
+		if !cutoff.IsZero() && m.Time.Before(cutoff) {
+			r.stats.expired.Add(1)
+			return
+		}
+		out = append(out, Delivery{Message: m, QoS: qos})
+	})
+	if err != nil {
+		return nil, ends, err
 	}
 	return out, ends, nil
 }

@@ -101,6 +101,47 @@ func (r *Redis) readStream(ctx context.Context, shard int, from streamID, fn fun
 	}
 }
 
+// readStreams is readStream over every shard, from cursor[s] on each: the
+// first page of all shards in one pipelined round trip, then page by page
+// for shards with more.
+func (r *Redis) readStreams(ctx context.Context, cursor [streamShards]streamID, fn func(shard int, m *Message, sid streamID)) error {
+	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sh := range streamShards {
+			p.XRangeN(ctx, r.streamKey(sh), "("+cursor[sh].String(), "+", replayPage)
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("xrange streams", err)
+	}
+	for sh, c := range cmds {
+		entries := c.(*redis.XMessageSliceCmd).Val()
+		last := cursor[sh]
+		for _, e := range entries {
+			sid, err := parseStreamID(e.ID)
+			if err != nil {
+				return fmt.Errorf("xrange %s: %w", r.streamKey(sh), err)
+			}
+			last = sid
+			env, _ := e.Values["e"].(string)
+			m := new(Message)
+			if _, err := DecodeEnvelope(env, m); err != nil {
+				r.stats.decodeErrors.Add(1)
+				r.log.Error("skipping stream entry that does not decode", "stream", r.streamKey(sh), "id", e.ID, "err", err)
+				continue
+			}
+			fn(sh, m, sid)
+		}
+		if len(entries) == replayPage {
+			err := r.readStream(ctx, sh, last, func(m *Message, sid streamID) { fn(sh, m, sid) })
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // initStreams sets the last seen id of every shard to its stream's current
 // end, so that a replay after a blip starts where this replica joined.
 func (r *Redis) initStreams(ctx context.Context) error {

@@ -21,7 +21,7 @@ const retainedBodyLimit = 64 << 10
 //
 // A Reader is not safe for concurrent use.
 type Reader struct {
-	br      *inbuf
+	br      inbuf
 	max     int
 	version byte
 	buf     []byte
@@ -35,7 +35,7 @@ func NewReader(r io.Reader, maxPacketSize int) *Reader {
 	if maxPacketSize <= 0 || maxPacketSize > MaxRemainingLength {
 		maxPacketSize = MaxRemainingLength
 	}
-	return &Reader{br: &inbuf{src: r}, max: maxPacketSize}
+	return &Reader{br: inbuf{src: r}, max: maxPacketSize}
 }
 
 // SetVersion tells the Reader which protocol level the peer speaks, once its
@@ -63,7 +63,7 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	default:
 		return nil, fmt.Errorf("%w: protocol level %d is not decoded", ErrUnsupportedProtocol, r.version)
 	}
-	h, err := readFixedHeader(r.br)
+	h, err := readFixedHeader(&r.br)
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +79,7 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	} else {
 		body, owned = r.body(h.remaining)
 	}
-	if _, err := io.ReadFull(r.br, body); err != nil {
+	if _, err := io.ReadFull(&r.br, body); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}

@@ -94,7 +94,7 @@ func (s *Session) restore(stored *bridge.Session) {
 		s.subs[f] = q
 	}
 	for _, id := range stored.AwaitingRelease {
-		s.awaitingRel[id] = struct{}{}
+		s.awaitingRel[id] = true
 	}
 	for _, in := range stored.Inflight {
 		s.seq++
@@ -134,7 +134,10 @@ func (s *Session) snapshot() *bridge.Session {
 	for f, q := range s.subs {
 		st.Subscriptions[f] = q
 	}
-	for id := range s.awaitingRel {
+	for id, accepted := range s.awaitingRel {
+		if !accepted {
+			continue // the client re-sends it: it was never acknowledged
+		}
 		st.AwaitingRelease = append(st.AwaitingRelease, id)
 	}
 	st.Inflight = make([]bridge.Inflight, 0, len(s.inflight))

@@ -80,51 +80,87 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 	}
 	if p.QoS == 2 {
 		s.mu.Lock()
-		_, seen := s.awaitingRel[p.PacketID]
+		accepted, seen := s.awaitingRel[p.PacketID]
 		s.mu.Unlock()
 		if seen {
 			// [MQTT-4.3.3-2] a re-sent PUBLISH before PUBREL is not
-			// delivered again; acknowledge it again.
-			s.sendAck(&packets.Pubrec{PacketID: p.PacketID})
+			// delivered again; acknowledge it again, or let the pending
+			// acceptance of the first copy send the PUBREC.
+			if accepted {
+				s.sendAck(&packets.Pubrec{PacketID: p.PacketID})
+			}
 			return nil
 		}
+		s.mu.Lock()
+		s.allocMaps()
+		s.awaitingRel[p.PacketID] = false
+		s.mu.Unlock()
 	}
 	if !s.env.Auth.CanWrite(s.clientID, s.username, p.Topic) {
 		// Acknowledged as 3.1.1 requires, then dropped.
 		s.env.Stats.PublishDenied.Add(1)
 		s.logger().Info("publish refused by ACL", "topic", p.Topic)
-	} else {
-		msg := &bridge.Message{
-			ID:       newMessageID(),
-			Topic:    p.Topic,
-			Payload:  p.Payload,
-			QoS:      p.QoS,
-			Retain:   p.Retain,
-			ClientID: s.clientID,
-			Node:     s.env.Config.NodeID,
-			Time:     time.Now(),
-		}
-		if err := s.env.Bridge.Publish(ctx, msg); err != nil {
-			if p.QoS == 0 {
-				s.env.Stats.PublishDropped.Add(1)
-				return nil
-			}
-			// Not acknowledged: closing makes a 3.1.1 client re-send it
-			// once it reconnects [MQTT-4.4.0-1].
-			return fmt.Errorf("publish not accepted: %w", err)
-		}
+		s.accepted(p.QoS, p.PacketID, nil)
+		return nil
 	}
-	switch p.QoS {
-	case 1:
-		s.sendAck(&packets.Puback{PacketID: p.PacketID}) // [MQTT-4.3.2-2]
-	case 2:
-		s.mu.Lock()
-		s.allocMaps()
-		s.awaitingRel[p.PacketID] = struct{}{}
-		s.mu.Unlock()
-		s.sendAck(&packets.Pubrec{PacketID: p.PacketID}) // [MQTT-4.3.3-2]
+	msg := &bridge.Message{
+		ID:       newMessageID(),
+		Topic:    p.Topic,
+		Payload:  p.Payload,
+		QoS:      p.QoS,
+		Retain:   p.Retain,
+		ClientID: s.clientID,
+		Node:     s.env.Config.NodeID,
+		Time:     time.Now(),
+	}
+	if ap, ok := s.env.Bridge.(bridge.AsyncPublisher); ok {
+		// Keep reading while the message travels; at most
+		// maxPendingPublishes wait at once, then the reader waits too.
+		s.pubSlots <- struct{}{}
+		qos, id := p.QoS, p.PacketID
+		ap.PublishAsync(ctx, msg, func(err error) {
+			<-s.pubSlots
+			s.accepted(qos, id, err)
+		})
+		return nil
+	}
+	err := s.env.Bridge.Publish(ctx, msg)
+	s.accepted(p.QoS, p.PacketID, err)
+	if err != nil && p.QoS > 0 {
+		return s.stopReason()
 	}
 	return nil
+}
+
+// maxPendingPublishes bounds the PUBLISH packets of one connection that the
+// bridge has not yet accepted.
+const maxPendingPublishes = 256
+
+// accepted acknowledges an inbound PUBLISH once the bridge has accepted it:
+// PUBACK [MQTT-4.3.2-2] or PUBREC [MQTT-4.3.3-2], in the order the PUBLISH
+// packets arrived [MQTT-4.6.0-2]. A QoS 1/2 message the bridge could not
+// accept is not acknowledged: the connection is closed, so a 3.1.1 client
+// re-sends it once it reconnects [MQTT-4.4.0-1].
+func (s *Session) accepted(qos byte, id uint16, err error) {
+	if err != nil {
+		if qos == 0 {
+			s.env.Stats.PublishDropped.Add(1)
+			return
+		}
+		s.stop(fmt.Errorf("publish not accepted: %w", err))
+		return
+	}
+	switch qos {
+	case 1:
+		s.sendAck(&packets.Puback{PacketID: id})
+	case 2:
+		s.mu.Lock()
+		if _, ok := s.awaitingRel[id]; ok {
+			s.awaitingRel[id] = true
+		}
+		s.mu.Unlock()
+		s.sendAck(&packets.Pubrec{PacketID: id})
+	}
 }
 
 func (s *Session) onPubrel(id uint16) {

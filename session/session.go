@@ -107,11 +107,12 @@ type Session struct {
 	seq         uint64 // orders inflight entries for resending
 	nextID      uint16
 	subs        map[string]byte
-	awaitingRel map[uint16]struct{}
-	snapshotted bool // the state has been handed over; Deliver refuses
-	started     bool // CONNACK is written: the writer may run
-	halted      bool // the connection is closing: no writer starts again
-	writing     bool // a writer goroutine is running
+	awaitingRel map[uint16]bool // inbound QoS 2 ids → accepted by the bridge
+	pubSlots    chan struct{}   // one token per PUBLISH the bridge has not accepted
+	snapshotted bool            // the state has been handed over; Deliver refuses
+	started     bool            // CONNACK is written: the writer may run
+	halted      bool            // the connection is closing: no writer starts again
+	writing     bool            // a writer goroutine is running
 	wbuf        []byte
 	wake        chan struct{} // cap 1: wakes a running writer
 	writers     sync.WaitGroup
@@ -144,6 +145,7 @@ func New(conn net.Conn, env *Env) *Session {
 		r:        packets.NewReader(conn, env.Config.MaxPacketSize),
 		closed:   make(chan struct{}),
 		wake:     make(chan struct{}, 1),
+		pubSlots: make(chan struct{}, maxPendingPublishes),
 		finished: make(chan struct{}),
 	}
 }
@@ -181,7 +183,7 @@ func (s *Session) allocMaps() {
 	if s.inflight == nil {
 		s.inflight = make(map[uint16]inflight)
 		s.subs = make(map[string]byte)
-		s.awaitingRel = make(map[uint16]struct{})
+		s.awaitingRel = make(map[uint16]bool)
 	}
 }
 
