@@ -161,13 +161,12 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener) {
 		s.sessions[sess] = struct{}{}
 		s.mu.Unlock()
 		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			sess.Serve(ctx)
+		go sess.Serve(ctx, func() {
 			s.mu.Lock()
 			delete(s.sessions, sess)
 			s.mu.Unlock()
-		}()
+			s.wg.Done()
+		})
 	}
 }
 

@@ -117,10 +117,12 @@ type Session struct {
 	wake        chan struct{} // cap 1: wakes a running writer
 	writers     sync.WaitGroup
 
-	closeOnce sync.Once
-	closed    chan struct{} // closed when the connection is being torn down
-	finished  chan struct{} // closed when Detach has returned
-	reason    atomic.Pointer[error]
+	closeOnce  sync.Once
+	closed     chan struct{} // closed when the connection is being torn down
+	finished   chan struct{} // closed when Detach has returned
+	finishOnce sync.Once
+	onDone     func()
+	reason     atomic.Pointer[error]
 }
 
 // outgoing is a message waiting to be sent to this client.
@@ -150,18 +152,67 @@ func New(conn net.Conn, env *Env) *Session {
 	}
 }
 
-// Serve runs the connection until it ends, and closes it. A panic while
-// serving is recovered, logged and ends this connection only.
-func (s *Session) Serve(ctx context.Context) {
+// Serve answers the connection's CONNECT and, once it is accepted, hands the
+// connection to a goroutine of its own and returns; onDone (may be nil) is
+// called once the connection has ended and its session is stored. The
+// handshake's deep calls (authentication, the bridge's round trips) thus
+// grow a stack that is dropped with it, and an idle connection keeps only a
+// small one. A panic while serving is recovered, logged and ends this
+// connection only.
+func (s *Session) Serve(ctx context.Context, onDone func()) {
 	s.env.Stats.Connections.Add(1)
-	defer s.env.Stats.Connections.Add(-1)
-	defer func() {
-		if p := recover(); p != nil {
-			s.logger().Error("panic serving connection", "panic", p, "stack", string(debug.Stack()))
-			s.stop(fmt.Errorf("panic: %v", p))
+	s.onDone = onDone
+	defer s.recoverPanic()
+	connack, stored, err := s.handshake(ctx)
+	if err != nil {
+		s.env.Stats.ConnectsRefused.Add(1)
+		s.logger().Info("connection refused", "reason", err.Error())
+		if connack != nil {
+			s.writeNow(connack)
 		}
-	}()
-	s.serve(ctx)
+		s.stop(err)
+		s.finish()
+		return
+	}
+	s.restore(stored)
+	s.writeNow(connack)
+	s.debug("client connected", "clean", s.clean, "keepalive", s.keepAlive)
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
+	s.signal() // restored messages and what arrived since Attach
+	go s.run(ctx)
+}
+
+// run reads and handles packets until the connection ends, then publishes
+// the will when due and hands the session to the bridge.
+func (s *Session) run(ctx context.Context) {
+	defer s.recoverPanic()
+	err := s.readLoop(ctx)
+	s.stop(err)
+	s.writers.Wait()
+	s.end(ctx)
+	s.finish()
+}
+
+// recoverPanic ends this connection only when serving it panicked.
+func (s *Session) recoverPanic() {
+	if p := recover(); p != nil {
+		s.logger().Error("panic serving connection", "panic", p, "stack", string(debug.Stack()))
+		s.stop(fmt.Errorf("panic: %v", p))
+		s.finish()
+	}
+}
+
+// finish marks the session ended, once.
+func (s *Session) finish() {
+	s.finishOnce.Do(func() {
+		close(s.finished)
+		s.env.Stats.Connections.Add(-1)
+		if s.onDone != nil {
+			s.onDone()
+		}
+	})
 }
 
 // stop records why the connection ends (the first reason wins) and closes
@@ -224,33 +275,6 @@ func (s *Session) Shutdown() { s.stop(ErrServerShutdown) }
 
 // Done is closed once the session has fully ended.
 func (s *Session) Done() <-chan struct{} { return s.finished }
-
-func (s *Session) serve(ctx context.Context) {
-	connack, stored, err := s.handshake(ctx)
-	if err != nil {
-		s.env.Stats.ConnectsRefused.Add(1)
-		s.logger().Info("connection refused", "reason", err.Error())
-		if connack != nil {
-			s.writeNow(connack)
-		}
-		s.stop(err)
-		close(s.finished)
-		return
-	}
-	defer close(s.finished)
-	s.restore(stored)
-	s.writeNow(connack)
-	s.debug("client connected", "clean", s.clean, "keepalive", s.keepAlive)
-
-	s.mu.Lock()
-	s.started = true
-	s.mu.Unlock()
-	s.signal() // restored messages and what arrived since Attach
-	err = s.readLoop(ctx)
-	s.stop(err)
-	s.writers.Wait()
-	s.end(ctx)
-}
 
 // writeNow writes one packet synchronously, before the writer runs.
 func (s *Session) writeNow(p packets.Packet) {
