@@ -81,7 +81,7 @@ type RedisOptions struct {
 //	<p>session:<id>     hash  state (inflight, queued, awaiting PUBREL),
 //	                          cursor (last stream id per shard), will, conn, clean
 //	<p>retain:<topic>   hash  id, from, qos, topic, retain, payload, ts
-//	<p>retain:index     set   retained topic names, mirrored by every replica
+//	<p>retain_index     set   retained topic names, mirrored by every replica
 //	<p>stream:<0..15>   stream of QoS ≥ 1 envelopes, capped at StreamCap
 //	<p>msg:<topic>      channel carrying envelopes
 //	<p>ctl:retain       channel "+topic"/"-topic" index announcements
@@ -354,7 +354,7 @@ func (r *Redis) reapKey(node string) string    { return r.prefix + "reap:" + nod
 func (r *Redis) subKey(id string) string       { return r.prefix + "sub:" + id }
 func (r *Redis) sessionKey(id string) string   { return r.prefix + "session:" + id }
 func (r *Redis) retainKey(topic string) string { return r.prefix + "retain:" + topic }
-func (r *Redis) retainIndexKey() string        { return r.prefix + "retain:index" }
+func (r *Redis) retainIndexKey() string        { return r.prefix + "retain_index" } // not under retain:, where any topic name may land
 func (r *Redis) streamKey(shard int) string    { return r.prefix + "stream:" + strconv.Itoa(shard) }
 func (r *Redis) retainCtlChannel() string      { return r.prefix + "ctl:retain" }
 func (r *Redis) nodeCtlChannel(n string) string {
