@@ -21,9 +21,15 @@ var (
 	interopNoSubscribe = "test/nosubscribe"
 )
 
-// interop runs f against every deployment started with the suite's ACL.
+// interop runs f against every deployment started with the suite's ACL,
+// and through HAProxy in front of three replicas, where the suite's clients
+// land on different replicas.
 func interop(t *testing.T, f func(t *testing.T, d *deployment)) {
-	forEachDeployment(t, f, "-acl-file", "testdata/e2e_interop.acl")
+	args := []string{"-acl-file", "testdata/e2e_interop.acl"}
+	forEachDeployment(t, f, args...)
+	t.Run("haproxy-3-replicas", func(t *testing.T) {
+		f(t, startBehindHAProxy(t, 3, args...))
+	})
 }
 
 func TestInterop_Basic(t *testing.T) {

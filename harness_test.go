@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/internal/haproxytest"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -51,6 +55,11 @@ func testConfig(t testing.TB, args ...string) *Config {
 		t.Fatalf("test config %v: %v", all, err)
 	}
 	return cfg
+}
+
+func init() {
+	// go-redis's own retry lines would flood the output of Redis fault tests.
+	redis.SetLogger(redisLog{testLogger()})
 }
 
 func testLogger() *slog.Logger {
@@ -98,12 +107,50 @@ func startServer(t testing.TB, b bridge.Bridge, args ...string) *testServer {
 type deployment struct {
 	name    string
 	servers []*testServer
+	// front, when set, is a load balancer every client goes through, so
+	// that a test's connections land on different replicas.
+	front *testServer
 }
 
 // pub and sub pick the replicas a test's publishers and subscribers use, so
 // that with two replicas every message crosses the bridge.
-func (d *deployment) pub() *testServer { return d.servers[0] }
-func (d *deployment) sub() *testServer { return d.servers[len(d.servers)-1] }
+func (d *deployment) pub() *testServer {
+	if d.front != nil {
+		return d.front
+	}
+	return d.servers[0]
+}
+
+func (d *deployment) sub() *testServer {
+	if d.front != nil {
+		return d.front
+	}
+	return d.servers[len(d.servers)-1]
+}
+
+// startBehindHAProxy starts a fresh redis-server, n replicas on it and
+// HAProxy in front of them (mode tcp, round robin, /readyz checks).
+func startBehindHAProxy(t testing.TB, n int, args ...string) *deployment {
+	t.Helper()
+	rs := redistest.Start(t)
+	d := &deployment{name: fmt.Sprintf("haproxy-%d-replicas", n)}
+	var backends []haproxytest.Backend
+	for i := range n {
+		ts := startRedisReplica(t, rs.URL(), fmt.Sprintf("ha-%d", i), append([]string{"-http", "127.0.0.1:0"}, args...)...)
+		d.servers = append(d.servers, ts)
+		backends = append(backends, haproxytest.Backend{MQTT: ts.Addr(), HTTP: ts.srv.http.String()})
+	}
+	proxy := haproxytest.Start(t, backends)
+	for i := range n {
+		proxy.WaitServer(t, i, true)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", proxy.Addr())
+	if err != nil {
+		t.Fatalf("proxy address %q: %v", proxy.Addr(), err)
+	}
+	d.front = &testServer{srv: &Server{addr: addr}}
+	return d
+}
 
 // deployments lists the ways the broker is run in conformance tests: a single
 // node on the in-process bridge, and (once available) two replicas on Redis.

@@ -9,9 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/auth"
 	"github.com/bridgemq/server/bridge"
@@ -33,6 +37,8 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	log := cfg.NewLogger(stderr)
+	// go-redis logs its own retries; the bridge reports what matters.
+	redis.SetLogger(redisLog{log.With("component", "go-redis")})
 	authz, err := loadAuth(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "server: %v\n", err)
@@ -85,5 +91,32 @@ func newBridge(ctx context.Context, cfg *Config, log *slog.Logger) (bridge.Bridg
 			MessageExpiry: cfg.MessageExpiry,
 		}), nil
 	}
-	return newRedisBridge(ctx, cfg, client, log)
+	b, err := newRedisBridge(ctx, cfg, client, log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.redisSource(), err)
+	}
+	return b, nil
+}
+
+// redisSource names the flag that chose the Redis topology, for errors.
+func (c *Config) redisSource() string {
+	switch {
+	case c.RedisURL != "":
+		if u, err := url.Parse(c.RedisURL); err == nil {
+			return "-redis-url " + u.Redacted()
+		}
+		return "-redis-url"
+	case c.RedisSentinelMaster != "":
+		return "-redis-sentinel-master " + c.RedisSentinelMaster
+	default:
+		return "-redis-cluster " + strings.Join(c.RedisCluster, ",")
+	}
+}
+
+// redisLog sends go-redis's internal log lines to slog at debug level.
+type redisLog struct{ log *slog.Logger }
+
+// Printf implements go-redis's logger.
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...))
 }
