@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -188,5 +189,40 @@ func TestRestore_ResendsInflightWithDupAndQueuesStoredAheadOfLive_MQTT_4_4_0_1(t
 	}
 	if _, ok := s.awaitingRel[42]; !ok {
 		t.Error("inbound QoS 2 id awaiting PUBREL was not restored [MQTT-4.3.3-2]")
+	}
+}
+
+// panicAuth is an Authorizer with a bug: it panics on every CONNECT.
+type panicAuth struct{ AllowAll }
+
+func (panicAuth) Authenticate(bool, string, bool, []byte) byte { panic("authorizer bug") }
+
+func TestServe_PanicClosesThatConnectionOnly(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	env := &Env{
+		Bridge: bridge.NewMemory(bridge.MemoryOptions{}),
+		Auth:   panicAuth{},
+		Stats:  &Stats{},
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Config: Config{MaxInflight: 10, MaxQueued: 10, WriteTimeout: time.Second, ConnectTimeout: time.Second},
+	}
+	done := make(chan struct{})
+	s := New(server, env)
+	go s.Serve(context.Background(), func() { close(done) })
+	connect, _ := packets.Append(nil, &packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, ClientID: "p"})
+	if _, err := client.Write(connect); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a panicking connection did not end")
+	}
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Error("connection still open after a panic")
+	}
+	if n := env.Stats.Connections.Load(); n != 0 {
+		t.Errorf("%d connections counted after the panic, want 0", n)
 	}
 }
