@@ -354,3 +354,39 @@ func TestRedis_DeadNodeWillPublishedOnce(t *testing.T) {
 		t.Fatal("dead node's records not removed")
 	}
 }
+
+// TestRedis_OfflineReplayReadsEveryPage resumes a session whose streams hold
+// more than one XRANGE page of messages since its cursor, across two shards.
+func TestRedis_OfflineReplayReadsEveryPage(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a", func(o *RedisOptions) { o.MaxQueued = 10 * replayPage })
+	s1 := newLiveSub()
+	attach(t, a, "pages", s1, false)
+	subscribe(t, a, "pages", "big/#", 1)
+	subscribe(t, a, "pages", "small/#", 1)
+	detach(t, a, "pages", s1, &Session{})
+	const big, small = 2*replayPage + 7, 3
+	var wg sync.WaitGroup
+	for i := range big {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			publish(t, a, rmsg(fmt.Sprintf("big/%d", i), 1, "x"))
+		}()
+	}
+	wg.Wait()
+	for i := range small {
+		publish(t, a, rmsg(fmt.Sprintf("small/%d", i), 1, "x"))
+	}
+	got := attach(t, a, "pages", newLiveSub(), false)
+	if got == nil {
+		t.Fatal("no stored session")
+	}
+	seen := map[string]bool{}
+	for _, d := range got.Queued {
+		seen[d.Message.Topic] = true
+	}
+	if len(got.Queued) != big+small || len(seen) != big+small {
+		t.Fatalf("resumed with %d queued (%d distinct), want %d", len(got.Queued), len(seen), big+small)
+	}
+}

@@ -74,31 +74,39 @@ const replayPage = 1000
 // first, decoded. Entries that do not decode are logged and skipped.
 func (r *Redis) readStream(ctx context.Context, shard int, from streamID, fn func(m *Message, sid streamID)) error {
 	key := r.streamKey(shard)
-	start := "(" + from.String()
 	for {
-		entries, err := r.rdb.XRangeN(ctx, key, start, "+", replayPage).Result()
+		entries, err := r.rdb.XRangeN(ctx, key, "("+from.String(), "+", replayPage).Result()
 		if err != nil {
 			return unavailable("xrange "+key, err)
 		}
-		for _, e := range entries {
-			sid, err := parseStreamID(e.ID)
-			if err != nil {
-				return fmt.Errorf("xrange %s: %w", key, err)
-			}
-			env, _ := e.Values["e"].(string)
-			m := new(Message)
-			if _, err := DecodeEnvelope(env, m); err != nil {
-				r.stats.decodeErrors.Add(1)
-				r.log.Error("skipping stream entry that does not decode", "stream", key, "id", e.ID, "err", err)
-			} else {
-				fn(m, sid)
-			}
-			start = "(" + e.ID
+		if from, err = r.decodeEntries(key, entries, from, fn); err != nil {
+			return err
 		}
 		if len(entries) < replayPage {
 			return nil
 		}
 	}
+}
+
+// decodeEntries hands each stream entry's message to fn, skipping (and
+// counting) entries that do not decode, and returns the last id read.
+func (r *Redis) decodeEntries(key string, entries []redis.XMessage, last streamID, fn func(m *Message, sid streamID)) (streamID, error) {
+	for _, e := range entries {
+		sid, err := parseStreamID(e.ID)
+		if err != nil {
+			return last, fmt.Errorf("xrange %s: %w", key, err)
+		}
+		last = sid
+		env, _ := e.Values["e"].(string)
+		m := new(Message)
+		if _, err := DecodeEnvelope(env, m); err != nil {
+			r.stats.decodeErrors.Add(1)
+			r.log.Error("skipping stream entry that does not decode", "stream", key, "id", e.ID, "err", err)
+			continue
+		}
+		fn(m, sid)
+	}
+	return last, nil
 }
 
 // readStreams is readStream over every shard, from cursor[s] on each: the
@@ -116,25 +124,13 @@ func (r *Redis) readStreams(ctx context.Context, cursor [streamShards]streamID, 
 	}
 	for sh, c := range cmds {
 		entries := c.(*redis.XMessageSliceCmd).Val()
-		last := cursor[sh]
-		for _, e := range entries {
-			sid, err := parseStreamID(e.ID)
-			if err != nil {
-				return fmt.Errorf("xrange %s: %w", r.streamKey(sh), err)
-			}
-			last = sid
-			env, _ := e.Values["e"].(string)
-			m := new(Message)
-			if _, err := DecodeEnvelope(env, m); err != nil {
-				r.stats.decodeErrors.Add(1)
-				r.log.Error("skipping stream entry that does not decode", "stream", r.streamKey(sh), "id", e.ID, "err", err)
-				continue
-			}
-			fn(sh, m, sid)
+		each := func(m *Message, sid streamID) { fn(sh, m, sid) }
+		last, err := r.decodeEntries(r.streamKey(sh), entries, cursor[sh], each)
+		if err != nil {
+			return err
 		}
 		if len(entries) == replayPage {
-			err := r.readStream(ctx, sh, last, func(m *Message, sid streamID) { fn(sh, m, sid) })
-			if err != nil {
+			if err := r.readStream(ctx, sh, last, each); err != nil {
 				return err
 			}
 		}
