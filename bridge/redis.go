@@ -158,7 +158,7 @@ type redisClient struct {
 	// replayed messages are not delivered twice.
 	replaying bool
 	pending   []pendingDelivery
-	skip      [streamShards]streamID
+	skip      *[streamShards]streamID // nil when nothing was replayed
 }
 
 type pendingDelivery struct {

@@ -151,7 +151,7 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 				c.pending = append(c.pending, pendingDelivery{Delivery{m, qos}, shard, sid})
 				continue
 			}
-			if !sid.after(c.skip[shard]) {
+			if c.skip != nil && !sid.after(c.skip[shard]) {
 				continue // already returned by this session's replay
 			}
 		}

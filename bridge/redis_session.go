@@ -438,7 +438,8 @@ func (r *Redis) endReplay(c *redisClient, ends *[streamShards]streamID) []Delive
 		}
 	}
 	if ends != nil {
-		c.skip = *ends
+		skip := *ends
+		c.skip = &skip
 	}
 	c.pending = nil
 	c.replaying = false

@@ -71,15 +71,8 @@ func (r *Reader) ReadPacket() (Packet, error) {
 		return nil, fmt.Errorf("%w: %s remaining length %d exceeds the limit of %d bytes",
 			ErrPacketTooLarge, h.typ, h.remaining, r.max)
 	}
-	var body []byte
-	var owned bool
-	if h.typ == TypeConnect {
-		// A connection sends one CONNECT: do not keep a buffer sized for it.
-		body, owned = make([]byte, h.remaining), true
-	} else {
-		body, owned = r.body(h.remaining)
-	}
-	if _, err := io.ReadFull(&r.br, body); err != nil {
+	body, owned, err := r.readBody(h)
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
@@ -88,15 +81,48 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	return decode(h, body, owned)
 }
 
-// body returns a slice of n bytes to read a packet body into. owned reports
-// that the slice is not the Reader's reusable buffer, so the decoder may
-// hand parts of it to the caller without copying.
+// readBody reads the body h announces. owned reports that the slice is not
+// the Reader's reusable buffer, so the decoder may hand parts of it to the
+// caller without copying.
+func (r *Reader) readBody(h fixedHeader) (body []byte, owned bool, err error) {
+	switch {
+	case h.remaining > retainedBodyLimit:
+		body, err = r.readGrowing(make([]byte, 0, retainedBodyLimit), h.remaining)
+		return body, true, err
+	case h.typ == TypeConnect:
+		// A connection sends one CONNECT: do not keep a buffer sized for it.
+		body, owned = make([]byte, h.remaining), true
+	default:
+		body, owned = r.body(h.remaining)
+	}
+	_, err = io.ReadFull(&r.br, body)
+	return body, owned, err
+}
+
+// readGrowing reads a large body into buf, growing it as bytes arrive, so
+// that a peer announcing a large packet and sending little costs memory in
+// proportion to what it sent, not to what it announced.
+func (r *Reader) readGrowing(buf []byte, n int) ([]byte, error) {
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(2*cap(buf), n))
+			copy(grown, buf)
+			buf = grown
+		}
+		m, err := io.ReadFull(&r.br, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// body returns a slice of n ≤ retainedBodyLimit bytes to read a packet body
+// into, the Reader's reusable buffer.
 func (r *Reader) body(n int) (b []byte, owned bool) {
 	if n <= cap(r.buf) {
 		return r.buf[:n], false
-	}
-	if n > retainedBodyLimit {
-		return make([]byte, n), true
 	}
 	size := 512
 	for size < n {

@@ -344,3 +344,24 @@ func TestFuzzSeedCorpus_MatchesCatalogue(t *testing.T) {
 		}
 	}
 }
+
+// TestReadPacket_LargeBodyCostsWhatArrives: a peer that announces a body
+// within the limit but sends little of it makes the Reader allocate in
+// proportion to what arrived, not to what was announced.
+func TestReadPacket_LargeBodyCostsWhatArrives(t *testing.T) {
+	const announced = 1 << 20
+	header := []byte{0x30}
+	header = appendRemainingLength(header, announced)
+	stream := append(header, 0x00, 0x01, 'a') // topic "a", then the stream ends
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := NewReader(bytes.NewReader(stream), announced).ReadPacket()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("err = %v, want io.ErrUnexpectedEOF", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 256<<10 {
+		t.Fatalf("allocated %d bytes for a body announced as %d with 3 bytes sent", grew, announced)
+	}
+}
