@@ -428,9 +428,12 @@ func (s *seqSubscriber) loop(ctx context.Context, conn net.Conn, r *packets.Read
 			_, _ = conn.Write(b)
 			next = (next + 1) % len(s.addrs)
 		} else {
+			// The connection broke: try the next address (a load balancer,
+			// when the first is a replica that may have died).
 			s.mu.Lock()
 			s.lastErr = err
 			s.mu.Unlock()
+			next = (next + 1) % len(s.addrs)
 		}
 		_ = conn.Close()
 		for {
@@ -441,6 +444,7 @@ func (s *seqSubscriber) loop(ctx context.Context, conn net.Conn, r *packets.Read
 			s.mu.Lock()
 			s.lastErr = err
 			s.mu.Unlock()
+			next = (next + 1) % len(s.addrs)
 			select {
 			case <-ctx.Done():
 				return
@@ -663,6 +667,62 @@ func TestFault_SIGKILLReplicaUnderQoS1Load(t *testing.T) {
 	}
 	if reconnects < 1 {
 		t.Errorf("no publisher reconnected: none was on the killed replica, so the test proved nothing")
+	}
+}
+
+// TestFault_SIGKILLSubscribersReplica kills the replica holding a
+// persistent QoS 1 subscriber while publishers behind HAProxy keep sending.
+// The replica cannot store the session: the subscriber reconnects through
+// HAProxy and its session resumes from the last checkpoint of its stream
+// position on another replica. Every acknowledged message arrives; what was
+// delivered between the checkpoint and the kill may arrive twice (QoS 1).
+func TestFault_SIGKILLSubscribersReplica(t *testing.T) {
+	rs := redistest.Start(t)
+	a := startProcReplica(t, rs.URL(), "node-a")
+	b := startProcReplica(t, rs.URL(), "node-b")
+	c := startProcReplica(t, rs.URL(), "node-c")
+	h := haproxytest.Start(t, []haproxytest.Backend{a.Backend(), b.Backend(), c.Backend()})
+	for i := range 3 {
+		h.WaitServer(t, i, true)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	tally := newSeqTally()
+	sub := newSeqSubscriber(unique(t, "sub"), "load/#", tally, a.addr, h.Addr())
+	subDone := sub.start(t, ctx, 0, nil)
+
+	var pubs []*seqPublisher
+	for i := range 4 {
+		pubs = append(pubs, newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("load/p%d", i), dialer(h.Addr())))
+	}
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		time.Sleep(4500 * time.Millisecond) // after at least one checkpoint
+		a.Kill(t)
+	}()
+	errs := runPublishers(ctx, pubs, 1<<30, 125, time.Now().Add(7*time.Second))
+	<-killed
+	for _, err := range errs {
+		if err != nil {
+			t.Errorf("publisher: %v", err)
+		}
+	}
+	sum := awaitDelivery(pubs, tally, 15*time.Second)
+	cancel()
+	<-subDone
+	sub.mu.Lock()
+	connects, fresh := sub.connects, sub.noSessionResume
+	sub.mu.Unlock()
+	t.Logf("fault-sigkill-subscriber: %s subscriber_connects=%d", sum, connects)
+	if sum.lost != 0 {
+		t.Errorf("%d acknowledged messages never delivered, first: %v", sum.lost, sum.firstLost)
+	}
+	if connects < 2 {
+		t.Errorf("the subscriber never reconnected: the killed replica was not its own")
+	}
+	if fresh != 0 {
+		t.Errorf("%d reconnects found no session: the persistent session was lost with its replica", fresh)
 	}
 }
 

@@ -112,6 +112,17 @@ type Bridge interface {
 	Close() error
 }
 
+// Idler is implemented by Subscribers that can tell that everything
+// delivered to them so far has been completely acknowledged by their
+// client. A bridge uses it to advance a persistent session's stored position
+// while the connection lasts, so that a replica dying repeats little.
+type Idler interface {
+	// Idle reports that nothing delivered is waiting to be sent or
+	// acknowledged. It must not block and is called with the bridge's
+	// delivery lock held, like Deliver.
+	Idle() bool
+}
+
 // AsyncPublisher is implemented by bridges whose Publish waits for a round
 // trip: a connection can then keep reading while its messages travel, and
 // acknowledge each one when done reports it accepted.

@@ -41,8 +41,8 @@ type memClient struct {
 
 // MemoryOptions configures a Memory bridge.
 type MemoryOptions struct {
-	// MaxQueued bounds the messages kept for one offline session; newer
-	// messages beyond it are dropped and counted.
+	// MaxQueued bounds the messages kept for one offline session; when it
+	// is reached the oldest message is dropped, and counted.
 	MaxQueued int
 	// MessageExpiry drops messages queued for an offline session longer than
 	// this; zero keeps them until the session returns.
@@ -140,7 +140,7 @@ func (m *Memory) Detach(_ context.Context, clientID string, sub Subscriber, stat
 	state.Subscriptions = nil // c.subscriptions is the record of truth
 	state.Queued = append(state.Queued, late...)
 	if over := len(state.Queued) - m.maxQueued; over > 0 {
-		state.Queued = state.Queued[:m.maxQueued]
+		state.Queued = state.Queued[over:] // the oldest go first
 		m.queuedDropped.Add(int64(over))
 	}
 	c.stored = state
@@ -244,11 +244,16 @@ func (c *memClient) deliver(m *Memory, msg *Message, qos byte) {
 	if c.stored == nil || qos == 0 {
 		return
 	}
-	if len(c.stored.Queued) >= m.maxQueued {
+	q := c.stored.Queued
+	if len(q) >= m.maxQueued {
+		// Full: the oldest message makes room, so what the session finds
+		// on return is the most recent (as EMQX's queue does).
 		m.queuedDropped.Add(1)
+		copy(q, q[1:])
+		q[len(q)-1] = Delivery{Message: msg, QoS: qos}
 		return
 	}
-	c.stored.Queued = append(c.stored.Queued, Delivery{Message: msg, QoS: qos})
+	c.stored.Queued = append(q, Delivery{Message: msg, QoS: qos})
 }
 
 // Retained implements Bridge.

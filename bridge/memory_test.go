@@ -122,8 +122,8 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 	for _, d := range st.Queued {
 		topics = append(topics, d.Message.Topic)
 	}
-	if want := []string{"t/1", "t/2", "t/3"}; !equal(topics, want) {
-		t.Errorf("queued %v, want %v (bounded at 3, oldest kept)", topics, want)
+	if want := []string{"t/2", "t/3", "t/4"}; !equal(topics, want) {
+		t.Errorf("queued %v, want %v (bounded at 3, the oldest dropped)", topics, want)
 	}
 	if got := m.Stats()["offline_queue_dropped"]; got != 1 {
 		t.Errorf("offline_queue_dropped = %d, want 1", got)

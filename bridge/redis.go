@@ -132,6 +132,7 @@ type Redis struct {
 	detaching map[string]chan struct{}
 	trie      *topics.Trie[string]
 	lastSeen  [streamShards]streamID
+	seenGen   uint64          // counts changes of lastSeen
 	matched   map[string]byte // reused by the reader under mu
 
 	recent   recentIDs                                 // reader goroutine only
@@ -159,6 +160,9 @@ type redisClient struct {
 	replaying bool
 	pending   []pendingDelivery
 	skip      *[streamShards]streamID // nil when nothing was replayed
+	// checkGen is the seenGen of the position last stored as this
+	// session's cursor by a checkpoint.
+	checkGen uint64
 }
 
 type pendingDelivery struct {
@@ -255,10 +259,11 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
-	r.wg.Add(3)
+	r.wg.Add(4)
 	go r.readLoop()
 	go r.publishLoop()
 	go r.nodeLoop()
+	go r.checkpointLoop()
 	return r, nil
 }
 

@@ -136,6 +136,7 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 			return false
 		}
 		r.lastSeen[shard] = sid
+		r.seenGen++
 	}
 	// The trie re-matches: Redis's '*' also matches '/', and a generalised
 	// pattern over-delivers.

@@ -470,11 +470,14 @@ func (r *Redis) dropExpired(q []Delivery) []Delivery {
 	return kept
 }
 
-// boundQueue keeps the oldest MaxQueued messages and counts the rest.
+// boundQueue keeps the newest MaxQueued messages and counts the rest: a
+// session finds the most recent messages on return (as EMQX's queue does),
+// and a session resumed after its replica died, whose replay starts at the
+// last checkpoint, keeps the messages it had not yet acknowledged.
 func (r *Redis) boundQueue(q []Delivery) []Delivery {
 	if over := len(q) - r.maxQueued; over > 0 {
 		r.stats.queuedDropped.Add(int64(over))
-		return q[:r.maxQueued]
+		return q[over:]
 	}
 	return q
 }

@@ -146,10 +146,10 @@ func TestRedis_OfflineQueueBoundedAndExpired(t *testing.T) {
 	}
 	got := attach(t, a, "p1", newLiveSub(), false)
 	if got == nil || len(got.Queued) != 3 {
-		t.Fatalf("queued = %v, want the 3 oldest unexpired", got)
+		t.Fatalf("queued = %v, want the 3 newest unexpired", got)
 	}
-	if got.Queued[0].Message.Topic != "s/0" {
-		t.Fatalf("first queued = %s, want s/0", got.Queued[0].Message.Topic)
+	if got.Queued[0].Message.Topic != "s/2" || got.Queued[2].Message.Topic != "s/4" {
+		t.Fatalf("queued %s..%s, want s/2..s/4 (the oldest dropped)", got.Queued[0].Message.Topic, got.Queued[2].Message.Topic)
 	}
 	st := a.Stats()
 	if st["offline_queue_expired"] != 1 || st["offline_queue_dropped"] != 2 {

@@ -26,6 +26,14 @@ func (s *Session) Deliver(msg *bridge.Message, qos byte) bool {
 	return s.enqueue(outgoing{msg: msg, qos: qos})
 }
 
+// Idle implements bridge.Idler: nothing delivered is waiting to be sent or
+// acknowledged.
+func (s *Session) Idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending) == 0 && len(s.inflight) == 0 && !s.snapshotted
+}
+
 func (s *Session) enqueue(o outgoing) bool {
 	s.mu.Lock()
 	if s.snapshotted {
