@@ -388,3 +388,30 @@ func TestConnect_Will_MQTT_3_1_2_8(t *testing.T) {
 		})
 	})
 }
+
+// A connection ended by a takeover did not send DISCONNECT, so its will is
+// published, once, as Mosquitto does [MQTT-3.1.2-8]; the new connection's
+// will is not.
+func TestConnect_TakeoverPublishesTheOldWill_MQTT_3_1_2_8(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		id := unique(t, "c")
+		willTopic := unique(t, "will")
+		wills := newCollector()
+		watcher, _ := connectPaho(t, pahoOpts(d.sub(), unique(t, "watch"), true))
+		subscribe(t, watcher, willTopic, 1, wills)
+		first := dialRaw(t, d.pub().Addr())
+		first.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30,
+			Will: &packets.Will{Topic: willTopic, Payload: []byte("first"), QoS: 1}})
+		second := dialRaw(t, d.sub().Addr())
+		second.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30,
+			Will: &packets.Will{Topic: willTopic, Payload: []byte("second"), QoS: 1}})
+		first.expectClosed(waitTimeout)
+		if m := wills.next(t); string(m.Payload()) != "first" {
+			t.Fatalf("will %q published, want the taken-over connection's", m.Payload())
+		}
+		wills.quiet(t)
+		second.send(&packets.Disconnect{})
+		second.expectClosed(waitTimeout)
+		wills.quiet(t)
+	})
+}
