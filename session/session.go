@@ -139,8 +139,10 @@ type inflight struct {
 	released bool // QoS 2: PUBREC received, PUBREL sent
 }
 
-// New prepares a session for a freshly accepted connection.
+// New prepares a session for a freshly accepted connection and counts the
+// connection as open until the session finishes.
 func New(conn net.Conn, env *Env) *Session {
+	env.Stats.Connections.Add(1)
 	return &Session{
 		env:      env,
 		conn:     conn,
@@ -160,7 +162,6 @@ func New(conn net.Conn, env *Env) *Session {
 // small one. A panic while serving is recovered, logged and ends this
 // connection only.
 func (s *Session) Serve(ctx context.Context, onDone func()) {
-	s.env.Stats.Connections.Add(1)
 	s.onDone = onDone
 	defer s.recoverPanic()
 	connack, stored, err := s.handshake(ctx)
