@@ -253,3 +253,52 @@ func TestRedis_PublishWhileRedisDownReturnsErrUnavailable(t *testing.T) {
 		t.Fatalf("Ready with Redis down = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestRedis_EMQXRecordsAndEvents: tooling written for EMQX's Redis backend
+// reads the client record and the mqtt_channel events.
+func TestRedis_EMQXRecordsAndEvents(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	tool := newClient(t, srv)
+	events := tool.Subscribe(ctx, "mqtt_channel")
+	defer events.Close()
+	if _, err := events.Receive(ctx); err != nil { // the subscription confirmation
+		t.Fatal(err)
+	}
+	a := newTestRedis(t, srv, "node-a")
+	sub := newLiveSub()
+	attach(t, a, "dev1", sub, false)
+	subscribe(t, a, "dev1", "sensors/+/temp", 1)
+	if err := a.Unsubscribe(ctx, "dev1", "sensors/+/temp"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`{"type":"subscribe","topic":"sensors/+/temp","clientid":"dev1","qos":1}`,
+		`{"type":"unsubscribe","topic":"sensors/+/temp","clientid":"dev1","qos":0}`,
+	} {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		m, err := events.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", want, err)
+		}
+		if m.Payload != want {
+			t.Fatalf("mqtt_channel event %s, want %s", m.Payload, want)
+		}
+	}
+	rec, err := tool.HGetAll(ctx, "mqtt:client:dev1").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec["state"] != "1" || rec["node"] != "node-a" || rec["online_at"] == "" {
+		t.Fatalf("mqtt:client:dev1 = %v, want state 1 on node-a with online_at", rec)
+	}
+	if _, err := tool.HGet(ctx, "mqtt:node:node-a", "dev1").Result(); err != nil {
+		t.Fatalf("mqtt:node:node-a has no dev1: %v", err)
+	}
+	detach(t, a, "dev1", sub, &Session{})
+	rec, _ = tool.HGetAll(ctx, "mqtt:client:dev1").Result()
+	if rec["state"] != "0" || rec["offline_at"] == "" {
+		t.Fatalf("after disconnect mqtt:client:dev1 = %v, want state 0 with offline_at", rec)
+	}
+}
