@@ -114,7 +114,9 @@ type Redis struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	pubq chan pubRequest
+	pubq  chan pubRequest
+	epoch string  // the Redis instance's epoch; publisher goroutine only
+	ring  pubRing // recently accepted messages; publisher goroutine only
 
 	ps       *redis.PubSub
 	psMu     sync.Mutex // orders PatternSet changes and their SUBSCRIBE commands
@@ -176,7 +178,7 @@ type redisCounters struct {
 	received, delivered, deduplicated     atomic.Int64
 	replayed, replays, decodeErrors       atomic.Int64
 	queuedDropped, expired, willsSent     atomic.Int64
-	takeovers                             atomic.Int64
+	takeovers, republished                atomic.Int64
 }
 
 // NewRedis connects a Redis bridge: it subscribes its control channels,
@@ -226,7 +228,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		detaching: make(map[string]chan struct{}),
 		trie:      topics.NewTrie[string](),
 		matched:   make(map[string]byte),
-		recent:    newRecentIDs(8192),
+		recent:    newRecentIDs(1 << 16),
 		attaches:  make(map[string]*clientLock),
 	}
 	if err := r.rdb.Ping(ctx).Err(); err != nil {
@@ -247,7 +249,11 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
-	err := r.initStreams(ctx)
+	var err error
+	r.epoch, err = r.initEpoch(ctx)
+	if err == nil {
+		err = r.initStreams(ctx)
+	}
 	if err == nil {
 		err = r.loadRetainedIndex(ctx)
 	}
@@ -304,21 +310,22 @@ func (r *Redis) Ready(ctx context.Context) error {
 func (r *Redis) Stats() map[string]int64 {
 	s := &r.stats
 	return map[string]int64{
-		"published":             s.published.Load(),
-		"publish_errors":        s.publishErrors.Load(),
-		"qos0_dropped":          s.qos0Dropped.Load(),
-		"received":              s.received.Load(),
-		"delivered":             s.delivered.Load(),
-		"deduplicated":          s.deduplicated.Load(),
-		"replayed":              s.replayed.Load(),
-		"replays":               s.replays.Load(),
-		"decode_errors":         s.decodeErrors.Load(),
-		"offline_queue_dropped": s.queuedDropped.Load(),
-		"offline_queue_expired": s.expired.Load(),
-		"wills_published":       s.willsSent.Load(),
-		"takeovers":             s.takeovers.Load(),
-		"retained_messages":     int64(r.retained.Load().Len()),
-		"subscription_filters":  int64(r.trie.Filters()),
+		"published":                       s.published.Load(),
+		"publish_errors":                  s.publishErrors.Load(),
+		"qos0_dropped":                    s.qos0Dropped.Load(),
+		"received":                        s.received.Load(),
+		"delivered":                       s.delivered.Load(),
+		"deduplicated":                    s.deduplicated.Load(),
+		"replayed":                        s.replayed.Load(),
+		"replays":                         s.replays.Load(),
+		"decode_errors":                   s.decodeErrors.Load(),
+		"offline_queue_dropped":           s.queuedDropped.Load(),
+		"offline_queue_expired":           s.expired.Load(),
+		"wills_published":                 s.willsSent.Load(),
+		"takeovers":                       s.takeovers.Load(),
+		"republished_after_redis_restart": s.republished.Load(),
+		"retained_messages":               int64(r.retained.Load().Len()),
+		"subscription_filters":            int64(r.trie.Filters()),
 	}
 }
 

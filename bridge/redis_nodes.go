@@ -57,6 +57,7 @@ func (r *Redis) nodeLoop() {
 			if err := r.heartbeat(ctx); err != nil {
 				r.log.Warn("heartbeat failed", "err", err)
 			}
+			r.askEpochCheck()
 			cancel()
 		case <-reap.C:
 			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -139,7 +140,8 @@ func (r *Redis) failQueued() {
 }
 
 // sendBatch pipelines every request of batch and answers each. buf is
-// scratch space for envelopes, returned for reuse.
+// scratch space for envelopes, returned for reuse. A request without a
+// message only asks for the Redis epoch check every batch makes.
 func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
@@ -147,6 +149,9 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 	envs := make([]string, len(batch))
 	for i, req := range batch {
 		m := req.msg
+		if m == nil {
+			continue
+		}
 		if m.ID == (ID{}) {
 			// Without an id receivers could not drop repeats; never
 			// modify the caller's message, give the envelope one.
@@ -159,20 +164,20 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 		envs[i] = string(buf[start:])
 	}
 	pipe := r.rdb.Pipeline()
+	// Read first, on the same connection as the writes: the epoch of the
+	// instance that accepts this batch.
+	epochCmd := pipe.Get(ctx, r.epochKey())
 	first := make([]redis.Cmder, len(batch))      // the command whose result answers each request
 	retained := make([][]redis.Cmder, len(batch)) // the retained-store update, if any
-	var shardArgs [streamShards][]any             // QoS >= 1 messages, per stream shard
-	var shardReqs [streamShards][]int
+	var shards shardBatch
 	for i, req := range batch {
 		m := req.msg
+		if m == nil {
+			continue
+		}
 		channel := r.msgPrefix + m.Topic
 		if m.QoS > 0 {
-			sh := shardOf(m.Topic)
-			if shardArgs[sh] == nil {
-				shardArgs[sh] = []any{r.streamCap}
-			}
-			shardArgs[sh] = append(shardArgs[sh], envs[i], channel)
-			shardReqs[sh] = append(shardReqs[sh], i)
+			shards.add(shardOf(m.Topic), r.streamCap, envs[i], channel, i)
 		} else {
 			first[i] = pipe.Publish(ctx, channel, envs[i])
 		}
@@ -180,29 +185,25 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 			retained[i] = r.queueRetain(ctx, pipe, m)
 		}
 	}
-	var shardCmds [streamShards]redis.Cmder
-	for sh, args := range shardArgs {
-		if args == nil {
-			continue
-		}
-		shardCmds[sh] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
-	}
+	shards.queue(ctx, r, pipe)
 	_, _ = pipe.Exec(ctx)
-
-	// After a Redis restart the script cache is empty: send the body once
-	// for each shard whose call hit NOSCRIPT.
-	for sh, cmd := range shardCmds {
-		if cmd == nil {
-			continue
-		}
-		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			cmd = publishScript.Eval(ctx, r.rdb, []string{r.streamKey(sh)}, shardArgs[sh]...)
-		}
-		for _, i := range shardReqs[sh] {
+	shards.retryNoScript(ctx, r)
+	for sh, cmd := range shards.cmds {
+		for _, i := range shards.reqs[sh] {
 			first[i] = cmd
 		}
 	}
+
+	epoch, epochErr := epochCmd.Result()
+	if epochErr == nil || errors.Is(epochErr, redis.Nil) {
+		r.checkEpoch(ctx, epoch)
+	}
+	now := time.Now()
 	for i, req := range batch {
+		if req.msg == nil {
+			req.done(nil)
+			continue
+		}
 		err := first[i].Err()
 		for _, c := range retained[i] {
 			if err == nil {
@@ -213,10 +214,47 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 			req.done(unavailable(fmt.Sprintf("publish %q", req.msg.Topic), err))
 			continue
 		}
+		if req.msg.QoS > 0 {
+			r.ring.add(ringEntry{env: envs[i], channel: r.msgPrefix + req.msg.Topic, shard: shardOf(req.msg.Topic), epoch: r.epoch, at: now})
+		}
 		r.stats.published.Add(1)
 		req.done(nil)
 	}
 	return buf
+}
+
+// shardBatch groups a batch's QoS ≥ 1 messages by stream shard: one script
+// call per shard.
+type shardBatch struct {
+	args [streamShards][]any
+	reqs [streamShards][]int
+	cmds [streamShards]redis.Cmder
+}
+
+func (b *shardBatch) add(shard int, streamCap int64, env, channel string, req int) {
+	if b.args[shard] == nil {
+		b.args[shard] = []any{streamCap}
+	}
+	b.args[shard] = append(b.args[shard], env, channel)
+	b.reqs[shard] = append(b.reqs[shard], req)
+}
+
+func (b *shardBatch) queue(ctx context.Context, r *Redis, pipe redis.Pipeliner) {
+	for sh, args := range b.args {
+		if args != nil {
+			b.cmds[sh] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
+		}
+	}
+}
+
+// retryNoScript sends the script's body once for each shard whose call hit
+// NOSCRIPT: after a Redis restart the script cache is empty.
+func (b *shardBatch) retryNoScript(ctx context.Context, r *Redis) {
+	for sh, cmd := range b.cmds {
+		if cmd != nil && cmd.Err() != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			b.cmds[sh] = publishScript.Eval(ctx, r.rdb, []string{r.streamKey(sh)}, b.args[sh]...)
+		}
+	}
 }
 
 // queueRetain adds the retained-store update for m to pipe: the EMQX hash,

@@ -118,6 +118,12 @@ func (r *Redis) receiveEnvelope(payload string) {
 		r.log.Error("dropping message with a bad stream id", "err", err)
 		return
 	}
+	if r.recent.seen(m.ID) {
+		// A copy through another channel or pattern, or a message published
+		// again after a Redis restart (see redis_epoch.go).
+		r.stats.deduplicated.Add(1)
+		return
+	}
 	r.deliverLocal(m, shardOf(m.Topic), sid)
 }
 
@@ -178,6 +184,10 @@ func (r *Redis) replayGap() bool {
 		from := r.lastSeen[s]
 		r.mu.Unlock()
 		err := r.readStream(ctx, s, from, func(m *Message, sid streamID) {
+			if r.recent.seen(m.ID) {
+				r.stats.deduplicated.Add(1) // e.g. republished after a Redis restart
+				return
+			}
 			if r.deliverLocal(m, s, sid) {
 				r.stats.replayed.Add(1)
 			}
