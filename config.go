@@ -27,8 +27,11 @@ import (
 // their credentials from RedisUsername / RedisPassword, which are refused next to a
 // URL so that a password is never given twice.
 type Config struct {
-	Listen              string        // -listen, default ":1883"
-	HTTP                string        // -http, default ":8080"; "" (or "off") turns the health/metrics endpoint off
+	Listen string // -listen, default ":1883"
+	HTTP   string // -http, default ":8080"; "" (or "off") turns the health/metrics endpoint off
+	// HTTPDefault is true when -http was not given (flag or environment):
+	// the server then starts even if the default port is taken.
+	HTTPDefault         bool
 	Pprof               bool          // -pprof, default false: serve /debug/pprof on the -http listener
 	RedisURL            string        // -redis-url, "" = single node; redis://, rediss://, unix://
 	RedisPrefix         string        // -redis-prefix, default "mqtt:"
@@ -209,6 +212,9 @@ func parseConfig(args []string, getenv func(string) string, helpOut io.Writer) (
 		}
 		if err := o.set(c, text); err != nil {
 			return nil, fmt.Errorf("%s: %w", label, err)
+		}
+		if o.name == "http" {
+			c.HTTPDefault = !given[o.name] && getenv(envName(o.name)) == ""
 		}
 	}
 	if err := c.validate(); err != nil {

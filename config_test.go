@@ -47,6 +47,7 @@ func TestParseConfig_Defaults(t *testing.T) {
 	want := &Config{
 		Listen:            ":1883",
 		HTTP:              ":8080",
+		HTTPDefault:       true,
 		RedisPrefix:       "mqtt:",
 		RedisMaxPatterns:  256,
 		NodeTTL:           10 * time.Second,

@@ -7,11 +7,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -226,4 +230,76 @@ func startBinary(t *testing.T, bin string) (string, <-chan string, *exec.Cmd) {
 		t.Fatal("no 'listening ... mqtt=host:port' log line within 10s")
 		return "", nil, nil
 	}
+}
+
+// TestBinary_DefaultHTTPPortTakenStillServesMQTT: when -http was not given
+// and its default port is taken, the server still serves MQTT (with a
+// warning); when -http was given, the conflict stops start-up naming it.
+func TestBinary_DefaultHTTPPortTakenStillServesMQTT(t *testing.T) {
+	bin := replicaBinary(t)
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	port, err := freeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mqttAddr := fmt.Sprintf("127.0.0.1:%d", port)
+
+	explicit := exec.Command(bin, "-listen", mqttAddr, "-http", held.Addr().String())
+	out, err := explicit.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-http") {
+		t.Fatalf("explicit -http on a taken port: err %v, output %q; want a failure naming -http", err, out)
+	}
+
+	// Take the default port (:8080) unless something else already has it.
+	if l, err := net.Listen("tcp", ":8080"); err == nil {
+		defer l.Close()
+	}
+	implicit := exec.Command(bin, "-listen", mqttAddr)
+	implicit.Env = append(os.Environ(), "MQTT_HTTP=") // empty counts as unset: the default applies
+	var logs syncBuffer
+	implicit.Stderr = &logs
+	if err := implicit.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = implicit.Process.Kill(); _ = implicit.Wait() }()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", mqttAddr, time.Second)
+		if err == nil {
+			_ = c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("MQTT not served: %s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for !strings.Contains(logs.String(), "endpoint not served") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning about the default -http port: %s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a strings.Builder safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

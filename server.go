@@ -84,17 +84,23 @@ func (s *Server) Run(ctx context.Context) error {
 	var httpSrv *http.Server
 	if s.cfg.HTTP != "" {
 		hln, err := net.Listen("tcp", s.cfg.HTTP)
-		if err != nil {
+		switch {
+		case err != nil && s.cfg.HTTPDefault:
+			// Only the default was in the way: MQTT matters more than the
+			// health endpoint nobody asked for.
+			s.log.Warn("health and metrics endpoint not served: default -http port unavailable", "http", s.cfg.HTTP, "err", err)
+		case err != nil:
 			_ = ln.Close()
 			return fmt.Errorf("-http %s: %w", s.cfg.HTTP, err)
+		default:
+			s.http = hln.Addr()
+			httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+			go func() {
+				if err := httpSrv.Serve(hln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					s.log.Error("http server", "err", err)
+				}
+			}()
 		}
-		s.http = hln.Addr()
-		httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := httpSrv.Serve(hln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("http server", "err", err)
-			}
-		}()
 	}
 	s.log.Info("listening", "mqtt", s.addr.String(), "http", addrString(s.http), "node", s.cfg.NodeID)
 	close(s.ready)
