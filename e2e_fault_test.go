@@ -564,6 +564,32 @@ func runPublishers(ctx context.Context, pubs []*seqPublisher, n, rate int, stopN
 	return errs
 }
 
+// publishThroughFault runs n QoS 1 publishers on <prefix>/p<i> through dial,
+// each at rate msg/s for publishFor, calls fault after faultAfter, and returns
+// the publishers and what the tally received once deliveries settle.
+func publishThroughFault(t *testing.T, ctx context.Context, tally *seqTally, n int, prefix string,
+	dial func() (net.Conn, error), rate int, publishFor, faultAfter time.Duration, fault func()) ([]*seqPublisher, faultSummary) {
+	t.Helper()
+	var pubs []*seqPublisher
+	for i := range n {
+		pubs = append(pubs, newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("%s/p%d", prefix, i), dial))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(faultAfter)
+		fault()
+	}()
+	errs := runPublishers(ctx, pubs, 1<<30, rate, time.Now().Add(publishFor))
+	<-done
+	for _, err := range errs {
+		if err != nil {
+			t.Errorf("publisher: %v", err)
+		}
+	}
+	return pubs, awaitDelivery(pubs, tally, 15*time.Second)
+}
+
 func dialer(addr string) func() (net.Conn, error) {
 	return func() (net.Conn, error) { return net.DialTimeout("tcp", addr, waitTimeout) }
 }
@@ -611,24 +637,7 @@ func TestFault_SIGKILLReplicaUnderQoS1Load(t *testing.T) {
 	doomed.mustConnect(&packets.Connect{ClientID: unique(t, "doomed"), CleanSession: true, KeepAlive: 60,
 		Will: &packets.Will{Topic: willTopic, Payload: []byte("a died"), QoS: 1}})
 
-	var pubs []*seqPublisher
-	for i := range 4 {
-		pubs = append(pubs, newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("load/p%d", i), dialer(h.Addr())))
-	}
-	killed := make(chan struct{})
-	go func() {
-		defer close(killed)
-		time.Sleep(1500 * time.Millisecond)
-		a.Kill(t)
-	}()
-	errs := runPublishers(ctx, pubs, 1<<30, 125, time.Now().Add(5*time.Second))
-	<-killed
-	for _, err := range errs {
-		if err != nil {
-			t.Errorf("publisher: %v", err)
-		}
-	}
-	sum := awaitDelivery(pubs, tally, 15*time.Second)
+	pubs, sum := publishThroughFault(t, ctx, tally, 4, "load", dialer(h.Addr()), 125, 5*time.Second, 1500*time.Millisecond, func() { a.Kill(t) })
 
 	// The will comes once the dead node's liveness key expires (node-ttl 2s)
 	// and a survivor's reaper (every node-ttl/2) claims it; after the first
@@ -691,24 +700,8 @@ func TestFault_SIGKILLSubscribersReplica(t *testing.T) {
 	sub := newSeqSubscriber(unique(t, "sub"), "load/#", tally, a.addr, h.Addr())
 	subDone := sub.start(t, ctx, 0, nil)
 
-	var pubs []*seqPublisher
-	for i := range 4 {
-		pubs = append(pubs, newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("load/p%d", i), dialer(h.Addr())))
-	}
-	killed := make(chan struct{})
-	go func() {
-		defer close(killed)
-		time.Sleep(4500 * time.Millisecond) // after at least one checkpoint
-		a.Kill(t)
-	}()
-	errs := runPublishers(ctx, pubs, 1<<30, 125, time.Now().Add(7*time.Second))
-	<-killed
-	for _, err := range errs {
-		if err != nil {
-			t.Errorf("publisher: %v", err)
-		}
-	}
-	sum := awaitDelivery(pubs, tally, 15*time.Second)
+	// The kill comes after at least one checkpoint of the subscriber's session.
+	_, sum := publishThroughFault(t, ctx, tally, 4, "load", dialer(h.Addr()), 125, 7*time.Second, 4500*time.Millisecond, func() { a.Kill(t) })
 	cancel()
 	<-subDone
 	sub.mu.Lock()
@@ -742,24 +735,7 @@ func TestFault_RedisRestartUnderQoS1Load(t *testing.T) {
 	sub := newSeqSubscriber(unique(t, "sub"), "blip/#", tally, subSrv.Addr())
 	subDone := sub.start(t, ctx, 0, nil)
 
-	var pubs []*seqPublisher
-	for i := range 2 {
-		pubs = append(pubs, newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("blip/p%d", i), dialer(pubSrv.Addr())))
-	}
-	restarted := make(chan struct{})
-	go func() {
-		defer close(restarted)
-		time.Sleep(2 * time.Second)
-		rs.Restart(t)
-	}()
-	errs := runPublishers(ctx, pubs, 1<<30, 250, time.Now().Add(6*time.Second))
-	<-restarted
-	for _, err := range errs {
-		if err != nil {
-			t.Errorf("publisher: %v", err)
-		}
-	}
-	sum := awaitDelivery(pubs, tally, 15*time.Second)
+	_, sum := publishThroughFault(t, ctx, tally, 2, "blip", dialer(pubSrv.Addr()), 250, 6*time.Second, 2*time.Second, func() { rs.Restart(t) })
 	cancel()
 	<-subDone
 
