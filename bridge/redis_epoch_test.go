@@ -86,3 +86,21 @@ func TestRedis_RepublishesAcceptedMessagesAfterRedisRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestRedis_CloseWithEpochCheckQueued: an epoch check still queued when the
+// bridge closes is dropped, not answered with a message it does not carry.
+func TestRedis_CloseWithEpochCheckQueued(t *testing.T) {
+	r := &Redis{pubq: make(chan pubRequest, 4)}
+	answered := 0
+	r.pubq <- pubRequest{done: func(error) { answered++ }}
+	r.pubq <- pubRequest{msg: rmsg("t", 1, "x"), done: func(err error) {
+		if err == nil {
+			t.Error("a queued publish was answered with success as the bridge closed")
+		}
+		answered++
+	}}
+	r.failQueued()
+	if answered != 2 {
+		t.Fatalf("%d of 2 queued requests answered", answered)
+	}
+}
