@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"os/exec"
@@ -22,46 +23,58 @@ func buildExample(t *testing.T, name string) string {
 }
 
 // TestExamples_PublisherToSubscriber runs the example programs against the
-// real broker: the subscriber receives what the publisher sends, and then a
-// retained message on a second run.
+// real broker: a subscriber started after a retained message gets it with
+// its retained mark, and then the messages the publisher sends live.
 func TestExamples_PublisherToSubscriber(t *testing.T) {
 	pub := buildExample(t, "publisher")
 	sub := buildExample(t, "subscriber")
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		var out bytes.Buffer
-		subCmd := exec.CommandContext(ctx, sub, "-broker", d.sub().URL(), "-topic", "examples/#", "-qos", "1", "-count", "3")
-		subCmd.Stdout = &out
-		subCmd.Stderr = &out
-		if err := subCmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// The subscriber needs its SUBACK before anything is published; a
-		// retained message makes the test independent of that timing.
-		for i, args := range [][]string{
-			{"-topic", "examples/a", "-qos", "1", "-count", "2", "-message", "hello"},
-			{"-topic", "examples/r", "-qos", "1", "-retain", "-message", "kept"},
-		} {
-			if i == 0 {
-				time.Sleep(300 * time.Millisecond)
-			}
+		publish := func(args ...string) {
+			t.Helper()
 			cmd := exec.CommandContext(ctx, pub, append([]string{"-broker", d.pub().URL()}, args...)...)
 			if b, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("publisher %v: %v\n%s", args, err, b)
 			}
 		}
-		if err := subCmd.Wait(); err != nil {
-			t.Fatalf("subscriber: %v\n%s", err, out.String())
-		}
-		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-		if len(lines) != 3 {
-			t.Fatalf("subscriber printed %d lines, want 3:\n%s", len(lines), out.String())
-		}
-		if !strings.HasPrefix(lines[2], "examples/r qos=1") || !strings.Contains(lines[2], "kept") {
-			t.Errorf("third line %q, want the retained message", lines[2])
-		}
+		publish("-topic", "examples/r", "-qos", "1", "-retain", "-message", "kept")
 		// Clear the retained message so other tests start clean.
-		_ = exec.CommandContext(ctx, pub, "-broker", d.pub().URL(), "-topic", "examples/r", "-retain", "-message", "").Run()
+		defer func() {
+			_ = exec.Command(pub, "-broker", d.pub().URL(), "-topic", "examples/r", "-retain", "-message", "").Run()
+		}()
+
+		subCmd := exec.CommandContext(ctx, sub, "-broker", d.sub().URL(), "-topic", "examples/#", "-qos", "1", "-count", "3")
+		stdout, err := subCmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		subCmd.Stderr = &stderr
+		if err := subCmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := bufio.NewScanner(stdout)
+		next := func() string {
+			t.Helper()
+			if !lines.Scan() {
+				t.Fatalf("subscriber output ended: %v\n%s", lines.Err(), stderr.String())
+			}
+			return lines.Text()
+		}
+		// The retained message arrives once the subscription is in place:
+		// from then on live messages reach the subscriber.
+		if first := next(); !strings.HasPrefix(first, "examples/r qos=1 retained") || !strings.Contains(first, "kept") {
+			t.Fatalf("first line %q, want the retained message marked retained", first)
+		}
+		publish("-topic", "examples/a", "-qos", "1", "-count", "2", "-message", "hello")
+		for i := range 2 {
+			if line := next(); !strings.HasPrefix(line, "examples/a qos=1 hello") {
+				t.Errorf("live line %d: %q, want examples/a at QoS 1", i, line)
+			}
+		}
+		if err := subCmd.Wait(); err != nil {
+			t.Fatalf("subscriber: %v\n%s", err, stderr.String())
+		}
 	})
 }

@@ -608,20 +608,28 @@ func pahoOptsAt(addr, clientID string, clean bool) *mqtt.ClientOptions {
 		SetKeepAlive(30 * time.Second)
 }
 
+// startProcCluster starts a redis-server, three replica processes on it
+// (a, b, c) and HAProxy in front of them, and waits until all three are up.
+func startProcCluster(t *testing.T) (a, b, c *procReplica, h *haproxytest.HAProxy) {
+	t.Helper()
+	rs := redistest.Start(t)
+	a = startProcReplica(t, rs.URL(), "node-a")
+	b = startProcReplica(t, rs.URL(), "node-b")
+	c = startProcReplica(t, rs.URL(), "node-c")
+	h = haproxytest.Start(t, []haproxytest.Backend{a.Backend(), b.Backend(), c.Backend()})
+	for i := range 3 {
+		h.WaitServer(t, i, true)
+	}
+	return a, b, c, h
+}
+
 // TestFault_SIGKILLReplicaUnderQoS1Load kills one of three replica processes
 // behind HAProxy while four publishers send QoS 1 messages through the
 // proxy. No message a replica acknowledged may be lost [MQTT-4.3.2-2]: the
 // server owns it once it has sent PUBACK. The will of a client on the killed
 // replica is published exactly once by a survivor [MQTT-3.1.2-8].
 func TestFault_SIGKILLReplicaUnderQoS1Load(t *testing.T) {
-	rs := redistest.Start(t)
-	a := startProcReplica(t, rs.URL(), "node-a")
-	b := startProcReplica(t, rs.URL(), "node-b")
-	c := startProcReplica(t, rs.URL(), "node-c")
-	h := haproxytest.Start(t, []haproxytest.Backend{a.Backend(), b.Backend(), c.Backend()})
-	for i := range 3 {
-		h.WaitServer(t, i, true)
-	}
+	a, b, c, h := startProcCluster(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
@@ -686,14 +694,7 @@ func TestFault_SIGKILLReplicaUnderQoS1Load(t *testing.T) {
 // position on another replica. Every acknowledged message arrives; what was
 // delivered between the checkpoint and the kill may arrive twice (QoS 1).
 func TestFault_SIGKILLSubscribersReplica(t *testing.T) {
-	rs := redistest.Start(t)
-	a := startProcReplica(t, rs.URL(), "node-a")
-	b := startProcReplica(t, rs.URL(), "node-b")
-	c := startProcReplica(t, rs.URL(), "node-c")
-	h := haproxytest.Start(t, []haproxytest.Backend{a.Backend(), b.Backend(), c.Backend()})
-	for i := range 3 {
-		h.WaitServer(t, i, true)
-	}
+	a, _, _, h := startProcCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	tally := newSeqTally()

@@ -151,11 +151,13 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 	defer cancel()
 	buf = buf[:0]
 	envs := make([]string, len(batch))
+	channels := make([]string, len(batch))
 	for i, req := range batch {
 		m := req.msg
 		if m == nil {
 			continue
 		}
+		channels[i] = r.msgPrefix + m.Topic
 		if m.ID == (ID{}) {
 			// Without an id receivers could not drop repeats; never
 			// modify the caller's message, give the envelope one.
@@ -179,11 +181,10 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 		if m == nil {
 			continue
 		}
-		channel := r.msgPrefix + m.Topic
 		if m.QoS > 0 {
-			shards.add(shardOf(m.Topic), r.streamCap, envs[i], channel, i)
+			shards.add(shardOf(m.Topic), r.streamCap, envs[i], channels[i], i)
 		} else {
-			first[i] = pipe.Publish(ctx, channel, envs[i])
+			first[i] = pipe.Publish(ctx, channels[i], envs[i])
 		}
 		if m.Retain {
 			retained[i] = r.queueRetain(ctx, pipe, m)
@@ -219,7 +220,7 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 			continue
 		}
 		if req.msg.QoS > 0 {
-			r.ring.add(ringEntry{env: envs[i], channel: r.msgPrefix + req.msg.Topic, shard: shardOf(req.msg.Topic), epoch: r.epoch, at: now})
+			r.ring.add(ringEntry{env: envs[i], channel: channels[i], shard: shardOf(req.msg.Topic), epoch: r.epoch, at: now})
 		}
 		r.stats.published.Add(1)
 		req.done(nil)

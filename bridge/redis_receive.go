@@ -231,12 +231,29 @@ func (r *Redis) confirmed(name string) bool {
 	return true
 }
 
-func (r *Redis) pong(token string) {
+func (r *Redis) pong(token string) { r.signal(r.pongs, token) }
+
+// waitFor registers a channel that signal(waiters, token) closes; done
+// unregisters it.
+func (r *Redis) waitFor(waiters map[string]chan struct{}, token string) (ch chan struct{}, done func()) {
+	ch = make(chan struct{})
+	r.waitMu.Lock()
+	waiters[token] = ch
+	r.waitMu.Unlock()
+	return ch, func() {
+		r.waitMu.Lock()
+		delete(waiters, token)
+		r.waitMu.Unlock()
+	}
+}
+
+// signal wakes the waiter registered for token in waiters, if any.
+func (r *Redis) signal(waiters map[string]chan struct{}, token string) {
 	r.waitMu.Lock()
 	defer r.waitMu.Unlock()
-	if ch, ok := r.pongs[token]; ok {
+	if ch, ok := waiters[token]; ok {
 		close(ch)
-		delete(r.pongs, token)
+		delete(waiters, token)
 	}
 }
 
@@ -246,15 +263,8 @@ func (r *Redis) pong(token string) {
 // SUBSCRIBE is in place.
 func (r *Redis) barrier(ctx context.Context) error {
 	token := "barrier:" + randomToken()
-	ch := make(chan struct{})
-	r.waitMu.Lock()
-	r.pongs[token] = ch
-	r.waitMu.Unlock()
-	defer func() {
-		r.waitMu.Lock()
-		delete(r.pongs, token)
-		r.waitMu.Unlock()
-	}()
+	ch, done := r.waitFor(r.pongs, token)
+	defer done()
 	if err := r.ps.Ping(ctx, token); err != nil {
 		return unavailable("subscription barrier", err)
 	}

@@ -186,15 +186,8 @@ func (r *Redis) takeOverRemote(ctx context.Context, node, clientID string) error
 		return nil
 	}
 	token := randomToken()
-	ack := make(chan struct{})
-	r.waitMu.Lock()
-	r.acks[token] = ack
-	r.waitMu.Unlock()
-	defer func() {
-		r.waitMu.Lock()
-		delete(r.acks, token)
-		r.waitMu.Unlock()
-	}()
+	ack, done := r.waitFor(r.acks, token)
+	defer done()
 	b, _ := json.Marshal(control{Op: "takeover", Client: clientID, Reply: r.node, Token: token})
 	if err := r.rdb.Publish(ctx, r.nodeCtlChannel(node), b).Err(); err != nil {
 		return unavailable("send takeover", err)
@@ -223,12 +216,7 @@ func (r *Redis) control(payload string) {
 	}
 	switch c.Op {
 	case "ack":
-		r.waitMu.Lock()
-		if ch, ok := r.acks[c.Token]; ok {
-			close(ch)
-			delete(r.acks, c.Token)
-		}
-		r.waitMu.Unlock()
+		r.signal(r.acks, c.Token)
 	case "takeover":
 		r.wg.Add(1)
 		go func() {

@@ -93,7 +93,7 @@ func (r *Reader) readBody(h fixedHeader) (body []byte, owned bool, err error) {
 		// A connection sends one CONNECT: do not keep a buffer sized for it.
 		body, owned = make([]byte, h.remaining), true
 	default:
-		body, owned = r.body(h.remaining)
+		body = r.body(h.remaining)
 	}
 	_, err = io.ReadFull(&r.br, body)
 	return body, owned, err
@@ -120,16 +120,16 @@ func (r *Reader) readGrowing(buf []byte, n int) ([]byte, error) {
 
 // body returns a slice of n ≤ retainedBodyLimit bytes to read a packet body
 // into, the Reader's reusable buffer.
-func (r *Reader) body(n int) (b []byte, owned bool) {
+func (r *Reader) body(n int) []byte {
 	if n <= cap(r.buf) {
-		return r.buf[:n], false
+		return r.buf[:n]
 	}
 	size := 512
 	for size < n {
 		size *= 2
 	}
 	r.buf = make([]byte, min(size, retainedBodyLimit))
-	return r.buf[:n], false
+	return r.buf[:n]
 }
 
 // decode turns a body into a Packet: PUBLISH through the hand-written fast
