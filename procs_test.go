@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/internal/haproxytest"
+
+	"github.com/bridgemq/server/internal/redistest"
 )
 
 // procStartTimeout bounds how long a replica process may take to answer
@@ -188,6 +190,7 @@ func launch(t testing.TB, bin, redisURL, node string, args []string) (*procRepli
 		"-node-id", node, "-node-ttl", "2s", "-log-level", "debug",
 	}, args...)
 	p.cmd = exec.Command(bin, all...)
+	redistest.DieWithTest(p.cmd)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.Env = withoutMQTTEnv(os.Environ())
 	if err := p.cmd.Start(); err != nil {

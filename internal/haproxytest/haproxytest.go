@@ -22,6 +22,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/bridgemq/server/internal/redistest"
 )
 
 // startTimeout bounds how long HAProxy may take to accept connections and
@@ -123,6 +125,7 @@ func start(bin, dir string, backends []Backend) (*HAProxy, error) {
 	}
 	defer logFile.Close() // the child holds its own descriptor
 	cmd := exec.Command(bin, "-f", cfgPath, "-db")
+	redistest.DieWithTest(cmd)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {

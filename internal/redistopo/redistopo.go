@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/internal/redistest"
 )
 
 // waitTimeout bounds every wait: a process answering PING, Sentinel learning
@@ -82,6 +84,7 @@ func launch(bin, logPath string, port int, args []string) (*process, error) {
 	}
 	defer logFile.Close() // the child holds its own descriptor
 	cmd := exec.Command(bin, args...)
+	redistest.DieWithTest(cmd)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/internal/redistest"
 )
 
 // Unix is a redis-server listening on a Unix domain socket only (no TCP
@@ -81,6 +83,7 @@ func launchProcess(bin, logPath, addr string, args []string) (*process, error) {
 	}
 	defer logFile.Close() // the child holds its own descriptor
 	cmd := exec.Command(bin, args...)
+	redistest.DieWithTest(cmd)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("run %s: %w", bin, err)
