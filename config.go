@@ -51,6 +51,7 @@ type Config struct {
 	MaxInflight         int           // -max-inflight, default 20, 1..65535
 	MaxQueuedMessages   int           // -max-queued-messages, default 1000, ≥1
 	MessageExpiry       time.Duration // -message-expiry, default 1h
+	SessionExpiry       time.Duration // -session-expiry, default 2h; 0 = never
 	MaxConnections      int           // -max-connections, default 0 = unlimited
 	DrainTimeout        time.Duration // -drain-timeout, default 10s
 	LogLevel            string        // -log-level debug|info|warn|error, default info
@@ -145,6 +146,8 @@ func options() []option {
 			set: func(c *Config, v string) error { return setInt(&c.MaxQueuedMessages, v, 1, maxInt) }},
 		{name: "message-expiry", def: "1h", arg: "duration", usage: "how long a message queued for an offline session is kept",
 			set: func(c *Config, v string) error { return setDuration(&c.MessageExpiry, v, time.Second) }},
+		{name: "session-expiry", def: "2h", arg: "duration", usage: "a persistent session offline longer than this is removed with its subscriptions (0 = never)",
+			set: func(c *Config, v string) error { return setDuration(&c.SessionExpiry, v, 0) }},
 		{name: "max-connections", def: "0", arg: "n", usage: "most client connections this replica accepts, 0 = unlimited",
 			set: func(c *Config, v string) error { return setInt(&c.MaxConnections, v, 0, maxInt) }},
 		{name: "drain-timeout", def: "10s", arg: "duration", usage: "how long SIGTERM waits for clients to leave before closing them (0 = at once)",

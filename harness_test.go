@@ -80,7 +80,7 @@ func startServer(t testing.TB, b bridge.Bridge, args ...string) *testServer {
 		t.Fatalf("auth: %v", err)
 	}
 	if b == nil {
-		b = bridge.NewMemory(bridge.MemoryOptions{MaxQueued: cfg.MaxQueuedMessages, MessageExpiry: cfg.MessageExpiry})
+		b = bridge.NewMemory(bridge.MemoryOptions{MaxQueued: cfg.MaxQueuedMessages, MessageExpiry: cfg.MessageExpiry, SessionExpiry: cfg.SessionExpiry})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{srv: NewServer(cfg, b, authz, log), cfg: cfg, cancel: cancel, done: make(chan error, 1)}

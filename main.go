@@ -89,6 +89,7 @@ func newBridge(ctx context.Context, cfg *Config, log *slog.Logger) (bridge.Bridg
 		return bridge.NewMemory(bridge.MemoryOptions{
 			MaxQueued:     cfg.MaxQueuedMessages,
 			MessageExpiry: cfg.MessageExpiry,
+			SessionExpiry: cfg.SessionExpiry,
 		}), nil
 	}
 	b, err := newRedisBridge(ctx, cfg, client, log)

@@ -19,6 +19,7 @@ func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClie
 		NodeID:        cfg.NodeID,
 		NodeTTL:       cfg.NodeTTL,
 		MessageExpiry: cfg.MessageExpiry,
+		SessionExpiry: cfg.SessionExpiry,
 		MaxQueued:     cfg.MaxQueuedMessages,
 		MaxPatterns:   cfg.RedisMaxPatterns,
 		Logger:        log,

@@ -84,12 +84,16 @@ type Inflight struct {
 // what must outlive a connection.
 type Bridge interface {
 	// Attach makes sub the live connection of clientID, first ending any
-	// other connection with the same id on any node [MQTT-3.1.4-2]. With
+	// other connection with the same id on any node [MQTT-3.1.4-2]. owner
+	// is the username of the connection ("" when anonymous): a session
+	// belongs to the user that created it, and while one is stored or
+	// connected under another username Attach refuses with ErrNotOwner
+	// and changes nothing. With
 	// clean it discards any stored session [MQTT-3.1.2-6] and returns nil;
 	// otherwise it returns the stored session, or nil when there is none, and
 	// routes the stored subscriptions to sub. will is kept so that it is
 	// published if this node dies with the connection open; nil for none.
-	Attach(ctx context.Context, clientID string, sub Subscriber, clean bool, will *Message) (*Session, error)
+	Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*Session, error)
 	// Detach ends sub's ownership of clientID; it does nothing when another
 	// connection has taken the client id over. A nil state ends a clean
 	// session and removes everything stored for it; otherwise state is kept
@@ -136,3 +140,7 @@ type AsyncPublisher interface {
 // ErrUnavailable reports that the shared store cannot be reached; the
 // operation may succeed when retried later.
 var ErrUnavailable = errors.New("bridge unavailable")
+
+// ErrNotOwner reports a CONNECT for a client id whose session belongs to
+// another user; it is refused with CONNACK 0x05 (not authorized).
+var ErrNotOwner = errors.New("client id belongs to another user")

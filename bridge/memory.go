@@ -14,8 +14,11 @@ import (
 // topics.Trie, retained messages in a topics.Retained index, persistent
 // sessions and their offline queues in memory. Nothing survives a restart.
 type Memory struct {
-	maxQueued int
-	expiry    time.Duration
+	maxQueued  int
+	expiry     time.Duration
+	sessionTTL time.Duration
+	stop       chan struct{} // closed by Close; ends the expiry sweep
+	closeOnce  sync.Once
 
 	mu      sync.RWMutex // guards clients
 	clients map[string]*memClient
@@ -30,12 +33,14 @@ type Memory struct {
 
 // memClient is everything the bridge knows about one client id.
 type memClient struct {
-	id string
+	id    string
+	owner string // the username that created the session
 
 	mu            sync.Mutex
 	live          Subscriber // nil while offline
 	subscriptions map[string]byte
 	stored        *Session   // state of an offline persistent session
+	offlineSince  time.Time  // when stored was set
 	late          []Delivery // refused by a closing connection, for its Detach
 }
 
@@ -47,6 +52,9 @@ type MemoryOptions struct {
 	// MessageExpiry drops messages queued for an offline session longer than
 	// this; zero keeps them until the session returns.
 	MessageExpiry time.Duration
+	// SessionExpiry removes a persistent session offline longer than this,
+	// with its subscriptions; zero keeps it.
+	SessionExpiry time.Duration
 }
 
 // NewMemory returns an in-process bridge.
@@ -55,26 +63,72 @@ func NewMemory(o MemoryOptions) *Memory {
 		o.MaxQueued = 1000
 	}
 	m := &Memory{
-		maxQueued: o.MaxQueued,
-		expiry:    o.MessageExpiry,
-		clients:   make(map[string]*memClient),
-		subs:      topics.NewTrie[*memClient](),
-		retained:  topics.NewRetained[*Message](),
+		maxQueued:  o.MaxQueued,
+		expiry:     o.MessageExpiry,
+		sessionTTL: o.SessionExpiry,
+		stop:       make(chan struct{}),
+		clients:    make(map[string]*memClient),
+		subs:       topics.NewTrie[*memClient](),
+		retained:   topics.NewRetained[*Message](),
 	}
 	m.matches.New = func() any { return make(map[*memClient]byte) }
+	if m.sessionTTL > 0 {
+		go m.sweepLoop(min(m.sessionTTL/4+time.Millisecond, time.Minute))
+	}
 	return m
 }
 
+// sweepLoop removes expired offline sessions every interval until Close.
+func (m *Memory) sweepLoop(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case now := <-t.C:
+			m.mu.Lock()
+			for id, c := range m.clients {
+				c.mu.Lock()
+				if m.expiredLocked(c, now) {
+					m.dropSubscriptions(c)
+					delete(m.clients, id)
+				}
+				c.mu.Unlock()
+			}
+			m.mu.Unlock()
+		}
+	}
+}
+
+// expiredLocked reports whether c is an offline persistent session that
+// has outlived the session expiry; c.mu is held.
+func (m *Memory) expiredLocked(c *memClient, now time.Time) bool {
+	return m.sessionTTL > 0 && c.live == nil && c.stored != nil && now.Sub(c.offlineSince) > m.sessionTTL
+}
+
 // Attach implements Bridge.
-func (m *Memory) Attach(_ context.Context, clientID string, sub Subscriber, clean bool, _ *Message) (*Session, error) {
+func (m *Memory) Attach(_ context.Context, clientID, owner string, sub Subscriber, clean bool, _ *Message) (*Session, error) {
 	for attempt := 0; ; attempt++ {
 		m.mu.Lock()
 		c := m.clients[clientID]
 		if c == nil {
-			c = &memClient{id: clientID, subscriptions: make(map[string]byte)}
+			c = &memClient{id: clientID, owner: owner, subscriptions: make(map[string]byte)}
 			m.clients[clientID] = c
 		}
 		c.mu.Lock()
+		if m.expiredLocked(c, time.Now()) {
+			// Expired, not yet swept: as if it had never been.
+			m.dropSubscriptions(c)
+			c.stored = nil
+			c.owner = owner
+		}
+		if c.owner != owner {
+			prev := c.owner
+			c.mu.Unlock()
+			m.mu.Unlock()
+			return nil, fmt.Errorf("attach %q: %w: user %q may not use the session of user %q", clientID, ErrNotOwner, owner, prev)
+		}
 		if old := c.live; old != nil {
 			// Another connection owns the id: end it outside the locks, since
 			// its Detach takes them [MQTT-3.1.4-2].
@@ -144,6 +198,7 @@ func (m *Memory) Detach(_ context.Context, clientID string, sub Subscriber, stat
 		m.queuedDropped.Add(int64(over))
 	}
 	c.stored = state
+	c.offlineSince = time.Now()
 	return nil
 }
 
@@ -278,5 +333,8 @@ func (m *Memory) Stats() map[string]int64 {
 	}
 }
 
-// Close implements Bridge.
-func (m *Memory) Close() error { return nil }
+// Close implements Bridge: it stops the expiry sweep.
+func (m *Memory) Close() error {
+	m.closeOnce.Do(func() { close(m.stop) })
+	return nil
+}

@@ -68,7 +68,7 @@ func TestMemory_DeliversOnceAtHighestGrantedQoS_MQTT_3_3_5_1(t *testing.T) {
 			m := NewMemory(MemoryOptions{})
 			ctx := context.Background()
 			r := &recorder{}
-			if _, err := m.Attach(ctx, "c", r, true, nil); err != nil {
+			if _, err := m.Attach(ctx, "c", "", r, true, nil); err != nil {
 				t.Fatal(err)
 			}
 			for f, q := range tt.subs {
@@ -94,7 +94,7 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemory(MemoryOptions{MaxQueued: 3})
 	r := &recorder{}
-	if _, err := m.Attach(ctx, "p", r, false, nil); err != nil {
+	if _, err := m.Attach(ctx, "p", "", r, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Subscribe(ctx, "p", "t/#", 2); err != nil {
@@ -108,7 +108,7 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 		_ = m.Publish(ctx, msg(topic, 1))
 	}
 	r2 := &recorder{}
-	st, err := m.Attach(ctx, "p", r2, false, nil)
+	st, err := m.Attach(ctx, "p", "", r2, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,11 +138,11 @@ func TestMemory_CleanSessionDiscardsStoredState_MQTT_3_1_2_6(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemory(MemoryOptions{})
 	r := &recorder{}
-	_, _ = m.Attach(ctx, "c", r, false, nil)
+	_, _ = m.Attach(ctx, "c", "", r, false, nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
 	_ = m.Detach(ctx, "c", r, &Session{})
 	r2 := &recorder{}
-	st, err := m.Attach(ctx, "c", r2, true, nil)
+	st, err := m.Attach(ctx, "c", "", r2, true, nil)
 	if err != nil || st != nil {
 		t.Fatalf("clean attach returned %v, %v; want nil, nil", st, err)
 	}
@@ -157,12 +157,12 @@ func TestMemory_TakeOverEndsPreviousConnection_MQTT_3_1_4_2(t *testing.T) {
 	m := NewMemory(MemoryOptions{})
 	old := &recorder{}
 	old.onTake = func() { _ = m.Detach(ctx, "dup", old, &Session{}) }
-	if _, err := m.Attach(ctx, "dup", old, false, nil); err != nil {
+	if _, err := m.Attach(ctx, "dup", "", old, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	_ = m.Subscribe(ctx, "dup", "x", 1)
 	next := &recorder{}
-	st, err := m.Attach(ctx, "dup", next, false, nil)
+	st, err := m.Attach(ctx, "dup", "", next, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,12 +184,12 @@ func TestMemory_DeliveryRefusedDuringDetachIsKept(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemory(MemoryOptions{})
 	r := &recorder{}
-	_, _ = m.Attach(ctx, "c", r, false, nil)
+	_, _ = m.Attach(ctx, "c", "", r, false, nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
 	r.refuse = true // the connection has snapshotted its state
 	_ = m.Publish(ctx, msg("x", 1))
 	_ = m.Detach(ctx, "c", r, &Session{})
-	st, _ := m.Attach(ctx, "c", &recorder{}, false, nil)
+	st, _ := m.Attach(ctx, "c", "", &recorder{}, false, nil)
 	if st == nil || len(st.Queued) != 1 || st.Queued[0].Message.Topic != "x" {
 		t.Fatalf("message refused between snapshot and Detach was lost: %+v", st)
 	}
@@ -219,14 +219,14 @@ func TestMemory_QueuedMessagesExpire(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemory(MemoryOptions{MessageExpiry: time.Minute})
 	r := &recorder{}
-	_, _ = m.Attach(ctx, "c", r, false, nil)
+	_, _ = m.Attach(ctx, "c", "", r, false, nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
 	_ = m.Detach(ctx, "c", r, &Session{})
 	old := msg("x", 1)
 	old.Time = time.Now().Add(-2 * time.Minute)
 	_ = m.Publish(ctx, old)
 	_ = m.Publish(ctx, msg("x", 1))
-	st, _ := m.Attach(ctx, "c", &recorder{}, false, nil)
+	st, _ := m.Attach(ctx, "c", "", &recorder{}, false, nil)
 	if st == nil || len(st.Queued) != 1 {
 		t.Fatalf("want 1 unexpired queued message, got %+v", st)
 	}

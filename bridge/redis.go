@@ -33,6 +33,10 @@ const (
 	DefaultMaxQueued   = 1000
 )
 
+// cleanRecordTTL is how long the EMQX client record of a clean session
+// outlives the connection, so that its offline_at can still be read.
+const cleanRecordTTL = 5 * time.Minute
+
 // takeoverTimeout bounds how long Attach waits for another node to end the
 // previous connection of a client id.
 const takeoverTimeout = 5 * time.Second
@@ -54,6 +58,10 @@ type RedisOptions struct {
 	// MessageExpiry drops messages kept for an offline session longer than
 	// this; zero keeps them as long as the stream does.
 	MessageExpiry time.Duration
+	// SessionExpiry removes a persistent session, its subscriptions and
+	// its cursor once it has been offline this long, by Redis key expiry
+	// (so it holds whichever replica it was last on); zero keeps it.
+	SessionExpiry time.Duration
 	// MaxQueued bounds the messages returned for one offline session;
 	// newer ones are dropped and counted. Default DefaultMaxQueued.
 	MaxQueued int
@@ -100,15 +108,16 @@ type RedisOptions struct {
 // replays what it missed, and an offline persistent session finds its
 // messages on reconnect by reading the streams from its cursor.
 type Redis struct {
-	rdb       redis.UniversalClient
-	prefix    string
-	msgPrefix string
-	node      string
-	ttl       time.Duration
-	expiry    time.Duration
-	maxQueued int
-	streamCap int64
-	log       *slog.Logger
+	rdb        redis.UniversalClient
+	prefix     string
+	msgPrefix  string
+	node       string
+	ttl        time.Duration
+	expiry     time.Duration
+	sessionTTL time.Duration
+	maxQueued  int
+	streamCap  int64
+	log        *slog.Logger
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -132,10 +141,13 @@ type Redis struct {
 	// has already unregistered the client has stored its session: a
 	// takeover waits for it so it never reads a session being written.
 	detaching map[string]chan struct{}
-	trie      *topics.Trie[string]
-	lastSeen  [streamShards]streamID
-	seenGen   uint64          // counts changes of lastSeen
-	matched   map[string]byte // reused by the reader under mu
+	// claiming holds, per client id, the connection id an Attach on this
+	// node has claimed in Redis while it is still attaching.
+	claiming map[string]string
+	trie     *topics.Trie[string]
+	lastSeen [streamShards]streamID
+	seenGen  uint64          // counts changes of lastSeen
+	matched  map[string]byte // reused by the reader under mu
 
 	recent   recentIDs                                 // reader goroutine only
 	retained atomic.Pointer[topics.Retained[struct{}]] // mirror of the retained index
@@ -149,6 +161,7 @@ type Redis struct {
 // redisClient is a client connection attached to this replica.
 type redisClient struct {
 	id    string
+	owner string // the username that created the session
 	sub   Subscriber
 	conn  string // this connection's id in the client record
 	clean bool
@@ -165,6 +178,24 @@ type redisClient struct {
 	// checkGen is the seenGen of the position last stored as this
 	// session's cursor by a checkpoint.
 	checkGen uint64
+	// floor is, per shard, a position this session's stored cursor never
+	// goes below: where its replay ended, and each stream's end when the
+	// session or one of its filters began. A subscription receives only
+	// what is published after it [MQTT-4.5.0-1], so a cursor must never be
+	// older than that, however far this replica's own position (lastSeen)
+	// lags on a shard it had no subscription on.
+	floor [streamShards]streamID
+}
+
+// cursorLocked is where a replay of c's session may start: this replica's
+// position, raised to c's floor and to where its replay ended. r.mu is held.
+func (r *Redis) cursorLocked(c *redisClient) [streamShards]streamID {
+	cur := r.lastSeen
+	raise(&cur, &c.floor)
+	if c.skip != nil {
+		raise(&cur, c.skip)
+	}
+	return cur
 }
 
 type pendingDelivery struct {
@@ -179,6 +210,7 @@ type redisCounters struct {
 	replayed, replays, decodeErrors       atomic.Int64
 	queuedDropped, expired, willsSent     atomic.Int64
 	takeovers, republished                atomic.Int64
+	claimConflicts                        atomic.Int64
 }
 
 // NewRedis connects a Redis bridge: it subscribes its control channels,
@@ -210,26 +242,28 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		o.Logger = slog.Default()
 	}
 	r := &Redis{
-		rdb:       o.Client,
-		prefix:    o.Prefix,
-		msgPrefix: o.Prefix + "msg:",
-		node:      o.NodeID,
-		ttl:       o.NodeTTL,
-		expiry:    o.MessageExpiry,
-		maxQueued: o.MaxQueued,
-		streamCap: o.StreamCap,
-		log:       o.Logger.With("component", "bridge.redis", "node", o.NodeID),
-		pubq:      make(chan pubRequest, 4*maxBatch),
-		patterns:  topics.NewPatternSet(o.Prefix+"msg:", o.MaxPatterns),
-		expected:  make(map[string]int),
-		pongs:     make(map[string]chan struct{}),
-		acks:      make(map[string]chan struct{}),
-		clients:   make(map[string]*redisClient),
-		detaching: make(map[string]chan struct{}),
-		trie:      topics.NewTrie[string](),
-		matched:   make(map[string]byte),
-		recent:    newRecentIDs(1 << 16),
-		attaches:  make(map[string]*clientLock),
+		rdb:        o.Client,
+		prefix:     o.Prefix,
+		msgPrefix:  o.Prefix + "msg:",
+		node:       o.NodeID,
+		ttl:        o.NodeTTL,
+		expiry:     o.MessageExpiry,
+		sessionTTL: o.SessionExpiry,
+		maxQueued:  o.MaxQueued,
+		streamCap:  o.StreamCap,
+		log:        o.Logger.With("component", "bridge.redis", "node", o.NodeID),
+		pubq:       make(chan pubRequest, 4*maxBatch),
+		patterns:   topics.NewPatternSet(o.Prefix+"msg:", o.MaxPatterns),
+		expected:   make(map[string]int),
+		pongs:      make(map[string]chan struct{}),
+		acks:       make(map[string]chan struct{}),
+		clients:    make(map[string]*redisClient),
+		detaching:  make(map[string]chan struct{}),
+		claiming:   make(map[string]string),
+		trie:       topics.NewTrie[string](),
+		matched:    make(map[string]byte),
+		recent:     newRecentIDs(1 << 16),
+		attaches:   make(map[string]*clientLock),
 	}
 	if err := r.rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("new redis bridge: ping: %w: %w", ErrUnavailable, err)
@@ -323,6 +357,7 @@ func (r *Redis) Stats() map[string]int64 {
 		"offline_queue_expired":           s.expired.Load(),
 		"wills_published":                 s.willsSent.Load(),
 		"takeovers":                       s.takeovers.Load(),
+		"claim_conflicts":                 s.claimConflicts.Load(),
 		"republished_after_redis_restart": s.republished.Load(),
 		"retained_messages":               int64(r.retained.Load().Len()),
 		"subscription_filters":            int64(r.trie.Filters()),

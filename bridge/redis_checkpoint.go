@@ -53,14 +53,7 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 		if !ok || !idler.Idle() {
 			continue
 		}
-		m := mark{id: id, cursor: r.lastSeen}
-		if c.skip != nil {
-			for s := range m.cursor {
-				if c.skip[s].after(m.cursor[s]) {
-					m.cursor[s] = c.skip[s]
-				}
-			}
-		}
+		m := mark{id: id, cursor: r.cursorLocked(c)}
 		c.checkGen = r.seenGen
 		marks = append(marks, m)
 	}

@@ -40,7 +40,7 @@ type pubRequest struct {
 }
 
 func (r *Redis) loadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{publishScript, detachScript, claimScript, clearWillScript} {
+	for _, s := range []*redis.Script{publishScript, detachScript, claimScript, clearWillScript, casClaimScript} {
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
 			return unavailable("load lua script", err)
 		}

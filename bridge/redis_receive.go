@@ -311,44 +311,95 @@ func (r *Redis) applyChange(ctx context.Context, c topics.Change) error {
 // Subscribe implements Bridge. It returns once Redis routes matching
 // messages to this replica, so that a message published after SUBACK
 // reaches the client.
+//
+// A persistent session's subscription is stored before it is routed: one
+// that Redis refuses to store is answered 0x80 and is not routed either.
+// Its floor is then raised to the streams' current ends, so that no replay
+// ever hands it a message from before it began [MQTT-4.5.0-1].
 func (r *Redis) Subscribe(ctx context.Context, clientID, filter string, qos byte) error {
 	if err := topics.ValidateFilter(filter); err != nil {
 		return fmt.Errorf("subscribe %q: %w", filter, err)
 	}
-	r.psMu.Lock()
 	r.mu.Lock()
 	c := r.clients[clientID]
+	r.mu.Unlock()
 	if c == nil {
+		return fmt.Errorf("subscribe %q: client %q is not attached", filter, clientID)
+	}
+	persistent := !c.clean
+	if persistent {
+		if err := r.rdb.HSet(ctx, r.subKey(clientID), filter, int(qos)).Err(); err != nil {
+			return fmt.Errorf("subscribe %q: %w", filter, unavailable("store subscription", err))
+		}
+	}
+	r.psMu.Lock()
+	r.mu.Lock()
+	if r.clients[clientID] != c {
 		r.mu.Unlock()
 		r.psMu.Unlock()
 		return fmt.Errorf("subscribe %q: client %q is not attached", filter, clientID)
 	}
+	prev, had := c.subs[filter]
 	c.subs[filter] = qos
 	var change topics.Change
 	if r.trie.Subscribe(filter, clientID, qos) {
 		change = r.patterns.Add(filter)
 	}
-	persistent := !c.clean
 	r.mu.Unlock()
 	err := r.applyChange(ctx, change)
 	r.psMu.Unlock()
-	if err == nil && !change.Empty() {
+	switch {
+	case err != nil:
+	case persistent:
+		err = r.startFloor(ctx, c)
+	case !change.Empty():
 		err = r.barrier(ctx)
 	}
 	if err != nil {
+		r.undoSubscribe(ctx, c, filter, prev, had)
 		return fmt.Errorf("subscribe %q: %w", filter, err)
 	}
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if persistent {
-			p.HSet(ctx, r.subKey(clientID), filter, int(qos))
-		}
-		p.Publish(ctx, r.eventChannel(), subscriptionEvent("subscribe", clientID, filter, qos))
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("subscribe %q: %w", filter, unavailable("store subscription", err))
+	if err := r.rdb.Publish(ctx, r.eventChannel(), subscriptionEvent("subscribe", clientID, filter, qos)).Err(); err != nil {
+		r.log.Warn("subscription event not published", "client", clientID, "filter", filter, "err", err)
 	}
 	return nil
+}
+
+// undoSubscribe restores c's subscription to filter as it was before a
+// Subscribe that failed: the previous QoS, or none.
+func (r *Redis) undoSubscribe(ctx context.Context, c *redisClient, filter string, prev byte, had bool) {
+	r.psMu.Lock()
+	r.mu.Lock()
+	var change topics.Change
+	if r.clients[c.id] == c {
+		if had {
+			c.subs[filter] = prev
+			r.trie.Subscribe(filter, c.id, prev)
+		} else {
+			delete(c.subs, filter)
+			if _, empty := r.trie.Unsubscribe(filter, c.id); empty {
+				change = r.patterns.Remove(filter)
+			}
+		}
+	}
+	r.mu.Unlock()
+	if err := r.applyChange(ctx, change); err != nil {
+		r.log.Warn("unsubscribe after failed subscribe", "client", c.id, "filter", filter, "err", err)
+	}
+	r.psMu.Unlock()
+	if c.clean {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	if had {
+		err = r.rdb.HSet(ctx, r.subKey(c.id), filter, int(prev)).Err()
+	} else {
+		err = r.rdb.HDel(ctx, r.subKey(c.id), filter).Err()
+	}
+	if err != nil {
+		r.log.Warn("stored subscription not restored after failed subscribe", "client", c.id, "filter", filter, "err", err)
+	}
 }
 
 // Unsubscribe implements Bridge.

@@ -15,63 +15,182 @@ import (
 
 // detachScript marks a client offline only if the record still belongs to
 // the connection that is detaching; a connection taken over elsewhere must
-// not touch its successor's record. KEYS[1] client; ARGV conn, offline_at.
+// not touch its successor's record. The record then expires after ARGV[3]
+// milliseconds (0: never). KEYS[1] client; ARGV conn, offline_at, ttl.
 var detachScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', '0', 'offline_at', ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
 `)
 
+// recordTTL is how long the client record of a connection that ended
+// outlives it: a clean session's a few minutes, a persistent session's as
+// long as the session, so that no key is left forever.
+func (r *Redis) recordTTL(persistent bool) string {
+	if !persistent {
+		return strconv.FormatInt(cleanRecordTTL.Milliseconds(), 10)
+	}
+	return strconv.FormatInt(r.sessionTTL.Milliseconds(), 10)
+}
+
+// casClaimScript makes a connection the owner of a client id if the record
+// still names the connection the caller saw there (empty: none), so that of
+// two CONNECTs racing on two replicas exactly one claims the id and the
+// other takes it over [MQTT-3.1.4-2]. It also removes the record's expiry.
+// KEYS[1] client; ARGV expected conn, conn, node, online_at.
+var casClaimScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'conn')
+if (cur or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', '1', 'online_at', ARGV[4], 'node', ARGV[3], 'conn', ARGV[2])
+redis.call('PERSIST', KEYS[1])
+return 1
+`)
+
+// maxClaimAttempts bounds how often Attach re-reads a client record that
+// other replicas keep claiming.
+const maxClaimAttempts = 8
+
 // Attach implements Bridge.
 //
-// An existing connection is ended first: on this node by calling its
-// TakeOver, on another live node by a control message that node answers
-// once the old connection has stored its session [MQTT-3.1.4-2]. A
-// persistent session then gets its subscriptions routed here before its
-// streams are replayed from the stored cursor, and live messages that race
-// with the replay are held back and merged by stream id, so that none is
-// lost and none is returned twice.
-func (r *Redis) Attach(ctx context.Context, clientID string, sub Subscriber, clean bool, will *Message) (*Session, error) {
+// The client id is first claimed in Redis by a compare-and-set on its
+// record, after ending the connection the record names: on this node by
+// calling its TakeOver, on another live node by a control message that node
+// answers once the old connection has stored its session [MQTT-3.1.4-2]. A
+// CONNECT that lost a race to another replica takes the winner over and
+// claims again. A persistent session then gets its subscriptions routed
+// here before its streams are replayed from the stored cursor, and live
+// messages that race with the replay are held back and merged by stream id,
+// so that none is lost and none is returned twice.
+func (r *Redis) Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*Session, error) {
 	unlock := r.lockClient(clientID)
 	defer unlock()
 	if err := r.takeOverLocal(clientID); err != nil {
 		return nil, err
 	}
-	rec, err := r.rdb.HGetAll(ctx, r.clientKey(clientID)).Result()
+	c := &redisClient{id: clientID, owner: owner, sub: sub, conn: randomToken(), clean: clean, subs: make(map[string]byte)}
+	got, err := r.claim(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("attach %q: %w", clientID, unavailable("read client record", err))
+		return nil, fmt.Errorf("attach %q: %w", clientID, err)
 	}
-	if rec["state"] == "1" && rec["node"] != "" && rec["node"] != r.node {
-		if err := r.takeOverRemote(ctx, rec["node"], clientID); err != nil {
-			return nil, fmt.Errorf("attach %q: %w", clientID, err)
-		}
+	defer func() {
+		r.mu.Lock()
+		delete(r.claiming, clientID)
+		r.mu.Unlock()
+	}()
+	stored, err := r.attachClaimed(ctx, c, got, will)
+	if err != nil {
+		// Leave the record offline so the next CONNECT need not wait for
+		// a takeover nobody can answer.
+		now := strconv.FormatInt(time.Now().Unix(), 10)
+		_ = detachScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.clientKey(clientID)}, c.conn, now, r.recordTTL(false)).Err()
+		return nil, fmt.Errorf("attach %q: %w", clientID, err)
 	}
+	return stored, nil
+}
 
-	c := &redisClient{id: clientID, sub: sub, conn: randomToken(), clean: clean, subs: make(map[string]byte)}
-	var stored *Session
-	var cursor [streamShards]streamID
-	hasCursor := false
-	if clean {
-		// [MQTT-3.1.2-6] a clean session discards any previous one.
-		// One key per DEL: in Redis Cluster the two live in different slots.
+// claimed is what Attach read in the round trip that preceded its claim:
+// the session stored for the client id, and the streams' ends.
+type claimed struct {
+	sub, session map[string]string
+	ends         [streamShards]streamID
+}
+
+// claim makes c the owner of its client id in Redis, ending whichever
+// connection owned it, and returns what was stored for the id when the
+// claim succeeded. It refuses with ErrNotOwner a client id whose session
+// belongs to another user, before anything is touched.
+func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimed, error) {
+	for attempt := 0; attempt < maxClaimAttempts; attempt++ {
+		var recCmd, subCmd, sessCmd *redis.MapStringStringCmd
+		var endCmds [streamShards]*redis.XMessageSliceCmd
 		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, r.subKey(clientID))
-			p.Del(ctx, r.sessionKey(clientID))
+			recCmd = p.HGetAll(ctx, r.clientKey(c.id))
+			sessCmd = p.HGetAll(ctx, r.sessionKey(c.id))
+			if !c.clean {
+				subCmd = p.HGetAll(ctx, r.subKey(c.id))
+				for s := range streamShards {
+					endCmds[s] = p.XRevRangeN(ctx, r.streamKey(s), "+", "-", 1)
+				}
+			}
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("attach %q: %w", clientID, unavailable("drop stored session", err))
+			return nil, unavailable("read client record", err)
 		}
-	} else {
-		stored, cursor, hasCursor, err = r.loadSession(ctx, clientID, c.subs)
+		got := &claimed{session: sessCmd.Val()}
+		if prev, ok := got.session["owner"]; ok && prev != c.owner {
+			return nil, fmt.Errorf("%w: user %q may not use the session of user %q", ErrNotOwner, c.owner, prev)
+		}
+		rec := recCmd.Val()
+		if rec["state"] == "1" && rec["node"] != "" && rec["node"] != r.node {
+			// End it, then read again what it stored.
+			if err := r.takeOverRemote(ctx, rec["node"], c.id, rec["conn"]); err != nil {
+				return nil, err
+			}
+			if attempt < maxClaimAttempts-1 {
+				continue
+			}
+		}
+		if !c.clean {
+			got.sub = subCmd.Val()
+			for s, cmd := range endCmds {
+				if e := cmd.Val(); len(e) > 0 {
+					if got.ends[s], err = parseStreamID(e[0].ID); err != nil {
+						return nil, fmt.Errorf("read stream ends: %w", err)
+					}
+				}
+			}
+		}
+		// Marked before the claim: once Redis names this connection, a
+		// takeover for it may arrive at once, and must wait for this
+		// Attach rather than find nothing to end.
+		r.mu.Lock()
+		r.claiming[c.id] = c.conn
+		r.mu.Unlock()
+		now := strconv.FormatInt(time.Now().Unix(), 10)
+		won, err := casClaimScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, rec["conn"], c.conn, r.node, now).Int()
+		if err == nil && won == 1 {
+			return got, nil
+		}
+		r.mu.Lock()
+		delete(r.claiming, c.id)
+		r.mu.Unlock()
 		if err != nil {
-			return nil, fmt.Errorf("attach %q: %w", clientID, err)
+			return nil, unavailable("claim client record", err)
 		}
-		c.replaying = hasCursor
+		r.stats.claimConflicts.Add(1)
 	}
+	return nil, fmt.Errorf("claim client record: still changing hands after %d attempts: %w", maxClaimAttempts, ErrUnavailable)
+}
 
+// attachClaimed routes the subscriptions of the session c has claimed,
+// stores its connection and replays what it missed.
+func (r *Redis) attachClaimed(ctx context.Context, c *redisClient, got *claimed, will *Message) (*Session, error) {
+	var stored *Session
+	var cursor [streamShards]streamID
+	hasCursor := false
+	if !c.clean {
+		stored, cursor, hasCursor = r.parseSession(c.id, got.sub, got.session, c.subs)
+		c.replaying = hasCursor
+		c.floor = cursor
+		if !hasCursor {
+			// A new session starts where the streams ended before it was
+			// claimed, never at this replica's own position, which may
+			// lie far in the past for a shard it had no subscription on
+			// [MQTT-4.5.0-1].
+			c.floor = got.ends
+		}
+	}
 	if err := r.register(ctx, c); err != nil {
-		return nil, fmt.Errorf("attach %q: %w", clientID, err)
+		return nil, err
+	}
+	if !c.clean && !hasCursor && len(c.subs) > 0 {
+		// Stored subscriptions without a cursor: they begin now.
+		if err := r.startFloor(ctx, c); err != nil {
+			r.forget(ctx, c)
+			return nil, err
+		}
 	}
 	var loaded *[streamShards]streamID
 	if hasCursor {
@@ -79,9 +198,9 @@ func (r *Redis) Attach(ctx context.Context, clientID string, sub Subscriber, cle
 	}
 	if err := r.claimRecord(ctx, c, will, loaded); err != nil {
 		r.forget(ctx, c)
-		return nil, fmt.Errorf("attach %q: %w", clientID, err)
+		return nil, err
 	}
-	if clean || stored == nil {
+	if c.clean || stored == nil {
 		r.endReplay(c, nil)
 		return nil, nil
 	}
@@ -89,7 +208,7 @@ func (r *Redis) Attach(ctx context.Context, clientID string, sub Subscriber, cle
 		replayed, ends, err := r.replaySession(ctx, c, cursor)
 		if err != nil {
 			r.forget(ctx, c)
-			return nil, fmt.Errorf("attach %q: %w", clientID, err)
+			return nil, err
 		}
 		stored.Queued = append(stored.Queued, replayed...)
 		stored.Queued = append(stored.Queued, r.endReplay(c, &ends)...)
@@ -100,6 +219,25 @@ func (r *Redis) Attach(ctx context.Context, clientID string, sub Subscriber, cle
 		stored.Subscriptions[f] = q
 	}
 	return stored, nil
+}
+
+// startFloor raises c's floor to every stream's current end. The barrier
+// after reading the ends makes sure that every message up to them has been
+// through this replica's reader, so that a cursor at the floor skips
+// nothing c's subscriptions took.
+func (r *Redis) startFloor(ctx context.Context, c *redisClient) error {
+	ends, err := r.streamEnds(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.barrier(ctx); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	raise(&c.floor, &ends)
+	c.checkGen = r.seenGen - 1 // the next checkpoint stores the raised floor
+	r.mu.Unlock()
+	return nil
 }
 
 // lockClient serialises Attach for one client id on this node.
@@ -170,6 +308,7 @@ func (r *Redis) waitDetached(clientID string) {
 type control struct {
 	Op     string `json:"op"` // "takeover" or "ack"
 	Client string `json:"client,omitempty"`
+	Conn   string `json:"conn,omitempty"`  // the connection to end; empty: any
 	Reply  string `json:"reply,omitempty"` // node to acknowledge to
 	Token  string `json:"token"`
 }
@@ -177,7 +316,7 @@ type control struct {
 // takeOverRemote asks node to end its connection of clientID and waits
 // for the acknowledgement, at most takeoverTimeout. A node whose liveness
 // key is gone cannot answer; the reaper publishes its clients' wills.
-func (r *Redis) takeOverRemote(ctx context.Context, node, clientID string) error {
+func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string) error {
 	alive, err := r.rdb.Exists(ctx, r.aliveKey(node)).Result()
 	if err != nil {
 		return unavailable("check node liveness", err)
@@ -188,7 +327,7 @@ func (r *Redis) takeOverRemote(ctx context.Context, node, clientID string) error
 	token := randomToken()
 	ack, done := r.waitFor(r.acks, token)
 	defer done()
-	b, _ := json.Marshal(control{Op: "takeover", Client: clientID, Reply: r.node, Token: token})
+	b, _ := json.Marshal(control{Op: "takeover", Client: clientID, Conn: conn, Reply: r.node, Token: token})
 	if err := r.rdb.Publish(ctx, r.nodeCtlChannel(node), b).Err(); err != nil {
 		return unavailable("send takeover", err)
 	}
@@ -223,8 +362,18 @@ func (r *Redis) control(payload string) {
 			defer r.wg.Done()
 			r.mu.Lock()
 			old := r.clients[c.Client]
+			claimed := r.claiming[c.Client]
 			r.mu.Unlock()
-			if old != nil {
+			if old == nil && c.Conn != "" && c.Conn == claimed {
+				// The connection asked for has claimed the id and is still
+				// attaching: wait for its Attach (which waits for no other
+				// node once it has claimed), then end it.
+				r.lockClient(c.Client)()
+				r.mu.Lock()
+				old = r.clients[c.Client]
+				r.mu.Unlock()
+			}
+			if old != nil && (c.Conn == "" || c.Conn == old.conn) {
 				old.sub.TakeOver() // returns after its Detach stored the session
 			} else {
 				r.waitDetached(c.Client)
@@ -239,19 +388,11 @@ func (r *Redis) control(payload string) {
 	}
 }
 
-// loadSession reads a persistent session's subscriptions into subs and its
-// stored state. stored is nil when nothing is stored.
-func (r *Redis) loadSession(ctx context.Context, clientID string, subs map[string]byte) (stored *Session, cursor [streamShards]streamID, hasCursor bool, err error) {
-	var subCmd, sessCmd *redis.MapStringStringCmd
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		subCmd = p.HGetAll(ctx, r.subKey(clientID))
-		sessCmd = p.HGetAll(ctx, r.sessionKey(clientID))
-		return nil
-	})
-	if err != nil {
-		return nil, cursor, false, unavailable("load session", err)
-	}
-	for f, q := range subCmd.Val() {
+// parseSession reads a persistent session's stored subscriptions (sub)
+// into subs and its stored state (session). stored is nil when nothing is
+// stored.
+func (r *Redis) parseSession(clientID string, sub, h map[string]string, subs map[string]byte) (stored *Session, cursor [streamShards]streamID, hasCursor bool) {
+	for f, q := range sub {
 		n, err := strconv.Atoi(q)
 		if err != nil || n < 0 || n > 2 || topics.ValidateFilter(f) != nil {
 			r.log.Error("skipping malformed stored subscription", "client", clientID, "filter", f, "qos", q)
@@ -259,9 +400,8 @@ func (r *Redis) loadSession(ctx context.Context, clientID string, subs map[strin
 		}
 		subs[f] = byte(n)
 	}
-	h := sessCmd.Val()
 	if len(subs) == 0 && h["state"] == "" && h["cursor"] == "" {
-		return nil, cursor, false, nil
+		return nil, cursor, false
 	}
 	stored = &Session{}
 	if st := h["state"]; st != "" {
@@ -272,13 +412,14 @@ func (r *Redis) loadSession(ctx context.Context, clientID string, subs map[strin
 	}
 	stored.Queued = r.dropExpired(stored.Queued)
 	if cs := h["cursor"]; cs != "" {
+		var err error
 		if cursor, err = decodeCursor(cs); err != nil {
 			r.log.Error("ignoring unreadable session cursor", "client", clientID, "err", err)
-			return stored, cursor, false, nil
+			return stored, cursor, false
 		}
 		hasCursor = true
 	}
-	return stored, cursor, hasCursor, nil
+	return stored, cursor, hasCursor
 }
 
 // register makes c a local client and routes its subscriptions, returning
@@ -318,26 +459,31 @@ func (r *Redis) forget(ctx context.Context, c *redisClient) {
 	}
 }
 
-// claimRecord writes the EMQX client record, the node's client index and
-// the will, making this connection the owner of the client id.
+// claimRecord writes the session's owner, connection and will, and the
+// node's client index, for the connection that claimed the client id.
 func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, loaded *[streamShards]streamID) error {
 	now := time.Now()
 	// A resumed session keeps the cursor it was stored with until its
 	// connection ends cleanly: what follows it may still be unacknowledged.
-	// A new session starts from what this replica has seen. This replica's
-	// position may lag behind a cursor written elsewhere, so it must never
-	// replace a loaded one.
+	// A new session starts at its floor, where the streams ended when it
+	// began. This replica's position may lag behind a cursor written
+	// elsewhere, so it must never replace a loaded one.
 	var cursor [streamShards]streamID
 	if loaded != nil {
 		cursor = *loaded
 	} else {
 		r.mu.Lock()
-		cursor = r.lastSeen
+		cursor = r.cursorLocked(c)
 		r.mu.Unlock()
 	}
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		sk := r.sessionKey(c.id)
-		fields := []any{"conn", c.conn, "clean", boolField(c.clean)}
+		if c.clean {
+			// [MQTT-3.1.2-6] a clean session discards any previous one.
+			p.Del(ctx, r.subKey(c.id))
+			p.Del(ctx, sk)
+		}
+		fields := []any{"conn", c.conn, "clean", boolField(c.clean), "owner", c.owner}
 		if !c.clean {
 			// If this node dies, the next connection replays from here.
 			fields = append(fields, "cursor", encodeCursor(&cursor))
@@ -348,11 +494,8 @@ func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, 
 			p.HDel(ctx, sk, "will")
 		}
 		p.HSet(ctx, sk, fields...)
-		p.HSet(ctx, r.clientKey(c.id),
-			"state", "1",
-			"online_at", strconv.FormatInt(now.Unix(), 10),
-			"node", r.node,
-			"conn", c.conn)
+		p.Persist(ctx, sk)
+		p.Persist(ctx, r.subKey(c.id))
 		p.HSet(ctx, r.nodeKey(r.node), c.id, strconv.FormatInt(now.Unix(), 10))
 		return nil
 	})
@@ -495,7 +638,7 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 		close(done)
 	}()
 	change := r.unrouteLocked(c)
-	cursor := r.lastSeen
+	cursor := r.cursorLocked(c)
 	late := c.late
 	for _, p := range c.pending {
 		late = append(late, p.d)
@@ -512,27 +655,12 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 	if state != nil {
 		st := *state
 		st.Queued = r.boundQueue(append(append([]Delivery(nil), state.Queued...), late...))
-		_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			sk := r.sessionKey(clientID)
-			p.HDel(ctx, sk, "will") // the caller publishes a will that is due
-			p.HSet(ctx, sk, "state", appendSessionState(nil, &st), "cursor", encodeCursor(&cursor), "clean", "0")
-			// The bridge's own record of the subscriptions is the truth.
-			p.Del(ctx, r.subKey(clientID))
-			if len(c.subs) > 0 {
-				args := make([]any, 0, 2*len(c.subs))
-				for f, q := range c.subs {
-					args = append(args, f, int(q))
-				}
-				p.HSet(ctx, r.subKey(clientID), args...)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("detach %q: %w", clientID, unavailable("store session", err))
+		if err := r.storeSession(ctx, c, &st, &cursor); err != nil {
+			return fmt.Errorf("detach %q: %w", clientID, err)
 		}
 	}
 	now := strconv.FormatInt(time.Now().Unix(), 10)
-	owned, err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(clientID)}, c.conn, now).Int()
+	owned, err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(clientID)}, c.conn, now, r.recordTTL(state != nil)).Int()
 	if err != nil {
 		return fmt.Errorf("detach %q: %w", clientID, unavailable("mark client offline", err))
 	}
@@ -549,6 +677,41 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 	})
 	if err != nil {
 		return fmt.Errorf("detach %q: %w", clientID, unavailable("store session", err))
+	}
+	return nil
+}
+
+// storeSession writes a persistent session's state, cursor and
+// subscriptions, and drops its will (the caller publishes one that is due),
+// in one MULTI: a write Redis refuses (for example at maxmemory with
+// noeviction) aborts the whole transaction and leaves the session stored
+// before whole, never half replaced. In Redis Cluster, where the two keys
+// live in different slots, go-redis runs one MULTI per slot: each key is
+// still replaced whole.
+func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *Session, cursor *[streamShards]streamID) error {
+	sk := r.sessionKey(c.id)
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0")
+		p.HDel(ctx, sk, "will")
+		// The bridge's own record of the subscriptions is the truth.
+		p.Del(ctx, r.subKey(c.id))
+		if len(c.subs) > 0 {
+			args := make([]any, 0, 2*len(c.subs))
+			for f, q := range c.subs {
+				args = append(args, f, int(q))
+			}
+			p.HSet(ctx, r.subKey(c.id), args...)
+		}
+		if r.sessionTTL > 0 {
+			// [MQTT-3.1.2-4] kept while offline, here for as long as
+			// -session-expiry allows, by Redis itself.
+			p.PExpire(ctx, sk, r.sessionTTL)
+			p.PExpire(ctx, r.subKey(c.id), r.sessionTTL)
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("store session", err)
 	}
 	return nil
 }

@@ -326,12 +326,12 @@ func TestRedis_DeadNodeWillPublishedOnce(t *testing.T) {
 	subscribe(t, b, "watcher", "wills/#", 1)
 
 	will := rmsg("wills/p1", 1, "gone")
-	if _, err := dying.Attach(context.Background(), "p1", newLiveSub(), true, will); err != nil {
+	if _, err := dying.Attach(context.Background(), "p1", "", newLiveSub(), true, will); err != nil {
 		t.Fatal(err)
 	}
 	// A client that detached cleanly has no will due.
 	quiet := newLiveSub()
-	if _, err := dying.Attach(context.Background(), "p2", quiet, true, rmsg("wills/p2", 1, "no")); err != nil {
+	if _, err := dying.Attach(context.Background(), "p2", "", quiet, true, rmsg("wills/p2", 1, "no")); err != nil {
 		t.Fatal(err)
 	}
 	detach(t, dying, "p2", quiet, nil)

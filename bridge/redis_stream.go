@@ -141,6 +141,20 @@ func (r *Redis) readStreams(ctx context.Context, cursor [streamShards]streamID, 
 // initStreams sets the last seen id of every shard to its stream's current
 // end, so that a replay after a blip starts where this replica joined.
 func (r *Redis) initStreams(ctx context.Context) error {
+	ends, err := r.streamEnds(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	raise(&r.lastSeen, &ends)
+	return nil
+}
+
+// streamEnds reads the id of the last entry of every shard's stream (the
+// zero id for an empty one) in one pipelined round trip.
+func (r *Redis) streamEnds(ctx context.Context) ([streamShards]streamID, error) {
+	var ends [streamShards]streamID
 	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for s := range streamShards {
 			p.XRevRangeN(ctx, r.streamKey(s), "+", "-", 1)
@@ -148,10 +162,8 @@ func (r *Redis) initStreams(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return unavailable("read stream ends", err)
+		return ends, unavailable("read stream ends", err)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	for s, c := range cmds {
 		entries := c.(*redis.XMessageSliceCmd).Val()
 		if len(entries) == 0 {
@@ -159,13 +171,20 @@ func (r *Redis) initStreams(ctx context.Context) error {
 		}
 		id, err := parseStreamID(entries[0].ID)
 		if err != nil {
-			return fmt.Errorf("read stream ends: %w", err)
+			return ends, fmt.Errorf("read stream ends: %w", err)
 		}
-		if id.after(r.lastSeen[s]) {
-			r.lastSeen[s] = id
+		ends[s] = id
+	}
+	return ends, nil
+}
+
+// raise moves every shard of c forward to o where o is later.
+func raise(c, o *[streamShards]streamID) {
+	for s := range c {
+		if o[s].after(c[s]) {
+			c[s] = o[s]
 		}
 	}
-	return nil
 }
 
 // recentIDs remembers the last n message ids, to drop the extra copies Redis

@@ -62,7 +62,7 @@ func benchmarkFanout(b *testing.B, n int, qos byte) {
 		conns[i] = newSinkConn()
 		s := New(conns[i], env)
 		s.clientID = fmt.Sprintf("sub-%d", i)
-		if _, err := br.Attach(ctx, s.clientID, s, true, nil); err != nil {
+		if _, err := br.Attach(ctx, s.clientID, "", s, true, nil); err != nil {
 			b.Fatal(err)
 		}
 		if err := br.Subscribe(ctx, s.clientID, "bench/+/data", qos); err != nil {

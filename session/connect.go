@@ -70,7 +70,12 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Sess
 
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	stored, err := s.env.Bridge.Attach(actx, s.clientID, s, s.clean, s.will)
+	stored, err := s.env.Bridge.Attach(actx, s.clientID, s.username, s, s.clean, s.will)
+	if errors.Is(err, bridge.ErrNotOwner) {
+		// A session belongs to the user that created it: another user may
+		// neither resume it nor take its connection over.
+		return &packets.Connack{ReturnCode: packets.RefusedNotAuthorized}, nil, fmt.Errorf("attach session: %w", err)
+	}
 	if err != nil {
 		return &packets.Connack{ReturnCode: packets.RefusedServerUnavailable}, nil, fmt.Errorf("attach session: %w", err)
 	}

@@ -1,0 +1,150 @@
+package bridge
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/bridgemq/server/internal/redistest"
+)
+
+// These tests give Redis a history before the session under test exists:
+// stream entries on the topics it will subscribe to, published while this
+// replica held no subscription on their shard, so its own last-seen stream
+// position lags far behind. A subscription receives only what is published
+// after it began [MQTT-4.5.0-1]; a replay from a stale position would hand
+// the session messages from before it existed (issue 7, item 3).
+
+// history publishes n QoS 1 messages on topic through b.
+func history(t *testing.T, b Bridge, topic string, n int) {
+	t.Helper()
+	for i := range n {
+		publish(t, b, rmsg(topic, 1, fmt.Sprintf("old-%d", i)))
+	}
+}
+
+// resume detaches sub with an empty state and attaches a new connection
+// for id, returning what it was handed.
+func resume(t *testing.T, b Bridge, id string, sub Subscriber) (*Session, *liveSub) {
+	t.Helper()
+	detach(t, b, id, sub, &Session{})
+	next := newLiveSub()
+	st := attach(t, b, id, next, false)
+	if st == nil {
+		t.Fatalf("%s: persistent session not found on resume", id)
+	}
+	return st, next
+}
+
+func queuedPayloads(st *Session) []string {
+	var out []string
+	for _, d := range st.Queued {
+		out = append(out, string(d.Message.Payload))
+	}
+	return out
+}
+
+func TestRedis_NewSessionNotReplayedHistory_Issue7_3_MQTT_4_5_0_1(t *testing.T) {
+	srv := redistest.Start(t)
+	for round := range 2 { // the second round runs on the first one's history
+		a := newTestRedis(t, srv, fmt.Sprintf("a%d", round))
+		pub := newTestRedis(t, srv, fmt.Sprintf("pub%d", round))
+		history(t, pub, "hist/x", 5)
+
+		id := fmt.Sprintf("new-%d", round)
+		s1 := newLiveSub()
+		attach(t, a, id, s1, false)
+		subscribe(t, a, id, "hist/#", 1)
+		st, s2 := resume(t, a, id, s1)
+		if q := queuedPayloads(st); len(q) != 0 {
+			t.Fatalf("round %d: new session was replayed %d messages from before it subscribed: %v", round, len(q), q)
+		}
+		// What is published while it is offline is still kept.
+		detach(t, a, id, s2, &Session{})
+		publish(t, pub, rmsg("hist/x", 1, "while-offline"))
+		st = attach(t, a, id, newLiveSub(), false)
+		if q := queuedPayloads(st); len(q) != 1 || q[0] != "while-offline" {
+			t.Fatalf("round %d: offline queue = %v, want [while-offline]", round, q)
+		}
+	}
+}
+
+func TestRedis_FilterAddedLaterNotReplayedHistory_Issue7_3_MQTT_4_5_0_1(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	pub := newTestRedis(t, srv, "pub")
+
+	s1 := newLiveSub()
+	attach(t, a, "p", s1, false)
+	subscribe(t, a, "p", "first/#", 1)
+	history(t, pub, "later/x", 4) // no subscription anywhere on this topic yet
+	subscribe(t, a, "p", "later/#", 1)
+	st, _ := resume(t, a, "p", s1)
+	if q := queuedPayloads(st); len(q) != 0 {
+		t.Fatalf("a filter added later was replayed %d messages from before it: %v", len(q), q)
+	}
+}
+
+func TestRedis_ResubscribeNotReplayedGap_Issue7_3_MQTT_4_5_0_1(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	pub := newTestRedis(t, srv, "pub")
+
+	s1 := newLiveSub()
+	attach(t, a, "p", s1, false)
+	subscribe(t, a, "p", "re/#", 1)
+	if err := a.Unsubscribe(t.Context(), "p", "re/#"); err != nil {
+		t.Fatal(err)
+	}
+	history(t, pub, "re/x", 3) // published while not subscribed
+	subscribe(t, a, "p", "re/#", 1)
+	st, _ := resume(t, a, "p", s1)
+	if q := queuedPayloads(st); len(q) != 0 {
+		t.Fatalf("resubscribed session was replayed %d messages from while it was unsubscribed: %v", len(q), q)
+	}
+}
+
+func TestRedis_CleanThenPersistentNotReplayedHistory_Issue7_3_MQTT_4_5_0_1(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	pub := newTestRedis(t, srv, "pub")
+
+	c := newLiveSub()
+	attach(t, a, "p", c, true)
+	subscribe(t, a, "p", "cl/#", 1)
+	detach(t, a, "p", c, nil)
+	history(t, pub, "cl/x", 3)
+
+	s1 := newLiveSub()
+	attach(t, a, "p", s1, false)
+	subscribe(t, a, "p", "cl/#", 1)
+	st, _ := resume(t, a, "p", s1)
+	if q := queuedPayloads(st); len(q) != 0 {
+		t.Fatalf("persistent session after a clean one was replayed %d old messages: %v", len(q), q)
+	}
+}
+
+// A resumed session's replay may read further than this replica's own
+// position; storing that stale position on the next detach would replay
+// the same messages again on the connection after.
+func TestRedis_ResumedSessionNotReplayedTwice_Issue7_3(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	b := newTestRedis(t, srv, "b") // never subscribed to anything on "twice"
+	pub := newTestRedis(t, srv, "pub")
+
+	s1 := newLiveSub()
+	attach(t, a, "p", s1, false)
+	subscribe(t, a, "p", "twice/#", 1)
+	detach(t, a, "p", s1, &Session{})
+	history(t, pub, "twice/x", 3)
+
+	s2 := newLiveSub()
+	st := attach(t, b, "p", s2, false)
+	if q := queuedPayloads(st); len(q) != 3 {
+		t.Fatalf("first resume got %v, want the 3 messages published while offline", q)
+	}
+	st, _ = resume(t, b, "p", s2)
+	if q := queuedPayloads(st); len(q) != 0 {
+		t.Fatalf("second resume was replayed %d messages already handed over: %v", len(q), q)
+	}
+}
