@@ -6,6 +6,8 @@ package main
 // as the suite expects. The suite's own topic names are kept.
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -263,5 +265,49 @@ func TestInterop_Unsubscribe(t *testing.T) {
 			t.Fatalf("got a message on %q after unsubscribing", m.Topic())
 		}
 		col.quiet(t)
+	})
+}
+
+// The offline-queueing scenario as the Paho suite runs it on a broker with
+// a past: the same client ids, cleaned up with a clean session first, and
+// the previous round's messages still in the streams. The session must get
+// this round's messages and none of the last one's [MQTT-4.5.0-1] (issue 7,
+// item 3: it failed through HAProxy once the cluster had any history).
+func TestInterop_OfflineMessageQueueingTwiceOnOneBroker_Issue7_3(t *testing.T) {
+	interop(t, func(t *testing.T, d *deployment) {
+		id, id2 := unique(t, "myclientid"), unique(t, "myclientid2")
+		for round := range 3 {
+			for _, cid := range []string{id, id2} { // the suite's cleanup()
+				c, _ := connectPaho(t, pahoOpts(d.pub(), cid, true))
+				c.Disconnect(50)
+			}
+			a, _ := connectPaho(t, pahoOpts(d.sub(), id, false))
+			subscribe(t, a, interopWildtopics[5], 2, newCollector())
+			a.Disconnect(100)
+
+			b, _ := connectPaho(t, pahoOpts(d.pub(), id2, true))
+			for qos, topic := range interopTopics[1:4] {
+				publish(t, b, topic, byte(qos), false, fmt.Sprintf("round %d qos %d", round, qos))
+			}
+			b.Disconnect(50)
+
+			col := newCollector()
+			c, _ := connectPaho(t, pahoOpts(d.sub(), id, false).SetDefaultPublishHandler(col.handler))
+			subscribe(t, c, "fence/"+id, 1, col)
+			publish(t, c, "fence/"+id, 1, false, "fence")
+			got := map[string]bool{}
+			for _, m := range col.until(t, "fence/"+id) {
+				if want := fmt.Sprintf("round %d ", round); !strings.HasPrefix(string(m.Payload()), want) {
+					t.Fatalf("round %d: got %q on %s, published before this session subscribed", round, m.Payload(), m.Topic())
+				}
+				got[string(m.Payload())] = true
+			}
+			for qos := 1; qos <= 2; qos++ {
+				if want := fmt.Sprintf("round %d qos %d", round, qos); !got[want] {
+					t.Fatalf("round %d: queued %q missing; got %v", round, want, got)
+				}
+			}
+			c.Disconnect(50)
+		}
 	})
 }
