@@ -171,8 +171,9 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 	}
 	pipe := r.rdb.Pipeline()
 	// Read first, on the same connection as the writes: the epoch of the
-	// instance that accepts this batch.
+	// instance that accepts this batch, and its replication id.
 	epochCmd := pipe.Get(ctx, r.epochKey())
+	replCmd := r.queueReplID(ctx, pipe)
 	first := make([]redis.Cmder, len(batch))      // the command whose result answers each request
 	retained := make([][]redis.Cmder, len(batch)) // the retained-store update, if any
 	var shards shardBatch
@@ -200,8 +201,9 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 	}
 
 	epoch, epochErr := epochCmd.Result()
-	if epochErr == nil || errors.Is(epochErr, redis.Nil) {
-		r.checkEpoch(ctx, epoch)
+	replID, replErr := replIDOf(replCmd)
+	if (epochErr == nil || errors.Is(epochErr, redis.Nil)) && replErr == nil {
+		r.checkEpoch(ctx, instanceEpoch(epoch, replID))
 	}
 	now := time.Now()
 	for i, req := range batch {
