@@ -16,6 +16,7 @@ import (
 
 	"github.com/bridgemq/server/bridge"
 	"github.com/bridgemq/server/internal/redistopo"
+	"github.com/bridgemq/server/packets"
 )
 
 // bridgeStats returns a replica's bridge counters.
@@ -192,5 +193,55 @@ func TestSentinelFailover_LaggingReplica_NoAcknowledgedLoss_Issue7_13(t *testing
 	}
 	if off.noSessionResume != 0 {
 		t.Errorf("the offline session was not found on reconnect")
+	}
+}
+
+// TestMinReplicasAcked_ReplicaStopped_NoPuback: with
+// -redis-min-replicas-acked 1, a QoS 1 PUBLISH is acknowledged while the
+// only Redis replica follows, and not while it is paused: the connection
+// closes without PUBACK and the failure is counted. Once the replica is
+// back, the client's re-send is acknowledged.
+func TestMinReplicasAcked_ReplicaStopped_NoPuback(t *testing.T) {
+	rt := redistopo.StartReplicated(t)
+	a := startTopoReplica(t, "node-a", "-redis-url", "redis://"+rt.MasterAddr(), "-redis-min-replicas-acked", "1")
+	topic := unique(t, "acked")
+
+	c := dialRaw(t, a.Addr())
+	c.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+	c.publishQoS1(1, topic, "replicated") // waits for the PUBACK
+
+	if err := rt.PauseReplica(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = rt.ResumeReplica()
+		}
+	}()
+	c.send(&packets.Publish{QoS: 1, PacketID: 2, Topic: topic, Payload: []byte("not replicated")})
+	if _, got := c.expectClosed(10 * time.Second); len(got) != 0 {
+		t.Fatalf("got %s while the replica was paused; want the connection closed without PUBACK", describe(got))
+	}
+	if n := bridgeStats(t, a)["publish_not_replicated"]; n < 1 {
+		t.Errorf("publish_not_replicated = %d, want ≥ 1", n)
+	}
+
+	if err := rt.ResumeReplica(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	c = dialRaw(t, a.Addr())
+	c.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+	c.send(&packets.Publish{QoS: 1, PacketID: 2, Dup: true, Topic: topic, Payload: []byte("not replicated")})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pk, err := c.read(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("no PUBACK for the re-send after the replica resumed: %v", err)
+		}
+		if ack, ok := pk.(*packets.Puback); ok && ack.PacketID == 2 {
+			break
+		}
 	}
 }

@@ -34,9 +34,11 @@ import (
 // replica lagged by less than ringAge and by less than ringBytes of this
 // replica's accepted messages (16 MiB is 2,000 messages of 8 KiB; at 1,000
 // such messages a second the window is two seconds). Beyond it, messages
-// are lost as before. In Redis Cluster mode the replication id is not read
-// (a keyless INFO would reach an arbitrary node): there only the epoch
-// key's own master is watched.
+// are lost as before; -redis-min-replicas-acked (RedisOptions.
+// MinReplicasAcked) closes that gap by acknowledging only what a replica
+// has confirmed. In Redis Cluster mode the replication id is not read (a
+// keyless INFO would reach an arbitrary node): there only the epoch key's
+// own master is watched.
 const (
 	ringAge   = 10 * time.Second
 	ringBytes = 16 << 20
@@ -191,7 +193,7 @@ func (r *Redis) republish(ctx context.Context, entries []ringEntry) error {
 	pipe := r.rdb.Pipeline()
 	shards.queue(ctx, r, pipe)
 	_, _ = pipe.Exec(ctx)
-	shards.retryNoScript(ctx, r)
+	shards.retryNoScript(ctx, r, false)
 	for _, cmd := range shards.cmds {
 		if cmd != nil && cmd.Err() != nil {
 			return errors.Join(ErrUnavailable, cmd.Err())

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"testing"
@@ -130,5 +131,28 @@ func (r *Redis) barrierOrFail(t *testing.T) {
 	defer cancel()
 	if err := r.barrier(ctx); err != nil {
 		t.Fatalf("barrier: %v", err)
+	}
+}
+
+// TestRedis_MinReplicasAckedWithoutReplicaFails: with MinReplicasAcked 1 and
+// no replica, a QoS 1 publish fails with ErrNotReplicated after
+// ReplicaAckTimeout and is counted; QoS 0 is not held back.
+func TestRedis_MinReplicasAckedWithoutReplicaFails(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a", func(o *RedisOptions) { o.MinReplicasAcked = 1 })
+	ctx := context.Background()
+	start := time.Now()
+	err := a.Publish(ctx, rmsg("w/1", 1, "x"))
+	if !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("QoS 1 publish without a replica: %v, want ErrNotReplicated", err)
+	}
+	if took := time.Since(start); took < ReplicaAckTimeout {
+		t.Errorf("failed after %s, before the WAIT timeout %s", took, ReplicaAckTimeout)
+	}
+	if got := a.Stats()["publish_not_replicated"]; got != 1 {
+		t.Errorf("publish_not_replicated = %d, want 1", got)
+	}
+	if err := a.Publish(ctx, rmsg("w/0", 0, "x")); err != nil {
+		t.Errorf("QoS 0 publish: %v", err)
 	}
 }
