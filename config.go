@@ -56,6 +56,10 @@ type Config struct {
 	DrainTimeout        time.Duration // -drain-timeout, default 10s
 	LogLevel            string        // -log-level debug|info|warn|error, default info
 	LogFormat           string        // -log-format text|json, default text
+
+	// RedisMinReplicasAcked is -redis-min-replicas-acked, default 0 = off:
+	// QoS 1/2 PUBLISH is acknowledged once that many Redis replicas have it.
+	RedisMinReplicasAcked int
 }
 
 // ErrHelp is returned by ParseConfig when -h, -help or --help was asked; the usage text
@@ -126,6 +130,8 @@ func options() []option {
 			set: func(c *Config, v string) error { c.RedisUsername = v; return nil }},
 		{name: "redis-password", def: "", arg: "password", usage: "Redis password for Sentinel and Cluster modes (a -redis-url carries its own)",
 			set: func(c *Config, v string) error { c.RedisPassword = v; return nil }},
+		{name: "redis-min-replicas-acked", def: "0", arg: "n", usage: "acknowledge a QoS 1/2 PUBLISH only once n Redis replicas confirmed it (WAIT, 1s timeout, else the client re-sends); 0 = off",
+			set: func(c *Config, v string) error { return setInt(&c.RedisMinReplicasAcked, v, 0, 1000) }},
 		{name: "node-id", def: "", arg: "id", usage: `this replica's name in Redis (default hostname-<6 random hex>)`,
 			set: func(c *Config, v string) error { c.NodeID = v; return checkNodeID(v) }},
 		{name: "node-ttl", def: "10s", arg: "duration", usage: "how long a silent replica stays alive in Redis before another one takes over its clients' wills",
@@ -297,6 +303,12 @@ func (c *Config) validate() error {
 	}
 	if len(modes) == 0 && (c.RedisUsername != "" || c.RedisPassword != "") {
 		return errors.New("-redis-username/-redis-password: no Redis configured (-redis-sentinel-master or -redis-cluster)")
+	}
+	if c.RedisMinReplicasAcked > 0 && len(modes) == 0 {
+		return errors.New("-redis-min-replicas-acked: no Redis configured (-redis-url or -redis-sentinel-master)")
+	}
+	if c.RedisMinReplicasAcked > 0 && len(c.RedisCluster) > 0 {
+		return errors.New("-redis-min-replicas-acked: not supported with -redis-cluster (WAIT must follow the writes on one connection)")
 	}
 	return nil
 }

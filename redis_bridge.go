@@ -23,6 +23,8 @@ func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClie
 		MaxQueued:     cfg.MaxQueuedMessages,
 		MaxPatterns:   cfg.RedisMaxPatterns,
 		Logger:        log,
+
+		MinReplicasAcked: cfg.RedisMinReplicasAcked,
 	})
 	if err != nil {
 		_ = client.Close()

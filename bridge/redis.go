@@ -75,6 +75,11 @@ type RedisOptions struct {
 	StreamCap int64
 	// Logger receives operational events. Default slog.Default().
 	Logger *slog.Logger
+	// MinReplicasAcked, when above zero, makes a QoS ≥ 1 publish wait for
+	// that many Redis replicas to confirm it (WAIT, up to
+	// ReplicaAckTimeout) before it is acknowledged; fewer is a publish
+	// failure. Not supported with a Redis Cluster client.
+	MinReplicasAcked int
 }
 
 // Redis is the Bridge that lets any number of replicas act as one broker.
@@ -118,6 +123,8 @@ type Redis struct {
 	maxQueued  int
 	streamCap  int64
 	log        *slog.Logger
+
+	minReplicas int // RedisOptions.MinReplicasAcked
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -210,7 +217,7 @@ type redisCounters struct {
 	replayed, replays, decodeErrors       atomic.Int64
 	queuedDropped, expired, willsSent     atomic.Int64
 	takeovers, republished                atomic.Int64
-	claimConflicts                        atomic.Int64
+	claimConflicts, notReplicated         atomic.Int64
 }
 
 // NewRedis connects a Redis bridge: it subscribes its control channels,
@@ -241,6 +248,12 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.MinReplicasAcked < 0 {
+		return nil, fmt.Errorf("new redis bridge: MinReplicasAcked %d is negative", o.MinReplicasAcked)
+	}
+	if _, cluster := o.Client.(*redis.ClusterClient); cluster && o.MinReplicasAcked > 0 {
+		return nil, errors.New("new redis bridge: MinReplicasAcked is not supported with Redis Cluster")
+	}
 	r := &Redis{
 		rdb:        o.Client,
 		prefix:     o.Prefix,
@@ -265,6 +278,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		recent:     newRecentIDs(1 << 16),
 		attaches:   make(map[string]*clientLock),
 	}
+	r.minReplicas = o.MinReplicasAcked
 	if err := r.rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("new redis bridge: ping: %w: %w", ErrUnavailable, err)
 	}
@@ -359,6 +373,7 @@ func (r *Redis) Stats() map[string]int64 {
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),
 		"republished_after_redis_restart": s.republished.Load(),
+		"publish_not_replicated":          s.notReplicated.Load(),
 		"retained_messages":               int64(r.retained.Load().Len()),
 		"subscription_filters":            int64(r.trie.Filters()),
 	}

@@ -3,6 +3,8 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,6 +18,27 @@ import (
 // every publish batch. When the epoch changes (or the key is gone), the
 // messages of the old epoch are published again; receivers drop the copies
 // they already delivered by message id.
+//
+// A Sentinel failover loses messages the same way, without touching the
+// epoch key: Redis replicates asynchronously, so the promoted replica lacks
+// whatever the old master accepted after the replica's last read, yet it
+// holds the old epoch key. The epoch a batch reads is therefore qualified
+// by the master's replication id (INFO replication master_replid), read in
+// the same pipeline: Redis draws a new one whenever a server becomes master
+// (promotion, REPLICAOF NO ONE) and at every start, so a failover also
+// counts as a new epoch. A change that lost nothing (a graceful failover,
+// or Redis renewing the id of a master that has had no replica for
+// repl-backlog-ttl) only costs duplicates that receivers drop.
+//
+// The ring is a window, not a log: a failover is covered only if the
+// replica lagged by less than ringAge and by less than ringBytes of this
+// replica's accepted messages (16 MiB is 2,000 messages of 8 KiB; at 1,000
+// such messages a second the window is two seconds). Beyond it, messages
+// are lost as before; -redis-min-replicas-acked (RedisOptions.
+// MinReplicasAcked) closes that gap by acknowledging only what a replica
+// has confirmed. In Redis Cluster mode the replication id is not read (a
+// keyless INFO would reach an arbitrary node): there only the epoch key's
+// own master is watched.
 const (
 	ringAge   = 10 * time.Second
 	ringBytes = 16 << 20
@@ -69,18 +92,62 @@ func (p *pubRing) takeEpoch(epoch string) []ringEntry {
 	return out
 }
 
-// initEpoch creates the epoch key if it is missing and reads it.
+// initEpoch creates the epoch key if it is missing and reads it, qualified
+// by the master's replication id (see instanceEpoch).
 func (r *Redis) initEpoch(ctx context.Context) (string, error) {
 	var get *redis.StringCmd
+	var repl *redis.StringCmd
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.SetNX(ctx, r.epochKey(), randomToken(), 0)
 		get = p.Get(ctx, r.epochKey())
+		repl = r.queueReplID(ctx, p)
 		return nil
 	})
 	if err != nil {
 		return "", unavailable("read redis epoch", err)
 	}
-	return get.Val(), nil
+	replID, err := replIDOf(repl)
+	if err != nil {
+		return "", unavailable("read redis epoch", err)
+	}
+	return instanceEpoch(get.Val(), replID), nil
+}
+
+// queueReplID adds the read of the master's replication id to p, on the
+// connection of the batch it qualifies; nil in Redis Cluster mode.
+func (r *Redis) queueReplID(ctx context.Context, p redis.Pipeliner) *redis.StringCmd {
+	if _, cluster := r.rdb.(*redis.ClusterClient); cluster {
+		return nil
+	}
+	return p.Info(ctx, "replication")
+}
+
+// replIDOf extracts master_replid from the reply of queueReplID; "" for
+// nil.
+func replIDOf(cmd *redis.StringCmd) (string, error) {
+	if cmd == nil {
+		return "", nil
+	}
+	info, err := cmd.Result()
+	if err != nil {
+		return "", fmt.Errorf("info replication: %w", err)
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(line, "master_replid:"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", errors.New("info replication: no master_replid")
+}
+
+// instanceEpoch is what identifies the Redis data a batch was written to:
+// the epoch key's value and the master's replication id. It is "" when
+// the key is missing, so that the key is created again.
+func instanceEpoch(epoch, replID string) string {
+	if epoch == "" || replID == "" {
+		return epoch
+	}
+	return epoch + "@" + replID
 }
 
 // checkEpoch compares the epoch a batch read with the one this replica
@@ -100,11 +167,17 @@ func (r *Redis) checkEpoch(ctx context.Context, seen string) {
 		for _, e := range lost {
 			r.ring.add(e)
 		}
-		r.log.Warn("redis restarted; republishing accepted messages failed, will retry", "messages", len(lost), "err", err)
+		r.log.Warn("redis restarted or failed over; republishing accepted messages failed, will retry", "messages", len(lost), "err", err)
 		return
 	}
-	r.log.Warn("redis restarted without our messages; republished those it had accepted", "messages", len(lost), "old_epoch", r.epoch, "epoch", now)
+	r.log.Warn("redis restarted or failed over, maybe without our messages; republished those it had accepted", "messages", len(lost), "old_epoch", r.epoch, "epoch", now)
 	r.stats.republished.Add(int64(len(lost)))
+	// They stay in the window under the new epoch: the instance that has
+	// just taken them may fail over in turn before its replica has them.
+	for _, e := range lost {
+		e.epoch = now
+		r.ring.add(e)
+	}
 	r.epoch = now
 }
 
@@ -120,7 +193,7 @@ func (r *Redis) republish(ctx context.Context, entries []ringEntry) error {
 	pipe := r.rdb.Pipeline()
 	shards.queue(ctx, r, pipe)
 	_, _ = pipe.Exec(ctx)
-	shards.retryNoScript(ctx, r)
+	shards.retryNoScript(ctx, r, false)
 	for _, cmd := range shards.cmds {
 		if cmd != nil && cmd.Err() != nil {
 			return errors.Join(ErrUnavailable, cmd.Err())

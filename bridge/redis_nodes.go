@@ -127,7 +127,8 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 			will := new(Message)
 			if _, err := DecodeEnvelope(willEnv, will); err != nil {
 				r.log.Error("dropping stored will that does not decode", "client", id, "err", err)
-			} else if err := r.Publish(ctx, will); err != nil {
+			} else if err := r.Publish(ctx, will); err != nil && !isNotReplicated(err) {
+				// Not replicated is still published: retrying would send it twice.
 				return err
 			} else {
 				r.stats.willsSent.Add(1)

@@ -15,6 +15,22 @@ import (
 // maxBatch bounds how many queued publishes share one pipeline.
 const maxBatch = 256
 
+// ReplicaAckTimeout is how long a publish batch waits, with
+// RedisOptions.MinReplicasAcked > 0, for Redis replicas to confirm its
+// writes (the WAIT command's timeout). A batch not confirmed in time is not
+// acknowledged: its QoS ≥ 1 publishers re-send. It stays below go-redis's
+// default 3 s read timeout, which bounds the whole pipeline.
+const ReplicaAckTimeout = time.Second
+
+// ErrNotReplicated is wrapped by the error of a QoS ≥ 1 publish that Redis
+// accepted but fewer than RedisOptions.MinReplicasAcked replicas confirmed
+// within ReplicaAckTimeout.
+var ErrNotReplicated = errors.New("not confirmed by enough redis replicas")
+
+// isNotReplicated reports whether err is ErrNotReplicated: the message is
+// in Redis and was published, only not confirmed by enough replicas.
+func isNotReplicated(err error) bool { return errors.Is(err, ErrNotReplicated) }
+
 // publishScript appends each envelope to the shard's capped stream and
 // publishes it with the id Redis assigned appended (see AppendEnvelope), in
 // one atomic step: every subscriber sees a shard's ids in increasing order,
@@ -171,17 +187,20 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 	}
 	pipe := r.rdb.Pipeline()
 	// Read first, on the same connection as the writes: the epoch of the
-	// instance that accepts this batch.
+	// instance that accepts this batch, and its replication id.
 	epochCmd := pipe.Get(ctx, r.epochKey())
+	replCmd := r.queueReplID(ctx, pipe)
 	first := make([]redis.Cmder, len(batch))      // the command whose result answers each request
 	retained := make([][]redis.Cmder, len(batch)) // the retained-store update, if any
 	var shards shardBatch
+	needsAck := false // whether a request waits for an acknowledgement
 	for i, req := range batch {
 		m := req.msg
 		if m == nil {
 			continue
 		}
 		if m.QoS > 0 {
+			needsAck = true
 			shards.add(shardOf(m.Topic), r.streamCap, envs[i], channels[i], i)
 		} else {
 			first[i] = pipe.Publish(ctx, channels[i], envs[i])
@@ -191,8 +210,17 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 		}
 	}
 	shards.queue(ctx, r, pipe)
+	// WAIT last, on the same connection: it counts the replicas that have
+	// every write this connection made so far.
+	var waits []*redis.IntCmd
+	if needsAck && r.minReplicas > 0 {
+		waits = append(waits, r.queueWait(ctx, pipe))
+	}
 	_, _ = pipe.Exec(ctx)
-	shards.retryNoScript(ctx, r)
+	if w := shards.retryNoScript(ctx, r, needsAck && r.minReplicas > 0); w != nil {
+		waits = append(waits, w)
+	}
+	replicated := r.replicated(waits)
 	for sh, cmd := range shards.cmds {
 		for _, i := range shards.reqs[sh] {
 			first[i] = cmd
@@ -200,8 +228,9 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 	}
 
 	epoch, epochErr := epochCmd.Result()
-	if epochErr == nil || errors.Is(epochErr, redis.Nil) {
-		r.checkEpoch(ctx, epoch)
+	replID, replErr := replIDOf(replCmd)
+	if (epochErr == nil || errors.Is(epochErr, redis.Nil)) && replErr == nil {
+		r.checkEpoch(ctx, instanceEpoch(epoch, replID))
 	}
 	now := time.Now()
 	for i, req := range batch {
@@ -217,6 +246,11 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 		}
 		if err != nil {
 			req.done(unavailable(fmt.Sprintf("publish %q", req.msg.Topic), err))
+			continue
+		}
+		if req.msg.QoS > 0 && replicated != nil {
+			r.stats.notReplicated.Add(1)
+			req.done(fmt.Errorf("publish %q: %w", req.msg.Topic, replicated))
 			continue
 		}
 		if req.msg.QoS > 0 {
@@ -253,13 +287,51 @@ func (b *shardBatch) queue(ctx context.Context, r *Redis, pipe redis.Pipeliner) 
 }
 
 // retryNoScript sends the script's body once for each shard whose call hit
-// NOSCRIPT: after a Redis restart the script cache is empty.
-func (b *shardBatch) retryNoScript(ctx context.Context, r *Redis) {
+// NOSCRIPT: after a Redis restart the script cache is empty. The calls share
+// one pipeline; with wait, a WAIT for MinReplicasAcked replicas ends it and
+// is returned (nil when nothing was retried).
+func (b *shardBatch) retryNoScript(ctx context.Context, r *Redis, wait bool) *redis.IntCmd {
+	var pipe redis.Pipeliner
 	for sh, cmd := range b.cmds {
 		if cmd != nil && cmd.Err() != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-			b.cmds[sh] = publishScript.Eval(ctx, r.rdb, []string{r.streamKey(sh)}, b.args[sh]...)
+			if pipe == nil {
+				pipe = r.rdb.Pipeline()
+			}
+			b.cmds[sh] = publishScript.Eval(ctx, pipe, []string{r.streamKey(sh)}, b.args[sh]...)
 		}
 	}
+	if pipe == nil {
+		return nil
+	}
+	var w *redis.IntCmd
+	if wait {
+		w = r.queueWait(ctx, pipe)
+	}
+	_, _ = pipe.Exec(ctx)
+	return w
+}
+
+// queueWait adds WAIT MinReplicasAcked ReplicaAckTimeout to pipe (go-redis
+// Pipeliner has no Wait method).
+func (r *Redis) queueWait(ctx context.Context, pipe redis.Pipeliner) *redis.IntCmd {
+	cmd := redis.NewIntCmd(ctx, "wait", r.minReplicas, ReplicaAckTimeout.Milliseconds())
+	_ = pipe.Process(ctx, cmd)
+	return cmd
+}
+
+// replicated checks the WAIT replies of a batch: nil when each counted at
+// least MinReplicasAcked replicas, else the error its QoS ≥ 1 requests get.
+func (r *Redis) replicated(waits []*redis.IntCmd) error {
+	for _, w := range waits {
+		n, err := w.Result()
+		if err != nil {
+			return unavailable("wait for redis replicas", err)
+		}
+		if n < int64(r.minReplicas) {
+			return fmt.Errorf("%d of %d redis replicas confirmed within %s: %w", n, r.minReplicas, ReplicaAckTimeout, ErrNotReplicated)
+		}
+	}
+	return nil
 }
 
 // queueRetain adds the retained-store update for m to pipe: the EMQX hash,

@@ -520,6 +520,7 @@ func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [strea
 	var out []Delivery
 	ends := cursor
 	cutoff := r.expiryCutoff()
+	seen := make(map[ID]struct{}) // a Redis failover republishes messages the streams may still hold
 	err := r.readStreams(ctx, cursor, func(s int, m *Message, sid streamID) {
 		ends[s] = sid
 		granted, ok := highestGrant(c.subs, m.Topic)
@@ -534,6 +535,11 @@ func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [strea
 			r.stats.expired.Add(1)
 			return
 		}
+		if _, dup := seen[m.ID]; dup {
+			r.stats.deduplicated.Add(1)
+			return
+		}
+		seen[m.ID] = struct{}{}
 		out = append(out, Delivery{Message: m, QoS: qos})
 	})
 	if err != nil {
