@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -32,30 +33,31 @@ type Config struct {
 	// HTTPDefault is true when -http was not given (flag or environment):
 	// the server then starts even if the default port is taken.
 	HTTPDefault         bool
-	Pprof               bool          // -pprof, default false: serve /debug/pprof on the -http listener
-	RedisURL            string        // -redis-url, "" = single node; redis://, rediss://, unix://
-	RedisPrefix         string        // -redis-prefix, default "mqtt:"
-	RedisMaxPatterns    int           // -redis-max-patterns, default 256
-	RedisSentinelMaster string        // -redis-sentinel-master; with it, -redis-sentinel-addrs is required
-	RedisSentinelAddrs  []string      // -redis-sentinel-addrs host:port,host:port
-	RedisCluster        []string      // -redis-cluster host:port,host:port (Redis Cluster seed nodes)
-	RedisUsername       string        // -redis-username, Sentinel and Cluster modes only
-	RedisPassword       string        // -redis-password, Sentinel and Cluster modes only
-	NodeID              string        // -node-id, default: hostname + "-" + 6 random hex chars
-	NodeTTL             time.Duration // -node-ttl, default 10s
-	ACLFile             string        // -acl-file
-	PasswordFile        string        // -password-file
-	AllowAnonymous      bool          // -allow-anonymous, default true
-	MaxPacketSize       int           // -max-packet-size bytes, default 1048576 (1MiB)
-	ConnectTimeout      time.Duration // -connect-timeout, default 10s
-	MaxInflight         int           // -max-inflight, default 20, 1..65535
-	MaxQueuedMessages   int           // -max-queued-messages, default 1000, ≥1
-	MessageExpiry       time.Duration // -message-expiry, default 1h
-	SessionExpiry       time.Duration // -session-expiry, default 2h; 0 = never
-	MaxConnections      int           // -max-connections, default 0 = unlimited
-	DrainTimeout        time.Duration // -drain-timeout, default 10s
-	LogLevel            string        // -log-level debug|info|warn|error, default info
-	LogFormat           string        // -log-format text|json, default text
+	Pprof               bool           // -pprof, default false: serve /debug/pprof on the -http listener
+	RedisURL            string         // -redis-url, "" = single node; redis://, rediss://, unix://
+	RedisPrefix         string         // -redis-prefix, default "mqtt:"
+	RedisMaxPatterns    int            // -redis-max-patterns, default 256
+	RedisSentinelMaster string         // -redis-sentinel-master; with it, -redis-sentinel-addrs is required
+	RedisSentinelAddrs  []string       // -redis-sentinel-addrs host:port,host:port
+	RedisCluster        []string       // -redis-cluster host:port,host:port (Redis Cluster seed nodes)
+	RedisUsername       string         // -redis-username, Sentinel and Cluster modes only
+	RedisPassword       string         // -redis-password, Sentinel and Cluster modes only
+	NodeID              string         // -node-id, default: hostname + "-" + 6 random hex chars
+	NodeTTL             time.Duration  // -node-ttl, default 10s
+	ACLFile             string         // -acl-file
+	PasswordFile        string         // -password-file
+	AllowAnonymous      bool           // -allow-anonymous, default true
+	MaxPacketSize       int            // -max-packet-size bytes, default 1048576 (1MiB)
+	ConnectTimeout      time.Duration  // -connect-timeout, default 10s
+	MaxInflight         int            // -max-inflight, default 20, 1..65535
+	MaxQueuedMessages   int            // -max-queued-messages, default 1000, ≥1
+	MessageExpiry       time.Duration  // -message-expiry, default 1h
+	SessionExpiry       time.Duration  // -session-expiry, default 2h; 0 = never
+	ClientIDPattern     *regexp.Regexp // -client-id-pattern, nil = any client id
+	MaxConnections      int            // -max-connections, default 0 = unlimited
+	DrainTimeout        time.Duration  // -drain-timeout, default 10s
+	LogLevel            string         // -log-level debug|info|warn|error, default info
+	LogFormat           string         // -log-format text|json, default text
 
 	// RedisMinReplicasAcked is -redis-min-replicas-acked, default 0 = off:
 	// QoS 1/2 PUBLISH is acknowledged once that many Redis replicas have it.
@@ -154,6 +156,8 @@ func options() []option {
 			set: func(c *Config, v string) error { return setDuration(&c.MessageExpiry, v, time.Second) }},
 		{name: "session-expiry", def: "2h", arg: "duration", usage: "a persistent session offline longer than this is removed with its subscriptions (0 = never)",
 			set: func(c *Config, v string) error { return setDuration(&c.SessionExpiry, v, 0) }},
+		{name: "client-id-pattern", def: "", arg: "regexp", usage: "a regular expression every client id must match in full (CONNACK 0x02 otherwise); empty = any",
+			set: func(c *Config, v string) error { return setPattern(&c.ClientIDPattern, v) }},
 		{name: "max-connections", def: "0", arg: "n", usage: "most client connections this replica accepts, 0 = unlimited",
 			set: func(c *Config, v string) error { return setInt(&c.MaxConnections, v, 0, maxInt) }},
 		{name: "drain-timeout", def: "10s", arg: "duration", usage: "how long SIGTERM waits for clients to leave before closing them (0 = at once)",
@@ -441,8 +445,20 @@ func checkRedisURL(v string) error {
 		}
 		return fmt.Errorf("not a URL: %w", err)
 	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+	default:
+		return fmt.Errorf("%q: scheme %q: want redis://, rediss:// or unix://", u.Redacted(), u.Scheme)
+	}
+	if u.Scheme != "unix" {
+		if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+			if n, err := strconv.Atoi(db); err != nil || n < 0 {
+				return fmt.Errorf("%q: database %q is not a number 0 or above (redis://host:port/<db>)", u.Redacted(), db)
+			}
+		}
+	}
 	if _, err := redis.ParseURL(v); err != nil {
-		return fmt.Errorf("%q: %w (want redis://, rediss:// or unix://)", u.Redacted(), err)
+		return fmt.Errorf("%q: %w", u.Redacted(), err)
 	}
 	return nil
 }
@@ -541,6 +557,20 @@ func setDuration(dst *time.Duration, v string, min time.Duration) error {
 		return fmt.Errorf("%s is below the minimum %s", d, min)
 	}
 	*dst = d
+	return nil
+}
+
+// setPattern compiles v, anchored so that it must match a whole client id.
+func setPattern(dst **regexp.Regexp, v string) error {
+	if v == "" {
+		*dst = nil
+		return nil
+	}
+	re, err := regexp.Compile(`^(?:` + v + `)$`)
+	if err != nil {
+		return fmt.Errorf("%q is not a regular expression: %w", v, err)
+	}
+	*dst = re
 	return nil
 }
 

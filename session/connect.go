@@ -41,6 +41,11 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Sess
 		s.username = c.Username
 	}
 
+	if re := s.env.Config.ClientIDPattern; re != nil && s.clientID != "" && !re.MatchString(s.clientID) {
+		// [MQTT-3.1.3-9] the server may refuse a client id it does not allow.
+		return &packets.Connack{ReturnCode: packets.RefusedIdentifierRejected}, nil,
+			fmt.Errorf("client id %q does not match -client-id-pattern", s.clientID)
+	}
 	if s.clientID == "" {
 		if !c.CleanSession || c.ProtocolVersion == packets.Version31 {
 			// [MQTT-3.1.3-8] an empty id needs a clean session (3.1 needs an id).

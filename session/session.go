@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,9 @@ type Config struct {
 	// WriteTimeout closes a connection whose socket accepts no bytes for
 	// this long.
 	WriteTimeout time.Duration
+	// ClientIDPattern, when set, is what every client id a client sends
+	// must match; others get CONNACK 0x02.
+	ClientIDPattern *regexp.Regexp
 }
 
 // Env is what every session of a server shares.
