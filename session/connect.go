@@ -82,7 +82,10 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Sess
 
 // restore loads a resumed session: its subscriptions, its unacknowledged
 // messages (re-sent with DUP=1 [MQTT-4.4.0-1]), its queued messages, ahead
-// of anything delivered since Attach.
+// of anything delivered since Attach. The queued messages meet the read ACL
+// when the writer sends them; an unacknowledged PUBLISH on a topic the
+// client may no longer read is not re-sent (a PUBREL still is: the client
+// already has that message).
 func (s *Session) restore(stored *bridge.Session) {
 	if stored == nil {
 		return
@@ -97,6 +100,9 @@ func (s *Session) restore(stored *bridge.Session) {
 		s.awaitingRel[id] = true
 	}
 	for _, in := range stored.Inflight {
+		if !in.Released && !s.mayRead(in.Message.Topic) {
+			continue
+		}
 		s.seq++
 		s.inflight[in.PacketID] = inflight{
 			outgoing: outgoing{msg: in.Message, qos: in.QoS},

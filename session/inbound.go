@@ -243,7 +243,7 @@ func (s *Session) sendRetained(ctx context.Context, g packets.Subscription) {
 		return
 	}
 	for _, m := range msgs {
-		if s.env.Auth.ChecksReads() && !s.env.Auth.CanRead(s.clientID, s.username, m.Topic) {
+		if !s.mayRead(m.Topic) {
 			continue
 		}
 		s.enqueue(outgoing{msg: m, qos: min(m.QoS, g.QoS), retain: true})
