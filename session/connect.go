@@ -161,6 +161,7 @@ func (s *Session) snapshot() *bridge.Session {
 		}
 	}
 	s.pending = nil
+	s.feeds = nil
 	return st
 }
 

@@ -234,27 +234,12 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	return nil
 }
 
-// sendRetained queues the retained messages matching a new subscription,
-// with RETAIN=1 [MQTT-3.3.1-6], after its SUBACK.
-func (s *Session) sendRetained(ctx context.Context, g packets.Subscription) {
-	msgs, err := s.env.Bridge.Retained(ctx, g.Filter)
-	if err != nil {
-		s.logger().Error("retained lookup", "filter", g.Filter, "err", err)
-		return
-	}
-	for _, m := range msgs {
-		if !s.mayRead(m.Topic) {
-			continue
-		}
-		s.enqueue(outgoing{msg: m, qos: min(m.QoS, g.QoS), retain: true})
-	}
-}
-
 func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) error {
 	for _, f := range p.Filters {
 		s.mu.Lock()
 		_, had := s.subs[f]
 		delete(s.subs, f)
+		s.cancelFeedLocked(f) // [MQTT-3.10.4-2] no more messages for it
 		s.mu.Unlock()
 		if !had {
 			continue

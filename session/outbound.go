@@ -197,6 +197,12 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 		s.env.Stats.Delivered.Add(1)
 	}
 	if n > 0 {
+		if s.feeding {
+			select {
+			case s.feedRoom <- struct{}{}:
+			default:
+			}
+		}
 		clear(s.pending[:n])
 		if n == len(s.pending) {
 			s.pending = s.pending[:0] // keep the array: no allocation per message

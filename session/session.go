@@ -117,6 +117,13 @@ type Session struct {
 	wake        chan struct{} // cap 1: wakes a running writer
 	writers     sync.WaitGroup
 
+	// Retained messages of new subscriptions (retained.go).
+	feeds      []*feed            // subscriptions with retained messages to send, in order
+	feeding    bool               // the feeder goroutine runs
+	feedRoom   chan struct{}      // cap 1: the writer took messages from pending
+	feedCancel context.CancelFunc // ends the feeder's reads
+	feeders    sync.WaitGroup
+
 	closeOnce  sync.Once
 	closed     chan struct{} // closed when the connection is being torn down
 	finished   chan struct{} // closed when Detach has returned
@@ -192,6 +199,7 @@ func (s *Session) run(ctx context.Context) {
 	err := s.readLoop(ctx)
 	s.stop(err)
 	s.writers.Wait()
+	s.feeders.Wait()
 	s.end(ctx)
 	s.finish()
 }
@@ -222,7 +230,11 @@ func (s *Session) stop(reason error) {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.halted = true
+		cancelFeed := s.feedCancel
 		s.mu.Unlock()
+		if cancelFeed != nil {
+			cancelFeed()
+		}
 		s.reason.Store(&reason)
 		close(s.closed)
 		_ = s.conn.Close()
