@@ -155,13 +155,15 @@ func (s *Session) snapshot() *bridge.Session {
 		})
 	}
 	sortInflight(st.Inflight, s.inflight)
-	for _, o := range s.pending {
-		if o.qos > 0 {
-			st.Queued = append(st.Queued, bridge.Delivery{Message: o.msg, QoS: o.qos})
+	for _, list := range [][]outgoing{s.pending, s.held} {
+		for _, o := range list {
+			if o.qos > 0 {
+				st.Queued = append(st.Queued, bridge.Delivery{Message: o.msg, QoS: o.qos})
+			}
 		}
 	}
-	s.pending = nil
-	s.feeds = nil
+	s.pending, s.held = nil, nil
+	s.feeds, s.retainedMarks = nil, nil
 	return st
 }
 

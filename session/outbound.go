@@ -45,22 +45,35 @@ func (s *Session) mayRead(topic string) bool {
 func (s *Session) Idle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.pending) == 0 && len(s.inflight) == 0 && !s.snapshotted
+	return len(s.pending) == 0 && len(s.held) == 0 && len(s.inflight) == 0 && !s.snapshotted
 }
 
+// enqueue queues a live message. While a page of retained messages is being
+// read it waits in held, and one not newer than the retained message just
+// sent on its topic is dropped (see retained.go).
 func (s *Session) enqueue(o outgoing) bool {
 	s.mu.Lock()
 	if s.snapshotted {
 		s.mu.Unlock()
 		return false
 	}
-	if len(s.pending) >= s.env.Config.MaxQueued {
+	if s.retainedMarks != nil && s.staleLocked(o.msg) {
+		s.mu.Unlock()
+		s.env.Stats.DroppedStale.Add(1)
+		return true
+	}
+	if len(s.pending)+len(s.held) >= s.env.Config.MaxQueued {
 		s.mu.Unlock()
 		if o.qos == 0 {
 			s.env.Stats.DroppedQoS0.Add(1)
 		} else {
 			s.env.Stats.DroppedQueueFull.Add(1)
 		}
+		return true
+	}
+	if s.fetching {
+		s.held = append(s.held, o)
+		s.mu.Unlock()
 		return true
 	}
 	s.pending = append(s.pending, o)

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/binary"
 	"time"
 
 	"github.com/bridgemq/server/bridge"
@@ -18,12 +19,40 @@ import (
 // message is never dropped as "queue full". With a bridge.RetainedPager only
 // the matching topic names are held at once; each page of messages is read
 // when there is room for it, so it is the retained message of the moment.
+//
+// Order with live messages on the same topic. A live message published just
+// before a retained message can still be on its way (in Redis's pub/sub
+// pipe, or in a bridge) when that retained message is queued; a live
+// message published just after it can arrive while the page holding it is
+// being read. So:
+//
+//   - while a page is read, live messages wait in held and are queued after
+//     the page: a retained message goes before the live messages that
+//     follow it;
+//   - for retainedGuard after a recently published retained message was
+//     queued, a live message on its topic that is not newer than it (its
+//     own live copy, or an older one) is dropped and counted: the client
+//     never sees a topic go back in time after its retained message.
+//
+// "Newer" compares message ids when both were made by one process (the
+// counter of newMessageID is the order its connections' publishes reached
+// the bridge in, so for one publisher it is the order of Redis's writes),
+// and the publish times otherwise: MQTT orders the messages of one
+// publisher only [MQTT-4.6.0-5].
 
 const (
 	// retainedPage bounds the retained messages read from the bridge at once.
 	retainedPage = 256
 	// retainedReadTimeout bounds one read of a page of retained messages.
 	retainedReadTimeout = 10 * time.Second
+	// retainedGuard is how long a queued retained message keeps stopping
+	// older live messages on its topic: far longer than a message spends
+	// between a bridge accepting it and the subscribers' replicas.
+	retainedGuard = 10 * time.Second
+	// retainedFresh: a retained message published longer ago than this
+	// has no older live message still on its way (allowing for clocks of
+	// replicas that disagree by seconds), so it needs no guard.
+	retainedFresh = time.Minute
 )
 
 // feed is the retained messages of one new subscription still to be sent.
@@ -43,6 +72,14 @@ func (f *feed) remaining() int {
 		return len(f.msgs) - f.next
 	}
 	return len(f.topics) - f.next
+}
+
+// retainedMark is a retained message queued recently, against which the
+// live messages on its topic are compared.
+type retainedMark struct {
+	id     bridge.ID
+	time   time.Time // when it was published
+	queued time.Time // when it was queued here
 }
 
 // sendRetained starts sending the retained messages matching a new
@@ -99,7 +136,7 @@ func (s *Session) cancelFeedLocked(filter string) {
 // s.mu is held.
 func (s *Session) retainedRoomLocked() int {
 	limit := max(1, s.env.Config.MaxQueued/2)
-	room := limit - len(s.pending)
+	room := limit - len(s.pending) - len(s.held)
 	if room < max(1, limit/2) {
 		return 0
 	}
@@ -130,6 +167,7 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 			continue
 		}
 		names := f.topics[f.next : f.next+n]
+		s.fetching = true
 		s.mu.Unlock()
 
 		rctx, rcancel := context.WithTimeout(ctx, retainedReadTimeout)
@@ -147,6 +185,7 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 		} else if !f.cancelled && !s.snapshotted {
 			s.queueRetainedLocked(f, msgs)
 		}
+		s.releaseHeldLocked()
 		s.unlockAndWrite()
 	}
 }
@@ -189,12 +228,85 @@ func (s *Session) unlockAndWrite() {
 	}
 }
 
-// queueRetainedLocked queues a page of f's retained messages. s.mu is held.
+// queueRetainedLocked queues a page of f's retained messages and marks the
+// recent ones against older live copies. s.mu is held.
 func (s *Session) queueRetainedLocked(f *feed, msgs []*bridge.Message) {
+	now := time.Now()
 	for _, m := range msgs {
 		if !s.mayRead(m.Topic) {
 			continue // takes no room; the writer checks again
 		}
 		s.pending = append(s.pending, outgoing{msg: m, qos: min(m.QoS, f.qos), retain: true})
+		if m.Time.IsZero() || now.Sub(m.Time) > retainedFresh {
+			continue
+		}
+		if s.retainedMarks == nil {
+			s.retainedMarks = make(map[string]retainedMark)
+			s.marksSweep = now.Add(retainedGuard)
+		}
+		s.retainedMarks[m.Topic] = retainedMark{id: m.ID, time: m.Time, queued: now}
 	}
+	s.sweepMarksLocked(now)
+}
+
+// sweepMarksLocked forgets, at most once per retainedGuard, the marks older
+// than retainedGuard, so that they cost memory only while they guard.
+// s.mu is held.
+func (s *Session) sweepMarksLocked(now time.Time) {
+	if s.retainedMarks == nil || !now.After(s.marksSweep) {
+		return
+	}
+	for t, mk := range s.retainedMarks {
+		if now.Sub(mk.queued) > retainedGuard {
+			delete(s.retainedMarks, t)
+		}
+	}
+	if len(s.retainedMarks) == 0 {
+		s.retainedMarks = nil
+	}
+	s.marksSweep = now.Add(retainedGuard)
+}
+
+// releaseHeldLocked ends a page read: the live messages that arrived
+// meanwhile join the queue after the page, except those older than a
+// retained message just queued. s.mu is held.
+func (s *Session) releaseHeldLocked() {
+	s.fetching = false
+	for _, o := range s.held {
+		if s.retainedMarks != nil && s.staleLocked(o.msg) {
+			s.env.Stats.DroppedStale.Add(1)
+			continue
+		}
+		s.pending = append(s.pending, o)
+	}
+	clear(s.held)
+	s.held = s.held[:0]
+}
+
+// staleLocked reports whether live message m is not newer than a retained
+// message on its topic queued within retainedGuard. s.mu is held.
+func (s *Session) staleLocked(m *bridge.Message) bool {
+	now := time.Now()
+	s.sweepMarksLocked(now)
+	mk, ok := s.retainedMarks[m.Topic] // a nil map finds nothing
+	if !ok || now.Sub(mk.queued) > retainedGuard {
+		return false
+	}
+	return !newerThan(m, mk.id, mk.time)
+}
+
+// newerThan reports whether m was published after the message with id and
+// publish time t. Ids made by one process (newMessageID: a random prefix
+// per process, then a counter) are ordered by their counter; otherwise the
+// publish times decide, at the millisecond a stored retained message keeps,
+// and a tie counts as newer: a message is dropped only when it is known to
+// be older.
+func newerThan(m *bridge.Message, id bridge.ID, t time.Time) bool {
+	if m.ID == id {
+		return false
+	}
+	if id != (bridge.ID{}) && [8]byte(m.ID[:8]) == [8]byte(id[:8]) {
+		return binary.BigEndian.Uint64(m.ID[8:]) > binary.BigEndian.Uint64(id[8:])
+	}
+	return m.Time.UnixMilli() >= t.UnixMilli()
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,6 +38,15 @@ func (b *pagingBridge) RetainedMessages(ctx context.Context, topics []string) ([
 		<-b.release
 	}
 	return b.Memory.RetainedMessages(ctx, topics)
+}
+
+// idOf returns a message id as newMessageID makes them: an 8-byte process
+// prefix, then a counter.
+func idOf(prefix byte, counter uint64) bridge.ID {
+	var id bridge.ID
+	id[0] = prefix
+	binary.BigEndian.PutUint64(id[8:], counter)
+	return id
 }
 
 // servedSession is a started session on one end of a pipe, attached to br
@@ -111,5 +121,121 @@ func TestSendRetained_AllSentInBoundedPages_MQTT_3_3_1_6(t *testing.T) {
 	}
 	if d := s.env.Stats.DroppedQueueFull.Load() + s.env.Stats.DroppedQoS0.Load(); d != 0 {
 		t.Errorf("%d retained messages counted as dropped for a full queue", d)
+	}
+}
+
+// Issue 6: after a recently published retained message is queued, live
+// messages on its topic that are not newer (its own live copy, an older
+// message still on its way) are dropped; newer ones and other topics pass.
+// Ids from one process compare by counter, others by publish time.
+func TestEnqueue_DropsLiveNotNewerThanRetained_Issue6(t *testing.T) {
+	s := newTestSession(t, 10, 100)
+	now := time.Now()
+	retained := &bridge.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("r"), QoS: 1, Retain: true, Time: now}
+	s.mu.Lock()
+	s.queueRetainedLocked(&feed{qos: 1}, []*bridge.Message{retained})
+	s.mu.Unlock()
+
+	live := func(id bridge.ID, topic string, at time.Time) *bridge.Message {
+		return &bridge.Message{ID: id, Topic: topic, Payload: []byte("l"), QoS: 1, Time: at}
+	}
+	tests := []struct {
+		name string
+		msg  *bridge.Message
+		kept bool
+	}{
+		{"its own live copy", live(idOf(1, 10), "t", now), false},
+		{"older, same process", live(idOf(1, 9), "t", now.Add(time.Second)), false},
+		{"newer, same process", live(idOf(1, 11), "t", now.Add(-time.Second)), true},
+		{"older, other process", live(idOf(2, 99), "t", now.Add(-time.Millisecond)), false},
+		{"same millisecond, other process", live(idOf(2, 1), "t", now), true},
+		{"newer, other process", live(idOf(2, 1), "t", now.Add(time.Millisecond)), true},
+		{"older, other topic", live(idOf(1, 1), "u", now.Add(-time.Hour)), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s.mu.Lock()
+			before := len(s.pending)
+			s.mu.Unlock()
+			s.Deliver(tt.msg, 1)
+			s.mu.Lock()
+			kept := len(s.pending) > before
+			s.mu.Unlock()
+			if kept != tt.kept {
+				t.Errorf("queued = %v, want %v", kept, tt.kept)
+			}
+		})
+	}
+	if got := s.env.Stats.DroppedStale.Load(); got != 3 {
+		t.Errorf("DroppedStale = %d, want 3", got)
+	}
+
+	// Past retainedGuard the mark is forgotten.
+	s.mu.Lock()
+	mk := s.retainedMarks["t"]
+	mk.queued = now.Add(-2 * retainedGuard)
+	s.retainedMarks["t"] = mk
+	s.marksSweep = now.Add(-time.Second)
+	s.mu.Unlock()
+	if s.Deliver(live(idOf(1, 8), "t", now), 1); s.retainedMarks != nil || s.env.Stats.DroppedStale.Load() != 3 {
+		t.Errorf("a mark past retainedGuard still dropped a live message, or was kept")
+	}
+
+	// A retained message published long ago has nothing older on its way:
+	// it sets no guard.
+	s2 := newTestSession(t, 10, 100)
+	old := &bridge.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("r"), Retain: true, Time: now.Add(-2 * retainedFresh)}
+	s2.mu.Lock()
+	s2.queueRetainedLocked(&feed{qos: 1}, []*bridge.Message{old})
+	s2.mu.Unlock()
+	if s2.retainedMarks != nil {
+		t.Error("a retained message published long ago was marked")
+	}
+}
+
+// Issue 6, the other direction: a live message that arrives while the page
+// holding its topic's retained message is being read waits, and goes after
+// the retained message; an older one that arrives meanwhile is dropped.
+func TestSendRetained_LiveDuringPageReadGoesAfterRetained_Issue6(t *testing.T) {
+	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{}),
+		entered: make(chan struct{}), release: make(chan struct{})}
+	ctx := context.Background()
+	now := time.Now()
+	retained := &bridge.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("10"), QoS: 1, Retain: true, Time: now}
+	if err := br.Publish(ctx, retained); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSession(t, 10, 100) // not started: the queue stays observable
+	s.env.Bridge = br
+	s.sendRetained(ctx, packets.Subscription{Filter: "t", QoS: 1})
+	<-br.entered
+	s.Deliver(&bridge.Message{ID: idOf(1, 11), Topic: "t", Payload: []byte("11"), QoS: 1, Time: now}, 1)
+	s.Deliver(&bridge.Message{ID: idOf(1, 9), Topic: "t", Payload: []byte("9"), QoS: 1, Time: now}, 1)
+	s.mu.Lock()
+	early := len(s.pending)
+	s.mu.Unlock()
+	if early != 0 {
+		t.Fatalf("%d live messages queued during the read, want them held", early)
+	}
+	close(br.release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		feeding := s.feeding
+		var got []string
+		for _, o := range s.pending {
+			got = append(got, fmt.Sprintf("%s/retain=%v", o.msg.Payload, o.retain))
+		}
+		s.mu.Unlock()
+		if !feeding {
+			if want := "[10/retain=true 11/retain=false]"; fmt.Sprint(got) != want {
+				t.Fatalf("queue %v, want %s", got, want)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the feeder did not finish")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -118,11 +118,15 @@ type Session struct {
 	writers     sync.WaitGroup
 
 	// Retained messages of new subscriptions (retained.go).
-	feeds      []*feed            // subscriptions with retained messages to send, in order
-	feeding    bool               // the feeder goroutine runs
-	feedRoom   chan struct{}      // cap 1: the writer took messages from pending
-	feedCancel context.CancelFunc // ends the feeder's reads
-	feeders    sync.WaitGroup
+	feeds         []*feed                 // subscriptions with retained messages to send, in order
+	feeding       bool                    // the feeder goroutine runs
+	feedRoom      chan struct{}           // cap 1: the writer took messages from pending
+	feedCancel    context.CancelFunc      // ends the feeder's reads
+	fetching      bool                    // a page is being read: live messages wait in held
+	held          []outgoing              // live messages that arrived during a page read
+	retainedMarks map[string]retainedMark // recent retained messages queued, by topic
+	marksSweep    time.Time               // when retainedMarks is next swept
+	feeders       sync.WaitGroup
 
 	closeOnce  sync.Once
 	closed     chan struct{} // closed when the connection is being torn down

@@ -13,6 +13,7 @@ type Stats struct {
 	DroppedQoS0      atomic.Int64 // QoS 0 messages dropped because a client's queue was full
 	DroppedQueueFull atomic.Int64 // QoS 1/2 messages dropped because a client's queue was full
 	DeliveryDenied   atomic.Int64 // messages not sent because the ACL denies the client reading their topic
+	DroppedStale     atomic.Int64 // live messages not newer than the retained message just sent on their topic
 	WillsPublished   atomic.Int64 // will messages published
 }
 
@@ -28,6 +29,7 @@ func (s *Stats) Snapshot() map[string]int64 {
 		"dropped_qos0_queue_full":  s.DroppedQoS0.Load(),
 		"dropped_qos12_queue_full": s.DroppedQueueFull.Load(),
 		"delivery_denied":          s.DeliveryDenied.Load(),
+		"dropped_stale_live":       s.DroppedStale.Load(),
 		"wills_published":          s.WillsPublished.Load(),
 	}
 }
