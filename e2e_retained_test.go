@@ -114,7 +114,7 @@ func TestRetained_AllSentBeyondMaxQueued_MQTT_3_3_1_6(t *testing.T) {
 	}, "-max-queued-messages", "100")
 }
 
-// counterPublisher publishes an increasing counter, retained, at QoS 1 on
+// counterPublisher publishes an increasing counter (from 1), retained, at QoS 1 on
 // topic through its own connection to ts, chunk PUBLISH packets per write,
 // until stop is called; stop returns how many it published and the first
 // error it met.
@@ -138,7 +138,7 @@ func counterPublisher(t testing.TB, ts *testServer, topic string, chunk int) (st
 			buf = buf[:0]
 			for i := range chunk {
 				buf, _ = packets.Append(buf, &packets.Publish{QoS: 1, Retain: true, PacketID: uint16(i + 1),
-					Topic: topic, Payload: []byte(strconv.Itoa(sent + i))})
+					Topic: topic, Payload: []byte(strconv.Itoa(sent + i + 1))})
 			}
 			_ = conn.SetDeadline(time.Now().Add(waitTimeout))
 			if _, err := conn.Write(buf); err != nil {

@@ -226,11 +226,13 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		codes[i] = qos
 		granted = append(granted, packets.Subscription{Filter: sub.Filter, QoS: qos})
 	}
-	// [MQTT-3.8.4-1] SUBACK with one code per filter [MQTT-3.9.3-1].
-	s.sendAck(&packets.Suback{PacketID: p.PacketID, ReturnCodes: codes})
-	for _, g := range granted {
-		s.sendRetained(ctx, g)
-	}
+	feeds := s.retainedFeeds(ctx, granted)
+	// [MQTT-3.8.4-1] SUBACK with one code per filter [MQTT-3.9.3-1], then
+	// the retained messages [MQTT-3.3.1-6].
+	s.mu.Lock()
+	s.ctrl = appendAck(s.ctrl, &packets.Suback{PacketID: p.PacketID, ReturnCodes: codes})
+	s.startFeedsLocked(ctx, feeds)
+	s.unlockAndWrite()
 	return nil
 }
 

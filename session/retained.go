@@ -28,7 +28,10 @@ import (
 //
 //   - while a page is read, live messages wait in held and are queued after
 //     the page: a retained message goes before the live messages that
-//     follow it;
+//     follow it. The first page of a feed holds them from the moment its
+//     SUBACK is queued, so retained messages that fit in one page go before
+//     anything published after the SUBACK, as in Mosquitto; when the queue
+//     has no room for a page, held messages go on without waiting;
 //   - for retainedGuard after a recently published retained message was
 //     queued, a live message on its topic that is not newer than it (its
 //     own live copy, or an older one) is dropped and counted: the client
@@ -82,41 +85,57 @@ type retainedMark struct {
 	queued time.Time // when it was queued here
 }
 
-// sendRetained starts sending the retained messages matching a new
-// subscription, with RETAIN=1, after its SUBACK [MQTT-3.3.1-6] [MQTT-3.3.1-8].
-// Making a subscription again sends them again [MQTT-3.8.4-3], and stops
-// what was left of the previous feed.
-func (s *Session) sendRetained(ctx context.Context, g packets.Subscription) {
-	f := &feed{filter: g.Filter, qos: g.QoS}
-	var err error
-	if pager, ok := s.env.Bridge.(bridge.RetainedPager); ok {
-		f.topics, err = pager.RetainedTopics(ctx, g.Filter)
-	} else {
-		f.msgs, err = s.env.Bridge.Retained(ctx, g.Filter)
+// retainedFeeds looks up the retained messages matching new subscriptions:
+// the topic names when the bridge can page, else the messages.
+func (s *Session) retainedFeeds(ctx context.Context, granted []packets.Subscription) []*feed {
+	var feeds []*feed
+	for _, g := range granted {
+		f := &feed{filter: g.Filter, qos: g.QoS}
+		var err error
+		if pager, ok := s.env.Bridge.(bridge.RetainedPager); ok {
+			f.topics, err = pager.RetainedTopics(ctx, g.Filter)
+		} else {
+			f.msgs, err = s.env.Bridge.Retained(ctx, g.Filter)
+		}
+		if err != nil {
+			s.logger().Error("retained lookup", "filter", g.Filter, "err", err)
+			continue
+		}
+		feeds = append(feeds, f)
 	}
-	if err != nil {
-		s.logger().Error("retained lookup", "filter", g.Filter, "err", err)
+	return feeds
+}
+
+// startFeedsLocked starts sending the retained messages of new
+// subscriptions, with RETAIN=1 [MQTT-3.3.1-6] [MQTT-3.3.1-8]. Making a
+// subscription again sends them again [MQTT-3.8.4-3] and stops what was
+// left of its previous feed. Called with the SUBACK queued under the same
+// hold of s.mu: when the feeder starts, live messages wait from the SUBACK
+// on until its first page is queued, so that a client with few retained
+// messages gets them before anything published after its SUBACK.
+func (s *Session) startFeedsLocked(ctx context.Context, feeds []*feed) {
+	if s.halted || s.snapshotted {
 		return
 	}
-	s.mu.Lock()
-	s.cancelFeedLocked(g.Filter)
-	if f.remaining() == 0 || s.halted || s.snapshotted {
-		s.mu.Unlock()
-		return
+	added := false
+	for _, f := range feeds {
+		s.cancelFeedLocked(f.filter)
+		if f.remaining() > 0 {
+			s.feeds = append(s.feeds, f)
+			added = true
+		}
 	}
-	s.feeds = append(s.feeds, f)
-	if s.feeding {
-		s.mu.Unlock()
+	if !added || s.feeding {
 		return
 	}
 	s.feeding = true
+	s.fetching = true
 	if s.feedRoom == nil {
 		s.feedRoom = make(chan struct{}, 1)
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	s.feedCancel = cancel
 	s.feeders.Add(1)
-	s.mu.Unlock()
 	go s.feedLoop(fctx, cancel)
 }
 
@@ -153,9 +172,10 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 		s.mu.Lock()
 		f, room := s.nextFeedLocked()
 		if f == nil {
+			s.releaseHeldLocked()
 			s.feeding = false
 			s.feeds = nil
-			s.mu.Unlock()
+			s.unlockAndWrite()
 			return
 		}
 		n := min(room, f.remaining(), retainedPage)
@@ -163,6 +183,7 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 			page := f.msgs[f.next : f.next+n]
 			f.next += n
 			s.queueRetainedLocked(f, page)
+			s.releaseHeldLocked()
 			s.unlockAndWrite()
 			continue
 		}
@@ -208,6 +229,11 @@ func (s *Session) nextFeedLocked() (*feed, int) {
 		}
 		if room := s.retainedRoomLocked(); room > 0 {
 			return s.feeds[0], room
+		}
+		// Live messages do not wait for room: it may take them to make it.
+		s.releaseHeldLocked()
+		if s.startWriterLocked() {
+			go s.writeLoop()
 		}
 		s.mu.Unlock()
 		select {

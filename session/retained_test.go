@@ -49,6 +49,15 @@ func idOf(prefix byte, counter uint64) bridge.ID {
 	return id
 }
 
+// subscribeRetained starts the retained messages of a new subscription as
+// onSubscribe does.
+func subscribeRetained(ctx context.Context, s *Session, g packets.Subscription) {
+	feeds := s.retainedFeeds(ctx, []packets.Subscription{g})
+	s.mu.Lock()
+	s.startFeedsLocked(ctx, feeds)
+	s.unlockAndWrite()
+}
+
 // servedSession is a started session on one end of a pipe, attached to br
 // as clientID, whose other end the test reads.
 func servedSession(t *testing.T, br bridge.Bridge, maxInflight, maxQueued int) (*Session, net.Conn) {
@@ -90,7 +99,7 @@ func TestSendRetained_AllSentInBoundedPages_MQTT_3_3_1_6(t *testing.T) {
 		}
 	}
 	s, client := servedSession(t, br, 5, maxQueued)
-	s.sendRetained(ctx, packets.Subscription{Filter: "r/#", QoS: 1})
+	subscribeRetained(ctx, s, packets.Subscription{Filter: "r/#", QoS: 1})
 
 	seen := make(map[string]bool, n)
 	maxPending := 0
@@ -207,7 +216,7 @@ func TestSendRetained_LiveDuringPageReadGoesAfterRetained_Issue6(t *testing.T) {
 	}
 	s := newTestSession(t, 10, 100) // not started: the queue stays observable
 	s.env.Bridge = br
-	s.sendRetained(ctx, packets.Subscription{Filter: "t", QoS: 1})
+	subscribeRetained(ctx, s, packets.Subscription{Filter: "t", QoS: 1})
 	<-br.entered
 	s.Deliver(&bridge.Message{ID: idOf(1, 11), Topic: "t", Payload: []byte("11"), QoS: 1, Time: now}, 1)
 	s.Deliver(&bridge.Message{ID: idOf(1, 9), Topic: "t", Payload: []byte("9"), QoS: 1, Time: now}, 1)
@@ -218,24 +227,62 @@ func TestSendRetained_LiveDuringPageReadGoesAfterRetained_Issue6(t *testing.T) {
 		t.Fatalf("%d live messages queued during the read, want them held", early)
 	}
 	close(br.release)
+	var got []string
+	for _, o := range queueWhenFed(t, s) {
+		got = append(got, fmt.Sprintf("%s/retain=%v", o.msg.Payload, o.retain))
+	}
+	if want := "[10/retain=true 11/retain=false]"; fmt.Sprint(got) != want {
+		t.Fatalf("queue %v, want %s", got, want)
+	}
+}
+
+// queueWhenFed waits until s's feeder has finished and returns the pending
+// queue.
+func queueWhenFed(t *testing.T, s *Session) []outgoing {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s.mu.Lock()
 		feeding := s.feeding
-		var got []string
-		for _, o := range s.pending {
-			got = append(got, fmt.Sprintf("%s/retain=%v", o.msg.Payload, o.retain))
-		}
+		pending := append([]outgoing(nil), s.pending...)
 		s.mu.Unlock()
 		if !feeding {
-			if want := "[10/retain=true 11/retain=false]"; fmt.Sprint(got) != want {
-				t.Fatalf("queue %v, want %s", got, want)
-			}
-			return
+			return pending
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the feeder did not finish")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// [MQTT-3.10.4-2] once a subscription is removed, no more of its retained
+// messages are added, and live messages held during the read go out.
+func TestOnUnsubscribe_StopsRetainedFeed_MQTT_3_10_4_2(t *testing.T) {
+	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{}),
+		entered: make(chan struct{}), release: make(chan struct{})}
+	ctx := context.Background()
+	if err := br.Publish(ctx, &bridge.Message{Topic: "t", Payload: []byte("r"), QoS: 1, Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSession(t, 10, 100) // not started: the queue stays observable
+	s.env.Bridge = br
+	s.mu.Lock()
+	s.allocMaps()
+	s.subs["t"] = 1
+	s.mu.Unlock()
+	subscribeRetained(ctx, s, packets.Subscription{Filter: "t", QoS: 1})
+	<-br.entered
+	s.Deliver(&bridge.Message{Topic: "other", Payload: []byte("live"), QoS: 1}, 1)
+	if err := s.onUnsubscribe(ctx, &packets.Unsubscribe{PacketID: 1, Filters: []string{"t"}}); err != nil {
+		t.Fatal(err)
+	}
+	close(br.release)
+	var got []string
+	for _, o := range queueWhenFed(t, s) {
+		got = append(got, string(o.msg.Payload))
+	}
+	if fmt.Sprint(got) != "[live]" {
+		t.Fatalf("queue %v, want [live]: no retained message after UNSUBSCRIBE", got)
 	}
 }
