@@ -169,3 +169,48 @@ func TestACL_DenyPublish_AckedAndDropped_MQTT_4_3_2_2(t *testing.T) {
 		late.quiet(t) // the retained publish was dropped, not stored
 	}, "-acl-file", "testdata/e2e_readonly.acl")
 }
+
+// Issue 1: the read ACL holds on every delivery path, not only live
+// delivery. A persistent subscriber to public/# that may not read
+// public/secret goes offline; the QoS 1 messages published meanwhile come
+// back through the offline queue (single node) or the stream replay
+// (replicas), and the denied ones must not be among them, as in Mosquitto.
+func TestACL_ReadDenyAppliesToQueuedMessages_Issue1(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		id := unique(t, "c")
+		c := dialRaw(t, d.sub().Addr())
+		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		if codes := c.subscribe(1, packets.Subscription{Filter: "public/#", QoS: 1}); codes[0] != 1 {
+			t.Fatalf("SUBACK %v, want [1]", codes)
+		}
+		c.send(&packets.Disconnect{})
+		c.expectClosed(waitTimeout)
+
+		pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true).SetUsername("publisher"))
+		fence := unique(t, "fence")
+		publish(t, pub, "public/secret", 1, false, "secret-1")
+		publish(t, pub, "public/ok", 1, false, "ok-1")
+		publish(t, pub, "public/secret", 2, false, "secret-2")
+		publish(t, pub, "public/ok", 1, false, fence)
+
+		c = dialRaw(t, d.sub().Addr())
+		if ack := c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
+			t.Fatal("session present = 0 [MQTT-3.2.2-2]")
+		}
+		got := c.publishesUntil(fence)
+		for _, m := range got {
+			if m.Topic == "public/secret" {
+				t.Fatalf("queued message %q on public/secret delivered; the ACL denies reading it", m.Payload)
+			}
+		}
+		if len(got) != 1 || string(got[0].Payload) != "ok-1" {
+			t.Fatalf("queued messages %v, want only ok-1 before the fence", describePublishes(got))
+		}
+		// Live delivery after the reconnect is filtered too.
+		publish(t, pub, "public/secret", 1, false, "secret-live")
+		publish(t, pub, "public/ok", 1, false, fence+"-2")
+		if got := c.publishesUntil(fence + "-2"); len(got) != 0 {
+			t.Fatalf("live messages %v delivered before the fence, want none", describePublishes(got))
+		}
+	}, "-acl-file", "testdata/e2e_read_deny.acl")
+}

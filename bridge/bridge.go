@@ -116,6 +116,20 @@ type Bridge interface {
 	Close() error
 }
 
+// RetainedPager is implemented by bridges that can read the retained
+// messages of a filter page by page: a new subscription to a wide filter
+// then holds only the matching topic names at once, and reads the messages
+// as its client takes them [MQTT-3.3.1-6].
+type RetainedPager interface {
+	// RetainedTopics returns the names of the topics whose retained
+	// messages filter matches.
+	RetainedTopics(ctx context.Context, filter string) ([]string, error)
+	// RetainedMessages returns the retained messages of topics as they are
+	// now, in the order of topics, leaving out the topics that no longer
+	// have one.
+	RetainedMessages(ctx context.Context, topics []string) ([]*Message, error)
+}
+
 // Idler is implemented by Subscribers that can tell that everything
 // delivered to them so far has been completely acknowledged by their
 // client. A bridge uses it to advance a persistent session's stored position

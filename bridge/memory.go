@@ -320,6 +320,28 @@ func (m *Memory) Retained(_ context.Context, filter string) ([]*Message, error) 
 	return out, nil
 }
 
+var _ RetainedPager = (*Memory)(nil)
+
+// RetainedTopics implements RetainedPager.
+func (m *Memory) RetainedTopics(_ context.Context, filter string) ([]string, error) {
+	var out []string
+	m.retained.Match(filter, func(topic string, _ *Message) {
+		out = append(out, topic)
+	})
+	return out, nil
+}
+
+// RetainedMessages implements RetainedPager.
+func (m *Memory) RetainedMessages(_ context.Context, topics []string) ([]*Message, error) {
+	out := make([]*Message, 0, len(topics))
+	for _, t := range topics {
+		if msg, ok := m.retained.Get(t); ok {
+			out = append(out, msg)
+		}
+	}
+	return out, nil
+}
+
 // Ready implements the readiness check; the in-process bridge is always ready.
 func (m *Memory) Ready(context.Context) error { return nil }
 

@@ -52,11 +52,31 @@ func (r *Redis) applyRetainAnnouncement(a string) {
 // Retained implements Bridge: the local index finds the matching topics in
 // O(matches), then one pipelined HGETALL per topic reads them.
 func (r *Redis) Retained(ctx context.Context, filter string) ([]*Message, error) {
+	names, err := r.RetainedTopics(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	out, err := r.RetainedMessages(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("retained %q: %w", filter, err)
+	}
+	return out, nil
+}
+
+// RetainedTopics implements RetainedPager from the local mirror of the
+// retained index, in O(matches) and without a round trip.
+func (r *Redis) RetainedTopics(_ context.Context, filter string) ([]string, error) {
 	if err := topics.ValidateFilter(filter); err != nil {
 		return nil, fmt.Errorf("retained %q: %w", filter, err)
 	}
 	var names []string
 	r.retained.Load().Match(filter, func(topic string, _ struct{}) { names = append(names, topic) })
+	return names, nil
+}
+
+// RetainedMessages implements RetainedPager: one pipelined HGETALL per
+// topic.
+func (r *Redis) RetainedMessages(ctx context.Context, names []string) ([]*Message, error) {
 	if len(names) == 0 {
 		return nil, nil
 	}
@@ -67,7 +87,7 @@ func (r *Redis) Retained(ctx context.Context, filter string) ([]*Message, error)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("retained %q: %w", filter, unavailable("read retained messages", err))
+		return nil, unavailable("read retained messages", err)
 	}
 	out := make([]*Message, 0, len(names))
 	for i, c := range cmds {
@@ -101,3 +121,5 @@ func retainedMessage(h map[string]string) (*Message, error) {
 	}
 	return m, nil
 }
+
+var _ RetainedPager = (*Redis)(nil)

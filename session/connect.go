@@ -92,7 +92,10 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Sess
 
 // restore loads a resumed session: its subscriptions, its unacknowledged
 // messages (re-sent with DUP=1 [MQTT-4.4.0-1]), its queued messages, ahead
-// of anything delivered since Attach.
+// of anything delivered since Attach. The queued messages meet the read ACL
+// when the writer sends them; an unacknowledged PUBLISH on a topic the
+// client may no longer read is not re-sent (a PUBREL still is: the client
+// already has that message).
 func (s *Session) restore(stored *bridge.Session) {
 	if stored == nil {
 		return
@@ -107,6 +110,9 @@ func (s *Session) restore(stored *bridge.Session) {
 		s.awaitingRel[id] = true
 	}
 	for _, in := range stored.Inflight {
+		if !in.Released && !s.mayRead(in.Message.Topic) {
+			continue
+		}
 		s.seq++
 		s.inflight[in.PacketID] = inflight{
 			outgoing: outgoing{msg: in.Message, qos: in.QoS},
@@ -159,12 +165,15 @@ func (s *Session) snapshot() *bridge.Session {
 		})
 	}
 	sortInflight(st.Inflight, s.inflight)
-	for _, o := range s.pending {
-		if o.qos > 0 {
-			st.Queued = append(st.Queued, bridge.Delivery{Message: o.msg, QoS: o.qos})
+	for _, list := range [][]outgoing{s.pending, s.held} {
+		for _, o := range list {
+			if o.qos > 0 {
+				st.Queued = append(st.Queued, bridge.Delivery{Message: o.msg, QoS: o.qos})
+			}
 		}
 	}
-	s.pending = nil
+	s.pending, s.held = nil, nil
+	s.feeds, s.retainedMarks = nil, nil
 	return st
 }
 

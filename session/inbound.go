@@ -226,28 +226,14 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		codes[i] = qos
 		granted = append(granted, packets.Subscription{Filter: sub.Filter, QoS: qos})
 	}
-	// [MQTT-3.8.4-1] SUBACK with one code per filter [MQTT-3.9.3-1].
-	s.sendAck(&packets.Suback{PacketID: p.PacketID, ReturnCodes: codes})
-	for _, g := range granted {
-		s.sendRetained(ctx, g)
-	}
+	feeds := s.retainedFeeds(ctx, granted)
+	// [MQTT-3.8.4-1] SUBACK with one code per filter [MQTT-3.9.3-1], then
+	// the retained messages [MQTT-3.3.1-6].
+	s.mu.Lock()
+	s.ctrl = appendAck(s.ctrl, &packets.Suback{PacketID: p.PacketID, ReturnCodes: codes})
+	s.startFeedsLocked(ctx, feeds)
+	s.unlockAndWrite()
 	return nil
-}
-
-// sendRetained queues the retained messages matching a new subscription,
-// with RETAIN=1 [MQTT-3.3.1-6], after its SUBACK.
-func (s *Session) sendRetained(ctx context.Context, g packets.Subscription) {
-	msgs, err := s.env.Bridge.Retained(ctx, g.Filter)
-	if err != nil {
-		s.logger().Error("retained lookup", "filter", g.Filter, "err", err)
-		return
-	}
-	for _, m := range msgs {
-		if s.env.Auth.ChecksReads() && !s.env.Auth.CanRead(s.clientID, s.username, m.Topic) {
-			continue
-		}
-		s.enqueue(outgoing{msg: m, qos: min(m.QoS, g.QoS), retain: true})
-	}
 }
 
 func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) error {
@@ -255,6 +241,7 @@ func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) err
 		s.mu.Lock()
 		_, had := s.subs[f]
 		delete(s.subs, f)
+		s.cancelFeedLocked(f) // [MQTT-3.10.4-2] no more messages for it
 		s.mu.Unlock()
 		if !had {
 			continue

@@ -19,11 +19,25 @@ const (
 // Deliver implements bridge.Subscriber. It never blocks: the message joins
 // the bounded pending queue, or is dropped and counted when the queue is
 // full. It refuses once the state has been handed to Detach.
+//
+// A message the client may not read is dropped here, so that it takes no
+// room in the queue; the writer checks again (see fill), because stored,
+// replayed and held-back messages reach the queue without passing here.
 func (s *Session) Deliver(msg *bridge.Message, qos byte) bool {
-	if s.env.Auth.ChecksReads() && !s.env.Auth.CanRead(s.clientID, s.username, msg.Topic) {
+	if !s.mayRead(msg.Topic) {
 		return true
 	}
 	return s.enqueue(outgoing{msg: msg, qos: qos})
+}
+
+// mayRead applies the read ACL in force now to a message about to be
+// delivered, and counts a refusal.
+func (s *Session) mayRead(topic string) bool {
+	if !s.env.Auth.ChecksReads() || s.env.Auth.CanRead(s.clientID, s.username, topic) {
+		return true
+	}
+	s.env.Stats.DeliveryDenied.Add(1)
+	return false
 }
 
 // Idle implements bridge.Idler: nothing delivered is waiting to be sent or
@@ -31,22 +45,35 @@ func (s *Session) Deliver(msg *bridge.Message, qos byte) bool {
 func (s *Session) Idle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.pending) == 0 && len(s.inflight) == 0 && !s.snapshotted
+	return len(s.pending) == 0 && len(s.held) == 0 && len(s.inflight) == 0 && !s.snapshotted
 }
 
+// enqueue queues a live message. While a page of retained messages is being
+// read it waits in held, and one not newer than the retained message just
+// sent on its topic is dropped (see retained.go).
 func (s *Session) enqueue(o outgoing) bool {
 	s.mu.Lock()
 	if s.snapshotted {
 		s.mu.Unlock()
 		return false
 	}
-	if len(s.pending) >= s.env.Config.MaxQueued {
+	if s.retainedMarks != nil && s.staleLocked(o.msg) {
+		s.mu.Unlock()
+		s.env.Stats.DroppedStale.Add(1)
+		return true
+	}
+	if len(s.pending)+len(s.held) >= s.env.Config.MaxQueued {
 		s.mu.Unlock()
 		if o.qos == 0 {
 			s.env.Stats.DroppedQoS0.Add(1)
 		} else {
 			s.env.Stats.DroppedQueueFull.Add(1)
 		}
+		return true
+	}
+	if s.fetching {
+		s.held = append(s.held, o)
+		s.mu.Unlock()
 		return true
 	}
 	s.pending = append(s.pending, o)
@@ -149,6 +176,12 @@ func (s *Session) writeLoop() {
 // messages while the inflight window has room. Messages leave in the order
 // they arrived [MQTT-4.6.0-6].
 //
+// Every message is handed to the socket here, whichever way it reached the
+// queue (live, retained, restored from a stored session, replayed from the
+// streams), so the read ACL is applied here, with the rules in force at the
+// moment of sending: a message on a topic the client may not read is
+// dropped.
+//
 // With exitIfEmpty, finding nothing to send ends the writer's turn under the
 // same lock, so a later signal starts a new writer.
 func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
@@ -156,9 +189,13 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 	defer s.mu.Unlock()
 	buf = append(buf, s.ctrl...)
 	s.ctrl = s.ctrl[:0]
+	checkReads := s.env.Auth.ChecksReads()
 	n := 0
 	for ; n < len(s.pending) && len(buf) < maxWriteBatch; n++ {
 		o := s.pending[n]
+		if checkReads && !s.mayRead(o.msg.Topic) {
+			continue
+		}
 		p := packets.Publish{QoS: o.qos, Retain: o.retain, Topic: o.msg.Topic, Payload: o.msg.Payload}
 		if o.qos > 0 {
 			if len(s.inflight) >= s.env.Config.MaxInflight {
@@ -173,6 +210,12 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 		s.env.Stats.Delivered.Add(1)
 	}
 	if n > 0 {
+		if s.feeding {
+			select {
+			case s.feedRoom <- struct{}{}:
+			default:
+			}
+		}
 		clear(s.pending[:n])
 		if n == len(s.pending) {
 			s.pending = s.pending[:0] // keep the array: no allocation per message

@@ -121,6 +121,17 @@ type Session struct {
 	wake        chan struct{} // cap 1: wakes a running writer
 	writers     sync.WaitGroup
 
+	// Retained messages of new subscriptions (retained.go).
+	feeds         []*feed                 // subscriptions with retained messages to send, in order
+	feeding       bool                    // the feeder goroutine runs
+	feedRoom      chan struct{}           // cap 1: the writer took messages from pending
+	feedCancel    context.CancelFunc      // ends the feeder's reads
+	fetching      bool                    // a page is being read: live messages wait in held
+	held          []outgoing              // live messages that arrived during a page read
+	retainedMarks map[string]retainedMark // recent retained messages queued, by topic
+	marksSweep    time.Time               // when retainedMarks is next swept
+	feeders       sync.WaitGroup
+
 	closeOnce  sync.Once
 	closed     chan struct{} // closed when the connection is being torn down
 	finished   chan struct{} // closed when Detach has returned
@@ -196,6 +207,7 @@ func (s *Session) run(ctx context.Context) {
 	err := s.readLoop(ctx)
 	s.stop(err)
 	s.writers.Wait()
+	s.feeders.Wait()
 	s.end(ctx)
 	s.finish()
 }
@@ -226,7 +238,11 @@ func (s *Session) stop(reason error) {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.halted = true
+		cancelFeed := s.feedCancel
 		s.mu.Unlock()
+		if cancelFeed != nil {
+			cancelFeed()
+		}
 		s.reason.Store(&reason)
 		close(s.closed)
 		_ = s.conn.Close()

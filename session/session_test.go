@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -224,5 +225,56 @@ func TestServe_PanicClosesThatConnectionOnly(t *testing.T) {
 	}
 	if n := env.Stats.Connections.Load(); n != 0 {
 		t.Errorf("%d connections counted after the panic, want 0", n)
+	}
+}
+
+// denyTopics is an Authorizer whose read rules refuse the listed topics.
+type denyTopics struct {
+	AllowAll
+	denied map[string]bool
+}
+
+func (a denyTopics) CanRead(_, _, topic string) bool { return !a.denied[topic] }
+func (denyTopics) ChecksReads() bool                 { return true }
+
+// Issue 1: messages reaching the queue without Deliver (a stored session's
+// queue, a replay, messages held back during it) and unacknowledged
+// messages re-sent on reconnect meet the read ACL when they are written.
+func TestFill_ReadACLAppliesToRestoredAndQueuedMessages_Issue1(t *testing.T) {
+	s := newTestSession(t, 10, 100)
+	s.env.Auth = denyTopics{denied: map[string]bool{"public/secret": true}}
+	s.restore(&bridge.Session{
+		Subscriptions: map[string]byte{"public/#": 1},
+		Inflight: []bridge.Inflight{
+			{PacketID: 3, Delivery: bridge.Delivery{Message: message("public/secret", 1), QoS: 1}},
+			{PacketID: 4, Delivery: bridge.Delivery{Message: message("public/ok", 1), QoS: 1}},
+			{PacketID: 5, Delivery: bridge.Delivery{Message: message("public/secret", 2), QoS: 2}, Released: true},
+		},
+		Queued: []bridge.Delivery{
+			{Message: message("public/secret", 1), QoS: 1},
+			{Message: message("public/ok", 1), QoS: 1},
+		},
+	})
+	// A message put in the queue directly, as the retained feeder and a
+	// replay do, is filtered as well.
+	s.enqueue(outgoing{msg: message("public/secret", 0), qos: 0})
+	var sent []string
+	for _, p := range decodeAll(t, s.fill(nil, false)) {
+		switch p := p.(type) {
+		case *packets.Publish:
+			sent = append(sent, p.Topic)
+		case *packets.Pubrel:
+			sent = append(sent, "PUBREL")
+		}
+	}
+	want := []string{"public/ok", "PUBREL", "public/ok"}
+	if fmt.Sprint(sent) != fmt.Sprint(want) {
+		t.Fatalf("sent %v, want %v: a denied topic went out", sent, want)
+	}
+	if _, ok := s.inflight[3]; ok {
+		t.Error("denied unacknowledged message kept in flight")
+	}
+	if got := s.env.Stats.DeliveryDenied.Load(); got != 3 {
+		t.Errorf("DeliveryDenied = %d, want 3", got)
 	}
 }

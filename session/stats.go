@@ -12,6 +12,8 @@ type Stats struct {
 	Delivered        atomic.Int64 // PUBLISH packets sent to clients
 	DroppedQoS0      atomic.Int64 // QoS 0 messages dropped because a client's queue was full
 	DroppedQueueFull atomic.Int64 // QoS 1/2 messages dropped because a client's queue was full
+	DeliveryDenied   atomic.Int64 // messages not sent because the ACL denies the client reading their topic
+	DroppedStale     atomic.Int64 // live messages not newer than the retained message just sent on their topic
 	WillsPublished   atomic.Int64 // will messages published
 }
 
@@ -26,6 +28,8 @@ func (s *Stats) Snapshot() map[string]int64 {
 		"messages_delivered":       s.Delivered.Load(),
 		"dropped_qos0_queue_full":  s.DroppedQoS0.Load(),
 		"dropped_qos12_queue_full": s.DroppedQueueFull.Load(),
+		"delivery_denied":          s.DeliveryDenied.Load(),
+		"dropped_stale_live":       s.DroppedStale.Load(),
 		"wills_published":          s.WillsPublished.Load(),
 	}
 }

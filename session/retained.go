@@ -1,0 +1,338 @@
+package session
+
+import (
+	"context"
+	"encoding/binary"
+	"time"
+
+	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/packets"
+)
+
+// Retained messages for a new subscription [MQTT-3.3.1-6].
+//
+// Every matching retained message is sent, however many there are, but not
+// all at once: a feeder goroutine tops up the pending queue, at most half of
+// -max-queued-messages of it, whenever the writer has taken messages out of
+// it, so the client's reading and the inflight window pace the sending, the
+// other half of the queue stays free for live messages, and a retained
+// message is never dropped as "queue full". With a bridge.RetainedPager only
+// the matching topic names are held at once; each page of messages is read
+// when there is room for it, so it is the retained message of the moment.
+//
+// Order with live messages on the same topic. A live message published just
+// before a retained message can still be on its way (in Redis's pub/sub
+// pipe, or in a bridge) when that retained message is queued; a live
+// message published just after it can arrive while the page holding it is
+// being read. So:
+//
+//   - while a page is read, live messages wait in held and are queued after
+//     the page: a retained message goes before the live messages that
+//     follow it. The first page of a feed holds them from the moment its
+//     SUBACK is queued, so retained messages that fit in one page go before
+//     anything published after the SUBACK, as in Mosquitto; when the queue
+//     has no room for a page, held messages go on without waiting;
+//   - for retainedGuard after a recently published retained message was
+//     queued, a live message on its topic that is not newer than it (its
+//     own live copy, or an older one) is dropped and counted: the client
+//     never sees a topic go back in time after its retained message.
+//
+// "Newer" compares message ids when both were made by one process (the
+// counter of newMessageID is the order its connections' publishes reached
+// the bridge in, so for one publisher it is the order of Redis's writes),
+// and the publish times otherwise: MQTT orders the messages of one
+// publisher only [MQTT-4.6.0-5].
+
+const (
+	// retainedPage bounds the retained messages read from the bridge at once.
+	retainedPage = 256
+	// retainedReadTimeout bounds one read of a page of retained messages.
+	retainedReadTimeout = 10 * time.Second
+	// retainedGuard is how long a queued retained message keeps stopping
+	// older live messages on its topic: far longer than a message spends
+	// between a bridge accepting it and the subscribers' replicas.
+	retainedGuard = 10 * time.Second
+	// retainedFresh: a retained message published longer ago than this
+	// has no older live message still on its way (allowing for clocks of
+	// replicas that disagree by seconds), so it needs no guard.
+	retainedFresh = time.Minute
+)
+
+// feed is the retained messages of one new subscription still to be sent.
+type feed struct {
+	filter string
+	qos    byte
+	// topics, from a bridge.RetainedPager, are read page by page; msgs,
+	// from Bridge.Retained when the bridge cannot page, were read at once.
+	topics    []string
+	msgs      []*bridge.Message
+	next      int
+	cancelled bool // the subscription was removed or made again
+}
+
+func (f *feed) remaining() int {
+	if f.msgs != nil {
+		return len(f.msgs) - f.next
+	}
+	return len(f.topics) - f.next
+}
+
+// retainedMark is a retained message queued recently, against which the
+// live messages on its topic are compared.
+type retainedMark struct {
+	id     bridge.ID
+	time   time.Time // when it was published
+	queued time.Time // when it was queued here
+}
+
+// retainedFeeds looks up the retained messages matching new subscriptions:
+// the topic names when the bridge can page, else the messages.
+func (s *Session) retainedFeeds(ctx context.Context, granted []packets.Subscription) []*feed {
+	var feeds []*feed
+	for _, g := range granted {
+		f := &feed{filter: g.Filter, qos: g.QoS}
+		var err error
+		if pager, ok := s.env.Bridge.(bridge.RetainedPager); ok {
+			f.topics, err = pager.RetainedTopics(ctx, g.Filter)
+		} else {
+			f.msgs, err = s.env.Bridge.Retained(ctx, g.Filter)
+		}
+		if err != nil {
+			s.logger().Error("retained lookup", "filter", g.Filter, "err", err)
+			continue
+		}
+		feeds = append(feeds, f)
+	}
+	return feeds
+}
+
+// startFeedsLocked starts sending the retained messages of new
+// subscriptions, with RETAIN=1 [MQTT-3.3.1-6] [MQTT-3.3.1-8]. Making a
+// subscription again sends them again [MQTT-3.8.4-3] and stops what was
+// left of its previous feed. Called with the SUBACK queued under the same
+// hold of s.mu: when the feeder starts, live messages wait from the SUBACK
+// on until its first page is queued, so that a client with few retained
+// messages gets them before anything published after its SUBACK.
+func (s *Session) startFeedsLocked(ctx context.Context, feeds []*feed) {
+	if s.halted || s.snapshotted {
+		return
+	}
+	added := false
+	for _, f := range feeds {
+		s.cancelFeedLocked(f.filter)
+		if f.remaining() > 0 {
+			s.feeds = append(s.feeds, f)
+			added = true
+		}
+	}
+	if !added || s.feeding {
+		return
+	}
+	s.feeding = true
+	s.fetching = true
+	if s.feedRoom == nil {
+		s.feedRoom = make(chan struct{}, 1)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	s.feedCancel = cancel
+	s.feeders.Add(1)
+	go s.feedLoop(fctx, cancel)
+}
+
+// cancelFeedLocked stops sending what is left of filter's retained
+// messages. s.mu is held.
+func (s *Session) cancelFeedLocked(filter string) {
+	for _, f := range s.feeds {
+		if f.filter == filter {
+			f.cancelled = true
+		}
+	}
+}
+
+// retainedRoomLocked returns how many retained messages may join the
+// pending queue now: none until it has drained to half of the feeder's
+// share, so that each read of the bridge brings a page, not one message.
+// s.mu is held.
+func (s *Session) retainedRoomLocked() int {
+	limit := max(1, s.env.Config.MaxQueued/2)
+	room := limit - len(s.pending) - len(s.held)
+	if room < max(1, limit/2) {
+		return 0
+	}
+	return room
+}
+
+// feedLoop sends the feeds' retained messages, one page at a time, while
+// the connection lasts.
+func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
+	defer s.feeders.Done()
+	defer cancel()
+	pager, _ := s.env.Bridge.(bridge.RetainedPager)
+	for {
+		s.mu.Lock()
+		f, room := s.nextFeedLocked()
+		if f == nil {
+			s.releaseHeldLocked()
+			s.feeding = false
+			s.feeds = nil
+			s.unlockAndWrite()
+			return
+		}
+		n := min(room, f.remaining(), retainedPage)
+		if f.msgs != nil {
+			page := f.msgs[f.next : f.next+n]
+			f.next += n
+			s.queueRetainedLocked(f, page)
+			s.releaseHeldLocked()
+			s.unlockAndWrite()
+			continue
+		}
+		names := f.topics[f.next : f.next+n]
+		s.fetching = true
+		s.mu.Unlock()
+
+		rctx, rcancel := context.WithTimeout(ctx, retainedReadTimeout)
+		msgs, err := pager.RetainedMessages(rctx, names)
+		rcancel()
+
+		s.mu.Lock()
+		f.next += n
+		if err != nil {
+			if ctx.Err() == nil {
+				s.env.Log.Error("retained messages not sent", "client", s.clientID, "filter", f.filter,
+					"unsent", f.remaining()+n, "err", err)
+			}
+			f.cancelled = true
+		} else if !f.cancelled && !s.snapshotted {
+			s.queueRetainedLocked(f, msgs)
+		}
+		s.releaseHeldLocked()
+		s.unlockAndWrite()
+	}
+}
+
+// nextFeedLocked waits until the queue has room for retained messages and
+// returns the feed to take them from, or nil when there is nothing left to
+// send or the connection is ending. s.mu is held; it is released while
+// waiting.
+func (s *Session) nextFeedLocked() (*feed, int) {
+	for {
+		if s.halted || s.snapshotted {
+			return nil, 0
+		}
+		for len(s.feeds) > 0 && (s.feeds[0].cancelled || s.feeds[0].remaining() == 0) {
+			s.feeds[0] = nil
+			s.feeds = s.feeds[1:]
+		}
+		if len(s.feeds) == 0 {
+			return nil, 0
+		}
+		if room := s.retainedRoomLocked(); room > 0 {
+			return s.feeds[0], room
+		}
+		// Live messages do not wait for room: it may take them to make it.
+		s.releaseHeldLocked()
+		if s.startWriterLocked() {
+			go s.writeLoop()
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.feedRoom:
+		case <-s.closed:
+		}
+		s.mu.Lock()
+	}
+}
+
+// unlockAndWrite releases s.mu and makes sure a writer sends what was
+// queued.
+func (s *Session) unlockAndWrite() {
+	start := s.startWriterLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+}
+
+// queueRetainedLocked queues a page of f's retained messages and marks the
+// recent ones against older live copies. s.mu is held.
+func (s *Session) queueRetainedLocked(f *feed, msgs []*bridge.Message) {
+	now := time.Now()
+	for _, m := range msgs {
+		if !s.mayRead(m.Topic) {
+			continue // takes no room; the writer checks again
+		}
+		s.pending = append(s.pending, outgoing{msg: m, qos: min(m.QoS, f.qos), retain: true})
+		if m.Time.IsZero() || now.Sub(m.Time) > retainedFresh {
+			continue
+		}
+		if s.retainedMarks == nil {
+			s.retainedMarks = make(map[string]retainedMark)
+			s.marksSweep = now.Add(retainedGuard)
+		}
+		s.retainedMarks[m.Topic] = retainedMark{id: m.ID, time: m.Time, queued: now}
+	}
+	s.sweepMarksLocked(now)
+}
+
+// sweepMarksLocked forgets, at most once per retainedGuard, the marks older
+// than retainedGuard, so that they cost memory only while they guard.
+// s.mu is held.
+func (s *Session) sweepMarksLocked(now time.Time) {
+	if s.retainedMarks == nil || !now.After(s.marksSweep) {
+		return
+	}
+	for t, mk := range s.retainedMarks {
+		if now.Sub(mk.queued) > retainedGuard {
+			delete(s.retainedMarks, t)
+		}
+	}
+	if len(s.retainedMarks) == 0 {
+		s.retainedMarks = nil
+	}
+	s.marksSweep = now.Add(retainedGuard)
+}
+
+// releaseHeldLocked ends a page read: the live messages that arrived
+// meanwhile join the queue after the page, except those older than a
+// retained message just queued. s.mu is held.
+func (s *Session) releaseHeldLocked() {
+	s.fetching = false
+	for _, o := range s.held {
+		if s.retainedMarks != nil && s.staleLocked(o.msg) {
+			s.env.Stats.DroppedStale.Add(1)
+			continue
+		}
+		s.pending = append(s.pending, o)
+	}
+	clear(s.held)
+	s.held = s.held[:0]
+}
+
+// staleLocked reports whether live message m is not newer than a retained
+// message on its topic queued within retainedGuard. s.mu is held.
+func (s *Session) staleLocked(m *bridge.Message) bool {
+	now := time.Now()
+	s.sweepMarksLocked(now)
+	mk, ok := s.retainedMarks[m.Topic] // a nil map finds nothing
+	if !ok || now.Sub(mk.queued) > retainedGuard {
+		return false
+	}
+	return !newerThan(m, mk.id, mk.time)
+}
+
+// newerThan reports whether m was published after the message with id and
+// publish time t. Ids made by one process (newMessageID: a random prefix
+// per process, then a counter) are ordered by their counter; otherwise the
+// publish times decide, at the millisecond a stored retained message keeps,
+// and a tie counts as newer: a message is dropped only when it is known to
+// be older.
+func newerThan(m *bridge.Message, id bridge.ID, t time.Time) bool {
+	if m.ID == id {
+		return false
+	}
+	if id != (bridge.ID{}) && [8]byte(m.ID[:8]) == [8]byte(id[:8]) {
+		return binary.BigEndian.Uint64(m.ID[8:]) > binary.BigEndian.Uint64(id[8:])
+	}
+	return m.Time.UnixMilli() >= t.UnixMilli()
+}

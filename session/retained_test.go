@@ -1,0 +1,288 @@
+package session
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/packets"
+)
+
+// pagingBridge is the in-process bridge with its RetainedMessages observed:
+// the largest page read, and optionally a gate each read waits at.
+type pagingBridge struct {
+	*bridge.Memory
+	mu      sync.Mutex
+	maxPage int
+	reads   int
+	entered chan struct{} // receives once per read, when set
+	release chan struct{} // each read waits for it, when set
+}
+
+func (b *pagingBridge) RetainedMessages(ctx context.Context, topics []string) ([]*bridge.Message, error) {
+	b.mu.Lock()
+	b.maxPage = max(b.maxPage, len(topics))
+	b.reads++
+	b.mu.Unlock()
+	if b.entered != nil {
+		b.entered <- struct{}{}
+	}
+	if b.release != nil {
+		<-b.release
+	}
+	return b.Memory.RetainedMessages(ctx, topics)
+}
+
+// idOf returns a message id as newMessageID makes them: an 8-byte process
+// prefix, then a counter.
+func idOf(prefix byte, counter uint64) bridge.ID {
+	var id bridge.ID
+	id[0] = prefix
+	binary.BigEndian.PutUint64(id[8:], counter)
+	return id
+}
+
+// subscribeRetained starts the retained messages of a new subscription as
+// onSubscribe does.
+func subscribeRetained(ctx context.Context, s *Session, g packets.Subscription) {
+	feeds := s.retainedFeeds(ctx, []packets.Subscription{g})
+	s.mu.Lock()
+	s.startFeedsLocked(ctx, feeds)
+	s.unlockAndWrite()
+}
+
+// servedSession is a started session on one end of a pipe, attached to br
+// as clientID, whose other end the test reads.
+func servedSession(t *testing.T, br bridge.Bridge, maxInflight, maxQueued int) (*Session, net.Conn) {
+	t.Helper()
+	a, b := net.Pipe()
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	env := &Env{
+		Bridge: br,
+		Auth:   AllowAll{},
+		Stats:  &Stats{},
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Config: Config{MaxInflight: maxInflight, MaxQueued: maxQueued, WriteTimeout: 10 * time.Second},
+	}
+	s := New(a, env)
+	s.clientID = "sub"
+	if _, err := br.Attach(context.Background(), s.clientID, s, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.started = true
+	t.Cleanup(func() {
+		s.stop(nil)
+		s.writers.Wait()
+		s.feeders.Wait()
+	})
+	return s, b
+}
+
+// [MQTT-3.3.1-6] every matching retained message is sent, however many
+// there are, while the pending queue never holds more than half of
+// MaxQueued of them, reads of the bridge never exceed that either, and none
+// is counted as dropped for a full queue (issue 5).
+func TestSendRetained_AllSentInBoundedPages_MQTT_3_3_1_6(t *testing.T) {
+	const n, maxQueued = 3000, 40
+	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{})}
+	ctx := context.Background()
+	for i := range n {
+		if err := br.Publish(ctx, &bridge.Message{Topic: fmt.Sprintf("r/%d", i), Payload: []byte("v"), QoS: 1, Retain: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, client := servedSession(t, br, 5, maxQueued)
+	subscribeRetained(ctx, s, packets.Subscription{Filter: "r/#", QoS: 1})
+
+	seen := make(map[string]bool, n)
+	maxPending := 0
+	r := packets.NewReader(client, 0)
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(seen) < n {
+		p, err := r.ReadPacket()
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(seen), err)
+		}
+		m := p.(*packets.Publish)
+		if !m.Retain || seen[m.Topic] {
+			t.Fatalf("got %q retain=%v (seen before: %v)", m.Topic, m.Retain, seen[m.Topic])
+		}
+		seen[m.Topic] = true
+		s.mu.Lock()
+		maxPending = max(maxPending, len(s.pending))
+		s.mu.Unlock()
+		s.onPuback(m.PacketID) // the inflight window paces the feed
+	}
+	if maxPending > maxQueued/2 {
+		t.Errorf("pending queue reached %d retained messages, want at most %d", maxPending, maxQueued/2)
+	}
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.maxPage > maxQueued/2 || br.reads < n/(maxQueued/2) {
+		t.Errorf("%d reads, the largest of %d topics: want pages of at most %d", br.reads, br.maxPage, maxQueued/2)
+	}
+	if d := s.env.Stats.DroppedQueueFull.Load() + s.env.Stats.DroppedQoS0.Load(); d != 0 {
+		t.Errorf("%d retained messages counted as dropped for a full queue", d)
+	}
+}
+
+// Issue 6: after a recently published retained message is queued, live
+// messages on its topic that are not newer (its own live copy, an older
+// message still on its way) are dropped; newer ones and other topics pass.
+// Ids from one process compare by counter, others by publish time.
+func TestEnqueue_DropsLiveNotNewerThanRetained_Issue6(t *testing.T) {
+	s := newTestSession(t, 10, 100)
+	now := time.Now()
+	retained := &bridge.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("r"), QoS: 1, Retain: true, Time: now}
+	s.mu.Lock()
+	s.queueRetainedLocked(&feed{qos: 1}, []*bridge.Message{retained})
+	s.mu.Unlock()
+
+	live := func(id bridge.ID, topic string, at time.Time) *bridge.Message {
+		return &bridge.Message{ID: id, Topic: topic, Payload: []byte("l"), QoS: 1, Time: at}
+	}
+	tests := []struct {
+		name string
+		msg  *bridge.Message
+		kept bool
+	}{
+		{"its own live copy", live(idOf(1, 10), "t", now), false},
+		{"older, same process", live(idOf(1, 9), "t", now.Add(time.Second)), false},
+		{"newer, same process", live(idOf(1, 11), "t", now.Add(-time.Second)), true},
+		{"older, other process", live(idOf(2, 99), "t", now.Add(-time.Millisecond)), false},
+		{"same millisecond, other process", live(idOf(2, 1), "t", now), true},
+		{"newer, other process", live(idOf(2, 1), "t", now.Add(time.Millisecond)), true},
+		{"older, other topic", live(idOf(1, 1), "u", now.Add(-time.Hour)), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s.mu.Lock()
+			before := len(s.pending)
+			s.mu.Unlock()
+			s.Deliver(tt.msg, 1)
+			s.mu.Lock()
+			kept := len(s.pending) > before
+			s.mu.Unlock()
+			if kept != tt.kept {
+				t.Errorf("queued = %v, want %v", kept, tt.kept)
+			}
+		})
+	}
+	if got := s.env.Stats.DroppedStale.Load(); got != 3 {
+		t.Errorf("DroppedStale = %d, want 3", got)
+	}
+
+	// Past retainedGuard the mark is forgotten.
+	s.mu.Lock()
+	mk := s.retainedMarks["t"]
+	mk.queued = now.Add(-2 * retainedGuard)
+	s.retainedMarks["t"] = mk
+	s.marksSweep = now.Add(-time.Second)
+	s.mu.Unlock()
+	if s.Deliver(live(idOf(1, 8), "t", now), 1); s.retainedMarks != nil || s.env.Stats.DroppedStale.Load() != 3 {
+		t.Errorf("a mark past retainedGuard still dropped a live message, or was kept")
+	}
+
+	// A retained message published long ago has nothing older on its way:
+	// it sets no guard.
+	s2 := newTestSession(t, 10, 100)
+	old := &bridge.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("r"), Retain: true, Time: now.Add(-2 * retainedFresh)}
+	s2.mu.Lock()
+	s2.queueRetainedLocked(&feed{qos: 1}, []*bridge.Message{old})
+	s2.mu.Unlock()
+	if s2.retainedMarks != nil {
+		t.Error("a retained message published long ago was marked")
+	}
+}
+
+// Issue 6, the other direction: a live message that arrives while the page
+// holding its topic's retained message is being read waits, and goes after
+// the retained message; an older one that arrives meanwhile is dropped.
+func TestSendRetained_LiveDuringPageReadGoesAfterRetained_Issue6(t *testing.T) {
+	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{}),
+		entered: make(chan struct{}), release: make(chan struct{})}
+	ctx := context.Background()
+	now := time.Now()
+	retained := &bridge.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("10"), QoS: 1, Retain: true, Time: now}
+	if err := br.Publish(ctx, retained); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSession(t, 10, 100) // not started: the queue stays observable
+	s.env.Bridge = br
+	subscribeRetained(ctx, s, packets.Subscription{Filter: "t", QoS: 1})
+	<-br.entered
+	s.Deliver(&bridge.Message{ID: idOf(1, 11), Topic: "t", Payload: []byte("11"), QoS: 1, Time: now}, 1)
+	s.Deliver(&bridge.Message{ID: idOf(1, 9), Topic: "t", Payload: []byte("9"), QoS: 1, Time: now}, 1)
+	s.mu.Lock()
+	early := len(s.pending)
+	s.mu.Unlock()
+	if early != 0 {
+		t.Fatalf("%d live messages queued during the read, want them held", early)
+	}
+	close(br.release)
+	var got []string
+	for _, o := range queueWhenFed(t, s) {
+		got = append(got, fmt.Sprintf("%s/retain=%v", o.msg.Payload, o.retain))
+	}
+	if want := "[10/retain=true 11/retain=false]"; fmt.Sprint(got) != want {
+		t.Fatalf("queue %v, want %s", got, want)
+	}
+}
+
+// queueWhenFed waits until s's feeder has finished and returns the pending
+// queue.
+func queueWhenFed(t *testing.T, s *Session) []outgoing {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		feeding := s.feeding
+		pending := append([]outgoing(nil), s.pending...)
+		s.mu.Unlock()
+		if !feeding {
+			return pending
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the feeder did not finish")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// [MQTT-3.10.4-2] once a subscription is removed, no more of its retained
+// messages are added, and live messages held during the read go out.
+func TestOnUnsubscribe_StopsRetainedFeed_MQTT_3_10_4_2(t *testing.T) {
+	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{}),
+		entered: make(chan struct{}), release: make(chan struct{})}
+	ctx := context.Background()
+	if err := br.Publish(ctx, &bridge.Message{Topic: "t", Payload: []byte("r"), QoS: 1, Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSession(t, 10, 100) // not started: the queue stays observable
+	s.env.Bridge = br
+	s.mu.Lock()
+	s.allocMaps()
+	s.subs["t"] = 1
+	s.mu.Unlock()
+	subscribeRetained(ctx, s, packets.Subscription{Filter: "t", QoS: 1})
+	<-br.entered
+	s.Deliver(&bridge.Message{Topic: "other", Payload: []byte("live"), QoS: 1}, 1)
+	if err := s.onUnsubscribe(ctx, &packets.Unsubscribe{PacketID: 1, Filters: []string{"t"}}); err != nil {
+		t.Fatal(err)
+	}
+	close(br.release)
+	var got []string
+	for _, o := range queueWhenFed(t, s) {
+		got = append(got, string(o.msg.Payload))
+	}
+	if fmt.Sprint(got) != "[live]" {
+		t.Fatalf("queue %v, want [live]: no retained message after UNSUBSCRIBE", got)
+	}
+}
