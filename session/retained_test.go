@@ -73,7 +73,7 @@ func servedSession(t *testing.T, br bridge.Bridge, maxInflight, maxQueued int) (
 	}
 	s := New(a, env)
 	s.clientID = "sub"
-	if _, err := br.Attach(context.Background(), s.clientID, s, true, nil); err != nil {
+	if _, err := br.Attach(context.Background(), s.clientID, "", s, true, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.started = true
