@@ -48,6 +48,7 @@ type Config struct {
 	PasswordFile        string         // -password-file
 	AllowAnonymous      bool           // -allow-anonymous, default true
 	MaxPacketSize       int            // -max-packet-size bytes, default 1048576 (1MiB)
+	MaxQueuedBytes      int            // -max-queued-bytes, default 8MiB; 0 = no bound
 	ConnectTimeout      time.Duration  // -connect-timeout, default 10s
 	MaxInflight         int            // -max-inflight, default 20, 1..65535
 	MaxQueuedMessages   int            // -max-queued-messages, default 1000, ≥1
@@ -152,6 +153,8 @@ func options() []option {
 			set: func(c *Config, v string) error { return setInt(&c.MaxInflight, v, 1, 65535) }},
 		{name: "max-queued-messages", def: "1000", arg: "n", usage: "messages kept per session while its client is offline or slow, at least 1",
 			set: func(c *Config, v string) error { return setInt(&c.MaxQueuedMessages, v, 1, maxInt) }},
+		{name: "max-queued-bytes", def: "8MiB", arg: "size", usage: "bytes of topics and payloads queued per connected client, bytes or KiB/MiB; beyond it new messages are dropped and counted; 0 = no bound",
+			set: func(c *Config, v string) error { return setQueueBytes(&c.MaxQueuedBytes, v) }},
 		{name: "message-expiry", def: "1h", arg: "duration", usage: "how long a message queued for an offline session is kept",
 			set: func(c *Config, v string) error { return setDuration(&c.MessageExpiry, v, time.Second) }},
 		{name: "session-expiry", def: "2h", arg: "duration", usage: "a persistent session offline longer than this is removed with its subscriptions (0 = never)",
@@ -575,6 +578,15 @@ func setPattern(dst **regexp.Regexp, v string) error {
 }
 
 // setSize parses bytes, or a number with a KiB or MiB suffix (1024-based).
+// setQueueBytes parses a size like setSize, where 0 means no bound.
+func setQueueBytes(dst *int, v string) error {
+	if strings.TrimSpace(v) == "0" {
+		*dst = 0
+		return nil
+	}
+	return setSize(dst, v)
+}
+
 func setSize(dst *int, v string) error {
 	s := strings.TrimSpace(v)
 	mult := 1

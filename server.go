@@ -64,6 +64,7 @@ func NewServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.
 				ConnectTimeout:  cfg.ConnectTimeout,
 				MaxInflight:     cfg.MaxInflight,
 				MaxQueued:       cfg.MaxQueuedMessages,
+				MaxQueuedBytes:  cfg.MaxQueuedBytes,
 				WriteTimeout:    30 * time.Second,
 				ClientIDPattern: cfg.ClientIDPattern,
 			},

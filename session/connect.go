@@ -135,6 +135,7 @@ func (s *Session) restore(stored *bridge.Session) {
 		queued := make([]outgoing, 0, len(stored.Queued)+len(s.pending))
 		for _, d := range stored.Queued {
 			queued = append(queued, outgoing{msg: d.Message, qos: d.QoS})
+			s.queuedBytes += queuedSize(d.Message)
 		}
 		s.pending = append(queued, s.pending...)
 	}
@@ -172,7 +173,7 @@ func (s *Session) snapshot() *bridge.Session {
 			}
 		}
 	}
-	s.pending, s.held = nil, nil
+	s.pending, s.held, s.queuedBytes = nil, nil, 0
 	s.feeds, s.retainedMarks = nil, nil
 	return st
 }

@@ -62,7 +62,7 @@ func (s *Session) enqueue(o outgoing) bool {
 		s.env.Stats.DroppedStale.Add(1)
 		return true
 	}
-	if len(s.pending)+len(s.held) >= s.env.Config.MaxQueued {
+	if len(s.pending)+len(s.held) >= s.env.Config.MaxQueued || s.bytesFullLocked(o.msg) {
 		s.mu.Unlock()
 		if o.qos == 0 {
 			s.env.Stats.DroppedQoS0.Add(1)
@@ -71,6 +71,8 @@ func (s *Session) enqueue(o outgoing) bool {
 		}
 		return true
 	}
+	s.queuedBytes += queuedSize(o.msg)
+	s.peakQueued = max(s.peakQueued, s.queuedBytes)
 	if s.fetching {
 		s.held = append(s.held, o)
 		s.mu.Unlock()
@@ -83,6 +85,18 @@ func (s *Session) enqueue(o outgoing) bool {
 		go s.writeLoop()
 	}
 	return true
+}
+
+// queuedSize is what a message counts against -max-queued-bytes: its topic
+// and payload, which is what the queue keeps alive.
+func queuedSize(m *bridge.Message) int { return len(m.Topic) + len(m.Payload) }
+
+// bytesFullLocked reports whether m would take the queue past
+// MaxQueuedBytes. A queue that is empty takes any message, so that one
+// larger than the bound is still delivered. s.mu is held.
+func (s *Session) bytesFullLocked(m *bridge.Message) bool {
+	limit := s.env.Config.MaxQueuedBytes
+	return limit > 0 && s.queuedBytes > 0 && s.queuedBytes+queuedSize(m) > limit
 }
 
 // sendAck queues an acknowledgement for the writer.
@@ -194,6 +208,7 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 	for ; n < len(s.pending) && len(buf) < maxWriteBatch; n++ {
 		o := s.pending[n]
 		if checkReads && !s.mayRead(o.msg.Topic) {
+			s.queuedBytes -= queuedSize(o.msg)
 			continue
 		}
 		p := packets.Publish{QoS: o.qos, Retain: o.retain, Topic: o.msg.Topic, Payload: o.msg.Payload}
@@ -206,6 +221,7 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 			s.allocMaps()
 			s.inflight[p.PacketID] = inflight{outgoing: o, seq: s.seq}
 		}
+		s.queuedBytes -= queuedSize(o.msg)
 		buf = packets.AppendPublish(buf, &p)
 		s.env.Stats.Delivered.Add(1)
 	}

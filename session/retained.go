@@ -159,6 +159,9 @@ func (s *Session) retainedRoomLocked() int {
 	if room < max(1, limit/2) {
 		return 0
 	}
+	if b := s.env.Config.MaxQueuedBytes; b > 0 && s.queuedBytes > b/2 {
+		return 0 // the feeder's share of the byte bound is taken too
+	}
 	return room
 }
 
@@ -263,6 +266,7 @@ func (s *Session) queueRetainedLocked(f *feed, msgs []*bridge.Message) {
 			continue // takes no room; the writer checks again
 		}
 		s.pending = append(s.pending, outgoing{msg: m, qos: min(m.QoS, f.qos), retain: true})
+		s.queuedBytes += queuedSize(m)
 		if m.Time.IsZero() || now.Sub(m.Time) > retainedFresh {
 			continue
 		}
@@ -301,6 +305,7 @@ func (s *Session) releaseHeldLocked() {
 	for _, o := range s.held {
 		if s.retainedMarks != nil && s.staleLocked(o.msg) {
 			s.env.Stats.DroppedStale.Add(1)
+			s.queuedBytes -= queuedSize(o.msg)
 			continue
 		}
 		s.pending = append(s.pending, o)

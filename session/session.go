@@ -63,6 +63,10 @@ type Config struct {
 	// beyond it new messages are dropped and counted, QoS 0 and QoS 1/2
 	// alike (Mosquitto's max_queued_messages rule).
 	MaxQueued int
+	// MaxQueuedBytes bounds the same queue by the bytes of its messages'
+	// topics and payloads (Mosquitto's max_queued_bytes); 0 = no bound. A
+	// message larger than the bound still gets through an empty queue.
+	MaxQueuedBytes int
 	// WriteTimeout closes a connection whose socket accepts no bytes for
 	// this long.
 	WriteTimeout time.Duration
@@ -107,6 +111,8 @@ type Session struct {
 	mu          sync.Mutex
 	ctrl        []byte     // encoded acknowledgements waiting for the writer
 	pending     []outgoing // messages waiting for the writer or an inflight slot
+	queuedBytes int        // size (see queuedSize) of the messages in pending and held
+	peakQueued  int        // the largest queuedBytes seen, to return memory at the end
 	inflight    map[uint16]inflight
 	seq         uint64 // orders inflight entries for resending
 	nextID      uint16
@@ -338,6 +344,12 @@ func (s *Session) end(ctx context.Context) {
 	defer cancel()
 	if err := s.env.Bridge.Detach(dctx, s.clientID, s, state); err != nil {
 		s.logger().Error("store session", "err", err)
+	}
+	s.mu.Lock()
+	peak := s.peakQueued
+	s.mu.Unlock()
+	if peak >= returnMemoryAfter {
+		returnMemory()
 	}
 }
 
