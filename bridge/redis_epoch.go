@@ -106,6 +106,7 @@ func (r *Redis) checkEpoch(ctx context.Context, seen string) {
 	r.log.Warn("redis restarted without our messages; republished those it had accepted", "messages", len(lost), "old_epoch", r.epoch, "epoch", now)
 	r.stats.republished.Add(int64(len(lost)))
 	r.epoch = now
+	r.askBeat() // our liveness key and client records went with the data
 }
 
 // republish sends entries again, one script call per shard.

@@ -47,7 +47,7 @@ func (r *Redis) Attach(ctx context.Context, clientID string, sub Subscriber, cle
 		}
 	}
 
-	c := &redisClient{id: clientID, sub: sub, conn: randomToken(), clean: clean, subs: make(map[string]byte)}
+	c := &redisClient{id: clientID, sub: sub, conn: randomToken(), clean: clean, subs: make(map[string]byte), will: willCopy(will)}
 	var stored *Session
 	var cursor [streamShards]streamID
 	hasCursor := false
