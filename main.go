@@ -47,6 +47,10 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	b, err := newBridge(ctx, cfg, log)
+	if errors.Is(err, bridge.ErrNodeIDInUse) {
+		fmt.Fprintf(stderr, "server: -node-id %s: %v\n", cfg.NodeID, err)
+		return 2
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "server: %v\n", err)
 		return 1

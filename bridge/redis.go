@@ -88,7 +88,10 @@ type RedisOptions struct {
 //
 //	<p>client:<id>      hash  state 1/0, online_at, offline_at, node, conn
 //	<p>node:<node>      hash  client id → connect time, per replica
-//	<p>alive:<node>     string with TTL NodeTTL, refreshed every TTL/3
+//	<p>alive:<node>     string with TTL NodeTTL, refreshed every TTL/3: the
+//	                    node's token, or a reaper's tombstone
+//	<p>willclaim:<conn> string with TTL 24h: the will of connection conn is
+//	                    (being) published by the replica named
 //	<p>nodes            set   registered replicas, checked by the reaper
 //	<p>sub:<id>         hash  filter → QoS of a persistent session
 //	<p>session:<id>     hash  state (inflight, queued, awaiting PUBREL),
@@ -163,6 +166,13 @@ type Redis struct {
 	attaches map[string]*clientLock // serialises Attach per client id
 
 	stats redisCounters
+
+	// Liveness (redis_liveness.go).
+	token         string                // this run's value in the liveness key
+	beatNow       chan struct{}         // asks the node loop for a heartbeat now
+	lastBeat      atomic.Int64          // unix nanoseconds of the last refresh of the key
+	needReconcile atomic.Bool           // live connections must be registered again
+	conflict      atomic.Pointer[error] // set while another replica holds this node id
 }
 
 // redisClient is a client connection attached to this replica.
@@ -174,6 +184,7 @@ type redisClient struct {
 	clean bool
 	subs  map[string]byte
 	late  []Delivery // refused by a closing connection, for its Detach
+	will  *Message   // published if the connection ends without DISCONNECT
 
 	// While Attach replays a persistent session's streams, live messages
 	// with a stream id wait in pending; skip then holds, per shard, the
@@ -277,6 +288,11 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		matched:    make(map[string]byte),
 		recent:     newRecentIDs(1 << 16),
 		attaches:   make(map[string]*clientLock),
+		token:      randomToken(),
+		beatNow:    make(chan struct{}, 1),
+	}
+	if cc, ok := o.Client.(*redis.ClusterClient); ok {
+		watchClusterTopology(ctx, cc)
 	}
 	r.minReplicas = o.MinReplicasAcked
 	if err := r.rdb.Ping(ctx).Err(); err != nil {
@@ -306,7 +322,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		err = r.loadRetainedIndex(ctx)
 	}
 	if err == nil {
-		err = r.heartbeat(ctx)
+		err = r.joinCluster(ctx)
 	}
 	if err != nil {
 		r.cancel()
@@ -318,6 +334,10 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	go r.publishLoop()
 	go r.nodeLoop()
 	go r.checkpointLoop()
+	if err := r.reapPreviousRun(ctx); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("new redis bridge: %w", err)
+	}
 	return r, nil
 }
 
@@ -344,10 +364,19 @@ func (r *Redis) subscribeControl(ctx context.Context) error {
 // NodeID returns the name this replica registered under.
 func (r *Redis) NodeID() string { return r.node }
 
-// Ready reports whether Redis answers, for a readiness probe.
+// Ready reports whether this replica can take a CONNECT and a QoS 1
+// PUBLISH, for a readiness probe: its node id is its own, its liveness key
+// was refreshed within the TTL, and every stream shard's key answers (in
+// Redis Cluster, every master the client routes to answers too).
 func (r *Redis) Ready(ctx context.Context) error {
-	if err := r.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis ready: %w: %w", ErrUnavailable, err)
+	if p := r.conflict.Load(); p != nil {
+		return fmt.Errorf("redis ready: %w", *p)
+	}
+	if since := time.Since(time.Unix(0, r.lastBeat.Load())); since > r.ttl {
+		return fmt.Errorf("redis ready: %w: liveness key not refreshed for %s", ErrUnavailable, since.Round(time.Millisecond))
+	}
+	if err := r.probeShards(ctx); err != nil {
+		return fmt.Errorf("redis ready: %w", err)
 	}
 	return nil
 }
@@ -394,11 +423,9 @@ func (r *Redis) Close() error {
 		// Nothing to reap: leave the registry at once.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, r.aliveKey(r.node))
-			p.SRem(ctx, r.nodesKey(), r.node)
-			return nil
-		})
+		if released, _ := releaseScript.Run(ctx, r.rdb, []string{r.aliveKey(r.node)}, r.token).Int(); released == 1 {
+			_ = r.rdb.SRem(ctx, r.nodesKey(), r.node).Err()
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("close redis bridge: %w", err)
@@ -412,7 +439,6 @@ func (r *Redis) clientKey(id string) string    { return r.prefix + "client:" + i
 func (r *Redis) nodeKey(node string) string    { return r.prefix + "node:" + node }
 func (r *Redis) aliveKey(node string) string   { return r.prefix + "alive:" + node }
 func (r *Redis) nodesKey() string              { return r.prefix + "nodes" }
-func (r *Redis) reapKey(node string) string    { return r.prefix + "reap:" + node }
 func (r *Redis) subKey(id string) string       { return r.prefix + "sub:" + id }
 func (r *Redis) sessionKey(id string) string   { return r.prefix + "session:" + id }
 func (r *Redis) retainKey(topic string) string { return r.prefix + "retain:" + topic }

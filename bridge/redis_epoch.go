@@ -179,6 +179,7 @@ func (r *Redis) checkEpoch(ctx context.Context, seen string) {
 		r.ring.add(e)
 	}
 	r.epoch = now
+	r.askBeat() // our liveness key and client records went with the data
 }
 
 // republish sends entries again, one script call per shard.

@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -27,41 +29,28 @@ if redis.call('HGET', KEYS[1], 'clean') == '1' then redis.call('DEL', KEYS[1]) e
 return 1
 `)
 
-// heartbeat registers this node and refreshes its liveness key.
-func (r *Redis) heartbeat(ctx context.Context) error {
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.SAdd(ctx, r.nodesKey(), r.node)
-		p.Set(ctx, r.aliveKey(r.node), strconv.FormatInt(time.Now().Unix(), 10), r.ttl)
-		return nil
-	})
-	if err != nil {
-		return unavailable("node heartbeat", err)
-	}
-	return nil
-}
-
-// nodeLoop refreshes the liveness key every TTL/3 and looks for dead nodes
-// every TTL/2.
+// nodeLoop refreshes the liveness key every TTL/3 (and at once when asked,
+// e.g. after the publisher saw Redis restart) and looks for dead nodes every
+// TTL/2.
 func (r *Redis) nodeLoop() {
 	defer r.wg.Done()
 	beat := time.NewTicker(r.ttl / 3)
 	defer beat.Stop()
 	reap := time.NewTicker(r.ttl / 2)
 	defer reap.Stop()
+	missing := make(map[string]time.Time) // node → first seen without liveness key
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-beat.C:
-			ctx, cancel := context.WithTimeout(r.ctx, r.ttl/3)
-			if err := r.heartbeat(ctx); err != nil {
-				r.log.Warn("heartbeat failed", "err", err)
-			}
+			r.beatOnce()
 			r.askEpochCheck()
-			cancel()
+		case <-r.beatNow:
+			r.beatOnce()
 		case <-reap.C:
-			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
-			if err := r.reapDeadNodes(ctx); err != nil {
+			ctx, cancel := context.WithTimeout(r.ctx, reapHold/2)
+			if err := r.reapDeadNodes(ctx, missing); err != nil {
 				r.log.Warn("dead node check failed", "err", err)
 			}
 			cancel()
@@ -69,82 +58,181 @@ func (r *Redis) nodeLoop() {
 	}
 }
 
-// reapDeadNodes finds registered nodes whose liveness key has expired and,
-// for each one this replica claims, publishes the wills of its clients that
+func (r *Redis) beatOnce() {
+	ctx, cancel := context.WithTimeout(r.ctx, max(r.ttl/3, 2*time.Second))
+	defer cancel()
+	if err := r.heartbeat(ctx); err != nil {
+		r.log.Warn("heartbeat failed", "err", err)
+	}
+}
+
+// reapDeadNodes finds registered nodes whose liveness key is gone and, for
+// each one this replica claims, publishes the wills of its clients that
 // were still online, marks them offline and removes the node's records.
-func (r *Redis) reapDeadNodes(ctx context.Context) error {
+//
+// A node is dead only when its key was seen gone on two reads at least
+// TTL/2 apart (it refreshes every TTL/3): after Redis failed over, or was
+// unreachable, a live node needs a moment to write its key again. An error
+// reading a key says nothing about the node. A replica whose own heartbeat
+// is failing judges nobody.
+func (r *Redis) reapDeadNodes(ctx context.Context, missing map[string]time.Time) error {
+	if time.Since(time.Unix(0, r.lastBeat.Load())) > r.ttl/2 {
+		clear(missing)
+		return nil
+	}
 	nodes, err := r.rdb.SMembers(ctx, r.nodesKey()).Result()
 	if err != nil {
 		return unavailable("list nodes", err)
 	}
+	listed := make(map[string]bool, len(nodes))
+	var errs []error
 	for _, n := range nodes {
+		listed[n] = true
 		if n == r.node {
 			continue
 		}
 		alive, err := r.rdb.Exists(ctx, r.aliveKey(n)).Result()
 		if err != nil {
-			return unavailable("check node liveness", err)
+			errs = append(errs, unavailable("check liveness of "+n, err))
+			continue // unknown, not dead
 		}
 		if alive > 0 {
+			delete(missing, n)
 			continue
 		}
-		won, err := r.rdb.SetNX(ctx, r.reapKey(n), r.node, time.Minute).Result()
+		first, seen := missing[n]
+		if !seen {
+			missing[n] = time.Now()
+			continue
+		}
+		if time.Since(first) < r.ttl/2 {
+			continue
+		}
+		tomb := tombstonePrefix + r.node + ":" + randomToken()
+		won, err := r.rdb.SetNX(ctx, r.aliveKey(n), tomb, reapHold).Result()
 		if err != nil {
-			return unavailable("claim dead node", err)
-		}
-		if !won {
+			errs = append(errs, unavailable("claim dead node "+n, err))
 			continue
 		}
-		if err := r.reapNode(ctx, n); err != nil {
-			return err
+		delete(missing, n)
+		if !won {
+			continue // came back, or another survivor reaps it
+		}
+		err = r.reapNode(ctx, n)
+		// Let the node register again at once should it be alive.
+		if rerr := releaseScript.Run(ctx, r.rdb, []string{r.aliveKey(n)}, tomb).Err(); rerr != nil && err == nil {
+			err = unavailable("release dead node", rerr)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reap node %s: %w", n, err))
 		}
 	}
-	return nil
+	for n := range missing {
+		if !listed[n] {
+			delete(missing, n)
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// reapNode handles the clients of one dead node.
+// reapNode publishes the wills of node's clients that are still online
+// there and marks them offline. A will is claimed per connection before it
+// is published (see redis_liveness.go), so a client of a node that comes
+// back finds out its will is spent, and a reaper that fails half way can be
+// run again. node may be this replica itself at start-up, for the clients
+// of its previous run.
 func (r *Redis) reapNode(ctx context.Context, node string) error {
 	clients, err := r.rdb.HKeys(ctx, r.nodeKey(node)).Result()
 	if err != nil {
 		return unavailable("list dead node's clients", err)
 	}
-	r.log.Info("reaping dead node", "dead", node, "clients", len(clients))
+	if len(clients) > 0 {
+		r.log.Info("reaping dead node", "dead", node, "clients", len(clients))
+	}
 	now := strconv.FormatInt(time.Now().Unix(), 10)
 	for _, id := range clients {
-		conn, err := claimScript.Run(ctx, r.rdb, []string{r.clientKey(id)}, node, now).Text()
-		if err == redis.Nil {
-			continue // reconnected elsewhere, or already offline
-		}
+		rec, err := r.rdb.HMGet(ctx, r.clientKey(id), "node", "state", "conn").Result()
 		if err != nil {
-			return unavailable("claim client of dead node", err)
+			return unavailable("read client of dead node", err)
 		}
-		willEnv, err := r.rdb.HGet(ctx, r.sessionKey(id), "will").Result()
-		if err != nil && err != redis.Nil {
+		if s, _ := rec[0].(string); s != node {
+			continue // reconnected elsewhere
+		}
+		if s, _ := rec[1].(string); s != "1" {
+			continue // already offline
+		}
+		conn, _ := rec[2].(string)
+		sess, err := r.rdb.HMGet(ctx, r.sessionKey(id), "will", "conn", "clean").Result()
+		if err != nil {
 			return unavailable("read will", err)
 		}
-		ownerConn, _ := r.rdb.HGet(ctx, r.sessionKey(id), "conn").Result()
-		if willEnv != "" && ownerConn == conn {
+		willEnv, _ := sess[0].(string)
+		owner, _ := sess[1].(string)
+		if willEnv != "" && owner == conn && conn != "" {
 			will := new(Message)
 			if _, err := DecodeEnvelope(willEnv, will); err != nil {
 				r.log.Error("dropping stored will that does not decode", "client", id, "err", err)
-			} else if err := r.Publish(ctx, will); err != nil && !isNotReplicated(err) {
-				// Not replicated is still published: retrying would send it twice.
+			} else if won, err := r.claimWill(ctx, conn); err != nil {
 				return err
-			} else {
-				r.stats.willsSent.Add(1)
+			} else if won {
+				// Not replicated is still published: retrying would send it twice.
+				if err := r.Publish(ctx, will); err != nil && !isNotReplicated(err) {
+					r.retryWill(id, "", will)
+				} else {
+					r.stats.willsSent.Add(1)
+				}
 			}
 		}
-		if err := clearWillScript.Run(ctx, r.rdb, []string{r.sessionKey(id)}, conn).Err(); err != nil {
-			return unavailable("clear will", err)
+		err = claimScript.Run(ctx, r.rdb, []string{r.clientKey(id)}, node, now).Err()
+		if err != nil && err != redis.Nil {
+			return unavailable("mark client of dead node offline", err)
+		}
+		if err == nil {
+			// Offline now: its keys expire as if it had disconnected.
+			clean, _ := sess[2].(string)
+			if err := r.expireOffline(ctx, id, clean != "0"); err != nil {
+				return err
+			}
+		}
+		if conn != "" {
+			if err := clearWillScript.Run(ctx, r.rdb, []string{r.sessionKey(id)}, conn).Err(); err != nil {
+				return unavailable("clear will", err)
+			}
 		}
 	}
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, r.nodeKey(node))
-		p.SRem(ctx, r.nodesKey(), node)
+		if node != r.node {
+			p.SRem(ctx, r.nodesKey(), node)
+		}
 		return nil
 	})
 	if err != nil {
 		return unavailable("remove dead node", err)
+	}
+	return nil
+}
+
+// expireOffline gives the keys of a client that went offline without a
+// Detach (its replica died) the expiry a Detach would have: a clean
+// session's record lingers briefly, a persistent session for
+// -session-expiry.
+func (r *Redis) expireOffline(ctx context.Context, id string, clean bool) error {
+	if !clean && r.sessionTTL <= 0 {
+		return nil
+	}
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if clean {
+			p.PExpire(ctx, r.clientKey(id), cleanRecordTTL)
+			return nil
+		}
+		for _, k := range []string{r.clientKey(id), r.subKey(id), r.sessionKey(id)} {
+			p.PExpire(ctx, k, r.sessionTTL)
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("expire keys of dead node's client", err)
 	}
 	return nil
 }

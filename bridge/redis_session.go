@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,7 +69,7 @@ func (r *Redis) Attach(ctx context.Context, clientID, owner string, sub Subscrib
 	if err := r.takeOverLocal(clientID); err != nil {
 		return nil, err
 	}
-	c := &redisClient{id: clientID, owner: owner, sub: sub, conn: randomToken(), clean: clean, subs: make(map[string]byte)}
+	c := &redisClient{id: clientID, owner: owner, sub: sub, conn: randomToken(), clean: clean, subs: make(map[string]byte), will: willCopy(will)}
 	got, err := r.claim(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("attach %q: %w", clientID, err)
@@ -317,12 +318,12 @@ type control struct {
 // for the acknowledgement, at most takeoverTimeout. A node whose liveness
 // key is gone cannot answer; the reaper publishes its clients' wills.
 func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string) error {
-	alive, err := r.rdb.Exists(ctx, r.aliveKey(node)).Result()
-	if err != nil {
+	held, err := r.rdb.Get(ctx, r.aliveKey(node)).Result()
+	if err != nil && err != redis.Nil {
 		return unavailable("check node liveness", err)
 	}
-	if alive == 0 {
-		return nil
+	if held == "" || strings.HasPrefix(held, tombstonePrefix) {
+		return nil // dead, or being reaped: nobody there to answer
 	}
 	token := randomToken()
 	ack, done := r.waitFor(r.acks, token)
@@ -694,9 +695,21 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 // before whole, never half replaced. In Redis Cluster, where the two keys
 // live in different slots, go-redis runs one MULTI per slot: each key is
 // still replaced whole.
+//
+// A connection whose session another connection has meanwhile claimed (it
+// was taken over while this replica was unreachable) stores nothing: the
+// session hash names its owner's connection, and the newer state wins.
 func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *Session, cursor *[streamShards]streamID) error {
 	sk := r.sessionKey(c.id)
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	owner, err := r.rdb.HGet(ctx, sk, "conn").Result()
+	if err != nil && err != redis.Nil {
+		return unavailable("read session owner", err)
+	}
+	if owner != "" && owner != c.conn {
+		r.log.Info("session not stored: taken over by another connection", "client", c.id)
+		return nil
+	}
+	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0")
 		p.HDel(ctx, sk, "will")
 		// The bridge's own record of the subscriptions is the truth.

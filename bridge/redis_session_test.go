@@ -350,6 +350,11 @@ func TestRedis_DeadNodeWillPublishedOnce(t *testing.T) {
 	if st := rdb.HGet(ctx, "mqtt:client:p1", "state").Val(); st != "0" {
 		t.Fatalf("dead node's client state = %q, want 0", st)
 	}
+	// Issue 7 item 11: a reaped clean session's record expires like one
+	// that disconnected.
+	if ttl := rdb.PTTL(ctx, "mqtt:client:p1").Val(); ttl <= 0 || ttl > cleanRecordTTL {
+		t.Fatalf("reaped client record TTL %v, want (0, %v]", ttl, cleanRecordTTL)
+	}
 	if rdb.SIsMember(ctx, "mqtt:nodes", "dying").Val() || rdb.Exists(ctx, "mqtt:node:dying").Val() != 0 {
 		t.Fatal("dead node's records not removed")
 	}

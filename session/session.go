@@ -364,6 +364,18 @@ func (s *Session) publishWill(ctx context.Context) {
 	w.ID = newMessageID()
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	if wp, ok := s.env.Bridge.(bridge.WillPublisher); ok {
+		// Another replica may have published it already, having declared
+		// this one dead; a refused will is retried by the bridge.
+		published, err := wp.PublishWill(pctx, s.clientID, s, w)
+		if err != nil {
+			s.logger().Error("publish will; retrying", "topic", w.Topic, "err", err)
+		}
+		if published {
+			s.env.Stats.WillsPublished.Add(1)
+		}
+		return
+	}
 	if err := s.env.Bridge.Publish(pctx, w); err != nil {
 		s.logger().Error("publish will", "topic", w.Topic, "err", err)
 		return

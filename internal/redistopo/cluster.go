@@ -108,3 +108,16 @@ func (c *Cluster) Stop() {
 		n.stop()
 	}
 }
+
+// Kill sends SIGKILL to the node listening on addr and waits until it has
+// exited, so that its replica is promoted after the cluster node timeout
+// (2s). It reports false when no node has that address.
+func (c *Cluster) Kill(addr string) bool {
+	for _, n := range c.nodes {
+		if n.addr == addr {
+			n.stop()
+			return true
+		}
+	}
+	return false
+}

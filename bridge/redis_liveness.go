@@ -1,0 +1,503 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Replica liveness.
+//
+// Each replica holds <prefix>alive:<node> with a random token of its own
+// (SET NX at start, TTL NodeTTL) and refreshes it only while the value is
+// still its token. A survivor that finds the key gone twice, NodeTTL/2
+// apart, claims the node by putting a tombstone in the key (SET NX), so no
+// replica can declare a node dead while that node holds its key, and the
+// node cannot register again while a survivor is reaping it.
+//
+// A connection's will is claimed with SET NX of <prefix>willclaim:<conn>:
+// whoever claims it (the connection's own replica when it ends without
+// DISCONNECT, or a survivor reaping a replica it believes dead) publishes
+// it, so a will is published at most once per connection.
+//
+// A replica that finds its key gone (it was paused, cut off from Redis,
+// reaped, or Redis restarted empty) takes it again and re-registers every
+// live connection: client record, node index, will, session hash and the
+// subscriptions of persistent sessions. A connection whose will a survivor
+// has already claimed is closed instead: its will told the world it was
+// gone, and keeping it open would make that a lie. The client reconnects
+// and announces itself again. A connection whose record now names another
+// connection was taken over while this replica was absent, and is closed
+// [MQTT-3.1.4-2].
+
+// ErrNodeIDInUse reports that another live replica holds this replica's
+// node id.
+var ErrNodeIDInUse = errors.New("node id in use by a live replica")
+
+// willClaimTTL is how long the marker of a claimed will is kept: a replica
+// paused for longer than this after being reaped may publish a will again.
+const willClaimTTL = 24 * time.Hour
+
+// tombstonePrefix starts the value a reaper leaves in a dead node's
+// liveness key while it publishes that node's wills.
+const tombstonePrefix = "reaping:"
+
+// reapHold bounds how long a reaper's tombstone blocks the node's return if
+// the reaper dies; reapNode's deadline is shorter.
+const reapHold = time.Minute
+
+// beatScript refreshes a liveness key only if it holds this node's token,
+// and returns the key's value (nil when it is gone).
+// KEYS[1] alive key; ARGV token, TTL in ms.
+var beatScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return v
+`)
+
+// releaseScript deletes a key only if it holds ARGV[1].
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// reRegisterClientScript makes the client record say the connection is
+// online here, unless the record belongs to another connection. KEYS[1]
+// client; ARGV conn, node, online_at. Returns 1 when written.
+var reRegisterClientScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'conn')
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1])
+if redis.call('HEXISTS', KEYS[1], 'online_at') == 0 then redis.call('HSET', KEYS[1], 'online_at', ARGV[3]) end
+return 1
+`)
+
+// reRegisterSessionScript writes the session hash fields a live connection
+// owns, unless the hash belongs to another connection. A stored cursor is
+// kept. KEYS[1] session; ARGV conn, clean, cursor (” none), will (” none).
+var reRegisterSessionScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'conn')
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'conn', ARGV[1], 'clean', ARGV[2], 'owner', ARGV[5])
+if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'cursor', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'will', ARGV[4]) else redis.call('HDEL', KEYS[1], 'will') end
+return 1
+`)
+
+// willCopy keeps a will for re-registration: the session that gave it sets
+// its ID and time when it publishes it.
+func willCopy(w *Message) *Message {
+	if w == nil {
+		return nil
+	}
+	c := *w
+	return &c
+}
+
+func (r *Redis) willClaimKey(conn string) string { return r.prefix + "willclaim:" + conn }
+
+// joinCluster takes this node's liveness key and registers the node. When
+// the key is held, it waits until it lapses, at most NodeTTL plus one
+// refresh period: a previous run of this node that crashed lets it go by
+// then, a live replica with the same id refreshes it and start-up fails
+// with ErrNodeIDInUse.
+func (r *Redis) joinCluster(ctx context.Context) error {
+	deadline := time.Now().Add(r.ttl + r.ttl/3 + 100*time.Millisecond)
+	for {
+		ok, err := r.rdb.SetNX(ctx, r.aliveKey(r.node), r.token, r.ttl).Result()
+		if err != nil {
+			return unavailable("take liveness key", err)
+		}
+		if ok {
+			break
+		}
+		left, err := r.rdb.PTTL(ctx, r.aliveKey(r.node)).Result()
+		if err != nil {
+			return unavailable("read liveness key", err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %q is refreshed by another replica (key %s); give each replica its own id",
+				ErrNodeIDInUse, r.node, r.aliveKey(r.node))
+		}
+		r.log.Warn("node id held in Redis, by another replica or a previous run of this one; waiting for it to lapse",
+			"key", r.aliveKey(r.node), "expires_in", left, "gives_up_in", time.Until(deadline).Round(time.Millisecond))
+		wait := min(max(left, 10*time.Millisecond), r.ttl/4, time.Until(deadline)+time.Millisecond)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("wait for node id %q: %w", r.node, ctx.Err())
+		}
+	}
+	if err := r.rdb.SAdd(ctx, r.nodesKey(), r.node).Err(); err != nil {
+		return unavailable("register node", err)
+	}
+	r.lastBeat.Store(time.Now().UnixNano())
+	return nil
+}
+
+// reapPreviousRun publishes the wills of the connections a previous run of
+// this node left behind: before the first Attach, whatever the node index
+// lists is theirs. The publisher must be running.
+func (r *Redis) reapPreviousRun(ctx context.Context) error {
+	if err := r.reapNode(ctx, r.node); err != nil {
+		return fmt.Errorf("publish wills of this node's previous run: %w", err)
+	}
+	return nil
+}
+
+// heartbeat refreshes this node's liveness key and, when the key is gone,
+// takes it again and re-registers every live connection.
+func (r *Redis) heartbeat(ctx context.Context) error {
+	var v *redis.Cmd
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		v = beatScript.EvalSha(ctx, p, []string{r.aliveKey(r.node)}, r.token, r.ttl.Milliseconds())
+		p.SAdd(ctx, r.nodesKey(), r.node)
+		return nil
+	})
+	if err != nil && redis.HasErrorPrefix(v.Err(), "NOSCRIPT") {
+		v = beatScript.Run(ctx, r.rdb, []string{r.aliveKey(r.node)}, r.token, r.ttl.Milliseconds())
+		err = v.Err()
+	}
+	held, verr := v.Text()
+	switch {
+	case verr == nil && held == r.token:
+		if err != nil {
+			return unavailable("node heartbeat", err)
+		}
+		r.lastBeat.Store(time.Now().UnixNano())
+		r.conflict.Store(nil)
+		if r.needReconcile.Load() {
+			return r.reconcile(ctx)
+		}
+		return nil
+	case verr == nil && strings.HasPrefix(held, tombstonePrefix):
+		// A survivor is publishing our clients' wills; come back after.
+		r.needReconcile.Store(true)
+		r.log.Warn("this replica was declared dead; re-registering once the reaper is done", "reaper", strings.TrimPrefix(held, tombstonePrefix))
+		return nil
+	case verr == nil:
+		err := fmt.Errorf("%w: %q: liveness key %s holds another replica's token", ErrNodeIDInUse, r.node, r.aliveKey(r.node))
+		r.conflict.Store(&err)
+		return err
+	case !errors.Is(verr, redis.Nil):
+		return unavailable("node heartbeat", verr)
+	}
+	// The key is gone: lapsed, or Redis lost it.
+	r.needReconcile.Store(true)
+	ok, err := r.rdb.SetNX(ctx, r.aliveKey(r.node), r.token, r.ttl).Result()
+	if err != nil {
+		return unavailable("take liveness key again", err)
+	}
+	if !ok {
+		return nil // someone took it first; the next beat tells who
+	}
+	r.lastBeat.Store(time.Now().UnixNano())
+	r.log.Warn("liveness key was gone (replica paused, cut off or reaped, or Redis lost its data); re-registering live connections")
+	return r.reconcile(ctx)
+}
+
+// askBeat makes the node loop refresh the liveness key now.
+func (r *Redis) askBeat() {
+	select {
+	case r.beatNow <- struct{}{}:
+	default:
+	}
+}
+
+// liveClient is what reconcile needs of one attached connection.
+type liveClient struct {
+	c      *redisClient
+	id     string
+	conn   string
+	clean  bool
+	owner  string
+	cursor [streamShards]streamID // where a replay of its session may start
+	will   *Message
+	subs   map[string]byte
+	status int // 0 re-register, 1 will claimed, 2 taken over
+}
+
+// reconcile re-registers every attached connection (see the comment at the
+// top of this file). Connections in the middle of Attach are left to it and
+// picked up by the next pass.
+func (r *Redis) reconcile(ctx context.Context) error {
+	r.mu.Lock()
+	all := make([]*liveClient, 0, len(r.clients))
+	for id, c := range r.clients {
+		subs := make(map[string]byte, len(c.subs))
+		for f, q := range c.subs {
+			subs[f] = q
+		}
+		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner,
+			cursor: r.cursorLocked(c), will: c.will, subs: subs})
+	}
+	r.mu.Unlock()
+	r.attachMu.Lock()
+	busy := false
+	kept := all[:0]
+	for _, l := range all {
+		if r.attaches[l.id] != nil {
+			busy = true
+			continue
+		}
+		kept = append(kept, l)
+	}
+	all = kept
+	r.attachMu.Unlock()
+
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	const chunk = 256
+	var closing []*liveClient
+	for start := 0; start < len(all); start += chunk {
+		batch := all[start:min(start+chunk, len(all))]
+		// 1. Wills a survivor claimed while it believed this node dead.
+		claims := make([]*redis.IntCmd, len(batch))
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, l := range batch {
+				if l.will != nil {
+					claims[i] = p.Exists(ctx, r.willClaimKey(l.conn))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return unavailable("re-register: read will claims", err)
+		}
+		// 2. Client records, unless another connection took them.
+		recs := make([]*redis.Cmd, len(batch))
+		_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, l := range batch {
+				if claims[i] != nil && claims[i].Val() > 0 {
+					l.status = 1
+					continue
+				}
+				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now)
+			}
+			return nil
+		})
+		if err != nil && !noScript(recs) {
+			return unavailable("re-register client records", err)
+		}
+		for i, l := range batch {
+			if recs[i] == nil {
+				continue
+			}
+			if redis.HasErrorPrefix(recs[i].Err(), "NOSCRIPT") {
+				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now)
+			}
+			n, err := recs[i].Int()
+			if err != nil {
+				return unavailable("re-register client record", err)
+			}
+			if n == 0 {
+				l.status = 2
+			}
+		}
+		// 3. Session hash, node index, subscriptions.
+		sess := make([]*redis.Cmd, len(batch))
+		_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, l := range batch {
+				if l.status != 0 {
+					continue
+				}
+				cur, will := "", ""
+				if !l.clean {
+					cur = encodeCursor(&l.cursor)
+				}
+				if l.will != nil {
+					will = string(AppendEnvelope(nil, l.will, ""))
+				}
+				sess[i] = reRegisterSessionScript.EvalSha(ctx, p, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner)
+				p.HSet(ctx, r.nodeKey(r.node), l.id, now)
+				if !l.clean && len(l.subs) > 0 {
+					args := make([]any, 0, 2*len(l.subs))
+					for f, q := range l.subs {
+						args = append(args, f, int(q))
+					}
+					p.HSet(ctx, r.subKey(l.id), args...)
+				}
+			}
+			return nil
+		})
+		if err != nil && !noScript(sess) {
+			return unavailable("re-register sessions", err)
+		}
+		for i, l := range batch {
+			if sess[i] != nil && redis.HasErrorPrefix(sess[i].Err(), "NOSCRIPT") {
+				cur, will := "", ""
+				if !l.clean {
+					cur = encodeCursor(&l.cursor)
+				}
+				if l.will != nil {
+					will = string(AppendEnvelope(nil, l.will, ""))
+				}
+				sess[i] = reRegisterSessionScript.Run(ctx, r.rdb, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner)
+			}
+			if sess[i] != nil && sess[i].Err() != nil {
+				return unavailable("re-register session", sess[i].Err())
+			}
+		}
+		for _, l := range batch {
+			if l.status != 0 {
+				closing = append(closing, l)
+			}
+		}
+	}
+
+	// A connection that detached while this ran must not stay registered.
+	r.mu.Lock()
+	var gone []*liveClient
+	for _, l := range all {
+		if l.status == 0 && r.clients[l.id] != l.c {
+			gone = append(gone, l)
+		}
+	}
+	r.mu.Unlock()
+	for _, l := range gone {
+		if err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, now).Err(); err != nil {
+			return unavailable("re-register: mark detached client offline", err)
+		}
+		if err := r.rdb.HDel(ctx, r.nodeKey(r.node), l.id).Err(); err != nil {
+			return unavailable("re-register: unlist detached client", err)
+		}
+	}
+
+	for _, l := range closing {
+		r.mu.Lock()
+		still := r.clients[l.id] == l.c
+		r.mu.Unlock()
+		if !still {
+			continue
+		}
+		if l.status == 1 {
+			r.log.Warn("closing connection whose will a survivor published while this replica was declared dead", "client", l.id)
+		} else {
+			r.log.Warn("closing connection taken over while this replica was declared dead [MQTT-3.1.4-2]", "client", l.id)
+		}
+		r.wg.Add(1)
+		go func(c *redisClient) {
+			defer r.wg.Done()
+			c.sub.TakeOver()
+		}(l.c)
+	}
+	r.needReconcile.Store(busy)
+	r.log.Info("re-registered live connections", "connections", len(all)-len(closing), "closed", len(closing), "deferred", busy)
+	return nil
+}
+
+// noScript reports whether a pipeline failed only because Redis lost its
+// script cache: the failing calls are then run again one by one.
+func noScript(cmds []*redis.Cmd) bool {
+	for _, c := range cmds {
+		if c != nil && c.Err() != nil && !redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			return false
+		}
+	}
+	return true
+}
+
+// WillPublisher is implemented by bridges that decide, across replicas,
+// who publishes a connection's will: exactly one of the connection's own
+// replica and a replica that declared it dead does [MQTT-3.1.2-8].
+type WillPublisher interface {
+	// PublishWill publishes will, due because sub's connection of clientID
+	// ended without DISCONNECT, unless it was already published for this
+	// connection: then it returns false and nil. If Redis refuses the
+	// will, the bridge keeps trying in the background until it is
+	// published or the bridge closes, and returns the first error.
+	PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error)
+}
+
+// PublishWill implements WillPublisher.
+func (r *Redis) PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error) {
+	r.mu.Lock()
+	conn := ""
+	if c := r.clients[clientID]; c != nil && c.sub == sub {
+		conn = c.conn
+	}
+	r.mu.Unlock()
+	if conn == "" {
+		// Not attached (Attach failed): nobody else knows of this will.
+		err := r.Publish(ctx, will)
+		if err == nil {
+			r.stats.willsSent.Add(1)
+			return true, nil
+		}
+		r.retryWill(clientID, "", will)
+		return false, err
+	}
+	won, err := r.claimWill(ctx, conn)
+	if err == nil && !won {
+		r.log.Info("will already published by a replica that declared this one dead", "client", clientID)
+		return false, nil
+	}
+	if err == nil {
+		if err = r.Publish(ctx, will); err == nil {
+			r.stats.willsSent.Add(1)
+			return true, nil
+		}
+		conn = "" // claimed: only the publish is left to retry
+	}
+	r.retryWill(clientID, conn, will)
+	return false, err
+}
+
+// claimWill claims the will of connection conn; true when this replica is
+// to publish it.
+func (r *Redis) claimWill(ctx context.Context, conn string) (bool, error) {
+	won, err := r.rdb.SetNX(ctx, r.willClaimKey(conn), r.node, willClaimTTL).Result()
+	if err != nil {
+		return false, unavailable("claim will", err)
+	}
+	return won, nil
+}
+
+// retryWill keeps trying, in the background, to claim (when conn is set)
+// and publish a will until it is published or the bridge closes.
+func (r *Redis) retryWill(clientID, conn string, will *Message) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		claimed := conn == ""
+		backoff := 50 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			select {
+			case <-time.After(backoff):
+			case <-r.ctx.Done():
+				r.log.Error("will not published: bridge closed while Redis refused it", "client", clientID, "topic", will.Topic, "attempts", attempt)
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+			err := error(nil)
+			if !claimed {
+				var won bool
+				won, err = r.claimWill(ctx, conn)
+				if err == nil && !won {
+					cancel()
+					return // a survivor published it
+				}
+				claimed = err == nil
+			}
+			if err == nil {
+				if err = r.Publish(ctx, will); isNotReplicated(err) {
+					err = nil // published, if not yet on enough Redis replicas
+				}
+			}
+			cancel()
+			if err == nil {
+				r.stats.willsSent.Add(1)
+				r.log.Info("will published after retrying", "client", clientID, "topic", will.Topic, "attempts", attempt)
+				return
+			}
+			if attempt == 1 || attempt%20 == 0 {
+				r.log.Warn("will not published yet; retrying", "client", clientID, "topic", will.Topic, "err", err)
+			}
+		}
+	}()
+}

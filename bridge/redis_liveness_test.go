@@ -1,0 +1,296 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/internal/redistest"
+)
+
+// waitUntil polls cond until it returns "" or d passes, then fails with
+// what cond last said.
+func waitUntil(t *testing.T, d time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", d, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sessionSub is a liveSub that ends like a session does when it is taken
+// over or closed by its bridge: it publishes its will through the bridge's
+// arbitration, then detaches.
+type sessionSub struct {
+	*liveSub
+	published atomic.Int32 // wills this connection published
+	ended     atomic.Bool
+}
+
+func newSessionSub(b *Redis, id string, will *Message) *sessionSub {
+	s := &sessionSub{liveSub: newLiveSub()}
+	s.onTakeOver = func() {
+		if s.ended.Swap(true) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if will != nil {
+			if ok, err := b.PublishWill(ctx, id, s, will); err != nil {
+				panic(fmt.Sprintf("PublishWill(%s): %v", id, err))
+			} else if ok {
+				s.published.Add(1)
+			}
+		}
+		if err := b.Detach(ctx, id, s, nil); err != nil {
+			panic(fmt.Sprintf("Detach(%s): %v", id, err))
+		}
+	}
+	return s
+}
+
+func clientRecord(t *testing.T, rdb *redis.Client, id string) map[string]string {
+	t.Helper()
+	h, err := rdb.HGetAll(context.Background(), "mqtt:client:"+id).Result()
+	if err != nil {
+		t.Fatalf("HGETALL mqtt:client:%s: %v", id, err)
+	}
+	return h
+}
+
+// onlineAt returns "" when the client record says id is online on node.
+func onlineAt(t *testing.T, rdb *redis.Client, id, node string) string {
+	h := clientRecord(t, rdb, id)
+	if h["state"] != "1" || h["node"] != node || h["conn"] == "" {
+		return fmt.Sprintf("mqtt:client:%s = %v, want state 1 on %s", id, h, node)
+	}
+	return ""
+}
+
+func willPayloads(s *liveSub) []string {
+	var out []string
+	for _, d := range s.deliveries() {
+		out = append(out, string(d.Message.Payload))
+	}
+	return out
+}
+
+// TestRedis_ReRegistersAfterRedisRestartEmpty: Redis restarts without
+// persistence while replica a has clients with wills. a must register them
+// again, so that a takeover from b still closes the first connection
+// [MQTT-3.1.4-2], and a killed afterwards still has its clients' wills
+// published, once [MQTT-3.1.2-8].
+func TestRedis_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
+	srv := redistest.Start(t)
+	fast := func(o *RedisOptions) { o.NodeTTL = time.Second }
+	a := newTestRedis(t, srv, "a", fast)
+	b := newTestRedis(t, srv, "b", fast)
+	watcher := newLiveSub()
+	attach(t, b, "watcher", watcher, true)
+	subscribe(t, b, "watcher", "wills/#", 1)
+
+	w1, w2 := rmsg("wills/c1", 1, "c1 gone"), rmsg("wills/c2", 1, "c2 gone")
+	c1 := newSessionSub(a, "c1", w1)
+	if _, err := a.Attach(context.Background(), "c1", "", c1, true, w1); err != nil {
+		t.Fatal(err)
+	}
+	c2 := newSessionSub(a, "c2", w2)
+	if _, err := a.Attach(context.Background(), "c2", "", c2, false, w2); err != nil {
+		t.Fatal(err)
+	}
+	subscribe(t, a, "c2", "c2/inbox", 1)
+
+	srv.Restart(t) // empty: no client record, node index, will or subscription left
+	rdb := newClient(t, srv)
+	ctx := context.Background()
+	start := time.Now()
+	waitUntil(t, 5*time.Second, func() string {
+		for _, id := range []string{"c1", "c2"} {
+			if msg := onlineAt(t, rdb, id, "a"); msg != "" {
+				return msg
+			}
+			if w, _ := rdb.HGet(ctx, "mqtt:session:"+id, "will").Result(); w == "" {
+				return "no will in mqtt:session:" + id
+			}
+			if n := rdb.HExists(ctx, "mqtt:node:a", id).Val(); !n {
+				return "mqtt:node:a does not list " + id
+			}
+		}
+		if q := rdb.HGet(ctx, "mqtt:sub:c2", "c2/inbox").Val(); q != "1" {
+			return fmt.Sprintf("mqtt:sub:c2 c2/inbox = %q, want 1", q)
+		}
+		if rdb.Exists(ctx, "mqtt:alive:a").Val() != 1 || !rdb.SIsMember(ctx, "mqtt:nodes", "a").Val() {
+			return "node a not registered"
+		}
+		return ""
+	})
+	t.Logf("re-registered %s after the restart", time.Since(start).Round(time.Millisecond))
+
+	// (a) The same client id on b closes c1 on a; c1's will comes once.
+	if _, err := b.Attach(ctx, "c1", "", newLiveSub(), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !c1.wasTakenOver() {
+		t.Fatal("c1 on a was not closed by a CONNECT with its client id on b [MQTT-3.1.4-2]")
+	}
+	watcher.waitFor(t, 1)
+
+	// (b) a dies with c2 attached: b publishes c2's will, once.
+	_ = a.Close()
+	watcher.waitFor(t, 2)
+	waitUntil(t, 5*time.Second, func() string {
+		if rdb.Exists(ctx, "mqtt:node:a").Val() != 0 {
+			return "dead node a's index not removed"
+		}
+		return ""
+	})
+	settle()
+	if got := willPayloads(watcher); len(got) != 2 || got[0] != "c1 gone" || got[1] != "c2 gone" {
+		t.Fatalf("wills delivered = %q, want c1's then c2's, once each", got)
+	}
+	if st := clientRecord(t, rdb, "c2")["state"]; st != "0" {
+		t.Fatalf("c2 state = %q after its node died, want 0", st)
+	}
+}
+
+// aclClient connects as a Redis ACL user that the test can make read-only.
+func aclClient(t *testing.T, srv *redistest.Server, admin *redis.Client, user string) *redis.Client {
+	t.Helper()
+	if err := admin.Do(context.Background(), "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all").Err(); err != nil {
+		t.Fatalf("ACL SETUSER %s: %v", user, err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: user, Password: "pw", MaxRetries: -1, DialTimeout: 500 * time.Millisecond})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestRedis_ReapedLiveReplicaPublishesWillOnce: replica a cannot write its
+// heartbeat for longer than its TTL (Redis refuses its writes), so b
+// declares it dead and publishes the will of a's client, which is still
+// connected. When a can write again it finds out: the connection whose will
+// went out is closed without publishing it again, a connection without a
+// will is registered again, and a connection that arrives later still gets
+// its own will published once when a really dies.
+func TestRedis_ReapedLiveReplicaPublishesWillOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := newClient(t, srv)
+	ctx := context.Background()
+	fast := func(o *RedisOptions) { o.NodeTTL = time.Second }
+	a := newTestRedis(t, srv, "a", fast, func(o *RedisOptions) { o.Client = aclClient(t, srv, admin, "node-a") })
+	b := newTestRedis(t, srv, "b", fast)
+	watcher := newLiveSub()
+	attach(t, b, "watcher", watcher, true)
+	subscribe(t, b, "watcher", "wills/#", 1)
+
+	w1 := rmsg("wills/c1", 1, "c1 gone")
+	c1 := newSessionSub(a, "c1", w1)
+	if _, err := a.Attach(ctx, "c1", "", c1, true, w1); err != nil {
+		t.Fatal(err)
+	}
+	c2 := newSessionSub(a, "c2", nil)
+	if _, err := a.Attach(ctx, "c2", "", c2, true, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Redis refuses a's writes: its liveness key lapses and b reaps it.
+	if err := admin.Do(ctx, "ACL", "SETUSER", "node-a", "resetkeys", "%R~*").Err(); err != nil {
+		t.Fatalf("make node-a read-only: %v", err)
+	}
+	start := time.Now()
+	watcher.waitFor(t, 1)
+	t.Logf("b declared a dead %s after a's writes were refused", time.Since(start).Round(time.Millisecond))
+	if c1.wasTakenOver() {
+		t.Fatal("c1 closed while a could not reach Redis")
+	}
+
+	// a can write again: it notices it was reaped.
+	if err := admin.Do(ctx, "ACL", "SETUSER", "node-a", "resetkeys", "~*").Err(); err != nil {
+		t.Fatalf("make node-a writable: %v", err)
+	}
+	waitUntil(t, 5*time.Second, func() string {
+		if !c1.ended.Load() {
+			return "c1, whose will b published, is still open on a"
+		}
+		return onlineAt(t, admin, "c2", "a")
+	})
+	if n := c1.published.Load(); n != 0 {
+		t.Fatalf("a published c1's will %d times after b had published it", n)
+	}
+	if c2.wasTakenOver() {
+		t.Fatal("c2, which has no will, was closed instead of registered again")
+	}
+	if h := clientRecord(t, admin, "c1"); h["state"] != "0" {
+		t.Fatalf("c1 record = %v, want offline", h)
+	}
+
+	// A connection made now is a's again: when a dies, b publishes its
+	// will once.
+	w3 := rmsg("wills/c3", 1, "c3 gone")
+	if _, err := a.Attach(ctx, "c3", "", newLiveSub(), true, w3); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Close()
+	watcher.waitFor(t, 2)
+	waitUntil(t, 5*time.Second, func() string {
+		if admin.Exists(ctx, "mqtt:node:a").Val() != 0 {
+			return "dead node a's index not removed"
+		}
+		return ""
+	})
+	settle()
+	if got := willPayloads(watcher); len(got) != 2 || got[0] != "c1 gone" || got[1] != "c3 gone" {
+		t.Fatalf("wills delivered = %q, want c1's once, then c3's once", got)
+	}
+}
+
+// TestRedis_DuplicateNodeIDRefused: a second replica with the id of a live
+// one does not start; a replica restarting under its own id after a crash
+// waits for the old liveness key to lapse, then starts and publishes the
+// wills its previous run left behind.
+func TestRedis_DuplicateNodeIDRefused(t *testing.T) {
+	srv := redistest.Start(t)
+	fast := func(o *RedisOptions) { o.NodeTTL = time.Second }
+	first := newTestRedis(t, srv, "n1", fast)
+	watcher := newLiveSub()
+	other := newTestRedis(t, srv, "other", fast)
+	attach(t, other, "watcher", watcher, true)
+	subscribe(t, other, "watcher", "wills/#", 1)
+
+	start := time.Now()
+	dup, err := NewRedis(context.Background(), RedisOptions{Client: newClient(t, srv), NodeID: "n1", NodeTTL: time.Second})
+	if err == nil {
+		_ = dup.Close()
+		t.Fatal("a second replica with node id n1 started while n1 is alive")
+	}
+	if !errors.Is(err, ErrNodeIDInUse) {
+		t.Fatalf("NewRedis with a live node's id: %v, want ErrNodeIDInUse", err)
+	}
+	t.Logf("refused after %s: %v", time.Since(start).Round(time.Millisecond), err)
+
+	// n1 "crashes" with a client attached, and restarts at once.
+	if _, err := first.Attach(context.Background(), "c1", "", newLiveSub(), true, rmsg("wills/c1", 1, "c1 gone")); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Close()
+	start = time.Now()
+	again := newTestRedis(t, srv, "n1", fast)
+	t.Logf("restart under the same id started after %s", time.Since(start).Round(time.Millisecond))
+	watcher.waitFor(t, 1)
+	settle()
+	if got := willPayloads(watcher); len(got) != 1 {
+		t.Fatalf("wills = %q, want the previous run's client's, once", got)
+	}
+	_ = again
+}

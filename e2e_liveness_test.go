@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/packets"
+)
+
+// TestNodeID_DuplicateRefused: a replica started with the -node-id of a
+// live replica exits with status 2 and a message naming -node-id, after
+// waiting at most -node-ttl plus one refresh period. A replica killed and
+// started again at once under its own id (a crash-restart loop) starts,
+// once its previous run's liveness key has lapsed.
+func TestNodeID_DuplicateRefused(t *testing.T) {
+	rs := redistest.Start(t)
+	startRedisReplica(t, rs.URL(), "twin", "-node-ttl", "1s")
+
+	start := time.Now()
+	out, code := runReplicaBinary(t, "-redis-url", rs.URL(), "-node-id", "twin", "-node-ttl", "1s")
+	took := time.Since(start)
+	t.Logf("duplicate refused after %s with status %d", took.Round(time.Millisecond), code)
+	if code != 2 {
+		t.Fatalf("exit status %d, want 2 (configuration error); output:\n%s", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "server: -node-id twin:") {
+		t.Errorf("last line %q does not name -node-id twin; output:\n%s", last, out)
+	}
+
+	// Crash and restart under the same id: the new run waits for the old
+	// liveness key (TTL 2s) to lapse, then starts.
+	first := startProcReplica(t, rs.URL(), "phoenix")
+	first.Kill(t)
+	start = time.Now()
+	startProcReplica(t, rs.URL(), "phoenix")
+	t.Logf("restart under the same id ready after %s", time.Since(start).Round(time.Millisecond))
+}
+
+// willTally reads PUBLISH packets on a watcher connection (acknowledging
+// QoS 1) and counts them by topic.
+type willTally struct {
+	c   *rawClient
+	got map[string]int
+}
+
+// readFor reads for d and returns the counts so far.
+func (w *willTally) readFor(d time.Duration) map[string]int {
+	until := time.Now().Add(d)
+	for time.Now().Before(until) {
+		pk, err := w.c.read(time.Until(until))
+		if err != nil {
+			break
+		}
+		if p, ok := pk.(*packets.Publish); ok {
+			w.got[p.Topic]++
+			if p.QoS == 1 {
+				w.c.send(&packets.Puback{PacketID: p.PacketID})
+			}
+		}
+	}
+	return w.got
+}
+
+// waitTopic reads until topic has arrived or d passes.
+func (w *willTally) waitTopic(t *testing.T, topic string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for w.got[topic] == 0 && time.Now().Before(deadline) {
+		w.readFor(100 * time.Millisecond)
+	}
+	if w.got[topic] == 0 {
+		t.Fatalf("no %s within %s (got %v)", topic, d, w.got)
+	}
+}
+
+func newWillWatcher(t *testing.T, addr string) *willTally {
+	w := &willTally{c: dialRaw(t, addr), got: map[string]int{}}
+	w.c.mustConnect(&packets.Connect{ClientID: unique(t, "watcher"), CleanSession: true, KeepAlive: 60})
+	w.c.subscribe(1, packets.Subscription{Filter: "wills/#", QoS: 1})
+	return w
+}
+
+// waitOnline polls the client record until it says id is online on node.
+func waitOnline(t *testing.T, rdb *redis.Client, id, node string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var h map[string]string
+	for time.Now().Before(deadline) {
+		h, _ = rdb.HGetAll(context.Background(), "mqtt:client:"+id).Result()
+		if h["state"] == "1" && h["node"] == node {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("mqtt:client:%s = %v after %s, want online on %s", id, h, d, node)
+}
+
+// TestLiveness_ReRegistersAfterRedisRestartEmpty: Redis restarts empty
+// while replica a holds two clients with wills. a registers them again;
+// then the same client id on b closes the first connection on a
+// [MQTT-3.1.4-2], and a killed afterwards has the other client's will
+// published by b, once [MQTT-3.1.2-8].
+func TestLiveness_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
+	rs := redistest.Start(t)
+	a := startProcReplica(t, rs.URL(), "node-a")
+	b := startProcReplica(t, rs.URL(), "node-b")
+	watcher := newWillWatcher(t, b.addr)
+	c1, c2 := unique(t, "c1"), unique(t, "c2")
+	first := dialRaw(t, a.addr)
+	first.mustConnect(&packets.Connect{ClientID: c1, CleanSession: true, KeepAlive: 60,
+		Will: &packets.Will{Topic: "wills/c1", Payload: []byte("c1 gone"), QoS: 1}})
+	other := dialRaw(t, a.addr)
+	other.mustConnect(&packets.Connect{ClientID: c2, CleanSession: false, KeepAlive: 60,
+		Will: &packets.Will{Topic: "wills/c2", Payload: []byte("c2 gone"), QoS: 1}})
+
+	rs.Restart(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	start := time.Now()
+	waitOnline(t, rdb, c1, "node-a", 10*time.Second)
+	waitOnline(t, rdb, c2, "node-a", 10*time.Second)
+	t.Logf("clients registered again %s after the restart", time.Since(start).Round(time.Millisecond))
+
+	second := dialRaw(t, b.addr)
+	second.mustConnect(&packets.Connect{ClientID: c1, CleanSession: true, KeepAlive: 60})
+	first.expectClosed(5 * time.Second)
+	watcher.waitTopic(t, "wills/c1", 10*time.Second)
+
+	a.Kill(t)
+	watcher.waitTopic(t, "wills/c2", 15*time.Second)
+	got := watcher.readFor(3 * time.Second) // more reaper rounds
+	if got["wills/c1"] != 1 || got["wills/c2"] != 1 {
+		t.Fatalf("wills = %v, want wills/c1 and wills/c2 once each", got)
+	}
+}
+
+// TestLiveness_PausedReplicaWillOnce: replica a is paused (SIGSTOP) for
+// longer than -node-ttl, so b declares it dead and publishes the will of
+// its client, which is still connected. When a resumes, it closes that
+// connection without publishing the will a second time; a client without
+// a will stays connected and is registered again.
+func TestLiveness_PausedReplicaWillOnce(t *testing.T) {
+	rs := redistest.Start(t)
+	a := startProcReplica(t, rs.URL(), "node-a")
+	b := startProcReplica(t, rs.URL(), "node-b")
+	watcher := newWillWatcher(t, b.addr)
+	withWill, noWill := unique(t, "will"), unique(t, "nowill")
+	cw := dialRaw(t, a.addr)
+	cw.mustConnect(&packets.Connect{ClientID: withWill, CleanSession: true, KeepAlive: 120,
+		Will: &packets.Will{Topic: "wills/paused", Payload: []byte("gone"), QoS: 1}})
+	cn := dialRaw(t, a.addr)
+	cn.mustConnect(&packets.Connect{ClientID: noWill, CleanSession: true, KeepAlive: 120})
+
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = a.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	start := time.Now()
+	watcher.waitTopic(t, "wills/paused", 15*time.Second)
+	t.Logf("b published the paused replica's client's will after %s", time.Since(start).Round(time.Millisecond))
+	resume()
+
+	took, _ := cw.expectClosed(10 * time.Second)
+	t.Logf("a closed the connection whose will was published %s after resuming", took.Round(time.Millisecond))
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	waitOnline(t, rdb, noWill, "node-a", 5*time.Second)
+	cn.send(&packets.Pingreq{})
+	if _, ok := cn.next().(*packets.Pingresp); !ok {
+		t.Fatal("client without a will: no PINGRESP after a resumed")
+	}
+	if got := watcher.readFor(3 * time.Second); got["wills/paused"] != 1 {
+		t.Fatalf("wills = %v, want wills/paused once", got)
+	}
+}
