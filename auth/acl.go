@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/bridgemq/server/topics"
 )
 
 // access is the set of operations an ACL rule grants; deny grants none and
@@ -142,7 +144,7 @@ func parseRule(pattern bool, rest string) (rule, error) {
 			return rule{}, fmt.Errorf("%w: unknown access %q (want read, write, readwrite or deny)", ErrSyntax, word)
 		}
 	}
-	if !validFilter(r.filter) {
+	if topics.ValidateFilter(r.filter) != nil {
 		return rule{}, fmt.Errorf("%w %q", ErrInvalidFilter, r.filter)
 	}
 	if pattern {
@@ -171,7 +173,7 @@ func nextWord(s string) (word, rest string) {
 // subscription and filters on delivery); refusing a filter the client could
 // never receive anything through is stricter and tells the client at once.
 func (a *ACL) CanSubscribe(clientID, username, filter string) bool {
-	if !validFilter(filter) {
+	if topics.ValidateFilter(filter) != nil {
 		return false
 	}
 	return a.check(clientID, username, filter, accessRead, subMatchesACL)
@@ -182,7 +184,7 @@ func (a *ACL) CanRead(clientID, username, topic string) bool {
 	if topic == "" || strings.ContainsAny(topic, "+#") {
 		return false
 	}
-	return a.check(clientID, username, topic, accessRead, topicMatches)
+	return a.check(clientID, username, topic, accessRead, topics.Match)
 }
 
 // CanWrite reports whether the client may publish to topic. A deny rule
@@ -191,7 +193,7 @@ func (a *ACL) CanWrite(clientID, username, topic string) bool {
 	if topic == "" || strings.ContainsAny(topic, "+#") {
 		return false
 	}
-	return a.check(clientID, username, topic, accessWrite, topicMatches)
+	return a.check(clientID, username, topic, accessWrite, topics.Match)
 }
 
 // check is Mosquitto 2.0's mosquitto_acl_check_default: the client's own rules

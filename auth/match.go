@@ -2,39 +2,10 @@ package auth
 
 import "strings"
 
-// The matchers below walk both strings level by level without allocating:
-// CanRead runs once per delivered message.
-
-// topicMatches reports whether the topic name matches filter with MQTT's rules
-// (Mosquitto's mosquitto_topic_matches_sub): '+' matches exactly one level,
-// '#' the rest including the parent level [MQTT-4.7.1-2], and a filter
-// starting with a wildcard does not match a topic starting with '$'
-// [MQTT-4.7.2-1].
-func topicMatches(filter, topic string) bool {
-	if filter == "" || topic == "" || (filter[0] == '$') != (topic[0] == '$') {
-		return false
-	}
-	for {
-		fl, frest, fmore := strings.Cut(filter, "/")
-		if fl == "#" {
-			return true
-		}
-		tl, trest, tmore := strings.Cut(topic, "/")
-		if fl != "+" && fl != tl {
-			return false
-		}
-		switch {
-		case !fmore && !tmore:
-			return true
-		case !tmore:
-			// "a/#" matches "a" [MQTT-4.7.1-2].
-			return frest == "#"
-		case !fmore:
-			return false
-		}
-		filter, topic = frest, trest
-	}
-}
+// Topic names are matched against ACL filters with topics.Match, the
+// broker's own matcher, and ACL topics are validated with
+// topics.ValidateFilter. subMatchesACL below walks both strings level by
+// level without allocating: CanSubscribe runs once per filter.
 
 // subMatchesACL reports whether an ACL filter covers every topic a
 // subscription filter can match (Mosquitto's mosquitto_sub_matches_acl): a '+'
@@ -69,27 +40,5 @@ func subMatchesACL(acl, sub string) bool {
 			return false
 		}
 		acl, sub = arest, srest
-	}
-}
-
-// validFilter reports whether f is a valid topic filter: non-empty, and each
-// '+' or '#' alone in its level, '#' only last [MQTT-4.7.1-2] [MQTT-4.7.1-3].
-// Mosquitto applies the same check to ACL topics (mosquitto_sub_topic_check).
-func validFilter(f string) bool {
-	if f == "" || len(f) > 65535 {
-		return false
-	}
-	for {
-		level, rest, more := strings.Cut(f, "/")
-		if len(level) > 1 && strings.ContainsAny(level, "+#") {
-			return false
-		}
-		if level == "#" && more {
-			return false
-		}
-		if !more {
-			return true
-		}
-		f = rest
 	}
 }

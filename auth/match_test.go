@@ -1,6 +1,10 @@
 package auth
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/bridgemq/server/topics"
+)
 
 func TestTopicMatches(t *testing.T) {
 	tests := []struct {
@@ -30,8 +34,8 @@ func TestTopicMatches(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := topicMatches(tt.filter, tt.topic); got != tt.want {
-				t.Errorf("topicMatches(%q, %q) = %v, want %v", tt.filter, tt.topic, got, tt.want)
+			if got := topics.Match(tt.filter, tt.topic); got != tt.want {
+				t.Errorf("topics.Match(%q, %q) = %v, want %v", tt.filter, tt.topic, got, tt.want)
 			}
 		})
 	}
@@ -92,8 +96,8 @@ func TestValidFilter(t *testing.T) {
 		{"##", false},
 	}
 	for _, tt := range tests {
-		if got := validFilter(tt.filter); got != tt.want {
-			t.Errorf("validFilter(%q) = %v, want %v", tt.filter, got, tt.want)
+		if got := topics.ValidateFilter(tt.filter) == nil; got != tt.want {
+			t.Errorf("topics.ValidateFilter(%q) = %v, want %v", tt.filter, got, tt.want)
 		}
 	}
 }

@@ -115,6 +115,23 @@ type RedisOptions struct {
 // Lua script, so that a replica whose subscription connection dropped
 // replays what it missed, and an offline persistent session finds its
 // messages on reconnect by reading the streams from its cursor.
+//
+// Lock order. A goroutine that holds several of these takes them in this
+// order, and none is held across a Redis round trip unless it says so:
+//
+//	clientLock(id)  per client id, held for a whole Attach (round trips
+//	                included); a takeover handler waits on it only for a
+//	                connection that has already claimed the id
+//	psMu            held while a PatternSet change is computed and its
+//	                SUBSCRIBE/UNSUBSCRIBE commands are written
+//	mu              clients, the trie, lastSeen: the delivery lock
+//	Subscriber      Deliver and Idle run under mu and take the
+//	                connection's own lock (session.Session.mu), so a
+//	                Subscriber never calls into the bridge while holding it
+//
+// attachMu (guards the clientLock table) and waitMu (barrier, pong and
+// takeover-ack waiters) are leaves: nothing else is taken while they are
+// held.
 type Redis struct {
 	rdb        redis.UniversalClient
 	prefix     string
