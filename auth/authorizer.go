@@ -1,14 +1,6 @@
 package auth
 
-// CONNACK return codes of MQTT 3.1.1 (table 3.1) that Authenticate returns.
-const (
-	// ConnectAccepted is 0x00, connection accepted.
-	ConnectAccepted byte = 0x00
-	// ConnectBadUsernameOrPassword is 0x04, the user name or password is malformed or wrong.
-	ConnectBadUsernameOrPassword byte = 0x04
-	// ConnectNotAuthorized is 0x05, the client is not authorised to connect.
-	ConnectNotAuthorized byte = 0x05
-)
+import "github.com/bridgemq/server/packets"
 
 // Authorizer decides who may connect and what they may do; a nil *ACL allows
 // everything. A nil *Authorizer is a broker with no security configured: it
@@ -35,24 +27,24 @@ type Authorizer struct {
 //   - A user name and no password file: accepted, as Mosquitto does.
 func (a *Authorizer) Authenticate(usernameFlag bool, username string, passwordFlag bool, password []byte) byte {
 	if a == nil {
-		return ConnectAccepted
+		return packets.Accepted
 	}
 	if passwordFlag && !usernameFlag {
-		return ConnectBadUsernameOrPassword
+		return packets.RefusedBadUsernamePassword
 	}
 	if !usernameFlag || username == "" {
 		if a.AllowAnonymous {
-			return ConnectAccepted
+			return packets.Accepted
 		}
-		return ConnectNotAuthorized
+		return packets.RefusedNotAuthorized
 	}
 	if a.Passwords == nil {
-		return ConnectAccepted
+		return packets.Accepted
 	}
 	if !passwordFlag || !a.Passwords.Check(username, password) {
-		return ConnectBadUsernameOrPassword
+		return packets.RefusedBadUsernamePassword
 	}
-	return ConnectAccepted
+	return packets.Accepted
 }
 
 // CanSubscribe reports whether the client may subscribe to filter.

@@ -3,6 +3,8 @@ package auth
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/bridgemq/server/packets"
 )
 
 func TestAuthorizer_Authenticate(t *testing.T) {
@@ -19,20 +21,20 @@ func TestAuthorizer_Authenticate(t *testing.T) {
 		pass     string
 		want     byte
 	}{
-		{name: "anonymous allowed", a: &Authorizer{AllowAnonymous: true}, want: ConnectAccepted},
-		{name: "anonymous refused", a: &Authorizer{}, want: ConnectNotAuthorized},
-		{name: "anonymous refused with password file", a: &Authorizer{Passwords: pw}, want: ConnectNotAuthorized},
-		{name: "anonymous allowed with password file", a: &Authorizer{Passwords: pw, AllowAnonymous: true}, want: ConnectAccepted},
-		{name: "empty user name is anonymous", a: &Authorizer{Passwords: pw}, userFlag: true, user: "", want: ConnectNotAuthorized},
-		{name: "password without user name MQTT_3_1_2_22", a: &Authorizer{AllowAnonymous: true}, passFlag: true, pass: "x", want: ConnectBadUsernameOrPassword},
-		{name: "good pbkdf2 password", a: &Authorizer{Passwords: pw}, userFlag: true, user: "alice", passFlag: true, pass: "secret", want: ConnectAccepted},
-		{name: "good sha512 password", a: &Authorizer{Passwords: pw}, userFlag: true, user: "carol", passFlag: true, pass: "hunter2", want: ConnectAccepted},
-		{name: "wrong password", a: &Authorizer{Passwords: pw, AllowAnonymous: true}, userFlag: true, user: "alice", passFlag: true, pass: "nope", want: ConnectBadUsernameOrPassword},
-		{name: "missing password", a: &Authorizer{Passwords: pw, AllowAnonymous: true}, userFlag: true, user: "alice", want: ConnectBadUsernameOrPassword},
-		{name: "unknown user", a: &Authorizer{Passwords: pw, AllowAnonymous: true}, userFlag: true, user: "mallory", passFlag: true, pass: "secret", want: ConnectBadUsernameOrPassword},
-		{name: "user without password file", a: &Authorizer{}, userFlag: true, user: "anyone", want: ConnectAccepted},
-		{name: "user and password without password file", a: &Authorizer{}, userFlag: true, user: "anyone", passFlag: true, pass: "x", want: ConnectAccepted},
-		{name: "nil authorizer", a: nil, want: ConnectAccepted},
+		{name: "anonymous allowed", a: &Authorizer{AllowAnonymous: true}, want: packets.Accepted},
+		{name: "anonymous refused", a: &Authorizer{}, want: packets.RefusedNotAuthorized},
+		{name: "anonymous refused with password file", a: &Authorizer{Passwords: pw}, want: packets.RefusedNotAuthorized},
+		{name: "anonymous allowed with password file", a: &Authorizer{Passwords: pw, AllowAnonymous: true}, want: packets.Accepted},
+		{name: "empty user name is anonymous", a: &Authorizer{Passwords: pw}, userFlag: true, user: "", want: packets.RefusedNotAuthorized},
+		{name: "password without user name MQTT_3_1_2_22", a: &Authorizer{AllowAnonymous: true}, passFlag: true, pass: "x", want: packets.RefusedBadUsernamePassword},
+		{name: "good pbkdf2 password", a: &Authorizer{Passwords: pw}, userFlag: true, user: "alice", passFlag: true, pass: "secret", want: packets.Accepted},
+		{name: "good sha512 password", a: &Authorizer{Passwords: pw}, userFlag: true, user: "carol", passFlag: true, pass: "hunter2", want: packets.Accepted},
+		{name: "wrong password", a: &Authorizer{Passwords: pw, AllowAnonymous: true}, userFlag: true, user: "alice", passFlag: true, pass: "nope", want: packets.RefusedBadUsernamePassword},
+		{name: "missing password", a: &Authorizer{Passwords: pw, AllowAnonymous: true}, userFlag: true, user: "alice", want: packets.RefusedBadUsernamePassword},
+		{name: "unknown user", a: &Authorizer{Passwords: pw, AllowAnonymous: true}, userFlag: true, user: "mallory", passFlag: true, pass: "secret", want: packets.RefusedBadUsernamePassword},
+		{name: "user without password file", a: &Authorizer{}, userFlag: true, user: "anyone", want: packets.Accepted},
+		{name: "user and password without password file", a: &Authorizer{}, userFlag: true, user: "anyone", passFlag: true, pass: "x", want: packets.Accepted},
+		{name: "nil authorizer", a: nil, want: packets.Accepted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
