@@ -98,7 +98,7 @@ func TestRedis_CleanSessionDiscardsStoredSession_MQTT_3_1_2_6(t *testing.T) {
 		t.Fatalf("clean Attach returned a session: %+v", got)
 	}
 	publish(t, a, rmsg("s/2", 1, "x"))
-	settle()
+	fence(t, a, a)
 	if n := len(s2.deliveries()); n != 0 {
 		t.Fatalf("clean session received %d messages for the old subscriptions", n)
 	}
@@ -175,7 +175,7 @@ func TestRedis_TakeOverOnSameNode_MQTT_3_1_4_2(t *testing.T) {
 	}
 	publish(t, a, rmsg("t", 1, "x"))
 	s2.waitFor(t, 1)
-	settle()
+	fence(t, a, a)
 	if n := len(s1.deliveries()); n != 0 {
 		t.Fatalf("old connection got %d messages after takeover", n)
 	}

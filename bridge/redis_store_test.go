@@ -81,7 +81,7 @@ func TestRedis_RefusedSubscribeNotRouted_Issue7_4(t *testing.T) {
 	publish(t, pub, rmsg("refused/x", 1, "must not arrive"))
 	publish(t, pub, rmsg("old/x", 1, "marker"))
 	s1.waitFor(t, 1)
-	settle()
+	fence(t, pub, a)
 	d := s1.deliveries()
 	if len(d) != 1 || string(d[0].Message.Payload) != "marker" {
 		var got []string
