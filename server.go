@@ -65,6 +65,10 @@ func NewServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.
 				MaxInflight:    cfg.MaxInflight,
 				MaxQueued:      cfg.MaxQueuedMessages,
 				WriteTimeout:   30 * time.Second,
+
+				MaxSubscriptions: cfg.MaxSubscriptions,
+				MaxTopicLength:   cfg.MaxTopicLength,
+				MaxTopicLevels:   cfg.MaxTopicLevels,
 			},
 		},
 		sessions: make(map[*session.Session]struct{}),
