@@ -2,7 +2,10 @@ package bridge
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/bridgemq/server/internal/redistest"
@@ -70,4 +73,91 @@ func BenchmarkSubscriptions_100k(b *testing.B) {
 			b.Fatalf("left %d filters, %d patterns, %d channels", n, p, c)
 		}
 	})
+}
+
+// TestRedis_ChunkedRoutingMatchesTrie_MQTT_3_3_5_1: two clients route and
+// release thousands of overlapping filters concurrently, chunk by chunk;
+// afterwards the Redis subscriptions are exactly what the pattern set
+// holds, the pattern set holds exactly the trie's filters, and a message
+// matching several of a client's filters reaches it once, at the highest
+// QoS granted [MQTT-3.3.5-1].
+func TestRedis_ChunkedRoutingMatchesTrie_MQTT_3_3_5_1(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newTestRedis(t, srv, "a")
+	pub := newTestRedis(t, srv, "b")
+	ctx := context.Background()
+	all := manyFilters(6000)
+	a, b := newLiveSub(), newLiveSub()
+	for id, s := range map[string]*liveSub{"A": a, "B": b} {
+		if _, err := r.Attach(ctx, id, "", s, true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := r.SubscribeMany(ctx, "A", all[:4000]); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Go(func() {
+		if err := r.SubscribeMany(ctx, "B", all[2000:]); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Wait()
+	wg.Go(func() {
+		if err := r.Detach(ctx, "A", a, nil); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Go(func() {
+		extra := []Subscription{{Filter: "dev/4001/state", QoS: 2}, {Filter: "dev/+/state", QoS: 0}, {Filter: "dev/#", QoS: 1}}
+		if err := r.SubscribeMany(ctx, "B", extra); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Wait()
+
+	r.psMu.Lock()
+	channels, patterns, filters := r.patterns.Channels(), r.patterns.Patterns(), r.patterns.Filters()
+	r.psMu.Unlock()
+	if want := 4000 + 2; filters != want || r.trie.Filters() != want {
+		t.Fatalf("pattern set %d filters, trie %d, want %d", filters, r.trie.Filters(), want)
+	}
+	gotCh, err := r.rdb.PubSubChannels(ctx, r.msgPrefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(gotCh)
+	if !slices.Equal(gotCh, channels) {
+		t.Fatalf("Redis holds %d channels, pattern set %d", len(gotCh), len(channels))
+	}
+	numPat, err := r.rdb.PubSubNumPat(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(numPat) != len(patterns) {
+		t.Fatalf("Redis holds %d patterns, pattern set %d: %v", numPat, len(patterns), patterns)
+	}
+	// dev/4001/state matches three of B's filters: once, at QoS 2.
+	for _, topic := range []string{"dev/4001/state", "dev/10/state"} {
+		if err := pub.Publish(ctx, &Message{ID: newTestID(), Topic: topic, QoS: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.waitFor(t, 2)
+	settle()
+	got := b.deliveries()
+	if len(got) != 2 || got[0].Message.Topic != "dev/4001/state" || got[0].QoS != 2 || got[1].QoS != 1 {
+		t.Fatalf("B got %d deliveries: %+v", len(got), got)
+	}
+	if n := len(a.deliveries()); n != 0 {
+		t.Fatalf("A, detached, got %d deliveries", n)
+	}
+}
+
+func newTestID() ID {
+	var id ID
+	_, _ = rand.Read(id[:])
+	return id
 }
