@@ -45,9 +45,11 @@ func (c Change) Empty() bool {
 // relates to (found through indexes, never by scanning the whole set), each
 // comparison is linear in the two patterns' lengths, and Update applies any
 // number of filters with one reconciliation, so adding or removing N
-// filters with distinct literal prefixes costs O(N log N). Wildcard filters
-// sharing one literal prefix ("L/+/x1", "L/+/x2", …) are still compared with
-// each other.
+// filters costs O(N log N) when their literal prefixes differ or, sharing
+// one, they end in a literal level ("L/+/x1", "L/+/x2", …: see anchor).
+// Wildcard filters that share a literal prefix and end in a wildcard
+// ("L/+/x1/#", "L/+/x2/#", …) are still compared with one another when one
+// of them is added.
 type PatternSet struct {
 	prefix string
 	max    int
@@ -57,8 +59,9 @@ type PatternSet struct {
 	chNames  ordered[struct{}]       // the keys of channels, in order
 	needed   map[string]*patternNeed // needed pattern → state
 	maximal  map[string]*globPattern // needed patterns no other needed pattern covers
-	maxIdx   litIndex                // maximal, by literal prefix
-	lits     ordered[*litGroup]      // needed patterns, by literal prefix, in order
+	maxIdx   litIndex                // maximal, by literal prefix and anchor
+	maxLits  ordered[*litGroup]      // maximal, by literal prefix, in order
+	maxAnch  ordered[*litGroup]      // anchored maximal, by anchor+"\x00"+literal prefix
 	active   map[string]*globPattern // patterns subscribed in Redis
 	actIdx   litIndex                // active, by literal prefix
 	activeCh map[string]struct{}     // channels subscribed in Redis
@@ -67,7 +70,8 @@ type PatternSet struct {
 	generalised bool                    // active differs from maximal
 	added       map[string]*globPattern // maximal's net changes in this call
 	removed     map[string]*globPattern
-	chWas       map[string]bool // channels touched in this call → subscribed before it
+	chWas       map[string]bool         // channels touched in this call → subscribed before it
+	genOut      map[string]*globPattern // generalise's result, reused
 }
 
 type globPattern struct {
@@ -77,27 +81,76 @@ type globPattern struct {
 	enc   string         // g.encode()
 	chain []*globPattern // coarsenings, set once p enters the maximal set
 	inMax bool           // p is in the maximal set
+
+	// anchor is "\x00" (no topic has it [MQTT-4.7.3-2]) unless the
+	// text after p's last '*' holds a '/': it is then the literal last
+	// level after that '/'. Such a p covers only patterns that end with the
+	// same "/" + anchor, anchored alike, and is covered only by unanchored
+	// patterns or those with its anchor: filters like L/+/x1, L/+/x2 that
+	// share a literal prefix are never compared with one another.
+	anchor string
+	ah     uint64 // hash of anchor
+
+	// by is, for a needed pattern outside the maximal set, a maximal
+	// pattern covering it; deps are the needed patterns whose by is p.
+	// Removing p re-homes exactly its deps, however many patterns share
+	// its literal prefix.
+	by   *globPattern
+	deps map[*globPattern]struct{}
 }
 
+const unanchored = "\x00"
+
 func newGlobPattern(g glob) *globPattern {
-	return &globPattern{name: g.String(), g: g, lit: g.literal(), enc: g.encode()}
+	p := &globPattern{name: g.String(), g: g, lit: g.literal(), enc: g.encode(), anchor: unanchored}
+	for i := len(g) - 1; i >= 0 && g[i].kind == tokLit; i-- {
+		if g[i].c == '/' {
+			p.anchor = p.enc[i+1:]
+			break
+		}
+	}
+	p.ah = keyOf(p.anchor).h
+	return p
 }
+
+// anchorKey is p's key in maxAnch.
+func (p *globPattern) anchorKey() string { return p.anchor + "\x00" + p.lit }
 
 type patternNeed struct {
 	p    *globPattern
 	refs int // distinct filters translating to the pattern
 }
 
-// litGroup holds the needed patterns sharing one literal prefix.
+// litGroup holds the patterns sharing one key of an ordered index.
 type litGroup struct {
 	all map[*globPattern]struct{}
 }
 
+func groupAdd(o *ordered[*litGroup], key string, p *globPattern) {
+	g, ok := o.get(key)
+	if !ok {
+		g = &litGroup{all: make(map[*globPattern]struct{}, 1)}
+		o.put(key, g)
+	}
+	g.all[p] = struct{}{}
+}
+
+func groupRemove(o *ordered[*litGroup], key string, p *globPattern) {
+	if g, ok := o.get(key); ok {
+		delete(g.all, p)
+		if len(g.all) == 0 {
+			o.del(key)
+		}
+	}
+}
+
 // litKey identifies a literal prefix by its length and an FNV-1a hash, so
-// that every prefix of a string is looked up in O(1) after the one before.
+// that every prefix of a string is looked up in O(1) after the one before,
+// and, for the maximal set, the hash of a pattern's anchor.
 type litKey struct {
-	h uint64
-	n int
+	h  uint64
+	n  int
+	ah uint64
 }
 
 const (
@@ -106,45 +159,71 @@ const (
 )
 
 // litIndex finds, among its patterns, those whose literal prefix is a
-// prefix of a given string, in O(len(string) + matches).
-type litIndex map[litKey]map[*globPattern]struct{}
+// prefix of a given string (and, when it keys by anchor, whose anchor is
+// one of those given), in O(len(string) + matches).
+type litIndex struct {
+	m        map[litKey]map[*globPattern]struct{}
+	byAnchor bool
+}
+
+func newLitIndex(byAnchor bool) litIndex {
+	return litIndex{m: make(map[litKey]map[*globPattern]struct{}), byAnchor: byAnchor}
+}
 
 func keyOf(s string) litKey {
 	h := uint64(fnvOffset)
 	for i := 0; i < len(s); i++ {
 		h = (h ^ uint64(s[i])) * fnvPrime
 	}
-	return litKey{h, len(s)}
+	return litKey{h: h, n: len(s)}
+}
+
+func (x litIndex) key(p *globPattern) litKey {
+	k := keyOf(p.lit)
+	if x.byAnchor {
+		k.ah = p.ah
+	}
+	return k
 }
 
 func (x litIndex) add(p *globPattern) {
-	k := keyOf(p.lit)
-	m := x[k]
+	k := x.key(p)
+	m := x.m[k]
 	if m == nil {
 		m = make(map[*globPattern]struct{}, 1)
-		x[k] = m
+		x.m[k] = m
 	}
 	m[p] = struct{}{}
 }
 
 func (x litIndex) remove(p *globPattern) {
-	k := keyOf(p.lit)
-	if m := x[k]; m != nil {
+	k := x.key(p)
+	if m := x.m[k]; m != nil {
 		delete(m, p)
 		if len(m) == 0 {
-			delete(x, k)
+			delete(x.m, k)
 		}
 	}
 }
 
-// under calls fn for every pattern whose literal prefix is a prefix of s,
-// until fn returns false.
-func (x litIndex) under(s string, fn func(*globPattern) bool) {
+// under calls fn for every pattern whose literal prefix is a prefix of s
+// and, for an index by anchor, whose anchor is unanchored or anchor (when
+// anchor is not unanchored itself), until fn returns false.
+func (x litIndex) under(s, anchor string, fn func(*globPattern) bool) {
+	ahs := []uint64{0}
+	if x.byAnchor {
+		ahs[0] = keyOf(unanchored).h
+		if anchor != unanchored {
+			ahs = append(ahs, keyOf(anchor).h)
+		}
+	}
 	h := uint64(fnvOffset)
 	for k := 0; ; k++ {
-		for p := range x[litKey{h, k}] {
-			if p.lit == s[:k] && !fn(p) {
-				return
+		for _, ah := range ahs {
+			for p := range x.m[litKey{h, k, ah}] {
+				if p.lit == s[:k] && (!x.byAnchor || p.anchor == unanchored || p.anchor == anchor) && !fn(p) {
+					return
+				}
 			}
 		}
 		if k == len(s) {
@@ -166,9 +245,9 @@ func NewPatternSet(prefix string, maxPatterns int) *PatternSet {
 		channels: make(map[string]int),
 		needed:   make(map[string]*patternNeed),
 		maximal:  make(map[string]*globPattern),
-		maxIdx:   make(litIndex),
+		maxIdx:   newLitIndex(true),
 		active:   make(map[string]*globPattern),
-		actIdx:   make(litIndex),
+		actIdx:   newLitIndex(false),
 		activeCh: make(map[string]struct{}),
 		added:    make(map[string]*globPattern),
 		removed:  make(map[string]*globPattern),
@@ -215,7 +294,7 @@ func (s *PatternSet) add(filter string) {
 	name, isPattern := RedisSubscription(s.prefix, filter)
 	if !isPattern {
 		covered := 0
-		s.actIdx.under(name, func(p *globPattern) bool {
+		s.actIdx.under(name, unanchored, func(p *globPattern) bool {
 			if GlobMatch(p.name, name) {
 				covered++
 			}
@@ -235,12 +314,6 @@ func (s *PatternSet) add(filter string) {
 	}
 	p := newGlobPattern(filterGlob(s.prefix, filter))
 	s.needed[name] = &patternNeed{p: p, refs: 1}
-	g, ok := s.lits.get(p.lit)
-	if !ok {
-		g = &litGroup{all: make(map[*globPattern]struct{}, 1)}
-		s.lits.put(p.lit, g)
-	}
-	g.all[p] = struct{}{}
 	s.insertMaximal(p)
 }
 
@@ -267,14 +340,11 @@ func (s *PatternSet) remove(filter string) {
 		return
 	}
 	delete(s.needed, name)
-	if g, ok := s.lits.get(pn.p.lit); ok {
-		delete(g.all, pn.p)
-		if len(g.all) == 0 {
-			s.lits.del(pn.p.lit)
-		}
-	}
-	if pn.p.inMax {
-		s.removeMaximal(pn.p)
+	if p := pn.p; p.inMax {
+		s.removeMaximal(p)
+	} else if p.by != nil {
+		delete(p.by.deps, p)
+		p.by = nil
 	}
 }
 
@@ -287,37 +357,55 @@ func (s *PatternSet) touch(name string) {
 }
 
 // insertMaximal adds p to the maximal set unless a member covers it, and
-// drops the members p covers.
+// drops the members p covers (their dependants become p's).
 func (s *PatternSet) insertMaximal(p *globPattern) {
 	if p.inMax {
 		return
 	}
 	// A coverer's literal prefix is a prefix of p's: its literals must meet
-	// p's literals.
-	covered := false
-	s.maxIdx.under(p.lit, func(q *globPattern) bool {
-		covered = coversEnc(q.g, p.g, p.enc)
-		return !covered
+	// p's literals; and its anchor, if any, is p's.
+	var coverer *globPattern
+	s.maxIdx.under(p.lit, p.anchor, func(q *globPattern) bool {
+		if coversEnc(q.g, p.g, p.enc) {
+			coverer = q
+		}
+		return coverer == nil
 	})
-	if covered {
+	if coverer != nil {
+		s.depend(p, coverer)
 		return
 	}
-	// p's literal prefix is a prefix of whatever it covers.
+	// p's literal prefix is a prefix of whatever it covers, and p's anchor,
+	// if any, is theirs.
 	var drop []*globPattern
-	s.lits.prefix(p.lit, func(_ string, g *litGroup) bool {
+	collect := func(_ string, g *litGroup) bool {
 		for q := range g.all {
-			if q.inMax && coversEnc(p.g, q.g, q.enc) {
+			if coversEnc(p.g, q.g, q.enc) {
 				drop = append(drop, q)
 			}
 		}
 		return true
-	})
+	}
+	if p.anchor == unanchored {
+		s.maxLits.prefix(p.lit, collect)
+	} else {
+		s.maxAnch.prefix(p.anchorKey(), collect)
+	}
 	for _, q := range drop {
 		s.dropMaximal(q)
+		for d := range q.deps {
+			s.depend(d, p)
+		}
+		q.deps = nil
+		s.depend(q, p)
 	}
 	p.inMax = true
 	s.maximal[p.name] = p
 	s.maxIdx.add(p)
+	groupAdd(&s.maxLits, p.lit, p)
+	if p.anchor != unanchored {
+		groupAdd(&s.maxAnch, p.anchorKey(), p)
+	}
 	s.genInsert(p)
 	if _, ok := s.removed[p.name]; ok {
 		delete(s.removed, p.name)
@@ -326,10 +414,23 @@ func (s *PatternSet) insertMaximal(p *globPattern) {
 	}
 }
 
+// depend records that the maximal pattern by covers the needed pattern p.
+func (s *PatternSet) depend(p, by *globPattern) {
+	p.by = by
+	if by.deps == nil {
+		by.deps = make(map[*globPattern]struct{})
+	}
+	by.deps[p] = struct{}{}
+}
+
 func (s *PatternSet) dropMaximal(p *globPattern) {
 	p.inMax = false
 	delete(s.maximal, p.name)
 	s.maxIdx.remove(p)
+	groupRemove(&s.maxLits, p.lit, p)
+	if p.anchor != unanchored {
+		groupRemove(&s.maxAnch, p.anchorKey(), p)
+	}
 	s.genRemove(p)
 	if _, ok := s.added[p.name]; ok {
 		delete(s.added, p.name)
@@ -338,19 +439,17 @@ func (s *PatternSet) dropMaximal(p *globPattern) {
 	}
 }
 
-// removeMaximal drops p, which left the needed set, and promotes the needed
-// patterns only p covered.
+// removeMaximal drops p, which left the needed set, and places again the
+// needed patterns it covered: each finds another coverer or joins the
+// maximal set.
 func (s *PatternSet) removeMaximal(p *globPattern) {
 	s.dropMaximal(p)
-	var orphans []*globPattern
-	s.lits.prefix(p.lit, func(_ string, g *litGroup) bool {
-		for q := range g.all {
-			if !q.inMax && coversEnc(p.g, q.g, q.enc) {
-				orphans = append(orphans, q)
-			}
-		}
-		return true
-	})
+	orphans := make([]*globPattern, 0, len(p.deps))
+	for q := range p.deps {
+		q.by = nil
+		orphans = append(orphans, q)
+	}
+	p.deps = nil
 	sort.Slice(orphans, func(i, j int) bool { return orphans[i].name < orphans[j].name })
 	for _, q := range orphans {
 		s.insertMaximal(q)
@@ -363,6 +462,9 @@ func (s *PatternSet) removeMaximal(p *globPattern) {
 func (s *PatternSet) sync() Change {
 	var add, del []*globPattern
 	switch {
+	case len(s.added)+len(s.removed) == 0:
+		// The maximal set is as it was: so is its generalisation. Only
+		// channels changed.
 	case s.max > 0 && len(s.maximal) > s.max:
 		next := s.generalise()
 		add, del = diff(s.active, next)
@@ -389,8 +491,10 @@ func (s *PatternSet) sync() Change {
 		s.coverChannels(p, 1)
 	}
 	for _, p := range del {
+		// The object held may differ from p: a coarsening and a needed
+		// pattern can share a name ("$/#" and the node above "$a/+").
+		s.actIdx.remove(s.active[p.name])
 		delete(s.active, p.name)
-		s.actIdx.remove(p)
 		c.PUnsubscribe = append(c.PUnsubscribe, p.name)
 		s.coverChannels(p, -1)
 	}
