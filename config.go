@@ -56,6 +56,9 @@ type Config struct {
 	SessionExpiry       time.Duration  // -session-expiry, default 2h; 0 = never
 	ClientIDPattern     *regexp.Regexp // -client-id-pattern, nil = any client id
 	MaxConnections      int            // -max-connections, default 0 = unlimited
+	MaxSubscriptions    int            // -max-subscriptions-per-client, default 1000; 0 = unlimited
+	MaxTopicLength      int            // -max-topic-length bytes, default 65535, 1..65535
+	MaxTopicLevels      int            // -max-topic-levels, default 128, 1..32768
 	DrainTimeout        time.Duration  // -drain-timeout, default 10s
 	LogLevel            string         // -log-level debug|info|warn|error, default info
 	LogFormat           string         // -log-format text|json, default text
@@ -163,6 +166,12 @@ func options() []option {
 			set: func(c *Config, v string) error { return setPattern(&c.ClientIDPattern, v) }},
 		{name: "max-connections", def: "0", arg: "n", usage: "most client connections this replica accepts, 0 = unlimited",
 			set: func(c *Config, v string) error { return setInt(&c.MaxConnections, v, 0, maxInt) }},
+		{name: "max-subscriptions-per-client", def: "1000", arg: "n", usage: "distinct topic filters one client may hold; a SUBSCRIBE filter beyond it gets 0x80 in SUBACK (0 = unlimited)",
+			set: func(c *Config, v string) error { return setInt(&c.MaxSubscriptions, v, 0, maxInt) }},
+		{name: "max-topic-length", def: "65535", arg: "bytes", usage: "longest topic name or filter, 1..65535: a longer SUBSCRIBE filter gets 0x80, a longer PUBLISH is refused (QoS 1/2: the connection is closed), a longer will topic refuses the CONNECT",
+			set: func(c *Config, v string) error { return setInt(&c.MaxTopicLength, v, 1, 65535) }},
+		{name: "max-topic-levels", def: "128", arg: "n", usage: "most levels in a topic name or filter, 1..32768; beyond it as for -max-topic-length",
+			set: func(c *Config, v string) error { return setInt(&c.MaxTopicLevels, v, 1, 32768) }},
 		{name: "drain-timeout", def: "10s", arg: "duration", usage: "how long SIGTERM waits for clients to leave before closing them (0 = at once)",
 			set: func(c *Config, v string) error { return setDuration(&c.DrainTimeout, v, 0) }},
 		{name: "log-level", def: "info", arg: "level", usage: "debug, info, warn or error",

@@ -151,6 +151,22 @@ type AsyncPublisher interface {
 	PublishAsync(ctx context.Context, msg *Message, done func(error))
 }
 
+// Subscription is one filter of a SUBSCRIBE packet with the QoS to grant.
+type Subscription struct {
+	Filter string
+	QoS    byte
+}
+
+// BatchSubscriber is implemented by bridges that route the filters of one
+// SUBSCRIBE packet together, in a few round trips rather than a few per
+// filter.
+type BatchSubscriber interface {
+	// SubscribeMany is Subscribe for each of subs, in order, all or
+	// nothing: on error none of them is routed (a filter subscribed before
+	// keeps its previous QoS).
+	SubscribeMany(ctx context.Context, clientID string, subs []Subscription) error
+}
+
 // ErrUnavailable reports that the shared store cannot be reached; the
 // operation may succeed when retried later.
 var ErrUnavailable = errors.New("bridge unavailable")

@@ -172,6 +172,19 @@ func (m *Memory) Attach(_ context.Context, clientID, owner string, sub Subscribe
 
 // Detach implements Bridge.
 func (m *Memory) Detach(_ context.Context, clientID string, sub Subscriber, state *Session) error {
+	// The subscriptions of a client that is gone are released after the
+	// locks (this deferred call runs last): c has left m.clients, so a new
+	// connection with its id gets a new record, and deliveries find c
+	// neither live nor stored. A client with 100,000 filters then holds up
+	// no other CONNECT or SUBSCRIBE; each filter takes the trie's lock
+	// briefly, between deliveries.
+	var release map[string]byte
+	var gone *memClient
+	defer func() {
+		for f := range release {
+			m.subs.Unsubscribe(f, gone)
+		}
+	}()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.clients[clientID]
@@ -187,7 +200,8 @@ func (m *Memory) Detach(_ context.Context, clientID string, sub Subscriber, stat
 	late := c.late
 	c.late = nil
 	if state == nil {
-		m.dropSubscriptions(c)
+		release, gone = c.subscriptions, c
+		c.subscriptions = make(map[string]byte)
 		delete(m.clients, clientID)
 		return nil
 	}

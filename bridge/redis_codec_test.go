@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/internal/redistest"
-	"github.com/bridgemq/server/topics"
 )
 
 func TestSessionState_RoundTrip(t *testing.T) {
@@ -126,18 +125,6 @@ func TestRecentIDs_BoundedAndRemembers(t *testing.T) {
 	}
 	if len(r.set) != 4 {
 		t.Fatalf("set holds %d ids, bound is 4", len(r.set))
-	}
-}
-
-func TestMergeChange_CancelsOppositeCommands(t *testing.T) {
-	a := topics.Change{Subscribe: []string{"x"}, PSubscribe: []string{"p*"}}
-	b := topics.Change{Unsubscribe: []string{"x"}, PSubscribe: []string{"q*"}, PUnsubscribe: []string{"r*"}}
-	got := mergeChange(a, b)
-	if len(got.Subscribe) != 0 || len(got.Unsubscribe) != 0 {
-		t.Fatalf("x subscribed then unsubscribed should cancel: %+v", got)
-	}
-	if !slices.Equal(got.PSubscribe, []string{"p*", "q*"}) || !slices.Equal(got.PUnsubscribe, []string{"r*"}) {
-		t.Fatalf("merged = %+v", got)
 	}
 }
 

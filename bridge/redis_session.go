@@ -424,16 +424,18 @@ func (r *Redis) parseSession(clientID string, sub, h map[string]string, subs map
 }
 
 // register makes c a local client and routes its subscriptions, returning
-// once Redis routes them here.
+// once Redis routes them here. Routing goes in chunks (see route), so a
+// session with many filters never holds up other clients' deliveries;
+// while it routes, live messages for c wait in c.pending (a resumed
+// session) or reach it through the filters routed so far, as if they had
+// been subscribed one by one.
 func (r *Redis) register(ctx context.Context, c *redisClient) error {
-	r.psMu.Lock()
 	r.mu.Lock()
 	r.clients[c.id] = c
-	change := r.routeLocked(c)
+	filters := filterList(c.subs)
 	r.mu.Unlock()
-	err := r.applyChange(ctx, change)
-	r.psMu.Unlock()
-	if err == nil && !change.Empty() {
+	changed, err := r.route(ctx, c, filters)
+	if err == nil && changed {
 		err = r.barrier(ctx)
 	}
 	if err != nil {
@@ -445,17 +447,15 @@ func (r *Redis) register(ctx context.Context, c *redisClient) error {
 
 // forget undoes register after a failed Attach.
 func (r *Redis) forget(ctx context.Context, c *redisClient) {
-	r.psMu.Lock()
-	defer r.psMu.Unlock()
 	r.mu.Lock()
 	if r.clients[c.id] != c {
 		r.mu.Unlock()
 		return
 	}
 	delete(r.clients, c.id)
-	change := r.unrouteLocked(c)
+	filters := filterList(c.subs)
 	r.mu.Unlock()
-	if err := r.applyChange(ctx, change); err != nil {
+	if err := r.unroute(ctx, c, filters); err != nil {
 		r.log.Warn("unsubscribe after failed attach", "client", c.id, "err", err)
 	}
 }
@@ -625,12 +625,10 @@ func (r *Redis) boundQueue(q []Delivery) []Delivery {
 // connection stopped receiving: everything after it is found again on
 // reconnect, everything before it was delivered or is in state.
 func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, state *Session) error {
-	r.psMu.Lock()
 	r.mu.Lock()
 	c := r.clients[clientID]
 	if c == nil || c.sub != sub {
 		r.mu.Unlock()
-		r.psMu.Unlock()
 		return nil // taken over: the new connection owns the record
 	}
 	delete(r.clients, clientID)
@@ -644,16 +642,17 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 		r.mu.Unlock()
 		close(done)
 	}()
-	change := r.unrouteLocked(c)
 	cursor := r.cursorLocked(c)
+	filters := filterList(c.subs)
 	late := c.late
 	for _, p := range c.pending {
 		late = append(late, p.d)
 	}
 	r.mu.Unlock()
-	err := r.applyChange(ctx, change)
-	r.psMu.Unlock()
-	if err != nil {
+	// c is no longer a client: deliveries skip its remaining trie entries
+	// while they are removed chunk by chunk, and a new connection with its
+	// id waits for this Detach (r.detaching) before it routes anything.
+	if err := r.unroute(ctx, c, filters); err != nil {
 		r.log.Warn("unsubscribe on detach", "client", clientID, "err", err)
 	}
 

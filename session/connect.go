@@ -59,6 +59,11 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Sess
 		if err := topics.ValidateTopicName(c.Will.Topic); err != nil {
 			return nil, nil, fmt.Errorf("%w: will topic: %w [MQTT-3.1.3-10]", ErrProtocolViolation, err)
 		}
+		if err := topics.CheckLimits(c.Will.Topic, s.env.Config.MaxTopicLength, s.env.Config.MaxTopicLevels); err != nil {
+			// 3.1.1 has no CONNACK code for it: the connection is closed
+			// without CONNACK, as for an invalid will topic.
+			return nil, nil, fmt.Errorf("%w: will topic: %w", ErrLimit, err)
+		}
 		s.will = &bridge.Message{
 			Topic:    c.Will.Topic,
 			Payload:  c.Will.Payload,

@@ -78,6 +78,16 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		// [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not empty.
 		return fmt.Errorf("%w: PUBLISH topic: %w", ErrProtocolViolation, err)
 	}
+	if err := topics.CheckLimits(p.Topic, s.env.Config.MaxTopicLength, s.env.Config.MaxTopicLevels); err != nil {
+		s.env.Stats.PublishRefused.Add(1)
+		if p.QoS == 0 {
+			s.logger().Info("publish refused", "reason", err.Error())
+			return nil
+		}
+		// 3.1.1 has no negative PUBACK or PUBREC: closing the connection
+		// is the only refusal the client notices.
+		return fmt.Errorf("%w: PUBLISH topic: %w", ErrLimit, err)
+	}
 	if p.QoS == 2 {
 		s.mu.Lock()
 		accepted, seen := s.awaitingRel[p.PacketID]
@@ -200,32 +210,86 @@ func (s *Session) onPubcomp(id uint16) {
 }
 
 func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
+	cfg := &s.env.Config
 	codes := make([]byte, len(p.Subscriptions))
-	var granted []packets.Subscription
+	want := make([]bridge.Subscription, 0, len(p.Subscriptions))
+	at := make([]int, 0, len(p.Subscriptions)) // index in codes of each of want
 	for i, sub := range p.Subscriptions {
+		codes[i] = packets.SubackFailure
 		if err := topics.ValidateFilter(sub.Filter); err != nil {
-			s.logger().Info("subscription refused", "filter", sub.Filter, "reason", err.Error())
-			codes[i] = packets.SubackFailure
+			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", err.Error())
+			continue
+		}
+		if err := topics.CheckLimits(sub.Filter, cfg.MaxTopicLength, cfg.MaxTopicLevels); err != nil {
+			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", err.Error())
+			s.env.Stats.SubscribeRefused.Add(1)
 			continue
 		}
 		if !s.env.Auth.CanSubscribe(s.clientID, s.username, sub.Filter) {
 			s.logger().Info("subscription refused by ACL", "filter", sub.Filter)
-			codes[i] = packets.SubackFailure
 			continue
 		}
-		qos := min(sub.QoS, 2)
-		if err := s.env.Bridge.Subscribe(ctx, s.clientID, sub.Filter, qos); err != nil {
-			s.logger().Error("subscribe", "filter", sub.Filter, "err", err)
-			codes[i] = packets.SubackFailure
-			continue
-		}
-		s.mu.Lock()
-		s.allocMaps()
-		s.subs[sub.Filter] = qos // [MQTT-3.8.4-3] replaces an identical filter
-		s.mu.Unlock()
-		codes[i] = qos
-		granted = append(granted, packets.Subscription{Filter: sub.Filter, QoS: qos})
+		want = append(want, bridge.Subscription{Filter: sub.Filter, QoS: min(sub.QoS, 2)})
+		at = append(at, i)
 	}
+	if cfg.MaxSubscriptions > 0 {
+		// A filter already held, or already granted in this packet,
+		// replaces that subscription [MQTT-3.8.4-3] and counts once.
+		allowed, kept := want[:0], at[:0]
+		var fresh map[string]struct{}
+		s.mu.Lock()
+		held := len(s.subs)
+		for k, w := range want {
+			_, had := s.subs[w.Filter]
+			_, dup := fresh[w.Filter]
+			if !had && !dup {
+				if held+len(fresh) >= cfg.MaxSubscriptions {
+					s.logger().Info("subscription refused", "filter", truncate(w.Filter),
+						"reason", fmt.Sprintf("client holds %d subscriptions, the -max-subscriptions-per-client limit", held+len(fresh)))
+					s.env.Stats.SubscribeRefused.Add(1)
+					continue
+				}
+				if fresh == nil {
+					fresh = make(map[string]struct{})
+				}
+				fresh[w.Filter] = struct{}{}
+			}
+			allowed, kept = append(allowed, w), append(kept, at[k])
+		}
+		s.mu.Unlock()
+		want, at = allowed, kept
+	}
+	ok := make([]bool, len(want))
+	if bs, batch := s.env.Bridge.(bridge.BatchSubscriber); batch && len(want) > 1 {
+		if err := bs.SubscribeMany(ctx, s.clientID, want); err != nil {
+			s.logger().Error("subscribe", "filters", len(want), "err", err)
+		} else {
+			for k := range ok {
+				ok[k] = true
+			}
+		}
+	} else {
+		for k, w := range want {
+			if err := s.env.Bridge.Subscribe(ctx, s.clientID, w.Filter, w.QoS); err != nil {
+				s.logger().Error("subscribe", "filter", w.Filter, "err", err)
+				continue
+			}
+			ok[k] = true
+		}
+	}
+	var granted []packets.Subscription
+	s.mu.Lock()
+	s.allocMaps()
+	for k, w := range want {
+		if !ok[k] {
+			codes[at[k]] = packets.SubackFailure
+			continue
+		}
+		s.subs[w.Filter] = w.QoS // [MQTT-3.8.4-3] replaces an identical filter
+		codes[at[k]] = w.QoS
+		granted = append(granted, packets.Subscription{Filter: w.Filter, QoS: w.QoS})
+	}
+	s.mu.Unlock()
 	feeds := s.retainedFeeds(ctx, granted)
 	// [MQTT-3.8.4-1] SUBACK with one code per filter [MQTT-3.9.3-1], then
 	// the retained messages [MQTT-3.3.1-6].
@@ -234,6 +298,15 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	s.startFeedsLocked(ctx, feeds)
 	s.unlockAndWrite()
 	return nil
+}
+
+// truncate shortens a filter for a log line: a refused one may be 64 KiB.
+func truncate(f string) string {
+	const max = 120
+	if len(f) <= max {
+		return f
+	}
+	return fmt.Sprintf("%s…(%d bytes)", f[:max], len(f))
 }
 
 func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) error {

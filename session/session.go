@@ -73,6 +73,16 @@ type Config struct {
 	// ClientIDPattern, when set, is what every client id a client sends
 	// must match; others get CONNACK 0x02.
 	ClientIDPattern *regexp.Regexp
+	// MaxSubscriptions bounds the distinct filters one client holds; a
+	// SUBSCRIBE filter beyond it is answered 0x80. 0 = unlimited.
+	MaxSubscriptions int
+	// MaxTopicLength and MaxTopicLevels bound topic names and filters, in
+	// bytes and levels (0 = the protocol's own limit only): a filter over
+	// them is answered 0x80, a PUBLISH over them is refused (a QoS 1/2 one
+	// closes the connection: 3.1.1 has no negative PUBACK), a will topic
+	// over them refuses the CONNECT.
+	MaxTopicLength int
+	MaxTopicLevels int
 }
 
 // Env is what every session of a server shares.
@@ -90,6 +100,9 @@ var (
 	ErrKeepAliveExpired  = errors.New("keep-alive expired")
 	ErrTakenOver         = errors.New("session taken over by a new connection")
 	ErrServerShutdown    = errors.New("server shutting down")
+	// ErrLimit ends a connection that went past one of the server's
+	// limits where MQTT 3.1.1 has no way to refuse one packet.
+	ErrLimit = errors.New("server limit")
 )
 
 // Session is one client connection and the MQTT session it carries.

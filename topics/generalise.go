@@ -65,7 +65,11 @@ func (s *PatternSet) genRemove(p *globPattern) {
 // with the fewest children first, for as long as the budget allows: groups
 // that fit stay precise, crowded ones are merged under a coarser pattern.
 func (s *PatternSet) generalise() map[string]*globPattern {
-	out := make(map[string]*globPattern, s.max)
+	if s.genOut == nil {
+		s.genOut = make(map[string]*globPattern, s.max)
+	}
+	out := s.genOut // reused: the caller only diffs against it
+	clear(out)
 	count := 1
 	for level := []*genNode{s.genRoot}; len(level) > 0; {
 		sort.Slice(level, func(i, j int) bool {

@@ -60,6 +60,26 @@ func ValidateFilter(filter string) error {
 	return nil
 }
 
+// ErrOverLimit is wrapped by every error CheckLimits returns.
+var ErrOverLimit = errors.New("over the server's limit")
+
+// CheckLimits reports whether a valid topic name or filter is within the
+// server's limits: at most maxLength bytes and maxLevels levels (0 = no
+// limit). The protocol allows 65,535 bytes [MQTT-4.7.3-3] and any number
+// of levels; a server may refuse less (section 4.7.3 leaves it to the
+// implementation), and the error names the limit for the log.
+func CheckLimits(s string, maxLength, maxLevels int) error {
+	if maxLength > 0 && len(s) > maxLength {
+		return fmt.Errorf("%w: %d bytes, more than -max-topic-length %d", ErrOverLimit, len(s), maxLength)
+	}
+	if maxLevels > 0 {
+		if n := strings.Count(s, "/") + 1; n > maxLevels {
+			return fmt.Errorf("%w: %d levels, more than -max-topic-levels %d", ErrOverLimit, n, maxLevels)
+		}
+	}
+	return nil
+}
+
 // HasWildcard reports whether filter contains '+' or '#', that is whether it
 // can match more than the one topic name equal to it.
 func HasWildcard(filter string) bool {
