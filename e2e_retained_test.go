@@ -259,3 +259,54 @@ func TestRetained_LiveNeverOlderThanRetained_MQTT_3_3_1_6(t *testing.T) {
 		}
 	})
 }
+
+// Retained messages owed to a persistent session's new subscription and
+// not yet sent when it disconnects are pending transmission
+// [MQTT-3.1.2-5]: they arrive on its return, with RETAIN=1 [MQTT-3.3.1-8].
+func TestRetained_OwedToSessionThatLeftSurviveWithRetainFlag_MQTT_3_3_1_8(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		const n = 300
+		prefix := unique(t, "owed")
+		pub := dialRaw(t, d.pub().Addr())
+		pub.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+		for i := range n {
+			pub.send(&packets.Publish{QoS: 1, PacketID: uint16(i + 1), Retain: true, Topic: fmt.Sprintf("%s/%d", prefix, i), Payload: []byte("r")})
+		}
+		for range n {
+			expect[*packets.Puback](pub)
+		}
+		id := unique(t, "sub")
+		s := dialRaw(t, d.sub().Addr())
+		s.mustConnect(&packets.Connect{ClientID: id, KeepAlive: 30})
+		// SUBSCRIBE and DISCONNECT in one write: the retained messages
+		// cannot all have been sent when the connection ends.
+		sub, err := packets.Append(nil, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: prefix + "/#", QoS: 1}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.write(append(sub, 0xe0, 0)) // DISCONNECT
+		_, before := s.expectClosed(waitTimeout)
+		got := map[string]bool{}
+		for _, p := range before {
+			if pp, ok := p.(*packets.Publish); ok {
+				got[pp.Topic] = true
+			}
+		}
+		s = dialRaw(t, d.sub().Addr())
+		if ack := s.mustConnect(&packets.Connect{ClientID: id, KeepAlive: 30}); !ack.SessionPresent {
+			t.Fatal("session not present")
+		}
+		// A live message on the session's own filter comes after every
+		// message its stored state held.
+		pub.publishQoS1(uint16(n+1), prefix+"/fence", "fence")
+		for _, p := range s.publishesUntil("fence") {
+			if !p.Retain {
+				t.Fatalf("%s arrived with RETAIN=0 after the session's return, want 1 [MQTT-3.3.1-8]", p.Topic)
+			}
+			got[p.Topic] = true
+		}
+		if len(got) != n {
+			t.Fatalf("%d of %d retained messages arrived across the disconnect (%d before it)", len(got), n, len(before))
+		}
+	})
+}

@@ -69,6 +69,10 @@ type Session struct {
 type Delivery struct {
 	Message *Message
 	QoS     byte
+	// Retain is set for a retained message sent because of a new
+	// subscription, which goes out with RETAIN=1 [MQTT-3.3.1-8] even when
+	// it waited in a stored session.
+	Retain bool
 }
 
 // Inflight is one outgoing QoS 1 or 2 message awaiting its acknowledgement.

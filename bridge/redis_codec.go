@@ -6,8 +6,14 @@ import (
 	"fmt"
 )
 
-// sessionStateVersion leads every stored session state.
-const sessionStateVersion byte = 1
+// sessionStateVersion leads every stored session state. Version 2 adds,
+// after the packet ids awaiting PUBREL, the indexes of the queued messages
+// that are retained ones (RETAIN=1); it is written only when there is one,
+// so a replica of the previous release reads every other state.
+const (
+	sessionStateVersion   byte = 1
+	sessionStateVersionV2 byte = 2
+)
 
 // ErrSessionState reports a stored session state that cannot be read.
 var ErrSessionState = errors.New("stored session state is malformed")
@@ -16,7 +22,17 @@ var ErrSessionState = errors.New("stored session state is malformed")
 // connections besides its subscriptions: in-flight messages, queued
 // messages and QoS 2 packet ids awaiting PUBREL. Messages are envelopes.
 func appendSessionState(dst []byte, s *Session) []byte {
-	dst = append(dst, sessionStateVersion)
+	var retained []uint64
+	for i, d := range s.Queued {
+		if d.Retain {
+			retained = append(retained, uint64(i))
+		}
+	}
+	version := sessionStateVersion
+	if len(retained) > 0 {
+		version = sessionStateVersionV2
+	}
+	dst = append(dst, version)
 	dst = binary.AppendUvarint(dst, uint64(len(s.Inflight)))
 	for _, f := range s.Inflight {
 		dst = binary.BigEndian.AppendUint16(dst, f.PacketID)
@@ -36,6 +52,12 @@ func appendSessionState(dst []byte, s *Session) []byte {
 	for _, id := range s.AwaitingRelease {
 		dst = binary.BigEndian.AppendUint16(dst, id)
 	}
+	if version == sessionStateVersionV2 {
+		dst = binary.AppendUvarint(dst, uint64(len(retained)))
+		for _, i := range retained {
+			dst = binary.AppendUvarint(dst, i)
+		}
+	}
 	return dst
 }
 
@@ -50,7 +72,8 @@ func appendMessage(dst []byte, m *Message) []byte {
 // decodeSessionState reads what appendSessionState wrote into s.
 func decodeSessionState(src string, s *Session) error {
 	d := stateReader{src: src}
-	if v := d.byte(); d.err == nil && v != sessionStateVersion {
+	v := d.byte()
+	if d.err == nil && v != sessionStateVersion && v != sessionStateVersionV2 {
 		return fmt.Errorf("decode session state: version %d: %w", v, ErrSessionState)
 	}
 	n := d.count()
@@ -70,6 +93,18 @@ func decodeSessionState(src string, s *Session) error {
 	n = d.count()
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		s.AwaitingRelease = append(s.AwaitingRelease, d.uint16())
+	}
+	if v == sessionStateVersionV2 {
+		n = d.count()
+		for j := uint64(0); j < n && d.err == nil; j++ {
+			i := d.uvarint()
+			if d.err == nil && i >= uint64(len(s.Queued)) {
+				d.err = fmt.Errorf("retained index %d of %d queued: %w", i, len(s.Queued), ErrSessionState)
+			}
+			if d.err == nil {
+				s.Queued[i].Retain = true
+			}
+		}
 	}
 	if d.err == nil && d.p != len(src) {
 		d.err = fmt.Errorf("%d trailing bytes: %w", len(src)-d.p, ErrSessionState)
@@ -118,6 +153,20 @@ func (d *stateReader) count() uint64 {
 	n, k := binary.Uvarint([]byte(d.src[d.p:min(len(d.src), d.p+binary.MaxVarintLen64)]))
 	if k <= 0 || n > uint64(len(d.src)-d.p-k) {
 		d.err = fmt.Errorf("bad count at byte %d: %w", d.p, ErrSessionState)
+		return 0
+	}
+	d.p += k
+	return n
+}
+
+// uvarint reads a number that is not a count of what follows.
+func (d *stateReader) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	n, k := binary.Uvarint([]byte(d.src[d.p:min(len(d.src), d.p+binary.MaxVarintLen64)]))
+	if k <= 0 {
+		d.err = fmt.Errorf("bad number at byte %d: %w", d.p, ErrSessionState)
 		return 0
 	}
 	d.p += k

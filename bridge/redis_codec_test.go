@@ -37,14 +37,45 @@ func TestSessionState_RoundTrip(t *testing.T) {
 	}
 }
 
+// A retained message waiting in a stored session keeps its RETAIN=1
+// [MQTT-3.3.1-8]; a state without one is written as version 1, which the
+// previous release reads.
+func TestSessionState_RetainedQueuedKeepFlag_MQTT_3_3_1_8(t *testing.T) {
+	m1, m2, m3 := sampleMessage(), rmsg("q/1", 2, "queued"), rmsg("r/1", 1, "retained")
+	in := &Session{Queued: []Delivery{{Message: m1, QoS: 1}, {Message: m3, QoS: 1, Retain: true}, {Message: m2, QoS: 2}}}
+	enc := appendSessionState(nil, in)
+	if enc[0] != sessionStateVersionV2 {
+		t.Fatalf("version %d, want %d with a retained message queued", enc[0], sessionStateVersionV2)
+	}
+	var out Session
+	if err := decodeSessionState(string(enc), &out); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range out.Queued {
+		if d.Retain != in.Queued[i].Retain || d.Message.ID != in.Queued[i].Message.ID {
+			t.Fatalf("queued[%d] = %+v, want %+v", i, d, in.Queued[i])
+		}
+	}
+	plain := appendSessionState(nil, &Session{Queued: []Delivery{{Message: m1, QoS: 1}}})
+	if plain[0] != sessionStateVersion {
+		t.Fatalf("version %d, want %d without a retained message", plain[0], sessionStateVersion)
+	}
+}
+
 func TestSessionState_RejectsMalformed(t *testing.T) {
 	good := string(appendSessionState(nil, &Session{
 		Queued:          []Delivery{{Message: sampleMessage(), QoS: 1}},
 		AwaitingRelease: []uint16{3},
 	}))
+	// One queued message, retained: the state ends with its index, 0.
+	withRetained := string(appendSessionState(nil, &Session{
+		Queued: []Delivery{{Message: sampleMessage(), QoS: 1, Retain: true}},
+	}))
 	tests := []struct{ name, in string }{
 		{"empty", ""},
-		{"unknown version", "\x02" + good[1:]},
+		{"unknown version", "\x03" + good[1:]},
+		{"version 2 without its retained indexes", "\x02" + good[1:]},
+		{"retained index out of range", withRetained[:len(withRetained)-1] + "\x05"},
 		{"truncated", good[:len(good)-1]},
 		{"trailing", good + "\x00"},
 		{"huge count", "\x01\xff\xff\xff\xff\x0f"},

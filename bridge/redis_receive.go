@@ -155,7 +155,7 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 		qos := min(granted, m.QoS)
 		if shard >= 0 {
 			if c.replaying {
-				c.pending = append(c.pending, pendingDelivery{Delivery{m, qos}, shard, sid})
+				c.pending = append(c.pending, pendingDelivery{Delivery{Message: m, QoS: qos}, shard, sid})
 				continue
 			}
 			if c.skip != nil && !sid.after(c.skip[shard]) {

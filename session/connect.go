@@ -139,7 +139,7 @@ func (s *Session) restore(stored *bridge.Session) {
 	if len(stored.Queued) > 0 {
 		queued := make([]outgoing, 0, len(stored.Queued)+len(s.pending))
 		for _, d := range stored.Queued {
-			queued = append(queued, outgoing{msg: d.Message, qos: d.QoS})
+			queued = append(queued, outgoing{msg: d.Message, qos: d.QoS, retain: d.Retain})
 			s.queuedBytes += queuedSize(d.Message)
 		}
 		s.pending = append(queued, s.pending...)
@@ -174,11 +174,12 @@ func (s *Session) snapshot() *bridge.Session {
 	for _, list := range [][]outgoing{s.pending, s.held} {
 		for _, o := range list {
 			if o.qos > 0 {
-				st.Queued = append(st.Queued, bridge.Delivery{Message: o.msg, QoS: o.qos})
+				st.Queued = append(st.Queued, bridge.Delivery{Message: o.msg, QoS: o.qos, Retain: o.retain})
 			}
 		}
 	}
 	s.pending, s.held, s.queuedBytes = nil, nil, 0
+	s.leftoverFeeds = s.feeds
 	s.feeds, s.retainedMarks = nil, nil
 	return st
 }

@@ -177,7 +177,9 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 		if f == nil {
 			s.releaseHeldLocked()
 			s.feeding = false
-			s.feeds = nil
+			if !s.halted {
+				s.feeds = nil
+			} // else what is left is owed to a persistent session (snapshot)
 			s.unlockAndWrite()
 			return
 		}
@@ -199,6 +201,13 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 		rcancel()
 
 		s.mu.Lock()
+		if err != nil && ctx.Err() != nil && !s.clean {
+			// The connection is ending: the page is left to the stored
+			// session (see storeLeftoverRetained).
+			s.releaseHeldLocked()
+			s.unlockAndWrite()
+			return
+		}
 		f.next += n
 		if err != nil {
 			if ctx.Err() == nil {
@@ -340,4 +349,47 @@ func newerThan(m *bridge.Message, id bridge.ID, t time.Time) bool {
 		return binary.BigEndian.Uint64(m.ID[8:]) > binary.BigEndian.Uint64(id[8:])
 	}
 	return m.Time.UnixMilli() >= t.UnixMilli()
+}
+
+// storeLeftoverRetained adds to a persistent session's stored state the
+// retained messages its new subscriptions were owed and had not been sent
+// when the connection ended: they are pending transmission [MQTT-3.1.2-5]
+// and go out with RETAIN=1 on the session's return [MQTT-3.3.1-8]. Like
+// any queued message, QoS 0 ones are not kept, and the queue's bound holds.
+// The feeders have stopped.
+func (s *Session) storeLeftoverRetained(ctx context.Context, state *bridge.Session) {
+	s.mu.Lock()
+	feeds := s.leftoverFeeds
+	s.leftoverFeeds = nil
+	s.mu.Unlock()
+	room := s.env.Config.MaxQueued - len(state.Queued)
+	pager, _ := s.env.Bridge.(bridge.RetainedPager)
+	for _, f := range feeds {
+		if f.cancelled || f.qos == 0 || room <= 0 {
+			continue
+		}
+		var msgs []*bridge.Message
+		if f.msgs != nil {
+			msgs = f.msgs[f.next:]
+		} else if pager != nil {
+			names := f.topics[f.next:]
+			names = names[:min(len(names), room)]
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retainedReadTimeout)
+			var err error
+			msgs, err = pager.RetainedMessages(rctx, names)
+			cancel()
+			if err != nil {
+				s.logger().Error("retained messages owed to the session not stored", "filter", f.filter, "unsent", len(names), "err", err)
+				continue
+			}
+		}
+		for _, m := range msgs {
+			qos := min(m.QoS, f.qos)
+			if qos == 0 || room <= 0 || !s.mayRead(m.Topic) {
+				continue
+			}
+			state.Queued = append(state.Queued, bridge.Delivery{Message: m, QoS: qos, Retain: true})
+			room--
+		}
+	}
 }

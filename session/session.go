@@ -142,6 +142,7 @@ type Session struct {
 
 	// Retained messages of new subscriptions (retained.go).
 	feeds         []*feed                 // subscriptions with retained messages to send, in order
+	leftoverFeeds []*feed                 // feeds not finished when the connection ended (set by snapshot)
 	feeding       bool                    // the feeder goroutine runs
 	feedRoom      chan struct{}           // cap 1: the writer took messages from pending
 	feedCancel    context.CancelFunc      // ends the feeder's reads
@@ -352,6 +353,10 @@ func (s *Session) end(ctx context.Context) {
 	snap := s.snapshot()
 	if !s.clean {
 		state = snap
+		// Retained messages owed to a new subscription and not yet sent
+		// are pending transmission [MQTT-3.1.2-5]: they wait in the
+		// stored session and go out with RETAIN=1 on its return.
+		s.storeLeftoverRetained(ctx, state)
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
