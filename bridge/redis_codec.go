@@ -7,8 +7,9 @@ import (
 )
 
 // sessionStateVersion leads every stored session state. Version 2 adds,
-// after the packet ids awaiting PUBREL, the indexes of the queued messages
-// that are retained ones (RETAIN=1); it is written only when there is one,
+// after the packet ids awaiting PUBREL, the indexes of the queued and then
+// of the in-flight messages that are retained ones (RETAIN=1) [MQTT-3.3.1-8];
+// it is written only when there is one,
 // so a replica of the previous release reads every other state.
 const (
 	sessionStateVersion   byte = 1
@@ -22,14 +23,19 @@ var ErrSessionState = errors.New("stored session state is malformed")
 // connections besides its subscriptions: in-flight messages, queued
 // messages and QoS 2 packet ids awaiting PUBREL. Messages are envelopes.
 func appendSessionState(dst []byte, s *Session) []byte {
-	var retained []uint64
+	var retained, retainedInflight []uint64
 	for i, d := range s.Queued {
 		if d.Retain {
 			retained = append(retained, uint64(i))
 		}
 	}
+	for i, f := range s.Inflight {
+		if f.Retain {
+			retainedInflight = append(retainedInflight, uint64(i))
+		}
+	}
 	version := sessionStateVersion
-	if len(retained) > 0 {
+	if len(retained)+len(retainedInflight) > 0 {
 		version = sessionStateVersionV2
 	}
 	dst = append(dst, version)
@@ -53,9 +59,11 @@ func appendSessionState(dst []byte, s *Session) []byte {
 		dst = binary.BigEndian.AppendUint16(dst, id)
 	}
 	if version == sessionStateVersionV2 {
-		dst = binary.AppendUvarint(dst, uint64(len(retained)))
-		for _, i := range retained {
-			dst = binary.AppendUvarint(dst, i)
+		for _, list := range [][]uint64{retained, retainedInflight} {
+			dst = binary.AppendUvarint(dst, uint64(len(list)))
+			for _, i := range list {
+				dst = binary.AppendUvarint(dst, i)
+			}
 		}
 	}
 	return dst
@@ -95,16 +103,8 @@ func decodeSessionState(src string, s *Session) error {
 		s.AwaitingRelease = append(s.AwaitingRelease, d.uint16())
 	}
 	if v == sessionStateVersionV2 {
-		n = d.count()
-		for j := uint64(0); j < n && d.err == nil; j++ {
-			i := d.uvarint()
-			if d.err == nil && i >= uint64(len(s.Queued)) {
-				d.err = fmt.Errorf("retained index %d of %d queued: %w", i, len(s.Queued), ErrSessionState)
-			}
-			if d.err == nil {
-				s.Queued[i].Retain = true
-			}
-		}
+		d.retainedIndexes(len(s.Queued), func(i int) { s.Queued[i].Retain = true })
+		d.retainedIndexes(len(s.Inflight), func(i int) { s.Inflight[i].Retain = true })
 	}
 	if d.err == nil && d.p != len(src) {
 		d.err = fmt.Errorf("%d trailing bytes: %w", len(src)-d.p, ErrSessionState)
@@ -157,6 +157,21 @@ func (d *stateReader) count() uint64 {
 	}
 	d.p += k
 	return n
+}
+
+// retainedIndexes reads a count and that many indexes below n, calling set
+// for each.
+func (d *stateReader) retainedIndexes(n int, set func(int)) {
+	c := d.count()
+	for j := uint64(0); j < c && d.err == nil; j++ {
+		i := d.uvarint()
+		if d.err == nil && i >= uint64(n) {
+			d.err = fmt.Errorf("retained index %d of %d: %w", i, n, ErrSessionState)
+		}
+		if d.err == nil {
+			set(int(i))
+		}
+	}
 }
 
 // uvarint reads a number that is not a count of what follows.

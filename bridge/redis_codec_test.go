@@ -42,7 +42,10 @@ func TestSessionState_RoundTrip(t *testing.T) {
 // previous release reads.
 func TestSessionState_RetainedQueuedKeepFlag_MQTT_3_3_1_8(t *testing.T) {
 	m1, m2, m3 := sampleMessage(), rmsg("q/1", 2, "queued"), rmsg("r/1", 1, "retained")
-	in := &Session{Queued: []Delivery{{Message: m1, QoS: 1}, {Message: m3, QoS: 1, Retain: true}, {Message: m2, QoS: 2}}}
+	in := &Session{
+		Queued:   []Delivery{{Message: m1, QoS: 1}, {Message: m3, QoS: 1, Retain: true}, {Message: m2, QoS: 2}},
+		Inflight: []Inflight{{PacketID: 1, Delivery: Delivery{Message: m1, QoS: 1}}, {PacketID: 2, Delivery: Delivery{Message: m3, QoS: 1, Retain: true}}},
+	}
 	enc := appendSessionState(nil, in)
 	if enc[0] != sessionStateVersionV2 {
 		t.Fatalf("version %d, want %d with a retained message queued", enc[0], sessionStateVersionV2)
@@ -56,6 +59,11 @@ func TestSessionState_RetainedQueuedKeepFlag_MQTT_3_3_1_8(t *testing.T) {
 			t.Fatalf("queued[%d] = %+v, want %+v", i, d, in.Queued[i])
 		}
 	}
+	for i, f := range out.Inflight {
+		if f.Retain != in.Inflight[i].Retain || f.PacketID != in.Inflight[i].PacketID {
+			t.Fatalf("inflight[%d] = %+v, want %+v", i, f, in.Inflight[i])
+		}
+	}
 	plain := appendSessionState(nil, &Session{Queued: []Delivery{{Message: m1, QoS: 1}}})
 	if plain[0] != sessionStateVersion {
 		t.Fatalf("version %d, want %d without a retained message", plain[0], sessionStateVersion)
@@ -67,7 +75,8 @@ func TestSessionState_RejectsMalformed(t *testing.T) {
 		Queued:          []Delivery{{Message: sampleMessage(), QoS: 1}},
 		AwaitingRelease: []uint16{3},
 	}))
-	// One queued message, retained: the state ends with its index, 0.
+	// One queued message, retained: the state ends with its index, 0,
+	// and an empty list of in-flight ones, 0.
 	withRetained := string(appendSessionState(nil, &Session{
 		Queued: []Delivery{{Message: sampleMessage(), QoS: 1, Retain: true}},
 	}))
@@ -75,7 +84,7 @@ func TestSessionState_RejectsMalformed(t *testing.T) {
 		{"empty", ""},
 		{"unknown version", "\x03" + good[1:]},
 		{"version 2 without its retained indexes", "\x02" + good[1:]},
-		{"retained index out of range", withRetained[:len(withRetained)-1] + "\x05"},
+		{"retained index out of range", withRetained[:len(withRetained)-2] + "\x05\x00"},
 		{"truncated", good[:len(good)-1]},
 		{"trailing", good + "\x00"},
 		{"huge count", "\x01\xff\xff\xff\xff\x0f"},

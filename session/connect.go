@@ -120,7 +120,7 @@ func (s *Session) restore(stored *bridge.Session) {
 		}
 		s.seq++
 		s.inflight[in.PacketID] = inflight{
-			outgoing: outgoing{msg: in.Message, qos: in.QoS},
+			outgoing: outgoing{msg: in.Message, qos: in.QoS, retain: in.Retain},
 			seq:      s.seq,
 			released: in.Released,
 		}
@@ -128,7 +128,7 @@ func (s *Session) restore(stored *bridge.Session) {
 			s.ctrl = appendAck(s.ctrl, &packets.Pubrel{PacketID: in.PacketID})
 		} else {
 			s.ctrl = packets.AppendPublish(s.ctrl, &packets.Publish{
-				Dup: true, QoS: in.QoS, Topic: in.Message.Topic,
+				Dup: true, QoS: in.QoS, Retain: in.Retain, Topic: in.Message.Topic,
 				PacketID: in.PacketID, Payload: in.Message.Payload,
 			})
 		}
@@ -166,7 +166,7 @@ func (s *Session) snapshot() *bridge.Session {
 	for id, in := range s.inflight {
 		st.Inflight = append(st.Inflight, bridge.Inflight{
 			PacketID: id,
-			Delivery: bridge.Delivery{Message: in.msg, QoS: in.qos},
+			Delivery: bridge.Delivery{Message: in.msg, QoS: in.qos, Retain: in.retain},
 			Released: in.released,
 		})
 	}
