@@ -90,9 +90,9 @@ func (r *Redis) Attach(ctx context.Context, clientID, owner string, sub Subscrib
 	return stored, nil
 }
 
-// claimed is what Attach read in the round trip that preceded its claim:
+// claimRead is what Attach read in the round trip that preceded its claim:
 // the session stored for the client id, and the streams' ends.
-type claimed struct {
+type claimRead struct {
 	sub, session map[string]string
 	ends         [streamShards]streamID
 }
@@ -101,7 +101,7 @@ type claimed struct {
 // connection owned it, and returns what was stored for the id when the
 // claim succeeded. It refuses with ErrNotOwner a client id whose session
 // belongs to another user, before anything is touched.
-func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimed, error) {
+func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 	for attempt := 0; attempt < maxClaimAttempts; attempt++ {
 		var recCmd, subCmd, sessCmd *redis.MapStringStringCmd
 		var endCmds [streamShards]*redis.XMessageSliceCmd
@@ -119,7 +119,7 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimed, error) {
 		if err != nil {
 			return nil, unavailable("read client record", err)
 		}
-		got := &claimed{session: sessCmd.Val()}
+		got := &claimRead{session: sessCmd.Val()}
 		if prev, ok := got.session["owner"]; ok && prev != c.owner {
 			return nil, fmt.Errorf("%w: user %q may not use the session of user %q", ErrNotOwner, c.owner, prev)
 		}
@@ -167,7 +167,7 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimed, error) {
 
 // attachClaimed routes the subscriptions of the session c has claimed,
 // stores its connection and replays what it missed.
-func (r *Redis) attachClaimed(ctx context.Context, c *redisClient, got *claimed, will *Message) (*Session, error) {
+func (r *Redis) attachClaimed(ctx context.Context, c *redisClient, got *claimRead, will *Message) (*Session, error) {
 	var stored *Session
 	var cursor [streamShards]streamID
 	hasCursor := false
