@@ -233,7 +233,7 @@ func TestRetained_LiveNeverOlderThanRetained_MQTT_3_3_1_6(t *testing.T) {
 					isRepeated = isRepeated || v == retained
 				}
 			}
-			if isOlder || isRepeated {
+			if isOlder {
 				examples = append(examples, fmt.Sprint(seq))
 			}
 			if isOlder {
@@ -253,9 +253,12 @@ func TestRetained_LiveNeverOlderThanRetained_MQTT_3_3_1_6(t *testing.T) {
 		if len(examples) > 5 {
 			examples = examples[:5]
 		}
-		if older+repeated+before > 0 {
-			t.Errorf("topic went back in time in %d of %d rounds (older %d, repeated %d, newer first %d), e.g. %v",
-				older+repeated+before, rounds, older, repeated, before, examples)
+		// The retained message's own live copy after it is not going back
+		// in time, and it is owed: it matched a subscription established
+		// before it was published [MQTT-3.3.1-9].
+		if older+before > 0 {
+			t.Errorf("topic went back in time in %d of %d rounds (older %d, newer first %d), e.g. %v",
+				older+before, rounds, older, before, examples)
 		}
 	})
 }

@@ -332,6 +332,13 @@ func (s *Session) staleLocked(m *bridge.Message) bool {
 	if !ok || now.Sub(mk.queued) > retainedGuard {
 		return false
 	}
+	if m.ID == mk.id {
+		// The live copy of the retained message just sent: it matched a
+		// subscription established before it was published, so it is
+		// delivered too, with RETAIN=0 [MQTT-3.3.1-9]. Same value, so the
+		// topic does not go back in time.
+		return false
+	}
 	return !newerThan(m, mk.id, mk.time)
 }
 
