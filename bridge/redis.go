@@ -73,6 +73,12 @@ type RedisOptions struct {
 	// to; it bounds replay after a blip and offline queues. Default
 	// DefaultStreamCap.
 	StreamCap int64
+	// StreamMaxBytes bounds the Redis memory (MEMORY USAGE) of all shards'
+	// streams together: each shard is trimmed, oldest first, to its
+	// sixteenth (keeping at least its newest entry), checked after every
+	// eighth of that share a replica appends. Zero: no byte budget.
+	// Entries older than MessageExpiry are trimmed as well.
+	StreamMaxBytes int64
 	// Logger receives operational events. Default slog.Default().
 	Logger *slog.Logger
 	// MinReplicasAcked, when above zero, makes a QoS ≥ 1 publish wait for
@@ -121,8 +127,12 @@ type Redis struct {
 	expiry     time.Duration
 	sessionTTL time.Duration
 	maxQueued  int
-	streamCap  int64
-	log        *slog.Logger
+	// streamArgs are the leading arguments of every publishScript call:
+	// the count cap and MessageExpiry in ms.
+	streamArgs [2]int64
+	// streamShare is each shard's share of StreamMaxBytes (0: none).
+	streamShare int64
+	log         *slog.Logger
 
 	minReplicas int // RedisOptions.MinReplicasAcked
 
@@ -133,6 +143,9 @@ type Redis struct {
 	pubq  chan pubRequest
 	epoch string  // the Redis instance's epoch; publisher goroutine only
 	ring  pubRing // recently accepted messages; publisher goroutine only
+	// appended counts, per shard, the envelope bytes appended since its
+	// stream's memory was last measured; publisher goroutine only.
+	appended [streamShards]int64
 
 	ps       *redis.PubSub
 	psMu     sync.Mutex // orders PatternSet changes and their SUBSCRIBE commands
@@ -216,6 +229,7 @@ type redisCounters struct {
 	received, delivered, deduplicated     atomic.Int64
 	replayed, replays, decodeErrors       atomic.Int64
 	queuedDropped, expired, willsSent     atomic.Int64
+	queueTrimmed                          atomic.Int64
 	takeovers, republished                atomic.Int64
 	claimConflicts, notReplicated         atomic.Int64
 }
@@ -263,7 +277,6 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		expiry:     o.MessageExpiry,
 		sessionTTL: o.SessionExpiry,
 		maxQueued:  o.MaxQueued,
-		streamCap:  o.StreamCap,
 		log:        o.Logger.With("component", "bridge.redis", "node", o.NodeID),
 		pubq:       make(chan pubRequest, 4*maxBatch),
 		patterns:   topics.NewPatternSet(o.Prefix+"msg:", o.MaxPatterns),
@@ -279,6 +292,14 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		attaches:   make(map[string]*clientLock),
 	}
 	r.minReplicas = o.MinReplicasAcked
+	if o.StreamMaxBytes < 0 {
+		return nil, fmt.Errorf("new redis bridge: StreamMaxBytes %d is negative", o.StreamMaxBytes)
+	}
+	r.streamArgs = [2]int64{o.StreamCap, max(0, o.MessageExpiry.Milliseconds())}
+	if o.StreamMaxBytes > 0 {
+		// A budget too small to share still trims to the newest entry.
+		r.streamShare = max(1, o.StreamMaxBytes/streamShards)
+	}
 	if err := r.rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("new redis bridge: ping: %w: %w", ErrUnavailable, err)
 	}
@@ -369,6 +390,7 @@ func (r *Redis) Stats() map[string]int64 {
 		"decode_errors":                   s.decodeErrors.Load(),
 		"offline_queue_dropped":           s.queuedDropped.Load(),
 		"offline_queue_expired":           s.expired.Load(),
+		"offline_queue_trimmed":           s.queueTrimmed.Load(),
 		"wills_published":                 s.willsSent.Load(),
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),

@@ -38,15 +38,57 @@ func isNotReplicated(err error) bool { return errors.Is(err, ErrNotReplicated) }
 // every message of a batch for that shard, so the cost of running a script
 // is paid once per batch, not once per message.
 //
-// KEYS[1] stream; ARGV[1] approximate stream cap, then pairs of envelope
-// without stream id and channel. Returns the number of messages.
+// The stream is trimmed by count by each XADD (MAXLEN ~, the approximate
+// cap) and by age once per call: XTRIM MINID ~ the Redis clock minus the
+// message expiry, since an offline session would drop such an entry as
+// expired anyway. (XADD takes one of MAXLEN and MINID, hence the XTRIM.)
+// trimBytesScript bounds its bytes.
+//
+// KEYS[1] stream; ARGV[1] approximate stream cap; ARGV[2] message expiry in
+// ms (0: no age trim); then pairs of envelope without stream id and
+// channel. Returns the number of messages.
 var publishScript = redis.NewScript(`
-for i = 2, #ARGV, 2 do
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+local key, cap, age = KEYS[1], ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  local id = redis.call('XADD', key, 'MAXLEN', '~', cap, '*', 'e', ARGV[i])
   redis.call('PUBLISH', ARGV[i+1], ARGV[i] .. string.char(#id) .. id)
 end
-return (#ARGV - 1) / 2
+if age > 0 then
+  local now = redis.call('TIME')
+  local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
+  if cutoff > 0 then redis.call('XTRIM', key, 'MINID', '~', string.format('%.0f', cutoff)) end
+end
+return (#ARGV - 2) / 2
 `)
+
+// trimBytesScript bounds the memory of one shard's stream: while MEMORY
+// USAGE (every node counted) exceeds the shard's share of
+// RedisOptions.StreamMaxBytes, it trims the oldest entries, as many as the
+// average entry size says are over (XTRIM MAXLEN ~, so whole nodes go and
+// the memory they held with them), keeping at least the newest entry; at
+// most four rounds. It costs a walk of the stream's nodes, so the publisher
+// runs it only after every trimCheckFraction of the share it has appended
+// to the shard, in the same pipeline as the appends.
+//
+// KEYS[1] stream; ARGV[1] the shard's share in bytes. Returns the bytes the
+// stream uses after trimming.
+var trimBytesScript = redis.NewScript(`
+local budget = tonumber(ARGV[1])
+for _ = 1, 4 do
+  local used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', 0)
+  if not used or used <= budget then return used or 0 end
+  local n = redis.call('XLEN', KEYS[1])
+  local keep = math.max(1, math.floor(n * budget / used))
+  if keep >= n or redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', keep) == 0 then return used end
+end
+return redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', 0)
+`)
+
+// trimCheckFraction: a publisher measures a shard's stream after appending
+// 1/trimCheckFraction of the shard's share of StreamMaxBytes to it, so a
+// shard exceeds its share by at most that much per replica publishing to
+// it (plus one batch).
+const trimCheckFraction = 8
 
 type pubRequest struct {
 	msg *Message
@@ -201,7 +243,9 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 		}
 		if m.QoS > 0 {
 			needsAck = true
-			shards.add(shardOf(m.Topic), r.streamCap, envs[i], channels[i], i)
+			sh := shardOf(m.Topic)
+			shards.add(sh, r.streamArgs, envs[i], channels[i], i)
+			r.appended[sh] += int64(len(envs[i]))
 		} else {
 			first[i] = pipe.Publish(ctx, channels[i], envs[i])
 		}
@@ -210,6 +254,7 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 		}
 	}
 	shards.queue(ctx, r, pipe)
+	r.queueTrims(ctx, pipe)
 	// WAIT last, on the same connection: it counts the replicas that have
 	// every write this connection made so far.
 	var waits []*redis.IntCmd
@@ -270,9 +315,11 @@ type shardBatch struct {
 	cmds [streamShards]redis.Cmder
 }
 
-func (b *shardBatch) add(shard int, streamCap int64, env, channel string, req int) {
+// add queues one message for shard's script call; head is the call's
+// leading arguments (cap, expiry).
+func (b *shardBatch) add(shard int, head [2]int64, env, channel string, req int) {
 	if b.args[shard] == nil {
-		b.args[shard] = []any{streamCap}
+		b.args[shard] = []any{head[0], head[1]}
 	}
 	b.args[shard] = append(b.args[shard], env, channel)
 	b.reqs[shard] = append(b.reqs[shard], req)
@@ -282,6 +329,25 @@ func (b *shardBatch) queue(ctx context.Context, r *Redis, pipe redis.Pipeliner) 
 	for sh, args := range b.args {
 		if args != nil {
 			b.cmds[sh] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
+		}
+	}
+}
+
+// queueTrims adds to pipe, after the appends, a trimBytesScript call for
+// every shard this publisher has appended 1/trimCheckFraction of its share
+// to since the last one. Sent by body (EVAL): the calls are rare, and a
+// Redis that lost its script cache runs them all the same. Their outcome
+// is not waited for: a failed trim is retried at the next check.
+// Publisher goroutine only.
+func (r *Redis) queueTrims(ctx context.Context, pipe redis.Pipeliner) {
+	share := r.streamShare
+	if share <= 0 {
+		return
+	}
+	for sh, n := range r.appended {
+		if n >= max(1, share/trimCheckFraction) {
+			r.appended[sh] = 0
+			trimBytesScript.Eval(ctx, pipe, []string{r.streamKey(sh)}, share)
 		}
 	}
 }
