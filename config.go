@@ -66,6 +66,10 @@ type Config struct {
 	// no byte budget: the envelope bytes all stream shards together keep,
 	// each shard trimmed to its sixteenth.
 	RedisStreamMaxBytes int64
+	// MaxInflightBytes is -max-inflight-bytes, default 64MiB, 0 = unbounded:
+	// PUBLISH bytes one replica has read and its bridge not yet accepted;
+	// at the bound the replica stops reading from publishers.
+	MaxInflightBytes int64
 }
 
 // ErrHelp is returned by ParseConfig when -h, -help or --help was asked; the usage text
@@ -156,6 +160,8 @@ func options() []option {
 			set: func(c *Config, v string) error { return setDuration(&c.ConnectTimeout, v, time.Millisecond) }},
 		{name: "max-inflight", def: "20", arg: "n", usage: "outgoing QoS 1/2 messages awaiting acknowledgement per client, 1..65535",
 			set: func(c *Config, v string) error { return setInt(&c.MaxInflight, v, 1, 65535) }},
+		{name: "max-inflight-bytes", def: "64MiB", arg: "size", usage: "most PUBLISH bytes this replica holds on their way to Redis; at the bound it stops reading from publishers until Redis answers; 0 = unbounded",
+			set: func(c *Config, v string) error { return setBytes(&c.MaxInflightBytes, v, 0, 1<<40) }},
 		{name: "max-queued-messages", def: "1000", arg: "n", usage: "messages kept per session while its client is offline or slow, at least 1",
 			set: func(c *Config, v string) error { return setInt(&c.MaxQueuedMessages, v, 1, maxInt) }},
 		{name: "message-expiry", def: "1h", arg: "duration", usage: "how long a message queued for an offline session is kept",

@@ -8,6 +8,7 @@ package main
 // figures.
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
@@ -218,5 +221,88 @@ func waitMetric(t testing.TB, httpAddr, metric string, ok func(float64) bool) {
 			t.Fatalf("%s = %v after 10s", metric, v)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Item 5: while Redis stalls, a replica stops reading from publishers once
+// -max-inflight-bytes of their PUBLISH packets wait for Redis, instead of
+// buffering them: eight publishers of 256 KiB QoS 1 messages through a 3 s
+// stall (CLIENT PAUSE ALL: Redis answers nothing, as with DEBUG SLEEP,
+// which needs enable-debug-command) with -max-inflight-bytes 8MiB. Bound
+// checked: RSS rises by at most 96 MiB, whatever the stall's length: the
+// 8 MiB in flight held twice (payload and envelope), the 16 MiB republish
+// window of the last 10 s, and the garbage collector's headroom (GOGC=100
+// lets the heap reach twice what is live). Measured: +76 MiB for a 3 s
+// stall, +78.5 MiB for 8 s; without the bound (MQTT_TEST_MAX_INFLIGHT_BYTES=0)
+// +149 MiB and +172 MiB, and the 8 s DEBUG SLEEP raised RSS from
+// 18 MB to 425 MB. Afterwards every acknowledged message reaches the
+// subscriber [MQTT-4.3.2-2]. MQTT_TEST_ABUSE=long stalls 8 s.
+func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
+	stall := 3 * time.Second
+	if abuseLong() {
+		stall = 8 * time.Second
+	}
+	rs := redistest.Start(t)
+	inflight := "8MiB"
+	if v := os.Getenv("MQTT_TEST_MAX_INFLIGHT_BYTES"); v != "" {
+		inflight = v // 0: as before the bound, to compare
+	}
+	// The publishers' replica is measured; the subscriber is on another,
+	// whose outgoing queue is not what this bounds.
+	p := startProcReplica(t, rs.URL(), "stall-pub", "-log-level", "info", "-max-inflight-bytes", inflight)
+	q := startProcReplica(t, rs.URL(), "stall-sub", "-log-level", "info")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tally := newSeqTally()
+	sub := newSeqSubscriber(unique(t, "sub"), "stall/#", tally, q.addr)
+	subDone := sub.start(t, ctx, 0, nil)
+
+	var pubs []*seqPublisher
+	for i := range 8 {
+		pub := newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("stall/p%d", i), dialer(p.addr))
+		pub.padding = 256 << 10
+		pub.window = 16
+		pub.ackTimeout = stall + 10*time.Second // patient devices: the stall, not reconnects, is measured
+		pubs = append(pubs, pub)
+	}
+	base := procRSS(t, p.cmd.Process.Pid)
+	w := watchRSS(t, p.cmd.Process.Pid)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer rdb.Close()
+	faultDone := make(chan error, 1)
+	go func() {
+		time.Sleep(time.Second) // publishing is under way
+		faultDone <- rdb.ClientPause(ctx, stall).Err()
+	}()
+	// 10 msg/s each: 20 MiB/s in all, 60 MiB offered during a 3 s stall.
+	errs := runPublishers(ctx, pubs, 1<<30, 10, time.Now().Add(stall+3*time.Second))
+	if err := <-faultDone; err != nil {
+		t.Fatalf("CLIENT PAUSE: %v", err)
+	}
+	for _, err := range errs {
+		if err != nil {
+			t.Errorf("publisher: %v", err)
+		}
+	}
+	sum := awaitDelivery(pubs, tally, 15*time.Second)
+	peak := w.peak()
+	cancel()
+	<-subDone
+	throttled := metricValue(t, p.http, "mqtt_publish_throttled")
+	rise := peak - base
+	t.Logf("stall %s, 8 × 256 KiB publishers, -max-inflight-bytes %s: %s; RSS %.1f MiB before, peak %.1f MiB, +%.1f MiB; %v PUBLISH bodies waited",
+		stall, inflight, sum, float64(base)/mib, float64(peak)/mib, float64(rise)/mib, throttled)
+	if sum.lost != 0 {
+		t.Errorf("%d acknowledged messages never delivered, first: %v", sum.lost, sum.firstLost)
+	}
+	if sum.acked == 0 {
+		t.Error("nothing acknowledged")
+	}
+	if throttled == 0 {
+		t.Error("no PUBLISH waited for -max-inflight-bytes: the stall did not reach the bound")
+	}
+	if rise > 96*mib {
+		t.Errorf("replica RSS rose by %.1f MiB during the stall, want at most 96 MiB", float64(rise)/mib)
 	}
 }

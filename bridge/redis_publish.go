@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -163,7 +164,6 @@ func (r *Redis) publishFailed(msg *Message, err error) error {
 func (r *Redis) publishLoop() {
 	defer r.wg.Done()
 	batch := make([]pubRequest, 0, maxBatch)
-	var buf []byte
 	for {
 		select {
 		case req := <-r.pubq:
@@ -181,7 +181,7 @@ func (r *Redis) publishLoop() {
 				break drain
 			}
 		}
-		buf = r.sendBatch(batch, buf)
+		r.sendBatch(batch)
 	}
 }
 
@@ -201,13 +201,11 @@ func (r *Redis) failQueued() {
 	}
 }
 
-// sendBatch pipelines every request of batch and answers each. buf is
-// scratch space for envelopes, returned for reuse. A request without a
-// message only asks for the Redis epoch check every batch makes.
-func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
+// sendBatch pipelines every request of batch and answers each. A request
+// without a message only asks for the Redis epoch check every batch makes.
+func (r *Redis) sendBatch(batch []pubRequest) {
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
-	buf = buf[:0]
 	envs := make([]string, len(batch))
 	channels := make([]string, len(batch))
 	for i, req := range batch {
@@ -223,9 +221,13 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 			c.ID = NewID()
 			m = &c
 		}
-		start := len(buf)
-		buf = AppendEnvelope(buf, m, "")
-		envs[i] = string(buf[start:])
+		// Each envelope gets an allocation of its own, never written
+		// again, that the pipeline and the republish window share: no
+		// scratch buffer keeps the largest batch's size, and a message
+		// in flight is held twice (its payload and its envelope), not
+		// three times.
+		env := AppendEnvelope(make([]byte, 0, EnvelopeSize(m)), m, "")
+		envs[i] = unsafe.String(unsafe.SliceData(env), len(env))
 	}
 	pipe := r.rdb.Pipeline()
 	// Read first, on the same connection as the writes: the epoch of the
@@ -304,7 +306,6 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 		r.stats.published.Add(1)
 		req.done(nil)
 	}
-	return buf
 }
 
 // shardBatch groups a batch's QoS ≥ 1 messages by stream shard: one script

@@ -9,6 +9,7 @@ type Stats struct {
 	PublishReceived  atomic.Int64 // PUBLISH packets received from clients
 	PublishDenied    atomic.Int64 // PUBLISH (and wills) refused by the ACL, acknowledged and dropped
 	PublishDropped   atomic.Int64 // QoS 0 PUBLISH the bridge could not accept
+	PublishThrottled atomic.Int64 // PUBLISH bodies whose reading waited for -max-inflight-bytes
 	Delivered        atomic.Int64 // PUBLISH packets sent to clients
 	DroppedQoS0      atomic.Int64 // QoS 0 messages dropped because a client's queue was full
 	DroppedQueueFull atomic.Int64 // QoS 1/2 messages dropped because a client's queue was full
@@ -25,6 +26,7 @@ func (s *Stats) Snapshot() map[string]int64 {
 		"publish_received":         s.PublishReceived.Load(),
 		"publish_denied":           s.PublishDenied.Load(),
 		"publish_dropped":          s.PublishDropped.Load(),
+		"publish_throttled":        s.PublishThrottled.Load(),
 		"messages_delivered":       s.Delivered.Load(),
 		"dropped_qos0_queue_full":  s.DroppedQoS0.Load(),
 		"dropped_qos12_queue_full": s.DroppedQueueFull.Load(),
