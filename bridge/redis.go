@@ -229,7 +229,7 @@ type redisCounters struct {
 	received, delivered, deduplicated     atomic.Int64
 	replayed, replays, decodeErrors       atomic.Int64
 	queuedDropped, expired, willsSent     atomic.Int64
-	queueTrimmed                          atomic.Int64
+	queueTrimmed, replayTrimmed           atomic.Int64
 	takeovers, republished                atomic.Int64
 	claimConflicts, notReplicated         atomic.Int64
 }
@@ -391,6 +391,7 @@ func (r *Redis) Stats() map[string]int64 {
 		"offline_queue_dropped":           s.queuedDropped.Load(),
 		"offline_queue_expired":           s.expired.Load(),
 		"offline_queue_trimmed":           s.queueTrimmed.Load(),
+		"replay_trimmed":                  s.replayTrimmed.Load(),
 		"wills_published":                 s.willsSent.Load(),
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),

@@ -282,3 +282,28 @@ func TestRedis_PublishScriptCost(t *testing.T) {
 		}
 	}
 }
+
+// Item 4: a replica replaying a blip of its subscription from a position
+// the stream has been trimmed past counts replay_trimmed.
+func TestRedis_BlipReplayTrimmedIsCounted(t *testing.T) {
+	const budget = 16 << 20 // 1 MiB per shard
+	srv := redistest.Start(t)
+	pub := newTestRedis(t, srv, "pub", func(o *RedisOptions) { o.StreamMaxBytes = budget })
+	publish(t, pub, rmsg("blip/x", 1, "first"))
+	b := newTestRedis(t, srv, "b") // its position: the end of every stream, "first" included
+	if !b.replayGap() || b.Stats()["replay_trimmed"] != 0 {
+		t.Fatalf("replay with nothing trimmed: replay_trimmed = %d, want 0", b.Stats()["replay_trimmed"])
+	}
+	payload := make([]byte, 256<<10)
+	var msgs []*Message
+	for range 20 { // 5 MiB on one shard
+		msgs = append(msgs, &Message{ID: NewID(), Topic: "blip/x", QoS: 1, Payload: payload, Time: time.Now()})
+	}
+	publishAll(t, pub, msgs)
+	if !b.replayGap() {
+		t.Fatal("replay failed")
+	}
+	if got := b.Stats()["replay_trimmed"]; got != 1 {
+		t.Errorf("replay_trimmed = %d, want 1", got)
+	}
+}

@@ -227,12 +227,13 @@ return ''
 // age or bytes) past cursor: the first entry left is newer than the
 // cursor, so the entry at the cursor is gone, and with it every message
 // published between the cursor and the first entry left. An offline
-// session resuming from cursor has lost those of them that matched its
-// subscriptions; the replay cannot tell which did, or whether any was
-// published at all (when none was, the count is a false alarm). Each such
-// shard is logged and counted in offline_queue_trimmed. A zero cursor
-// position (a session that began on an empty stream) is not checked.
-// Errors are logged: the check only reports.
+// session resuming from cursor (clientID), or this replica replaying a
+// blip of its subscription (clientID ""), has lost those of them that
+// matched; the replay cannot tell which did, or whether any was published
+// at all (when none was, the count is a false alarm). Each such shard is
+// logged and counted in offline_queue_trimmed or replay_trimmed. A zero
+// cursor position (a session that began on an empty stream) is not
+// checked. Errors are logged: the check only reports.
 func (r *Redis) countTrimmed(ctx context.Context, clientID string, cursor [streamShards]streamID) {
 	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for sh := range streamShards {
@@ -258,6 +259,12 @@ func (r *Redis) countTrimmed(ctx context.Context, clientID string, cursor [strea
 		}
 		first, err := parseStreamID(s)
 		if err != nil || !first.after(cursor[sh]) {
+			continue
+		}
+		if clientID == "" {
+			r.stats.replayTrimmed.Add(1)
+			r.log.Warn("replay after a redis blip: the stream was trimmed past this replica's last id, messages in between are lost to its clients (-redis-stream-max-bytes, -message-expiry or the count cap)",
+				"stream", r.streamKey(sh), "last", cursor[sh].String(), "first", s)
 			continue
 		}
 		r.stats.queueTrimmed.Add(1)
