@@ -63,10 +63,10 @@ type Config struct {
 	// QoS 1/2 PUBLISH is acknowledged once that many Redis replicas have it.
 	RedisMinReplicasAcked int
 	// RedisStreamMaxBytes is -redis-stream-max-bytes, default 256MiB, 0 =
-	// no byte budget: the envelope bytes all stream shards together keep,
-	// each shard trimmed to its sixteenth.
+	// no byte budget: the Redis memory all stream shards together may use;
+	// past it their oldest entries are trimmed.
 	RedisStreamMaxBytes int64
-	// MaxInflightBytes is -max-inflight-bytes, default 64MiB, 0 = unbounded:
+	// MaxInflightBytes is -max-inflight-bytes, default 8MiB, 0 = unbounded:
 	// PUBLISH bytes one replica has read and its bridge not yet accepted;
 	// at the bound the replica stops reading from publishers.
 	MaxInflightBytes int64
@@ -142,7 +142,7 @@ func options() []option {
 			set: func(c *Config, v string) error { c.RedisPassword = v; return nil }},
 		{name: "redis-min-replicas-acked", def: "0", arg: "n", usage: "acknowledge a QoS 1/2 PUBLISH only once n Redis replicas confirmed it (WAIT, 1s timeout, else the client re-sends); 0 = off",
 			set: func(c *Config, v string) error { return setInt(&c.RedisMinReplicasAcked, v, 0, 1000) }},
-		{name: "redis-stream-max-bytes", def: "256MiB", arg: "size", usage: "most envelope bytes the Redis streams keep for replay and offline sessions, across all 16 shards (each trimmed to its sixteenth); 0 = count and age caps only",
+		{name: "redis-stream-max-bytes", def: "256MiB", arg: "size", usage: "most Redis memory the 16 streams kept for replay and offline sessions may use together; past it their oldest entries are trimmed; 0 = count and age caps only",
 			set: func(c *Config, v string) error { return setBytes(&c.RedisStreamMaxBytes, v, 0, 1<<40) }},
 		{name: "node-id", def: "", arg: "id", usage: `this replica's name in Redis (default hostname-<6 random hex>)`,
 			set: func(c *Config, v string) error { c.NodeID = v; return checkNodeID(v) }},
@@ -160,7 +160,7 @@ func options() []option {
 			set: func(c *Config, v string) error { return setDuration(&c.ConnectTimeout, v, time.Millisecond) }},
 		{name: "max-inflight", def: "20", arg: "n", usage: "outgoing QoS 1/2 messages awaiting acknowledgement per client, 1..65535",
 			set: func(c *Config, v string) error { return setInt(&c.MaxInflight, v, 1, 65535) }},
-		{name: "max-inflight-bytes", def: "64MiB", arg: "size", usage: "most PUBLISH bytes this replica holds on their way to Redis; at the bound it stops reading from publishers until Redis answers; 0 = unbounded",
+		{name: "max-inflight-bytes", def: "8MiB", arg: "size", usage: "most PUBLISH bytes this replica holds on their way to Redis; at the bound it stops reading from publishers until Redis answers; 0 = unbounded",
 			set: func(c *Config, v string) error { return setBytes(&c.MaxInflightBytes, v, 0, 1<<40) }},
 		{name: "max-queued-messages", def: "1000", arg: "n", usage: "messages kept per session while its client is offline or slow, at least 1",
 			set: func(c *Config, v string) error { return setInt(&c.MaxQueuedMessages, v, 1, maxInt) }},

@@ -56,7 +56,7 @@ func TestParseConfig_Defaults(t *testing.T) {
 		ConnectTimeout:    10 * time.Second,
 		MaxInflight:       20,
 		MaxQueuedMessages: 1000,
-		MaxInflightBytes:  64 << 20,
+		MaxInflightBytes:  8 << 20,
 		MessageExpiry:     time.Hour,
 		SessionExpiry:     2 * time.Hour,
 		DrainTimeout:      10 * time.Second,

@@ -226,21 +226,30 @@ func waitMetric(t testing.TB, httpAddr, metric string, ok func(float64) bool) {
 
 // Item 5: while Redis stalls, a replica stops reading from publishers once
 // -max-inflight-bytes of their PUBLISH packets wait for Redis, instead of
-// buffering them: eight publishers of 256 KiB QoS 1 messages through a 3 s
-// stall (CLIENT PAUSE ALL: Redis answers nothing, as with DEBUG SLEEP,
-// which needs enable-debug-command) with -max-inflight-bytes 8MiB. Bound
-// checked: RSS rises by at most 96 MiB, whatever the stall's length: the
-// 8 MiB in flight held twice (payload and envelope), the 16 MiB republish
-// window of the last 10 s, and the garbage collector's headroom (GOGC=100
-// lets the heap reach twice what is live). Measured: +76 MiB for a 3 s
-// stall, +78.5 MiB for 8 s; without the bound (MQTT_TEST_MAX_INFLIGHT_BYTES=0)
-// +149 MiB and +172 MiB, and the 8 s DEBUG SLEEP raised RSS from
-// 18 MB to 425 MB. Afterwards every acknowledged message reaches the
-// subscriber [MQTT-4.3.2-2]. MQTT_TEST_ABUSE=long stalls 8 s.
+// buffering them: eight publishers of 256 KiB QoS 1 messages (20 msg/s
+// each, up to 64 unacknowledged) through a 3 s stall (CLIENT PAUSE ALL:
+// Redis answers nothing, as with DEBUG SLEEP, which needs
+// enable-debug-command) with -max-inflight-bytes 8MiB. Bound checked: RSS
+// rises by at most 96 MiB, whatever the stall's length: the 8 MiB in
+// flight, the 16 MiB republish window of the last 10 s, and the garbage
+// collector's headroom (GOGC=100 lets the heap reach twice what is live).
+// Measured: +62 MiB for a 3 s stall, +78 MiB for 8 s, +48 MiB for the same
+// load without a stall (MQTT_TEST_STALL=0s); without the bound
+// (MQTT_TEST_MAX_INFLIGHT_BYTES=0) +293 MiB and +394 MiB; the 8 s
+// DEBUG SLEEP raised RSS from 18 MB to 425 MB. Afterwards every
+// acknowledged message reaches the subscriber [MQTT-4.3.2-2].
+// MQTT_TEST_ABUSE=long stalls 8 s.
 func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 	stall := 3 * time.Second
 	if abuseLong() {
 		stall = 8 * time.Second
+	}
+	if v := os.Getenv("MQTT_TEST_STALL"); v != "" {
+		d, err := time.ParseDuration(v) // 0s: the same load without a stall, to compare
+		if err != nil {
+			t.Fatalf("MQTT_TEST_STALL: %v", err)
+		}
+		stall = d
 	}
 	rs := redistest.Start(t)
 	inflight := "8MiB"
@@ -248,9 +257,10 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 		inflight = v // 0: as before the bound, to compare
 	}
 	// The publishers' replica is measured; the subscriber is on another,
-	// whose outgoing queue is not what this bounds.
-	p := startProcReplica(t, rs.URL(), "stall-pub", "-log-level", "info", "-max-inflight-bytes", inflight)
-	q := startProcReplica(t, rs.URL(), "stall-sub", "-log-level", "info")
+	// whose outgoing queue is not what this bounds. -node-ttl outlasts the
+	// stall: replicas reaping each other is not what this test is about.
+	p := startProcReplica(t, rs.URL(), "stall-pub", "-log-level", "info", "-node-ttl", "30s", "-max-inflight-bytes", inflight)
+	q := startProcReplica(t, rs.URL(), "stall-sub", "-log-level", "info", "-node-ttl", "30s")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -262,7 +272,7 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 	for i := range 8 {
 		pub := newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("stall/p%d", i), dialer(p.addr))
 		pub.padding = 256 << 10
-		pub.window = 16
+		pub.window = 64
 		pub.ackTimeout = stall + 10*time.Second // patient devices: the stall, not reconnects, is measured
 		pubs = append(pubs, pub)
 	}
@@ -273,10 +283,14 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 	faultDone := make(chan error, 1)
 	go func() {
 		time.Sleep(time.Second) // publishing is under way
+		if stall <= 0 {
+			faultDone <- nil
+			return
+		}
 		faultDone <- rdb.ClientPause(ctx, stall).Err()
 	}()
-	// 10 msg/s each: 20 MiB/s in all, 60 MiB offered during a 3 s stall.
-	errs := runPublishers(ctx, pubs, 1<<30, 10, time.Now().Add(stall+3*time.Second))
+	// 20 msg/s each: 40 MiB/s in all, 120 MiB offered during a 3 s stall.
+	errs := runPublishers(ctx, pubs, 1<<30, 20, time.Now().Add(stall+3*time.Second))
 	if err := <-faultDone; err != nil {
 		t.Fatalf("CLIENT PAUSE: %v", err)
 	}
@@ -299,7 +313,7 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 	if sum.acked == 0 {
 		t.Error("nothing acknowledged")
 	}
-	if throttled == 0 {
+	if throttled == 0 && stall > 0 {
 		t.Error("no PUBLISH waited for -max-inflight-bytes: the stall did not reach the bound")
 	}
 	if rise > 96*mib {

@@ -74,9 +74,9 @@ type RedisOptions struct {
 	// DefaultStreamCap.
 	StreamCap int64
 	// StreamMaxBytes bounds the Redis memory (MEMORY USAGE) of all shards'
-	// streams together: each shard is trimmed, oldest first, to its
-	// sixteenth (keeping at least its newest entry), checked after every
-	// eighth of that share a replica appends. Zero: no byte budget.
+	// streams together: past it, the largest streams lose their oldest
+	// entries (each keeps at least its newest). Measured after every
+	// 1/trimCheckFraction of it a replica appends. Zero: no byte budget.
 	// Entries older than MessageExpiry are trimmed as well.
 	StreamMaxBytes int64
 	// Logger receives operational events. Default slog.Default().
@@ -130,9 +130,10 @@ type Redis struct {
 	// streamArgs are the leading arguments of every publishScript call:
 	// the count cap and MessageExpiry in ms.
 	streamArgs [2]int64
-	// streamShare is each shard's share of StreamMaxBytes (0: none).
-	streamShare int64
-	log         *slog.Logger
+	// streamBudget is StreamMaxBytes (0: none).
+	streamBudget int64
+	trimReq      chan struct{} // cap 1: asks the trimmer to measure the streams
+	log          *slog.Logger
 
 	minReplicas int // RedisOptions.MinReplicasAcked
 
@@ -143,9 +144,12 @@ type Redis struct {
 	pubq  chan pubRequest
 	epoch string  // the Redis instance's epoch; publisher goroutine only
 	ring  pubRing // recently accepted messages; publisher goroutine only
-	// appended counts, per shard, the envelope bytes appended since its
-	// stream's memory was last measured; publisher goroutine only.
-	appended [streamShards]int64
+	// ageTrimNext is, per shard, when this publisher next asks its script
+	// call to trim the stream by age; publisher goroutine only.
+	ageTrimNext [streamShards]time.Time
+	// appended counts the envelope bytes appended to the streams since the
+	// trimmer was last asked to measure them; publisher goroutine only.
+	appended int64
 
 	ps       *redis.PubSub
 	psMu     sync.Mutex // orders PatternSet changes and their SUBSCRIBE commands
@@ -230,6 +234,7 @@ type redisCounters struct {
 	replayed, replays, decodeErrors       atomic.Int64
 	queuedDropped, expired, willsSent     atomic.Int64
 	queueTrimmed, replayTrimmed           atomic.Int64
+	streamTrims                           atomic.Int64
 	takeovers, republished                atomic.Int64
 	claimConflicts, notReplicated         atomic.Int64
 }
@@ -296,10 +301,8 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		return nil, fmt.Errorf("new redis bridge: StreamMaxBytes %d is negative", o.StreamMaxBytes)
 	}
 	r.streamArgs = [2]int64{o.StreamCap, max(0, o.MessageExpiry.Milliseconds())}
-	if o.StreamMaxBytes > 0 {
-		// A budget too small to share still trims to the newest entry.
-		r.streamShare = max(1, o.StreamMaxBytes/streamShards)
-	}
+	r.streamBudget = o.StreamMaxBytes
+	r.trimReq = make(chan struct{}, 1)
 	if err := r.rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("new redis bridge: ping: %w: %w", ErrUnavailable, err)
 	}
@@ -334,7 +337,8 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
-	r.wg.Add(4)
+	r.wg.Add(5)
+	go r.trimLoop()
 	go r.readLoop()
 	go r.publishLoop()
 	go r.nodeLoop()
@@ -392,6 +396,7 @@ func (r *Redis) Stats() map[string]int64 {
 		"offline_queue_expired":           s.expired.Load(),
 		"offline_queue_trimmed":           s.queueTrimmed.Load(),
 		"replay_trimmed":                  s.replayTrimmed.Load(),
+		"stream_byte_trims":               s.streamTrims.Load(),
 		"wills_published":                 s.willsSent.Load(),
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),

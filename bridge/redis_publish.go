@@ -43,7 +43,7 @@ func isNotReplicated(err error) bool { return errors.Is(err, ErrNotReplicated) }
 // cap) and by age once per call: XTRIM MINID ~ the Redis clock minus the
 // message expiry, since an offline session would drop such an entry as
 // expired anyway. (XADD takes one of MAXLEN and MINID, hence the XTRIM.)
-// trimBytesScript bounds its bytes.
+// The trimmer (redis_trim.go) bounds the streams' bytes.
 //
 // KEYS[1] stream; ARGV[1] approximate stream cap; ARGV[2] message expiry in
 // ms (0: no age trim); then pairs of envelope without stream id and
@@ -62,34 +62,10 @@ end
 return (#ARGV - 2) / 2
 `)
 
-// trimBytesScript bounds the memory of one shard's stream: while MEMORY
-// USAGE (every node counted) exceeds the shard's share of
-// RedisOptions.StreamMaxBytes, it trims the oldest entries, as many as the
-// average entry size says are over (XTRIM MAXLEN ~, so whole nodes go and
-// the memory they held with them), keeping at least the newest entry; at
-// most four rounds. It costs a walk of the stream's nodes, so the publisher
-// runs it only after every trimCheckFraction of the share it has appended
-// to the shard, in the same pipeline as the appends.
-//
-// KEYS[1] stream; ARGV[1] the shard's share in bytes. Returns the bytes the
-// stream uses after trimming.
-var trimBytesScript = redis.NewScript(`
-local budget = tonumber(ARGV[1])
-for _ = 1, 4 do
-  local used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', 0)
-  if not used or used <= budget then return used or 0 end
-  local n = redis.call('XLEN', KEYS[1])
-  local keep = math.max(1, math.floor(n * budget / used))
-  if keep >= n or redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', keep) == 0 then return used end
-end
-return redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', 0)
-`)
-
-// trimCheckFraction: a publisher measures a shard's stream after appending
-// 1/trimCheckFraction of the shard's share of StreamMaxBytes to it, so a
-// shard exceeds its share by at most that much per replica publishing to
-// it (plus one batch).
-const trimCheckFraction = 8
+// keepPayloadUpTo: a batch lets go of its messages' payloads above this
+// size once their envelopes are built. Smaller ones are not worth the
+// allocation.
+const keepPayloadUpTo = 4 << 10
 
 type pubRequest struct {
 	msg *Message
@@ -121,10 +97,10 @@ func (r *Redis) Publish(ctx context.Context, msg *Message) error {
 	case <-ctx.Done():
 		// The publisher may still send it: for QoS ≥ 1 the client retries
 		// and the receivers drop the repeat by message id.
-		return r.publishFailed(msg, fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err()))
+		return r.publishFailed(msg.QoS, fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err()))
 	case <-r.ctx.Done():
 		// Queued as the bridge closed, after the publisher's last drain.
-		return r.publishFailed(msg, fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
+		return r.publishFailed(msg.QoS, fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
 	}
 }
 
@@ -132,9 +108,10 @@ func (r *Redis) Publish(ctx context.Context, msg *Message) error {
 // receives what Publish would have returned; calls for messages queued by
 // one goroutine come in the order they were queued.
 func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)) {
+	qos := msg.QoS // not msg: the publisher may let go of its payload
 	req := pubRequest{msg: msg, done: func(err error) {
 		if err != nil {
-			err = r.publishFailed(msg, err)
+			err = r.publishFailed(qos, err)
 		}
 		done(err)
 	}}
@@ -151,9 +128,9 @@ func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)
 	}
 }
 
-func (r *Redis) publishFailed(msg *Message, err error) error {
+func (r *Redis) publishFailed(qos byte, err error) error {
 	r.stats.publishErrors.Add(1)
-	if msg.QoS == 0 {
+	if qos == 0 {
 		r.stats.qos0Dropped.Add(1)
 	}
 	return err
@@ -245,18 +222,22 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 		}
 		if m.QoS > 0 {
 			needsAck = true
-			sh := shardOf(m.Topic)
-			shards.add(sh, r.streamArgs, envs[i], channels[i], i)
-			r.appended[sh] += int64(len(envs[i]))
+			shards.add(shardOf(m.Topic), r.streamArgs, envs[i], channels[i], i)
+			r.appended += int64(len(envs[i]))
 		} else {
 			first[i] = pipe.Publish(ctx, channels[i], envs[i])
 		}
 		if m.Retain {
 			retained[i] = r.queueRetain(ctx, pipe, m)
 		}
+		if len(m.Payload) > keepPayloadUpTo {
+			// Its envelope holds the bytes now, and only the topic and
+			// QoS are read from here on: let a large payload go, so that
+			// a message waiting for Redis is held once, not twice.
+			batch[i].msg = &Message{Topic: m.Topic, QoS: m.QoS}
+		}
 	}
 	shards.queue(ctx, r, pipe)
-	r.queueTrims(ctx, pipe)
 	// WAIT last, on the same connection: it counts the replicas that have
 	// every write this connection made so far.
 	var waits []*redis.IntCmd
@@ -267,6 +248,7 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 	if w := shards.retryNoScript(ctx, r, needsAck && r.minReplicas > 0); w != nil {
 		waits = append(waits, w)
 	}
+	r.askTrim() // after the appends: the trimmer measures what they added
 	replicated := r.replicated(waits)
 	for sh, cmd := range shards.cmds {
 		for _, i := range shards.reqs[sh] {
@@ -326,32 +308,30 @@ func (b *shardBatch) add(shard int, head [2]int64, env, channel string, req int)
 	b.reqs[shard] = append(b.reqs[shard], req)
 }
 
+// queue adds the script call of every shard with messages to pipe. The age
+// trim runs in at most one call per shard per ageTrimEvery (from this
+// replica): MINID needs no finer grain, and a call without it costs less.
+// Publisher goroutine only.
 func (b *shardBatch) queue(ctx context.Context, r *Redis, pipe redis.Pipeliner) {
+	now := time.Now()
 	for sh, args := range b.args {
-		if args != nil {
-			b.cmds[sh] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
+		if args == nil {
+			continue
 		}
+		if args[1] != int64(0) {
+			if now.Before(r.ageTrimNext[sh]) {
+				args[1] = int64(0)
+			} else {
+				r.ageTrimNext[sh] = now.Add(ageTrimEvery)
+			}
+		}
+		b.cmds[sh] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
 	}
 }
 
-// queueTrims adds to pipe, after the appends, a trimBytesScript call for
-// every shard this publisher has appended 1/trimCheckFraction of its share
-// to since the last one. Sent by body (EVAL): the calls are rare, and a
-// Redis that lost its script cache runs them all the same. Their outcome
-// is not waited for: a failed trim is retried at the next check.
-// Publisher goroutine only.
-func (r *Redis) queueTrims(ctx context.Context, pipe redis.Pipeliner) {
-	share := r.streamShare
-	if share <= 0 {
-		return
-	}
-	for sh, n := range r.appended {
-		if n >= max(1, share/trimCheckFraction) {
-			r.appended[sh] = 0
-			trimBytesScript.Eval(ctx, pipe, []string{r.streamKey(sh)}, share)
-		}
-	}
-}
+// ageTrimEvery is how often a replica has each shard's stream trimmed by
+// age.
+const ageTrimEvery = time.Second
 
 // retryNoScript sends the script's body once for each shard whose call hit
 // NOSCRIPT: after a Redis restart the script cache is empty. The calls share
