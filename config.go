@@ -66,6 +66,14 @@ type Config struct {
 	// RedisMinReplicasAcked is -redis-min-replicas-acked, default 0 = off:
 	// QoS 1/2 PUBLISH is acknowledged once that many Redis replicas have it.
 	RedisMinReplicasAcked int
+	// RedisStreamMaxBytes is -redis-stream-max-bytes, default 256MiB, 0 =
+	// no byte budget: the Redis memory all stream shards together may use;
+	// past it their oldest entries are trimmed.
+	RedisStreamMaxBytes int64
+	// MaxInflightBytes is -max-inflight-bytes, default 8MiB, 0 = unbounded:
+	// PUBLISH bytes one replica has read and its bridge not yet accepted;
+	// at the bound the replica stops reading from publishers.
+	MaxInflightBytes int64
 }
 
 // ErrHelp is returned by ParseConfig when -h, -help or --help was asked; the usage text
@@ -138,6 +146,8 @@ func options() []option {
 			set: func(c *Config, v string) error { c.RedisPassword = v; return nil }},
 		{name: "redis-min-replicas-acked", def: "0", arg: "n", usage: "acknowledge a QoS 1/2 PUBLISH only once n Redis replicas confirmed it (WAIT, 1s timeout, else the client re-sends); 0 = off",
 			set: func(c *Config, v string) error { return setInt(&c.RedisMinReplicasAcked, v, 0, 1000) }},
+		{name: "redis-stream-max-bytes", def: "256MiB", arg: "size", usage: "most Redis memory the 16 streams kept for replay and offline sessions may use together; past it their oldest entries are trimmed; 0 = count and age caps only",
+			set: func(c *Config, v string) error { return setBytes(&c.RedisStreamMaxBytes, v, 0, 1<<40) }},
 		{name: "node-id", def: "", arg: "id", usage: `this replica's name in Redis (default hostname-<6 random hex>)`,
 			set: func(c *Config, v string) error { c.NodeID = v; return checkNodeID(v) }},
 		{name: "node-ttl", def: "10s", arg: "duration", usage: "how long a silent replica stays alive in Redis before another one takes over its clients' wills",
@@ -154,6 +164,8 @@ func options() []option {
 			set: func(c *Config, v string) error { return setDuration(&c.ConnectTimeout, v, time.Millisecond) }},
 		{name: "max-inflight", def: "20", arg: "n", usage: "outgoing QoS 1/2 messages awaiting acknowledgement per client, 1..65535",
 			set: func(c *Config, v string) error { return setInt(&c.MaxInflight, v, 1, 65535) }},
+		{name: "max-inflight-bytes", def: "8MiB", arg: "size", usage: "most PUBLISH bytes this replica holds on their way to Redis; at the bound it stops reading from publishers until Redis answers; 0 = unbounded",
+			set: func(c *Config, v string) error { return setBytes(&c.MaxInflightBytes, v, 0, 1<<40) }},
 		{name: "max-queued-messages", def: "1000", arg: "n", usage: "messages kept per session while its client is offline or slow, at least 1",
 			set: func(c *Config, v string) error { return setInt(&c.MaxQueuedMessages, v, 1, maxInt) }},
 		{name: "max-queued-bytes", def: "8MiB", arg: "size", usage: "bytes of topics and payloads queued per connected client, bytes or KiB/MiB; beyond it new messages are dropped and counted; 0 = no bound",
@@ -614,6 +626,31 @@ func setSize(dst *int, v string) error {
 		return fmt.Errorf("%q is outside %d..%d bytes (MQTT 3.1.1 section 2.2.3)", v, minPacketSize, maxPacketSizeLimit)
 	}
 	*dst = int(size)
+	return nil
+}
+
+// setBytes parses bytes, or a number with a KiB, MiB or GiB suffix
+// (1024-based), within lo..hi.
+func setBytes(dst *int64, v string, lo, hi int64) error {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a size (bytes, or with KiB/MiB/GiB suffix)", v)
+	}
+	if n > hi/mult || n*mult < lo {
+		return fmt.Errorf("%q is outside %d..%d bytes", v, lo, hi)
+	}
+	*dst = n * mult
 	return nil
 }
 

@@ -57,6 +57,7 @@ func TestParseConfig_Defaults(t *testing.T) {
 		ConnectTimeout:    10 * time.Second,
 		MaxInflight:       20,
 		MaxQueuedMessages: 1000,
+		MaxInflightBytes:  8 << 20,
 		MessageExpiry:     time.Hour,
 		SessionExpiry:     2 * time.Hour,
 		MaxSubscriptions:  1000,
@@ -65,6 +66,8 @@ func TestParseConfig_Defaults(t *testing.T) {
 		DrainTimeout:      10 * time.Second,
 		LogLevel:          "info",
 		LogFormat:         "text",
+
+		RedisStreamMaxBytes: 256 << 20,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -111,6 +114,12 @@ func settings(t *testing.T) []setting {
 		{"max-inflight", "65535", func(c *Config) any { return c.MaxInflight }, 65535},
 		{"max-inflight", "1", func(c *Config) any { return c.MaxInflight }, 1},
 		{"max-queued-messages", "1", func(c *Config) any { return c.MaxQueuedMessages }, 1},
+		{"max-inflight-bytes", "8MiB", func(c *Config) any { return c.MaxInflightBytes }, int64(8 << 20)},
+		{"max-inflight-bytes", "0", func(c *Config) any { return c.MaxInflightBytes }, int64(0)},
+		{"max-inflight-bytes", "1GiB", func(c *Config) any { return c.MaxInflightBytes }, int64(1 << 30)},
+		{"redis-stream-max-bytes", "16MiB", func(c *Config) any { return c.RedisStreamMaxBytes }, int64(16 << 20)},
+		{"redis-stream-max-bytes", "0", func(c *Config) any { return c.RedisStreamMaxBytes }, int64(0)},
+		{"redis-stream-max-bytes", "17179869184", func(c *Config) any { return c.RedisStreamMaxBytes }, int64(16 << 30)},
 		{"message-expiry", "24h", func(c *Config) any { return c.MessageExpiry }, 24 * time.Hour},
 		{"session-expiry", "0", func(c *Config) any { return c.SessionExpiry }, time.Duration(0)},
 		{"max-queued-bytes", "0", func(c *Config) any { return c.MaxQueuedBytes }, 0},
@@ -260,6 +269,13 @@ func TestParseConfig_Errors(t *testing.T) {
 		{"max-packet-size negative", []string{"-max-packet-size", "-1"}, nil, `-max-packet-size: "-1" is not a size (bytes, or with KiB/MiB suffix)`},
 		{"max-packet-size small", []string{"-max-packet-size", "15"}, nil, `-max-packet-size: "15" is outside 16..268435455 bytes (MQTT 3.1.1 section 2.2.3)`},
 		{"max-packet-size large", []string{"-max-packet-size", "256MiB"}, nil, `-max-packet-size: "256MiB" is outside 16..268435455 bytes (MQTT 3.1.1 section 2.2.3)`},
+		{"max-inflight-bytes words", []string{"-max-inflight-bytes", "lots"}, nil, `-max-inflight-bytes: "lots" is not a size (bytes, or with KiB/MiB/GiB suffix)`},
+		{"max-inflight-bytes negative", []string{"-max-inflight-bytes", "-1MiB"}, nil, `-max-inflight-bytes: "-1MiB" is not a size (bytes, or with KiB/MiB/GiB suffix)`},
+		{"max-inflight-bytes huge", []string{"-max-inflight-bytes", "2048GiB"}, nil, `-max-inflight-bytes: "2048GiB" is outside 0..1099511627776 bytes`},
+		{"max-inflight-bytes env", nil, map[string]string{"MQTT_MAX_INFLIGHT_BYTES": "64MB"}, `MQTT_MAX_INFLIGHT_BYTES (for -max-inflight-bytes): "64MB" is not a size (bytes, or with KiB/MiB/GiB suffix)`},
+		{"redis-stream-max-bytes words", []string{"-redis-stream-max-bytes", "big"}, nil, `-redis-stream-max-bytes: "big" is not a size (bytes, or with KiB/MiB/GiB suffix)`},
+		{"redis-stream-max-bytes suffix only", []string{"-redis-stream-max-bytes", "MiB"}, nil, `-redis-stream-max-bytes: "MiB" is not a size (bytes, or with KiB/MiB/GiB suffix)`},
+		{"redis-stream-max-bytes env", nil, map[string]string{"MQTT_REDIS_STREAM_MAX_BYTES": "-5"}, `MQTT_REDIS_STREAM_MAX_BYTES (for -redis-stream-max-bytes): "-5" is not a size (bytes, or with KiB/MiB/GiB suffix)`},
 		{"max-packet-size env", nil, map[string]string{"MQTT_MAX_PACKET_SIZE": "0KiB"}, `MQTT_MAX_PACKET_SIZE (for -max-packet-size): "0KiB" is outside 16..268435455 bytes (MQTT 3.1.1 section 2.2.3)`},
 		{"connect-timeout zero", []string{"-connect-timeout", "0"}, nil, `-connect-timeout: 0s is below the minimum 1ms`},
 		{"connect-timeout bad", []string{"-connect-timeout", "soon"}, nil, `-connect-timeout: "soon" is not a duration (e.g. 500ms, 10s, 1m30s)`},

@@ -23,7 +23,9 @@ func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClie
 		SessionExpiry: cfg.SessionExpiry,
 		MaxQueued:     cfg.MaxQueuedMessages,
 		MaxPatterns:   cfg.RedisMaxPatterns,
-		Logger:        log,
+
+		StreamMaxBytes: cfg.RedisStreamMaxBytes,
+		Logger:         log,
 
 		MinReplicasAcked: cfg.RedisMinReplicasAcked,
 	})

@@ -58,6 +58,8 @@ func NewServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.
 			Auth:   auth,
 			Stats:  &session.Stats{},
 			Log:    log,
+			// Bytes in flight to the bridge, for every connection together.
+			Inflight: session.NewByteLimiter(cfg.MaxInflightBytes),
 			Config: session.Config{
 				NodeID:           cfg.NodeID,
 				MaxPacketSize:    cfg.MaxPacketSize,

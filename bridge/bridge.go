@@ -128,10 +128,14 @@ type RetainedPager interface {
 	// RetainedTopics returns the names of the topics whose retained
 	// messages filter matches.
 	RetainedTopics(ctx context.Context, filter string) ([]string, error)
-	// RetainedMessages returns the retained messages of topics as they are
-	// now, in the order of topics, leaving out the topics that no longer
-	// have one.
-	RetainedMessages(ctx context.Context, topics []string) ([]*Message, error)
+	// RetainedMessages returns the retained messages of a prefix of topics
+	// as they are now, in the order of topics, leaving out the topics that
+	// no longer have one, and the length of that prefix. The prefix stops
+	// before the topic whose payload would take the page's payloads past
+	// maxBytes, but always holds the first topic, so a page of large
+	// messages is bounded by bytes, not by its count of topics; maxBytes
+	// ≤ 0 reads every topic.
+	RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*Message, int, error)
 }
 
 // Idler is implemented by Subscribers that can tell that everything

@@ -346,14 +346,20 @@ func (m *Memory) RetainedTopics(_ context.Context, filter string) ([]string, err
 }
 
 // RetainedMessages implements RetainedPager.
-func (m *Memory) RetainedMessages(_ context.Context, topics []string) ([]*Message, error) {
+func (m *Memory) RetainedMessages(_ context.Context, topics []string, maxBytes int) ([]*Message, int, error) {
 	out := make([]*Message, 0, len(topics))
-	for _, t := range topics {
-		if msg, ok := m.retained.Get(t); ok {
-			out = append(out, msg)
+	size := 0
+	for i, t := range topics {
+		msg, ok := m.retained.Get(t)
+		if !ok {
+			continue
 		}
+		if size += len(msg.Payload); maxBytes > 0 && size > maxBytes && i > 0 {
+			return out, i, nil
+		}
+		out = append(out, msg)
 	}
-	return out, nil
+	return out, len(topics), nil
 }
 
 // Ready implements the readiness check; the in-process bridge is always ready.

@@ -73,6 +73,12 @@ type RedisOptions struct {
 	// to; it bounds replay after a blip and offline queues. Default
 	// DefaultStreamCap.
 	StreamCap int64
+	// StreamMaxBytes bounds the Redis memory (MEMORY USAGE) of all shards'
+	// streams together: past it, the largest streams lose their oldest
+	// entries (each keeps at least its newest). Measured after every
+	// 1/trimCheckFraction of it a replica appends. Zero: no byte budget.
+	// Entries older than MessageExpiry are trimmed as well.
+	StreamMaxBytes int64
 	// Logger receives operational events. Default slog.Default().
 	Logger *slog.Logger
 	// MinReplicasAcked, when above zero, makes a QoS ≥ 1 publish wait for
@@ -141,8 +147,13 @@ type Redis struct {
 	expiry     time.Duration
 	sessionTTL time.Duration
 	maxQueued  int
-	streamCap  int64
-	log        *slog.Logger
+	// streamArgs are the leading arguments of every publishScript call:
+	// the count cap and MessageExpiry in ms.
+	streamArgs [2]int64
+	// streamBudget is StreamMaxBytes (0: none).
+	streamBudget int64
+	trimReq      chan struct{} // cap 1: asks the trimmer to measure the streams
+	log          *slog.Logger
 
 	minReplicas int // RedisOptions.MinReplicasAcked
 
@@ -153,6 +164,12 @@ type Redis struct {
 	pubq  chan pubRequest
 	epoch string  // the Redis instance's epoch; publisher goroutine only
 	ring  pubRing // recently accepted messages; publisher goroutine only
+	// ageTrimNext is, per shard, when this publisher next asks its script
+	// call to trim the stream by age; publisher goroutine only.
+	ageTrimNext [streamShards]time.Time
+	// appended counts the envelope bytes appended to the streams since the
+	// trimmer was last asked to measure them; publisher goroutine only.
+	appended int64
 
 	ps       *redis.PubSub
 	psMu     sync.Mutex // orders PatternSet changes and their SUBSCRIBE commands
@@ -244,6 +261,8 @@ type redisCounters struct {
 	received, delivered, deduplicated     atomic.Int64
 	replayed, replays, decodeErrors       atomic.Int64
 	queuedDropped, expired, willsSent     atomic.Int64
+	queueTrimmed, replayTrimmed           atomic.Int64
+	streamTrims                           atomic.Int64
 	takeovers, republished                atomic.Int64
 	claimConflicts, notReplicated         atomic.Int64
 }
@@ -291,7 +310,6 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		expiry:     o.MessageExpiry,
 		sessionTTL: o.SessionExpiry,
 		maxQueued:  o.MaxQueued,
-		streamCap:  o.StreamCap,
 		log:        o.Logger.With("component", "bridge.redis", "node", o.NodeID),
 		pubq:       make(chan pubRequest, 4*maxBatch),
 		patterns:   topics.NewPatternSet(o.Prefix+"msg:", o.MaxPatterns),
@@ -312,6 +330,12 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		watchClusterTopology(ctx, cc)
 	}
 	r.minReplicas = o.MinReplicasAcked
+	if o.StreamMaxBytes < 0 {
+		return nil, fmt.Errorf("new redis bridge: StreamMaxBytes %d is negative", o.StreamMaxBytes)
+	}
+	r.streamArgs = [2]int64{o.StreamCap, max(0, o.MessageExpiry.Milliseconds())}
+	r.streamBudget = o.StreamMaxBytes
+	r.trimReq = make(chan struct{}, 1)
 	if err := r.rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("new redis bridge: ping: %w: %w", ErrUnavailable, err)
 	}
@@ -346,7 +370,8 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
-	r.wg.Add(4)
+	r.wg.Add(5)
+	go r.trimLoop()
 	go r.readLoop()
 	go r.publishLoop()
 	go r.nodeLoop()
@@ -415,6 +440,9 @@ func (r *Redis) Stats() map[string]int64 {
 		"decode_errors":                   s.decodeErrors.Load(),
 		"offline_queue_dropped":           s.queuedDropped.Load(),
 		"offline_queue_expired":           s.expired.Load(),
+		"offline_queue_trimmed":           s.queueTrimmed.Load(),
+		"replay_trimmed":                  s.replayTrimmed.Load(),
+		"stream_byte_trims":               s.streamTrims.Load(),
 		"wills_published":                 s.willsSent.Load(),
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),

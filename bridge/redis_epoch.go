@@ -189,7 +189,7 @@ func (r *Redis) republish(ctx context.Context, entries []ringEntry) error {
 	}
 	var shards shardBatch
 	for i, e := range entries {
-		shards.add(e.shard, r.streamCap, e.env, e.channel, i)
+		shards.add(e.shard, r.streamArgs, e.env, e.channel, i)
 	}
 	pipe := r.rdb.Pipeline()
 	shards.queue(ctx, r, pipe)

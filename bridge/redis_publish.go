@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -38,15 +39,33 @@ func isNotReplicated(err error) bool { return errors.Is(err, ErrNotReplicated) }
 // every message of a batch for that shard, so the cost of running a script
 // is paid once per batch, not once per message.
 //
-// KEYS[1] stream; ARGV[1] approximate stream cap, then pairs of envelope
-// without stream id and channel. Returns the number of messages.
+// The stream is trimmed by count by each XADD (MAXLEN ~, the approximate
+// cap) and by age once per call: XTRIM MINID ~ the Redis clock minus the
+// message expiry, since an offline session would drop such an entry as
+// expired anyway. (XADD takes one of MAXLEN and MINID, hence the XTRIM.)
+// The trimmer (redis_trim.go) bounds the streams' bytes.
+//
+// KEYS[1] stream; ARGV[1] approximate stream cap; ARGV[2] message expiry in
+// ms (0: no age trim); then pairs of envelope without stream id and
+// channel. Returns the number of messages.
 var publishScript = redis.NewScript(`
-for i = 2, #ARGV, 2 do
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+local key, cap, age = KEYS[1], ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  local id = redis.call('XADD', key, 'MAXLEN', '~', cap, '*', 'e', ARGV[i])
   redis.call('PUBLISH', ARGV[i+1], ARGV[i] .. string.char(#id) .. id)
 end
-return (#ARGV - 1) / 2
+if age > 0 then
+  local now = redis.call('TIME')
+  local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
+  if cutoff > 0 then redis.call('XTRIM', key, 'MINID', '~', string.format('%.0f', cutoff)) end
+end
+return (#ARGV - 2) / 2
 `)
+
+// keepPayloadUpTo: a batch lets go of its messages' payloads above this
+// size once their envelopes are built. Smaller ones are not worth the
+// allocation.
+const keepPayloadUpTo = 4 << 10
 
 type pubRequest struct {
 	msg *Message
@@ -78,10 +97,10 @@ func (r *Redis) Publish(ctx context.Context, msg *Message) error {
 	case <-ctx.Done():
 		// The publisher may still send it: for QoS ≥ 1 the client retries
 		// and the receivers drop the repeat by message id.
-		return r.publishFailed(msg, fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err()))
+		return r.publishFailed(msg.QoS, fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err()))
 	case <-r.ctx.Done():
 		// Queued as the bridge closed, after the publisher's last drain.
-		return r.publishFailed(msg, fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
+		return r.publishFailed(msg.QoS, fmt.Errorf("publish %q: bridge closed: %w", msg.Topic, ErrUnavailable))
 	}
 }
 
@@ -89,9 +108,10 @@ func (r *Redis) Publish(ctx context.Context, msg *Message) error {
 // receives what Publish would have returned; calls for messages queued by
 // one goroutine come in the order they were queued.
 func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)) {
+	qos := msg.QoS // not msg: the publisher may let go of its payload
 	req := pubRequest{msg: msg, done: func(err error) {
 		if err != nil {
-			err = r.publishFailed(msg, err)
+			err = r.publishFailed(qos, err)
 		}
 		done(err)
 	}}
@@ -108,9 +128,9 @@ func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)
 	}
 }
 
-func (r *Redis) publishFailed(msg *Message, err error) error {
+func (r *Redis) publishFailed(qos byte, err error) error {
 	r.stats.publishErrors.Add(1)
-	if msg.QoS == 0 {
+	if qos == 0 {
 		r.stats.qos0Dropped.Add(1)
 	}
 	return err
@@ -121,7 +141,6 @@ func (r *Redis) publishFailed(msg *Message, err error) error {
 func (r *Redis) publishLoop() {
 	defer r.wg.Done()
 	batch := make([]pubRequest, 0, maxBatch)
-	var buf []byte
 	for {
 		select {
 		case req := <-r.pubq:
@@ -139,7 +158,7 @@ func (r *Redis) publishLoop() {
 				break drain
 			}
 		}
-		buf = r.sendBatch(batch, buf)
+		r.sendBatch(batch)
 	}
 }
 
@@ -159,13 +178,11 @@ func (r *Redis) failQueued() {
 	}
 }
 
-// sendBatch pipelines every request of batch and answers each. buf is
-// scratch space for envelopes, returned for reuse. A request without a
-// message only asks for the Redis epoch check every batch makes.
-func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
+// sendBatch pipelines every request of batch and answers each. A request
+// without a message only asks for the Redis epoch check every batch makes.
+func (r *Redis) sendBatch(batch []pubRequest) {
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
-	buf = buf[:0]
 	envs := make([]string, len(batch))
 	channels := make([]string, len(batch))
 	for i, req := range batch {
@@ -181,9 +198,13 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 			c.ID = NewID()
 			m = &c
 		}
-		start := len(buf)
-		buf = AppendEnvelope(buf, m, "")
-		envs[i] = string(buf[start:])
+		// Each envelope gets an allocation of its own, never written
+		// again, that the pipeline and the republish window share: no
+		// scratch buffer keeps the largest batch's size, and a message
+		// in flight is held twice (its payload and its envelope), not
+		// three times.
+		env := AppendEnvelope(make([]byte, 0, EnvelopeSize(m)), m, "")
+		envs[i] = unsafe.String(unsafe.SliceData(env), len(env))
 	}
 	pipe := r.rdb.Pipeline()
 	// Read first, on the same connection as the writes: the epoch of the
@@ -201,12 +222,19 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 		}
 		if m.QoS > 0 {
 			needsAck = true
-			shards.add(shardOf(m.Topic), r.streamCap, envs[i], channels[i], i)
+			shards.add(shardOf(m.Topic), r.streamArgs, envs[i], channels[i], i)
+			r.appended += int64(len(envs[i]))
 		} else {
 			first[i] = pipe.Publish(ctx, channels[i], envs[i])
 		}
 		if m.Retain {
 			retained[i] = r.queueRetain(ctx, pipe, m)
+		}
+		if len(m.Payload) > keepPayloadUpTo {
+			// Its envelope holds the bytes now, and only the topic and
+			// QoS are read from here on: let a large payload go, so that
+			// a message waiting for Redis is held once, not twice.
+			batch[i].msg = &Message{Topic: m.Topic, QoS: m.QoS}
 		}
 	}
 	shards.queue(ctx, r, pipe)
@@ -220,6 +248,7 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 	if w := shards.retryNoScript(ctx, r, needsAck && r.minReplicas > 0); w != nil {
 		waits = append(waits, w)
 	}
+	r.askTrim() // after the appends: the trimmer measures what they added
 	replicated := r.replicated(waits)
 	for sh, cmd := range shards.cmds {
 		for _, i := range shards.reqs[sh] {
@@ -259,7 +288,6 @@ func (r *Redis) sendBatch(batch []pubRequest, buf []byte) []byte {
 		r.stats.published.Add(1)
 		req.done(nil)
 	}
-	return buf
 }
 
 // shardBatch groups a batch's QoS ≥ 1 messages by stream shard: one script
@@ -270,21 +298,40 @@ type shardBatch struct {
 	cmds [streamShards]redis.Cmder
 }
 
-func (b *shardBatch) add(shard int, streamCap int64, env, channel string, req int) {
+// add queues one message for shard's script call; head is the call's
+// leading arguments (cap, expiry).
+func (b *shardBatch) add(shard int, head [2]int64, env, channel string, req int) {
 	if b.args[shard] == nil {
-		b.args[shard] = []any{streamCap}
+		b.args[shard] = []any{head[0], head[1]}
 	}
 	b.args[shard] = append(b.args[shard], env, channel)
 	b.reqs[shard] = append(b.reqs[shard], req)
 }
 
+// queue adds the script call of every shard with messages to pipe. The age
+// trim runs in at most one call per shard per ageTrimEvery (from this
+// replica): MINID needs no finer grain, and a call without it costs less.
+// Publisher goroutine only.
 func (b *shardBatch) queue(ctx context.Context, r *Redis, pipe redis.Pipeliner) {
+	now := time.Now()
 	for sh, args := range b.args {
-		if args != nil {
-			b.cmds[sh] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
+		if args == nil {
+			continue
 		}
+		if args[1] != int64(0) {
+			if now.Before(r.ageTrimNext[sh]) {
+				args[1] = int64(0)
+			} else {
+				r.ageTrimNext[sh] = now.Add(ageTrimEvery)
+			}
+		}
+		b.cmds[sh] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
 	}
 }
+
+// ageTrimEvery is how often a replica has each shard's stream trimmed by
+// age.
+const ageTrimEvery = time.Second
 
 // retryNoScript sends the script's body once for each shard whose call hit
 // NOSCRIPT: after a Redis restart the script cache is empty. The calls share

@@ -179,6 +179,10 @@ func (r *Redis) replayGap() bool {
 	ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
 	defer cancel()
 	r.stats.replays.Add(1)
+	r.mu.Lock()
+	seen := r.lastSeen
+	r.mu.Unlock()
+	r.countTrimmed(ctx, "", seen)
 	for s := range streamShards {
 		r.mu.Lock()
 		from := r.lastSeen[s]

@@ -56,7 +56,7 @@ func (r *Redis) Retained(ctx context.Context, filter string) ([]*Message, error)
 	if err != nil {
 		return nil, err
 	}
-	out, err := r.RetainedMessages(ctx, names)
+	out, _, err := r.RetainedMessages(ctx, names, 0)
 	if err != nil {
 		return nil, fmt.Errorf("retained %q: %w", filter, err)
 	}
@@ -74,11 +74,23 @@ func (r *Redis) RetainedTopics(_ context.Context, filter string) ([]string, erro
 	return names, nil
 }
 
-// RetainedMessages implements RetainedPager: one pipelined HGETALL per
-// topic.
-func (r *Redis) RetainedMessages(ctx context.Context, names []string) ([]*Message, error) {
+// RetainedMessages implements RetainedPager: with maxBytes, one pipelined
+// HSTRLEN per topic measures the payloads first, so that no more than a
+// page's bytes (and at most one message beyond, when the first alone is
+// larger) is ever read into memory; then one pipelined HGETALL per topic
+// of the page. A payload replaced by a larger one between the two round
+// trips can take the page past maxBytes by that difference, at most one
+// -max-packet-size per message.
+func (r *Redis) RetainedMessages(ctx context.Context, names []string, maxBytes int) ([]*Message, int, error) {
 	if len(names) == 0 {
-		return nil, nil
+		return nil, 0, nil
+	}
+	if maxBytes > 0 && len(names) > 1 {
+		n, err := r.retainedPrefix(ctx, names, maxBytes)
+		if err != nil {
+			return nil, 0, err
+		}
+		names = names[:n]
 	}
 	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, n := range names {
@@ -87,7 +99,7 @@ func (r *Redis) RetainedMessages(ctx context.Context, names []string) ([]*Messag
 		return nil
 	})
 	if err != nil {
-		return nil, unavailable("read retained messages", err)
+		return nil, 0, unavailable("read retained messages", err)
 	}
 	out := make([]*Message, 0, len(names))
 	for i, c := range cmds {
@@ -102,7 +114,28 @@ func (r *Redis) RetainedMessages(ctx context.Context, names []string) ([]*Messag
 		}
 		out = append(out, m)
 	}
-	return out, nil
+	return out, len(names), nil
+}
+
+// retainedPrefix returns how many of names, in order, have payloads that
+// add up to at most maxBytes (at least one).
+func (r *Redis) retainedPrefix(ctx context.Context, names []string, maxBytes int) (int, error) {
+	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, n := range names {
+			p.HStrLen(ctx, r.retainKey(n), "payload")
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, unavailable("measure retained messages", err)
+	}
+	size := 0
+	for i, c := range cmds {
+		if size += int(c.(*redis.IntCmd).Val()); size > maxBytes && i > 0 {
+			return i, nil
+		}
+	}
+	return len(names), nil
 }
 
 // retainedMessage reads an EMQX-layout retained hash.

@@ -516,8 +516,9 @@ func boolField(b bool) string {
 // replaySession reads every shard's stream after cursor and returns the
 // messages matching c's subscriptions, at the QoS to send, with the last
 // stream id read per shard. QoS 0 messages are not kept for an offline
-// session.
+// session. Shards trimmed past cursor are counted (countTrimmed).
 func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [streamShards]streamID) ([]Delivery, [streamShards]streamID, error) {
+	r.countTrimmed(ctx, c.id, cursor)
 	var out []Delivery
 	ends := cursor
 	cutoff := r.expiryCutoff()

@@ -214,3 +214,61 @@ func (s *recentIDs) seen(id ID) bool {
 	s.set[id] = struct{}{}
 	return false
 }
+
+// firstIDScript returns the id of a stream's first entry, or "" when it is
+// empty or missing. A script, so that the entry's envelope stays in Redis.
+var firstIDScript = redis.NewScript(`
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if first[1] then return first[1][1] end
+return ''
+`)
+
+// countTrimmed finds the shards whose stream has been trimmed (by count,
+// age or bytes) past cursor: the first entry left is newer than the
+// cursor, so the entry at the cursor is gone, and with it every message
+// published between the cursor and the first entry left. An offline
+// session resuming from cursor (clientID), or this replica replaying a
+// blip of its subscription (clientID ""), has lost those of them that
+// matched; the replay cannot tell which did, or whether any was published
+// at all (when none was, the count is a false alarm). Each such shard is
+// logged and counted in offline_queue_trimmed or replay_trimmed. A zero
+// cursor position (a session that began on an empty stream) is not
+// checked. Errors are logged: the check only reports.
+func (r *Redis) countTrimmed(ctx context.Context, clientID string, cursor [streamShards]streamID) {
+	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sh := range streamShards {
+			if cursor[sh] != (streamID{}) {
+				firstIDScript.Eval(ctx, p, []string{r.streamKey(sh)})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Warn("cannot tell whether the streams were trimmed past a session's cursor", "client", clientID, "err", err)
+		return
+	}
+	i := 0
+	for sh := range streamShards {
+		if cursor[sh] == (streamID{}) {
+			continue
+		}
+		s, _ := cmds[i].(*redis.Cmd).Text()
+		i++
+		if s == "" {
+			continue
+		}
+		first, err := parseStreamID(s)
+		if err != nil || !first.after(cursor[sh]) {
+			continue
+		}
+		if clientID == "" {
+			r.stats.replayTrimmed.Add(1)
+			r.log.Warn("replay after a redis blip: the stream was trimmed past this replica's last id, messages in between are lost to its clients (-redis-stream-max-bytes, -message-expiry or the count cap)",
+				"stream", r.streamKey(sh), "last", cursor[sh].String(), "first", s)
+			continue
+		}
+		r.stats.queueTrimmed.Add(1)
+		r.log.Warn("offline session's cursor is older than its stream's first entry: messages after it were trimmed (-redis-stream-max-bytes, -message-expiry or the count cap)",
+			"client", clientID, "stream", r.streamKey(sh), "cursor", cursor[sh].String(), "first", s)
+	}
+}

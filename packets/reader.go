@@ -25,6 +25,7 @@ type Reader struct {
 	max     int
 	version byte
 	buf     []byte
+	gate    func(t Type, remaining int) error
 }
 
 // NewReader returns a Reader over r that accepts packets whose Remaining
@@ -44,6 +45,13 @@ func NewReader(r io.Reader, maxPacketSize int) *Reader {
 // ErrUnsupportedProtocol, since this codec does not decode MQTT 5.0 yet.
 // Before SetVersion is called the Reader decodes the 3.1/3.1.1 format.
 func (r *Reader) SetVersion(v byte) { r.version = v }
+
+// SetGate makes ReadPacket call gate with the type and Remaining Length of
+// every packet once its fixed header is read and accepted, before any of
+// its body is read; an error from gate is returned by ReadPacket. A server
+// uses it to stop reading a client (and so, through TCP flow control, the
+// client's sending) until it has room for the body. nil removes the gate.
+func (r *Reader) SetGate(gate func(t Type, remaining int) error) { r.gate = gate }
 
 // ReadPacket reads and decodes the next control packet.
 //
@@ -70,6 +78,11 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	if h.remaining > r.max {
 		return nil, fmt.Errorf("%w: %s remaining length %d exceeds the limit of %d bytes",
 			ErrPacketTooLarge, h.typ, h.remaining, r.max)
+	}
+	if r.gate != nil {
+		if err := r.gate(h.typ, h.remaining); err != nil {
+			return nil, fmt.Errorf("before %s body of %d bytes: %w", h.typ, h.remaining, err)
+		}
 	}
 	body, owned, err := r.readBody(h)
 	if err != nil {

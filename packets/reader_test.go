@@ -365,3 +365,55 @@ func TestReadPacket_LargeBodyCostsWhatArrives(t *testing.T) {
 		t.Fatalf("allocated %d bytes for a body announced as %d with 3 bytes sent", grew, announced)
 	}
 }
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// The gate sees each packet's type and Remaining Length after the fixed
+// header and before any of the body is read; its error is ReadPacket's.
+func TestReader_GateRunsBeforeBody(t *testing.T) {
+	pub, err := Append(nil, &Publish{QoS: 1, PacketID: 7, Topic: "a/b", Payload: bytes.Repeat([]byte("x"), 100<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping, _ := Append(nil, &Pingreq{})
+	src := &countingReader{r: bytes.NewReader(append(append([]byte{}, ping...), pub...))}
+	r := NewReader(src, 1<<20)
+	type call struct {
+		t         Type
+		remaining int
+		readSoFar int
+	}
+	var calls []call
+	stop := errors.New("no room")
+	r.SetGate(func(t Type, remaining int) error {
+		calls = append(calls, call{t, remaining, src.n})
+		if t == TypePublish {
+			return stop
+		}
+		return nil
+	})
+	if _, err := r.ReadPacket(); err != nil {
+		t.Fatalf("PINGREQ: %v", err)
+	}
+	if _, err := r.ReadPacket(); !errors.Is(err, stop) {
+		t.Fatalf("PUBLISH with a refusing gate: err %v, want it to wrap the gate's", err)
+	}
+	if len(calls) != 2 || calls[0].t != TypePingreq || calls[1].t != TypePublish || calls[1].remaining != len(pub)-4 {
+		t.Fatalf("gate calls %+v", calls)
+	}
+	// The PUBLISH body (100 KiB) was not read: at most the buffered
+	// read-ahead of the fixed header is.
+	if read := src.n - len(ping); read >= 64<<10 {
+		t.Fatalf("%d bytes of the PUBLISH read before the gate said no", read)
+	}
+}

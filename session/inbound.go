@@ -19,12 +19,17 @@ var errClientDisconnect = errors.New("client sent DISCONNECT")
 func (s *Session) readLoop(ctx context.Context) error {
 	// [MQTT-3.1.2-24] a client silent for 1.5 × keep-alive is disconnected.
 	grace := s.keepAlive + s.keepAlive/2
+	if s.env.Inflight != nil {
+		s.r.SetGate(s.gatePublish)
+		defer s.releaseGate()
+	}
 	for {
 		if grace > 0 {
 			_ = s.conn.SetReadDeadline(time.Now().Add(grace))
 		} else {
 			_ = s.conn.SetReadDeadline(time.Time{})
 		}
+		s.releaseGate() // what the last packet took and did not hand on
 		p, err := s.r.ReadPacket()
 		if err != nil {
 			select {
@@ -70,6 +75,42 @@ func (s *Session) handle(ctx context.Context, p packets.Packet) error {
 		return fmt.Errorf("%w: a client may not send packet type %d", ErrProtocolViolation, p.Type())
 	}
 	return nil
+}
+
+// gatePublish is the packet reader's gate: before the body of a PUBLISH is
+// read, it takes the body's size from Env.Inflight, waiting while the
+// replica's bytes in flight to the bridge are at the bound. The client's
+// further bytes meanwhile stay in the socket buffers, and TCP flow control
+// stops it sending. Reader goroutine only.
+func (s *Session) gatePublish(t packets.Type, remaining int) error {
+	if t != packets.TypePublish {
+		return nil
+	}
+	taken, waited := s.env.Inflight.Acquire(int64(remaining), s.closed)
+	if !waited {
+		s.gateBytes = taken
+		return nil
+	}
+	s.env.Stats.PublishThrottled.Add(1)
+	if taken == 0 {
+		return fmt.Errorf("waiting for -max-inflight-bytes: %w", s.stopReason())
+	}
+	s.gateBytes = taken
+	// The wait was the server's, not a silent client: the keep-alive clock
+	// [MQTT-3.1.2-24] restarts for the body.
+	if grace := s.keepAlive + s.keepAlive/2; grace > 0 {
+		_ = s.conn.SetReadDeadline(time.Now().Add(grace))
+	}
+	return nil
+}
+
+// releaseGate gives back the Env.Inflight bytes of the last PUBLISH read
+// when nothing took them over. Reader goroutine only.
+func (s *Session) releaseGate() {
+	if s.gateBytes > 0 {
+		s.env.Inflight.Release(s.gateBytes)
+		s.gateBytes = 0
+	}
 }
 
 func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
@@ -123,6 +164,10 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		Node:     s.env.Config.NodeID,
 		Time:     time.Now(),
 	}
+	// The message's bytes stay taken from Env.Inflight until the bridge
+	// has answered for it.
+	held := s.gateBytes
+	s.gateBytes = 0
 	if ap, ok := s.env.Bridge.(bridge.AsyncPublisher); ok {
 		// Keep reading while the message travels; at most
 		// maxPendingPublishes wait at once, then the reader waits too.
@@ -130,11 +175,13 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		qos, id := p.QoS, p.PacketID
 		ap.PublishAsync(ctx, msg, func(err error) {
 			<-s.pubSlots
+			s.env.Inflight.Release(held)
 			s.accepted(qos, id, err)
 		})
 		return nil
 	}
 	err := s.env.Bridge.Publish(ctx, msg)
+	s.env.Inflight.Release(held)
 	s.accepted(p.QoS, p.PacketID, err)
 	if err != nil && p.QoS > 0 {
 		return s.stopReason()

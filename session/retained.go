@@ -46,6 +46,12 @@ import (
 const (
 	// retainedPage bounds the retained messages read from the bridge at once.
 	retainedPage = 256
+	// retainedPageBytes bounds the payload bytes of one page (a page always
+	// holds at least one message), and the feeder reads no page while the
+	// pending queue holds this many payload bytes: a subscription to many
+	// large retained messages holds about two pages of them at once, not
+	// half of -max-queued-messages.
+	retainedPageBytes = 1 << 20
 	// retainedReadTimeout bounds one read of a page of retained messages.
 	retainedReadTimeout = 10 * time.Second
 	// retainedGuard is how long a queued retained message keeps stopping
@@ -56,6 +62,13 @@ const (
 	// has no older live message still on its way (allowing for clocks of
 	// replicas that disagree by seconds), so it needs no guard.
 	retainedFresh = time.Minute
+	// maxRetainedMarks bounds the marks one connection keeps (about 100
+	// bytes each). A feed of more retained messages published within
+	// retainedFresh than this, within retainedGuard, marks the first ones
+	// only: the others are not guarded against a late live copy. Without
+	// it, a wildcard subscription over 50,000 freshly published retained
+	// messages held a mark for each, ~10 MB per subscriber.
+	maxRetainedMarks = 4096
 )
 
 // feed is the retained messages of one new subscription still to be sent.
@@ -151,13 +164,17 @@ func (s *Session) cancelFeedLocked(filter string) {
 
 // retainedRoomLocked returns how many retained messages may join the
 // pending queue now: none until it has drained to half of the feeder's
-// share, so that each read of the bridge brings a page, not one message.
-// s.mu is held.
+// share, so that each read of the bridge brings a page, not one message,
+// and none while the queue holds retainedPageBytes of payload. s.mu is
+// held.
 func (s *Session) retainedRoomLocked() int {
 	limit := max(1, s.env.Config.MaxQueued/2)
 	room := limit - len(s.pending) - len(s.held)
 	if room < max(1, limit/2) {
 		return 0
+	}
+	if s.queuedBytes >= retainedPageBytes {
+		return 0 // a page's worth of bytes is already waiting
 	}
 	if b := s.env.Config.MaxQueuedBytes; b > 0 && s.queuedBytes > b/2 {
 		return 0 // the feeder's share of the byte bound is taken too
@@ -197,7 +214,7 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 		s.mu.Unlock()
 
 		rctx, rcancel := context.WithTimeout(ctx, retainedReadTimeout)
-		msgs, err := pager.RetainedMessages(rctx, names)
+		msgs, read, err := pager.RetainedMessages(rctx, names, retainedPageBytes)
 		rcancel()
 
 		s.mu.Lock()
@@ -208,15 +225,17 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 			s.unlockAndWrite()
 			return
 		}
-		f.next += n
 		if err != nil {
 			if ctx.Err() == nil {
 				s.env.Log.Error("retained messages not sent", "client", s.clientID, "filter", f.filter,
-					"unsent", f.remaining()+n, "err", err)
+					"unsent", f.remaining(), "err", err)
 			}
 			f.cancelled = true
-		} else if !f.cancelled && !s.snapshotted {
-			s.queueRetainedLocked(f, msgs)
+		} else {
+			f.next += max(1, read)
+			if !f.cancelled && !s.snapshotted {
+				s.queueRetainedLocked(f, msgs)
+			}
 		}
 		s.releaseHeldLocked()
 		s.unlockAndWrite()
@@ -282,6 +301,9 @@ func (s *Session) queueRetainedLocked(f *feed, msgs []*bridge.Message) {
 		if s.retainedMarks == nil {
 			s.retainedMarks = make(map[string]retainedMark)
 			s.marksSweep = now.Add(retainedGuard)
+		}
+		if _, ok := s.retainedMarks[m.Topic]; !ok && len(s.retainedMarks) >= maxRetainedMarks {
+			continue
 		}
 		s.retainedMarks[m.Topic] = retainedMark{id: m.ID, time: m.Time, queued: now}
 	}
@@ -381,13 +403,16 @@ func (s *Session) storeLeftoverRetained(ctx context.Context, state *bridge.Sessi
 		} else if pager != nil {
 			names := f.topics[f.next:]
 			names = names[:min(len(names), room)]
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retainedReadTimeout)
-			var err error
-			msgs, err = pager.RetainedMessages(rctx, names)
-			cancel()
-			if err != nil {
-				s.logger().Error("retained messages owed to the session not stored", "filter", f.filter, "unsent", len(names), "err", err)
-				continue
+			for len(names) > 0 {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retainedReadTimeout)
+				page, read, err := pager.RetainedMessages(rctx, names, retainedPageBytes)
+				cancel()
+				if err != nil {
+					s.logger().Error("retained messages owed to the session not stored", "filter", f.filter, "unsent", len(names), "err", err)
+					break
+				}
+				msgs = append(msgs, page...)
+				names = names[max(1, read):]
 			}
 		}
 		for _, m := range msgs {

@@ -21,23 +21,31 @@ type pagingBridge struct {
 	*bridge.Memory
 	mu      sync.Mutex
 	maxPage int
-	reads   int
-	entered chan struct{} // receives once per read, when set
-	release chan struct{} // each read waits for it, when set
+	// maxPageBytes is the largest sum of payloads one read returned.
+	maxPageBytes int
+	reads        int
+	entered      chan struct{} // receives once per read, when set
+	release      chan struct{} // each read waits for it, when set
 }
 
-func (b *pagingBridge) RetainedMessages(ctx context.Context, topics []string) ([]*bridge.Message, error) {
-	b.mu.Lock()
-	b.maxPage = max(b.maxPage, len(topics))
-	b.reads++
-	b.mu.Unlock()
+func (b *pagingBridge) RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*bridge.Message, int, error) {
 	if b.entered != nil {
 		b.entered <- struct{}{}
 	}
 	if b.release != nil {
 		<-b.release
 	}
-	return b.Memory.RetainedMessages(ctx, topics)
+	msgs, n, err := b.Memory.RetainedMessages(ctx, topics, maxBytes)
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Payload)
+	}
+	b.mu.Lock()
+	b.maxPage = max(b.maxPage, len(msgs))
+	b.maxPageBytes = max(b.maxPageBytes, size)
+	b.reads++
+	b.mu.Unlock()
+	return msgs, n, err
 }
 
 // idOf returns a message id as newMessageID makes them: an 8-byte process
@@ -286,4 +294,52 @@ func TestOnUnsubscribe_StopsRetainedFeed_MQTT_3_10_4_2(t *testing.T) {
 	if fmt.Sprint(got) != "[live]" {
 		t.Fatalf("queue %v, want [live]: no retained message after UNSUBSCRIBE", got)
 	}
+}
+
+// Issue "Bounded under abuse" item 3: a page of retained messages is
+// bounded by bytes as well as by count, so a subscription over many large
+// retained messages holds about two pages of payload at once, however many
+// messages -max-queued-messages allows; every one is still sent
+// [MQTT-3.3.1-6].
+func TestSendRetained_PagesBoundedByBytes_MQTT_3_3_1_6(t *testing.T) {
+	const n, size, maxQueued = 60, 300 << 10, 1000
+	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{})}
+	ctx := context.Background()
+	payload := make([]byte, size)
+	for i := range n {
+		if err := br.Publish(ctx, &bridge.Message{Topic: fmt.Sprintf("big/%d", i), Payload: payload, QoS: 0, Retain: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, client := servedSession(t, br, 20, maxQueued)
+	subscribeRetained(ctx, s, packets.Subscription{Filter: "big/#", QoS: 0})
+
+	r := packets.NewReader(client, 0)
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	maxPendingBytes := 0
+	for got := 0; got < n; got++ {
+		p, err := r.ReadPacket()
+		if err != nil {
+			t.Fatalf("after %d messages: %v", got, err)
+		}
+		if m := p.(*packets.Publish); !m.Retain || len(m.Payload) != size {
+			t.Fatalf("got %q retain=%v, %d bytes", m.Topic, m.Retain, len(m.Payload))
+		}
+		s.mu.Lock()
+		b := 0
+		for _, o := range s.pending {
+			b += len(o.msg.Payload)
+		}
+		s.mu.Unlock()
+		maxPendingBytes = max(maxPendingBytes, b)
+	}
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.maxPageBytes > retainedPageBytes {
+		t.Errorf("a page held %d payload bytes, want at most %d", br.maxPageBytes, retainedPageBytes)
+	}
+	if limit := 2*retainedPageBytes + size; maxPendingBytes > limit {
+		t.Errorf("pending queue held %d payload bytes, want at most %d", maxPendingBytes, limit)
+	}
+	t.Logf("%d reads, largest page %d bytes, pending at most %d bytes", br.reads, br.maxPageBytes, maxPendingBytes)
 }

@@ -92,6 +92,10 @@ type Env struct {
 	Config Config
 	Stats  *Stats
 	Log    *slog.Logger
+	// Inflight bounds the bytes of inbound PUBLISH packets every connection
+	// of the server has read and the bridge has not yet accepted
+	// (-max-inflight-bytes); nil for no bound.
+	Inflight *ByteLimiter
 }
 
 // Errors that end a connection, with the reason logged.
@@ -132,6 +136,7 @@ type Session struct {
 	subs        map[string]byte
 	awaitingRel map[uint16]bool // inbound QoS 2 ids → accepted by the bridge
 	pubSlots    chan struct{}   // one token per PUBLISH the bridge has not accepted
+	gateBytes   int64           // Env.Inflight bytes taken for the PUBLISH just read; reader only
 	snapshotted bool            // the state has been handed over; Deliver refuses
 	started     bool            // CONNACK is written: the writer may run
 	halted      bool            // the connection is closing: no writer starts again

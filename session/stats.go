@@ -11,6 +11,7 @@ type Stats struct {
 	PublishDropped   atomic.Int64 // QoS 0 PUBLISH the bridge could not accept
 	PublishRefused   atomic.Int64 // PUBLISH over -max-topic-length or -max-topic-levels
 	SubscribeRefused atomic.Int64 // SUBSCRIBE filters answered 0x80 by a limit (length, levels, per-client count)
+	PublishThrottled atomic.Int64 // PUBLISH bodies whose reading waited for -max-inflight-bytes
 	Delivered        atomic.Int64 // PUBLISH packets sent to clients
 	DroppedQoS0      atomic.Int64 // QoS 0 messages dropped because a client's queue was full
 	DroppedQueueFull atomic.Int64 // QoS 1/2 messages dropped because a client's queue was full
@@ -29,6 +30,7 @@ func (s *Stats) Snapshot() map[string]int64 {
 		"publish_dropped":          s.PublishDropped.Load(),
 		"publish_refused_limit":    s.PublishRefused.Load(),
 		"subscribe_refused_limit":  s.SubscribeRefused.Load(),
+		"publish_throttled":        s.PublishThrottled.Load(),
 		"messages_delivered":       s.Delivered.Load(),
 		"dropped_qos0_queue_full":  s.DroppedQoS0.Load(),
 		"dropped_qos12_queue_full": s.DroppedQueueFull.Load(),
