@@ -72,7 +72,8 @@ return 0
 var reRegisterClientScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 if cur and cur ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1])
+redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1], 'owner', ARGV[4])
+redis.call('PERSIST', KEYS[1])
 if redis.call('HEXISTS', KEYS[1], 'online_at') == 0 then redis.call('HSET', KEYS[1], 'online_at', ARGV[3]) end
 return 1
 `)
@@ -276,7 +277,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 					l.status = 1
 					continue
 				}
-				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now)
+				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner)
 			}
 			return nil
 		})
@@ -288,7 +289,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 				continue
 			}
 			if redis.HasErrorPrefix(recs[i].Err(), "NOSCRIPT") {
-				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now)
+				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner)
 			}
 			n, err := recs[i].Int()
 			if err != nil {

@@ -206,6 +206,11 @@ func (r *Redis) replayGap() bool {
 		return false
 	}
 	r.log.Info("redis subscription restored; streams replayed")
+	// Redis may have come back without our state (a restart, a failover):
+	// check the epoch and our liveness key now, not at the next heartbeat,
+	// so that client records, wills and ownership are re-registered at once.
+	r.askEpochCheck()
+	r.askBeat()
 	return true
 }
 

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -39,11 +40,13 @@ func (r *Redis) recordTTL(persistent bool) string {
 // still names the connection the caller saw there (empty: none), so that of
 // two CONNECTs racing on two replicas exactly one claims the id and the
 // other takes it over [MQTT-3.1.4-2]. It also removes the record's expiry.
-// KEYS[1] client; ARGV expected conn, conn, node, online_at.
+// The record also names the username that holds the id while it is
+// connected, so that of two users racing for a new id the second is refused.
+// KEYS[1] client; ARGV expected conn, conn, node, online_at, owner.
 var casClaimScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 if (cur or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', '1', 'online_at', ARGV[4], 'node', ARGV[3], 'conn', ARGV[2])
+redis.call('HSET', KEYS[1], 'state', '1', 'online_at', ARGV[4], 'node', ARGV[3], 'conn', ARGV[2], 'owner', ARGV[5])
 redis.call('PERSIST', KEYS[1])
 return 1
 `)
@@ -66,6 +69,13 @@ const maxClaimAttempts = 8
 func (r *Redis) Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*Session, error) {
 	unlock := r.lockClient(clientID)
 	defer unlock()
+	r.mu.Lock()
+	local := r.clients[clientID]
+	r.mu.Unlock()
+	if local != nil && local.owner != owner {
+		// Refused before anything is touched, the live connection included.
+		return nil, fmt.Errorf("attach %q: %w: user %q may not take over the connection of user %q", clientID, ErrNotOwner, owner, local.owner)
+	}
 	if err := r.takeOverLocal(clientID); err != nil {
 		return nil, err
 	}
@@ -102,6 +112,10 @@ type claimRead struct {
 // claim succeeded. It refuses with ErrNotOwner a client id whose session
 // belongs to another user, before anything is touched.
 func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
+	// tried is the connection a takeover was asked of; orphan, the one
+	// whose node could not answer (dead, or too slow): its will is then
+	// published here once the id is ours, as a takeover publishes it.
+	var tried, orphan string
 	for attempt := 0; attempt < maxClaimAttempts; attempt++ {
 		var recCmd, subCmd, sessCmd *redis.MapStringStringCmd
 		var endCmds [streamShards]*redis.XMessageSliceCmd
@@ -124,14 +138,20 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 			return nil, fmt.Errorf("%w: user %q may not use the session of user %q", ErrNotOwner, c.owner, prev)
 		}
 		rec := recCmd.Val()
-		if rec["state"] == "1" && rec["node"] != "" && rec["node"] != r.node {
+		if prev, ok := rec["owner"]; ok && rec["state"] == "1" && prev != c.owner {
+			return nil, fmt.Errorf("%w: user %q may not take over the connection of user %q", ErrNotOwner, c.owner, prev)
+		}
+		if rec["state"] == "1" && rec["node"] != "" && rec["node"] != r.node && rec["conn"] != tried {
 			// End it, then read again what it stored.
-			if err := r.takeOverRemote(ctx, rec["node"], c.id, rec["conn"]); err != nil {
+			acked, err := r.takeOverRemote(ctx, rec["node"], c.id, rec["conn"])
+			if err != nil {
 				return nil, err
 			}
-			if attempt < maxClaimAttempts-1 {
-				continue
+			tried = rec["conn"]
+			if !acked {
+				orphan = tried
 			}
+			continue
 		}
 		if !c.clean {
 			got.sub = subCmd.Val()
@@ -150,8 +170,11 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		r.claiming[c.id] = c.conn
 		r.mu.Unlock()
 		now := strconv.FormatInt(time.Now().Unix(), 10)
-		won, err := casClaimScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, rec["conn"], c.conn, r.node, now).Int()
+		won, err := casClaimScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, rec["conn"], c.conn, r.node, now, c.owner).Int()
 		if err == nil && won == 1 {
+			if orphan != "" && orphan == rec["conn"] && got.session["conn"] == orphan {
+				r.publishOrphanWill(c.id, orphan, got.session["will"])
+			}
 			return got, nil
 		}
 		r.mu.Lock()
@@ -317,33 +340,50 @@ type control struct {
 // takeOverRemote asks node to end its connection of clientID and waits
 // for the acknowledgement, at most takeoverTimeout. A node whose liveness
 // key is gone cannot answer; the reaper publishes its clients' wills.
-func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string) error {
+func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string) (acked bool, err error) {
 	held, err := r.rdb.Get(ctx, r.aliveKey(node)).Result()
 	if err != nil && err != redis.Nil {
-		return unavailable("check node liveness", err)
+		return false, unavailable("check node liveness", err)
 	}
 	if held == "" || strings.HasPrefix(held, tombstonePrefix) {
-		return nil // dead, or being reaped: nobody there to answer
+		return false, nil // dead, or being reaped: nobody there to answer
 	}
 	token := randomToken()
 	ack, done := r.waitFor(r.acks, token)
 	defer done()
 	b, _ := json.Marshal(control{Op: "takeover", Client: clientID, Conn: conn, Reply: r.node, Token: token})
 	if err := r.rdb.Publish(ctx, r.nodeCtlChannel(node), b).Err(); err != nil {
-		return unavailable("send takeover", err)
+		return false, unavailable("send takeover", err)
 	}
 	r.stats.takeovers.Add(1)
 	t := time.NewTimer(takeoverTimeout)
 	defer t.Stop()
 	select {
 	case <-ack:
-		return nil
+		return true, nil
 	case <-t.C:
 		r.log.Warn("takeover not acknowledged; proceeding", "client", clientID, "node", node)
-		return nil
+		return false, nil
 	case <-ctx.Done():
-		return fmt.Errorf("wait for takeover by %s: %w", node, ctx.Err())
+		return false, fmt.Errorf("wait for takeover by %s: %w", node, ctx.Err())
 	}
+}
+
+// publishOrphanWill publishes the stored will of connection conn, taken
+// over on a node that could not answer (dead, or stalled), as a takeover
+// does [MQTT-3.1.2-8]: once, claimed by connection like every will, so
+// that neither a reaper nor the old node, should it come back, sends it
+// again; in the background, retried until Redis takes it.
+func (r *Redis) publishOrphanWill(clientID, conn, env string) {
+	if env == "" {
+		return
+	}
+	will := new(Message)
+	if _, err := DecodeEnvelope(env, will); err != nil {
+		r.log.Error("dropping stored will that does not decode", "client", clientID, "err", err)
+		return
+	}
+	r.retryWill(clientID, conn, will)
 }
 
 // control handles a message on this node's control channel. It runs on the
@@ -657,35 +697,92 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 		r.log.Warn("unsubscribe on detach", "client", clientID, "err", err)
 	}
 
-	// The session is stored before the client is marked offline: a replica
-	// that sees it offline may load the session at once.
+	var st *Session
 	if state != nil {
-		st := *state
-		st.Queued = r.boundQueue(append(append([]Delivery(nil), state.Queued...), late...))
-		if err := r.storeSession(ctx, c, &st, &cursor); err != nil {
-			return fmt.Errorf("detach %q: %w", clientID, err)
+		s := *state
+		s.Queued = r.boundQueue(append(append([]Delivery(nil), state.Queued...), late...))
+		st = &s
+	}
+	if err := r.storeDetach(ctx, c, st, &cursor); err != nil {
+		// Redis refused or could not be reached: the connection is gone
+		// all the same, so its records must follow, or its will would stay
+		// armed for a reaper and its keys would never expire.
+		r.retryDetach(c, st, cursor)
+		return fmt.Errorf("detach %q: %w (retrying in the background)", clientID, err)
+	}
+	return nil
+}
+
+// storeDetach writes what the end of c's connection changes in Redis, each
+// step guarded by c's connection id so that it touches nothing a newer
+// connection owns. The will goes first: it is published by the caller when
+// due, and otherwise must never be [MQTT-3.1.2-10]; removing it (DEL, HDEL)
+// works even when Redis refuses writes that need memory. The session is
+// then stored before the client is marked offline: a replica that sees it
+// offline may load the session at once.
+func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *Session, cursor *[streamShards]streamID) error {
+	clearWill := func() error {
+		if err := clearWillScript.Run(ctx, r.rdb, []string{r.sessionKey(c.id)}, c.conn).Err(); err != nil {
+			return unavailable("clear will", err)
 		}
+		return nil
+	}
+	if st == nil {
+		// A clean session's hash, will included, goes at once.
+		if err := clearWill(); err != nil {
+			return err
+		}
+	} else if err := r.storeSession(ctx, c, st, cursor); err != nil {
+		// storeSession drops the will with the rest; when Redis refuses
+		// the state, the will still goes.
+		return errors.Join(err, clearWill())
 	}
 	now := strconv.FormatInt(time.Now().Unix(), 10)
-	owned, err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(clientID)}, c.conn, now, r.recordTTL(state != nil)).Int()
+	owned, err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, c.conn, now, r.recordTTL(st != nil)).Int()
 	if err != nil {
-		return fmt.Errorf("detach %q: %w", clientID, unavailable("mark client offline", err))
+		return unavailable("mark client offline", err)
 	}
 	if owned == 0 {
 		return nil // taken over on another node
 	}
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HDel(ctx, r.nodeKey(r.node), clientID)
-		if state == nil {
-			p.Del(ctx, r.subKey(clientID))
-			p.Del(ctx, r.sessionKey(clientID))
+		p.HDel(ctx, r.nodeKey(r.node), c.id)
+		if st == nil {
+			p.Del(ctx, r.subKey(c.id))
+			p.Del(ctx, r.sessionKey(c.id))
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("detach %q: %w", clientID, unavailable("store session", err))
+		return unavailable("remove client from node index", err)
 	}
 	return nil
+}
+
+// retryDetach repeats storeDetach in the background until Redis takes it or
+// the bridge closes.
+func (r *Redis) retryDetach(c *redisClient, st *Session, cursor [streamShards]streamID) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		backoff := 100 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			select {
+			case <-time.After(backoff):
+			case <-r.ctx.Done():
+				r.log.Error("connection end not stored: bridge closed while Redis refused it", "client", c.id, "attempts", attempt)
+				return
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+			err := r.storeDetach(ctx, c, st, &cursor)
+			cancel()
+			if err == nil {
+				r.log.Info("connection end stored after retrying", "client", c.id, "attempts", attempt)
+				return
+			}
+		}
+	}()
 }
 
 // storeSession writes a persistent session's state, cursor and
@@ -710,7 +807,7 @@ func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *Session, c
 		return nil
 	}
 	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0")
+		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0", "owner", c.owner)
 		p.HDel(ctx, sk, "will")
 		// The bridge's own record of the subscriptions is the truth.
 		p.Del(ctx, r.subKey(c.id))

@@ -80,7 +80,14 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Sess
 
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	stored, err := s.env.Bridge.Attach(actx, s.clientID, s.username, s, s.clean, s.will)
+	// A will the ACL does not let this user publish is not handed to the
+	// bridge either, so that no other replica publishes it for this one
+	// (a survivor reaping a dead replica sends the wills it stored).
+	will := s.will
+	if will != nil && !s.env.Auth.CanWrite(s.clientID, s.username, will.Topic) {
+		will = nil
+	}
+	stored, err := s.env.Bridge.Attach(actx, s.clientID, s.username, s, s.clean, will)
 	if errors.Is(err, bridge.ErrNotOwner) {
 		// A session belongs to the user that created it: another user may
 		// neither resume it nor take its connection over.

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/packets"
+)
+
+// ATTACK: Redis refuses writes (maxmemory, noeviction) while a client with a
+// will DISCONNECTs gracefully; Redis recovers; later its replica dies.
+// [MQTT-3.1.2-10] the will is deleted on DISCONNECT, never published;
+// README "Nothing is kept forever".
+func TestAttack_DisconnectDuringOOMThenReplicaDies(t *testing.T) {
+	rs := redistest.Start(t)
+	a := startProcReplica(t, rs.URL(), "oa", "-session-expiry", "4s")
+	b := startProcReplica(t, rs.URL(), "ob", "-session-expiry", "4s")
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	w := dialRaw(t, b.addr)
+	w.mustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
+	w.subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
+	for _, clean := range []bool{false, true} {
+		id := "gone-persistent"
+		if clean {
+			id = "gone-clean"
+		}
+		v := dialRaw(t, a.addr)
+		v.mustConnect(&packets.Connect{ClientID: id, CleanSession: clean, KeepAlive: 60, Will: &packets.Will{Topic: "will/" + id, Payload: []byte("must-not-publish"), QoS: 1}})
+		v.subscribe(1, packets.Subscription{Filter: "g/" + id, QoS: 1})
+		rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction")
+		rdb.ConfigSet(ctx, "maxmemory", "1")
+		v.send(&packets.Disconnect{})
+		v.expectClosed(waitTimeout)
+		time.Sleep(500 * time.Millisecond)
+		rdb.ConfigSet(ctx, "maxmemory", "0")
+	}
+	time.Sleep(5 * time.Second) // past -session-expiry 4s
+	for _, k := range []string{"mqtt:client:gone-persistent", "mqtt:session:gone-persistent", "mqtt:sub:gone-persistent", "mqtt:client:gone-clean", "mqtt:session:gone-clean"} {
+		if ttl := rdb.PTTL(ctx, k).Val(); ttl == -1 {
+			t.Errorf("%s has no TTL after its client disconnected (kept forever): %v", k, rdb.HGetAll(ctx, k).Val())
+		}
+	}
+	a.Kill(t)
+	for {
+		p, err := w.read(6 * time.Second)
+		if err != nil {
+			break
+		}
+		if pub, ok := p.(*packets.Publish); ok {
+			t.Errorf("will %q on %q published for a client that sent DISCONNECT [MQTT-3.1.2-10]", pub.Payload, pub.Topic)
+		}
+	}
+}

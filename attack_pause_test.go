@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/packets"
+)
+
+// ATTACK: after a replica was paused past -node-ttl and resumed, its
+// zombie connection ends while the same client id is connected on another
+// replica: the zombie's Detach stores its session over the live one and arms
+// the session expiry on the live session's keys. README "Nothing is kept
+// forever ... a persistent session's client, sub: and session: keys get a TTL
+// of -session-expiry when it goes offline and lose it when it resumes";
+// "A session belongs to its user" (the owner field lives in session:).
+func TestAttack_ZombieDetachExpiresLiveSession(t *testing.T) {
+	rs := redistest.Start(t)
+	args := []string{"-session-expiry", "6s"}
+	a := startProcReplica(t, rs.URL(), "za", args...)
+	b := startProcReplica(t, rs.URL(), "zb", args...)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+
+	old := dialRaw(t, a.addr)
+	old.mustConnect(&packets.Connect{ClientID: "dev9", KeepAlive: 60})
+	old.subscribe(1, packets.Subscription{Filter: "old/#", QoS: 1})
+	_ = a.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(5 * time.Second) // -node-ttl 2s: zb reaps za
+	_ = a.cmd.Process.Signal(syscall.SIGCONT)
+	time.Sleep(time.Second)
+	nw := dialRaw(t, b.addr)
+	nw.mustConnect(&packets.Connect{ClientID: "dev9", KeepAlive: 60, Will: &packets.Will{Topic: "will/dev9", Payload: []byte("x")}})
+	nw.subscribe(1, packets.Subscription{Filter: "new/#", QoS: 1})
+	old.send(&packets.Disconnect{}) // the zombie ends
+	time.Sleep(time.Second)
+	if !nw.alive(3 * time.Second) {
+		t.Fatal("new connection closed")
+	}
+	for _, k := range []string{"mqtt:client:dev9", "mqtt:session:dev9", "mqtt:sub:dev9"} {
+		if ttl := rdb.PTTL(ctx, k).Val(); ttl >= 0 {
+			t.Errorf("%s of the session connected on zb has a TTL %v (session expiry armed while online)", k, ttl)
+		}
+	}
+	t.Logf("sub:dev9 while new connection is live: %v", rdb.HGetAll(ctx, "mqtt:sub:dev9").Val())
+	time.Sleep(7 * time.Second) // past -session-expiry, client still connected on zb
+	if !nw.alive(3 * time.Second) {
+		t.Fatal("new connection closed")
+	}
+	for _, k := range []string{"mqtt:session:dev9", "mqtt:sub:dev9"} {
+		if rdb.Exists(ctx, k).Val() == 0 {
+			t.Errorf("%s deleted by Redis while its session is connected on zb", k)
+		}
+	}
+}

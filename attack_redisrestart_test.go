@@ -1,0 +1,55 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/packets"
+)
+
+// ATTACK (unlucky operator): Redis restarted empty while clients stay
+// connected. README: "Of two CONNECTs with one id ... exactly one stays
+// connected"; "A session belongs to its user ... (live, or stored
+// persistent) ... cannot be used under another". The README says an empty
+// Redis loses stored sessions, not that live connections lose their owner
+// and their exclusivity, nor that a session stored AFTER the restart has
+// no owner.
+func TestAttack_RedisRestartEmptyLiveSessions(t *testing.T) {
+	pw := writePasswordFile(t, "alice", "mallory")
+	rs := redistest.Start(t)
+	args := []string{"-password-file", pw, "-allow-anonymous=false"}
+	a := startRedisReplica(t, rs.URL(), "ra", args...)
+	b := startRedisReplica(t, rs.URL(), "rb", args...)
+
+	live := dialRaw(t, a.Addr())
+	live.mustConnect(asUser("alice", "alice-live", true))
+	stored := dialRaw(t, a.Addr())
+	stored.mustConnect(asUser("alice", "alice-stored", false))
+	stored.subscribe(1, packets.Subscription{Filter: "alice/inbox", QoS: 1})
+
+	rs.Restart(t)
+	time.Sleep(3 * time.Second) // replicas reconnect
+
+	// 1. another user takes alice's live client id on the other replica
+	m := dialRaw(t, b.Addr())
+	ack := m.connect(asUser("mallory", "alice-live", true))
+	if ack.ReturnCode == 0 {
+		t.Errorf("mallory accepted with alice's live client id after the Redis restart")
+		if live.alive(2*time.Second) && m.alive(2*time.Second) {
+			t.Errorf("two connections with client id alice-live are open at once")
+		}
+	}
+	// 2. alice's persistent session, stored after the restart, has no owner
+	stored.send(&packets.Disconnect{})
+	stored.expectClosed(waitTimeout)
+	p := dialRaw(t, a.Addr())
+	p.mustConnect(asUser("alice", "alice-pub", true))
+	p.publishQoS1(1, "alice/inbox", "private")
+	m2 := dialRaw(t, b.Addr())
+	ack = m2.connect(asUser("mallory", "alice-stored", false))
+	if ack.ReturnCode == 0 {
+		got := m2.drain(500 * time.Millisecond)
+		t.Errorf("mallory resumed alice's persistent session (present=%v) stored after the Redis restart and read %d of her messages", ack.SessionPresent, len(got))
+	}
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/packets"
+)
+
+// ATTACK: a will on a topic the client may not write. Published by no path
+// when the connection drops on a live replica ("will refused by ACL"), but
+// published - and retained - by the survivor that reaps a killed replica,
+// which checks no ACL. README "Access control": a client may publish only
+// where the ACL lets it write; "Denied publishes are ... dropped".
+func TestAttack_WillBypassesWriteACLWhenReplicaDies(t *testing.T) {
+	pw := writePasswordFile(t, "alice", "mallory")
+	acl := filepath.Join(t.TempDir(), "acl")
+	if err := os.WriteFile(acl, []byte("user alice\ntopic readwrite alice/#\n\nuser mallory\ntopic readwrite mallory/#\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs := redistest.Start(t)
+	args := []string{"-password-file", pw, "-acl-file", acl, "-allow-anonymous=false"}
+	a := startProcReplica(t, rs.URL(), "wa", args...)
+	b := startProcReplica(t, rs.URL(), "wb", args...)
+	alice := dialRaw(t, b.addr)
+	alice.mustConnect(asUser("alice", "alice-sub", true))
+	alice.subscribe(1, packets.Subscription{Filter: "alice/#", QoS: 1})
+
+	forge := func(id string) *rawClient {
+		m := dialRaw(t, a.addr)
+		c := asUser("mallory", id, true)
+		c.Will = &packets.Will{Topic: "alice/cmd", Payload: []byte("forged by " + id), QoS: 1, Retain: true}
+		m.mustConnect(c)
+		return m
+	}
+	// Control: the connection drops, the replica lives: refused by the ACL.
+	m := forge("m-control")
+	_ = m.conn.Close()
+	if p, err := alice.read(time.Second); err == nil {
+		t.Fatalf("control: alice got %T %+v", p, p)
+	}
+	// Attack: the replica dies.
+	forge("m-attack")
+	a.Kill(t)
+	p, err := alice.read(8 * time.Second) // -node-ttl 2s
+	if err == nil {
+		if pub, ok := p.(*packets.Publish); ok {
+			t.Errorf("mallory's will delivered to alice on alice/cmd (retain=%v): %q; mallory may not write alice/#", pub.Retain, pub.Payload)
+		}
+	}
+	late := dialRaw(t, b.addr)
+	late.mustConnect(asUser("alice", "alice-late", true))
+	late.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "alice/cmd", QoS: 1}}})
+	expect[*packets.Suback](late)
+	if p, err := late.read(time.Second); err == nil {
+		if pub, ok := p.(*packets.Publish); ok {
+			t.Errorf("forged will retained on alice/cmd: %q", pub.Payload)
+		}
+	}
+}
+
+// ATTACK: a replica is SIGKILLed and its client reconnects at once on a
+// survivor (as a client behind a load balancer does). The old connection
+// ended without DISCONNECT, so its will is due exactly once [MQTT-3.1.2-8];
+// README "Wills are published when a connection ends without DISCONNECT ...
+// session takeover", "Dead replicas ... publishes the wills of its clients".
+func TestAttack_WillOnceWhenClientReconnectsBeforeReap(t *testing.T) {
+	for _, ttl := range attackTTLs() {
+		for _, clean := range []bool{true, false} {
+			rs := redistest.Start(t)
+			a := startProcReplica(t, rs.URL(), "ka", "-node-ttl", ttl)
+			b := startProcReplica(t, rs.URL(), "kb", "-node-ttl", ttl)
+			w := dialRaw(t, b.addr)
+			w.mustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
+			w.subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
+			v := dialRaw(t, a.addr)
+			v.mustConnect(&packets.Connect{ClientID: "victim", CleanSession: clean, KeepAlive: 60, Will: &packets.Will{Topic: "will/victim", Payload: []byte("died"), QoS: 1}})
+			a.Kill(t)
+			v2 := dialRaw(t, b.addr)
+			start := time.Now()
+			v2.send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: "victim", CleanSession: clean, KeepAlive: 60})
+			code := -1
+			if p, err := v2.read(15 * time.Second); err == nil {
+				if ack, ok := p.(*packets.Connack); ok {
+					code = int(ack.ReturnCode)
+				}
+			}
+			wills := 0
+			for {
+				p, err := w.read(6 * time.Second)
+				if err != nil {
+					break
+				}
+				if _, ok := p.(*packets.Publish); ok {
+					wills++
+				}
+			}
+			t.Logf("node-ttl %s clean=%v: reconnect CONNACK %d after %v; wills published: %d", ttl, clean, code, time.Since(start).Round(100*time.Millisecond), wills)
+			if os.Getenv("ATTACK_LOG") != "" {
+				t.Log(b.logTail(40))
+			}
+			if wills != 1 {
+				t.Errorf("node-ttl %s clean=%v: the killed connection's will was published %d times, want exactly 1", ttl, clean, wills)
+			}
+		}
+	}
+}
+
+func attackTTLs() []string {
+	if os.Getenv("ATTACK_LOG") != "" {
+		return []string{"2s"}
+	}
+	return []string{"2s", "4s"}
+}
