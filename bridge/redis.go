@@ -213,6 +213,12 @@ type Redis struct {
 type redisClient struct {
 	id    string
 	owner string // the username that created the session
+	// since holds when this connection subscribed each filter it added
+	// itself; filters restored with a stored session have none. Old
+	// messages (a blip's replay, the window re-published after Redis
+	// restarted) reach a filter only if it existed when they were
+	// published [MQTT-4.5.0-1] (see eligibleGrant).
+	since map[string]time.Time
 	sub   Subscriber
 	conn  string // this connection's id in the client record
 	clean bool

@@ -3,6 +3,7 @@ package bridge
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/bridgemq/server/internal/redistest"
 )
@@ -146,5 +147,40 @@ func TestRedis_ResumedSessionNotReplayedTwice_Issue7_3(t *testing.T) {
 	st, _ = resume(t, b, "p", s2)
 	if q := queuedPayloads(st); len(q) != 0 {
 		t.Fatalf("second resume was replayed %d messages already handed over: %v", len(q), q)
+	}
+}
+
+// A message published before a filter existed never reaches it live
+// either [MQTT-4.5.0-1]: the window re-published after Redis restarted
+// empty, or a blip's replay, carries messages seconds old, which a filter
+// made since must not receive (issue 7, found by the hostile review). A
+// message's publish time is carried in its envelope.
+func TestRedis_OldMessageNotDeliveredToNewerFilter_MQTT_4_5_0_1(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	pub := newTestRedis(t, srv, "pub")
+
+	// p's filter comes back with its stored session: it existed before.
+	restored := newLiveSub()
+	attach(t, a, "p", restored, false)
+	subscribe(t, a, "p", "old/#", 1)
+	_, restored = resume(t, a, "p", restored)
+
+	fresh := newLiveSub()
+	attach(t, a, "n", fresh, true)
+	subscribe(t, a, "n", "old/#", 1)
+
+	stale := rmsg("old/x", 1, "published 10s ago")
+	stale.Time = time.Now().Add(-10 * time.Second)
+	publish(t, pub, stale)
+	publish(t, pub, rmsg("old/x", 1, "now"))
+	fresh.waitFor(t, 1)
+	restored.waitFor(t, 2)
+	fence(t, pub, a)
+	if d := fresh.deliveries(); len(d) != 1 || string(d[0].Message.Payload) != "now" {
+		t.Fatalf("a filter made now got %d messages (first %q), want only the one published after it", len(d), d[0].Message.Payload)
+	}
+	if d := restored.deliveries(); len(d) != 2 {
+		t.Fatalf("a filter restored with its session got %d messages, want both", len(d))
 	}
 }

@@ -147,10 +147,17 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 	// The trie re-matches: Redis's '*' also matches '/', and a generalised
 	// pattern over-delivers.
 	r.trie.Subscribers(m.Topic, r.matched)
+	old := !m.Time.IsZero() && time.Since(m.Time) > lateMessage
 	for id, granted := range r.matched {
 		c := r.clients[id]
 		if c == nil {
 			continue
+		}
+		if old && c.since != nil {
+			var ok bool
+			if granted, ok = eligibleGrant(c, m); !ok {
+				continue // every matching filter is newer than the message
+			}
 		}
 		qos := min(granted, m.QoS)
 		if shard >= 0 {
@@ -169,6 +176,30 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 	}
 	clear(r.matched)
 	return true
+}
+
+// lateMessage is how old a message must be, by the publishing replica's
+// clock, for its receivers to check that the matching filter is older than
+// it: far above transit times and the clock differences of replicas kept by
+// NTP, so that no message published after a subscription is ever withheld.
+const lateMessage = time.Second
+
+// eligibleGrant is the highest QoS among c's filters matching m that
+// existed when m was published (within lateMessage); false when none did.
+// Only old messages pay for it. r.mu is held.
+func eligibleGrant(c *redisClient, m *Message) (byte, bool) {
+	var best byte
+	found := false
+	limit := m.Time.Add(lateMessage)
+	for f, q := range c.subs {
+		if at, ok := c.since[f]; ok && at.After(limit) {
+			continue
+		}
+		if topics.Match(f, m.Topic) {
+			best, found = max(best, q), true
+		}
+	}
+	return best, found
 }
 
 // replayGap reads every shard's stream after the last id seen and delivers
@@ -326,6 +357,7 @@ func (r *Redis) applyChange(ctx context.Context, c topics.Change) error {
 // Its floor is then raised to the streams' current ends, so that no replay
 // ever hands it a message from before it began [MQTT-4.5.0-1].
 func (r *Redis) Subscribe(ctx context.Context, clientID, filter string, qos byte) error {
+	started := time.Now()
 	if err := topics.ValidateFilter(filter); err != nil {
 		return fmt.Errorf("subscribe %q: %w", filter, err)
 	}
@@ -350,6 +382,11 @@ func (r *Redis) Subscribe(ctx context.Context, clientID, filter string, qos byte
 	}
 	prev, had := c.subs[filter]
 	c.subs[filter] = qos
+	if !had {
+		// A filter made again keeps its start: the flow of messages is
+		// not interrupted [MQTT-3.8.4-3].
+		c.markSince(filter, started)
+	}
 	var change topics.Change
 	if r.trie.Subscribe(filter, clientID, qos) {
 		change = r.patterns.Add(filter)
@@ -383,6 +420,7 @@ func (r *Redis) SubscribeMany(ctx context.Context, clientID string, subs []Subsc
 	if len(subs) == 0 {
 		return nil
 	}
+	started := time.Now()
 	for _, s := range subs {
 		if err := topics.ValidateFilter(s.Filter); err != nil {
 			return fmt.Errorf("subscribe %q: %w", s.Filter, err)
@@ -417,6 +455,9 @@ func (r *Redis) SubscribeMany(ctx context.Context, clientID string, subs []Subsc
 		if _, seen := prev[s.Filter]; !seen {
 			q, had := c.subs[s.Filter]
 			prev[s.Filter] = prevSub{q, had}
+			if !had {
+				c.markSince(s.Filter, started)
+			}
 			filters = append(filters, s.Filter)
 		}
 		c.subs[s.Filter] = s.QoS
@@ -465,6 +506,7 @@ func (r *Redis) undoMany(ctx context.Context, c *redisClient, prev map[string]pr
 			restore = append(restore, f)
 		} else {
 			delete(c.subs, f)
+			delete(c.since, f)
 			drop = append(drop, f)
 		}
 	}
@@ -508,6 +550,7 @@ func (r *Redis) undoSubscribe(ctx context.Context, c *redisClient, filter string
 			r.trie.Subscribe(filter, c.id, prev)
 		} else {
 			delete(c.subs, filter)
+			delete(c.since, filter)
 			if _, empty := r.trie.Unsubscribe(filter, c.id); empty {
 				change = r.patterns.Remove(filter)
 			}
@@ -545,6 +588,7 @@ func (r *Redis) Unsubscribe(ctx context.Context, clientID, filter string) error 
 	}
 	_, had := c.subs[filter]
 	delete(c.subs, filter)
+	delete(c.since, filter)
 	var change topics.Change
 	if _, empty := r.trie.Unsubscribe(filter, clientID); had && empty {
 		change = r.patterns.Remove(filter)
@@ -663,4 +707,12 @@ func filterList(subs map[string]byte) []string {
 		out = append(out, f)
 	}
 	return out
+}
+
+// markSince records that c subscribed filter at t. r.mu is held.
+func (c *redisClient) markSince(filter string, t time.Time) {
+	if c.since == nil {
+		c.since = make(map[string]time.Time)
+	}
+	c.since[filter] = t
 }
