@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/bridge/pattern"
 	"github.com/bridgemq/server/topics"
 )
 
@@ -115,7 +116,7 @@ type RedisOptions struct {
 // The EMQX names therefore work unchanged in Redis Cluster.
 //
 // Live fan-out: a message is PUBLISHed to "<prefix>msg:<topic>"; each
-// replica SUBSCRIBEs or PSUBSCRIBEs (topics.PatternSet) what its local
+// replica SUBSCRIBEs or PSUBSCRIBEs (pattern.PatternSet) what its local
 // clients need, re-matches every message against its local trie and drops
 // repeats. A QoS ≥ 1 message is also appended to a capped stream, by the same
 // Lua script, so that a replica whose subscription connection dropped
@@ -173,7 +174,7 @@ type Redis struct {
 
 	ps       *redis.PubSub
 	psMu     sync.Mutex // orders PatternSet changes and their SUBSCRIBE commands
-	patterns *topics.PatternSet
+	patterns *pattern.PatternSet
 	waitMu   sync.Mutex
 	expected map[string]int           // subscribe confirmations we asked for
 	pongs    map[string]chan struct{} // PING barriers in flight
@@ -318,7 +319,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		maxQueued:  o.MaxQueued,
 		log:        o.Logger.With("component", "bridge.redis", "node", o.NodeID),
 		pubq:       make(chan pubRequest, 4*maxBatch),
-		patterns:   topics.NewPatternSet(o.Prefix+"msg:", o.MaxPatterns),
+		patterns:   pattern.NewPatternSet(o.Prefix+"msg:", o.MaxPatterns),
 		expected:   make(map[string]int),
 		pongs:      make(map[string]chan struct{}),
 		acks:       make(map[string]chan struct{}),

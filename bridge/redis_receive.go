@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/bridge/pattern"
 	"github.com/bridgemq/server/topics"
 )
 
@@ -322,7 +323,7 @@ func (r *Redis) barrier(ctx context.Context) error {
 
 // applyChange issues the Redis commands of c, subscriptions first so that
 // nothing falls between them; psMu is held by the caller.
-func (r *Redis) applyChange(ctx context.Context, c topics.Change) error {
+func (r *Redis) applyChange(ctx context.Context, c pattern.Change) error {
 	if c.Empty() {
 		return nil
 	}
@@ -387,7 +388,7 @@ func (r *Redis) Subscribe(ctx context.Context, clientID, filter string, qos byte
 		// not interrupted [MQTT-3.8.4-3].
 		c.markSince(filter, started)
 	}
-	var change topics.Change
+	var change pattern.Change
 	if r.trie.Subscribe(filter, clientID, qos) {
 		change = r.patterns.Add(filter)
 	}
@@ -543,7 +544,7 @@ func (r *Redis) undoMany(ctx context.Context, c *redisClient, prev map[string]pr
 func (r *Redis) undoSubscribe(ctx context.Context, c *redisClient, filter string, prev byte, had bool) {
 	r.psMu.Lock()
 	r.mu.Lock()
-	var change topics.Change
+	var change pattern.Change
 	if r.clients[c.id] == c {
 		if had {
 			c.subs[filter] = prev
@@ -589,7 +590,7 @@ func (r *Redis) Unsubscribe(ctx context.Context, clientID, filter string) error 
 	_, had := c.subs[filter]
 	delete(c.subs, filter)
 	delete(c.since, filter)
-	var change topics.Change
+	var change pattern.Change
 	if _, empty := r.trie.Unsubscribe(filter, clientID); had && empty {
 		change = r.patterns.Remove(filter)
 	}

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+
+	"github.com/bridgemq/server/internal/topicgen"
 )
 
 func TestRetained_SetGetDelete(t *testing.T) {
@@ -40,14 +42,14 @@ func TestRetained_SetGetDelete(t *testing.T) {
 }
 
 func TestRetained_MatchCatalogue(t *testing.T) {
-	for _, tt := range matchCases {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, tt := range topicgen.MatchCases {
+		t.Run(tt.Name, func(t *testing.T) {
 			r := NewRetained[int]()
-			r.Set(tt.topic, 1)
+			r.Set(tt.Topic, 1)
 			got := false
-			r.Match(tt.filter, func(topic string, _ int) { got = topic == tt.topic })
-			if got != tt.want {
-				t.Fatalf("retained %q matched by %q: %v, want %v", tt.topic, tt.filter, got, tt.want)
+			r.Match(tt.Filter, func(topic string, _ int) { got = topic == tt.Topic })
+			if got != tt.Want {
+				t.Fatalf("retained %q matched by %q: %v, want %v", tt.Topic, tt.Filter, got, tt.Want)
 			}
 		})
 	}
@@ -58,12 +60,12 @@ func TestRetained_MatchesLikeMatch(t *testing.T) {
 	r := NewRetained[string]()
 	var topics []string
 	for range 500 {
-		tp := randTopic(rng)
+		tp := topicgen.RandTopic(rng)
 		r.Set(tp, tp)
 		topics = append(topics, tp)
 	}
 	for range 2000 {
-		f := randFilter(rng)
+		f := topicgen.RandFilter(rng)
 		want := map[string]string{}
 		for _, tp := range topics {
 			if Match(f, tp) {

@@ -6,17 +6,19 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+
+	"github.com/bridgemq/server/internal/topicgen"
 )
 
 func TestTrie_MatchCatalogue(t *testing.T) {
-	for _, tt := range matchCases {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, tt := range topicgen.MatchCases {
+		t.Run(tt.Name, func(t *testing.T) {
 			tr := NewTrie[string]()
-			tr.Subscribe(tt.filter, "c", 1)
+			tr.Subscribe(tt.Filter, "c", 1)
 			got := false
-			tr.Match(tt.topic, func(string, byte) { got = true })
-			if got != tt.want {
-				t.Fatalf("trie with %q matched %q: %v, want %v", tt.filter, tt.topic, got, tt.want)
+			tr.Match(tt.Topic, func(string, byte) { got = true })
+			if got != tt.Want {
+				t.Fatalf("trie with %q matched %q: %v, want %v", tt.Filter, tt.Topic, got, tt.Want)
 			}
 		})
 	}
@@ -108,15 +110,15 @@ func TestTrie_MatchesLikeMatch(t *testing.T) {
 	tr := NewTrie[int]()
 	var filters []string
 	for i := range 300 {
-		f := randFilter(r)
+		f := topicgen.RandFilter(r)
 		if i%3 == 0 {
-			f = randTopic(r)
+			f = topicgen.RandTopic(r)
 		}
 		filters = append(filters, f)
 		tr.Subscribe(f, i, byte(i%3))
 	}
 	for range 3000 {
-		topic := randTopic(r)
+		topic := topicgen.RandTopic(r)
 		want := map[int]byte{}
 		for i, f := range filters {
 			if Match(f, topic) {

@@ -1,8 +1,11 @@
-package topics
+package pattern
 
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/bridgemq/server/internal/topicgen"
+	"github.com/bridgemq/server/topics"
 )
 
 func TestRedisSubscription(t *testing.T) {
@@ -46,22 +49,22 @@ func covered(name string, isPattern bool, channel string) bool {
 }
 
 func TestRedisSubscription_Catalogue(t *testing.T) {
-	for _, tt := range matchCases {
-		name, isPattern := RedisSubscription("p:", tt.filter)
-		got := covered(name, isPattern, "p:"+tt.topic)
-		if tt.want && !got {
-			t.Errorf("%s: %q (from %q) misses %q", tt.name, name, tt.filter, tt.topic)
+	for _, tt := range topicgen.MatchCases {
+		name, isPattern := RedisSubscription("p:", tt.Filter)
+		got := covered(name, isPattern, "p:"+tt.Topic)
+		if tt.Want && !got {
+			t.Errorf("%s: %q (from %q) misses %q", tt.Name, name, tt.Filter, tt.Topic)
 		}
 		// '$' topics must not reach a first-level wildcard [MQTT-4.7.2-1].
-		if tt.topic[0] == '$' && (tt.filter[0] == '+' || tt.filter[0] == '#') && got {
-			t.Errorf("%s: %q (from %q) receives %q [MQTT-4.7.2-1]", tt.name, name, tt.filter, tt.topic)
+		if tt.Topic[0] == '$' && (tt.Filter[0] == '+' || tt.Filter[0] == '#') && got {
+			t.Errorf("%s: %q (from %q) receives %q [MQTT-4.7.2-1]", tt.Name, name, tt.Filter, tt.Topic)
 		}
 	}
 }
 
 // TestRedisSubscription_NeverUnderDelivers_MQTT_4_7_2_1: for random filters
 // and topics (with empty levels, '$' and glob metacharacters in levels and
-// prefix), Match(filter, topic) implies Redis delivers prefix+topic to the
+// prefix), topics.Match(filter, topic) implies Redis delivers prefix+topic to the
 // subscription; over-delivery is allowed. First-level wildcards never
 // receive '$' topics.
 func TestRedisSubscription_NeverUnderDelivers_MQTT_4_7_2_1(t *testing.T) {
@@ -70,15 +73,15 @@ func TestRedisSubscription_NeverUnderDelivers_MQTT_4_7_2_1(t *testing.T) {
 	checked := 0
 	for range 20000 {
 		prefix := prefixes[r.IntN(len(prefixes))]
-		filter := randFilter(r)
+		filter := topicgen.RandFilter(r)
 		name, isPattern := RedisSubscription(prefix, filter)
 		for range 10 {
-			topic, ok := instantiate(r, filter)
+			topic, ok := topicgen.Instantiate(r, filter, topics.Match)
 			if !ok {
-				topic = randTopic(r)
+				topic = topicgen.RandTopic(r)
 			}
 			got := covered(name, isPattern, prefix+topic)
-			if Match(filter, topic) {
+			if topics.Match(filter, topic) {
 				checked++
 				if !got {
 					t.Fatalf("filter %q matches %q but %q (pattern %v) misses %q", filter, topic, name, isPattern, prefix+topic)

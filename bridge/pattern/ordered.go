@@ -1,4 +1,4 @@
-package topics
+package pattern
 
 import (
 	"math/rand/v2"

@@ -1,10 +1,12 @@
-package topics
+package pattern
 
 import (
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bridgemq/server/internal/topicgen"
 )
 
 // coversDP is the quadratic dynamic programme covers replaced, kept as the
@@ -37,7 +39,7 @@ func TestCovers_AgreesWithDP(t *testing.T) {
 	s := NewPatternSet("x:", 0)
 	agree := 0
 	for range 30000 {
-		p, q := filterGlob("x:", randFilter(r)), filterGlob("x:", randFilter(r))
+		p, q := filterGlob("x:", topicgen.RandFilter(r)), filterGlob("x:", topicgen.RandFilter(r))
 		if r.IntN(3) == 0 {
 			// a coarsening of q, as generalise makes
 			if chain := s.coarsenings(newGlobPattern(q)); len(chain) > 0 {

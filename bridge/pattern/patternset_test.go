@@ -1,4 +1,4 @@
-package topics
+package pattern
 
 import (
 	"fmt"
@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bridgemq/server/internal/topicgen"
+	"github.com/bridgemq/server/topics"
 )
 
 // redisState applies Changes the way Redis would, failing on a command that
@@ -171,9 +174,9 @@ func TestPatternSet_Properties(t *testing.T) {
 		var pool []string
 		for range 40 {
 			if r.IntN(3) == 0 {
-				pool = append(pool, randTopic(r))
+				pool = append(pool, topicgen.RandTopic(r))
 			} else {
-				pool = append(pool, randFilter(r))
+				pool = append(pool, topicgen.RandFilter(r))
 			}
 		}
 		for step := range 400 {
@@ -205,7 +208,7 @@ func TestPatternSet_Properties(t *testing.T) {
 			}
 			for f := range live {
 				for range 5 {
-					topic, ok := instantiate(r, f)
+					topic, ok := topicgen.Instantiate(r, f, topics.Match)
 					if ok && !redis.receives("m:"+topic) {
 						t.Fatalf("seed %d step %d: filter %q live, topic %q not received (channels %v, patterns %v)",
 							seed, step, f, topic, s.Channels(), s.Patterns())
@@ -230,9 +233,9 @@ func TestPatternSet_UpdateBatches(t *testing.T) {
 		var pool []string
 		for range 60 {
 			if r.IntN(2) == 0 {
-				pool = append(pool, randTopic(r))
+				pool = append(pool, topicgen.RandTopic(r))
 			} else {
-				pool = append(pool, randFilter(r))
+				pool = append(pool, topicgen.RandFilter(r))
 			}
 		}
 		for step := range 150 {
@@ -271,7 +274,7 @@ func TestPatternSet_UpdateBatches(t *testing.T) {
 			}
 			for f := range live {
 				for range 3 {
-					topic, ok := instantiate(r, f)
+					topic, ok := topicgen.Instantiate(r, f, topics.Match)
 					if ok && !redis.receives("m:"+topic) {
 						t.Fatalf("seed %d step %d: filter %q live, topic %q not received", seed, step, f, topic)
 					}

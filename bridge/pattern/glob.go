@@ -1,4 +1,4 @@
-package topics
+package pattern
 
 // GlobMatch reports whether s matches the Redis glob pattern, with the
 // semantics of Redis's stringmatchlen (util.c), the matcher PSUBSCRIBE uses:

@@ -1,6 +1,10 @@
-package topics
+package pattern
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/bridgemq/server/topics"
+)
 
 // RedisSubscription translates an MQTT filter into what a replica subscribes
 // to in Redis, where every message is published to the channel
@@ -21,7 +25,7 @@ import "strings"
 //
 // filter must be valid (ValidateFilter).
 func RedisSubscription(prefix, filter string) (name string, isPattern bool) {
-	if !HasWildcard(filter) {
+	if !topics.HasWildcard(filter) {
 		return prefix + filter, false
 	}
 	return filterGlob(prefix, filter).String(), true
@@ -250,4 +254,13 @@ func coversEnc(p, q glob, qenc string) bool {
 		i = j
 	}
 	return true
+}
+
+// levelEnd returns the index of the '/' ending the level that starts at
+// start, or len(s).
+func levelEnd(s string, start int) int {
+	if i := strings.IndexByte(s[start:], '/'); i >= 0 {
+		return start + i
+	}
+	return len(s)
 }

@@ -1,8 +1,10 @@
-package topics
+package pattern
 
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/bridgemq/server/internal/topicgen"
 )
 
 // TestGlobMatch pins the port to Redis's stringmatchlen behaviour.
@@ -78,7 +80,7 @@ func randGlobString(r *rand.Rand, g glob) string {
 func TestGlobString_RoundTripsThroughGlobMatch(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for range 5000 {
-		g := filterGlob(`m*[?]\:`, randFilter(r))
+		g := filterGlob(`m*[?]\:`, topicgen.RandFilter(r))
 		s := randGlobString(r, g)
 		if !GlobMatch(g.String(), s) {
 			t.Fatalf("rendered %q does not match %q drawn from its tokens", g.String(), s)
@@ -119,7 +121,7 @@ func TestCovers_Sound(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	claims := 0
 	for range 20000 {
-		p, q := filterGlob("x:", randFilter(r)), filterGlob("x:", randFilter(r))
+		p, q := filterGlob("x:", topicgen.RandFilter(r)), filterGlob("x:", topicgen.RandFilter(r))
 		if r.IntN(4) == 0 {
 			p = filterGlob("x:", "#")
 		}
