@@ -337,14 +337,30 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		granted = append(granted, packets.Subscription{Filter: w.Filter, QoS: w.QoS})
 	}
 	s.mu.Unlock()
-	feeds := s.retainedFeeds(ctx, granted)
-	// [MQTT-3.8.4-1] SUBACK with one code per filter [MQTT-3.9.3-1], then
-	// the retained messages [MQTT-3.3.1-6].
-	s.mu.Lock()
-	s.ctrl = appendAck(s.ctrl, &packets.Suback{PacketID: p.PacketID, ReturnCodes: codes})
-	s.startFeedsLocked(ctx, feeds)
-	s.unlockAndWrite()
+	s.sendSubackAndRetained(ctx, p.PacketID, codes, granted)
 	return nil
+}
+
+// sendSubackAndRetained queues the SUBACK [MQTT-3.8.4-1] with one code per
+// filter [MQTT-3.9.3-1], then the retained messages of the granted filters
+// [MQTT-3.3.1-6]. Their first page is read before the SUBACK is queued, so
+// it holds the retained messages of the moment the subscription was made;
+// live messages arriving meanwhile wait and go after it (see retained.go).
+func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []byte, granted []packets.Subscription) {
+	s.mu.Lock()
+	hold := len(granted) > 0 && !s.fetching
+	if hold {
+		s.fetching = true
+	}
+	s.mu.Unlock()
+	feeds := s.retainedFeeds(ctx, granted)
+	s.mu.Lock()
+	s.ctrl = appendAck(s.ctrl, &packets.Suback{PacketID: id, ReturnCodes: codes})
+	s.startFeedsLocked(ctx, feeds)
+	if hold && !s.feeding {
+		s.releaseHeldLocked()
+	}
+	s.unlockAndWrite()
 }
 
 // truncate shortens a filter for a log line: a refused one may be 64 KiB.

@@ -77,9 +77,15 @@ type feed struct {
 	qos    byte
 	// topics, from a bridge.RetainedPager, are read page by page; msgs,
 	// from Bridge.Retained when the bridge cannot page, were read at once.
-	topics    []string
-	msgs      []*bridge.Message
-	next      int
+	topics []string
+	msgs   []*bridge.Message
+	next   int
+	// first is the first page, read before the SUBACK is sent so that
+	// the retained messages of the moment of subscribing are the ones
+	// sent (a later read could find one already replaced or cleared);
+	// firstRead is how many of topics it covers.
+	first     []*bridge.Message
+	firstRead int
 	cancelled bool // the subscription was removed or made again
 }
 
@@ -107,6 +113,11 @@ func (s *Session) retainedFeeds(ctx context.Context, granted []packets.Subscript
 		var err error
 		if pager, ok := s.env.Bridge.(bridge.RetainedPager); ok {
 			f.topics, err = pager.RetainedTopics(ctx, g.Filter)
+			if n := min(len(f.topics), retainedPage, max(1, s.env.Config.MaxQueued/2)); err == nil && n > 0 {
+				var read int
+				f.first, read, err = pager.RetainedMessages(ctx, f.topics[:n], retainedPageBytes)
+				f.firstRead = max(1, read)
+			}
 		} else {
 			f.msgs, err = s.env.Bridge.Retained(ctx, g.Filter)
 		}
@@ -133,6 +144,13 @@ func (s *Session) startFeedsLocked(ctx context.Context, feeds []*feed) {
 	added := false
 	for _, f := range feeds {
 		s.cancelFeedLocked(f.filter)
+		if f.first != nil || f.firstRead > 0 {
+			// [MQTT-3.3.1-6] the retained messages of the moment the
+			// subscription is made, queued with its SUBACK.
+			s.queueRetainedLocked(f, f.first)
+			f.next += f.firstRead
+			f.first, f.firstRead = nil, 0
+		}
 		if f.remaining() > 0 {
 			s.feeds = append(s.feeds, f)
 			added = true
