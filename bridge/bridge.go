@@ -47,8 +47,9 @@ type Subscriber interface {
 	TakeOver()
 }
 
-// Session is the stored state of a persistent session [MQTT-3.1.2-4].
-type Session struct {
+// StoredSession is the stored state of a persistent session (a connection is
+// a session.Session; this is what outlives it) [MQTT-3.1.2-4].
+type StoredSession struct {
 	// Subscriptions maps each topic filter to its granted QoS.
 	Subscriptions map[string]byte
 	// Inflight holds outgoing QoS 1/2 messages sent but not yet completed, in
@@ -97,13 +98,13 @@ type Bridge interface {
 	// otherwise it returns the stored session, or nil when there is none, and
 	// routes the stored subscriptions to sub. will is kept so that it is
 	// published if this node dies with the connection open; nil for none.
-	Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*Session, error)
+	Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*StoredSession, error)
 	// Detach ends sub's ownership of clientID; it does nothing when another
 	// connection has taken the client id over. A nil state ends a clean
 	// session and removes everything stored for it; otherwise state is kept
 	// and messages matching its subscriptions are queued for it until it
 	// reconnects. The caller publishes the will when one is due.
-	Detach(ctx context.Context, clientID string, sub Subscriber, state *Session) error
+	Detach(ctx context.Context, clientID string, sub Subscriber, state *StoredSession) error
 	// Subscribe routes messages matching filter to clientID's connection at
 	// up to qos, replacing an existing subscription to the same filter.
 	Subscribe(ctx context.Context, clientID, filter string, qos byte) error

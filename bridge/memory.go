@@ -39,9 +39,9 @@ type memClient struct {
 	mu            sync.Mutex
 	live          Subscriber // nil while offline
 	subscriptions map[string]byte
-	stored        *Session   // state of an offline persistent session
-	offlineSince  time.Time  // when stored was set
-	late          []Delivery // refused by a closing connection, for its Detach
+	stored        *StoredSession // state of an offline persistent session
+	offlineSince  time.Time      // when stored was set
+	late          []Delivery     // refused by a closing connection, for its Detach
 }
 
 // MemoryOptions configures a Memory bridge.
@@ -108,7 +108,7 @@ func (m *Memory) expiredLocked(c *memClient, now time.Time) bool {
 }
 
 // Attach implements Bridge.
-func (m *Memory) Attach(_ context.Context, clientID, owner string, sub Subscriber, clean bool, _ *Message) (*Session, error) {
+func (m *Memory) Attach(_ context.Context, clientID, owner string, sub Subscriber, clean bool, _ *Message) (*StoredSession, error) {
 	for attempt := 0; ; attempt++ {
 		m.mu.Lock()
 		c := m.clients[clientID]
@@ -171,7 +171,7 @@ func (m *Memory) Attach(_ context.Context, clientID, owner string, sub Subscribe
 }
 
 // Detach implements Bridge.
-func (m *Memory) Detach(_ context.Context, clientID string, sub Subscriber, state *Session) error {
+func (m *Memory) Detach(_ context.Context, clientID string, sub Subscriber, state *StoredSession) error {
 	// The subscriptions of a client that is gone are released after the
 	// locks (this deferred call runs last): c has left m.clients, so a new
 	// connection with its id gets a new record, and deliveries find c

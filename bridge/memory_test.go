@@ -100,7 +100,7 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 	if err := m.Subscribe(ctx, "p", "t/#", 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Detach(ctx, "p", r, &Session{}); err != nil {
+	if err := m.Detach(ctx, "p", r, &StoredSession{}); err != nil {
 		t.Fatal(err)
 	}
 	_ = m.Publish(ctx, msg("t/0", 0)) // QoS 0 is not queued for an offline session
@@ -140,7 +140,7 @@ func TestMemory_CleanSessionDiscardsStoredState_MQTT_3_1_2_6(t *testing.T) {
 	r := &recorder{}
 	_, _ = m.Attach(ctx, "c", "", r, false, nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
-	_ = m.Detach(ctx, "c", r, &Session{})
+	_ = m.Detach(ctx, "c", r, &StoredSession{})
 	r2 := &recorder{}
 	st, err := m.Attach(ctx, "c", "", r2, true, nil)
 	if err != nil || st != nil {
@@ -156,7 +156,7 @@ func TestMemory_TakeOverEndsPreviousConnection_MQTT_3_1_4_2(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemory(MemoryOptions{})
 	old := &recorder{}
-	old.onTake = func() { _ = m.Detach(ctx, "dup", old, &Session{}) }
+	old.onTake = func() { _ = m.Detach(ctx, "dup", old, &StoredSession{}) }
 	if _, err := m.Attach(ctx, "dup", "", old, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestMemory_DeliveryRefusedDuringDetachIsKept(t *testing.T) {
 	_ = m.Subscribe(ctx, "c", "x", 1)
 	r.refuse = true // the connection has snapshotted its state
 	_ = m.Publish(ctx, msg("x", 1))
-	_ = m.Detach(ctx, "c", r, &Session{})
+	_ = m.Detach(ctx, "c", r, &StoredSession{})
 	st, _ := m.Attach(ctx, "c", "", &recorder{}, false, nil)
 	if st == nil || len(st.Queued) != 1 || st.Queued[0].Message.Topic != "x" {
 		t.Fatalf("message refused between snapshot and Detach was lost: %+v", st)
@@ -221,7 +221,7 @@ func TestMemory_QueuedMessagesExpire(t *testing.T) {
 	r := &recorder{}
 	_, _ = m.Attach(ctx, "c", "", r, false, nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
-	_ = m.Detach(ctx, "c", r, &Session{})
+	_ = m.Detach(ctx, "c", r, &StoredSession{})
 	old := msg("x", 1)
 	old.Time = time.Now().Add(-2 * time.Minute)
 	_ = m.Publish(ctx, old)

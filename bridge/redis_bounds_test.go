@@ -192,7 +192,7 @@ func TestRedis_OfflineSessionTrimmedIsCounted(t *testing.T) {
 	subscribe(t, b, "p", "gap/#", 1)
 	publish(t, b, rmsg("gap/x", 1, "first"))
 	s.waitFor(t, 1)
-	detach(t, b, "p", s, &Session{})
+	detach(t, b, "p", s, &StoredSession{})
 
 	payload := make([]byte, 256<<10)
 	var msgs []*Message

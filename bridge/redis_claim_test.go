@@ -15,9 +15,9 @@ import (
 func selfDetaching(b Bridge, id string, persistent bool) *liveSub {
 	s := newLiveSub()
 	s.onTakeOver = func() {
-		var st *Session
+		var st *StoredSession
 		if persistent {
-			st = &Session{}
+			st = &StoredSession{}
 		}
 		_ = b.Detach(context.Background(), id, s, st)
 	}
@@ -93,7 +93,7 @@ func TestBridges_SessionOwnedByItsUser_Issue7_2(t *testing.T) {
 					t.Fatalf("mallory (clean=%v) took alice's connection over", clean)
 				}
 			}
-			detach(t, tc.a, "dev", alice, &Session{})
+			detach(t, tc.a, "dev", alice, &StoredSession{})
 			for _, clean := range []bool{false, true} {
 				if _, err := other.Attach(ctx, "dev", "mallory", newLiveSub(), clean, nil); !errors.Is(err, ErrNotOwner) {
 					t.Fatalf("mallory (clean=%v) attaching alice's stored session: err = %v, want ErrNotOwner", clean, err)

@@ -22,7 +22,7 @@ var ErrSessionState = errors.New("stored session state is malformed")
 // appendSessionState encodes what a persistent session keeps between
 // connections besides its subscriptions: in-flight messages, queued
 // messages and QoS 2 packet ids awaiting PUBREL. Messages are envelopes.
-func appendSessionState(dst []byte, s *Session) []byte {
+func appendSessionState(dst []byte, s *StoredSession) []byte {
 	var retained, retainedInflight []uint64
 	for i, d := range s.Queued {
 		if d.Retain {
@@ -78,7 +78,7 @@ func appendMessage(dst []byte, m *Message) []byte {
 }
 
 // decodeSessionState reads what appendSessionState wrote into s.
-func decodeSessionState(src string, s *Session) error {
+func decodeSessionState(src string, s *StoredSession) error {
 	d := stateReader{src: src}
 	v := d.byte()
 	if d.err == nil && v != sessionStateVersion && v != sessionStateVersionV2 {

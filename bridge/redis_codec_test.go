@@ -13,7 +13,7 @@ import (
 
 func TestSessionState_RoundTrip(t *testing.T) {
 	m1, m2 := sampleMessage(), rmsg("q/1", 2, "queued")
-	in := &Session{
+	in := &StoredSession{
 		Inflight: []Inflight{
 			{PacketID: 1, Delivery: Delivery{Message: m1, QoS: 1}},
 			{PacketID: 65535, Delivery: Delivery{Message: m2, QoS: 2}, Released: true},
@@ -21,7 +21,7 @@ func TestSessionState_RoundTrip(t *testing.T) {
 		Queued:          []Delivery{{Message: m2, QoS: 2}, {Message: m1, QoS: 1}},
 		AwaitingRelease: []uint16{3, 4},
 	}
-	var out Session
+	var out StoredSession
 	if err := decodeSessionState(string(appendSessionState(nil, in)), &out); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestSessionState_RoundTrip(t *testing.T) {
 // previous release reads.
 func TestSessionState_RetainedQueuedKeepFlag_MQTT_3_3_1_8(t *testing.T) {
 	m1, m2, m3 := sampleMessage(), rmsg("q/1", 2, "queued"), rmsg("r/1", 1, "retained")
-	in := &Session{
+	in := &StoredSession{
 		Queued:   []Delivery{{Message: m1, QoS: 1}, {Message: m3, QoS: 1, Retain: true}, {Message: m2, QoS: 2}},
 		Inflight: []Inflight{{PacketID: 1, Delivery: Delivery{Message: m1, QoS: 1}}, {PacketID: 2, Delivery: Delivery{Message: m3, QoS: 1, Retain: true}}},
 	}
@@ -50,7 +50,7 @@ func TestSessionState_RetainedQueuedKeepFlag_MQTT_3_3_1_8(t *testing.T) {
 	if enc[0] != sessionStateVersionV2 {
 		t.Fatalf("version %d, want %d with a retained message queued", enc[0], sessionStateVersionV2)
 	}
-	var out Session
+	var out StoredSession
 	if err := decodeSessionState(string(enc), &out); err != nil {
 		t.Fatal(err)
 	}
@@ -64,20 +64,20 @@ func TestSessionState_RetainedQueuedKeepFlag_MQTT_3_3_1_8(t *testing.T) {
 			t.Fatalf("inflight[%d] = %+v, want %+v", i, f, in.Inflight[i])
 		}
 	}
-	plain := appendSessionState(nil, &Session{Queued: []Delivery{{Message: m1, QoS: 1}}})
+	plain := appendSessionState(nil, &StoredSession{Queued: []Delivery{{Message: m1, QoS: 1}}})
 	if plain[0] != sessionStateVersion {
 		t.Fatalf("version %d, want %d without a retained message", plain[0], sessionStateVersion)
 	}
 }
 
 func TestSessionState_RejectsMalformed(t *testing.T) {
-	good := string(appendSessionState(nil, &Session{
+	good := string(appendSessionState(nil, &StoredSession{
 		Queued:          []Delivery{{Message: sampleMessage(), QoS: 1}},
 		AwaitingRelease: []uint16{3},
 	}))
 	// One queued message, retained: the state ends with its index, 0,
 	// and an empty list of in-flight ones, 0.
-	withRetained := string(appendSessionState(nil, &Session{
+	withRetained := string(appendSessionState(nil, &StoredSession{
 		Queued: []Delivery{{Message: sampleMessage(), QoS: 1, Retain: true}},
 	}))
 	tests := []struct{ name, in string }{
@@ -91,14 +91,14 @@ func TestSessionState_RejectsMalformed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var s Session
+			var s StoredSession
 			if err := decodeSessionState(tt.in, &s); !errors.Is(err, ErrSessionState) {
 				t.Fatalf("err = %v, want ErrSessionState", err)
 			}
 		})
 	}
 	for i := range len(good) {
-		var s Session
+		var s StoredSession
 		_ = decodeSessionState(good[:i], &s) // never panics on any prefix
 	}
 }

@@ -25,9 +25,9 @@ func history(t *testing.T, b Bridge, topic string, n int) {
 
 // resume detaches sub with an empty state and attaches a new connection
 // for id, returning what it was handed.
-func resume(t *testing.T, b Bridge, id string, sub Subscriber) (*Session, *liveSub) {
+func resume(t *testing.T, b Bridge, id string, sub Subscriber) (*StoredSession, *liveSub) {
 	t.Helper()
-	detach(t, b, id, sub, &Session{})
+	detach(t, b, id, sub, &StoredSession{})
 	next := newLiveSub()
 	st := attach(t, b, id, next, false)
 	if st == nil {
@@ -36,7 +36,7 @@ func resume(t *testing.T, b Bridge, id string, sub Subscriber) (*Session, *liveS
 	return st, next
 }
 
-func queuedPayloads(st *Session) []string {
+func queuedPayloads(st *StoredSession) []string {
 	var out []string
 	for _, d := range st.Queued {
 		out = append(out, string(d.Message.Payload))
@@ -60,7 +60,7 @@ func TestRedis_NewSessionNotReplayedHistory_Issue7_3_MQTT_4_5_0_1(t *testing.T) 
 			t.Fatalf("round %d: new session was replayed %d messages from before it subscribed: %v", round, len(q), q)
 		}
 		// What is published while it is offline is still kept.
-		detach(t, a, id, s2, &Session{})
+		detach(t, a, id, s2, &StoredSession{})
 		publish(t, pub, rmsg("hist/x", 1, "while-offline"))
 		st = attach(t, a, id, newLiveSub(), false)
 		if q := queuedPayloads(st); len(q) != 1 || q[0] != "while-offline" {
@@ -136,7 +136,7 @@ func TestRedis_ResumedSessionNotReplayedTwice_Issue7_3(t *testing.T) {
 	s1 := newLiveSub()
 	attach(t, a, "p", s1, false)
 	subscribe(t, a, "p", "twice/#", 1)
-	detach(t, a, "p", s1, &Session{})
+	detach(t, a, "p", s1, &StoredSession{})
 	history(t, pub, "twice/x", 3)
 
 	s2 := newLiveSub()

@@ -49,7 +49,7 @@ func TestRedis_KeysExpireAfterSessionsEnd_Issue7_11(t *testing.T) {
 			t.Fatalf("%s after resuming: TTL %v, want none", k, ttl)
 		}
 	}
-	detach(t, a, "p", s2, &Session{})
+	detach(t, a, "p", s2, &StoredSession{})
 	deadline := time.Now().Add(5 * time.Second)
 	for rdb.Exists(ctx, persistentKeys...).Val() != 0 {
 		if time.Now().After(deadline) {
@@ -68,7 +68,7 @@ func TestMemory_SessionExpires_Issue7_11(t *testing.T) {
 	s := newLiveSub()
 	attach(t, m, "p", s, false)
 	subscribe(t, m, "p", "exp/#", 1)
-	detach(t, m, "p", s, &Session{})
+	detach(t, m, "p", s, &StoredSession{})
 	if st := attach(t, m, "q", newLiveSub(), false); st != nil {
 		t.Fatalf("unrelated id got a session")
 	}

@@ -68,7 +68,7 @@ func TestRedis_RoundTripsPerConnectAndPublish(t *testing.T) {
 		{"disconnect, persistent session", 4, func() {
 			subscribe(t, r, "p1", "rt/#", 1)
 			hook.take()
-			_ = r.Detach(ctx, "p1", sub, &Session{})
+			_ = r.Detach(ctx, "p1", sub, &StoredSession{})
 		}},
 		{"connect, resumed persistent session", 5, func() { attach(t, r, "p1", sub, false) }},
 	}

@@ -66,7 +66,7 @@ const maxClaimAttempts = 8
 // here before its streams are replayed from the stored cursor, and live
 // messages that race with the replay are held back and merged by stream id,
 // so that none is lost and none is returned twice.
-func (r *Redis) Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*Session, error) {
+func (r *Redis) Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*StoredSession, error) {
 	unlock := r.lockClient(clientID)
 	defer unlock()
 	r.mu.Lock()
@@ -190,8 +190,8 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 
 // attachClaimed routes the subscriptions of the session c has claimed,
 // stores its connection and replays what it missed.
-func (r *Redis) attachClaimed(ctx context.Context, c *redisClient, got *claimRead, will *Message) (*Session, error) {
-	var stored *Session
+func (r *Redis) attachClaimed(ctx context.Context, c *redisClient, got *claimRead, will *Message) (*StoredSession, error) {
+	var stored *StoredSession
 	var cursor [streamShards]streamID
 	hasCursor := false
 	if !c.clean {
@@ -432,7 +432,7 @@ func (r *Redis) control(payload string) {
 // parseSession reads a persistent session's stored subscriptions (sub)
 // into subs and its stored state (session). stored is nil when nothing is
 // stored.
-func (r *Redis) parseSession(clientID string, sub, h map[string]string, subs map[string]byte) (stored *Session, cursor [streamShards]streamID, hasCursor bool) {
+func (r *Redis) parseSession(clientID string, sub, h map[string]string, subs map[string]byte) (stored *StoredSession, cursor [streamShards]streamID, hasCursor bool) {
 	for f, q := range sub {
 		n, err := strconv.Atoi(q)
 		if err != nil || n < 0 || n > 2 || topics.ValidateFilter(f) != nil {
@@ -444,11 +444,11 @@ func (r *Redis) parseSession(clientID string, sub, h map[string]string, subs map
 	if len(subs) == 0 && h["state"] == "" && h["cursor"] == "" {
 		return nil, cursor, false
 	}
-	stored = &Session{}
+	stored = &StoredSession{}
 	if st := h["state"]; st != "" {
 		if err := decodeSessionState(st, stored); err != nil {
 			r.log.Error("discarding unreadable session state", "client", clientID, "err", err)
-			stored = &Session{}
+			stored = &StoredSession{}
 		}
 	}
 	stored.Queued = r.dropExpired(stored.Queued)
@@ -665,7 +665,7 @@ func (r *Redis) boundQueue(q []Delivery) []Delivery {
 // session is this replica's last seen id per shard at the moment the
 // connection stopped receiving: everything after it is found again on
 // reconnect, everything before it was delivered or is in state.
-func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, state *Session) error {
+func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, state *StoredSession) error {
 	r.mu.Lock()
 	c := r.clients[clientID]
 	if c == nil || c.sub != sub {
@@ -697,7 +697,7 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 		r.log.Warn("unsubscribe on detach", "client", clientID, "err", err)
 	}
 
-	var st *Session
+	var st *StoredSession
 	if state != nil {
 		s := *state
 		s.Queued = r.boundQueue(append(append([]Delivery(nil), state.Queued...), late...))
@@ -720,7 +720,7 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 // works even when Redis refuses writes that need memory. The session is
 // then stored before the client is marked offline: a replica that sees it
 // offline may load the session at once.
-func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *Session, cursor *[streamShards]streamID) error {
+func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *StoredSession, cursor *[streamShards]streamID) error {
 	clearWill := func() error {
 		if err := clearWillScript.Run(ctx, r.rdb, []string{r.sessionKey(c.id)}, c.conn).Err(); err != nil {
 			return unavailable("clear will", err)
@@ -761,7 +761,7 @@ func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *Session, cu
 
 // retryDetach repeats storeDetach in the background until Redis takes it or
 // the bridge closes.
-func (r *Redis) retryDetach(c *redisClient, st *Session, cursor [streamShards]streamID) {
+func (r *Redis) retryDetach(c *redisClient, st *StoredSession, cursor [streamShards]streamID) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -796,7 +796,7 @@ func (r *Redis) retryDetach(c *redisClient, st *Session, cursor [streamShards]st
 // A connection whose session another connection has meanwhile claimed (it
 // was taken over while this replica was unreachable) stores nothing: the
 // session hash names its owner's connection, and the newer state wins.
-func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *Session, cursor *[streamShards]streamID) error {
+func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *StoredSession, cursor *[streamShards]streamID) error {
 	sk := r.sessionKey(c.id)
 	owner, err := r.rdb.HGet(ctx, sk, "conn").Result()
 	if err != nil && err != redis.Nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/bridgemq/server/internal/redistest"
 )
 
-func detach(t *testing.T, b Bridge, id string, sub Subscriber, st *Session) {
+func detach(t *testing.T, b Bridge, id string, sub Subscriber, st *StoredSession) {
 	t.Helper()
 	if err := b.Detach(context.Background(), id, sub, st); err != nil {
 		t.Fatalf("Detach(%s): %v", id, err)
@@ -31,7 +31,7 @@ func TestRedis_PersistentSessionResumesOnAnotherReplica_MQTT_3_1_2_4(t *testing.
 	subscribe(t, a, "p1", "q2/+", 2)
 	inflight := rmsg("s/in", 1, "inflight")
 	queued := rmsg("s/q", 1, "queued")
-	detach(t, a, "p1", s1, &Session{
+	detach(t, a, "p1", s1, &StoredSession{
 		Inflight:        []Inflight{{PacketID: 7, Delivery: Delivery{Message: inflight, QoS: 1}}},
 		Queued:          []Delivery{{Message: queued, QoS: 1}},
 		AwaitingRelease: []uint16{9},
@@ -90,7 +90,7 @@ func TestRedis_CleanSessionDiscardsStoredSession_MQTT_3_1_2_6(t *testing.T) {
 	s1 := newLiveSub()
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "s/#", 1)
-	detach(t, a, "p1", s1, &Session{})
+	detach(t, a, "p1", s1, &StoredSession{})
 	publish(t, a, rmsg("s/1", 1, "x"))
 
 	s2 := newLiveSub()
@@ -137,7 +137,7 @@ func TestRedis_OfflineQueueBoundedAndExpired(t *testing.T) {
 	s1 := newLiveSub()
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "s/#", 1)
-	detach(t, a, "p1", s1, &Session{})
+	detach(t, a, "p1", s1, &StoredSession{})
 	old := rmsg("s/old", 1, "old")
 	old.Time = time.Now().Add(-2 * time.Minute)
 	publish(t, a, old)
@@ -161,7 +161,7 @@ func TestRedis_TakeOverOnSameNode_MQTT_3_1_4_2(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	s1 := newLiveSub()
-	s1.onTakeOver = func() { detach(t, a, "p1", s1, &Session{AwaitingRelease: []uint16{5}}) }
+	s1.onTakeOver = func() { detach(t, a, "p1", s1, &StoredSession{AwaitingRelease: []uint16{5}}) }
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "t", 1)
 
@@ -186,7 +186,7 @@ func TestRedis_TakeOverAcrossNodes_MQTT_3_1_4_2(t *testing.T) {
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
 	s1 := newLiveSub()
-	s1.onTakeOver = func() { detach(t, a, "p1", s1, &Session{AwaitingRelease: []uint16{5}}) }
+	s1.onTakeOver = func() { detach(t, a, "p1", s1, &StoredSession{AwaitingRelease: []uint16{5}}) }
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "t", 1)
 
@@ -249,7 +249,7 @@ func TestRedis_NoLossNoDuplicateAcrossReconnect(t *testing.T) {
 		acked = publishWithRetry(t, pub, "f", 400, 200*time.Microsecond)
 	}()
 	time.Sleep(30 * time.Millisecond)
-	detach(t, a, "p1", s1, &Session{})
+	detach(t, a, "p1", s1, &StoredSession{})
 	time.Sleep(30 * time.Millisecond)
 	s2 := newLiveSub()
 	resumed := attach(t, b, "p1", s2, false)
@@ -308,7 +308,7 @@ func TestRedis_LateDeliveryRefusedByClosingConnectionIsQueued(t *testing.T) {
 		}
 		return ""
 	})
-	detach(t, a, "p1", s1, &Session{})
+	detach(t, a, "p1", s1, &StoredSession{})
 	got := attach(t, a, "p1", newLiveSub(), false)
 	if got == nil || len(got.Queued) != 1 || got.Queued[0].Message.ID != m.ID {
 		t.Fatalf("refused message not kept for the session: %+v", got)
@@ -369,7 +369,7 @@ func TestRedis_OfflineReplayReadsEveryPage(t *testing.T) {
 	attach(t, a, "pages", s1, false)
 	subscribe(t, a, "pages", "big/#", 1)
 	subscribe(t, a, "pages", "small/#", 1)
-	detach(t, a, "pages", s1, &Session{})
+	detach(t, a, "pages", s1, &StoredSession{})
 	const big, small = 2*replayPage + 7, 3
 	var wg sync.WaitGroup
 	for i := range big {

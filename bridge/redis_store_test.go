@@ -45,7 +45,7 @@ func TestRedis_FailedStoreKeepsPreviousSession_Issue7_4(t *testing.T) {
 	_, s2 := resume(t, a, "p", s1) // a stored session exists
 
 	lift := refuseWrites(t, srv)
-	err := a.Detach(context.Background(), "p", s2, &Session{})
+	err := a.Detach(context.Background(), "p", s2, &StoredSession{})
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Detach while Redis refuses writes = %v, want ErrUnavailable", err)
 	}

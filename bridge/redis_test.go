@@ -131,7 +131,7 @@ func rmsg(topic string, qos byte, payload string) *Message {
 	return &Message{ID: NewID(), Topic: topic, QoS: qos, Payload: []byte(payload), ClientID: "pub", Time: time.Now()}
 }
 
-func attach(t *testing.T, b Bridge, id string, sub Subscriber, clean bool) *Session {
+func attach(t *testing.T, b Bridge, id string, sub Subscriber, clean bool) *StoredSession {
 	t.Helper()
 	s, err := b.Attach(context.Background(), id, "", sub, clean, nil)
 	if err != nil {
@@ -315,7 +315,7 @@ func TestRedis_EMQXRecordsAndEvents(t *testing.T) {
 	if _, err := tool.HGet(ctx, "mqtt:node:node-a", "dev1").Result(); err != nil {
 		t.Fatalf("mqtt:node:node-a has no dev1: %v", err)
 	}
-	detach(t, a, "dev1", sub, &Session{})
+	detach(t, a, "dev1", sub, &StoredSession{})
 	rec, _ = tool.HGetAll(ctx, "mqtt:client:dev1").Result()
 	if rec["state"] != "0" || rec["offline_at"] == "" {
 		t.Fatalf("after disconnect mqtt:client:dev1 = %v, want state 0 with offline_at", rec)

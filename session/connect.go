@@ -17,7 +17,7 @@ import (
 
 // handshake reads and answers CONNECT. On refusal it returns the CONNACK to
 // send (nil when the connection is to be closed without one) and the reason.
-func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Session, error) {
+func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.StoredSession, error) {
 	_ = s.conn.SetReadDeadline(time.Now().Add(s.env.Config.ConnectTimeout))
 	p, err := s.r.ReadPacket()
 	if errors.Is(err, packets.ErrUnsupportedProtocol) {
@@ -108,7 +108,7 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Sess
 // when the writer sends them; an unacknowledged PUBLISH on a topic the
 // client may no longer read is not re-sent (a PUBREL still is: the client
 // already has that message).
-func (s *Session) restore(stored *bridge.Session) {
+func (s *Session) restore(stored *bridge.StoredSession) {
 	if stored == nil {
 		return
 	}
@@ -155,11 +155,11 @@ func (s *Session) restore(stored *bridge.Session) {
 
 // snapshot hands over the session's state; later deliveries are refused
 // (and kept by the bridge) so nothing falls between snapshot and Detach.
-func (s *Session) snapshot() *bridge.Session {
+func (s *Session) snapshot() *bridge.StoredSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.snapshotted = true
-	st := &bridge.Session{Subscriptions: make(map[string]byte, len(s.subs))}
+	st := &bridge.StoredSession{Subscriptions: make(map[string]byte, len(s.subs))}
 	for f, q := range s.subs {
 		st.Subscriptions[f] = q
 	}

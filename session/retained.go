@@ -404,7 +404,7 @@ func newerThan(m *bridge.Message, id bridge.ID, t time.Time) bool {
 // and go out with RETAIN=1 on the session's return [MQTT-3.3.1-8]. Like
 // any queued message, QoS 0 ones are not kept, and the queue's bound holds.
 // The feeders have stopped.
-func (s *Session) storeLeftoverRetained(ctx context.Context, state *bridge.Session) {
+func (s *Session) storeLeftoverRetained(ctx context.Context, state *bridge.StoredSession) {
 	s.mu.Lock()
 	feeds := s.leftoverFeeds
 	s.leftoverFeeds = nil

@@ -354,7 +354,7 @@ func (s *Session) end(ctx context.Context) {
 	if s.will != nil && !graceful && !errors.Is(reason, ErrServerShutdown) {
 		s.publishWill(ctx)
 	}
-	var state *bridge.Session
+	var state *bridge.StoredSession
 	snap := s.snapshot()
 	if !s.clean {
 		state = snap

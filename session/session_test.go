@@ -161,7 +161,7 @@ func TestSnapshot_KeepsSendOrderAndRefusesLaterDeliveries(t *testing.T) {
 func TestRestore_ResendsInflightWithDupAndQueuesStoredAheadOfLive_MQTT_4_4_0_1(t *testing.T) {
 	s := newTestSession(t, 10, 100)
 	s.enqueue(outgoing{msg: message("live", 1), qos: 1}) // delivered between Attach and restore
-	s.restore(&bridge.Session{
+	s.restore(&bridge.StoredSession{
 		Subscriptions: map[string]byte{"#": 1},
 		Inflight: []bridge.Inflight{
 			{PacketID: 7, Delivery: bridge.Delivery{Message: message("unacked", 1), QoS: 1}},
@@ -243,7 +243,7 @@ func (denyTopics) ChecksReads() bool                 { return true }
 func TestFill_ReadACLAppliesToRestoredAndQueuedMessages_Issue1(t *testing.T) {
 	s := newTestSession(t, 10, 100)
 	s.env.Auth = denyTopics{denied: map[string]bool{"public/secret": true}}
-	s.restore(&bridge.Session{
+	s.restore(&bridge.StoredSession{
 		Subscriptions: map[string]byte{"public/#": 1},
 		Inflight: []bridge.Inflight{
 			{PacketID: 3, Delivery: bridge.Delivery{Message: message("public/secret", 1), QoS: 1}},
