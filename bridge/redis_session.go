@@ -51,6 +51,10 @@ redis.call('PERSIST', KEYS[1])
 return 1
 `)
 
+// takeoverPoll is how often a takeover that waits for its answer also
+// reads the client record, in case the answer was lost.
+const takeoverPoll = 50 * time.Millisecond
+
 // maxClaimAttempts bounds how often Attach re-reads a client record that
 // other replicas keep claiming.
 const maxClaimAttempts = 8
@@ -358,14 +362,27 @@ func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string)
 	r.stats.takeovers.Add(1)
 	t := time.NewTimer(takeoverTimeout)
 	defer t.Stop()
-	select {
-	case <-ack:
-		return true, nil
-	case <-t.C:
-		r.log.Warn("takeover not acknowledged; proceeding", "client", clientID, "node", node)
-		return false, nil
-	case <-ctx.Done():
-		return false, fmt.Errorf("wait for takeover by %s: %w", node, ctx.Err())
+	// The answer travels by pub/sub, which loses what is published while
+	// this replica's subscription connection is being re-established (a
+	// Redis restart): the old connection's end also shows in the client
+	// record, which Detach marks offline once the session is stored.
+	poll := time.NewTicker(takeoverPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ack:
+			return true, nil
+		case <-poll.C:
+			rec, err := r.rdb.HMGet(ctx, r.clientKey(clientID), "state", "conn").Result()
+			if err == nil && (rec[0] != "1" || rec[1] != conn) {
+				return true, nil
+			}
+		case <-t.C:
+			r.log.Warn("takeover not acknowledged; proceeding", "client", clientID, "node", node)
+			return false, nil
+		case <-ctx.Done():
+			return false, fmt.Errorf("wait for takeover by %s: %w", node, ctx.Err())
+		}
 	}
 }
 
