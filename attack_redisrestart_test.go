@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/redis/go-redis/v9"
+
 	"testing"
 	"time"
 
@@ -29,7 +31,11 @@ func TestAttack_RedisRestartEmptyLiveSessions(t *testing.T) {
 	stored.subscribe(1, packets.Subscription{Filter: "alice/inbox", QoS: 1})
 
 	rs.Restart(t)
-	time.Sleep(3 * time.Second) // replicas reconnect
+	// Replica a registers its live clients again once it sees Redis back.
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	waitOnline(t, rdb, "alice-live", "ra", 10*time.Second)
+	waitOnline(t, rdb, "alice-stored", "ra", 10*time.Second)
 
 	// 1. another user takes alice's live client id on the other replica
 	m := dialRaw(t, b.Addr())
