@@ -1,10 +1,10 @@
 package main
 
 import (
-	"github.com/redis/go-redis/v9"
-
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
