@@ -103,6 +103,6 @@ step "staticcheck" staticcheck ./...
 step "go test -race" go test -race -count=1 -timeout 12m ./...
 # Latency bounds mean little under the race detector (it multiplies the cost of every memory
 # access); the tests that assert one run again without it.
-step "go test latency bounds (no -race)" go test -count=1 -timeout 5m -run 'TestAbuse_' .
+step "go test latency bounds (no -race)" go test -count=1 -timeout 5m -run 'TestAbuse_|TestPatternSet_ManyFiltersScale' . ./bridge/pattern
 step "fuzz" fuzz_all
 echo "==> all checks passed in $(($(date +%s) - total_start))s"
