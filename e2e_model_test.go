@@ -340,6 +340,8 @@ type modelDelivery struct {
 	qos     byte
 	dup     bool
 	retain  bool
+	id      uint16 // packet identifier (QoS >= 1)
+	seq     int    // order of arrival at this client, all connections
 }
 
 // subVersion is a client's subscriptions from a step on.
@@ -379,6 +381,7 @@ type modelClient struct {
 	mu       sync.Mutex
 	got      []modelDelivery
 	awaitRel map[uint16]string // client session state: inbound QoS 2 awaiting PUBREL
+	arrivals int               // PUBLISH packets received, all connections
 }
 
 func (c *modelClient) canRead(topic string) bool {
@@ -532,7 +535,15 @@ type modelConn struct {
 }
 
 // dial opens connection number idx of c and completes CONNECT/CONNACK.
-func (r *modelRun) dial(c *modelClient, replica int, clean bool, will *modelWill, idx, session int) (*modelConn, error) {
+//
+// The new connection handles no packet after CONNACK until after is closed
+// (nil: at once) or the connection ends. A connection that takes another
+// over passes the older one's done: the server wrote the older one's last
+// packets before this CONNACK, but the client reads its two sockets
+// concurrently, and acting on a re-sent QoS 2 PUBLISH here before a copy
+// still buffered on the older socket would make the client, not the
+// server, deliver it twice.
+func (r *modelRun) dial(c *modelClient, replica int, clean bool, will *modelWill, idx, session int, after <-chan struct{}) (*modelConn, error) {
 	nc, err := net.DialTimeout("tcp", r.cl.addr(replica), modelAckTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("dial replica %d: %w", replica, err)
@@ -574,42 +585,64 @@ func (r *modelRun) dial(c *modelClient, replica int, clean bool, will *modelWill
 	}
 	mc := &modelConn{r: r, c: c, idx: idx, replica: replica, session: session, nc: nc, br: br, waiters: map[uint16]chan ppk.ControlPacket{},
 		pings: make(chan struct{}, 1), done: make(chan struct{}), will: will, connack: ack}
-	go mc.readLoop()
+	go mc.readLoop(after)
 	return mc, nil
 }
 
-func (mc *modelConn) readLoop() {
+// readLoop reads the connection's packets and handles them in order, the
+// first once after is closed or the connection has ended (see dial).
+func (mc *modelConn) readLoop(after <-chan struct{}) {
 	defer close(mc.done)
-	for {
-		pk, err := ppk.ReadPacket(mc.br)
-		if err != nil {
-			mc.err = err
-			return
-		}
-		switch p := pk.(type) {
-		case *ppk.PublishPacket:
-			mc.onPublish(p)
-		case *ppk.PubrelPacket:
-			mc.c.mu.Lock()
-			delete(mc.c.awaitRel, p.MessageID)
-			mc.c.mu.Unlock()
-			comp := ppk.NewControlPacket(ppk.Pubcomp).(*ppk.PubcompPacket)
-			comp.MessageID = p.MessageID
-			mc.send(comp)
-		case *ppk.PingrespPacket:
-			select {
-			case mc.pings <- struct{}{}:
-			default:
+	in := make(chan ppk.ControlPacket, 4096)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		defer close(in)
+		for {
+			pk, err := ppk.ReadPacket(mc.br)
+			if err != nil {
+				mc.err = err // read by others after done, closed after in is drained
+				return
 			}
+			in <- pk
+		}
+	}()
+	if after != nil {
+		select {
+		case <-after:
+		case <-ended:
+		}
+	}
+	for pk := range in {
+		mc.handle(pk)
+	}
+}
+
+// handle acts on one packet from the server.
+func (mc *modelConn) handle(pk ppk.ControlPacket) {
+	switch p := pk.(type) {
+	case *ppk.PublishPacket:
+		mc.onPublish(p)
+	case *ppk.PubrelPacket:
+		mc.c.mu.Lock()
+		delete(mc.c.awaitRel, p.MessageID)
+		mc.c.mu.Unlock()
+		comp := ppk.NewControlPacket(ppk.Pubcomp).(*ppk.PubcompPacket)
+		comp.MessageID = p.MessageID
+		mc.send(comp)
+	case *ppk.PingrespPacket:
+		select {
+		case mc.pings <- struct{}{}:
 		default:
-			mc.mu.Lock()
-			ch := mc.waiters[pk.Details().MessageID]
-			mc.mu.Unlock()
-			if ch != nil {
-				select {
-				case ch <- pk:
-				default:
-				}
+		}
+	default:
+		mc.mu.Lock()
+		ch := mc.waiters[pk.Details().MessageID]
+		mc.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- pk:
+			default:
 			}
 		}
 	}
@@ -618,7 +651,11 @@ func (mc *modelConn) readLoop() {
 func (mc *modelConn) onPublish(p *ppk.PublishPacket) {
 	c := mc.c
 	key := string(p.Payload)
-	d := modelDelivery{step: mc.r.cur(), conn: mc.idx, session: mc.session, key: key, topic: p.TopicName, qos: p.Qos, dup: p.Dup, retain: p.Retain}
+	d := modelDelivery{step: mc.r.cur(), conn: mc.idx, session: mc.session, key: key, topic: p.TopicName, qos: p.Qos, dup: p.Dup, retain: p.Retain, id: p.MessageID}
+	c.mu.Lock()
+	c.arrivals++
+	d.seq = c.arrivals
+	c.mu.Unlock()
 	switch p.Qos {
 	case 2:
 		c.mu.Lock()
@@ -859,7 +896,7 @@ func (r *modelRun) oneStep() {
 
 func (r *modelRun) startWatcher(replica int) error {
 	w := r.watcher
-	mc, err := r.dial(w, replica, false, nil, w.conns+1, 0)
+	mc, err := r.dial(w, replica, false, nil, w.conns+1, 0, nil)
 	if err != nil {
 		return err
 	}
@@ -903,10 +940,10 @@ func (r *modelRun) doConnect(c *modelClient) {
 	replica := r.rng.IntN(r.cl.size())
 	clean := r.cleanChoice(c)
 	withWill, wq := r.willChoice()
-	r.connect(c, replica, clean, withWill, wq, "connect")
+	r.connect(c, replica, clean, withWill, wq, "connect", nil)
 }
 
-func (r *modelRun) connect(c *modelClient, replica int, clean, withWill bool, wq byte, what string) {
+func (r *modelRun) connect(c *modelClient, replica int, clean, withWill bool, wq byte, what string, after <-chan struct{}) {
 	c.conns++
 	idx := c.conns
 	var will *modelWill
@@ -925,7 +962,7 @@ func (r *modelRun) connect(c *modelClient, replica int, clean, withWill bool, wq
 	} else if !existed {
 		r.newSession(c, false)
 	}
-	mc, err := r.dial(c, replica, clean, will, idx, c.session)
+	mc, err := r.dial(c, replica, clean, will, idx, c.session, after)
 	if err != nil {
 		r.fail(r.cur(), []int{c.idx}, "%s: CONNECT (conn %d, replica %d, clean=%v) failed: %v", c.id, idx, replica, clean, err)
 		r.endWill(will, "maybe", "connect failed")
@@ -983,7 +1020,7 @@ func (r *modelRun) doTakeover(c *modelClient) {
 	if c.sessionClean {
 		r.discardSession(c)
 	}
-	r.connect(c, replica, clean, withWill, wq, fmt.Sprintf("takeover of conn %d by", old.idx))
+	r.connect(c, replica, clean, withWill, wq, fmt.Sprintf("takeover of conn %d by", old.idx), old.done)
 	select {
 	case <-old.done:
 	case <-time.After(modelAckTimeout):
@@ -1027,10 +1064,13 @@ func (r *modelRun) doRace(c *modelClient) {
 	r.tracef([]int{c.idx}, "race %s conns %d and %d on replicas %d and %d clean=%v will=%v", c.id, idx[0], idx[1], ra, rb, clean, willDesc(wills[0]))
 	conns := make([]*modelConn, 2)
 	errs := make([]error, 2)
+	// Neither handles packets until the loser has ended and handled its
+	// own (see dial): which one loses is known only then.
+	release := make(chan struct{})
 	var wg sync.WaitGroup
 	for i, rep := range []int{ra, rb} {
 		wg.Go(func() {
-			conns[i], errs[i] = r.dial(c, rep, clean, wills[i], idx[i], c.session)
+			conns[i], errs[i] = r.dial(c, rep, clean, wills[i], idx[i], c.session, release)
 			if conns[i] != nil {
 				conns[i].ours.Store(true)
 			}
@@ -1074,6 +1114,7 @@ func (r *modelRun) doRace(c *modelClient) {
 	for len(open()) > 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
+	close(release)
 	still := open()
 	if len(still) > 1 {
 		r.fail(r.cur(), []int{c.idx}, "%s: two CONNECTs racing on replicas %d and %d both stay connected %s after both CONNACKs (conns %d and %d) [MQTT-3.1.4-2]",
@@ -1154,7 +1195,7 @@ func (r *modelRun) doCrash() {
 		// one still looks alive: its old connection's will is still owed.
 		c := hit[0]
 		withWill, wq := r.willChoice()
-		r.connect(c, (i+1)%r.cl.size(), r.cleanChoice(c), withWill, wq, "crash: immediate reconnect of")
+		r.connect(c, (i+1)%r.cl.size(), r.cleanChoice(c), withWill, wq, "crash: immediate reconnect of", nil)
 	}
 }
 
@@ -1324,7 +1365,7 @@ func (r *modelRun) settle() {
 	r.tracef(nil, "settle: reconnect offline persistent sessions, wait for convergence")
 	for _, c := range r.clients {
 		if c.conn == nil && c.sessionExists && !c.sessionClean {
-			r.connect(c, r.rng.IntN(r.cl.size()), false, false, 0, "settle: reconnect")
+			r.connect(c, r.rng.IntN(r.cl.size()), false, false, 0, "settle: reconnect", nil)
 		}
 	}
 	deadline := time.Now().Add(modelSettleTimeout)
@@ -1651,7 +1692,7 @@ func (r *modelRun) checkDup(c *modelClient, key string, ds []modelDelivery, limi
 	}
 	steps := make([]string, len(ds))
 	for i, d := range ds {
-		steps[i] = fmt.Sprintf("step %d conn %d qos%d dup=%v", d.step, d.conn, d.qos, d.dup)
+		steps[i] = fmt.Sprintf("step %d conn %d qos%d dup=%v packet id %d arrival %d", d.step, d.conn, d.qos, d.dup, d.id, d.seq)
 	}
 	r.fail(ds[1].step, []int{c.idx, p.client.idx}, "%s received %s (%s, published qos%d by %s at step %d) %d times as a %s copy; at most %d allowed with no copy at QoS 1 and no crash ending its connection since the first: %s [MQTT-4.3.3-2]",
 		c.id, key, p.topic, p.qos, p.client.id, p.step, len(ds), kind, limit, strings.Join(steps, "; "))
@@ -1823,14 +1864,14 @@ func (r *modelRun) report(elapsed time.Duration) {
 func modelReset(t *testing.T, cl modelCluster) {
 	r := newModelRun(t, "reset", cl, 0, 0, 0)
 	for _, c := range append(slices.Clone(r.clients), r.watcher) {
-		mc, err := r.dial(c, 0, true, nil, 1, 0)
+		mc, err := r.dial(c, 0, true, nil, 1, 0, nil)
 		if err != nil {
 			t.Fatalf("reset: connect %s: %v", c.id, err)
 		}
 		mc.disconnect()
 	}
 	pubber := r.clients[1] // user "full": may write every topic
-	mc, err := r.dial(pubber, 0, true, nil, 2, 0)
+	mc, err := r.dial(pubber, 0, true, nil, 2, 0, nil)
 	if err != nil {
 		t.Fatalf("reset: connect %s: %v", pubber.id, err)
 	}
