@@ -83,7 +83,7 @@ func memStats() (heap, total uint64) {
 // heap does not grow by the announced size. Inherently single-process: the
 // heap measured is the server's own.
 func TestBadInput_256MBAnnounced_RefusedFromFixedHeader(t *testing.T) {
-	ts := startServer(t, nil, "-connect-timeout", "10s")
+	ts := startServer(t, "-connect-timeout", "10s")
 	// 0xFF 0xFF 0xFF 0x7F is 268,435,455, the largest Remaining Length.
 	huge := []byte{0xFF, 0xFF, 0xFF, 0x7F}
 	tests := []struct {

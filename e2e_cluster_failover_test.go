@@ -220,7 +220,7 @@ func TestTopology_ClusterFailoverRecoversFast(t *testing.T) {
 		go func() { // the load balancer's view
 			defer wg.Done()
 			for pctx.Err() == nil {
-				code, err := httpStatus(ts.srv.http.String(), "/readyz")
+				code, err := httpStatus(ts.HTTPAddr(), "/readyz")
 				p.mu.Lock()
 				if err == nil && code == http.StatusOK {
 					if p.ready.IsZero() && p.saw503 {

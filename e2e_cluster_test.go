@@ -35,7 +35,7 @@ func startHACluster(t testing.TB, n int) *haCluster {
 	for i := range n {
 		ts := startRedisReplica(t, rs.URL(), fmt.Sprintf("ha-%d", i), "-http", "127.0.0.1:0")
 		c.replicas = append(c.replicas, ts)
-		backends = append(backends, haproxytest.Backend{MQTT: ts.Addr(), HTTP: ts.srv.http.String()})
+		backends = append(backends, haproxytest.Backend{MQTT: ts.Addr(), HTTP: ts.HTTPAddr()})
 	}
 	c.proxy = haproxytest.Start(t, backends)
 	for i := range n {

@@ -419,7 +419,7 @@ func TestConnect_TakeoverPublishesTheOldWill_MQTT_3_1_2_8(t *testing.T) {
 // -max-connections: connections beyond the limit are closed at once; when a
 // client leaves, its place is free again.
 func TestConnect_MaxConnections(t *testing.T) {
-	ts := startServer(t, nil, "-max-connections", "2")
+	ts := startServer(t, "-max-connections", "2")
 	a := dialRaw(t, ts.Addr())
 	a.mustConnect(&packets.Connect{ClientID: unique(t, "a"), CleanSession: true, KeepAlive: 30})
 	b := dialRaw(t, ts.Addr())

@@ -798,11 +798,9 @@ func TestFault_PersistentSubscriberHopsReplicas(t *testing.T) {
 	}
 	if dupAfterAck != 0 || sum.lost != 0 {
 		for _, ts := range d.servers {
-			if ss, ok := ts.srv.bridge.(statsSource); ok {
-				st := ss.Stats()
-				t.Logf("replica %s: takeovers=%d offline_queue_dropped=%d replays=%d deduplicated=%d",
-					ts.cfg.NodeID, st["takeovers"], st["offline_queue_dropped"], st["replays"], st["deduplicated"])
-			}
+			st := ts.Stats()
+			t.Logf("replica %s: takeovers=%d offline_queue_dropped=%d replays=%d deduplicated=%d",
+				ts.node, st["bridge_takeovers"], st["bridge_offline_queue_dropped"], st["bridge_replays"], st["bridge_deduplicated"])
 		}
 		sub.mu.Lock()
 		for i, v := range sub.visits {
@@ -832,7 +830,7 @@ func TestFault_RedisDownKeepsServing(t *testing.T) {
 
 	rs.Stop()
 	for _, ts := range replicas {
-		waitHTTPStatus(t, ts.srv.http.String(), "/readyz", http.StatusServiceUnavailable, 10*time.Second)
+		waitHTTPStatus(t, ts.HTTPAddr(), "/readyz", http.StatusServiceUnavailable, 10*time.Second)
 	}
 	pub.send(&packets.Publish{QoS: 1, PacketID: 7, Topic: topic, Payload: []byte("while down")})
 	switch p, err := pub.read(time.Second); {
@@ -845,14 +843,14 @@ func TestFault_RedisDownKeepsServing(t *testing.T) {
 		t.Logf("QoS 1 PUBLISH while Redis is down: no PUBACK within 1s (%v)", err)
 	}
 	for _, ts := range replicas {
-		if code, err := httpStatus(ts.srv.http.String(), "/healthz"); err != nil || code != http.StatusOK {
-			t.Fatalf("/healthz of %s while Redis is down = %d, %v; want 200: a replica must stay alive", ts.cfg.NodeID, code, err)
+		if code, err := httpStatus(ts.HTTPAddr(), "/healthz"); err != nil || code != http.StatusOK {
+			t.Fatalf("/healthz of %s while Redis is down = %d, %v; want 200: a replica must stay alive", ts.node, code, err)
 		}
 	}
 
 	rs.Restart(t)
 	for _, ts := range replicas {
-		waitHTTPStatus(t, ts.srv.http.String(), "/readyz", http.StatusOK, 10*time.Second)
+		waitHTTPStatus(t, ts.HTTPAddr(), "/readyz", http.StatusOK, 10*time.Second)
 	}
 	sub := dialRaw(t, b.Addr())
 	sub.mustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
@@ -971,8 +969,8 @@ func TestFault_SlowSubscriberDoesNotStallOthers(t *testing.T) {
 		elapsed := time.Since(start)
 		cancel()
 		<-normalDone
-		dropped := metricValue(t, d.sub().srv.http.String(), "mqtt_dropped_qos0_queue_full")
-		droppedQoS12 := metricValue(t, d.sub().srv.http.String(), "mqtt_dropped_qos12_queue_full")
+		dropped := metricValue(t, d.sub().HTTPAddr(), "mqtt_dropped_qos0_queue_full")
+		droppedQoS12 := metricValue(t, d.sub().HTTPAddr(), "mqtt_dropped_qos12_queue_full")
 		t.Logf("fault-slow-subscriber(%s): %s dropped_qos0_queue_full=%.0f dropped_qos12_queue_full=%.0f seconds=%.1f",
 			d.name, sum, dropped, droppedQoS12, elapsed.Seconds())
 		if sum.acked != total || sum.lost != 0 || sum.delivered != total {

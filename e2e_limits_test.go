@@ -10,6 +10,7 @@ import (
 
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/server"
 )
 
 // -client-id-pattern refuses a client id that does not match it with
@@ -44,16 +45,12 @@ func TestRedis_PasswordNotRequiredIsLogged(t *testing.T) {
 	rs := redistest.Start(t)
 	url := strings.Replace(rs.URL(), "redis://", "redis://:not-needed@", 1)
 	cfg := testConfig(t, "-redis-url", url, "-node-id", "pw")
-	client, err := cfg.RedisClient()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var logs syncBuffer
-	b, err := newRedisBridge(context.Background(), cfg, client, slog.New(slog.NewTextHandler(&logs, nil)))
+	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
-		t.Fatalf("redis bridge with an unneeded password: %v", err)
+		t.Fatalf("server with an unneeded Redis password: %v", err)
 	}
-	t.Cleanup(func() { _ = b.Close() })
+	t.Cleanup(func() { _ = srv.Close() })
 	if !strings.Contains(logs.String(), "accepts clients without one") {
 		t.Fatalf("no warning about the unneeded password; log:\n%s", logs.String())
 	}
@@ -108,11 +105,12 @@ func TestQueue_SubscriberThatNeverReadsBoundedByBytes_Issue8_6(t *testing.T) {
 				// Wait until the messages have reached the subscriber's
 				// replica: its counts of written and dropped messages
 				// stop moving (those queued are in neither).
-				st := d.sub().srv.env.Stats
+				subSrv := d.sub()
 				deadline := time.Now().Add(waitTimeout)
 				last, stable := int64(-1), 0
 				for stable < 10 && time.Now().Before(deadline) {
-					n := st.Delivered.Load() + st.DroppedQoS0.Load()
+					st := subSrv.Stats()
+					n := st["messages_delivered"] + st["dropped_qos0_queue_full"]
 					if n == last && n > 0 {
 						stable++
 					} else {
@@ -122,7 +120,7 @@ func TestQueue_SubscriberThatNeverReadsBoundedByBytes_Issue8_6(t *testing.T) {
 				}
 				grown := heapInUse() - base
 				t.Logf("heap grew %d KiB with %d messages of %d KiB for a subscriber that never reads (dropped %d)",
-					grown>>10, count, payload>>10, st.DroppedQoS0.Load())
+					grown>>10, count, payload>>10, subSrv.Stats()["dropped_qos0_queue_full"])
 				// Both replicas of a Redis deployment live in this process:
 				// the publishing side's go-redis connections keep write and
 				// read buffers sized for the largest pipeline they carried,

@@ -282,7 +282,7 @@ func TestModel(t *testing.T) {
 					var cl modelCluster
 					switch dep {
 					case "single":
-						cl = &modelSingle{ts: startServer(t, nil, args...)}
+						cl = &modelSingle{ts: startServer(t, args...)}
 					case "redis3":
 						rs := redistest.Start(t)
 						pc := &modelProcs{redisURL: rs.URL(), args: args, gen: make([]int, 3)}

@@ -107,7 +107,7 @@ func TestRetained_AllSentBeyondMaxQueued_MQTT_3_3_1_6(t *testing.T) {
 		}
 		c.expectSilent(quietWindow)
 		for _, ts := range d.servers {
-			if got := ts.srv.env.Stats.DroppedQueueFull.Load(); got != 0 {
+			if got := ts.Stats()["dropped_qos12_queue_full"]; got != 0 {
 				t.Errorf("%d messages counted as dropped for a full queue", got)
 			}
 		}

@@ -121,7 +121,7 @@ func TestLimits_TopicLengthAndLevels_Publish(t *testing.T) {
 // topic is over the limits is refused: closed without CONNACK, as for an
 // invalid will topic; a CONNECT within them is accepted.
 func TestLimits_WillTopic_RefusesConnect_MQTT_3_1_4_1(t *testing.T) {
-	ts := startServer(t, nil, "-max-topic-length", "32", "-max-topic-levels", "4")
+	ts := startServer(t, "-max-topic-length", "32", "-max-topic-levels", "4")
 	for _, topic := range []string{strings.Repeat("w", 33), "w/x/y/z/v"} {
 		c := dialRaw(t, ts.Addr())
 		c.send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: unique(t, "will"), CleanSession: true,

@@ -40,18 +40,7 @@ func topoAddr(r topoReplica) string { return strings.TrimPrefix(r.URL(), "tcp://
 func startTopoReplica(t testing.TB, node string, redisFlags ...string) *testServer {
 	t.Helper()
 	args := append(slices.Clone(redisFlags), "-node-id", node)
-	cfg := testConfig(t, args...)
-	client, err := cfg.RedisClient()
-	if err != nil {
-		t.Fatalf("replica %s: redis client: %v", node, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	b, err := newRedisBridge(ctx, cfg, client, testLogger().With("node", node))
-	if err != nil {
-		t.Fatalf("replica %s: %v", node, err)
-	}
-	return startServer(t, b, args...)
+	return startServerLog(t, testLogger().With("node", node), args...)
 }
 
 // startTopoPair starts replicas node-a and node-b on the same Redis flags.

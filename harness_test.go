@@ -5,31 +5,38 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/bridgemq/server/bridge"
 	"github.com/bridgemq/server/internal/haproxytest"
 	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/server"
 )
 
-// testServer is one replica started in-process on a free loopback port.
+// testServer is one replica started in-process on a free loopback port, or
+// (front only) the address of a load balancer in front of replicas.
 type testServer struct {
-	srv    *Server
-	cfg    *Config
+	srv    *server.Server // nil for a load balancer
+	node   string
+	addr   string
+	http   string // "" when the replica serves no HTTP
 	cancel context.CancelFunc
 	done   chan error
 }
 
 // Addr is the replica's MQTT address, host:port.
-func (ts *testServer) Addr() string { return ts.srv.addr.String() }
+func (ts *testServer) Addr() string { return ts.addr }
+
+// HTTPAddr is the replica's health and metrics address, host:port.
+func (ts *testServer) HTTPAddr() string { return ts.http }
 
 // URL is the replica's address as a Paho broker URL.
 func (ts *testServer) URL() string { return "tcp://" + ts.Addr() }
+
+// Stats returns the replica's counters, as /metrics names them without
+// "mqtt_" (bridge counters start with "bridge_").
+func (ts *testServer) Stats() map[string]int64 { return ts.srv.Stats() }
 
 // Stop drains the replica and waits for Run to return.
 func (ts *testServer) Stop(t testing.TB) {
@@ -47,10 +54,10 @@ func (ts *testServer) Stop(t testing.TB) {
 
 // testConfig is the configuration of a test replica: loopback, free port,
 // no HTTP unless asked, quiet logs unless MQTT_TEST_LOG is set.
-func testConfig(t testing.TB, args ...string) *Config {
+func testConfig(t testing.TB, args ...string) *server.Config {
 	t.Helper()
 	all := append([]string{"-listen", "127.0.0.1:0", "-http", "", "-node-id", "test"}, args...)
-	cfg, err := ParseConfig(all, func(string) string { return "" })
+	cfg, err := server.ParseConfig(all, func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("test config %v: %v", all, err)
 	}
@@ -59,7 +66,7 @@ func testConfig(t testing.TB, args ...string) *Config {
 
 func init() {
 	// go-redis's own retry lines would flood the output of Redis fault tests.
-	redis.SetLogger(redisLog{testLogger()})
+	server.SetRedisLogger(testLogger())
 }
 
 func testLogger() *slog.Logger {
@@ -69,28 +76,36 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// startServer starts a replica with the given flags on top of testConfig,
-// using bridge b (nil: a fresh in-process bridge), and stops it at cleanup.
-func startServer(t testing.TB, b bridge.Bridge, args ...string) *testServer {
+// startServer starts a replica with the given flags on top of testConfig
+// (with -redis-url, on that Redis), and stops it at cleanup.
+func startServer(t testing.TB, args ...string) *testServer {
+	t.Helper()
+	return startServerLog(t, testLogger(), args...)
+}
+
+// startServerLog is startServer with the replica logging to log.
+func startServerLog(t testing.TB, log *slog.Logger, args ...string) *testServer {
 	t.Helper()
 	cfg := testConfig(t, args...)
-	log := testLogger()
-	authz, err := loadAuth(cfg)
+	nctx, ncancel := context.WithTimeout(context.Background(), 15*time.Second)
+	srv, err := server.New(nctx, cfg, log)
+	ncancel()
 	if err != nil {
-		t.Fatalf("auth: %v", err)
-	}
-	if b == nil {
-		b = bridge.NewMemory(bridge.MemoryOptions{MaxQueued: cfg.MaxQueuedMessages, MessageExpiry: cfg.MessageExpiry, SessionExpiry: cfg.SessionExpiry})
+		t.Fatalf("server %v: %v", args, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{srv: NewServer(cfg, b, authz, log), cfg: cfg, cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- ts.srv.Run(ctx) }()
+	ts := &testServer{srv: srv, node: srv.NodeID(), cancel: cancel, done: make(chan error, 1)}
+	go func() { ts.done <- srv.Run(ctx) }()
 	select {
-	case <-ts.srv.ready:
+	case <-srv.Ready():
 	case err := <-ts.done:
 		t.Fatalf("server did not start: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("server did not start within 10s")
+	}
+	ts.addr = srv.Addr().String()
+	if a := srv.HTTPAddr(); a != nil {
+		ts.http = a.String()
 	}
 	t.Cleanup(func() {
 		select {
@@ -138,17 +153,13 @@ func startBehindHAProxy(t testing.TB, n int, args ...string) *deployment {
 	for i := range n {
 		ts := startRedisReplica(t, rs.URL(), fmt.Sprintf("ha-%d", i), append([]string{"-http", "127.0.0.1:0"}, args...)...)
 		d.servers = append(d.servers, ts)
-		backends = append(backends, haproxytest.Backend{MQTT: ts.Addr(), HTTP: ts.srv.http.String()})
+		backends = append(backends, haproxytest.Backend{MQTT: ts.Addr(), HTTP: ts.HTTPAddr()})
 	}
 	proxy := haproxytest.Start(t, backends)
 	for i := range n {
 		proxy.WaitServer(t, i, true)
 	}
-	addr, err := net.ResolveTCPAddr("tcp", proxy.Addr())
-	if err != nil {
-		t.Fatalf("proxy address %q: %v", proxy.Addr(), err)
-	}
-	d.front = &testServer{srv: &Server{addr: addr}}
+	d.front = &testServer{addr: proxy.Addr()}
 	return d
 }
 
@@ -159,7 +170,7 @@ var deployments = []struct {
 	start func(t testing.TB, args ...string) *deployment
 }{
 	{"single", func(t testing.TB, args ...string) *deployment {
-		return &deployment{name: "single", servers: []*testServer{startServer(t, nil, args...)}}
+		return &deployment{name: "single", servers: []*testServer{startServer(t, args...)}}
 	}},
 	{"redis-2-replicas", func(t testing.TB, args ...string) *deployment {
 		return startReplicas(t, 2, args...)
@@ -180,16 +191,7 @@ func startReplicas(t testing.TB, n int, args ...string) *deployment {
 // startRedisReplica starts one replica on the Redis at url.
 func startRedisReplica(t testing.TB, url, node string, args ...string) *testServer {
 	t.Helper()
-	cfg := testConfig(t, append([]string{"-redis-url", url, "-node-id", node}, args...)...)
-	client, err := cfg.RedisClient()
-	if err != nil {
-		t.Fatalf("redis client: %v", err)
-	}
-	b, err := newRedisBridge(context.Background(), cfg, client, testLogger().With("node", node))
-	if err != nil {
-		t.Fatalf("redis bridge: %v", err)
-	}
-	return startServer(t, b, append([]string{"-redis-url", url, "-node-id", node}, args...)...)
+	return startServerLog(t, testLogger().With("node", node), append([]string{"-redis-url", url, "-node-id", node}, args...)...)
 }
 
 // forEachDeployment runs f once per deployment as a subtest.

@@ -26,6 +26,7 @@ import (
 	"github.com/bridgemq/server/internal/haproxytest"
 
 	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/server"
 )
 
 // procStartTimeout bounds how long a replica process may take to answer
@@ -244,7 +245,7 @@ func (p *procReplica) waitReady() error {
 func withoutMQTTEnv(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, envPrefix) {
+		if !strings.HasPrefix(kv, server.EnvPrefix) {
 			out = append(out, kv)
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"net/http"
@@ -13,15 +13,7 @@ import (
 // the values are read when scraped, so the hot path only bumps atomics.
 type counterCollector struct{ s *Server }
 
-func (c counterCollector) values() map[string]int64 {
-	out := c.s.env.Stats.Snapshot()
-	if ss, ok := c.s.bridge.(statsSource); ok {
-		for k, v := range ss.Stats() {
-			out["bridge_"+k] = v
-		}
-	}
-	return out
-}
+func (c counterCollector) values() map[string]int64 { return c.s.Stats() }
 
 // Describe implements prometheus.Collector; the metric set is unchecked.
 func (c counterCollector) Describe(chan<- *prometheus.Desc) {}

@@ -1,15 +1,53 @@
-package main
+package server
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/bridge"
 )
+
+// newBridge builds the in-process bridge, or the Redis one when configured.
+func newBridge(ctx context.Context, cfg *Config, log *slog.Logger) (bridge.Bridge, error) {
+	client, err := cfg.RedisClient()
+	if err != nil {
+		return nil, err
+	}
+	if client == nil {
+		log.Info("single node: no Redis configured")
+		return bridge.NewMemory(bridge.MemoryOptions{
+			MaxQueued:     cfg.MaxQueuedMessages,
+			MessageExpiry: cfg.MessageExpiry,
+			SessionExpiry: cfg.SessionExpiry,
+		}), nil
+	}
+	b, err := newRedisBridge(ctx, cfg, client, log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.redisSource(), err)
+	}
+	return b, nil
+}
+
+// redisSource names the flag that chose the Redis topology, for errors.
+func (c *Config) redisSource() string {
+	switch {
+	case c.RedisURL != "":
+		if u, err := url.Parse(c.RedisURL); err == nil {
+			return "-redis-url " + u.Redacted()
+		}
+		return "-redis-url"
+	case c.RedisSentinelMaster != "":
+		return "-redis-sentinel-master " + c.RedisSentinelMaster
+	default:
+		return "-redis-cluster " + strings.Join(c.RedisCluster, ",")
+	}
+}
 
 // newRedisBridge starts the Redis bridge on client. Redis must answer at
 // start-up; once running, a replica survives Redis going away.
@@ -58,4 +96,19 @@ func warnUnneededPassword(ctx context.Context, cfg *Config, log *slog.Logger) {
 	if anon.Ping(ctx).Err() == nil {
 		log.Warn("-redis-url has a password but the Redis server accepts clients without one; set requirepass or an ACL user on Redis")
 	}
+}
+
+// SetRedisLogger sends go-redis's own log lines (its retries and reconnects)
+// to log at debug level; the bridge reports what matters. go-redis has one
+// logger per process, so this is process-wide.
+func SetRedisLogger(log *slog.Logger) {
+	redis.SetLogger(redisLog{log})
+}
+
+// redisLog sends go-redis's internal log lines to slog at debug level.
+type redisLog struct{ log *slog.Logger }
+
+// Printf implements go-redis's logger.
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...))
 }

@@ -1,4 +1,9 @@
-package main
+// Package server is the MQTT server: its configuration (flags and MQTT_*
+// environment variables), the listeners and accept loop, a session per
+// connection, graceful drain, the health and readiness endpoints and the
+// Prometheus metrics. The main package only parses the configuration and
+// runs a Server; tests and other programs embed one the same way.
+package server
 
 import (
 	"context"
@@ -45,10 +50,44 @@ type Server struct {
 	ready chan struct{} // closed once the listeners are bound
 	addr  net.Addr
 	http  net.Addr
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// NewServer wires a server from its configuration, bridge and authorizer.
-func NewServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.Logger) *Server {
+// ConfigError is an error in the configuration that New found: a file a
+// flag names cannot be read, or a replica with this -node-id is alive.
+// Its message names the flag; a program exits with a usage status on it.
+type ConfigError struct{ Err error }
+
+// Error returns the wrapped error's message, which names the flag.
+func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// New builds a server from cfg: it loads the password and ACL files and
+// starts the bridge, in-process or, when a Redis is configured, the Redis
+// one (Redis must answer now; ctx bounds that start-up). Errors in the
+// configuration are a *ConfigError. Run serves; Close releases the bridge
+// of a server that is never run.
+func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
+	authz, err := loadAuth(cfg)
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	b, err := newBridge(ctx, cfg, log)
+	if errors.Is(err, bridge.ErrNodeIDInUse) {
+		return nil, &ConfigError{fmt.Errorf("-node-id %s: %w", cfg.NodeID, err)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return newServer(cfg, b, authz, log), nil
+}
+
+// newServer wires a server from its configuration, bridge and authorizer.
+func newServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.Logger) *Server {
 	return &Server{
 		cfg:    cfg,
 		log:    log,
@@ -77,6 +116,44 @@ func NewServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.
 		sessions: make(map[*session.Session]struct{}),
 		ready:    make(chan struct{}),
 	}
+}
+
+// Ready is closed once Run has bound its listeners: Addr and HTTPAddr are
+// then set.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr is the MQTT listener's address (-listen); nil before Ready.
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// HTTPAddr is the health and metrics listener's address (-http); nil
+// before Ready and when that endpoint is off or could not be bound.
+func (s *Server) HTTPAddr() net.Addr { return s.http }
+
+// NodeID is this replica's name in Redis and in metrics (-node-id).
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
+// Stats returns the server's counters and gauges by name, as /metrics
+// exposes them without the "mqtt_" prefix: the sessions' counters, and the
+// bridge's under "bridge_".
+func (s *Server) Stats() map[string]int64 {
+	out := s.env.Stats.Snapshot()
+	if ss, ok := s.bridge.(statsSource); ok {
+		for k, v := range ss.Stats() {
+			out["bridge_"+k] = v
+		}
+	}
+	return out
+}
+
+// Close releases the bridge. Run does it on its way out, so Close is only
+// needed for a server that is never run; calling both is harmless.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if err := s.bridge.Close(); err != nil {
+			s.closeErr = fmt.Errorf("close bridge: %w", err)
+		}
+	})
+	return s.closeErr
 }
 
 // Run listens and serves until ctx is cancelled, then drains: it stops
@@ -128,8 +205,8 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = httpSrv.Shutdown(sctx)
 		cancel()
 	}
-	if err := s.bridge.Close(); err != nil {
-		return fmt.Errorf("close bridge: %w", err)
+	if err := s.Close(); err != nil {
+		return err
 	}
 	s.log.Info("stopped")
 	return nil

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"crypto/rand"
@@ -81,8 +81,12 @@ type Config struct {
 // with errors.Is.
 var ErrHelp = flag.ErrHelp
 
+// EnvPrefix starts the name of every environment variable the configuration
+// reads: MQTT_ and the flag's name in upper snake case (-max-inflight is
+// MQTT_MAX_INFLIGHT).
+const EnvPrefix = "MQTT_"
+
 const (
-	envPrefix = "MQTT_"
 	// maxPacketSizeLimit is the largest Remaining Length the variable byte integer can
 	// encode, 268,435,455 bytes (MQTT 3.1.1 section 2.2.3, Table 2.4).
 	maxPacketSizeLimit = 268435455
@@ -103,7 +107,7 @@ type option struct {
 
 // envName is the environment variable of a flag: MQTT_ + the flag in upper snake case.
 func envName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // options lists every knob in the order the usage text shows them.
