@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/listeners"
 	"github.com/bridgemq/server/session"
 )
 
@@ -156,15 +157,30 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// Run listens and serves until ctx is cancelled, then drains: it stops
-// accepting, fails readiness, closes every connection and waits for the
-// sessions to end, up to the drain timeout.
+// Run listens on -listen and serves until ctx is cancelled, then drains: it
+// stops accepting, fails readiness, closes every connection and waits for
+// the sessions to end, up to the drain timeout.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := listeners.ListenTCP(s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("-listen %s: %w", s.cfg.Listen, err)
 	}
-	s.addr = ln.Addr()
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on listeners the caller opened: it accepts MQTT connections
+// from every one of lns (Addr is the first one's address) until ctx is
+// cancelled, then drains as Run does. It closes lns.
+func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
+	if len(lns) == 0 {
+		return errors.New("serve: no listener")
+	}
+	closeAll := func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}
+	s.addr = lns[0].Addr()
 	var httpSrv *http.Server
 	if s.cfg.HTTP != "" {
 		hln, err := net.Listen("tcp", s.cfg.HTTP)
@@ -174,7 +190,7 @@ func (s *Server) Run(ctx context.Context) error {
 			// health endpoint nobody asked for.
 			s.log.Warn("health and metrics endpoint not served: default -http port unavailable", "http", s.cfg.HTTP, "err", err)
 		case err != nil:
-			_ = ln.Close()
+			closeAll()
 			return fmt.Errorf("-http %s: %w", s.cfg.HTTP, err)
 		default:
 			s.http = hln.Addr()
@@ -186,19 +202,20 @@ func (s *Server) Run(ctx context.Context) error {
 			}()
 		}
 	}
-	s.log.Info("listening", "mqtt", s.addr.String(), "http", addrString(s.http), "node", s.cfg.NodeID)
+	for _, ln := range lns {
+		s.log.Info("listening", "mqtt", ln.Addr().String(), "protocol", ln.Protocol(), "http", addrString(s.http), "node", s.cfg.NodeID)
+	}
 	close(s.ready)
 
-	acceptDone := make(chan struct{})
-	go func() {
-		defer close(acceptDone)
-		s.acceptLoop(ctx, ln)
-	}()
+	var accepting sync.WaitGroup
+	for _, ln := range lns {
+		accepting.Go(func() { s.acceptLoop(ctx, ln) })
+	}
 	<-ctx.Done()
 	s.log.Info("draining", "connections", s.env.Stats.Connections.Load())
 	s.draining.Store(true)
-	_ = ln.Close()
-	<-acceptDone
+	closeAll()
+	accepting.Wait()
 	s.drain()
 	if httpSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -219,7 +236,9 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-func (s *Server) acceptLoop(ctx context.Context, ln net.Listener) {
+// acceptLoop starts a session for each connection ln accepts, until ln is
+// closed by the drain.
+func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -230,17 +249,14 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener) {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept", "err", err, "retry_in", delay)
+				s.log.Warn("accept", "protocol", ln.Protocol(), "err", err, "retry_in", delay)
 				time.Sleep(delay)
 				continue
 			}
-			s.log.Error("accept", "err", err)
+			s.log.Error("accept", "protocol", ln.Protocol(), "err", err)
 			return
 		}
 		delay = 0
-		if tc, ok := conn.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-		}
 		if max := s.cfg.MaxConnections; max > 0 && s.env.Stats.Connections.Load() >= int64(max) {
 			s.log.Warn("connection refused: -max-connections reached", "remote", conn.RemoteAddr().String(), "max", max)
 			_ = conn.Close()
