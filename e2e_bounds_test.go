@@ -308,7 +308,7 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 	peak := w.peak()
 	cancel()
 	<-subDone
-	throttled := metricValue(t, p.http, "mqtt_publish_throttled")
+	throttled := metricValue(t, p.http, "mqtt_publish_throttled_total")
 	rise := peak - base
 	t.Logf("stall %s, 8 × 256 KiB publishers, -max-inflight-bytes %s: %s; RSS %.1f MiB before, peak %.1f MiB, +%.1f MiB; %v PUBLISH bodies waited",
 		stall, inflight, sum, float64(base)/mib, float64(peak)/mib, float64(rise)/mib, throttled)

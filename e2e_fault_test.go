@@ -969,8 +969,8 @@ func TestFault_SlowSubscriberDoesNotStallOthers(t *testing.T) {
 		elapsed := time.Since(start)
 		cancel()
 		<-normalDone
-		dropped := metricValue(t, d.sub().HTTPAddr(), "mqtt_dropped_qos0_queue_full")
-		droppedQoS12 := metricValue(t, d.sub().HTTPAddr(), "mqtt_dropped_qos12_queue_full")
+		dropped := metricValue(t, d.sub().HTTPAddr(), "mqtt_dropped_qos0_queue_full_total")
+		droppedQoS12 := metricValue(t, d.sub().HTTPAddr(), "mqtt_dropped_qos12_queue_full_total")
 		t.Logf("fault-slow-subscriber(%s): %s dropped_qos0_queue_full=%.0f dropped_qos12_queue_full=%.0f seconds=%.1f",
 			d.name, sum, dropped, droppedQoS12, elapsed.Seconds())
 		if sum.acked != total || sum.lost != 0 || sum.delivered != total {
@@ -978,7 +978,7 @@ func TestFault_SlowSubscriberDoesNotStallOthers(t *testing.T) {
 				sum.delivered, total, sum.acked, sum.lost, sum.firstLost, droppedQoS12)
 		}
 		if dropped <= 0 {
-			t.Errorf("mqtt_dropped_qos0_queue_full = %v, want > 0: the stalled subscriber's queue must be bounded", dropped)
+			t.Errorf("mqtt_dropped_qos0_queue_full_total = %v, want > 0: the stalled subscriber's queue must be bounded", dropped)
 		}
 	}, "-http", "127.0.0.1:0")
 }

@@ -2,40 +2,108 @@ package server
 
 import (
 	"net/http"
-	"sort"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// counterCollector exposes the session and bridge counters to Prometheus;
-// the values are read when scraped, so the hot path only bumps atomics.
-type counterCollector struct{ s *Server }
+// metric is one of the server's Prometheus series: the key it has in
+// Server.Stats, and its type. Counters are named <key>_total, as Prometheus
+// wants; the values themselves stay atomics bumped on the hot path and are
+// read only when scraped.
+type metric struct {
+	key  string // Server.Stats key; the series is mqtt_<key>[_total]
+	kind prometheus.ValueType
+	help string
+}
 
-func (c counterCollector) values() map[string]int64 { return c.s.Stats() }
+// metrics lists every series /metrics serves. A Stats key missing here is not
+// exported (TestMetrics_EveryStatIsDescribed keeps the two in step).
+var metrics = []metric{
+	{"connections", prometheus.GaugeValue, "Open client connections."},
+	{"connects_refused", prometheus.CounterValue, "CONNECTs answered with a refusal or closed."},
+	{"publish_received", prometheus.CounterValue, "PUBLISH packets received from clients."},
+	{"publish_denied", prometheus.CounterValue, "PUBLISH packets and wills refused by the ACL (acknowledged and dropped)."},
+	{"publish_dropped", prometheus.CounterValue, "QoS 0 PUBLISH packets the bridge could not accept."},
+	{"publish_refused_limit", prometheus.CounterValue, "PUBLISH packets over -max-topic-length or -max-topic-levels."},
+	{"subscribe_refused_limit", prometheus.CounterValue, "SUBSCRIBE filters answered 0x80 by a limit (length, levels, per-client count)."},
+	{"publish_throttled", prometheus.CounterValue, "PUBLISH bodies whose reading waited for -max-inflight-bytes."},
+	{"messages_delivered", prometheus.CounterValue, "PUBLISH packets sent to clients."},
+	{"dropped_qos0_queue_full", prometheus.CounterValue, "QoS 0 messages dropped because a client's queue was full."},
+	{"dropped_qos12_queue_full", prometheus.CounterValue, "QoS 1 and 2 messages dropped because a client's queue was full."},
+	{"delivery_denied", prometheus.CounterValue, "Messages not sent because the ACL denies the client reading their topic."},
+	{"dropped_stale_live", prometheus.CounterValue, "Live messages not newer than the retained message just sent on their topic."},
+	{"wills_published", prometheus.CounterValue, "Will messages published by this replica's sessions."},
 
-// Describe implements prometheus.Collector; the metric set is unchecked.
-func (c counterCollector) Describe(chan<- *prometheus.Desc) {}
+	{"bridge_published", prometheus.CounterValue, "Messages the Redis bridge published."},
+	{"bridge_publish_errors", prometheus.CounterValue, "Publishes Redis did not accept."},
+	{"bridge_qos0_dropped", prometheus.CounterValue, "QoS 0 publishes Redis did not accept, dropped."},
+	{"bridge_received", prometheus.CounterValue, "Messages received from Redis."},
+	{"bridge_delivered", prometheus.CounterValue, "Messages from Redis handed to local sessions."},
+	{"bridge_deduplicated", prometheus.CounterValue, "Copies of a message already received (several matching patterns, replays)."},
+	{"bridge_replayed", prometheus.CounterValue, "Messages read back from the streams after a gap."},
+	{"bridge_replays", prometheus.CounterValue, "Replays of the streams after a gap in the subscription (Redis reconnect)."},
+	{"bridge_decode_errors", prometheus.CounterValue, "Envelopes from Redis that could not be decoded."},
+	{"bridge_offline_queue_dropped", prometheus.CounterValue, "Messages dropped from a full offline session queue (-max-queued-messages)."},
+	{"bridge_offline_queue_expired", prometheus.CounterValue, "Messages expired from an offline session queue (-message-expiry)."},
+	{"bridge_offline_queue_trimmed", prometheus.CounterValue, "Offline session replays that started before the stream's first entry."},
+	{"bridge_replay_trimmed", prometheus.CounterValue, "Blip replays that started before the stream's first entry, per shard."},
+	{"bridge_stream_byte_trims", prometheus.CounterValue, "Stream trims made by -redis-stream-max-bytes."},
+	{"bridge_wills_published", prometheus.CounterValue, "Will messages the Redis bridge published (including those of dead replicas' clients)."},
+	{"bridge_takeovers", prometheus.CounterValue, "Session takeovers across replicas."},
+	{"bridge_claim_conflicts", prometheus.CounterValue, "Client record claims retried because another connection claimed it at the same time."},
+	{"bridge_republished_after_redis_restart", prometheus.CounterValue, "Messages published again after Redis restarted or failed over."},
+	{"bridge_publish_not_replicated", prometheus.CounterValue, "QoS 1 and 2 publishes fewer Redis replicas confirmed than -redis-min-replicas-acked."},
+	{"bridge_retained_messages", prometheus.GaugeValue, "Retained messages this replica knows of."},
+	{"bridge_subscription_filters", prometheus.GaugeValue, "Distinct topic filters this replica subscribes to for its clients."},
+}
 
-// Collect implements prometheus.Collector.
-func (c counterCollector) Collect(ch chan<- prometheus.Metric) {
-	vals := c.values()
-	names := make([]string, 0, len(vals))
-	for k := range vals {
-		names = append(names, k)
+// metricName is the Prometheus name of m.
+func metricName(m metric) string {
+	if m.kind == prometheus.CounterValue {
+		return "mqtt_" + m.key + "_total"
 	}
-	sort.Strings(names)
-	for _, k := range names {
-		desc := prometheus.NewDesc("mqtt_"+k, "MQTT server counter "+k+".", nil, prometheus.Labels{"node": c.s.cfg.NodeID})
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.UntypedValue, float64(vals[k]))
+	return "mqtt_" + m.key
+}
+
+// statsCollector exposes Server.Stats to Prometheus with typed, described
+// series, each labelled with the node id.
+type statsCollector struct {
+	stats func() map[string]int64
+	descs []*prometheus.Desc // in the order of metrics
+}
+
+func newStatsCollector(node string, stats func() map[string]int64) *statsCollector {
+	c := &statsCollector{stats: stats}
+	for _, m := range metrics {
+		c.descs = append(c.descs, prometheus.NewDesc(metricName(m), m.help, nil, prometheus.Labels{"node": node}))
+	}
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector. A bridge without some series
+// (the in-process one has no Redis counters) leaves them out.
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	vals := c.stats()
+	for i, m := range metrics {
+		if v, ok := vals[m.key]; ok {
+			ch <- prometheus.MustNewConstMetric(c.descs[i], m.kind, float64(v))
+		}
 	}
 }
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	s.metricsOnce.Do(func() {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(counterCollector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(newStatsCollector(s.cfg.NodeID, s.Stats), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	})
 	s.metrics.ServeHTTP(w, r)

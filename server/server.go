@@ -22,6 +22,10 @@ import (
 	"github.com/bridgemq/server/session"
 )
 
+// readiness and statsSource are optional bridge behaviour found by type
+// assertion. They stay until bridge.Bridge (being reshaped into the
+// Cluster and Store seams, issue 9) carries readiness and stats itself.
+
 // readiness is implemented by bridges that can tell whether the shared
 // store is reachable.
 type readiness interface {
