@@ -415,34 +415,3 @@ func TestConnect_TakeoverPublishesTheOldWill_MQTT_3_1_2_8(t *testing.T) {
 		wills.quiet(t)
 	})
 }
-
-// -max-connections: connections beyond the limit are closed at once; when a
-// client leaves, its place is free again.
-func TestConnect_MaxConnections(t *testing.T) {
-	ts := startServer(t, "-max-connections", "2")
-	a := dialRaw(t, ts.Addr())
-	a.mustConnect(&packets.Connect{ClientID: unique(t, "a"), CleanSession: true, KeepAlive: 30})
-	b := dialRaw(t, ts.Addr())
-	b.mustConnect(&packets.Connect{ClientID: unique(t, "b"), CleanSession: true, KeepAlive: 30})
-	over := dialRaw(t, ts.Addr()) // closed on accept, before any packet
-	if _, got := over.expectClosed(waitTimeout); len(got) != 0 {
-		t.Fatalf("third connection got %v; want it closed by -max-connections 2", got)
-	}
-	a.send(&packets.Disconnect{})
-	a.expectClosed(waitTimeout)
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		c := dialRaw(t, ts.Addr())
-		connect, _ := packets.Append(nil, &packets.Connect{ProtocolVersion: packets.Version311, ClientID: unique(t, "again"), CleanSession: true, KeepAlive: 30})
-		_, _ = c.conn.Write(connect) // may fail while the old count is still held
-		if p, err := c.read(time.Second); err == nil {
-			if ack, ok := p.(*packets.Connack); ok && ack.ReturnCode == packets.Accepted {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no connection accepted after a client left")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
