@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -18,28 +19,28 @@ func TestAttack_RepublishAfterRedisRestartReachesLaterSubscribers(t *testing.T) 
 		rs := redistest.Start(t)
 		a := startRedisReplica(t, rs.URL(), "ea")
 		b := startRedisReplica(t, rs.URL(), "eb")
-		p := dialRaw(t, a.Addr())
-		p.mustConnect(&packets.Connect{ClientID: "ep-pub", CleanSession: true, KeepAlive: 60})
+		p := mqtttest.Dial(t, a.Addr())
+		p.MustConnect(&packets.Connect{ClientID: "ep-pub", CleanSession: true, KeepAlive: 60})
 		for i := range 5 {
-			p.pub(uint16(i+1), 1, "ep/t", "old", false)
+			p.Publish(uint16(i+1), 1, "ep/t", "old", false)
 		}
 		rs.Restart(t)
 		time.Sleep(500 * time.Millisecond)
-		live := dialRaw(t, b.Addr())
-		live.mustConnect(&packets.Connect{ClientID: "ep-live", CleanSession: true, KeepAlive: 60})
-		live.subscribe(1, packets.Subscription{Filter: "ep/t", QoS: 1})
-		pers := dialRaw(t, b.Addr())
-		pers.mustConnect(&packets.Connect{ClientID: "ep-pers", KeepAlive: 60})
-		pers.subscribe(1, packets.Subscription{Filter: "ep/#", QoS: 1})
-		pers.send(&packets.Disconnect{})
-		pers.expectClosed(waitTimeout)
+		live := mqtttest.Dial(t, b.Addr())
+		live.MustConnect(&packets.Connect{ClientID: "ep-live", CleanSession: true, KeepAlive: 60})
+		live.Subscribe(1, packets.Subscription{Filter: "ep/t", QoS: 1})
+		pers := mqtttest.Dial(t, b.Addr())
+		pers.MustConnect(&packets.Connect{ClientID: "ep-pers", KeepAlive: 60})
+		pers.Subscribe(1, packets.Subscription{Filter: "ep/#", QoS: 1})
+		pers.Send(&packets.Disconnect{})
+		pers.ExpectClosed(waitTimeout)
 		time.Sleep(5 * time.Second) // heartbeat epoch check: -node-ttl/3
-		if got := live.drain(time.Second); len(got) > 0 {
+		if got := live.Drain(time.Second); len(got) > 0 {
 			t.Errorf("round %d: live subscriber made after the restart got %d messages published before it subscribed", round, len(got))
 		}
-		pers = dialRaw(t, a.Addr())
-		pers.mustConnect(&packets.Connect{ClientID: "ep-pers", KeepAlive: 60})
-		if got := pers.drain(time.Second); len(got) > 0 {
+		pers = mqtttest.Dial(t, a.Addr())
+		pers.MustConnect(&packets.Connect{ClientID: "ep-pers", KeepAlive: 60})
+		if got := pers.Drain(time.Second); len(got) > 0 {
 			t.Errorf("round %d: persistent session created after the restart replayed %d messages published before it subscribed", round, len(got))
 		}
 	}

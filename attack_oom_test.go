@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -22,21 +23,21 @@ func TestAttack_DisconnectDuringOOMThenReplicaDies(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer rdb.Close()
 	ctx := context.Background()
-	w := dialRaw(t, b.addr)
-	w.mustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
-	w.subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
+	w := mqtttest.Dial(t, b.addr)
+	w.MustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
+	w.Subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
 	for _, clean := range []bool{false, true} {
 		id := "gone-persistent"
 		if clean {
 			id = "gone-clean"
 		}
-		v := dialRaw(t, a.addr)
-		v.mustConnect(&packets.Connect{ClientID: id, CleanSession: clean, KeepAlive: 60, Will: &packets.Will{Topic: "will/" + id, Payload: []byte("must-not-publish"), QoS: 1}})
-		v.subscribe(1, packets.Subscription{Filter: "g/" + id, QoS: 1})
+		v := mqtttest.Dial(t, a.addr)
+		v.MustConnect(&packets.Connect{ClientID: id, CleanSession: clean, KeepAlive: 60, Will: &packets.Will{Topic: "will/" + id, Payload: []byte("must-not-publish"), QoS: 1}})
+		v.Subscribe(1, packets.Subscription{Filter: "g/" + id, QoS: 1})
 		rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction")
 		rdb.ConfigSet(ctx, "maxmemory", "1")
-		v.send(&packets.Disconnect{})
-		v.expectClosed(waitTimeout)
+		v.Send(&packets.Disconnect{})
+		v.ExpectClosed(waitTimeout)
 		time.Sleep(500 * time.Millisecond)
 		rdb.ConfigSet(ctx, "maxmemory", "0")
 	}
@@ -48,7 +49,7 @@ func TestAttack_DisconnectDuringOOMThenReplicaDies(t *testing.T) {
 	}
 	a.Kill(t)
 	for {
-		p, err := w.read(6 * time.Second)
+		p, err := w.Read(6 * time.Second)
 		if err != nil {
 			break
 		}

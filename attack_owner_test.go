@@ -1,11 +1,10 @@
 package main
 
 import (
-	"errors"
-	"net"
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -18,39 +17,34 @@ func TestAttack_OwnerSameReplicaKicksLiveConnection(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		for _, clean := range []bool{false, true} {
 			id, topic := unique(t, "dev"), unique(t, "alice")
-			w := dialRaw(t, d.pub().Addr())
-			w.mustConnect(asUser("alice", unique(t, "watch"), true))
-			w.subscribe(1, packets.Subscription{Filter: topic + "/will", QoS: 1})
-			alice := dialRaw(t, d.sub().Addr())
+			w := mqtttest.Dial(t, d.pub().Addr())
+			w.MustConnect(asUser("alice", unique(t, "watch"), true))
+			w.Subscribe(1, packets.Subscription{Filter: topic + "/will", QoS: 1})
+			alice := mqtttest.Dial(t, d.sub().Addr())
 			c := asUser("alice", id, false)
 			c.Will = &packets.Will{Topic: topic + "/will", Payload: []byte("alice-died"), QoS: 1}
-			alice.mustConnect(c)
-			alice.subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+			alice.MustConnect(c)
+			alice.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
 
-			m := dialRaw(t, d.sub().Addr()) // same replica as alice
-			ack := m.connect(asUser("mallory", id, clean))
+			m := mqtttest.Dial(t, d.sub().Addr()) // same replica as alice
+			ack := m.Connect(asUser("mallory", id, clean))
 			if ack.ReturnCode != packets.RefusedNotAuthorized {
 				t.Errorf("clean=%v: mallory got CONNACK 0x%02x, want 0x05", clean, ack.ReturnCode)
 			}
 			// alice must still be connected.
-			p, err := alice.read(2 * time.Second)
+			p, err := alice.Read(2 * time.Second)
 			if err == nil {
 				t.Errorf("clean=%v: alice got unexpected %T", clean, p)
-			} else if !isTimeout(err) {
+			} else if !mqtttest.IsTimeout(err) {
 				t.Errorf("clean=%v: alice's live connection was closed by mallory's refused CONNECT: %v", clean, err)
 			}
-			if p, err := w.read(time.Second); err == nil {
+			if p, err := w.Read(time.Second); err == nil {
 				if pub, ok := p.(*packets.Publish); ok {
 					t.Errorf("clean=%v: alice's will was published: %q", clean, pub.Payload)
 				}
 			}
 		}
 	}, "-password-file", pw, "-allow-anonymous=false")
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // ATTACK: two users racing for a fresh client id on two replicas. Whoever
@@ -62,28 +56,28 @@ func TestAttack_OwnerRaceTwoUsers(t *testing.T) {
 	bad := 0
 	for round := range 30 {
 		id := unique(t, "own-race")
-		ca, cm := dialRaw(t, d.servers[0].Addr()), dialRaw(t, d.servers[1].Addr())
+		ca, cm := mqtttest.Dial(t, d.servers[0].Addr()), mqtttest.Dial(t, d.servers[1].Addr())
 		done := make(chan struct{})
-		go func() { ca.send(asUserV("alice", id, round%2 == 0)); close(done) }()
-		cm.send(asUserV("mallory", id, round%2 == 0))
+		go func() { ca.Send(asUserV("alice", id, round%2 == 0)); close(done) }()
+		cm.Send(asUserV("mallory", id, round%2 == 0))
 		<-done
 		codes := map[string]int{}
-		for name, c := range map[string]*rawClient{"alice": ca, "mallory": cm} {
+		for name, c := range map[string]*mqtttest.Client{"alice": ca, "mallory": cm} {
 			codes[name] = -1
-			if p, err := c.read(12 * time.Second); err == nil {
+			if p, err := c.Read(12 * time.Second); err == nil {
 				if ack, ok := p.(*packets.Connack); ok {
 					codes[name] = int(ack.ReturnCode)
 				}
 			}
 		}
-		aliceOpen := codes["alice"] == 0 && ca.alive(2*time.Second)
-		malloryOpen := codes["mallory"] == 0 && cm.alive(2*time.Second)
+		aliceOpen := codes["alice"] == 0 && ca.Alive(2*time.Second)
+		malloryOpen := codes["mallory"] == 0 && cm.Alive(2*time.Second)
 		if codes["alice"] == 0 && codes["mallory"] == 0 {
 			bad++
 			t.Errorf("round %d: both users accepted for one id (alice open %v, mallory open %v)", round, aliceOpen, malloryOpen)
 		}
-		_ = ca.conn.Close()
-		_ = cm.conn.Close()
+		_ = ca.Conn.Close()
+		_ = cm.Conn.Close()
 	}
 	t.Logf("bad rounds %d/30", bad)
 }
@@ -92,25 +86,6 @@ func asUserV(user, id string, clean bool) *packets.Connect {
 	c := asUser(user, id, clean)
 	c.ProtocolVersion = packets.Version311
 	return c
-}
-
-// alive reports whether c answers a PINGREQ within d (PUBLISHes skipped).
-func (c *rawClient) alive(d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	_ = c.conn.SetWriteDeadline(deadline)
-	if _, err := c.conn.Write([]byte{0xc0, 0}); err != nil {
-		return false
-	}
-	for {
-		_ = c.conn.SetReadDeadline(deadline)
-		p, err := c.r.ReadPacket()
-		if err != nil {
-			return false
-		}
-		if _, ok := p.(*packets.Pingresp); ok {
-			return true
-		}
-	}
 }
 
 // ATTACK: "Anonymous is a user of its own": anonymous vs named, both ways,
@@ -131,16 +106,16 @@ func TestAttack_OwnerAnonymousVsNamed(t *testing.T) {
 				return asUser("alice", id, clean)
 			}
 			other := map[string]string{"anon": "alice", "alice": "anon"}[first]
-			c := dialRaw(t, d.sub().Addr())
-			c.mustConnect(mk(first, false))
-			x := dialRaw(t, d.pub().Addr())
-			if ack := x.connect(mk(other, false)); ack.ReturnCode != packets.RefusedNotAuthorized {
+			c := mqtttest.Dial(t, d.sub().Addr())
+			c.MustConnect(mk(first, false))
+			x := mqtttest.Dial(t, d.pub().Addr())
+			if ack := x.Connect(mk(other, false)); ack.ReturnCode != packets.RefusedNotAuthorized {
 				t.Errorf("%s on %s's live session: 0x%02x", other, first, ack.ReturnCode)
 			}
-			c.send(&packets.Disconnect{})
-			c.expectClosed(waitTimeout)
-			x = dialRaw(t, d.pub().Addr())
-			if ack := x.connect(mk(other, true)); ack.ReturnCode != packets.RefusedNotAuthorized {
+			c.Send(&packets.Disconnect{})
+			c.ExpectClosed(waitTimeout)
+			x = mqtttest.Dial(t, d.pub().Addr())
+			if ack := x.Connect(mk(other, true)); ack.ReturnCode != packets.RefusedNotAuthorized {
 				t.Errorf("%s (clean) on %s's stored session: 0x%02x", other, first, ack.ReturnCode)
 			}
 		}

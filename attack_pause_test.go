@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -28,19 +29,19 @@ func TestAttack_ZombieDetachExpiresLiveSession(t *testing.T) {
 	defer rdb.Close()
 	ctx := context.Background()
 
-	old := dialRaw(t, a.addr)
-	old.mustConnect(&packets.Connect{ClientID: "dev9", KeepAlive: 60})
-	old.subscribe(1, packets.Subscription{Filter: "old/#", QoS: 1})
+	old := mqtttest.Dial(t, a.addr)
+	old.MustConnect(&packets.Connect{ClientID: "dev9", KeepAlive: 60})
+	old.Subscribe(1, packets.Subscription{Filter: "old/#", QoS: 1})
 	_ = a.cmd.Process.Signal(syscall.SIGSTOP)
 	time.Sleep(5 * time.Second) // -node-ttl 2s: zb reaps za
 	_ = a.cmd.Process.Signal(syscall.SIGCONT)
 	time.Sleep(time.Second)
-	nw := dialRaw(t, b.addr)
-	nw.mustConnect(&packets.Connect{ClientID: "dev9", KeepAlive: 60, Will: &packets.Will{Topic: "will/dev9", Payload: []byte("x")}})
-	nw.subscribe(1, packets.Subscription{Filter: "new/#", QoS: 1})
-	old.send(&packets.Disconnect{}) // the zombie ends
+	nw := mqtttest.Dial(t, b.addr)
+	nw.MustConnect(&packets.Connect{ClientID: "dev9", KeepAlive: 60, Will: &packets.Will{Topic: "will/dev9", Payload: []byte("x")}})
+	nw.Subscribe(1, packets.Subscription{Filter: "new/#", QoS: 1})
+	old.Send(&packets.Disconnect{}) // the zombie ends
 	time.Sleep(time.Second)
-	if !nw.alive(3 * time.Second) {
+	if !nw.Alive(3 * time.Second) {
 		t.Fatal("new connection closed")
 	}
 	for _, k := range []string{"mqtt:client:dev9", "mqtt:session:dev9", "mqtt:sub:dev9"} {
@@ -50,7 +51,7 @@ func TestAttack_ZombieDetachExpiresLiveSession(t *testing.T) {
 	}
 	t.Logf("sub:dev9 while new connection is live: %v", rdb.HGetAll(ctx, "mqtt:sub:dev9").Val())
 	time.Sleep(7 * time.Second) // past -session-expiry, client still connected on zb
-	if !nw.alive(3 * time.Second) {
+	if !nw.Alive(3 * time.Second) {
 		t.Fatal("new connection closed")
 	}
 	for _, k := range []string{"mqtt:session:dev9", "mqtt:sub:dev9"} {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -24,11 +25,11 @@ func TestAttack_RedisRestartEmptyLiveSessions(t *testing.T) {
 	a := startRedisReplica(t, rs.URL(), "ra", args...)
 	b := startRedisReplica(t, rs.URL(), "rb", args...)
 
-	live := dialRaw(t, a.Addr())
-	live.mustConnect(asUser("alice", "alice-live", true))
-	stored := dialRaw(t, a.Addr())
-	stored.mustConnect(asUser("alice", "alice-stored", false))
-	stored.subscribe(1, packets.Subscription{Filter: "alice/inbox", QoS: 1})
+	live := mqtttest.Dial(t, a.Addr())
+	live.MustConnect(asUser("alice", "alice-live", true))
+	stored := mqtttest.Dial(t, a.Addr())
+	stored.MustConnect(asUser("alice", "alice-stored", false))
+	stored.Subscribe(1, packets.Subscription{Filter: "alice/inbox", QoS: 1})
 
 	rs.Restart(t)
 	// Replica a registers its live clients again once it sees Redis back.
@@ -38,24 +39,24 @@ func TestAttack_RedisRestartEmptyLiveSessions(t *testing.T) {
 	waitOnline(t, rdb, "alice-stored", "ra", 10*time.Second)
 
 	// 1. another user takes alice's live client id on the other replica
-	m := dialRaw(t, b.Addr())
-	ack := m.connect(asUser("mallory", "alice-live", true))
+	m := mqtttest.Dial(t, b.Addr())
+	ack := m.Connect(asUser("mallory", "alice-live", true))
 	if ack.ReturnCode == 0 {
 		t.Errorf("mallory accepted with alice's live client id after the Redis restart")
-		if live.alive(2*time.Second) && m.alive(2*time.Second) {
+		if live.Alive(2*time.Second) && m.Alive(2*time.Second) {
 			t.Errorf("two connections with client id alice-live are open at once")
 		}
 	}
 	// 2. alice's persistent session, stored after the restart, has no owner
-	stored.send(&packets.Disconnect{})
-	stored.expectClosed(waitTimeout)
-	p := dialRaw(t, a.Addr())
-	p.mustConnect(asUser("alice", "alice-pub", true))
-	p.publishQoS1(1, "alice/inbox", "private")
-	m2 := dialRaw(t, b.Addr())
-	ack = m2.connect(asUser("mallory", "alice-stored", false))
+	stored.Send(&packets.Disconnect{})
+	stored.ExpectClosed(waitTimeout)
+	p := mqtttest.Dial(t, a.Addr())
+	p.MustConnect(asUser("alice", "alice-pub", true))
+	p.PublishQoS1(1, "alice/inbox", "private")
+	m2 := mqtttest.Dial(t, b.Addr())
+	ack = m2.Connect(asUser("mallory", "alice-stored", false))
 	if ack.ReturnCode == 0 {
-		got := m2.drain(500 * time.Millisecond)
+		got := m2.Drain(500 * time.Millisecond)
 		t.Errorf("mallory resumed alice's persistent session (present=%v) stored after the Redis restart and read %d of her messages", ack.SessionPresent, len(got))
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -19,17 +20,17 @@ func TestAttack_KilledReplicaRestartedWithSameNodeID(t *testing.T) {
 	rs := redistest.Start(t)
 	a := startProcReplica(t, rs.URL(), "k1", "-session-expiry", "5s")
 	b := startProcReplica(t, rs.URL(), "k2", "-session-expiry", "5s")
-	w := dialRaw(t, b.addr)
-	w.mustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
-	w.subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
-	v := dialRaw(t, a.addr)
-	v.mustConnect(&packets.Connect{ClientID: "victim", KeepAlive: 60, Will: &packets.Will{Topic: "will/victim", Payload: []byte("died"), QoS: 1}})
-	v.subscribe(1, packets.Subscription{Filter: "v/#", QoS: 1})
+	w := mqtttest.Dial(t, b.addr)
+	w.MustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
+	w.Subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
+	v := mqtttest.Dial(t, a.addr)
+	v.MustConnect(&packets.Connect{ClientID: "victim", KeepAlive: 60, Will: &packets.Will{Topic: "will/victim", Payload: []byte("died"), QoS: 1}})
+	v.Subscribe(1, packets.Subscription{Filter: "v/#", QoS: 1})
 	a.Kill(t)
 	startProcReplica(t, rs.URL(), "k1", "-session-expiry", "5s") // same node id, at once
 	wills := 0
 	for {
-		p, err := w.read(8 * time.Second) // -node-ttl 2s
+		p, err := w.Read(8 * time.Second) // -node-ttl 2s
 		if err != nil {
 			break
 		}
@@ -60,11 +61,11 @@ func TestAttack_ReapedSessionsKeptForever(t *testing.T) {
 	rs := redistest.Start(t)
 	a := startProcReplica(t, rs.URL(), "ka", "-session-expiry", "3s")
 	startProcReplica(t, rs.URL(), "kb", "-session-expiry", "3s")
-	p := dialRaw(t, a.addr)
-	p.mustConnect(&packets.Connect{ClientID: "persist1", KeepAlive: 60})
-	p.subscribe(1, packets.Subscription{Filter: "p/#", QoS: 1})
-	c := dialRaw(t, a.addr)
-	c.mustConnect(&packets.Connect{ClientID: "clean1", CleanSession: true, KeepAlive: 60})
+	p := mqtttest.Dial(t, a.addr)
+	p.MustConnect(&packets.Connect{ClientID: "persist1", KeepAlive: 60})
+	p.Subscribe(1, packets.Subscription{Filter: "p/#", QoS: 1})
+	c := mqtttest.Dial(t, a.addr)
+	c.MustConnect(&packets.Connect{ClientID: "clean1", CleanSession: true, KeepAlive: 60})
 	a.Kill(t)
 	time.Sleep(7 * time.Second) // reaped after -node-ttl 2s; then past -session-expiry 3s
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -25,37 +26,37 @@ func TestAttack_WillBypassesWriteACLWhenReplicaDies(t *testing.T) {
 	args := []string{"-password-file", pw, "-acl-file", acl, "-allow-anonymous=false"}
 	a := startProcReplica(t, rs.URL(), "wa", args...)
 	b := startProcReplica(t, rs.URL(), "wb", args...)
-	alice := dialRaw(t, b.addr)
-	alice.mustConnect(asUser("alice", "alice-sub", true))
-	alice.subscribe(1, packets.Subscription{Filter: "alice/#", QoS: 1})
+	alice := mqtttest.Dial(t, b.addr)
+	alice.MustConnect(asUser("alice", "alice-sub", true))
+	alice.Subscribe(1, packets.Subscription{Filter: "alice/#", QoS: 1})
 
-	forge := func(id string) *rawClient {
-		m := dialRaw(t, a.addr)
+	forge := func(id string) *mqtttest.Client {
+		m := mqtttest.Dial(t, a.addr)
 		c := asUser("mallory", id, true)
 		c.Will = &packets.Will{Topic: "alice/cmd", Payload: []byte("forged by " + id), QoS: 1, Retain: true}
-		m.mustConnect(c)
+		m.MustConnect(c)
 		return m
 	}
 	// Control: the connection drops, the replica lives: refused by the ACL.
 	m := forge("m-control")
-	_ = m.conn.Close()
-	if p, err := alice.read(time.Second); err == nil {
+	_ = m.Conn.Close()
+	if p, err := alice.Read(time.Second); err == nil {
 		t.Fatalf("control: alice got %T %+v", p, p)
 	}
 	// Attack: the replica dies.
 	forge("m-attack")
 	a.Kill(t)
-	p, err := alice.read(8 * time.Second) // -node-ttl 2s
+	p, err := alice.Read(8 * time.Second) // -node-ttl 2s
 	if err == nil {
 		if pub, ok := p.(*packets.Publish); ok {
 			t.Errorf("mallory's will delivered to alice on alice/cmd (retain=%v): %q; mallory may not write alice/#", pub.Retain, pub.Payload)
 		}
 	}
-	late := dialRaw(t, b.addr)
-	late.mustConnect(asUser("alice", "alice-late", true))
-	late.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "alice/cmd", QoS: 1}}})
-	expect[*packets.Suback](late)
-	if p, err := late.read(time.Second); err == nil {
+	late := mqtttest.Dial(t, b.addr)
+	late.MustConnect(asUser("alice", "alice-late", true))
+	late.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "alice/cmd", QoS: 1}}})
+	mqtttest.Expect[*packets.Suback](late)
+	if p, err := late.Read(time.Second); err == nil {
 		if pub, ok := p.(*packets.Publish); ok {
 			t.Errorf("forged will retained on alice/cmd: %q", pub.Payload)
 		}
@@ -73,24 +74,24 @@ func TestAttack_WillOnceWhenClientReconnectsBeforeReap(t *testing.T) {
 			rs := redistest.Start(t)
 			a := startProcReplica(t, rs.URL(), "ka", "-node-ttl", ttl)
 			b := startProcReplica(t, rs.URL(), "kb", "-node-ttl", ttl)
-			w := dialRaw(t, b.addr)
-			w.mustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
-			w.subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
-			v := dialRaw(t, a.addr)
-			v.mustConnect(&packets.Connect{ClientID: "victim", CleanSession: clean, KeepAlive: 60, Will: &packets.Will{Topic: "will/victim", Payload: []byte("died"), QoS: 1}})
+			w := mqtttest.Dial(t, b.addr)
+			w.MustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
+			w.Subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
+			v := mqtttest.Dial(t, a.addr)
+			v.MustConnect(&packets.Connect{ClientID: "victim", CleanSession: clean, KeepAlive: 60, Will: &packets.Will{Topic: "will/victim", Payload: []byte("died"), QoS: 1}})
 			a.Kill(t)
-			v2 := dialRaw(t, b.addr)
+			v2 := mqtttest.Dial(t, b.addr)
 			start := time.Now()
-			v2.send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: "victim", CleanSession: clean, KeepAlive: 60})
+			v2.Send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: "victim", CleanSession: clean, KeepAlive: 60})
 			code := -1
-			if p, err := v2.read(15 * time.Second); err == nil {
+			if p, err := v2.Read(15 * time.Second); err == nil {
 				if ack, ok := p.(*packets.Connack); ok {
 					code = int(ack.ReturnCode)
 				}
 			}
 			wills := 0
 			for {
-				p, err := w.read(6 * time.Second)
+				p, err := w.Read(6 * time.Second)
 				if err != nil {
 					break
 				}

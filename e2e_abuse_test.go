@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -23,17 +24,17 @@ type latencyProbe struct {
 
 func startLatencyProbe(t *testing.T, pubAddr, subAddr string, every time.Duration) *latencyProbe {
 	t.Helper()
-	s := dialRaw(t, subAddr)
-	s.mustConnect(&packets.Connect{ClientID: unique(t, "probe-sub"), CleanSession: true})
-	if got := s.subscribe(1, packets.Subscription{Filter: "probe/#", QoS: 0}); got[0] != 0 {
+	s := mqtttest.Dial(t, subAddr)
+	s.MustConnect(&packets.Connect{ClientID: unique(t, "probe-sub"), CleanSession: true})
+	if got := s.Subscribe(1, packets.Subscription{Filter: "probe/#", QoS: 0}); got[0] != 0 {
 		t.Fatalf("probe SUBACK %v", got)
 	}
-	p := dialRaw(t, pubAddr)
-	p.mustConnect(&packets.Connect{ClientID: unique(t, "probe-pub"), CleanSession: true, KeepAlive: 0})
+	p := mqtttest.Dial(t, pubAddr)
+	p.MustConnect(&packets.Connect{ClientID: unique(t, "probe-pub"), CleanSession: true, KeepAlive: 0})
 	pr := &latencyProbe{stop: make(chan struct{})}
 	pr.wg.Go(func() {
 		for {
-			pk, err := s.read(30 * time.Second)
+			pk, err := s.Read(30 * time.Second)
 			if err != nil {
 				return
 			}
@@ -55,15 +56,15 @@ func startLatencyProbe(t *testing.T, pubAddr, subAddr string, every time.Duratio
 			case <-tick.C:
 			}
 			b, _ := packets.Append(nil, &packets.Publish{Topic: "probe/t", Payload: binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano()))})
-			_ = p.conn.SetWriteDeadline(time.Now().Add(waitTimeout))
-			if _, err := p.conn.Write(b); err != nil {
+			_ = p.Conn.SetWriteDeadline(time.Now().Add(waitTimeout))
+			if _, err := p.Conn.Write(b); err != nil {
 				return
 			}
 		}
 	})
 	t.Cleanup(func() {
 		pr.halt()
-		_ = s.conn.Close()
+		_ = s.Conn.Close()
 		pr.wg.Wait()
 	})
 	return pr
@@ -133,32 +134,32 @@ func TestAbuse_ManySubscriptionsDoNotStallOthers(t *testing.T) {
 		}
 		id := unique(t, "heavy")
 		start := time.Now()
-		h := dialRaw(t, host.Addr())
-		h.mustConnect(&packets.Connect{ClientID: id, CleanSession: false})
-		h.send(&packets.Subscribe{PacketID: 1, Subscriptions: subs})
-		ack := expect[*packets.Suback](h)
+		h := mqtttest.Dial(t, host.Addr())
+		h.MustConnect(&packets.Connect{ClientID: id, CleanSession: false})
+		h.Send(&packets.Subscribe{PacketID: 1, Subscriptions: subs})
+		ack := mqtttest.Expect[*packets.Suback](h)
 		if len(ack.ReturnCodes) != n || slices.ContainsFunc(ack.ReturnCodes, func(c byte) bool { return c != 1 }) {
 			t.Fatalf("SUBACK: %d codes, some not granted", len(ack.ReturnCodes))
 		}
 		subscribed := time.Since(start)
-		h.send(&packets.Disconnect{})
-		h.expectClosed(waitTimeout)
+		h.Send(&packets.Disconnect{})
+		h.ExpectClosed(waitTimeout)
 
 		// Resume: CONNACK only once the 20,000 filters are routed again.
 		start = time.Now()
-		h = dialRaw(t, host.Addr())
-		if ack := h.mustConnect(&packets.Connect{ClientID: id, CleanSession: false}); !ack.SessionPresent {
+		h = mqtttest.Dial(t, host.Addr())
+		if ack := h.MustConnect(&packets.Connect{ClientID: id, CleanSession: false}); !ack.SessionPresent {
 			t.Fatal("session not resumed [MQTT-3.2.2-2]")
 		}
 		resumed := time.Since(start)
-		h.send(&packets.Disconnect{})
-		h.expectClosed(waitTimeout)
+		h.Send(&packets.Disconnect{})
+		h.ExpectClosed(waitTimeout)
 		// A clean CONNECT discards it [MQTT-3.1.2-6]: the release happens
 		// while the probe runs, then the probe sees more traffic.
-		h = dialRaw(t, host.Addr())
-		h.mustConnect(&packets.Connect{ClientID: id, CleanSession: true})
-		h.send(&packets.Disconnect{})
-		h.expectClosed(waitTimeout)
+		h = mqtttest.Dial(t, host.Addr())
+		h.MustConnect(&packets.Connect{ClientID: id, CleanSession: true})
+		h.Send(&packets.Disconnect{})
+		h.ExpectClosed(waitTimeout)
 		waitFilters(t, host, 1) // released: only the probe's probe/# left
 		probe.waitFor(t, 20)
 		probe.halt()
@@ -188,10 +189,10 @@ func TestAbuse_LongWildcardFilters(t *testing.T) {
 		host := d.sub()
 		probe := startLatencyProbe(t, d.pub().Addr(), host.Addr(), 5*time.Millisecond)
 		probe.waitFor(t, 20)
-		h := dialRaw(t, host.Addr())
-		h.mustConnect(&packets.Connect{ClientID: unique(t, "long"), CleanSession: true})
+		h := mqtttest.Dial(t, host.Addr())
+		h.MustConnect(&packets.Connect{ClientID: unique(t, "long"), CleanSession: true})
 		start := time.Now()
-		got := h.subscribe(1,
+		got := h.Subscribe(1,
 			packets.Subscription{Filter: "L/+/" + strings.Repeat("a", 30000), QoS: 0},
 			packets.Subscription{Filter: "L/+/" + strings.Repeat("b", 30000), QoS: 0})
 		took := time.Since(start)

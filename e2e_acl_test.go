@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -64,10 +65,10 @@ func TestAuth_PasswordFile_Connack0x04And0x05_MQTT_3_2_2_5(t *testing.T) {
 			forEachDeployment(t, func(t *testing.T, d *deployment) {
 				for _, tt := range tests {
 					t.Run(tt.name, func(t *testing.T) {
-						c := dialRaw(t, d.pub().Addr())
+						c := mqtttest.Dial(t, d.pub().Addr())
 						p := tt.connect
 						p.ClientID, p.CleanSession, p.KeepAlive = unique(t, "c"), true, 30
-						ack := c.connect(&p)
+						ack := c.Connect(&p)
 						if ack.ReturnCode != tt.wantCode {
 							t.Fatalf("CONNACK 0x%02x, want 0x%02x", ack.ReturnCode, tt.wantCode)
 						}
@@ -75,7 +76,7 @@ func TestAuth_PasswordFile_Connack0x04And0x05_MQTT_3_2_2_5(t *testing.T) {
 							if ack.SessionPresent {
 								t.Error("session present set on a refusal [MQTT-3.2.2-4]")
 							}
-							c.expectClosed(waitTimeout)
+							c.ExpectClosed(waitTimeout)
 						}
 					})
 				}
@@ -88,10 +89,10 @@ func TestAuth_PasswordFile_Connack0x04And0x05_MQTT_3_2_2_5(t *testing.T) {
 // no user name.
 func TestAuth_PasswordFileAllowsAnonymousByDefault(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		c := dialRaw(t, d.pub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
-		bad := dialRaw(t, d.pub().Addr())
-		if ack := bad.connect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30,
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+		bad := mqtttest.Dial(t, d.pub().Addr())
+		if ack := bad.Connect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30,
 			UsernameFlag: true, Username: "alice", PasswordFlag: true, Password: []byte("wrong")}); ack.ReturnCode != packets.RefusedBadUsernamePassword {
 			t.Fatalf("CONNACK 0x%02x, want 0x04", ack.ReturnCode)
 		}
@@ -103,10 +104,10 @@ func TestAuth_PasswordFileAllowsAnonymousByDefault(t *testing.T) {
 // message on the denied topic.
 func TestACL_DenySubscribe_Suback0x80_MQTT_3_9_3_2(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 		allowed := unique(t, "t")
-		codes := c.subscribe(1,
+		codes := c.Subscribe(1,
 			packets.Subscription{Filter: allowed, QoS: 1},
 			packets.Subscription{Filter: "test/nosubscribe", QoS: 2},
 			packets.Subscription{Filter: "#", QoS: 0})
@@ -118,9 +119,9 @@ func TestACL_DenySubscribe_Suback0x80_MQTT_3_9_3_2(t *testing.T) {
 		publish(t, pub, "test/nosubscribe", 1, false, "denied")
 		publish(t, pub, allowed, 1, false, "fence")
 		for {
-			m := expect[*packets.Publish](c)
+			m := mqtttest.Expect[*packets.Publish](c)
 			if m.QoS == 1 {
-				c.send(&packets.Puback{PacketID: m.PacketID})
+				c.Send(&packets.Puback{PacketID: m.PacketID})
 			}
 			if m.Topic == "test/nosubscribe" {
 				t.Fatalf("'#' subscriber got %q on a topic it may not read", m.Payload)
@@ -143,20 +144,20 @@ func TestACL_DenyPublish_AckedAndDropped_MQTT_4_3_2_2(t *testing.T) {
 		subscribe(t, sub, "ro/"+base+"/#", 2, col)
 		subscribe(t, sub, "rw/"+base+"/#", 2, col)
 
-		c := dialRaw(t, d.pub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
 		denied := "ro/" + base + "/x"
-		c.send(&packets.Publish{Topic: denied, Payload: []byte("q0")})
-		c.publishQoS1(1, denied, "q1")
-		c.send(&packets.Publish{QoS: 2, PacketID: 2, Topic: denied, Payload: []byte("q2"), Retain: true})
-		if rec := expect[*packets.Pubrec](c); rec.PacketID != 2 {
+		c.Send(&packets.Publish{Topic: denied, Payload: []byte("q0")})
+		c.PublishQoS1(1, denied, "q1")
+		c.Send(&packets.Publish{QoS: 2, PacketID: 2, Topic: denied, Payload: []byte("q2"), Retain: true})
+		if rec := mqtttest.Expect[*packets.Pubrec](c); rec.PacketID != 2 {
 			t.Fatalf("PUBREC id %d", rec.PacketID)
 		}
-		c.send(&packets.Pubrel{PacketID: 2})
-		expect[*packets.Pubcomp](c)
+		c.Send(&packets.Pubrel{PacketID: 2})
+		mqtttest.Expect[*packets.Pubcomp](c)
 		// The connection stays usable.
 		fence := "rw/" + base + "/fence"
-		c.publishQoS1(3, fence, "fence")
+		c.PublishQoS1(3, fence, "fence")
 
 		if got := col.until(t, fence); len(got) != 0 {
 			t.Fatalf("denied publish delivered: %q", got[0].Payload())
@@ -178,13 +179,13 @@ func TestACL_DenyPublish_AckedAndDropped_MQTT_4_3_2_2(t *testing.T) {
 func TestACL_ReadDenyAppliesToQueuedMessages_Issue1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		id := unique(t, "c")
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
-		if codes := c.subscribe(1, packets.Subscription{Filter: "public/#", QoS: 1}); codes[0] != 1 {
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		if codes := c.Subscribe(1, packets.Subscription{Filter: "public/#", QoS: 1}); codes[0] != 1 {
 			t.Fatalf("SUBACK %v, want [1]", codes)
 		}
-		c.send(&packets.Disconnect{})
-		c.expectClosed(waitTimeout)
+		c.Send(&packets.Disconnect{})
+		c.ExpectClosed(waitTimeout)
 
 		pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true).SetUsername("publisher"))
 		fence := unique(t, "fence")
@@ -193,11 +194,11 @@ func TestACL_ReadDenyAppliesToQueuedMessages_Issue1(t *testing.T) {
 		publish(t, pub, "public/secret", 2, false, "secret-2")
 		publish(t, pub, "public/ok", 1, false, fence)
 
-		c = dialRaw(t, d.sub().Addr())
-		if ack := c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
+		c = mqtttest.Dial(t, d.sub().Addr())
+		if ack := c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
 			t.Fatal("session present = 0 [MQTT-3.2.2-2]")
 		}
-		got := c.publishesUntil(fence)
+		got := c.PublishesUntil(fence)
 		for _, m := range got {
 			if m.Topic == "public/secret" {
 				t.Fatalf("queued message %q on public/secret delivered; the ACL denies reading it", m.Payload)
@@ -209,7 +210,7 @@ func TestACL_ReadDenyAppliesToQueuedMessages_Issue1(t *testing.T) {
 		// Live delivery after the reconnect is filtered too.
 		publish(t, pub, "public/secret", 1, false, "secret-live")
 		publish(t, pub, "public/ok", 1, false, fence+"-2")
-		if got := c.publishesUntil(fence + "-2"); len(got) != 0 {
+		if got := c.PublishesUntil(fence + "-2"); len(got) != 0 {
 			t.Fatalf("live messages %v delivered before the fence, want none", describePublishes(got))
 		}
 	}, "-acl-file", "testdata/e2e_read_deny.acl")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -24,17 +25,17 @@ func TestBadInput_RandomBytes_Closed_MQTT_4_8_0_1(t *testing.T) {
 			for i := range b {
 				b[i] = byte(rng.Uint32())
 			}
-			c := dialRaw(t, d.pub().Addr())
-			_, _ = c.conn.Write(b) // the server may close before reading it all
-			_, got := c.expectClosed(3 * time.Second)
+			c := mqtttest.Dial(t, d.pub().Addr())
+			_, _ = c.Conn.Write(b) // the server may close before reading it all
+			_, got := c.ExpectClosed(3 * time.Second)
 			for _, p := range got {
 				if ack, ok := p.(*packets.Connack); !ok || ack.ReturnCode == packets.Accepted {
-					t.Fatalf("seed %d: server sent %s to random bytes", seed, describe(got))
+					t.Fatalf("seed %d: server sent %s to random bytes", seed, mqtttest.Describe(got))
 				}
 			}
 		}
-		c := dialRaw(t, d.pub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "after"), CleanSession: true, KeepAlive: 30})
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "after"), CleanSession: true, KeepAlive: 30})
 	}, "-connect-timeout", "1s")
 }
 
@@ -52,13 +53,13 @@ func TestBadInput_NoConnect_ClosedAfterConnectTimeout(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				c := dialRaw(t, d.pub().Addr())
+				c := mqtttest.Dial(t, d.pub().Addr())
 				if tt.send != nil {
-					c.write(tt.send)
+					c.Write(tt.send)
 				}
-				took, got := c.expectClosed(4 * time.Second)
+				took, got := c.ExpectClosed(4 * time.Second)
 				if len(got) != 0 {
-					t.Errorf("got %s", describe(got))
+					t.Errorf("got %s", mqtttest.Describe(got))
 				}
 				if took < 900*time.Millisecond || took > 2500*time.Millisecond {
 					t.Errorf("closed after %s, want about -connect-timeout=1s", took)
@@ -98,18 +99,18 @@ func TestBadInput_256MBAnnounced_RefusedFromFixedHeader(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			heapBefore, totalBefore := memStats()
-			var conns []*rawClient
+			var conns []*mqtttest.Client
 			for range 4 {
-				c := dialRaw(t, ts.Addr())
+				c := mqtttest.Dial(t, ts.Addr())
 				if tt.connect {
-					c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+					c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 				}
-				c.write(append([]byte{tt.header}, huge...))
-				c.write(make([]byte, 4096)) // some of the body, so a reader that waits for it has something
+				c.Write(append([]byte{tt.header}, huge...))
+				c.Write(make([]byte, 4096)) // some of the body, so a reader that waits for it has something
 				conns = append(conns, c)
 			}
 			for _, c := range conns {
-				if took, _ := c.expectClosed(2 * time.Second); took > time.Second {
+				if took, _ := c.ExpectClosed(2 * time.Second); took > time.Second {
 					t.Errorf("closed after %s, want at once", took)
 				}
 			}
@@ -159,14 +160,14 @@ func TestBadInput_MalformedPacket_ClosesOnlyThatConnection_MQTT_4_8_0_1(t *testi
 		subscribe(t, good, topic, 1, col)
 		for i, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				c := dialRaw(t, d.pub().Addr())
-				c.mustConnect(&packets.Connect{ClientID: unique(t, "bad"), CleanSession: true, KeepAlive: 30})
-				c.write(tt.b)
-				_, got := c.expectClosed(waitTimeout)
+				c := mqtttest.Dial(t, d.pub().Addr())
+				c.MustConnect(&packets.Connect{ClientID: unique(t, "bad"), CleanSession: true, KeepAlive: 30})
+				c.Write(tt.b)
+				_, got := c.ExpectClosed(waitTimeout)
 				for _, p := range got {
 					switch p.(type) {
 					case *packets.Suback, *packets.Unsuback, *packets.Puback, *packets.Pingresp:
-						t.Fatalf("malformed packet answered with %s", describe(got))
+						t.Fatalf("malformed packet answered with %s", mqtttest.Describe(got))
 					}
 				}
 				publish(t, good, topic, 1, false, tt.name)
@@ -187,17 +188,17 @@ func TestBadInput_MaxPacketSize(t *testing.T) {
 		sub, _ := connectPaho(t, pahoOpts(d.sub(), unique(t, "sub"), true))
 		subscribe(t, sub, topic, 1, col)
 
-		c := dialRaw(t, d.pub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 		fits := make([]byte, 1024-2-len(topic)-2) // remaining length exactly 1024
-		c.publishQoS1(1, topic, string(fits))
+		c.PublishQoS1(1, topic, string(fits))
 		if m := col.next(t); len(m.Payload()) != len(fits) {
 			t.Fatalf("payload of %d bytes, want %d", len(m.Payload()), len(fits))
 		}
-		c.send(&packets.Publish{QoS: 1, PacketID: 2, Topic: topic, Payload: append(fits, 0)})
-		_, got := c.expectClosed(waitTimeout)
+		c.Send(&packets.Publish{QoS: 1, PacketID: 2, Topic: topic, Payload: append(fits, 0)})
+		_, got := c.ExpectClosed(waitTimeout)
 		if len(got) != 0 {
-			t.Fatalf("oversized PUBLISH answered with %s", describe(got))
+			t.Fatalf("oversized PUBLISH answered with %s", mqtttest.Describe(got))
 		}
 		col.quiet(t)
 	}, "-max-packet-size", "1024")

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -20,21 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
-
-// buildServer builds the server binary into a temporary directory.
-func buildServer(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "server")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // runBinary runs bin with args and an empty MQTT_* environment, and returns
 // its exit status, stdout and stderr.
@@ -60,7 +47,7 @@ func runBinary(t *testing.T, bin string, args ...string) (int, string, string) {
 }
 
 func TestBinary_Flags(t *testing.T) {
-	bin := buildServer(t)
+	bin := mqtttest.Binary(t, ".")
 
 	t.Run("bad flags exit 2 with one line naming the flag", func(t *testing.T) {
 		tests := []struct {
@@ -127,10 +114,10 @@ func TestBinary_Flags(t *testing.T) {
 
 	t.Run("bad input logs one line with reason and remote address", func(t *testing.T) {
 		addr, lines, _ := startBinary(t, bin)
-		c := dialRaw(t, addr)
-		c.write([]byte{0x82, 0x00}) // SUBSCRIBE as first packet, and malformed
-		c.expectClosed(waitTimeout)
-		remote := c.conn.LocalAddr().String()
+		c := mqtttest.Dial(t, addr)
+		c.Write([]byte{0x82, 0x00}) // SUBSCRIBE as first packet, and malformed
+		c.ExpectClosed(waitTimeout)
+		remote := c.Conn.LocalAddr().String()
 		var matching []string
 		timeout := time.After(waitTimeout)
 		for len(matching) == 0 {
@@ -162,14 +149,14 @@ func TestBinary_Flags(t *testing.T) {
 
 	t.Run("SIGTERM exits 0 quickly", func(t *testing.T) {
 		addr, _, cmd := startBinary(t, bin)
-		c := dialRaw(t, addr)
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+		c := mqtttest.Dial(t, addr)
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 
 		start := time.Now()
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		c.expectClosed(5 * time.Second)
+		c.ExpectClosed(5 * time.Second)
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		select {
@@ -236,7 +223,7 @@ func startBinary(t *testing.T, bin string) (string, <-chan string, *exec.Cmd) {
 // and its default port is taken, the server still serves MQTT (with a
 // warning); when -http was given, the conflict stops start-up naming it.
 func TestBinary_DefaultHTTPPortTakenStillServesMQTT(t *testing.T) {
-	bin := replicaBinary(t)
+	bin := mqtttest.Binary(t, ".")
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

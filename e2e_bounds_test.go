@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -93,8 +94,8 @@ const mib = 1 << 20
 // waits for every PUBACK.
 func bulkRetained(t testing.TB, addr, prefix string, n, size int) {
 	t.Helper()
-	c := dialRaw(t, addr)
-	c.mustConnect(&packets.Connect{ClientID: unique(t, "bulk"), CleanSession: true, KeepAlive: 60})
+	c := mqtttest.Dial(t, addr)
+	c.MustConnect(&packets.Connect{ClientID: unique(t, "bulk"), CleanSession: true, KeepAlive: 60})
 	payload := make([]byte, size)
 	chunk := max(1, min(200, (4*mib)/size))
 	var buf []byte
@@ -109,9 +110,9 @@ func bulkRetained(t testing.TB, addr, prefix string, n, size int) {
 				t.Fatalf("encode: %v", err)
 			}
 		}
-		c.write(buf)
+		c.Write(buf)
 		for range end - start {
-			expect[*packets.Puback](c)
+			mqtttest.Expect[*packets.Puback](c)
 		}
 	}
 }
@@ -120,14 +121,14 @@ func bulkRetained(t testing.TB, addr, prefix string, n, size int) {
 // retained messages that match it at about rate bytes per second, then
 // checks it got each topic once, with RETAIN=1 [MQTT-3.3.1-8].
 func slowRetainedReader(t testing.TB, addr, filter string, n int, rate float64) error {
-	c := dialRaw(t, addr)
-	c.mustConnect(&packets.Connect{ClientID: unique(t, "slow"), CleanSession: true, KeepAlive: 60})
-	c.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: filter, QoS: 0}}})
+	c := mqtttest.Dial(t, addr)
+	c.MustConnect(&packets.Connect{ClientID: unique(t, "slow"), CleanSession: true, KeepAlive: 60})
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: filter, QoS: 0}}})
 	seen := make(map[string]bool, n)
 	start := time.Now()
 	bytes := 0
 	for len(seen) < n {
-		p, err := c.read(10 * time.Second)
+		p, err := c.Read(10 * time.Second)
 		if err != nil {
 			return fmt.Errorf("after %d of %d retained messages: %w", len(seen), n, err)
 		}

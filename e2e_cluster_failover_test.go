@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistopo"
 	"github.com/bridgemq/server/packets"
 )
@@ -126,20 +127,20 @@ func TestTopology_ClusterFailoverRecoversFast(t *testing.T) {
 			t.Fatalf("%s before the failover: %v", name, err)
 		}
 	}
-	watcher := dialRaw(t, reps["node-b"].Addr())
-	watcher.mustConnect(&packets.Connect{ClientID: unique(t, "watcher"), CleanSession: true, KeepAlive: 60})
-	watcher.subscribe(1, packets.Subscription{Filter: "wills/#", QoS: 1}, packets.Subscription{Filter: level + "/will", QoS: 1})
+	watcher := mqtttest.Dial(t, reps["node-b"].Addr())
+	watcher.MustConnect(&packets.Connect{ClientID: unique(t, "watcher"), CleanSession: true, KeepAlive: 60})
+	watcher.Subscribe(1, packets.Subscription{Filter: "wills/#", QoS: 1}, packets.Subscription{Filter: level + "/will", QoS: 1})
 	// Clients that stay connected: their wills must not be published.
-	var stay []*rawClient
+	var stay []*mqtttest.Client
 	for name, ts := range reps {
-		cl := dialRaw(t, ts.Addr())
-		cl.mustConnect(&packets.Connect{ClientID: unique(t, "stay-"+name), CleanSession: true, KeepAlive: 60,
+		cl := mqtttest.Dial(t, ts.Addr())
+		cl.MustConnect(&packets.Connect{ClientID: unique(t, "stay-"+name), CleanSession: true, KeepAlive: 60,
 			Will: &packets.Will{Topic: "wills/" + name, Payload: []byte(name + " declared dead"), QoS: 1}})
 		stay = append(stay, cl)
 	}
 	// A client whose connection breaks during the outage: its will is due.
-	doomed := dialRaw(t, reps["node-a"].Addr())
-	doomed.mustConnect(&packets.Connect{ClientID: unique(t, "doomed"), CleanSession: true, KeepAlive: 60,
+	doomed := mqtttest.Dial(t, reps["node-a"].Addr())
+	doomed.MustConnect(&packets.Connect{ClientID: unique(t, "doomed"), CleanSession: true, KeepAlive: 60,
 		Will: &packets.Will{Topic: level + "/will", Payload: []byte("doomed"), QoS: 1}})
 
 	type progress struct {
@@ -175,7 +176,7 @@ func TestTopology_ClusterFailoverRecoversFast(t *testing.T) {
 		t.Fatalf("no cluster node at %s", master)
 	}
 	killedAt := time.Now()
-	_ = doomed.conn.Close()
+	_ = doomed.Conn.Close()
 
 	wg.Add(1)
 	go func() { // Redis's promotion of the replica
@@ -287,14 +288,14 @@ func TestTopology_ClusterFailoverRecoversFast(t *testing.T) {
 	wills := map[string]int{}
 	until := time.Now().Add(4 * time.Second)
 	for time.Now().Before(until) {
-		pk, err := watcher.read(time.Until(until))
+		pk, err := watcher.Read(time.Until(until))
 		if err != nil {
 			break
 		}
 		if p, ok := pk.(*packets.Publish); ok {
 			wills[p.Topic]++
 			if p.QoS == 1 {
-				watcher.send(&packets.Puback{PacketID: p.PacketID})
+				watcher.Send(&packets.Puback{PacketID: p.PacketID})
 			}
 		}
 	}
@@ -307,8 +308,8 @@ func TestTopology_ClusterFailoverRecoversFast(t *testing.T) {
 		}
 	}
 	for _, cl := range stay {
-		cl.send(&packets.Pingreq{})
-		if _, ok := cl.next().(*packets.Pingresp); !ok {
+		cl.Send(&packets.Pingreq{})
+		if _, ok := cl.Next().(*packets.Pingresp); !ok {
 			t.Error("a client that stayed connected got something other than PINGRESP")
 		}
 	}

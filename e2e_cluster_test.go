@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/internal/haproxytest"
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -74,10 +75,10 @@ func (c *haCluster) paho(t testing.TB, clientID string, clean bool) (mqtt.Client
 
 // raw connects a raw client through the proxy with p and returns it, its
 // CONNACK and the replica it landed on.
-func (c *haCluster) raw(t testing.TB, p *packets.Connect) (*rawClient, *packets.Connack, string) {
+func (c *haCluster) raw(t testing.TB, p *packets.Connect) (*mqtttest.Client, *packets.Connack, string) {
 	t.Helper()
-	rc := dialRaw(t, c.addr())
-	ack := rc.mustConnect(p)
+	rc := mqtttest.Dial(t, c.addr())
+	ack := rc.MustConnect(p)
 	return rc, ack, c.nodeOf(t, p.ClientID)
 }
 
@@ -146,7 +147,7 @@ func TestCluster_ThroughHAProxyThreeReplicas_WillOnAbruptClose_MQTT_3_1_2_8(t *t
 	doomed, _, doomedNode := c.raw(t, &packets.Connect{ClientID: unique(t, "doomed"), CleanSession: true, KeepAlive: 60,
 		Will: &packets.Will{Topic: willTopic, Payload: []byte("gone"), QoS: 1}})
 	mustDiffer(t, watchNode, doomedNode)
-	_ = doomed.conn.Close() // no DISCONNECT: the will must be published
+	_ = doomed.Conn.Close() // no DISCONNECT: the will must be published
 	m := col.next(t)
 	if string(m.Payload()) != "gone" {
 		t.Fatalf("will payload %q, want \"gone\"", m.Payload())
@@ -160,16 +161,16 @@ func TestCluster_ThroughHAProxyThreeReplicas_TakeoverAcrossReplicas_MQTT_3_1_4_2
 	first, _, firstNode := c.raw(t, &packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 60})
 	second, _, secondNode := c.raw(t, &packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 60})
 	mustDiffer(t, firstNode, secondNode)
-	first.expectClosed(waitTimeout)
+	first.ExpectClosed(waitTimeout)
 
 	// The new connection is the live one: it can subscribe and receive.
 	topic := unique(t, "after")
-	if codes := second.subscribe(1, packets.Subscription{Filter: topic, QoS: 1}); codes[0] != 1 {
+	if codes := second.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1}); codes[0] != 1 {
 		t.Fatalf("SUBACK %v, want [1]", codes)
 	}
 	pub, _, _ := c.raw(t, &packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 60})
-	pub.publishQoS1(1, topic, "to the new one")
-	if got := second.publishesUntil("to the new one"); len(got) != 0 {
+	pub.PublishQoS1(1, topic, "to the new one")
+	if got := second.PublishesUntil("to the new one"); len(got) != 0 {
 		t.Fatalf("unexpected messages before the fence: %s", describePublishes(got))
 	}
 }
@@ -182,15 +183,15 @@ func TestCluster_ThroughHAProxyThreeReplicas_SessionResumedOnAnotherReplica_MQTT
 	if ack.SessionPresent {
 		t.Fatal("first CONNACK has session present 1, want 0 [MQTT-3.2.2-3]")
 	}
-	if codes := sub.subscribe(1, packets.Subscription{Filter: topic + "/#", QoS: 1}); codes[0] != 1 {
+	if codes := sub.Subscribe(1, packets.Subscription{Filter: topic + "/#", QoS: 1}); codes[0] != 1 {
 		t.Fatalf("SUBACK %v, want [1]", codes)
 	}
-	sub.send(&packets.Disconnect{})
-	sub.expectClosed(waitTimeout)
+	sub.Send(&packets.Disconnect{})
+	sub.ExpectClosed(waitTimeout)
 
 	pub, _, _ := c.raw(t, &packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 60})
 	for i := range 3 {
-		pub.publishQoS1(uint16(i+1), fmt.Sprintf("%s/%d", topic, i), fmt.Sprintf("m%d", i))
+		pub.PublishQoS1(uint16(i+1), fmt.Sprintf("%s/%d", topic, i), fmt.Sprintf("m%d", i))
 	}
 
 	back, ack, backNode := c.raw(t, &packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
@@ -198,8 +199,8 @@ func TestCluster_ThroughHAProxyThreeReplicas_SessionResumedOnAnotherReplica_MQTT
 	if !ack.SessionPresent {
 		t.Fatal("CONNACK on another replica has session present 0, want 1 [MQTT-3.2.2-2]")
 	}
-	pub.publishQoS1(9, topic+"/fence", "fence")
-	got := back.publishesUntil("fence")
+	pub.PublishQoS1(9, topic+"/fence", "fence")
+	got := back.PublishesUntil("fence")
 	var payloads []string
 	for _, p := range got {
 		payloads = append(payloads, string(p.Payload))
@@ -214,5 +215,5 @@ func describePublishes(ps []*packets.Publish) string {
 	for i, p := range ps {
 		out[i] = p
 	}
-	return describe(out)
+	return mqtttest.Describe(out)
 }

@@ -9,6 +9,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -32,15 +33,15 @@ func TestConnect_UnsupportedProtocol_Connack0x01_MQTT_3_1_2_2(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				c := dialRaw(t, d.pub().Addr())
-				c.write(rawConnect(tt.proto, tt.level, 0x02, 30, unique(t, "c")))
-				_, got := c.expectClosed(waitTimeout)
+				c := mqtttest.Dial(t, d.pub().Addr())
+				c.Write(rawConnect(tt.proto, tt.level, 0x02, 30, unique(t, "c")))
+				_, got := c.ExpectClosed(waitTimeout)
 				if len(got) != 1 {
-					t.Fatalf("got %d packets before close (%s), want one CONNACK 0x01", len(got), describe(got))
+					t.Fatalf("got %d packets before close (%s), want one CONNACK 0x01", len(got), mqtttest.Describe(got))
 				}
 				ack, ok := got[0].(*packets.Connack)
 				if !ok || ack.ReturnCode != packets.RefusedProtocolVersion {
-					t.Fatalf("got %s, want CONNACK 0x01", describe(got))
+					t.Fatalf("got %s, want CONNACK 0x01", mqtttest.Describe(got))
 				}
 			})
 		}
@@ -51,10 +52,10 @@ func TestConnect_UnsupportedProtocol_Connack0x01_MQTT_3_1_2_2(t *testing.T) {
 // reserved flag set, without CONNACK.
 func TestConnect_ReservedFlagSet_Closed_MQTT_3_1_2_3(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		c := dialRaw(t, d.pub().Addr())
-		c.write(rawConnect("MQTT", 4, 0x03, 30, unique(t, "c")))
-		if _, got := c.expectClosed(waitTimeout); len(got) != 0 {
-			t.Fatalf("got %s before close, want nothing", describe(got))
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.Write(rawConnect("MQTT", 4, 0x03, 30, unique(t, "c")))
+		if _, got := c.ExpectClosed(waitTimeout); len(got) != 0 {
+			t.Fatalf("got %s before close, want nothing", mqtttest.Describe(got))
 		}
 	})
 }
@@ -74,9 +75,9 @@ func TestConnect_InvalidFlagCombination_Closed_MQTT_3_1_2_11(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				c := dialRaw(t, d.pub().Addr())
-				c.write(rawConnect("MQTT", 4, tt.flags, 30, unique(t, "c")))
-				_, got := c.expectClosed(waitTimeout)
+				c := mqtttest.Dial(t, d.pub().Addr())
+				c.Write(rawConnect("MQTT", 4, tt.flags, 30, unique(t, "c")))
+				_, got := c.ExpectClosed(waitTimeout)
 				for _, p := range got {
 					if ack, ok := p.(*packets.Connack); ok && ack.ReturnCode == packets.Accepted {
 						t.Fatalf("CONNECT with flags 0x%02x accepted", tt.flags)
@@ -102,10 +103,10 @@ func TestConnect_FirstPacketNotConnect_Closed_MQTT_3_1_0_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				c := dialRaw(t, d.pub().Addr())
-				c.send(tt.p)
-				if _, got := c.expectClosed(waitTimeout); len(got) != 0 {
-					t.Fatalf("got %s before close, want nothing", describe(got))
+				c := mqtttest.Dial(t, d.pub().Addr())
+				c.Send(tt.p)
+				if _, got := c.ExpectClosed(waitTimeout); len(got) != 0 {
+					t.Fatalf("got %s before close, want nothing", mqtttest.Describe(got))
 				}
 			})
 		}
@@ -116,12 +117,12 @@ func TestConnect_FirstPacketNotConnect_Closed_MQTT_3_1_0_1(t *testing.T) {
 // the connection.
 func TestConnect_SecondConnect_Closed_MQTT_3_1_0_2(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		c := dialRaw(t, d.pub().Addr())
+		c := mqtttest.Dial(t, d.pub().Addr())
 		id := unique(t, "c")
-		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
-		c.send(&packets.Connect{ProtocolVersion: 4, ClientID: id, CleanSession: true, KeepAlive: 30})
-		if _, got := c.expectClosed(waitTimeout); len(got) != 0 {
-			t.Fatalf("got %s after second CONNECT, want close", describe(got))
+		c.MustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
+		c.Send(&packets.Connect{ProtocolVersion: 4, ClientID: id, CleanSession: true, KeepAlive: 30})
+		if _, got := c.ExpectClosed(waitTimeout); len(got) != 0 {
+			t.Fatalf("got %s after second CONNECT, want close", mqtttest.Describe(got))
 		}
 	})
 }
@@ -131,13 +132,13 @@ func TestConnect_SecondConnect_Closed_MQTT_3_1_0_2(t *testing.T) {
 func TestConnect_MQTT31AndMQTT311Accepted_MQTT_3_2_0_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		for _, level := range []byte{packets.Version31, packets.Version311} {
-			c := dialRaw(t, d.pub().Addr())
-			ack := c.connect(&packets.Connect{ProtocolVersion: level, ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+			c := mqtttest.Dial(t, d.pub().Addr())
+			ack := c.Connect(&packets.Connect{ProtocolVersion: level, ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 			if ack.ReturnCode != packets.Accepted || ack.SessionPresent {
 				t.Errorf("level %d: CONNACK %+v, want accepted, no session", level, ack)
 			}
-			c.send(&packets.Pingreq{})
-			expect[*packets.Pingresp](c) // [MQTT-3.12.4-1]
+			c.Send(&packets.Pingreq{})
+			mqtttest.Expect[*packets.Pingresp](c) // [MQTT-3.12.4-1]
 		}
 	})
 }
@@ -164,30 +165,30 @@ func TestConnect_Paho31Client_RoundTrip(t *testing.T) {
 func TestConnect_EmptyClientID_MQTT_3_1_3_6(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		t.Run("clean session gets an assigned id", func(t *testing.T) {
-			a := dialRaw(t, d.pub().Addr())
-			a.mustConnect(&packets.Connect{CleanSession: true, KeepAlive: 30})
-			b := dialRaw(t, d.pub().Addr())
-			b.mustConnect(&packets.Connect{CleanSession: true, KeepAlive: 30})
+			a := mqtttest.Dial(t, d.pub().Addr())
+			a.MustConnect(&packets.Connect{CleanSession: true, KeepAlive: 30})
+			b := mqtttest.Dial(t, d.pub().Addr())
+			b.MustConnect(&packets.Connect{CleanSession: true, KeepAlive: 30})
 			// Two empty-id clients are two sessions: neither takes over the other.
 			topic := unique(t, "t")
-			if codes := a.subscribe(1, packets.Subscription{Filter: topic, QoS: 1}); codes[0] != 1 {
+			if codes := a.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1}); codes[0] != 1 {
 				t.Fatalf("SUBACK %v", codes)
 			}
-			b.publishQoS1(1, topic, "hi")
-			m := expect[*packets.Publish](a)
+			b.PublishQoS1(1, topic, "hi")
+			m := mqtttest.Expect[*packets.Publish](a)
 			if string(m.Payload) != "hi" {
 				t.Fatalf("payload %q", m.Payload)
 			}
 		})
 		t.Run("persistent session refused 0x02", func(t *testing.T) {
-			c := dialRaw(t, d.pub().Addr())
-			c.send(&packets.Connect{ProtocolVersion: 4, CleanSession: false, KeepAlive: 30})
-			_, got := c.expectClosed(waitTimeout)
+			c := mqtttest.Dial(t, d.pub().Addr())
+			c.Send(&packets.Connect{ProtocolVersion: 4, CleanSession: false, KeepAlive: 30})
+			_, got := c.ExpectClosed(waitTimeout)
 			if len(got) != 1 {
-				t.Fatalf("got %s, want CONNACK 0x02 then close", describe(got))
+				t.Fatalf("got %s, want CONNACK 0x02 then close", mqtttest.Describe(got))
 			}
 			if ack, ok := got[0].(*packets.Connack); !ok || ack.ReturnCode != packets.RefusedIdentifierRejected {
-				t.Fatalf("got %s, want CONNACK 0x02", describe(got))
+				t.Fatalf("got %s, want CONNACK 0x02", mqtttest.Describe(got))
 			}
 		})
 	})
@@ -225,13 +226,13 @@ func TestConnect_SessionPresent_MQTT_3_2_2_2(t *testing.T) {
 			{clean: false, want: true},
 		}
 		for i, st := range steps {
-			c := dialRaw(t, d.sub().Addr())
-			ack := c.mustConnect(&packets.Connect{ClientID: id, CleanSession: st.clean, KeepAlive: 30})
+			c := mqtttest.Dial(t, d.sub().Addr())
+			ack := c.MustConnect(&packets.Connect{ClientID: id, CleanSession: st.clean, KeepAlive: 30})
 			if ack.SessionPresent != st.want {
 				t.Fatalf("step %d (clean=%v): session present %v, want %v", i, st.clean, ack.SessionPresent, st.want)
 			}
-			c.send(&packets.Disconnect{})
-			c.expectClosed(waitTimeout)
+			c.Send(&packets.Disconnect{})
+			c.ExpectClosed(waitTimeout)
 		}
 	})
 }
@@ -241,13 +242,13 @@ func TestConnect_SessionPresent_MQTT_3_2_2_2(t *testing.T) {
 func TestConnect_Takeover_ClosesFirst_MQTT_3_1_4_2(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		id := unique(t, "c")
-		first := dialRaw(t, d.pub().Addr())
-		first.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
-		second := dialRaw(t, d.sub().Addr())
-		second.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
-		first.expectClosed(waitTimeout)
-		second.send(&packets.Pingreq{})
-		expect[*packets.Pingresp](second)
+		first := mqtttest.Dial(t, d.pub().Addr())
+		first.MustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
+		second := mqtttest.Dial(t, d.sub().Addr())
+		second.MustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
+		first.ExpectClosed(waitTimeout)
+		second.Send(&packets.Pingreq{})
+		mqtttest.Expect[*packets.Pingresp](second)
 	})
 }
 
@@ -281,14 +282,14 @@ func TestConnect_KeepAliveExpiry_ClosedAndWillPublished_MQTT_3_1_2_24(t *testing
 		sub, _ := connectPaho(t, pahoOpts(d.sub(), unique(t, "sub"), true))
 		subscribe(t, sub, willTopic, 1, col)
 
-		c := dialRaw(t, d.pub().Addr())
-		c.mustConnect(&packets.Connect{
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.MustConnect(&packets.Connect{
 			ClientID: unique(t, "silent"), CleanSession: true, KeepAlive: 1,
 			Will: &packets.Will{Topic: willTopic, Payload: []byte("gone silent"), QoS: 1},
 		})
-		took, got := c.expectClosed(4 * time.Second)
+		took, got := c.ExpectClosed(4 * time.Second)
 		if len(got) != 0 {
-			t.Errorf("got %s before close", describe(got))
+			t.Errorf("got %s before close", mqtttest.Describe(got))
 		}
 		if took < time.Second {
 			t.Errorf("closed after %s, before the keep-alive of 1s ran out", took)
@@ -307,12 +308,12 @@ func TestConnect_KeepAliveExpiry_ClosedAndWillPublished_MQTT_3_1_2_24(t *testing
 // stays connected well past 1.5 × keep-alive.
 func TestConnect_KeepAlivePing_StaysOpen_MQTT_3_1_2_23(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		c := dialRaw(t, d.pub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 1})
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 1})
 		for range 6 {
 			time.Sleep(500 * time.Millisecond) // the client's own ping interval, not a wait for the server
-			c.send(&packets.Pingreq{})
-			expect[*packets.Pingresp](c)
+			c.Send(&packets.Pingreq{})
+			mqtttest.Expect[*packets.Pingresp](c)
 		}
 	})
 }
@@ -329,37 +330,37 @@ func TestConnect_Will_MQTT_3_1_2_8(t *testing.T) {
 		subscribe(t, sub, base+"/#", 2, col)
 
 		t.Run("abrupt close publishes it", func(t *testing.T) {
-			c := dialRaw(t, d.pub().Addr())
-			c.mustConnect(&packets.Connect{
+			c := mqtttest.Dial(t, d.pub().Addr())
+			c.MustConnect(&packets.Connect{
 				ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30,
 				Will: &packets.Will{Topic: willTopic, Payload: []byte("abrupt"), QoS: 2},
 			})
-			_ = c.conn.Close()
+			_ = c.Conn.Close()
 			m := col.next(t)
 			if m.Topic() != willTopic || string(m.Payload()) != "abrupt" || m.Qos() != 2 {
 				t.Fatalf("got %q %q qos %d, want the will at QoS 2", m.Topic(), m.Payload(), m.Qos())
 			}
 		})
 		t.Run("protocol violation publishes it", func(t *testing.T) {
-			c := dialRaw(t, d.pub().Addr())
-			c.mustConnect(&packets.Connect{
+			c := mqtttest.Dial(t, d.pub().Addr())
+			c.MustConnect(&packets.Connect{
 				ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30,
 				Will: &packets.Will{Topic: willTopic, Payload: []byte("violation"), QoS: 1},
 			})
-			c.write([]byte{0x82, 0x00}) // SUBSCRIBE without packet id: malformed
-			c.expectClosed(waitTimeout)
+			c.Write([]byte{0x82, 0x00}) // SUBSCRIBE without packet id: malformed
+			c.ExpectClosed(waitTimeout)
 			if m := col.next(t); string(m.Payload()) != "violation" {
 				t.Fatalf("got %q, want the will", m.Payload())
 			}
 		})
 		t.Run("DISCONNECT discards it", func(t *testing.T) {
-			c := dialRaw(t, d.pub().Addr())
-			c.mustConnect(&packets.Connect{
+			c := mqtttest.Dial(t, d.pub().Addr())
+			c.MustConnect(&packets.Connect{
 				ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30,
 				Will: &packets.Will{Topic: willTopic, Payload: []byte("must not appear"), QoS: 1},
 			})
-			c.send(&packets.Disconnect{})
-			c.expectClosed(waitTimeout)
+			c.Send(&packets.Disconnect{})
+			c.ExpectClosed(waitTimeout)
 			pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true))
 			publish(t, pub, fence, 1, false, "fence")
 			if got := col.until(t, fence); len(got) != 0 {
@@ -369,12 +370,12 @@ func TestConnect_Will_MQTT_3_1_2_8(t *testing.T) {
 		})
 		t.Run("retained will", func(t *testing.T) {
 			retTopic := base + "/retained"
-			c := dialRaw(t, d.pub().Addr())
-			c.mustConnect(&packets.Connect{
+			c := mqtttest.Dial(t, d.pub().Addr())
+			c.MustConnect(&packets.Connect{
 				ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30,
 				Will: &packets.Will{Topic: retTopic, Payload: []byte("kept"), QoS: 1, Retain: true},
 			})
-			_ = c.conn.Close()
+			_ = c.Conn.Close()
 			if m := col.next(t); string(m.Payload()) != "kept" {
 				t.Fatalf("got %q", m.Payload())
 			}
@@ -399,19 +400,19 @@ func TestConnect_TakeoverPublishesTheOldWill_MQTT_3_1_2_8(t *testing.T) {
 		wills := newCollector()
 		watcher, _ := connectPaho(t, pahoOpts(d.sub(), unique(t, "watch"), true))
 		subscribe(t, watcher, willTopic, 1, wills)
-		first := dialRaw(t, d.pub().Addr())
-		first.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30,
+		first := mqtttest.Dial(t, d.pub().Addr())
+		first.MustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30,
 			Will: &packets.Will{Topic: willTopic, Payload: []byte("first"), QoS: 1}})
-		second := dialRaw(t, d.sub().Addr())
-		second.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30,
+		second := mqtttest.Dial(t, d.sub().Addr())
+		second.MustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30,
 			Will: &packets.Will{Topic: willTopic, Payload: []byte("second"), QoS: 1}})
-		first.expectClosed(waitTimeout)
+		first.ExpectClosed(waitTimeout)
 		if m := wills.next(t); string(m.Payload()) != "first" {
 			t.Fatalf("will %q published, want the taken-over connection's", m.Payload())
 		}
 		wills.quiet(t)
-		second.send(&packets.Disconnect{})
-		second.expectClosed(waitTimeout)
+		second.Send(&packets.Disconnect{})
+		second.ExpectClosed(waitTimeout)
 		wills.quiet(t)
 	})
 }

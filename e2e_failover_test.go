@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistopo"
 	"github.com/bridgemq/server/packets"
 )
@@ -208,9 +209,9 @@ func TestMinReplicasAcked_ReplicaStopped_NoPuback(t *testing.T) {
 	a := startTopoReplica(t, "node-a", "-redis-url", "redis://"+rt.MasterAddr(), "-redis-min-replicas-acked", "1")
 	topic := unique(t, "acked")
 
-	c := dialRaw(t, a.Addr())
-	c.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
-	c.publishQoS1(1, topic, "replicated") // waits for the PUBACK
+	c := mqtttest.Dial(t, a.Addr())
+	c.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+	c.PublishQoS1(1, topic, "replicated") // waits for the PUBACK
 
 	if err := rt.PauseReplica(); err != nil {
 		t.Fatal(err)
@@ -221,9 +222,9 @@ func TestMinReplicasAcked_ReplicaStopped_NoPuback(t *testing.T) {
 			_ = rt.ResumeReplica()
 		}
 	}()
-	c.send(&packets.Publish{QoS: 1, PacketID: 2, Topic: topic, Payload: []byte("not replicated")})
-	if _, got := c.expectClosed(10 * time.Second); len(got) != 0 {
-		t.Fatalf("got %s while the replica was paused; want the connection closed without PUBACK", describe(got))
+	c.Send(&packets.Publish{QoS: 1, PacketID: 2, Topic: topic, Payload: []byte("not replicated")})
+	if _, got := c.ExpectClosed(10 * time.Second); len(got) != 0 {
+		t.Fatalf("got %s while the replica was paused; want the connection closed without PUBACK", mqtttest.Describe(got))
 	}
 	if n := bridgeStats(t, a)["publish_not_replicated"]; n < 1 {
 		t.Errorf("publish_not_replicated = %d, want ≥ 1", n)
@@ -233,12 +234,12 @@ func TestMinReplicasAcked_ReplicaStopped_NoPuback(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumed = true
-	c = dialRaw(t, a.Addr())
-	c.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
-	c.send(&packets.Publish{QoS: 1, PacketID: 2, Dup: true, Topic: topic, Payload: []byte("not replicated")})
+	c = mqtttest.Dial(t, a.Addr())
+	c.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+	c.Send(&packets.Publish{QoS: 1, PacketID: 2, Dup: true, Topic: topic, Payload: []byte("not replicated")})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pk, err := c.read(time.Until(deadline))
+		pk, err := c.Read(time.Until(deadline))
 		if err != nil {
 			t.Fatalf("no PUBACK for the re-send after the replica resumed: %v", err)
 		}

@@ -25,6 +25,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/bridgemq/server/internal/haproxytest"
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -641,8 +642,8 @@ func TestFault_SIGKILLReplicaUnderQoS1Load(t *testing.T) {
 	wills := newCollector()
 	watcher, _ := connectPaho(t, pahoOptsAt(b.addr, unique(t, "watch"), true))
 	subscribe(t, watcher, willTopic, 1, wills)
-	doomed := dialRaw(t, a.addr)
-	doomed.mustConnect(&packets.Connect{ClientID: unique(t, "doomed"), CleanSession: true, KeepAlive: 60,
+	doomed := mqtttest.Dial(t, a.addr)
+	doomed.MustConnect(&packets.Connect{ClientID: unique(t, "doomed"), CleanSession: true, KeepAlive: 60,
 		Will: &packets.Will{Topic: willTopic, Payload: []byte("a died"), QoS: 1}})
 
 	pubs, sum := publishThroughFault(t, ctx, tally, 4, "load", dialer(h.Addr()), 125, 5*time.Second, 1500*time.Millisecond, func() { a.Kill(t) })
@@ -825,15 +826,15 @@ func TestFault_RedisDownKeepsServing(t *testing.T) {
 	replicas := []*testServer{a, b}
 	topic := unique(t, "down")
 
-	pub := dialRaw(t, a.Addr())
-	pub.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 60})
+	pub := mqtttest.Dial(t, a.Addr())
+	pub.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 60})
 
 	rs.Stop()
 	for _, ts := range replicas {
 		waitHTTPStatus(t, ts.HTTPAddr(), "/readyz", http.StatusServiceUnavailable, 10*time.Second)
 	}
-	pub.send(&packets.Publish{QoS: 1, PacketID: 7, Topic: topic, Payload: []byte("while down")})
-	switch p, err := pub.read(time.Second); {
+	pub.Send(&packets.Publish{QoS: 1, PacketID: 7, Topic: topic, Payload: []byte("while down")})
+	switch p, err := pub.Read(time.Second); {
 	case err == nil:
 		if _, ok := p.(*packets.Puback); ok {
 			t.Fatalf("PUBACK for a QoS 1 PUBLISH while Redis is down: the message was not stored [MQTT-4.3.2-2]")
@@ -852,26 +853,26 @@ func TestFault_RedisDownKeepsServing(t *testing.T) {
 	for _, ts := range replicas {
 		waitHTTPStatus(t, ts.HTTPAddr(), "/readyz", http.StatusOK, 10*time.Second)
 	}
-	sub := dialRaw(t, b.Addr())
-	sub.mustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
-	sub.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: topic, QoS: 1}}})
-	pub2 := dialRaw(t, a.Addr())
-	pub2.mustConnect(&packets.Connect{ClientID: unique(t, "pub2"), CleanSession: true, KeepAlive: 60})
+	sub := mqtttest.Dial(t, b.Addr())
+	sub.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
+	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: topic, QoS: 1}}})
+	pub2 := mqtttest.Dial(t, a.Addr())
+	pub2.MustConnect(&packets.Connect{ClientID: unique(t, "pub2"), CleanSession: true, KeepAlive: 60})
 	// The PUBLISH held back during the outage may be accepted once Redis is
 	// back and reach the subscriber at any point, even before its SUBACK,
 	// which the server may send after matching PUBLISHes [MQTT-3.8.4].
 	subacked, gotAfter, heldBack := false, false, 0
 	for !subacked || !gotAfter {
-		switch p := sub.next().(type) {
+		switch p := sub.Next().(type) {
 		case *packets.Suback:
 			if len(p.ReturnCodes) != 1 || p.ReturnCodes[0] != 1 {
 				t.Fatalf("SUBACK after Redis returned = %v, want [1]", p.ReturnCodes)
 			}
 			subacked = true
-			pub2.publishQoS1(1, topic, "after")
+			pub2.PublishQoS1(1, topic, "after")
 		case *packets.Publish:
 			if p.QoS > 0 {
-				sub.send(&packets.Puback{PacketID: p.PacketID})
+				sub.Send(&packets.Puback{PacketID: p.PacketID})
 			}
 			switch string(p.Payload) {
 			case "after":
@@ -944,9 +945,9 @@ func TestFault_SlowSubscriberDoesNotStallOthers(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 		defer cancel()
-		slow := dialRaw(t, d.sub().Addr())
-		slow.mustConnect(&packets.Connect{ClientID: unique(t, "slow"), CleanSession: true, KeepAlive: 0})
-		if codes := slow.subscribe(1, packets.Subscription{Filter: "slow/#", QoS: 0}); len(codes) != 1 || codes[0] != 0 {
+		slow := mqtttest.Dial(t, d.sub().Addr())
+		slow.MustConnect(&packets.Connect{ClientID: unique(t, "slow"), CleanSession: true, KeepAlive: 0})
+		if codes := slow.Subscribe(1, packets.Subscription{Filter: "slow/#", QoS: 0}); len(codes) != 1 || codes[0] != 0 {
 			t.Fatalf("slow SUBACK = %v, want [0]", codes)
 		}
 		// From here on the slow subscriber never reads again.

@@ -1,14 +1,12 @@
 package main
 
-// Helpers shared by the end-to-end tests (e2e_*_test.go): Paho clients, a raw
-// TCP client speaking the project's own codec for what a library hides
-// (DUP flags, packet ids, malformed input), and unique names per test.
+// Helpers shared by the end-to-end tests (e2e_*_test.go): Paho clients and
+// unique names per test. The raw client speaking the project's own codec,
+// for what a library hides (DUP flags, packet ids, malformed input), is
+// mqtttest.Client.
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -18,11 +16,11 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/internal/mqtttest"
 )
 
 // waitTimeout bounds every wait for something that should happen.
-const waitTimeout = 5 * time.Second
+const waitTimeout = mqtttest.WaitTimeout
 
 // quietWindow is how long a test waits, after a fence message has arrived, for
 // a message that must not arrive.
@@ -139,190 +137,6 @@ func publish(t testing.TB, c mqtt.Client, topic string, qos byte, retain bool, p
 	if err := tok.Error(); err != nil {
 		t.Fatalf("publish %q qos %d: %v", topic, qos, err)
 	}
-}
-
-// rawClient is a TCP connection that speaks MQTT through the project's codec
-// with nothing done automatically: no acks, no pings, no retries.
-type rawClient struct {
-	t    testing.TB
-	conn net.Conn
-	r    *packets.Reader
-}
-
-// dialRaw opens a raw connection to addr and closes it at cleanup.
-func dialRaw(t testing.TB, addr string) *rawClient {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, waitTimeout)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return &rawClient{t: t, conn: conn, r: packets.NewReader(conn, 0)}
-}
-
-// send encodes and writes p.
-func (c *rawClient) send(p packets.Packet) {
-	c.t.Helper()
-	b, err := packets.Append(nil, p)
-	if err != nil {
-		c.t.Fatalf("encode %T: %v", p, err)
-	}
-	c.write(b)
-}
-
-// write writes raw bytes.
-func (c *rawClient) write(b []byte) {
-	c.t.Helper()
-	_ = c.conn.SetWriteDeadline(time.Now().Add(waitTimeout))
-	if _, err := c.conn.Write(b); err != nil {
-		c.t.Fatalf("write %d bytes: %v", len(b), err)
-	}
-}
-
-// read returns the next packet, or an error on timeout or close.
-func (c *rawClient) read(timeout time.Duration) (packets.Packet, error) {
-	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
-	return c.r.ReadPacket()
-}
-
-// next returns the next packet or fails the test.
-func (c *rawClient) next() packets.Packet {
-	c.t.Helper()
-	p, err := c.read(waitTimeout)
-	if err != nil {
-		c.t.Fatalf("reading a packet: %v", err)
-	}
-	return p
-}
-
-// expect reads the next packet and fails unless it is a T.
-func expect[T packets.Packet](c *rawClient) T {
-	c.t.Helper()
-	p := c.next()
-	v, ok := p.(T)
-	if !ok {
-		var want T
-		c.t.Fatalf("got %T %+v, want %T", p, p, want)
-	}
-	return v
-}
-
-// connect sends a 3.1.1 CONNECT and returns the CONNACK.
-func (c *rawClient) connect(p *packets.Connect) *packets.Connack {
-	c.t.Helper()
-	if p.ProtocolVersion == 0 {
-		p.ProtocolVersion = packets.Version311
-	}
-	c.send(p)
-	return expect[*packets.Connack](c)
-}
-
-// mustConnect connects and fails unless the CONNACK accepts.
-func (c *rawClient) mustConnect(p *packets.Connect) *packets.Connack {
-	c.t.Helper()
-	ack := c.connect(p)
-	if ack.ReturnCode != packets.Accepted {
-		c.t.Fatalf("CONNACK return code 0x%02x, want 0x00", ack.ReturnCode)
-	}
-	return ack
-}
-
-// subscribe sends a SUBSCRIBE and returns the SUBACK's codes.
-func (c *rawClient) subscribe(id uint16, subs ...packets.Subscription) []byte {
-	c.t.Helper()
-	c.send(&packets.Subscribe{PacketID: id, Subscriptions: subs})
-	ack := expect[*packets.Suback](c)
-	if ack.PacketID != id {
-		c.t.Fatalf("SUBACK packet id %d, want %d [MQTT-3.8.4-2]", ack.PacketID, id)
-	}
-	return ack.ReturnCodes
-}
-
-// publishQoS1 publishes at QoS 1 and waits for the PUBACK.
-func (c *rawClient) publishQoS1(id uint16, topic, payload string) {
-	c.t.Helper()
-	c.send(&packets.Publish{QoS: 1, PacketID: id, Topic: topic, Payload: []byte(payload)})
-	if ack := expect[*packets.Puback](c); ack.PacketID != id {
-		c.t.Fatalf("PUBACK packet id %d, want %d", ack.PacketID, id)
-	}
-}
-
-// publishesUntil reads PUBLISH packets, completing each QoS 1 and 2 flow as
-// a client does, until one with payload fence arrives, and returns those
-// before it. PUBRELs may interleave with later PUBLISHes.
-func (c *rawClient) publishesUntil(fence string) []*packets.Publish {
-	c.t.Helper()
-	var got []*packets.Publish
-	for {
-		switch p := c.next().(type) {
-		case *packets.Publish:
-			switch p.QoS {
-			case 1:
-				c.send(&packets.Puback{PacketID: p.PacketID})
-			case 2:
-				c.send(&packets.Pubrec{PacketID: p.PacketID})
-			}
-			if string(p.Payload) == fence {
-				return got
-			}
-			got = append(got, p)
-		case *packets.Pubrel:
-			c.send(&packets.Pubcomp{PacketID: p.PacketID})
-		default:
-			c.t.Fatalf("got %T %+v, want PUBLISH or PUBREL", p, p)
-		}
-	}
-}
-
-// expectClosed reads until the server closes the connection and fails if it
-// has not within d. It returns how long the close took and the packets read
-// before it.
-func (c *rawClient) expectClosed(d time.Duration) (time.Duration, []packets.Packet) {
-	c.t.Helper()
-	start := time.Now()
-	deadline := start.Add(d)
-	_ = c.conn.SetReadDeadline(deadline)
-	var got []packets.Packet
-	for {
-		p, err := c.r.ReadPacket()
-		if err == nil {
-			got = append(got, p)
-			continue
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			c.t.Fatalf("connection still open after %s (read %d packets: %v)", d, len(got), describe(got))
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-			strings.Contains(err.Error(), "connection reset") {
-			return time.Since(start), got
-		}
-		// Anything else the server sent after the violation is not MQTT
-		// either; it still has to close.
-		c.t.Logf("read after violation: %v", err)
-	}
-}
-
-// expectSilent fails if the server closes the connection or sends anything
-// within d.
-func (c *rawClient) expectSilent(d time.Duration) {
-	c.t.Helper()
-	p, err := c.read(d)
-	if err == nil {
-		c.t.Fatalf("unexpected %T %+v", p, p)
-	}
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		c.t.Fatalf("connection closed: %v", err)
-	}
-}
-
-func describe(ps []packets.Packet) string {
-	parts := make([]string, len(ps))
-	for i, p := range ps {
-		parts[i] = fmt.Sprintf("%T%+v", p, p)
-	}
-	return strings.Join(parts, ", ")
 }
 
 // rawConnect builds a CONNECT by hand, for fields the encoder will not get

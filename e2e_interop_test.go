@@ -13,6 +13,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -105,10 +106,10 @@ func TestInterop_WillMessage(t *testing.T) {
 		col := newCollector()
 		watcher, _ := connectPaho(t, pahoOpts(d.sub(), unique(t, "watcher"), true))
 		subscribe(t, watcher, interopTopics[2], 2, col)
-		c := dialRaw(t, d.pub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "myclientid"), CleanSession: true, KeepAlive: 2,
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "myclientid"), CleanSession: true, KeepAlive: 2,
 			Will: &packets.Will{Topic: interopTopics[2], Payload: []byte("client not disconnected")}})
-		_ = c.conn.Close()
+		_ = c.Conn.Close()
 		if m := col.next(t); string(m.Payload()) != "client not disconnected" {
 			t.Fatalf("got %q", m.Payload())
 		}
@@ -173,10 +174,10 @@ func TestInterop_Keepalive(t *testing.T) {
 		col := newCollector()
 		watcher, _ := connectPaho(t, pahoOpts(d.sub(), unique(t, "watcher"), true))
 		subscribe(t, watcher, interopTopics[4], 2, col)
-		c := dialRaw(t, d.pub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "myclientid"), CleanSession: true, KeepAlive: 2,
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "myclientid"), CleanSession: true, KeepAlive: 2,
 			Will: &packets.Will{Topic: interopTopics[4], Payload: []byte("keepalive expiry")}})
-		c.expectClosed(5 * time.Second)
+		c.ExpectClosed(5 * time.Second)
 		if m := col.next(t); string(m.Payload()) != "keepalive expiry" {
 			t.Fatalf("got %q", m.Payload())
 		}
@@ -186,33 +187,33 @@ func TestInterop_Keepalive(t *testing.T) {
 func TestInterop_RedeliveryOnReconnect(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		id := unique(t, "myclientid")
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
-		c.subscribe(1, packets.Subscription{Filter: interopWildtopics[6], QoS: 2})
-		c.send(&packets.Publish{QoS: 1, PacketID: 2, Topic: interopTopics[1], Payload: []byte("m1")})
-		c.send(&packets.Publish{QoS: 2, PacketID: 3, Topic: interopTopics[3], Payload: []byte("m2")})
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		c.Subscribe(1, packets.Subscription{Filter: interopWildtopics[6], QoS: 2})
+		c.Send(&packets.Publish{QoS: 1, PacketID: 2, Topic: interopTopics[1], Payload: []byte("m1")})
+		c.Send(&packets.Publish{QoS: 2, PacketID: 3, Topic: interopTopics[3], Payload: []byte("m2")})
 		// Read the acks of our publishes and the deliveries, acknowledging
 		// none of the deliveries.
 		var deliveries int
 		for deliveries < 2 {
-			switch p := c.next().(type) {
+			switch p := c.Next().(type) {
 			case *packets.Publish:
 				deliveries++
 			case *packets.Pubrec:
-				c.send(&packets.Pubrel{PacketID: p.PacketID})
+				c.Send(&packets.Pubrel{PacketID: p.PacketID})
 			case *packets.Puback, *packets.Pubcomp:
 			default:
 				t.Fatalf("unexpected %T", p)
 			}
 		}
-		c.send(&packets.Disconnect{})
-		c.expectClosed(waitTimeout)
+		c.Send(&packets.Disconnect{})
+		c.ExpectClosed(waitTimeout)
 
-		c = dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		c = mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
 		got := map[string]bool{}
 		for len(got) < 2 {
-			m := expect[*packets.Publish](c)
+			m := mqtttest.Expect[*packets.Publish](c)
 			if !m.Dup {
 				t.Errorf("redelivery of %q without DUP [MQTT-4.4.0-1]", m.Payload)
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 	"github.com/bridgemq/server/server"
@@ -27,13 +28,13 @@ func TestConnect_ClientIDPattern_Connack0x02_MQTT_3_1_3_9(t *testing.T) {
 			{"xdev-17", packets.RefusedIdentifierRejected},
 			{"", packets.Accepted}, // the server's own generated id
 		} {
-			c := dialRaw(t, d.pub().Addr())
-			ack := c.connect(&packets.Connect{ClientID: tc.id, CleanSession: true, KeepAlive: 30})
+			c := mqtttest.Dial(t, d.pub().Addr())
+			ack := c.Connect(&packets.Connect{ClientID: tc.id, CleanSession: true, KeepAlive: 30})
 			if ack.ReturnCode != tc.want {
 				t.Fatalf("client id %q: CONNACK 0x%02x, want 0x%02x", tc.id, ack.ReturnCode, tc.want)
 			}
 			if tc.want != packets.Accepted {
-				c.expectClosed(waitTimeout)
+				c.ExpectClosed(waitTimeout)
 			}
 		}
 	}, "-client-id-pattern", `dev-[0-9]+`)
@@ -88,19 +89,19 @@ func TestQueue_SubscriberThatNeverReadsBoundedByBytes_Issue8_6(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			forEachDeployment(t, func(t *testing.T, d *deployment) {
 				topic := unique(t, "slow")
-				sub := dialRaw(t, d.sub().Addr())
-				sub.mustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
-				sub.subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+				sub := mqtttest.Dial(t, d.sub().Addr())
+				sub.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
+				sub.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
 				base := heapInUse()
 
-				pub := dialRaw(t, d.pub().Addr())
-				pub.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 60})
+				pub := mqtttest.Dial(t, d.pub().Addr())
+				pub.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 60})
 				body := strings.Repeat("x", payload)
 				// QoS 0, so that what the heap holds is the subscriber's
 				// queue, not the publishing replica's window of recent
 				// QoS 1 messages (kept for a Redis restart).
 				for range count {
-					pub.send(&packets.Publish{Topic: topic, Payload: []byte(body)})
+					pub.Send(&packets.Publish{Topic: topic, Payload: []byte(body)})
 				}
 				// Wait until the messages have reached the subscriber's
 				// replica: its counts of written and dropped messages
@@ -132,7 +133,7 @@ func TestQueue_SubscriberThatNeverReadsBoundedByBytes_Issue8_6(t *testing.T) {
 				if grown > limit {
 					t.Fatalf("heap grew %d MiB, want under %d MiB with -max-queued-bytes %s", grown>>20, limit>>20, tc.bound)
 				}
-				_ = sub.conn.Close()
+				_ = sub.Conn.Close()
 				if tc.bound != "0" {
 					return
 				}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
@@ -46,7 +47,7 @@ func TestNodeID_DuplicateRefused(t *testing.T) {
 // willTally reads PUBLISH packets on a watcher connection (acknowledging
 // QoS 1) and counts them by topic.
 type willTally struct {
-	c   *rawClient
+	c   *mqtttest.Client
 	got map[string]int
 }
 
@@ -54,14 +55,14 @@ type willTally struct {
 func (w *willTally) readFor(d time.Duration) map[string]int {
 	until := time.Now().Add(d)
 	for time.Now().Before(until) {
-		pk, err := w.c.read(time.Until(until))
+		pk, err := w.c.Read(time.Until(until))
 		if err != nil {
 			break
 		}
 		if p, ok := pk.(*packets.Publish); ok {
 			w.got[p.Topic]++
 			if p.QoS == 1 {
-				w.c.send(&packets.Puback{PacketID: p.PacketID})
+				w.c.Send(&packets.Puback{PacketID: p.PacketID})
 			}
 		}
 	}
@@ -81,9 +82,9 @@ func (w *willTally) waitTopic(t *testing.T, topic string, d time.Duration) {
 }
 
 func newWillWatcher(t *testing.T, addr string) *willTally {
-	w := &willTally{c: dialRaw(t, addr), got: map[string]int{}}
-	w.c.mustConnect(&packets.Connect{ClientID: unique(t, "watcher"), CleanSession: true, KeepAlive: 60})
-	w.c.subscribe(1, packets.Subscription{Filter: "wills/#", QoS: 1})
+	w := &willTally{c: mqtttest.Dial(t, addr), got: map[string]int{}}
+	w.c.MustConnect(&packets.Connect{ClientID: unique(t, "watcher"), CleanSession: true, KeepAlive: 60})
+	w.c.Subscribe(1, packets.Subscription{Filter: "wills/#", QoS: 1})
 	return w
 }
 
@@ -113,11 +114,11 @@ func TestLiveness_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 	b := startProcReplica(t, rs.URL(), "node-b")
 	watcher := newWillWatcher(t, b.addr)
 	c1, c2 := unique(t, "c1"), unique(t, "c2")
-	first := dialRaw(t, a.addr)
-	first.mustConnect(&packets.Connect{ClientID: c1, CleanSession: true, KeepAlive: 60,
+	first := mqtttest.Dial(t, a.addr)
+	first.MustConnect(&packets.Connect{ClientID: c1, CleanSession: true, KeepAlive: 60,
 		Will: &packets.Will{Topic: "wills/c1", Payload: []byte("c1 gone"), QoS: 1}})
-	other := dialRaw(t, a.addr)
-	other.mustConnect(&packets.Connect{ClientID: c2, CleanSession: false, KeepAlive: 60,
+	other := mqtttest.Dial(t, a.addr)
+	other.MustConnect(&packets.Connect{ClientID: c2, CleanSession: false, KeepAlive: 60,
 		Will: &packets.Will{Topic: "wills/c2", Payload: []byte("c2 gone"), QoS: 1}})
 
 	rs.Restart(t)
@@ -128,9 +129,9 @@ func TestLiveness_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 	waitOnline(t, rdb, c2, "node-a", 10*time.Second)
 	t.Logf("clients registered again %s after the restart", time.Since(start).Round(time.Millisecond))
 
-	second := dialRaw(t, b.addr)
-	second.mustConnect(&packets.Connect{ClientID: c1, CleanSession: true, KeepAlive: 60})
-	first.expectClosed(5 * time.Second)
+	second := mqtttest.Dial(t, b.addr)
+	second.MustConnect(&packets.Connect{ClientID: c1, CleanSession: true, KeepAlive: 60})
+	first.ExpectClosed(5 * time.Second)
 	watcher.waitTopic(t, "wills/c1", 10*time.Second)
 
 	a.Kill(t)
@@ -152,11 +153,11 @@ func TestLiveness_PausedReplicaWillOnce(t *testing.T) {
 	b := startProcReplica(t, rs.URL(), "node-b")
 	watcher := newWillWatcher(t, b.addr)
 	withWill, noWill := unique(t, "will"), unique(t, "nowill")
-	cw := dialRaw(t, a.addr)
-	cw.mustConnect(&packets.Connect{ClientID: withWill, CleanSession: true, KeepAlive: 120,
+	cw := mqtttest.Dial(t, a.addr)
+	cw.MustConnect(&packets.Connect{ClientID: withWill, CleanSession: true, KeepAlive: 120,
 		Will: &packets.Will{Topic: "wills/paused", Payload: []byte("gone"), QoS: 1}})
-	cn := dialRaw(t, a.addr)
-	cn.mustConnect(&packets.Connect{ClientID: noWill, CleanSession: true, KeepAlive: 120})
+	cn := mqtttest.Dial(t, a.addr)
+	cn.MustConnect(&packets.Connect{ClientID: noWill, CleanSession: true, KeepAlive: 120})
 
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -174,13 +175,13 @@ func TestLiveness_PausedReplicaWillOnce(t *testing.T) {
 	t.Logf("b published the paused replica's client's will after %s", time.Since(start).Round(time.Millisecond))
 	resume()
 
-	took, _ := cw.expectClosed(10 * time.Second)
+	took, _ := cw.ExpectClosed(10 * time.Second)
 	t.Logf("a closed the connection whose will was published %s after resuming", took.Round(time.Millisecond))
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	waitOnline(t, rdb, noWill, "node-a", 5*time.Second)
-	cn.send(&packets.Pingreq{})
-	if _, ok := cn.next().(*packets.Pingresp); !ok {
+	cn.Send(&packets.Pingreq{})
+	if _, ok := cn.Next().(*packets.Pingresp); !ok {
 		t.Fatal("client without a will: no PINGRESP after a resumed")
 	}
 	if got := watcher.readFor(3 * time.Second); got["wills/paused"] != 1 {

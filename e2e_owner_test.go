@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -42,37 +43,37 @@ func TestSession_AnotherUserCannotTakeSession_Connack0x05_Issue7_2(t *testing.T)
 	pw := writePasswordFile(t, "alice", "mallory")
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		id, topic := unique(t, "dev"), unique(t, "alice")
-		alice := dialRaw(t, d.sub().Addr())
-		alice.mustConnect(asUser("alice", id, false))
-		alice.subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		alice := mqtttest.Dial(t, d.sub().Addr())
+		alice.MustConnect(asUser("alice", id, false))
+		alice.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
 
 		for _, clean := range []bool{false, true} {
-			m := dialRaw(t, d.pub().Addr())
-			if ack := m.connect(asUser("mallory", id, clean)); ack.ReturnCode != packets.RefusedNotAuthorized || ack.SessionPresent {
+			m := mqtttest.Dial(t, d.pub().Addr())
+			if ack := m.Connect(asUser("mallory", id, clean)); ack.ReturnCode != packets.RefusedNotAuthorized || ack.SessionPresent {
 				t.Fatalf("mallory (clean=%v) on alice's live session: CONNACK 0x%02x present=%v, want 0x05", clean, ack.ReturnCode, ack.SessionPresent)
 			}
-			m.expectClosed(waitTimeout)
+			m.ExpectClosed(waitTimeout)
 		}
 		// alice is still connected and still subscribed.
-		p := dialRaw(t, d.pub().Addr())
-		p.mustConnect(asUser("mallory", unique(t, "pub"), true))
-		p.publishQoS1(1, topic, "live")
-		if got := alice.publishesUntil("live"); len(got) != 0 {
+		p := mqtttest.Dial(t, d.pub().Addr())
+		p.MustConnect(asUser("mallory", unique(t, "pub"), true))
+		p.PublishQoS1(1, topic, "live")
+		if got := alice.PublishesUntil("live"); len(got) != 0 {
 			t.Fatalf("unexpected messages before the fence: %d", len(got))
 		}
-		alice.send(&packets.Disconnect{})
-		alice.expectClosed(waitTimeout)
+		alice.Send(&packets.Disconnect{})
+		alice.ExpectClosed(waitTimeout)
 
-		p.publishQoS1(2, topic, "queued")
-		m := dialRaw(t, d.pub().Addr())
-		if ack := m.connect(asUser("mallory", id, false)); ack.ReturnCode != packets.RefusedNotAuthorized {
+		p.PublishQoS1(2, topic, "queued")
+		m := mqtttest.Dial(t, d.pub().Addr())
+		if ack := m.Connect(asUser("mallory", id, false)); ack.ReturnCode != packets.RefusedNotAuthorized {
 			t.Fatalf("mallory on alice's stored session: CONNACK 0x%02x, want 0x05", ack.ReturnCode)
 		}
-		back := dialRaw(t, d.sub().Addr())
-		if ack := back.mustConnect(asUser("alice", id, false)); !ack.SessionPresent {
+		back := mqtttest.Dial(t, d.sub().Addr())
+		if ack := back.MustConnect(asUser("alice", id, false)); !ack.SessionPresent {
 			t.Fatal("alice's session was lost to mallory's attempt")
 		}
-		if got := back.publishesUntil("queued"); len(got) != 0 {
+		if got := back.PublishesUntil("queued"); len(got) != 0 {
 			t.Fatalf("unexpected messages before the queued one: %d", len(got))
 		}
 	}, "-password-file", pw, "-allow-anonymous=false")
@@ -85,31 +86,31 @@ func TestSession_AnotherUserCannotTakeSession_Connack0x05_Issue7_2(t *testing.T)
 func TestSession_NewPersistentSessionNotReplayedHistory_Issue7_3_MQTT_4_5_0_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		topic := unique(t, "hist")
-		pub := dialRaw(t, d.pub().Addr())
-		pub.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+		pub := mqtttest.Dial(t, d.pub().Addr())
+		pub.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
 		pid := uint16(0)
 		for round := range 2 {
 			for i := range 5 {
 				pid++
-				pub.publishQoS1(pid, topic, fmt.Sprintf("before-%d-%d", round, i))
+				pub.PublishQoS1(pid, topic, fmt.Sprintf("before-%d-%d", round, i))
 			}
 			id := unique(t, "new")
-			s := dialRaw(t, d.sub().Addr())
-			s.mustConnect(&packets.Connect{ClientID: id, KeepAlive: 30})
-			s.subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
-			s.send(&packets.Disconnect{})
-			s.expectClosed(waitTimeout)
+			s := mqtttest.Dial(t, d.sub().Addr())
+			s.MustConnect(&packets.Connect{ClientID: id, KeepAlive: 30})
+			s.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+			s.Send(&packets.Disconnect{})
+			s.ExpectClosed(waitTimeout)
 			pid++
-			pub.publishQoS1(pid, topic, fmt.Sprintf("offline-%d", round))
+			pub.PublishQoS1(pid, topic, fmt.Sprintf("offline-%d", round))
 
-			s = dialRaw(t, d.sub().Addr())
-			if ack := s.mustConnect(&packets.Connect{ClientID: id, KeepAlive: 30}); !ack.SessionPresent {
+			s = mqtttest.Dial(t, d.sub().Addr())
+			if ack := s.MustConnect(&packets.Connect{ClientID: id, KeepAlive: 30}); !ack.SessionPresent {
 				t.Fatalf("round %d: session not present", round)
 			}
-			if got := s.publishesUntil(fmt.Sprintf("offline-%d", round)); len(got) != 0 {
+			if got := s.PublishesUntil(fmt.Sprintf("offline-%d", round)); len(got) != 0 {
 				t.Fatalf("round %d: replayed %d messages from before the session subscribed, first %q", round, len(got), got[0].Payload)
 			}
-			s.send(&packets.Disconnect{})
+			s.Send(&packets.Disconnect{})
 		}
 	})
 }
@@ -121,21 +122,21 @@ func TestSession_RacingConnectsOnTwoReplicasOneSurvives_Issue7_7_MQTT_3_1_4_2(t 
 	for _, clean := range []bool{true, false} {
 		for round := range 20 {
 			id := unique(t, "race")
-			conns := []*rawClient{dialRaw(t, d.servers[0].Addr()), dialRaw(t, d.servers[1].Addr())}
+			conns := []*mqtttest.Client{mqtttest.Dial(t, d.servers[0].Addr()), mqtttest.Dial(t, d.servers[1].Addr())}
 			var wg sync.WaitGroup
 			codes := make([]byte, 2)
 			for _, c := range conns {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					c.send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: id, CleanSession: clean, KeepAlive: 30})
+					c.Send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: id, CleanSession: clean, KeepAlive: 30})
 				}()
 			}
 			wg.Wait()
 			acked := []bool{false, false}
 			for i, c := range conns {
 				// The loser may be closed before its CONNACK is written.
-				p, err := c.read(waitTimeout)
+				p, err := c.Read(waitTimeout)
 				if ack, ok := p.(*packets.Connack); err == nil && ok {
 					codes[i], acked[i] = ack.ReturnCode, true
 				}
@@ -147,12 +148,12 @@ func TestSession_RacingConnectsOnTwoReplicasOneSurvives_Issue7_7_MQTT_3_1_4_2(t 
 				if !acked[i] {
 					continue
 				}
-				_ = c.conn.SetWriteDeadline(deadline)
-				if _, err := c.conn.Write([]byte{0xc0, 0}); err != nil { // PINGREQ
+				_ = c.Conn.SetWriteDeadline(deadline)
+				if _, err := c.Conn.Write([]byte{0xc0, 0}); err != nil { // PINGREQ
 					continue
 				}
-				_ = c.conn.SetReadDeadline(deadline)
-				p, err := c.r.ReadPacket()
+				_ = c.Conn.SetReadDeadline(deadline)
+				p, err := c.ReadPacket()
 				if err == nil {
 					if _, ok := p.(*packets.Pingresp); !ok {
 						t.Fatalf("connection %d: got %T, want PINGRESP", i, p)
@@ -164,7 +165,7 @@ func TestSession_RacingConnectsOnTwoReplicasOneSurvives_Issue7_7_MQTT_3_1_4_2(t 
 				t.Fatalf("clean=%v round %d: %d connections open after racing CONNACKs %v, want exactly 1", clean, round, open, codes)
 			}
 			for _, c := range conns {
-				_ = c.conn.Close()
+				_ = c.Conn.Close()
 			}
 		}
 	}

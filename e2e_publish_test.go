@@ -12,6 +12,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -50,43 +51,43 @@ func TestPublish_QoSDowngrade_MQTT_3_8_4_6(t *testing.T) {
 func TestPublish_QoSFlowsRaw_MQTT_4_3_3_2(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		topic := unique(t, "t")
-		sub := dialRaw(t, d.sub().Addr())
-		sub.mustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 30})
-		sub.subscribe(1, packets.Subscription{Filter: topic, QoS: 2})
-		pub := dialRaw(t, d.pub().Addr())
-		pub.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+		sub := mqtttest.Dial(t, d.sub().Addr())
+		sub.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 30})
+		sub.Subscribe(1, packets.Subscription{Filter: topic, QoS: 2})
+		pub := mqtttest.Dial(t, d.pub().Addr())
+		pub.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
 
-		pub.send(&packets.Publish{Topic: topic, Payload: []byte("q0")})
-		if m := expect[*packets.Publish](sub); m.QoS != 0 || m.PacketID != 0 || string(m.Payload) != "q0" {
+		pub.Send(&packets.Publish{Topic: topic, Payload: []byte("q0")})
+		if m := mqtttest.Expect[*packets.Publish](sub); m.QoS != 0 || m.PacketID != 0 || string(m.Payload) != "q0" {
 			t.Fatalf("QoS 0 delivery %+v", m)
 		}
 
-		pub.publishQoS1(10, topic, "q1")
-		m := expect[*packets.Publish](sub)
+		pub.PublishQoS1(10, topic, "q1")
+		m := mqtttest.Expect[*packets.Publish](sub)
 		if m.QoS != 1 || m.PacketID == 0 || m.Dup || string(m.Payload) != "q1" {
 			t.Fatalf("QoS 1 delivery %+v [MQTT-2.3.1-1]", m)
 		}
-		sub.send(&packets.Puback{PacketID: m.PacketID})
+		sub.Send(&packets.Puback{PacketID: m.PacketID})
 
-		pub.send(&packets.Publish{QoS: 2, PacketID: 11, Topic: topic, Payload: []byte("q2")})
-		if rec := expect[*packets.Pubrec](pub); rec.PacketID != 11 {
+		pub.Send(&packets.Publish{QoS: 2, PacketID: 11, Topic: topic, Payload: []byte("q2")})
+		if rec := mqtttest.Expect[*packets.Pubrec](pub); rec.PacketID != 11 {
 			t.Fatalf("PUBREC id %d, want 11", rec.PacketID)
 		}
-		pub.send(&packets.Pubrel{PacketID: 11})
-		if comp := expect[*packets.Pubcomp](pub); comp.PacketID != 11 {
+		pub.Send(&packets.Pubrel{PacketID: 11})
+		if comp := mqtttest.Expect[*packets.Pubcomp](pub); comp.PacketID != 11 {
 			t.Fatalf("PUBCOMP id %d, want 11", comp.PacketID)
 		}
-		m = expect[*packets.Publish](sub)
+		m = mqtttest.Expect[*packets.Publish](sub)
 		if m.QoS != 2 || m.PacketID == 0 || string(m.Payload) != "q2" {
 			t.Fatalf("QoS 2 delivery %+v", m)
 		}
-		sub.send(&packets.Pubrec{PacketID: m.PacketID})
-		if rel := expect[*packets.Pubrel](sub); rel.PacketID != m.PacketID {
+		sub.Send(&packets.Pubrec{PacketID: m.PacketID})
+		if rel := mqtttest.Expect[*packets.Pubrel](sub); rel.PacketID != m.PacketID {
 			t.Fatalf("PUBREL id %d, want %d", rel.PacketID, m.PacketID)
 		}
-		sub.send(&packets.Pubcomp{PacketID: m.PacketID})
-		sub.send(&packets.Pingreq{})
-		expect[*packets.Pingresp](sub)
+		sub.Send(&packets.Pubcomp{PacketID: m.PacketID})
+		sub.Send(&packets.Pingreq{})
+		mqtttest.Expect[*packets.Pingresp](sub)
 	})
 }
 
@@ -99,21 +100,21 @@ func TestPublish_QoS2ExactlyOnceInbound_MQTT_4_3_3_2(t *testing.T) {
 		sub, _ := connectPaho(t, pahoOpts(d.sub(), unique(t, "sub"), true).SetOrderMatters(true))
 		subscribe(t, sub, topic, 2, col)
 
-		pub := dialRaw(t, d.pub().Addr())
-		pub.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+		pub := mqtttest.Dial(t, d.pub().Addr())
+		pub.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
 		for i, dup := range []bool{false, true, true} {
-			pub.send(&packets.Publish{QoS: 2, Dup: dup, PacketID: 42, Topic: topic, Payload: []byte("once")})
-			if rec := expect[*packets.Pubrec](pub); rec.PacketID != 42 {
+			pub.Send(&packets.Publish{QoS: 2, Dup: dup, PacketID: 42, Topic: topic, Payload: []byte("once")})
+			if rec := mqtttest.Expect[*packets.Pubrec](pub); rec.PacketID != 42 {
 				t.Fatalf("send %d: PUBREC id %d, want 42", i, rec.PacketID)
 			}
 		}
-		pub.send(&packets.Pubrel{PacketID: 42})
-		expect[*packets.Pubcomp](pub)
+		pub.Send(&packets.Pubrel{PacketID: 42})
+		mqtttest.Expect[*packets.Pubcomp](pub)
 		// The id is free again: a new message with it is a new message.
-		pub.send(&packets.Publish{QoS: 2, PacketID: 42, Topic: topic, Payload: []byte("fence")})
-		expect[*packets.Pubrec](pub)
-		pub.send(&packets.Pubrel{PacketID: 42})
-		expect[*packets.Pubcomp](pub)
+		pub.Send(&packets.Publish{QoS: 2, PacketID: 42, Topic: topic, Payload: []byte("fence")})
+		mqtttest.Expect[*packets.Pubrec](pub)
+		pub.Send(&packets.Pubrel{PacketID: 42})
+		mqtttest.Expect[*packets.Pubcomp](pub)
 
 		var got []string
 		for {
@@ -225,9 +226,9 @@ func TestPublish_RetainedWildcard_MQTT_3_3_1_6(t *testing.T) {
 func TestSubscribe_OverlappingOneCopyHighestQoS_MQTT_3_3_5_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		base := unique(t, "t")
-		sub := dialRaw(t, d.sub().Addr())
-		sub.mustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 30})
-		codes := sub.subscribe(1,
+		sub := mqtttest.Dial(t, d.sub().Addr())
+		sub.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 30})
+		codes := sub.Subscribe(1,
 			packets.Subscription{Filter: base + "/#", QoS: 2},
 			packets.Subscription{Filter: base + "/+", QoS: 1},
 			packets.Subscription{Filter: base + "/x", QoS: 0})
@@ -238,9 +239,9 @@ func TestSubscribe_OverlappingOneCopyHighestQoS_MQTT_3_3_5_1(t *testing.T) {
 		publish(t, pub, base+"/x", 2, false, "one")
 		publish(t, pub, base+"/x", 0, false, "fence")
 
-		got := sub.publishesUntil("fence")
+		got := sub.PublishesUntil("fence")
 		if len(got) != 1 || got[0].QoS != 2 {
-			t.Fatalf("got %d copies (%s), want one at QoS 2", len(got), describe(toPackets(got)))
+			t.Fatalf("got %d copies (%s), want one at QoS 2", len(got), mqtttest.Describe(toPackets(got)))
 		}
 	})
 }
@@ -298,13 +299,13 @@ func TestPublish_InvalidTopicName_Closed_MQTT_3_3_2_2(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				c := dialRaw(t, d.pub().Addr())
-				c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+				c := mqtttest.Dial(t, d.pub().Addr())
+				c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 				body := []byte{byte(len(tt.topic) >> 8), byte(len(tt.topic))}
 				body = append(body, tt.topic...)
 				body = append(body, 0, 1, 'x') // packet id 1, payload
-				c.write(append([]byte{0x32, byte(len(body))}, body...))
-				_, got := c.expectClosed(waitTimeout)
+				c.Write(append([]byte{0x32, byte(len(body))}, body...))
+				_, got := c.ExpectClosed(waitTimeout)
 				for _, p := range got {
 					if _, ok := p.(*packets.Puback); ok {
 						t.Fatalf("PUBLISH to %q acknowledged", tt.topic)
@@ -328,8 +329,8 @@ func TestSubscribe_InvalidFilter_Suback0x80_MQTT_4_7_1_2(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				c := dialRaw(t, d.sub().Addr())
-				c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+				c := mqtttest.Dial(t, d.sub().Addr())
+				c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 				valid := unique(t, "t")
 				body := []byte{0, 7}
 				for _, f := range []string{valid, tt.filter} {
@@ -337,16 +338,16 @@ func TestSubscribe_InvalidFilter_Suback0x80_MQTT_4_7_1_2(t *testing.T) {
 					body = append(body, f...)
 					body = append(body, 1)
 				}
-				c.write(append([]byte{0x82, byte(len(body))}, body...))
-				ack := expect[*packets.Suback](c)
+				c.Write(append([]byte{0x82, byte(len(body))}, body...))
+				ack := mqtttest.Expect[*packets.Suback](c)
 				if ack.PacketID != 7 || len(ack.ReturnCodes) != 2 {
 					t.Fatalf("SUBACK %+v, want id 7 with 2 codes [MQTT-3.8.4-5]", ack)
 				}
 				if ack.ReturnCodes[0] != 1 || ack.ReturnCodes[1] != packets.SubackFailure {
 					t.Fatalf("SUBACK codes %v, want [1 128]", ack.ReturnCodes)
 				}
-				c.send(&packets.Pingreq{})
-				expect[*packets.Pingresp](c)
+				c.Send(&packets.Pingreq{})
+				mqtttest.Expect[*packets.Pingresp](c)
 			})
 		}
 	})
@@ -356,12 +357,12 @@ func TestSubscribe_InvalidFilter_Suback0x80_MQTT_4_7_1_2(t *testing.T) {
 // or, treating the SUBSCRIBE as malformed, closes the connection.
 func TestSubscribe_EmptyFilter_RefusedOrClosed_MQTT_4_7_3_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
-		c.write([]byte{0x82, 0x05, 0x00, 0x07, 0x00, 0x00, 0x01})
-		p, err := c.read(waitTimeout)
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+		c.Write([]byte{0x82, 0x05, 0x00, 0x07, 0x00, 0x00, 0x01})
+		p, err := c.Read(waitTimeout)
 		if err != nil {
-			c.expectClosed(waitTimeout)
+			c.ExpectClosed(waitTimeout)
 			return
 		}
 		ack, ok := p.(*packets.Suback)
@@ -377,26 +378,26 @@ func TestSubscribe_EmptyFilter_RefusedOrClosed_MQTT_4_7_3_1(t *testing.T) {
 func TestUnsubscribe_UnsubackAlways_MQTT_3_10_4_5(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		base := unique(t, "t")
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 
-		c.send(&packets.Unsubscribe{PacketID: 3, Filters: []string{base + "/never"}})
-		if ack := expect[*packets.Unsuback](c); ack.PacketID != 3 {
+		c.Send(&packets.Unsubscribe{PacketID: 3, Filters: []string{base + "/never"}})
+		if ack := mqtttest.Expect[*packets.Unsuback](c); ack.PacketID != 3 {
 			t.Fatalf("UNSUBACK id %d, want 3 [MQTT-3.10.4-4]", ack.PacketID)
 		}
 
-		c.subscribe(4, packets.Subscription{Filter: base + "/a", QoS: 0}, packets.Subscription{Filter: base + "/b", QoS: 0})
-		c.send(&packets.Unsubscribe{PacketID: 5, Filters: []string{base + "/a", base + "/never"}})
-		if ack := expect[*packets.Unsuback](c); ack.PacketID != 5 {
+		c.Subscribe(4, packets.Subscription{Filter: base + "/a", QoS: 0}, packets.Subscription{Filter: base + "/b", QoS: 0})
+		c.Send(&packets.Unsubscribe{PacketID: 5, Filters: []string{base + "/a", base + "/never"}})
+		if ack := mqtttest.Expect[*packets.Unsuback](c); ack.PacketID != 5 {
 			t.Fatalf("UNSUBACK id %d, want 5", ack.PacketID)
 		}
 		pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true))
 		publish(t, pub, base+"/a", 0, false, "unsubscribed")
 		publish(t, pub, base+"/b", 0, false, "still subscribed")
-		if m := expect[*packets.Publish](c); string(m.Payload) != "still subscribed" {
+		if m := mqtttest.Expect[*packets.Publish](c); string(m.Payload) != "still subscribed" {
 			t.Fatalf("got %q on %q after UNSUBSCRIBE", m.Payload, m.Topic)
 		}
-		c.expectSilent(quietWindow)
+		c.ExpectSilent(quietWindow)
 	})
 }
 
@@ -434,9 +435,9 @@ func TestPublish_PacketIDsDistinctAndInflightBounded_MQTT_2_3_1_2(t *testing.T) 
 	const maxInflight = 5
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		topic := unique(t, "t")
-		sub := dialRaw(t, d.sub().Addr())
-		sub.mustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
-		sub.subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		sub := mqtttest.Dial(t, d.sub().Addr())
+		sub.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
+		sub.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
 
 		pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true))
 		for i := range 3 * maxInflight {
@@ -446,7 +447,7 @@ func TestPublish_PacketIDsDistinctAndInflightBounded_MQTT_2_3_1_2(t *testing.T) 
 		inflight := map[uint16]string{}
 		readOutstanding := func() {
 			for {
-				p, err := sub.read(quietWindow)
+				p, err := sub.Read(quietWindow)
 				if err != nil {
 					return
 				}
@@ -479,7 +480,7 @@ func TestPublish_PacketIDsDistinctAndInflightBounded_MQTT_2_3_1_2(t *testing.T) 
 			if ackID == 0 {
 				t.Fatalf("message %d not among the outstanding %v", next, inflight)
 			}
-			sub.send(&packets.Puback{PacketID: ackID})
+			sub.Send(&packets.Puback{PacketID: ackID})
 			delete(inflight, ackID)
 			next++
 			readOutstanding()

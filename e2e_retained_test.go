@@ -6,12 +6,12 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -20,8 +20,8 @@ import (
 // for every PUBACK.
 func publishRetainedBulk(t testing.TB, ts *testServer, topicNames []string) {
 	t.Helper()
-	c := dialRaw(t, ts.Addr())
-	c.mustConnect(&packets.Connect{ClientID: unique(t, "bulk"), CleanSession: true, KeepAlive: 60})
+	c := mqtttest.Dial(t, ts.Addr())
+	c.MustConnect(&packets.Connect{ClientID: unique(t, "bulk"), CleanSession: true, KeepAlive: 60})
 	const chunk = 200
 	var buf []byte
 	for start := 0; start < len(topicNames); start += chunk {
@@ -35,9 +35,9 @@ func publishRetainedBulk(t testing.TB, ts *testServer, topicNames []string) {
 				t.Fatalf("encode: %v", err)
 			}
 		}
-		c.write(buf)
+		c.Write(buf)
 		for range end - start {
-			expect[*packets.Puback](c)
+			mqtttest.Expect[*packets.Puback](c)
 		}
 	}
 }
@@ -48,15 +48,15 @@ func publishRetainedBulk(t testing.TB, ts *testServer, topicNames []string) {
 // included).
 func fenceOn(t testing.TB, pub, sub *testServer) func() {
 	topic := unique(t, "fence")
-	watcher := dialRaw(t, sub.Addr())
-	watcher.mustConnect(&packets.Connect{ClientID: unique(t, "watch"), CleanSession: true, KeepAlive: 60})
-	watcher.subscribe(1, packets.Subscription{Filter: topic, QoS: 0})
-	p := dialRaw(t, pub.Addr())
-	p.mustConnect(&packets.Connect{ClientID: unique(t, "fencepub"), CleanSession: true, KeepAlive: 60})
+	watcher := mqtttest.Dial(t, sub.Addr())
+	watcher.MustConnect(&packets.Connect{ClientID: unique(t, "watch"), CleanSession: true, KeepAlive: 60})
+	watcher.Subscribe(1, packets.Subscription{Filter: topic, QoS: 0})
+	p := mqtttest.Dial(t, pub.Addr())
+	p.MustConnect(&packets.Connect{ClientID: unique(t, "fencepub"), CleanSession: true, KeepAlive: 60})
 	return func() {
 		t.Helper()
-		p.publishQoS1(1, topic, "fence")
-		if m := expect[*packets.Publish](watcher); m.Topic != topic {
+		p.PublishQoS1(1, topic, "fence")
+		if m := mqtttest.Expect[*packets.Publish](watcher); m.Topic != topic {
 			t.Fatalf("fence: got %q", m.Topic)
 		}
 	}
@@ -79,13 +79,13 @@ func TestRetained_AllSentBeyondMaxQueued_MQTT_3_3_1_6(t *testing.T) {
 		publishRetainedBulk(t, d.pub(), names)
 		fence()
 
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
-		c.subscribe(1, packets.Subscription{Filter: base + "/#", QoS: 1})
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
+		c.Subscribe(1, packets.Subscription{Filter: base + "/#", QoS: 1})
 		seen := make(map[string]bool, n)
 		deadline := time.Now().Add(30 * time.Second)
 		for len(seen) < n && time.Now().Before(deadline) {
-			p, err := c.read(waitTimeout)
+			p, err := c.Read(waitTimeout)
 			if err != nil {
 				break
 			}
@@ -100,12 +100,12 @@ func TestRetained_AllSentBeyondMaxQueued_MQTT_3_3_1_6(t *testing.T) {
 				t.Fatalf("retained message on %q sent twice", m.Topic)
 			}
 			seen[m.Topic] = true
-			c.send(&packets.Puback{PacketID: m.PacketID})
+			c.Send(&packets.Puback{PacketID: m.PacketID})
 		}
 		if len(seen) != n {
 			t.Fatalf("received %d of %d retained messages [MQTT-3.3.1-6]", len(seen), n)
 		}
-		c.expectSilent(quietWindow)
+		c.ExpectSilent(quietWindow)
 		for _, ts := range d.servers {
 			if got := ts.Stats()["dropped_qos12_queue_full"]; got != 0 {
 				t.Errorf("%d messages counted as dropped for a full queue", got)
@@ -120,13 +120,9 @@ func TestRetained_AllSentBeyondMaxQueued_MQTT_3_3_1_6(t *testing.T) {
 // error it met.
 func counterPublisher(t testing.TB, ts *testServer, topic string, chunk int) (stop func() (int, error)) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", ts.Addr(), waitTimeout)
-	if err != nil {
-		t.Fatalf("dial %s: %v", ts.Addr(), err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	c := &rawClient{t: t, conn: conn, r: packets.NewReader(conn, 0)}
-	c.mustConnect(&packets.Connect{ClientID: unique(t, "counter"), CleanSession: true, KeepAlive: 60})
+	c := mqtttest.Dial(t, ts.Addr())
+	conn := c.Conn
+	c.MustConnect(&packets.Connect{ClientID: unique(t, "counter"), CleanSession: true, KeepAlive: 60})
 	var quit atomic.Bool
 	done := make(chan struct{})
 	var sent int
@@ -146,7 +142,7 @@ func counterPublisher(t testing.TB, ts *testServer, topic string, chunk int) (st
 				return
 			}
 			for range chunk {
-				p, err := c.r.ReadPacket()
+				p, err := c.ReadPacket()
 				if err != nil {
 					runErr = fmt.Errorf("read PUBACK: %w", err)
 					return
@@ -190,17 +186,17 @@ func TestRetained_LiveNeverOlderThanRetained_MQTT_3_3_1_6(t *testing.T) {
 		var examples []string
 		start := time.Now()
 		for round := range rounds {
-			c := dialRaw(t, d.sub().Addr())
-			c.mustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
+			c := mqtttest.Dial(t, d.sub().Addr())
+			c.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 60})
 			// The server may send matching PUBLISH packets before the SUBACK
 			// (MQTT 3.1.1 section 3.8.4).
-			c.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: topic, QoS: 0}}})
+			c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: topic, QoS: 0}}})
 			retained := -1
 			var seq []string
 			last := -1
 			var isOlder, isRepeated bool
 			for n := 0; n < liveAfter; {
-				p := c.next()
+				p := c.Next()
 				if _, ok := p.(*packets.Suback); ok {
 					continue
 				}
@@ -242,7 +238,7 @@ func TestRetained_LiveNeverOlderThanRetained_MQTT_3_3_1_6(t *testing.T) {
 			if isRepeated {
 				repeated++
 			}
-			_ = c.conn.Close()
+			_ = c.Conn.Close()
 		}
 		sent, err := stop()
 		if err != nil {
@@ -270,39 +266,39 @@ func TestRetained_OwedToSessionThatLeftSurviveWithRetainFlag_MQTT_3_3_1_8(t *tes
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		const n = 300
 		prefix := unique(t, "owed")
-		pub := dialRaw(t, d.pub().Addr())
-		pub.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+		pub := mqtttest.Dial(t, d.pub().Addr())
+		pub.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
 		for i := range n {
-			pub.send(&packets.Publish{QoS: 1, PacketID: uint16(i + 1), Retain: true, Topic: fmt.Sprintf("%s/%d", prefix, i), Payload: []byte("r")})
+			pub.Send(&packets.Publish{QoS: 1, PacketID: uint16(i + 1), Retain: true, Topic: fmt.Sprintf("%s/%d", prefix, i), Payload: []byte("r")})
 		}
 		for range n {
-			expect[*packets.Puback](pub)
+			mqtttest.Expect[*packets.Puback](pub)
 		}
 		id := unique(t, "sub")
-		s := dialRaw(t, d.sub().Addr())
-		s.mustConnect(&packets.Connect{ClientID: id, KeepAlive: 30})
+		s := mqtttest.Dial(t, d.sub().Addr())
+		s.MustConnect(&packets.Connect{ClientID: id, KeepAlive: 30})
 		// SUBSCRIBE and DISCONNECT in one write: the retained messages
 		// cannot all have been sent when the connection ends.
 		sub, err := packets.Append(nil, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: prefix + "/#", QoS: 1}}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.write(append(sub, 0xe0, 0)) // DISCONNECT
-		_, before := s.expectClosed(waitTimeout)
+		s.Write(append(sub, 0xe0, 0)) // DISCONNECT
+		_, before := s.ExpectClosed(waitTimeout)
 		got := map[string]bool{}
 		for _, p := range before {
 			if pp, ok := p.(*packets.Publish); ok {
 				got[pp.Topic] = true
 			}
 		}
-		s = dialRaw(t, d.sub().Addr())
-		if ack := s.mustConnect(&packets.Connect{ClientID: id, KeepAlive: 30}); !ack.SessionPresent {
+		s = mqtttest.Dial(t, d.sub().Addr())
+		if ack := s.MustConnect(&packets.Connect{ClientID: id, KeepAlive: 30}); !ack.SessionPresent {
 			t.Fatal("session not present")
 		}
 		// A live message on the session's own filter comes after every
 		// message its stored state held.
-		pub.publishQoS1(uint16(n+1), prefix+"/fence", "fence")
-		for _, p := range s.publishesUntil("fence") {
+		pub.PublishQoS1(uint16(n+1), prefix+"/fence", "fence")
+		for _, p := range s.PublishesUntil("fence") {
 			if !p.Retain {
 				t.Fatalf("%s arrived with RETAIN=0 after the session's return, want 1 [MQTT-3.3.1-8]", p.Topic)
 			}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -67,25 +68,25 @@ func TestSession_OfflineQueueBounded_MaxQueuedMessages(t *testing.T) {
 		id := unique(t, "c")
 		topic := unique(t, "t")
 		fence := topic + "-fence"
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
-		c.subscribe(1, packets.Subscription{Filter: topic, QoS: 1}, packets.Subscription{Filter: fence, QoS: 1})
-		c.send(&packets.Disconnect{})
-		c.expectClosed(waitTimeout)
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		c.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1}, packets.Subscription{Filter: fence, QoS: 1})
+		c.Send(&packets.Disconnect{})
+		c.ExpectClosed(waitTimeout)
 
 		pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true))
 		for i := range sent {
 			publish(t, pub, topic, 1, false, strconv.Itoa(i))
 		}
 
-		c = dialRaw(t, d.sub().Addr())
-		if ack := c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
+		c = mqtttest.Dial(t, d.sub().Addr())
+		if ack := c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
 			t.Fatal("session present = 0 [MQTT-3.2.2-2]")
 		}
 		var got []string
 		read := func() bool {
-			m := expect[*packets.Publish](c)
-			c.send(&packets.Puback{PacketID: m.PacketID})
+			m := mqtttest.Expect[*packets.Publish](c)
+			c.Send(&packets.Puback{PacketID: m.PacketID})
 			if m.Topic == fence {
 				return false
 			}
@@ -117,33 +118,33 @@ func TestSession_UnackedQoS1ResentWithDup_MQTT_4_4_0_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		id := unique(t, "c")
 		topic := unique(t, "t")
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
-		c.subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		c.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
 
 		pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true))
 		publish(t, pub, topic, 1, false, "unacked")
-		first := expect[*packets.Publish](c)
+		first := mqtttest.Expect[*packets.Publish](c)
 		if first.Dup {
 			t.Fatal("first delivery has DUP=1 [MQTT-3.3.1-3]")
 		}
-		_ = c.conn.Close() // no PUBACK
+		_ = c.Conn.Close() // no PUBACK
 
-		c = dialRaw(t, d.sub().Addr())
-		if ack := c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
+		c = mqtttest.Dial(t, d.sub().Addr())
+		if ack := c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
 			t.Fatal("session present = 0 [MQTT-3.2.2-2]")
 		}
-		again := expect[*packets.Publish](c)
+		again := mqtttest.Expect[*packets.Publish](c)
 		if string(again.Payload) != "unacked" || !again.Dup || again.PacketID != first.PacketID || again.QoS != 1 {
 			t.Fatalf("re-sent %+v, want payload %q, DUP=1, packet id %d, QoS 1", again, "unacked", first.PacketID)
 		}
-		c.send(&packets.Puback{PacketID: again.PacketID})
+		c.Send(&packets.Puback{PacketID: again.PacketID})
 		// Acknowledged now: a third connection gets nothing.
-		c.send(&packets.Disconnect{})
-		c.expectClosed(waitTimeout)
-		c = dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
-		c.expectSilent(quietWindow)
+		c.Send(&packets.Disconnect{})
+		c.ExpectClosed(waitTimeout)
+		c = mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		c.ExpectSilent(quietWindow)
 	})
 }
 
@@ -154,40 +155,40 @@ func TestSession_UnackedQoS2ResentOnReconnect_MQTT_4_4_0_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		id := unique(t, "c")
 		topic := unique(t, "t")
-		connect := func() *rawClient {
-			c := dialRaw(t, d.sub().Addr())
-			if ack := c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
+		connect := func() *mqtttest.Client {
+			c := mqtttest.Dial(t, d.sub().Addr())
+			if ack := c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
 				t.Fatal("session present = 0 [MQTT-3.2.2-2]")
 			}
 			return c
 		}
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
-		c.subscribe(1, packets.Subscription{Filter: topic, QoS: 2})
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		c.Subscribe(1, packets.Subscription{Filter: topic, QoS: 2})
 		pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true))
 		publish(t, pub, topic, 2, false, "exactly once")
 
-		first := expect[*packets.Publish](c)
-		_ = c.conn.Close() // neither PUBREC nor anything else
+		first := mqtttest.Expect[*packets.Publish](c)
+		_ = c.Conn.Close() // neither PUBREC nor anything else
 
 		c = connect()
-		again := expect[*packets.Publish](c)
+		again := mqtttest.Expect[*packets.Publish](c)
 		if !again.Dup || again.PacketID != first.PacketID || string(again.Payload) != "exactly once" {
 			t.Fatalf("re-sent %+v, want DUP=1 packet id %d", again, first.PacketID)
 		}
-		c.send(&packets.Pubrec{PacketID: again.PacketID})
-		if rel := expect[*packets.Pubrel](c); rel.PacketID != first.PacketID {
+		c.Send(&packets.Pubrec{PacketID: again.PacketID})
+		if rel := mqtttest.Expect[*packets.Pubrel](c); rel.PacketID != first.PacketID {
 			t.Fatalf("PUBREL id %d, want %d", rel.PacketID, first.PacketID)
 		}
-		_ = c.conn.Close() // no PUBCOMP
+		_ = c.Conn.Close() // no PUBCOMP
 
 		c = connect()
-		rel := expect[*packets.Pubrel](c)
+		rel := mqtttest.Expect[*packets.Pubrel](c)
 		if rel.PacketID != first.PacketID {
 			t.Fatalf("re-sent PUBREL id %d, want %d", rel.PacketID, first.PacketID)
 		}
-		c.send(&packets.Pubcomp{PacketID: rel.PacketID})
-		c.expectSilent(quietWindow)
+		c.Send(&packets.Pubcomp{PacketID: rel.PacketID})
+		c.ExpectSilent(quietWindow)
 	})
 }
 
@@ -197,19 +198,19 @@ func TestSession_CleanSessionDiscardsState_MQTT_3_1_2_6(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		id := unique(t, "c")
 		topic := unique(t, "t")
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
-		c.subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
-		c.send(&packets.Disconnect{})
-		c.expectClosed(waitTimeout)
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		c.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		c.Send(&packets.Disconnect{})
+		c.ExpectClosed(waitTimeout)
 
-		c = dialRaw(t, d.sub().Addr())
-		if ack := c.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 60}); ack.SessionPresent {
+		c = mqtttest.Dial(t, d.sub().Addr())
+		if ack := c.MustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 60}); ack.SessionPresent {
 			t.Fatal("session present = 1 with clean session [MQTT-3.2.2-1]")
 		}
 		pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true))
 		publish(t, pub, topic, 1, false, "nobody subscribed")
-		c.expectSilent(quietWindow)
+		c.ExpectSilent(quietWindow)
 	})
 }
 
@@ -219,18 +220,18 @@ func TestSession_TakeoverResumesPersistentSession_MQTT_3_1_4_3(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		id := unique(t, "c")
 		topic := unique(t, "t")
-		first := dialRaw(t, d.pub().Addr())
-		first.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
-		first.subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		first := mqtttest.Dial(t, d.pub().Addr())
+		first.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})
+		first.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
 
-		second := dialRaw(t, d.sub().Addr())
-		if ack := second.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
+		second := mqtttest.Dial(t, d.sub().Addr())
+		if ack := second.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
 			t.Fatal("session present = 0 after takeover of a persistent session")
 		}
-		first.expectClosed(waitTimeout)
+		first.ExpectClosed(waitTimeout)
 		pub, _ := connectPaho(t, pahoOpts(d.pub(), unique(t, "pub"), true))
 		publish(t, pub, topic, 1, false, "to the new connection")
-		if m := expect[*packets.Publish](second); string(m.Payload) != "to the new connection" {
+		if m := mqtttest.Expect[*packets.Publish](second); string(m.Payload) != "to the new connection" {
 			t.Fatalf("got %q", m.Payload)
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -20,8 +21,8 @@ import (
 // without counting twice.
 func TestLimits_SubscriptionsPerClient_MQTT_3_9_3_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "lim"), CleanSession: true})
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "lim"), CleanSession: true})
 		sub := func(fs ...string) []packets.Subscription {
 			var out []packets.Subscription
 			for _, f := range fs {
@@ -29,27 +30,27 @@ func TestLimits_SubscriptionsPerClient_MQTT_3_9_3_1(t *testing.T) {
 			}
 			return out
 		}
-		if got := c.subscribe(1, sub("a/1", "a/2")...); !slices.Equal(got, []byte{1, 1}) {
+		if got := c.Subscribe(1, sub("a/1", "a/2")...); !slices.Equal(got, []byte{1, 1}) {
 			t.Fatalf("first SUBACK %v, want [1 1]", got)
 		}
 		// a/1 is held (replaced, not counted), a/3 takes the third and last
 		// place, a/4 and a/+ are over the limit, a/3 again counts once.
-		got := c.subscribe(2, sub("a/1", "a/3", "a/4", "a/3", "a/+")...)
+		got := c.Subscribe(2, sub("a/1", "a/3", "a/4", "a/3", "a/+")...)
 		if want := []byte{1, 1, 0x80, 1, 0x80}; !slices.Equal(got, want) {
 			t.Fatalf("SUBACK %v, want %v", got, want)
 		}
 		// Unsubscribing frees a place.
-		c.send(&packets.Unsubscribe{PacketID: 3, Filters: []string{"a/2"}})
-		expect[*packets.Unsuback](c)
-		if got := c.subscribe(4, sub("a/4", "a/5")...); !slices.Equal(got, []byte{1, 0x80}) {
+		c.Send(&packets.Unsubscribe{PacketID: 3, Filters: []string{"a/2"}})
+		mqtttest.Expect[*packets.Unsuback](c)
+		if got := c.Subscribe(4, sub("a/4", "a/5")...); !slices.Equal(got, []byte{1, 0x80}) {
 			t.Fatalf("after UNSUBSCRIBE: SUBACK %v, want [1 128]", got)
 		}
 		// The refused filters are not routed: a/5 is not delivered, a/4 is.
-		p := dialRaw(t, d.pub().Addr())
-		p.mustConnect(&packets.Connect{ClientID: unique(t, "limpub"), CleanSession: true})
-		p.publishQoS1(1, "a/5", "refused")
-		p.publishQoS1(2, "a/4", "fence")
-		if got := c.publishesUntil("fence"); len(got) != 0 {
+		p := mqtttest.Dial(t, d.pub().Addr())
+		p.MustConnect(&packets.Connect{ClientID: unique(t, "limpub"), CleanSession: true})
+		p.PublishQoS1(1, "a/5", "refused")
+		p.PublishQoS1(2, "a/4", "fence")
+		if got := c.PublishesUntil("fence"); len(got) != 0 {
 			t.Fatalf("received %d messages on refused filters", len(got))
 		}
 	}, "-max-subscriptions-per-client", "3")
@@ -60,9 +61,9 @@ func TestLimits_SubscriptionsPerClient_MQTT_3_9_3_1(t *testing.T) {
 // filters of the packet are granted.
 func TestLimits_TopicLengthAndLevels_Subscribe_MQTT_3_9_3_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		c := dialRaw(t, d.sub().Addr())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "lim"), CleanSession: true})
-		got := c.subscribe(1,
+		c := mqtttest.Dial(t, d.sub().Addr())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "lim"), CleanSession: true})
+		got := c.Subscribe(1,
 			packets.Subscription{Filter: strings.Repeat("x", 33), QoS: 0}, // 33 bytes
 			packets.Subscription{Filter: strings.Repeat("x", 32), QoS: 0}, // 32 bytes: allowed
 			packets.Subscription{Filter: "a/b/c/d/e", QoS: 1},             // 5 levels
@@ -82,31 +83,31 @@ func TestLimits_TopicLengthAndLevels_Subscribe_MQTT_3_9_3_1(t *testing.T) {
 // it.
 func TestLimits_TopicLengthAndLevels_Publish(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		s := dialRaw(t, d.sub().Addr())
-		s.mustConnect(&packets.Connect{ClientID: unique(t, "limsub"), CleanSession: true})
-		if got := s.subscribe(1, packets.Subscription{Filter: "#", QoS: 1}); got[0] != 1 {
+		s := mqtttest.Dial(t, d.sub().Addr())
+		s.MustConnect(&packets.Connect{ClientID: unique(t, "limsub"), CleanSession: true})
+		if got := s.Subscribe(1, packets.Subscription{Filter: "#", QoS: 1}); got[0] != 1 {
 			t.Fatalf("SUBACK %v", got)
 		}
 		long := strings.Repeat("y", 33)
 		deep := "a/b/c/d/e"
 		for _, topic := range []string{long, deep} {
-			p := dialRaw(t, d.pub().Addr())
-			p.mustConnect(&packets.Connect{ClientID: unique(t, "limpub"), CleanSession: true})
-			p.send(&packets.Publish{QoS: 0, Topic: topic, Payload: []byte("qos0")})
-			p.publishQoS1(1, "ok/1", "still connected") // QoS 0 refusal kept the connection
+			p := mqtttest.Dial(t, d.pub().Addr())
+			p.MustConnect(&packets.Connect{ClientID: unique(t, "limpub"), CleanSession: true})
+			p.Send(&packets.Publish{QoS: 0, Topic: topic, Payload: []byte("qos0")})
+			p.PublishQoS1(1, "ok/1", "still connected") // QoS 0 refusal kept the connection
 			for _, qos := range []byte{1, 2} {
-				p := dialRaw(t, d.pub().Addr())
-				p.mustConnect(&packets.Connect{ClientID: unique(t, "limpub"), CleanSession: true})
-				p.send(&packets.Publish{QoS: qos, PacketID: 7, Topic: topic, Payload: []byte("refused")})
-				if _, got := p.expectClosed(waitTimeout); len(got) != 0 {
-					t.Fatalf("QoS %d PUBLISH on %.20q: got %s before close, want nothing", qos, topic, describe(got))
+				p := mqtttest.Dial(t, d.pub().Addr())
+				p.MustConnect(&packets.Connect{ClientID: unique(t, "limpub"), CleanSession: true})
+				p.Send(&packets.Publish{QoS: qos, PacketID: 7, Topic: topic, Payload: []byte("refused")})
+				if _, got := p.ExpectClosed(waitTimeout); len(got) != 0 {
+					t.Fatalf("QoS %d PUBLISH on %.20q: got %s before close, want nothing", qos, topic, mqtttest.Describe(got))
 				}
 			}
 		}
-		p := dialRaw(t, d.pub().Addr())
-		p.mustConnect(&packets.Connect{ClientID: unique(t, "limpub"), CleanSession: true})
-		p.publishQoS1(1, "ok/2", "fence")
-		got := s.publishesUntil("fence")
+		p := mqtttest.Dial(t, d.pub().Addr())
+		p.MustConnect(&packets.Connect{ClientID: unique(t, "limpub"), CleanSession: true})
+		p.PublishQoS1(1, "ok/2", "fence")
+		got := s.PublishesUntil("fence")
 		if len(got) != 2 || got[0].Topic != "ok/1" || got[1].Topic != "ok/1" {
 			var topics []string
 			for _, m := range got {
@@ -123,14 +124,14 @@ func TestLimits_TopicLengthAndLevels_Publish(t *testing.T) {
 func TestLimits_WillTopic_RefusesConnect_MQTT_3_1_4_1(t *testing.T) {
 	ts := startServer(t, "-max-topic-length", "32", "-max-topic-levels", "4")
 	for _, topic := range []string{strings.Repeat("w", 33), "w/x/y/z/v"} {
-		c := dialRaw(t, ts.Addr())
-		c.send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: unique(t, "will"), CleanSession: true,
+		c := mqtttest.Dial(t, ts.Addr())
+		c.Send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: unique(t, "will"), CleanSession: true,
 			Will: &packets.Will{Topic: topic, Payload: []byte("bye")}})
-		if _, got := c.expectClosed(waitTimeout); len(got) != 0 {
-			t.Fatalf("will topic %q: got %s, want the connection closed without CONNACK", topic, describe(got))
+		if _, got := c.ExpectClosed(waitTimeout); len(got) != 0 {
+			t.Fatalf("will topic %q: got %s, want the connection closed without CONNACK", topic, mqtttest.Describe(got))
 		}
 	}
-	c := dialRaw(t, ts.Addr())
-	c.mustConnect(&packets.Connect{ClientID: unique(t, "will"), CleanSession: true,
+	c := mqtttest.Dial(t, ts.Addr())
+	c.MustConnect(&packets.Connect{ClientID: unique(t, "will"), CleanSession: true,
 		Will: &packets.Will{Topic: "w/x/y/z", Payload: []byte("bye")}})
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/internal/redistopo"
 	"github.com/bridgemq/server/packets"
@@ -123,27 +124,27 @@ func checkRetained(t *testing.T, a, b topoReplica) {
 // [MQTT-4.6.0-6], each once.
 func checkPersistent(t *testing.T, a, b topoReplica, id string) {
 	base := unique(t, "q")
-	c := dialRaw(t, topoAddr(a))
-	c.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 30})
-	if codes := c.subscribe(1, packets.Subscription{Filter: base + "/#", QoS: 1}); len(codes) != 1 || codes[0] != 1 {
+	c := mqtttest.Dial(t, topoAddr(a))
+	c.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 30})
+	if codes := c.Subscribe(1, packets.Subscription{Filter: base + "/#", QoS: 1}); len(codes) != 1 || codes[0] != 1 {
 		t.Fatalf("SUBACK codes %v, want [1]", codes)
 	}
-	c.send(&packets.Disconnect{})
-	c.expectClosed(waitTimeout) // the server closes after DISCONNECT [MQTT-3.14.4-1]
+	c.Send(&packets.Disconnect{})
+	c.ExpectClosed(waitTimeout) // the server closes after DISCONNECT [MQTT-3.14.4-1]
 
-	pub := dialRaw(t, topoAddr(b))
-	pub.mustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+	pub := mqtttest.Dial(t, topoAddr(b))
+	pub.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
 	want := []string{"m1", "m2", "m3"}
 	for i, p := range want {
-		pub.publishQoS1(uint16(i+1), base+"/x", p)
+		pub.PublishQoS1(uint16(i+1), base+"/x", p)
 	}
 
-	r := dialRaw(t, topoAddr(b))
-	if ack := r.mustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 30}); !ack.SessionPresent {
+	r := mqtttest.Dial(t, topoAddr(b))
+	if ack := r.MustConnect(&packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 30}); !ack.SessionPresent {
 		t.Fatal("CONNACK session present = false on the other replica, want true [MQTT-3.2.2-2]")
 	}
-	pub.publishQoS1(10, base+"/x", "fence")
-	got := r.publishesUntil("fence")
+	pub.PublishQoS1(10, base+"/x", "fence")
+	got := r.PublishesUntil("fence")
 	var payloads []string
 	for _, p := range got {
 		payloads = append(payloads, string(p.Payload))
@@ -154,18 +155,18 @@ func checkPersistent(t *testing.T, a, b topoReplica, id string) {
 	if !slices.Equal(payloads, want) {
 		t.Fatalf("resumed session received %q, want %q", payloads, want)
 	}
-	r.send(&packets.Disconnect{})
+	r.Send(&packets.Disconnect{})
 }
 
 // checkTakeover: a CONNECT on b with a client id connected on a closes the
 // connection on a [MQTT-3.1.4-2], and the new connection works.
 func checkTakeover(t *testing.T, a, b topoReplica, id string) {
-	old := dialRaw(t, topoAddr(a))
-	old.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
-	cur := dialRaw(t, topoAddr(b))
-	cur.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
-	old.expectClosed(waitTimeout)
-	if codes := cur.subscribe(1, packets.Subscription{Filter: unique(t, "after"), QoS: 1}); len(codes) != 1 || codes[0] != 1 {
+	old := mqtttest.Dial(t, topoAddr(a))
+	old.MustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
+	cur := mqtttest.Dial(t, topoAddr(b))
+	cur.MustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
+	old.ExpectClosed(waitTimeout)
+	if codes := cur.Subscribe(1, packets.Subscription{Filter: unique(t, "after"), QoS: 1}); len(codes) != 1 || codes[0] != 1 {
 		t.Fatalf("new connection SUBACK codes %v, want [1]", codes)
 	}
 }
@@ -303,7 +304,7 @@ func TestTopology_WrongPasswordRefusesToStart(t *testing.T) {
 // the combined output and the exit status.
 func runReplicaBinary(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	bin := replicaBinary(t)
+	bin := mqtttest.Binary(t, ".")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"-listen", "127.0.0.1:0", "-http", "", "-node-id", "refused"}, args...)...)
@@ -386,8 +387,8 @@ func TestTopology_Cluster(t *testing.T) {
 				continue
 			}
 			owners[owner] = id
-			r := dialRaw(t, topoAddr([]topoReplica{a, b}[len(owners)%2]))
-			r.mustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
+			r := mqtttest.Dial(t, topoAddr([]topoReplica{a, b}[len(owners)%2]))
+			r.MustConnect(&packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 30})
 		}
 		for _, id := range owners {
 			if state, err := cc.HGet(ctx, "mqtt:client:"+id, "state").Result(); err != nil || state != "1" {

@@ -7,8 +7,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -18,13 +16,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bridgemq/server/internal/haproxytest"
-
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/server"
 )
@@ -35,64 +32,6 @@ const procStartTimeout = 15 * time.Second
 
 // procLogTail is how many lines of a replica's output a failed test prints.
 const procLogTail = 40
-
-// serverBinary is the server built once per test process.
-var serverBinary struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// replicaBinary builds the server binary once per test run and returns its
-// path. It lives in a directory under os.TempDir() named after this module's
-// directory, so repeated runs reuse one place instead of leaving a binary
-// behind each time; the build goes to a fresh file renamed into place, so two
-// test runs at once never execute a half-written binary.
-func replicaBinary(t testing.TB) string {
-	t.Helper()
-	serverBinary.once.Do(func() {
-		serverBinary.path, serverBinary.err = buildReplicaBinary()
-	})
-	if serverBinary.err != nil {
-		t.Fatalf("build server: %v", serverBinary.err)
-	}
-	return serverBinary.path
-}
-
-func buildReplicaBinary() (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-		if _, statErr := os.Stat(goBin); statErr != nil {
-			return "", fmt.Errorf("no go command in PATH (%v) nor in $GOROOT/bin: %w", err, statErr)
-		}
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	sum := sha256.Sum256([]byte(wd))
-	dir := filepath.Join(os.TempDir(), "bridgemq-e2e-"+hex.EncodeToString(sum[:6]))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("binary directory: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, "server-*.tmp")
-	if err != nil {
-		return "", fmt.Errorf("binary file: %w", err)
-	}
-	_ = tmp.Close()
-	out, err := exec.Command(goBin, "build", "-o", tmp.Name(), ".").CombinedOutput()
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return "", fmt.Errorf("go build: %w\n%s", err, out)
-	}
-	path := filepath.Join(dir, "server")
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		_ = os.Remove(tmp.Name())
-		return "", fmt.Errorf("install binary: %w", err)
-	}
-	return path, nil
-}
 
 // procReplica is one replica running as a child process.
 type procReplica struct {
@@ -143,7 +82,7 @@ func (p *procReplica) logTail(n int) string {
 // test failed, the tail of the replica's output is logged.
 func startProcReplica(t testing.TB, redisURL, node string, args ...string) *procReplica {
 	t.Helper()
-	bin := replicaBinary(t)
+	bin := mqtttest.Binary(t, ".")
 	// A free port is found by binding and releasing it, so another process
 	// may take it first; a replica that cannot bind is started again.
 	var lastErr error

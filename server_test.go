@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/listeners"
 	"github.com/bridgemq/server/packets"
 	"github.com/bridgemq/server/server"
@@ -25,22 +26,22 @@ import (
 // client leaves, its place is free again.
 func TestServer_MaxConnections(t *testing.T) {
 	ts := startServer(t, "-max-connections", "2")
-	a := dialRaw(t, ts.Addr())
-	a.mustConnect(&packets.Connect{ClientID: unique(t, "a"), CleanSession: true, KeepAlive: 30})
-	b := dialRaw(t, ts.Addr())
-	b.mustConnect(&packets.Connect{ClientID: unique(t, "b"), CleanSession: true, KeepAlive: 30})
-	over := dialRaw(t, ts.Addr()) // closed on accept, before any packet
-	if _, got := over.expectClosed(waitTimeout); len(got) != 0 {
+	a := mqtttest.Dial(t, ts.Addr())
+	a.MustConnect(&packets.Connect{ClientID: unique(t, "a"), CleanSession: true, KeepAlive: 30})
+	b := mqtttest.Dial(t, ts.Addr())
+	b.MustConnect(&packets.Connect{ClientID: unique(t, "b"), CleanSession: true, KeepAlive: 30})
+	over := mqtttest.Dial(t, ts.Addr()) // closed on accept, before any packet
+	if _, got := over.ExpectClosed(waitTimeout); len(got) != 0 {
 		t.Fatalf("third connection got %v; want it closed by -max-connections 2", got)
 	}
-	a.send(&packets.Disconnect{})
-	a.expectClosed(waitTimeout)
+	a.Send(&packets.Disconnect{})
+	a.ExpectClosed(waitTimeout)
 	deadline := time.Now().Add(waitTimeout)
 	for {
-		c := dialRaw(t, ts.Addr())
+		c := mqtttest.Dial(t, ts.Addr())
 		connect, _ := packets.Append(nil, &packets.Connect{ProtocolVersion: packets.Version311, ClientID: unique(t, "again"), CleanSession: true, KeepAlive: 30})
-		_, _ = c.conn.Write(connect) // may fail while the old count is still held
-		if p, err := c.read(time.Second); err == nil {
+		_, _ = c.Conn.Write(connect) // may fail while the old count is still held
+		if p, err := c.Read(time.Second); err == nil {
 			if ack, ok := p.(*packets.Connack); ok && ack.ReturnCode == packets.Accepted {
 				break
 			}
@@ -100,10 +101,10 @@ func TestServer_ServeAcceptsFromEveryListener(t *testing.T) {
 		t.Errorf("Addr() = %s, want the first listener's %s", got, want)
 	}
 	for i, ln := range lns {
-		c := dialRaw(t, ln.Addr().String())
-		c.mustConnect(&packets.Connect{ClientID: unique(t, "l"), CleanSession: true, KeepAlive: 30})
-		c.send(&packets.Disconnect{})
-		c.expectClosed(waitTimeout)
+		c := mqtttest.Dial(t, ln.Addr().String())
+		c.MustConnect(&packets.Connect{ClientID: unique(t, "l"), CleanSession: true, KeepAlive: 30})
+		c.Send(&packets.Disconnect{})
+		c.ExpectClosed(waitTimeout)
 		t.Logf("listener %d (%s) served a client", i, ln.Addr())
 	}
 }
@@ -120,10 +121,10 @@ func TestServer_CancelDrainsAndReturns(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	<-srv.Ready()
-	c := dialRaw(t, srv.Addr().String())
-	c.mustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
+	c := mqtttest.Dial(t, srv.Addr().String())
+	c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 	cancel()
-	c.expectClosed(waitTimeout)
+	c.ExpectClosed(waitTimeout)
 	select {
 	case err := <-done:
 		if err != nil {
