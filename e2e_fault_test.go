@@ -27,35 +27,57 @@ import (
 	"github.com/bridgemq/server/internal/haproxytest"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/internal/sequence"
 	"github.com/bridgemq/server/packets"
 )
 
 // seqKey names one message: its publisher and sequence number.
 func seqKey(publisher string, seq int) string { return publisher + "/" + strconv.Itoa(seq) }
 
-// seqTally counts deliveries of sequence-numbered messages by key.
+// seqTally counts deliveries of sequence-numbered messages by key
+// ("<publisher>/<seq>") with the load tool's sequence.Tracker, for
+// subscribers on several goroutines.
 type seqTally struct {
-	mu    sync.Mutex
-	seen  map[string]int
-	total int
+	mu   sync.Mutex
+	pubs map[string]int // publisher name → its index in tr
+	tr   *sequence.Tracker
 }
 
-func newSeqTally() *seqTally { return &seqTally{seen: make(map[string]int)} }
+func newSeqTally() *seqTally {
+	return &seqTally{pubs: make(map[string]int), tr: sequence.NewTracker(0, 1024)}
+}
 
-// add records one delivery of key and returns how often it has now been
-// delivered.
-func (s *seqTally) add(key string) int {
+// splitKey parses a key into its publisher and sequence number. A key
+// that is not "<publisher>/<seq>" counts as message 0 of a publisher named
+// after the whole key, so that it is still one distinct message.
+func splitKey(key string) (publisher string, seq uint32) {
+	if i := strings.LastIndexByte(key, '/'); i >= 0 {
+		if n, err := strconv.ParseUint(key[i+1:], 10, 32); err == nil {
+			return key[:i], uint32(n)
+		}
+	}
+	return key, 0
+}
+
+// add records one delivery of key.
+func (s *seqTally) add(key string) {
+	name, seq := splitKey(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.seen[key]++
-	s.total++
-	return s.seen[key]
+	pub, ok := s.pubs[name]
+	if !ok {
+		pub = len(s.pubs)
+		s.pubs[name] = pub
+	}
+	s.tr.Observe(pub, seq)
 }
 
 func (s *seqTally) has(key string) bool {
+	name, seq := splitKey(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.seen[key] > 0
+	pub, ok := s.pubs[name]
+	return ok && s.tr.Has(pub, seq)
 }
 
 // counts returns the distinct keys delivered and the deliveries beyond the
@@ -63,7 +85,7 @@ func (s *seqTally) has(key string) bool {
 func (s *seqTally) counts() (distinct, duplicates int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.seen), s.total - len(s.seen)
+	return int(s.tr.Unique()), int(s.tr.Duplicates())
 }
 
 // payloadKey extracts the key from a payload: everything before the first

@@ -302,9 +302,9 @@ func (r *runner) fill(rep *report, pubs []*publisher, subs []*subscriber, start,
 	var lastRecv int64
 	for _, s := range subs {
 		latency.Merge(&s.latency)
-		rep.Delivered += s.seq.unique
-		rep.Duplicates += s.seq.duplicates
-		rep.OutOfOrder += s.seq.outOfOrder
+		rep.Delivered += s.seq.Unique()
+		rep.Duplicates += s.seq.Duplicates()
+		rep.OutOfOrder += s.seq.OutOfOrder()
 		rep.Stale += s.stale
 		lastRecv = max(lastRecv, s.lastRecv.Load())
 	}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bridgemq/server/internal/sequence"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -20,7 +21,7 @@ type subscriber struct {
 	epoch time.Time
 
 	latency   Histogram
-	seq       *sequenceTracker
+	seq       *sequence.Tracker
 	stale     uint64 // messages of another run (a persistent session's leftovers) or not stamped
 	delivered *atomic.Uint64
 	lastRecv  atomic.Int64 // nanoseconds since epoch of the last fresh message
@@ -33,7 +34,7 @@ func newSubscriber(id int, c *conn, cfg *config, run uint16, epoch time.Time, de
 	if cfg.Duration > 0 {
 		perPub = 1024
 	}
-	return &subscriber{id: id, c: c, run: run, epoch: epoch, seq: newSequenceTracker(cfg.Publishers, perPub), delivered: delivered}
+	return &subscriber{id: id, c: c, run: run, epoch: epoch, seq: sequence.NewTracker(cfg.Publishers, perPub), delivered: delivered}
 }
 
 // receive runs until the connection closes; it returns nil on a close the
@@ -78,11 +79,11 @@ func (s *subscriber) receive() error {
 func (s *subscriber) record(m *packets.Publish) {
 	now := int64(time.Since(s.epoch))
 	st, err := readStamp(m.Payload)
-	if err != nil || st.Run != s.run || int(st.Publisher) >= len(s.seq.publishers) {
+	if err != nil || st.Run != s.run || int(st.Publisher) >= s.seq.Publishers() {
 		s.stale++
 		return
 	}
-	if !s.seq.observe(int(st.Publisher), st.Seq) {
+	if !s.seq.Observe(int(st.Publisher), st.Seq) {
 		return
 	}
 	s.latency.Record(now - st.SentNanos)

@@ -1,8 +1,8 @@
-package main
+package sequence
 
 import "testing"
 
-func TestSequenceTracker(t *testing.T) {
+func TestTracker(t *testing.T) {
 	type msg struct {
 		pub int
 		seq uint32
@@ -24,24 +24,41 @@ func TestSequenceTracker(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tr := newSequenceTracker(2, 64)
+			tr := NewTracker(2, 64)
 			for _, m := range tt.in {
-				tr.observe(m.pub, m.seq)
+				tr.Observe(m.pub, m.seq)
 			}
-			if tr.unique != tt.unique || tr.duplicates != tt.dups || tr.outOfOrder != tt.disorder {
+			if tr.Unique() != tt.unique || tr.Duplicates() != tt.dups || tr.OutOfOrder() != tt.disorder {
 				t.Errorf("unique/duplicates/out of order = %d/%d/%d, want %d/%d/%d",
-					tr.unique, tr.duplicates, tr.outOfOrder, tt.unique, tt.dups, tt.disorder)
+					tr.Unique(), tr.Duplicates(), tr.OutOfOrder(), tt.unique, tt.dups, tt.disorder)
 			}
 		})
 	}
 }
 
-func TestSequenceTracker_ObserveReportsFresh(t *testing.T) {
-	tr := newSequenceTracker(1, 0)
-	if !tr.observe(0, 9) {
-		t.Error("first observe(0, 9) = false, want true")
+func TestTracker_ObserveReportsFresh(t *testing.T) {
+	tr := NewTracker(1, 0)
+	if !tr.Observe(0, 9) {
+		t.Error("first Observe(0, 9) = false, want true")
 	}
-	if tr.observe(0, 9) {
-		t.Error("second observe(0, 9) = true, want false (duplicate)")
+	if tr.Observe(0, 9) {
+		t.Error("second Observe(0, 9) = true, want false (duplicate)")
+	}
+}
+
+func TestTracker_Has(t *testing.T) {
+	tr := NewTracker(1, 0)
+	tr.Observe(0, 70)
+	tr.Observe(3, 1) // a publisher beyond the size hint
+	for _, tt := range []struct {
+		pub  int
+		seq  uint32
+		want bool
+	}{
+		{0, 70, true}, {0, 69, false}, {0, 1 << 20, false}, {3, 1, true}, {2, 1, false}, {9, 0, false}, {-1, 0, false},
+	} {
+		if got := tr.Has(tt.pub, tt.seq); got != tt.want {
+			t.Errorf("Has(%d, %d) = %v, want %v", tt.pub, tt.seq, got, tt.want)
+		}
 	}
 }
