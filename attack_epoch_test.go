@@ -34,7 +34,11 @@ func TestAttack_RepublishAfterRedisRestartReachesLaterSubscribers(t *testing.T) 
 		pers.Subscribe(1, packets.Subscription{Filter: "ep/#", QoS: 1})
 		pers.Send(&packets.Disconnect{})
 		pers.ExpectClosed(waitTimeout)
-		time.Sleep(5 * time.Second) // heartbeat epoch check: -node-ttl/3
+		// The heartbeat's epoch check (every -node-ttl/3) finds the new
+		// Redis and republishes the five messages.
+		waitFor(t, 5*time.Second+waitTimeout, "replica ea to republish after the Redis restart", func() bool {
+			return a.Stats()["bridge_republished_after_redis_restart"] >= 5
+		})
 		if got := live.Drain(time.Second); len(got) > 0 {
 			t.Errorf("round %d: live subscriber made after the restart got %d messages published before it subscribed", round, len(got))
 		}

@@ -18,12 +18,12 @@ import (
 // README "Nothing is kept forever".
 func TestAttack_DisconnectDuringOOMThenReplicaDies(t *testing.T) {
 	rs := redistest.Start(t)
-	a := startProcReplica(t, rs.URL(), "oa", "-session-expiry", "4s")
-	b := startProcReplica(t, rs.URL(), "ob", "-session-expiry", "4s")
+	a := mqtttest.StartProcess(t, rs.URL(), "oa", "-session-expiry", "4s")
+	b := mqtttest.StartProcess(t, rs.URL(), "ob", "-session-expiry", "4s")
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer rdb.Close()
 	ctx := context.Background()
-	w := mqtttest.Dial(t, b.addr)
+	w := mqtttest.Dial(t, b.Addr())
 	w.MustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
 	w.Subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
 	for _, clean := range []bool{false, true} {
@@ -31,7 +31,7 @@ func TestAttack_DisconnectDuringOOMThenReplicaDies(t *testing.T) {
 		if clean {
 			id = "gone-clean"
 		}
-		v := mqtttest.Dial(t, a.addr)
+		v := mqtttest.Dial(t, a.Addr())
 		v.MustConnect(&packets.Connect{ClientID: id, CleanSession: clean, KeepAlive: 60, Will: &packets.Will{Topic: "will/" + id, Payload: []byte("must-not-publish"), QoS: 1}})
 		v.Subscribe(1, packets.Subscription{Filter: "g/" + id, QoS: 1})
 		rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction")

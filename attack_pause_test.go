@@ -23,20 +23,20 @@ import (
 func TestAttack_ZombieDetachExpiresLiveSession(t *testing.T) {
 	rs := redistest.Start(t)
 	args := []string{"-session-expiry", "6s"}
-	a := startProcReplica(t, rs.URL(), "za", args...)
-	b := startProcReplica(t, rs.URL(), "zb", args...)
+	a := mqtttest.StartProcess(t, rs.URL(), "za", args...)
+	b := mqtttest.StartProcess(t, rs.URL(), "zb", args...)
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer rdb.Close()
 	ctx := context.Background()
 
-	old := mqtttest.Dial(t, a.addr)
+	old := mqtttest.Dial(t, a.Addr())
 	old.MustConnect(&packets.Connect{ClientID: "dev9", KeepAlive: 60})
 	old.Subscribe(1, packets.Subscription{Filter: "old/#", QoS: 1})
-	_ = a.cmd.Process.Signal(syscall.SIGSTOP)
-	time.Sleep(5 * time.Second) // -node-ttl 2s: zb reaps za
-	_ = a.cmd.Process.Signal(syscall.SIGCONT)
+	_ = a.Cmd.Process.Signal(syscall.SIGSTOP)
+	waitReaped(t, rdb, "za", 5*time.Second+waitTimeout) // -node-ttl 2s: zb reaps za
+	_ = a.Cmd.Process.Signal(syscall.SIGCONT)
 	time.Sleep(time.Second)
-	nw := mqtttest.Dial(t, b.addr)
+	nw := mqtttest.Dial(t, b.Addr())
 	nw.MustConnect(&packets.Connect{ClientID: "dev9", KeepAlive: 60, Will: &packets.Will{Topic: "will/dev9", Payload: []byte("x")}})
 	nw.Subscribe(1, packets.Subscription{Filter: "new/#", QoS: 1})
 	old.Send(&packets.Disconnect{}) // the zombie ends

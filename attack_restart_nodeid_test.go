@@ -18,16 +18,16 @@ import (
 // ... publishes the wills of its clients"; "Nothing is kept forever".
 func TestAttack_KilledReplicaRestartedWithSameNodeID(t *testing.T) {
 	rs := redistest.Start(t)
-	a := startProcReplica(t, rs.URL(), "k1", "-session-expiry", "5s")
-	b := startProcReplica(t, rs.URL(), "k2", "-session-expiry", "5s")
-	w := mqtttest.Dial(t, b.addr)
+	a := mqtttest.StartProcess(t, rs.URL(), "k1", "-session-expiry", "5s")
+	b := mqtttest.StartProcess(t, rs.URL(), "k2", "-session-expiry", "5s")
+	w := mqtttest.Dial(t, b.Addr())
 	w.MustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
 	w.Subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
-	v := mqtttest.Dial(t, a.addr)
+	v := mqtttest.Dial(t, a.Addr())
 	v.MustConnect(&packets.Connect{ClientID: "victim", KeepAlive: 60, Will: &packets.Will{Topic: "will/victim", Payload: []byte("died"), QoS: 1}})
 	v.Subscribe(1, packets.Subscription{Filter: "v/#", QoS: 1})
 	a.Kill(t)
-	startProcReplica(t, rs.URL(), "k1", "-session-expiry", "5s") // same node id, at once
+	mqtttest.StartProcess(t, rs.URL(), "k1", "-session-expiry", "5s") // same node id, at once
 	wills := 0
 	for {
 		p, err := w.Read(8 * time.Second) // -node-ttl 2s
@@ -59,18 +59,20 @@ func TestAttack_KilledReplicaRestartedWithSameNodeID(t *testing.T) {
 // clean session's client record "expires 5 minutes after the connection ends".
 func TestAttack_ReapedSessionsKeptForever(t *testing.T) {
 	rs := redistest.Start(t)
-	a := startProcReplica(t, rs.URL(), "ka", "-session-expiry", "3s")
-	startProcReplica(t, rs.URL(), "kb", "-session-expiry", "3s")
-	p := mqtttest.Dial(t, a.addr)
+	a := mqtttest.StartProcess(t, rs.URL(), "ka", "-session-expiry", "3s")
+	mqtttest.StartProcess(t, rs.URL(), "kb", "-session-expiry", "3s")
+	p := mqtttest.Dial(t, a.Addr())
 	p.MustConnect(&packets.Connect{ClientID: "persist1", KeepAlive: 60})
 	p.Subscribe(1, packets.Subscription{Filter: "p/#", QoS: 1})
-	c := mqtttest.Dial(t, a.addr)
+	c := mqtttest.Dial(t, a.Addr())
 	c.MustConnect(&packets.Connect{ClientID: "clean1", CleanSession: true, KeepAlive: 60})
 	a.Kill(t)
-	time.Sleep(7 * time.Second) // reaped after -node-ttl 2s; then past -session-expiry 3s
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer rdb.Close()
 	ctx := context.Background()
+	// The reap (after -node-ttl 2s) marks the clients offline and gives
+	// their keys the -session-expiry TTL before it removes the node.
+	waitReaped(t, rdb, "ka", 7*time.Second+waitTimeout)
 	for _, k := range []string{"mqtt:client:persist1", "mqtt:session:persist1", "mqtt:sub:persist1", "mqtt:client:clean1"} {
 		if ttl := rdb.PTTL(ctx, k).Val(); ttl == -1 {
 			t.Errorf("%s exists with no TTL after its replica was reaped (kept forever)", k)

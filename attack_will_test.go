@@ -24,14 +24,14 @@ func TestAttack_WillBypassesWriteACLWhenReplicaDies(t *testing.T) {
 	}
 	rs := redistest.Start(t)
 	args := []string{"-password-file", pw, "-acl-file", acl, "-allow-anonymous=false"}
-	a := startProcReplica(t, rs.URL(), "wa", args...)
-	b := startProcReplica(t, rs.URL(), "wb", args...)
-	alice := mqtttest.Dial(t, b.addr)
+	a := mqtttest.StartProcess(t, rs.URL(), "wa", args...)
+	b := mqtttest.StartProcess(t, rs.URL(), "wb", args...)
+	alice := mqtttest.Dial(t, b.Addr())
 	alice.MustConnect(asUser("alice", "alice-sub", true))
 	alice.Subscribe(1, packets.Subscription{Filter: "alice/#", QoS: 1})
 
 	forge := func(id string) *mqtttest.Client {
-		m := mqtttest.Dial(t, a.addr)
+		m := mqtttest.Dial(t, a.Addr())
 		c := asUser("mallory", id, true)
 		c.Will = &packets.Will{Topic: "alice/cmd", Payload: []byte("forged by " + id), QoS: 1, Retain: true}
 		m.MustConnect(c)
@@ -52,7 +52,7 @@ func TestAttack_WillBypassesWriteACLWhenReplicaDies(t *testing.T) {
 			t.Errorf("mallory's will delivered to alice on alice/cmd (retain=%v): %q; mallory may not write alice/#", pub.Retain, pub.Payload)
 		}
 	}
-	late := mqtttest.Dial(t, b.addr)
+	late := mqtttest.Dial(t, b.Addr())
 	late.MustConnect(asUser("alice", "alice-late", true))
 	late.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "alice/cmd", QoS: 1}}})
 	mqtttest.Expect[*packets.Suback](late)
@@ -72,15 +72,15 @@ func TestAttack_WillOnceWhenClientReconnectsBeforeReap(t *testing.T) {
 	for _, ttl := range attackTTLs() {
 		for _, clean := range []bool{true, false} {
 			rs := redistest.Start(t)
-			a := startProcReplica(t, rs.URL(), "ka", "-node-ttl", ttl)
-			b := startProcReplica(t, rs.URL(), "kb", "-node-ttl", ttl)
-			w := mqtttest.Dial(t, b.addr)
+			a := mqtttest.StartProcess(t, rs.URL(), "ka", "-node-ttl", ttl)
+			b := mqtttest.StartProcess(t, rs.URL(), "kb", "-node-ttl", ttl)
+			w := mqtttest.Dial(t, b.Addr())
 			w.MustConnect(&packets.Connect{ClientID: "watcher", CleanSession: true, KeepAlive: 60})
 			w.Subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
-			v := mqtttest.Dial(t, a.addr)
+			v := mqtttest.Dial(t, a.Addr())
 			v.MustConnect(&packets.Connect{ClientID: "victim", CleanSession: clean, KeepAlive: 60, Will: &packets.Will{Topic: "will/victim", Payload: []byte("died"), QoS: 1}})
 			a.Kill(t)
-			v2 := mqtttest.Dial(t, b.addr)
+			v2 := mqtttest.Dial(t, b.Addr())
 			start := time.Now()
 			v2.Send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: "victim", CleanSession: clean, KeepAlive: 60})
 			code := -1
@@ -101,7 +101,7 @@ func TestAttack_WillOnceWhenClientReconnectsBeforeReap(t *testing.T) {
 			}
 			t.Logf("node-ttl %s clean=%v: reconnect CONNACK %d after %v; wills published: %d", ttl, clean, code, time.Since(start).Round(100*time.Millisecond), wills)
 			if os.Getenv("ATTACK_LOG") != "" {
-				t.Log(b.logTail(40))
+				t.Log(b.LogTail(40))
 			}
 			if wills != 1 {
 				t.Errorf("node-ttl %s clean=%v: the killed connection's will was published %d times, want exactly 1", ttl, clean, wills)

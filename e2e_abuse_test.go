@@ -120,7 +120,7 @@ func (pr *latencyProbe) percentiles() (p50, p99, top time.Duration, n int) {
 func TestAbuse_ManySubscriptionsDoNotStallOthers(t *testing.T) {
 	const n = 20_000
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		host := d.sub() // the heavy client shares the probe's subscriber replica
+		host := d.subServer(t) // the heavy client shares the probe's subscriber replica
 		probe := startLatencyProbe(t, d.pub().Addr(), host.Addr(), 5*time.Millisecond)
 		probe.waitFor(t, 20)
 

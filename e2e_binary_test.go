@@ -229,7 +229,7 @@ func TestBinary_DefaultHTTPPortTakenStillServesMQTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	port, err := freeLoopbackPort()
+	port, err := mqtttest.FreeLoopbackPort()
 	if err != nil {
 		t.Fatal(err)
 	}

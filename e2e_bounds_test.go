@@ -176,19 +176,19 @@ func TestBounds_RetainedWildcardSubscribersBoundedMemory_MQTT_3_3_1_6(t *testing
 			}
 			// Published through one replica, subscribed on another that
 			// holds nothing but the retained index.
-			pub := startProcReplica(t, rs.URL(), "rm-pub-"+tc.name, "-log-level", "info")
-			p := startProcReplica(t, rs.URL(), "rm-sub-"+tc.name, "-log-level", "info")
+			pub := mqtttest.StartProcess(t, rs.URL(), "rm-pub-"+tc.name, "-log-level", "info")
+			p := mqtttest.StartProcess(t, rs.URL(), "rm-sub-"+tc.name, "-log-level", "info")
 			prefix := "rm" + tc.name
-			bulkRetained(t, pub.addr, prefix, tc.n, tc.size)
-			waitMetric(t, p.http, "mqtt_bridge_retained_messages", func(v float64) bool { return v >= float64(tc.n) })
-			base := procRSS(t, p.cmd.Process.Pid)
-			w := watchRSS(t, p.cmd.Process.Pid)
+			bulkRetained(t, pub.Addr(), prefix, tc.n, tc.size)
+			waitMetric(t, p.HTTPAddr(), "mqtt_bridge_retained_messages", func(v float64) bool { return v >= float64(tc.n) })
+			base := procRSS(t, p.Cmd.Process.Pid)
+			w := watchRSS(t, p.Cmd.Process.Pid)
 			var wg sync.WaitGroup
 			errs := make(chan error, 4)
 			start := time.Now()
 			for range 4 {
 				wg.Go(func() {
-					if err := slowRetainedReader(t, p.addr, prefix+"/#", tc.n, tc.rate); err != nil {
+					if err := slowRetainedReader(t, p.Addr(), prefix+"/#", tc.n, tc.rate); err != nil {
 						errs <- err
 					}
 				})
@@ -260,30 +260,30 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 	// The publishers' replica is measured; the subscriber is on another,
 	// whose outgoing queue is not what this bounds. -node-ttl outlasts the
 	// stall: replicas reaping each other is not what this test is about.
-	p := startProcReplica(t, rs.URL(), "stall-pub", "-log-level", "info", "-node-ttl", "30s", "-max-inflight-bytes", inflight)
+	p := mqtttest.StartProcess(t, rs.URL(), "stall-pub", "-log-level", "info", "-node-ttl", "30s", "-max-inflight-bytes", inflight)
 	// The subscriber's queue is unbounded in bytes: after the stall the
 	// burst of 256 KiB messages outruns a subscriber on a loaded machine,
 	// and past the default -max-queued-bytes (8 MiB) that is a documented
 	// drop (seen: 445 of 760 dropped in a full -race run), not the loss
 	// this test looks for.
-	q := startProcReplica(t, rs.URL(), "stall-sub", "-log-level", "info", "-node-ttl", "30s", "-max-queued-bytes", "0")
+	q := mqtttest.StartProcess(t, rs.URL(), "stall-sub", "-log-level", "info", "-node-ttl", "30s", "-max-queued-bytes", "0")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tally := newSeqTally()
-	sub := newSeqSubscriber(unique(t, "sub"), "stall/#", tally, q.addr)
+	sub := newSeqSubscriber(unique(t, "sub"), "stall/#", tally, q.Addr())
 	subDone := sub.start(t, ctx, 0, nil)
 
 	var pubs []*seqPublisher
 	for i := range 8 {
-		pub := newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("stall/p%d", i), dialer(p.addr))
+		pub := newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("stall/p%d", i), dialer(p.Addr()))
 		pub.padding = 256 << 10
 		pub.window = 64
 		pub.ackTimeout = stall + 10*time.Second // patient devices: the stall, not reconnects, is measured
 		pubs = append(pubs, pub)
 	}
-	base := procRSS(t, p.cmd.Process.Pid)
-	w := watchRSS(t, p.cmd.Process.Pid)
+	base := procRSS(t, p.Cmd.Process.Pid)
+	w := watchRSS(t, p.Cmd.Process.Pid)
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer rdb.Close()
 	faultDone := make(chan error, 1)
@@ -309,7 +309,7 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 	peak := w.peak()
 	cancel()
 	<-subDone
-	throttled := metricValue(t, p.http, "mqtt_publish_throttled_total")
+	throttled := metricValue(t, p.HTTPAddr(), "mqtt_publish_throttled_total")
 	rise := peak - base
 	t.Logf("stall %s, 8 × 256 KiB publishers, -max-inflight-bytes %s: %s; RSS %.1f MiB before, peak %.1f MiB, +%.1f MiB; %v PUBLISH bodies waited",
 		stall, inflight, sum, float64(base)/mib, float64(peak)/mib, float64(rise)/mib, throttled)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/bridgemq/server/internal/haproxytest"
 	"github.com/bridgemq/server/internal/mqtttest"
-	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -30,19 +29,13 @@ type haCluster struct {
 // and waits until every replica is in the proxy's rotation.
 func startHACluster(t testing.TB, n int) *haCluster {
 	t.Helper()
-	rs := redistest.Start(t)
-	c := &haCluster{}
-	var backends []haproxytest.Backend
+	var nodes []string
 	for i := range n {
-		ts := startRedisReplica(t, rs.URL(), fmt.Sprintf("ha-%d", i), "-http", "127.0.0.1:0")
-		c.replicas = append(c.replicas, ts)
-		backends = append(backends, haproxytest.Backend{MQTT: ts.Addr(), HTTP: ts.HTTPAddr()})
+		nodes = append(nodes, fmt.Sprintf("ha-%d", i))
 	}
-	c.proxy = haproxytest.Start(t, backends)
-	for i := range n {
-		c.proxy.WaitServer(t, i, true)
-	}
-	c.rdb = redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	cl := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Nodes: nodes, InProcess: true, HAProxy: true})
+	c := &haCluster{replicas: cl.Servers, proxy: cl.Proxy}
+	c.rdb = redis.NewClient(&redis.Options{Addr: cl.Redis.Addr()})
 	t.Cleanup(func() { _ = c.rdb.Close() })
 	return c
 }

@@ -633,17 +633,10 @@ func pahoOptsAt(addr, clientID string, clean bool) *mqtt.ClientOptions {
 
 // startProcCluster starts a redis-server, three replica processes on it
 // (a, b, c) and HAProxy in front of them, and waits until all three are up.
-func startProcCluster(t *testing.T) (a, b, c *procReplica, h *haproxytest.HAProxy) {
+func startProcCluster(t *testing.T) (a, b, c *mqtttest.Process, h *haproxytest.HAProxy) {
 	t.Helper()
-	rs := redistest.Start(t)
-	a = startProcReplica(t, rs.URL(), "node-a")
-	b = startProcReplica(t, rs.URL(), "node-b")
-	c = startProcReplica(t, rs.URL(), "node-c")
-	h = haproxytest.Start(t, []haproxytest.Backend{a.Backend(), b.Backend(), c.Backend()})
-	for i := range 3 {
-		h.WaitServer(t, i, true)
-	}
-	return a, b, c, h
+	cl := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Nodes: []string{"node-a", "node-b", "node-c"}, HAProxy: true})
+	return cl.Replicas[0], cl.Replicas[1], cl.Replicas[2], cl.Proxy
 }
 
 // TestFault_SIGKILLReplicaUnderQoS1Load kills one of three replica processes
@@ -657,14 +650,14 @@ func TestFault_SIGKILLReplicaUnderQoS1Load(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	tally := newSeqTally()
-	sub := newSeqSubscriber(unique(t, "sub"), "load/#", tally, c.addr)
+	sub := newSeqSubscriber(unique(t, "sub"), "load/#", tally, c.Addr())
 	subDone := sub.start(t, ctx, 0, nil)
 
 	willTopic := unique(t, "will")
 	wills := newCollector()
-	watcher, _ := connectPaho(t, pahoOptsAt(b.addr, unique(t, "watch"), true))
+	watcher, _ := connectPaho(t, pahoOptsAt(b.Addr(), unique(t, "watch"), true))
 	subscribe(t, watcher, willTopic, 1, wills)
-	doomed := mqtttest.Dial(t, a.addr)
+	doomed := mqtttest.Dial(t, a.Addr())
 	doomed.MustConnect(&packets.Connect{ClientID: unique(t, "doomed"), CleanSession: true, KeepAlive: 60,
 		Will: &packets.Will{Topic: willTopic, Payload: []byte("a died"), QoS: 1}})
 
@@ -721,7 +714,7 @@ func TestFault_SIGKILLSubscribersReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	tally := newSeqTally()
-	sub := newSeqSubscriber(unique(t, "sub"), "load/#", tally, a.addr, h.Addr())
+	sub := newSeqSubscriber(unique(t, "sub"), "load/#", tally, a.Addr(), h.Addr())
 	subDone := sub.start(t, ctx, 0, nil)
 
 	// The kill comes after at least one checkpoint of the subscriber's session.
@@ -823,7 +816,7 @@ func TestFault_PersistentSubscriberHopsReplicas(t *testing.T) {
 		for _, ts := range d.servers {
 			st := ts.Stats()
 			t.Logf("replica %s: takeovers=%d offline_queue_dropped=%d replays=%d deduplicated=%d",
-				ts.node, st["bridge_takeovers"], st["bridge_offline_queue_dropped"], st["bridge_replays"], st["bridge_deduplicated"])
+				ts.NodeID(), st["bridge_takeovers"], st["bridge_offline_queue_dropped"], st["bridge_replays"], st["bridge_deduplicated"])
 		}
 		sub.mu.Lock()
 		for i, v := range sub.visits {
@@ -867,7 +860,7 @@ func TestFault_RedisDownKeepsServing(t *testing.T) {
 	}
 	for _, ts := range replicas {
 		if code, err := httpStatus(ts.HTTPAddr(), "/healthz"); err != nil || code != http.StatusOK {
-			t.Fatalf("/healthz of %s while Redis is down = %d, %v; want 200: a replica must stay alive", ts.node, code, err)
+			t.Fatalf("/healthz of %s while Redis is down = %d, %v; want 200: a replica must stay alive", ts.NodeID(), code, err)
 		}
 	}
 
@@ -992,8 +985,8 @@ func TestFault_SlowSubscriberDoesNotStallOthers(t *testing.T) {
 		elapsed := time.Since(start)
 		cancel()
 		<-normalDone
-		dropped := metricValue(t, d.sub().HTTPAddr(), "mqtt_dropped_qos0_queue_full_total")
-		droppedQoS12 := metricValue(t, d.sub().HTTPAddr(), "mqtt_dropped_qos12_queue_full_total")
+		dropped := metricValue(t, d.subServer(t).HTTPAddr(), "mqtt_dropped_qos0_queue_full_total")
+		droppedQoS12 := metricValue(t, d.subServer(t).HTTPAddr(), "mqtt_dropped_qos12_queue_full_total")
 		t.Logf("fault-slow-subscriber(%s): %s dropped_qos0_queue_full=%.0f dropped_qos12_queue_full=%.0f seconds=%.1f",
 			d.name, sum, dropped, droppedQoS12, elapsed.Seconds())
 		if sum.acked != total || sum.lost != 0 || sum.delivered != total {

@@ -6,6 +6,7 @@ package main
 // mqtttest.Client.
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/internal/mqtttest"
 )
@@ -37,7 +39,7 @@ func unique(t testing.TB, kind string) string {
 
 // pahoOpts are the options of a Paho client of the e2e tests: one broker, no
 // auto-reconnect, MQTT 3.1.1, bounded timeouts.
-func pahoOpts(ts *testServer, clientID string, clean bool) *mqtt.ClientOptions {
+func pahoOpts(ts endpoint, clientID string, clean bool) *mqtt.ClientOptions {
 	return mqtt.NewClientOptions().
 		AddBroker(ts.URL()).
 		SetClientID(clientID).
@@ -164,4 +166,33 @@ func needMosquittoClients(t testing.TB, name string) string {
 	}
 	t.Skipf("%s not installed (apt-get install mosquitto-clients)", name)
 	return ""
+}
+
+// waitFor polls cond every 20 ms until it holds, and fails the test naming
+// what was awaited if it does not within d.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after %v for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitReaped waits until a surviving replica has reaped node: the last step
+// of a reap removes it from the mqtt:nodes set and deletes mqtt:node:<node>,
+// after its clients were marked offline and their wills published. A node
+// is reaped once its liveness key has expired (-node-ttl) and a survivor's
+// next check runs, so within d = -node-ttl plus a check interval or two.
+func waitReaped(t testing.TB, rdb redis.UniversalClient, node string, d time.Duration) {
+	t.Helper()
+	waitFor(t, d, "replica "+node+" to be reaped", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		member, err1 := rdb.SIsMember(ctx, "mqtt:nodes", node).Result()
+		n, err2 := rdb.Exists(ctx, "mqtt:node:"+node).Result()
+		return err1 == nil && err2 == nil && !member && n == 0
+	})
 }

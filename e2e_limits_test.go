@@ -106,7 +106,7 @@ func TestQueue_SubscriberThatNeverReadsBoundedByBytes_Issue8_6(t *testing.T) {
 				// Wait until the messages have reached the subscriber's
 				// replica: its counts of written and dropped messages
 				// stop moving (those queued are in neither).
-				subSrv := d.sub()
+				subSrv := d.subServer(t)
 				deadline := time.Now().Add(waitTimeout)
 				last, stable := int64(-1), 0
 				for stable < 10 && time.Now().Before(deadline) {

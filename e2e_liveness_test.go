@@ -37,10 +37,10 @@ func TestNodeID_DuplicateRefused(t *testing.T) {
 
 	// Crash and restart under the same id: the new run waits for the old
 	// liveness key (TTL 2s) to lapse, then starts.
-	first := startProcReplica(t, rs.URL(), "phoenix")
+	first := mqtttest.StartProcess(t, rs.URL(), "phoenix")
 	first.Kill(t)
 	start = time.Now()
-	startProcReplica(t, rs.URL(), "phoenix")
+	mqtttest.StartProcess(t, rs.URL(), "phoenix")
 	t.Logf("restart under the same id ready after %s", time.Since(start).Round(time.Millisecond))
 }
 
@@ -110,14 +110,14 @@ func waitOnline(t *testing.T, rdb *redis.Client, id, node string, d time.Duratio
 // published by b, once [MQTT-3.1.2-8].
 func TestLiveness_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 	rs := redistest.Start(t)
-	a := startProcReplica(t, rs.URL(), "node-a")
-	b := startProcReplica(t, rs.URL(), "node-b")
-	watcher := newWillWatcher(t, b.addr)
+	a := mqtttest.StartProcess(t, rs.URL(), "node-a")
+	b := mqtttest.StartProcess(t, rs.URL(), "node-b")
+	watcher := newWillWatcher(t, b.Addr())
 	c1, c2 := unique(t, "c1"), unique(t, "c2")
-	first := mqtttest.Dial(t, a.addr)
+	first := mqtttest.Dial(t, a.Addr())
 	first.MustConnect(&packets.Connect{ClientID: c1, CleanSession: true, KeepAlive: 60,
 		Will: &packets.Will{Topic: "wills/c1", Payload: []byte("c1 gone"), QoS: 1}})
-	other := mqtttest.Dial(t, a.addr)
+	other := mqtttest.Dial(t, a.Addr())
 	other.MustConnect(&packets.Connect{ClientID: c2, CleanSession: false, KeepAlive: 60,
 		Will: &packets.Will{Topic: "wills/c2", Payload: []byte("c2 gone"), QoS: 1}})
 
@@ -129,7 +129,7 @@ func TestLiveness_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 	waitOnline(t, rdb, c2, "node-a", 10*time.Second)
 	t.Logf("clients registered again %s after the restart", time.Since(start).Round(time.Millisecond))
 
-	second := mqtttest.Dial(t, b.addr)
+	second := mqtttest.Dial(t, b.Addr())
 	second.MustConnect(&packets.Connect{ClientID: c1, CleanSession: true, KeepAlive: 60})
 	first.ExpectClosed(5 * time.Second)
 	watcher.waitTopic(t, "wills/c1", 10*time.Second)
@@ -149,24 +149,24 @@ func TestLiveness_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 // a will stays connected and is registered again.
 func TestLiveness_PausedReplicaWillOnce(t *testing.T) {
 	rs := redistest.Start(t)
-	a := startProcReplica(t, rs.URL(), "node-a")
-	b := startProcReplica(t, rs.URL(), "node-b")
-	watcher := newWillWatcher(t, b.addr)
+	a := mqtttest.StartProcess(t, rs.URL(), "node-a")
+	b := mqtttest.StartProcess(t, rs.URL(), "node-b")
+	watcher := newWillWatcher(t, b.Addr())
 	withWill, noWill := unique(t, "will"), unique(t, "nowill")
-	cw := mqtttest.Dial(t, a.addr)
+	cw := mqtttest.Dial(t, a.Addr())
 	cw.MustConnect(&packets.Connect{ClientID: withWill, CleanSession: true, KeepAlive: 120,
 		Will: &packets.Will{Topic: "wills/paused", Payload: []byte("gone"), QoS: 1}})
-	cn := mqtttest.Dial(t, a.addr)
+	cn := mqtttest.Dial(t, a.Addr())
 	cn.MustConnect(&packets.Connect{ClientID: noWill, CleanSession: true, KeepAlive: 120})
 
-	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := a.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	resumed := false
 	resume := func() {
 		if !resumed {
 			resumed = true
-			_ = a.cmd.Process.Signal(syscall.SIGCONT)
+			_ = a.Cmd.Process.Signal(syscall.SIGCONT)
 		}
 	}
 	t.Cleanup(resume)

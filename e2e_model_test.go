@@ -137,7 +137,7 @@ import (
 
 	ppk "github.com/eclipse/paho.mqtt.golang/packets"
 
-	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/internal/mqtttest"
 )
 
 var (
@@ -240,19 +240,19 @@ func (m *modelSingle) crash(*testing.T, int) bool { return false }
 type modelProcs struct {
 	redisURL string
 	args     []string
-	reps     []*procReplica
+	reps     []*mqtttest.Process
 	gen      []int
 }
 
 func (m *modelProcs) size() int         { return len(m.reps) }
-func (m *modelProcs) addr(i int) string { return m.reps[i].addr }
+func (m *modelProcs) addr(i int) string { return m.reps[i].Addr() }
 
 // crash restarts the replica under a new node id, as the default
 // -node-id (hostname-random) does.
 func (m *modelProcs) crash(t *testing.T, i int) bool {
 	m.reps[i].Kill(t)
 	m.gen[i]++
-	m.reps[i] = startProcReplica(t, m.redisURL, fmt.Sprintf("m%d-g%d", i, m.gen[i]), m.args...)
+	m.reps[i] = mqtttest.StartProcess(t, m.redisURL, fmt.Sprintf("m%d-g%d", i, m.gen[i]), m.args...)
 	return true
 }
 
@@ -284,12 +284,8 @@ func TestModel(t *testing.T) {
 					case "single":
 						cl = &modelSingle{ts: startServer(t, args...)}
 					case "redis3":
-						rs := redistest.Start(t)
-						pc := &modelProcs{redisURL: rs.URL(), args: args, gen: make([]int, 3)}
-						for i := range 3 {
-							pc.reps = append(pc.reps, startProcReplica(t, rs.URL(), fmt.Sprintf("m%d", i), args...))
-						}
-						cl = pc
+						c := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Nodes: []string{"m0", "m1", "m2"}, Args: args})
+						cl = &modelProcs{redisURL: c.Redis.URL(), args: args, reps: c.Replicas, gen: make([]int, 3)}
 					default:
 						t.Fatalf("unknown deployment %q (single, redis3)", dep)
 					}

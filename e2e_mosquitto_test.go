@@ -15,7 +15,7 @@ import (
 )
 
 // mosqArgs are the connection arguments for a deployment's replica.
-func mosqArgs(ts *testServer, args ...string) []string {
+func mosqArgs(ts endpoint, args ...string) []string {
 	host, port, _ := net.SplitHostPort(ts.Addr())
 	return append([]string{"-h", host, "-p", port, "-V", "mqttv311"}, args...)
 }

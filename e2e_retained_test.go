@@ -18,7 +18,7 @@ import (
 // publishRetainedBulk publishes one retained QoS 1 message on each topic
 // through a raw connection to ts, many PUBLISH packets per write, and waits
 // for every PUBACK.
-func publishRetainedBulk(t testing.TB, ts *testServer, topicNames []string) {
+func publishRetainedBulk(t testing.TB, ts endpoint, topicNames []string) {
 	t.Helper()
 	c := mqtttest.Dial(t, ts.Addr())
 	c.MustConnect(&packets.Connect{ClientID: unique(t, "bulk"), CleanSession: true, KeepAlive: 60})
@@ -46,7 +46,7 @@ func publishRetainedBulk(t testing.TB, ts *testServer, topicNames []string) {
 // fresh topic and waits until a subscriber on sub has it: everything pub
 // accepted before has then reached sub's replica (the retained index
 // included).
-func fenceOn(t testing.TB, pub, sub *testServer) func() {
+func fenceOn(t testing.TB, pub, sub endpoint) func() {
 	topic := unique(t, "fence")
 	watcher := mqtttest.Dial(t, sub.Addr())
 	watcher.MustConnect(&packets.Connect{ClientID: unique(t, "watch"), CleanSession: true, KeepAlive: 60})
@@ -118,7 +118,7 @@ func TestRetained_AllSentBeyondMaxQueued_MQTT_3_3_1_6(t *testing.T) {
 // topic through its own connection to ts, chunk PUBLISH packets per write,
 // until stop is called; stop returns how many it published and the first
 // error it met.
-func counterPublisher(t testing.TB, ts *testServer, topic string, chunk int) (stop func() (int, error)) {
+func counterPublisher(t testing.TB, ts endpoint, topic string, chunk int) (stop func() (int, error)) {
 	t.Helper()
 	c := mqtttest.Dial(t, ts.Addr())
 	conn := c.Conn

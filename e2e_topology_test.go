@@ -29,7 +29,7 @@ import (
 )
 
 // topoReplica is a replica as the topology tests reach it: in-process
-// (*testServer) or a child process (*procReplica).
+// (*testServer) or a child process (*mqtttest.Process).
 type topoReplica interface{ URL() string }
 
 // topoAddr is a replica's MQTT host:port.
@@ -41,7 +41,7 @@ func topoAddr(r topoReplica) string { return strings.TrimPrefix(r.URL(), "tcp://
 func startTopoReplica(t testing.TB, node string, redisFlags ...string) *testServer {
 	t.Helper()
 	args := append(slices.Clone(redisFlags), "-node-id", node)
-	return startServerLog(t, testLogger().With("node", node), args...)
+	return mqtttest.StartServer(t, testLogger().With("node", node), args...)
 }
 
 // startTopoPair starts replicas node-a and node-b on the same Redis flags.
@@ -198,7 +198,7 @@ func TestTopology_TLS(t *testing.T) {
 	s := redistopo.StartTLS(t)
 	a := startTopoReplica(t, "node-a", "-redis-url", s.URL()+"?skip_verify=true")
 	t.Setenv("SSL_CERT_FILE", s.CAFile()) // read by the child process's crypto/x509
-	b := startProcReplica(t, s.URL(), "node-b")
+	b := mqtttest.StartProcess(t, s.URL(), "node-b")
 	checkCrossReplica(t, a, b)
 
 	t.Run("UntrustedCertificateRefusesToStart", func(t *testing.T) {
@@ -268,7 +268,7 @@ func TestTopology_WrongPasswordRefusesToStart(t *testing.T) {
 	if err := admin.ConfigSet(ctx, "requirepass", "right-pw").Err(); err != nil {
 		t.Fatalf("CONFIG SET requirepass: %v", err)
 	}
-	closedPort, err := freeLoopbackPort()
+	closedPort, err := mqtttest.FreeLoopbackPort()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,120 +1,63 @@
 package main
 
-import (
-	"context"
-	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"testing"
-	"time"
+// The deployments the conformance tests run against, built with
+// internal/mqtttest: one in-process node, in-process replicas sharing a
+// fresh redis-server, and those replicas behind HAProxy.
 
-	"github.com/bridgemq/server/internal/haproxytest"
-	"github.com/bridgemq/server/internal/redistest"
+import (
+	"fmt"
+	"log/slog"
+	"testing"
+
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/server"
 )
 
-// testServer is one replica started in-process on a free loopback port, or
-// (front only) the address of a load balancer in front of replicas.
-type testServer struct {
-	srv    *server.Server // nil for a load balancer
-	node   string
-	addr   string
-	http   string // "" when the replica serves no HTTP
-	cancel context.CancelFunc
-	done   chan error
+// testServer is one replica started in-process through server's exported
+// API (mqtttest.Server).
+type testServer = mqtttest.Server
+
+// endpoint is where a test's clients connect: a replica, or a load balancer
+// in front of several.
+type endpoint interface {
+	Addr() string // host:port
+	URL() string  // as a Paho broker URL
 }
 
-// Addr is the replica's MQTT address, host:port.
-func (ts *testServer) Addr() string { return ts.addr }
+// proxyFront is a load balancer's frontend address as an endpoint.
+type proxyFront string
 
-// HTTPAddr is the replica's health and metrics address, host:port.
-func (ts *testServer) HTTPAddr() string { return ts.http }
+// Addr is the frontend's host:port.
+func (p proxyFront) Addr() string { return string(p) }
 
-// URL is the replica's address as a Paho broker URL.
-func (ts *testServer) URL() string { return "tcp://" + ts.Addr() }
-
-// Stats returns the replica's counters, as /metrics names them without
-// "mqtt_" (bridge counters start with "bridge_").
-func (ts *testServer) Stats() map[string]int64 { return ts.srv.Stats() }
-
-// Stop drains the replica and waits for Run to return.
-func (ts *testServer) Stop(t testing.TB) {
-	t.Helper()
-	ts.cancel()
-	select {
-	case err := <-ts.done:
-		if err != nil {
-			t.Errorf("server stopped with error: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Errorf("server did not stop within 15s")
-	}
-}
-
-// testConfig is the configuration of a test replica: loopback, free port,
-// no HTTP unless asked, quiet logs unless MQTT_TEST_LOG is set.
-func testConfig(t testing.TB, args ...string) *server.Config {
-	t.Helper()
-	all := append([]string{"-listen", "127.0.0.1:0", "-http", "", "-node-id", "test"}, args...)
-	cfg, err := server.ParseConfig(all, func(string) string { return "" })
-	if err != nil {
-		t.Fatalf("test config %v: %v", all, err)
-	}
-	return cfg
-}
+// URL is the frontend as a Paho broker URL.
+func (p proxyFront) URL() string { return "tcp://" + string(p) }
 
 func init() {
 	// go-redis's own retry lines would flood the output of Redis fault tests.
 	server.SetRedisLogger(testLogger())
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("MQTT_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+// testConfig is the configuration of a test replica (mqtttest.Config).
+func testConfig(t testing.TB, args ...string) *server.Config {
+	t.Helper()
+	return mqtttest.Config(t, args...)
 }
 
-// startServer starts a replica with the given flags on top of testConfig
-// (with -redis-url, on that Redis), and stops it at cleanup.
+// testLogger is quiet unless MQTT_TEST_LOG is set (mqtttest.Logger).
+func testLogger() *slog.Logger { return mqtttest.Logger() }
+
+// startServer starts an in-process replica with the given flags (with
+// -redis-url, on that Redis), and stops it at cleanup.
 func startServer(t testing.TB, args ...string) *testServer {
 	t.Helper()
-	return startServerLog(t, testLogger(), args...)
+	return mqtttest.StartServer(t, testLogger(), args...)
 }
 
-// startServerLog is startServer with the replica logging to log.
-func startServerLog(t testing.TB, log *slog.Logger, args ...string) *testServer {
+// startRedisReplica starts one in-process replica on the Redis at url.
+func startRedisReplica(t testing.TB, url, node string, args ...string) *testServer {
 	t.Helper()
-	cfg := testConfig(t, args...)
-	nctx, ncancel := context.WithTimeout(context.Background(), 15*time.Second)
-	srv, err := server.New(nctx, cfg, log)
-	ncancel()
-	if err != nil {
-		t.Fatalf("server %v: %v", args, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{srv: srv, node: srv.NodeID(), cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-ts.done:
-		t.Fatalf("server did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not start within 10s")
-	}
-	ts.addr = srv.Addr().String()
-	if a := srv.HTTPAddr(); a != nil {
-		ts.http = a.String()
-	}
-	t.Cleanup(func() {
-		select {
-		case <-ts.done:
-		default:
-			ts.Stop(t)
-		}
-	})
-	return ts
+	return mqtttest.StartServer(t, testLogger().With("node", node), append([]string{"-redis-url", url, "-node-id", node}, args...)...)
 }
 
 // deployment is what a conformance test runs against: one or more replicas
@@ -124,47 +67,57 @@ type deployment struct {
 	servers []*testServer
 	// front, when set, is a load balancer every client goes through, so
 	// that a test's connections land on different replicas.
-	front *testServer
+	front endpoint
 }
 
-// pub and sub pick the replicas a test's publishers and subscribers use, so
+// pub and sub pick where a test's publishers and subscribers connect, so
 // that with two replicas every message crosses the bridge.
-func (d *deployment) pub() *testServer {
+func (d *deployment) pub() endpoint {
 	if d.front != nil {
 		return d.front
 	}
 	return d.servers[0]
 }
 
-func (d *deployment) sub() *testServer {
+func (d *deployment) sub() endpoint {
 	if d.front != nil {
 		return d.front
 	}
 	return d.servers[len(d.servers)-1]
 }
 
-// startBehindHAProxy starts a fresh redis-server, n replicas on it and
-// HAProxy in front of them (mode tcp, round robin, /readyz checks).
+// subServer is the replica sub() connects to, for a test that reads its
+// counters; a deployment behind a load balancer has no such replica.
+func (d *deployment) subServer(t testing.TB) *testServer {
+	t.Helper()
+	if d.front != nil {
+		t.Fatalf("deployment %s: clients go through a load balancer, not to one replica", d.name)
+	}
+	return d.servers[len(d.servers)-1]
+}
+
+// startBehindHAProxy starts a fresh redis-server, n in-process replicas on
+// it and HAProxy in front of them (mode tcp, round robin, /readyz checks).
 func startBehindHAProxy(t testing.TB, n int, args ...string) *deployment {
 	t.Helper()
-	rs := redistest.Start(t)
-	d := &deployment{name: fmt.Sprintf("haproxy-%d-replicas", n)}
-	var backends []haproxytest.Backend
+	var nodes []string
 	for i := range n {
-		ts := startRedisReplica(t, rs.URL(), fmt.Sprintf("ha-%d", i), append([]string{"-http", "127.0.0.1:0"}, args...)...)
-		d.servers = append(d.servers, ts)
-		backends = append(backends, haproxytest.Backend{MQTT: ts.Addr(), HTTP: ts.HTTPAddr()})
+		nodes = append(nodes, fmt.Sprintf("ha-%d", i))
 	}
-	proxy := haproxytest.Start(t, backends)
-	for i := range n {
-		proxy.WaitServer(t, i, true)
-	}
-	d.front = &testServer{addr: proxy.Addr()}
-	return d
+	c := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Nodes: nodes, InProcess: true, HAProxy: true, Args: args})
+	return &deployment{name: fmt.Sprintf("haproxy-%d-replicas", n), servers: c.Servers, front: proxyFront(c.Proxy.Addr())}
+}
+
+// startReplicas starts a fresh redis-server and n in-process replicas
+// (node-0, node-1, ...) sharing it.
+func startReplicas(t testing.TB, n int, args ...string) *deployment {
+	t.Helper()
+	c := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Replicas: n, InProcess: true, Args: args})
+	return &deployment{name: fmt.Sprintf("redis-%d-replicas", n), servers: c.Servers}
 }
 
 // deployments lists the ways the broker is run in conformance tests: a single
-// node on the in-process bridge, and (once available) two replicas on Redis.
+// node on the in-process bridge, and two replicas on Redis.
 var deployments = []struct {
 	name  string
 	start func(t testing.TB, args ...string) *deployment
@@ -175,23 +128,6 @@ var deployments = []struct {
 	{"redis-2-replicas", func(t testing.TB, args ...string) *deployment {
 		return startReplicas(t, 2, args...)
 	}},
-}
-
-// startReplicas starts a fresh redis-server and n replicas sharing it.
-func startReplicas(t testing.TB, n int, args ...string) *deployment {
-	t.Helper()
-	rs := redistest.Start(t)
-	d := &deployment{name: fmt.Sprintf("redis-%d-replicas", n)}
-	for i := 0; i < n; i++ {
-		d.servers = append(d.servers, startRedisReplica(t, rs.URL(), fmt.Sprintf("node-%d", i), args...))
-	}
-	return d
-}
-
-// startRedisReplica starts one replica on the Redis at url.
-func startRedisReplica(t testing.TB, url, node string, args ...string) *testServer {
-	t.Helper()
-	return startServerLog(t, testLogger().With("node", node), append([]string{"-redis-url", url, "-node-id", node}, args...)...)
 }
 
 // forEachDeployment runs f once per deployment as a subtest.
