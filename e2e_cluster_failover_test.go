@@ -285,20 +285,7 @@ func TestTopology_ClusterFailoverRecoversFast(t *testing.T) {
 
 	// Long enough for a survivor to have reaped a replica whose liveness
 	// key lapsed on the dead master (TTL 2s, confirmed after TTL/2).
-	wills := map[string]int{}
-	until := time.Now().Add(4 * time.Second)
-	for time.Now().Before(until) {
-		pk, err := watcher.Read(time.Until(until))
-		if err != nil {
-			break
-		}
-		if p, ok := pk.(*packets.Publish); ok {
-			wills[p.Topic]++
-			if p.QoS == 1 {
-				watcher.Send(&packets.Puback{PacketID: p.PacketID})
-			}
-		}
-	}
+	wills := mqtttest.NewWatcher(watcher).ReadFor(4 * time.Second)
 	if n := wills[level+"/will"]; n != 1 {
 		t.Errorf("will refused during the outage published %d times, want once [MQTT-3.1.2-8]", n)
 	}

@@ -44,48 +44,9 @@ func TestNodeID_DuplicateRefused(t *testing.T) {
 	t.Logf("restart under the same id ready after %s", time.Since(start).Round(time.Millisecond))
 }
 
-// willTally reads PUBLISH packets on a watcher connection (acknowledging
-// QoS 1) and counts them by topic.
-type willTally struct {
-	c   *mqtttest.Client
-	got map[string]int
-}
-
-// readFor reads for d and returns the counts so far.
-func (w *willTally) readFor(d time.Duration) map[string]int {
-	until := time.Now().Add(d)
-	for time.Now().Before(until) {
-		pk, err := w.c.Read(time.Until(until))
-		if err != nil {
-			break
-		}
-		if p, ok := pk.(*packets.Publish); ok {
-			w.got[p.Topic]++
-			if p.QoS == 1 {
-				w.c.Send(&packets.Puback{PacketID: p.PacketID})
-			}
-		}
-	}
-	return w.got
-}
-
-// waitTopic reads until topic has arrived or d passes.
-func (w *willTally) waitTopic(t *testing.T, topic string, d time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for w.got[topic] == 0 && time.Now().Before(deadline) {
-		w.readFor(100 * time.Millisecond)
-	}
-	if w.got[topic] == 0 {
-		t.Fatalf("no %s within %s (got %v)", topic, d, w.got)
-	}
-}
-
-func newWillWatcher(t *testing.T, addr string) *willTally {
-	w := &willTally{c: mqtttest.Dial(t, addr), got: map[string]int{}}
-	w.c.MustConnect(&packets.Connect{ClientID: unique(t, "watcher"), CleanSession: true, KeepAlive: 60})
-	w.c.Subscribe(1, packets.Subscription{Filter: "wills/#", QoS: 1})
-	return w
+// newWillWatcher subscribes to wills/# on addr and counts what arrives.
+func newWillWatcher(t *testing.T, addr string) *mqtttest.Watcher {
+	return mqtttest.Watch(t, addr, unique(t, "watcher"), "wills/#")
 }
 
 // waitOnline polls the client record until it says id is online on node.
@@ -132,11 +93,11 @@ func TestLiveness_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 	second := mqtttest.Dial(t, b.Addr())
 	second.MustConnect(&packets.Connect{ClientID: c1, CleanSession: true, KeepAlive: 60})
 	first.ExpectClosed(5 * time.Second)
-	watcher.waitTopic(t, "wills/c1", 10*time.Second)
+	watcher.WaitTopic(t, "wills/c1", 10*time.Second)
 
 	a.Kill(t)
-	watcher.waitTopic(t, "wills/c2", 15*time.Second)
-	got := watcher.readFor(3 * time.Second) // more reaper rounds
+	watcher.WaitTopic(t, "wills/c2", 15*time.Second)
+	got := watcher.ReadFor(3 * time.Second) // more reaper rounds
 	if got["wills/c1"] != 1 || got["wills/c2"] != 1 {
 		t.Fatalf("wills = %v, want wills/c1 and wills/c2 once each", got)
 	}
@@ -171,7 +132,7 @@ func TestLiveness_PausedReplicaWillOnce(t *testing.T) {
 	}
 	t.Cleanup(resume)
 	start := time.Now()
-	watcher.waitTopic(t, "wills/paused", 15*time.Second)
+	watcher.WaitTopic(t, "wills/paused", 15*time.Second)
 	t.Logf("b published the paused replica's client's will after %s", time.Since(start).Round(time.Millisecond))
 	resume()
 
@@ -184,7 +145,7 @@ func TestLiveness_PausedReplicaWillOnce(t *testing.T) {
 	if _, ok := cn.Next().(*packets.Pingresp); !ok {
 		t.Fatal("client without a will: no PINGRESP after a resumed")
 	}
-	if got := watcher.readFor(3 * time.Second); got["wills/paused"] != 1 {
+	if got := watcher.ReadFor(3 * time.Second); got["wills/paused"] != 1 {
 		t.Fatalf("wills = %v, want wills/paused once", got)
 	}
 }
