@@ -11,8 +11,8 @@ import (
 // ClusterOptions describe a cluster of replicas on one fresh redis-server.
 type ClusterOptions struct {
 	// InProcess runs the replicas in the test's process (Cluster.Servers)
-	// instead of as child processes of the built binary (Cluster.Replicas),
-	// which only the latter can SIGKILL.
+	// instead of as child processes of the built binary (Cluster.Replicas);
+	// only a process can be SIGKILLed or paused.
 	InProcess bool
 	// Nodes are the replicas' -node-id values, one replica each; when
 	// empty, Replicas replicas are named node-0, node-1, ...
@@ -29,7 +29,7 @@ type ClusterOptions struct {
 // Cluster is a redis-server, replicas on it and, if asked, an HAProxy in
 // front of them; all stop at the test's cleanup.
 type Cluster struct {
-	Redis    *redistest.Server
+	Redis    *redistest.Server    // the replicas' Redis, fresh for the test
 	Replicas []*Process           // child processes, unless InProcess
 	Servers  []*Server            // in-process replicas, with InProcess
 	Proxy    *haproxytest.HAProxy // nil without ClusterOptions.HAProxy
