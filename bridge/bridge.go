@@ -37,9 +37,10 @@ type Subscriber interface {
 	// Deliver hands over msg at qos, the lower of msg.QoS and the highest QoS
 	// granted among the receiver's matching subscriptions. It must not block:
 	// a slow client queues or drops by its own bounded rule. It returns false
-	// when the connection has already taken the snapshot of its state that it
-	// is about to hand to Detach: the bridge then keeps msg for that stored
-	// session itself, so that nothing falls between the two.
+	// once the connection has ended (it is about to hand its state to
+	// Detach): the bridge then keeps msg for that stored session itself, so
+	// that nothing falls between the two and the offline queue's bound
+	// applies to it.
 	Deliver(msg *Message, qos byte) bool
 	// TakeOver ends this connection because a new connection arrived with the
 	// same client id [MQTT-3.1.4-2]. It returns once the connection has
