@@ -102,3 +102,71 @@ func splitFixedHeader(raw []byte) (flags byte, body []byte, ok bool) {
 	}
 	return 0, nil, false
 }
+
+// FuzzDecodeDifferential checks the decoders of every type but PUBLISH
+// (which FuzzPublishDifferential covers) against oracleDecode, the previous
+// decoding path: this package's structural checks followed by Paho's
+// 3.1/3.1.1 Unpack. Both must accept or both refuse, with the same sentinel
+// error (and, for an unsupported protocol, the same *Connect beside it);
+// what both accept must decode to the same fields. Every accepted body must
+// also encode back to exactly the bytes it came from, and to the bytes
+// Paho's Write produces for it.
+//
+// The fixed header's flags are checked by checkFlags before any decoder
+// runs, on both paths alike, so inputs whose flags it refuses are skipped.
+func FuzzDecodeDifferential(f *testing.F) {
+	for _, tp := range tpackets {
+		if len(tp.raw) > 0 && Type(tp.raw[0]>>4) != TypePublish && tp.version == 0 {
+			if _, body, ok := splitFixedHeader(tp.raw); ok {
+				f.Add(tp.raw[0], body)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, first byte, body []byte) {
+		h := fixedHeader{typ: Type(first >> 4), flags: first & 0x0F, remaining: len(body)}
+		if h.typ == TypePublish || checkFlags(h.typ, h.flags) != nil || len(body) > MaxRemainingLength {
+			return
+		}
+		ours, errOurs := decode(h, append([]byte(nil), body...), false)
+		theirs, errTheirs := oracleDecode(h, body)
+		if (errOurs == nil) != (errTheirs == nil) {
+			t.Fatalf("% x: decoders disagree:\n ours %#v, %v\n oracle %#v, %v", body, ours, errOurs, theirs, errTheirs)
+		}
+		if errOurs != nil {
+			for _, sentinel := range []error{ErrMalformed, ErrUnsupportedProtocol} {
+				if errors.Is(errOurs, sentinel) != errors.Is(errTheirs, sentinel) {
+					t.Fatalf("% x: errors differ: ours %v, oracle %v", body, errOurs, errTheirs)
+				}
+			}
+			if !errors.Is(errOurs, ErrMalformed) && !errors.Is(errOurs, ErrUnsupportedProtocol) {
+				t.Fatalf("error %v wraps no sentinel", errOurs)
+			}
+		}
+		if !reflect.DeepEqual(ours, theirs) {
+			t.Fatalf("% x: decoders disagree:\n ours %#v\n oracle %#v", body, ours, theirs)
+		}
+		if errOurs != nil {
+			return
+		}
+		enc, err := Append(nil, ours)
+		if err != nil {
+			t.Fatalf("Append(%#v): %v", ours, err)
+		}
+		want := appendRemainingLength([]byte{first}, len(body))
+		want = append(want, body...)
+		if !bytes.Equal(enc, want) {
+			t.Fatalf("Append(decode(x)) =\n % x\nx =\n % x", enc, want)
+		}
+		cp, err := oracleUnpack(h, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var paho bytes.Buffer
+		if err := cp.Write(&paho); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(enc, paho.Bytes()) {
+			t.Fatalf("Append =\n % x\nPaho Write =\n % x", enc, paho.Bytes())
+		}
+	})
+}

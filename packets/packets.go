@@ -2,10 +2,12 @@
 // 3.1.1 (and, later, 5.0), a Reader that refuses oversized packets from the
 // fixed header before allocating their body, and allocation-free encoders.
 //
-// Packets from 3.1 / 3.1.1 clients are decoded with Paho's codec
-// (github.com/eclipse/paho.mqtt.golang/packets) behind this model; a
-// hand-written fast path decodes PUBLISH, the hot packet, and is fuzzed
-// differentially against Paho.
+// Every packet type of MQTT 3.1 / 3.1.1 is decoded and encoded here, with
+// every rule of the wire format checked on the way in and on the way out.
+// Paho's 3.1/3.1.1 codec (github.com/eclipse/paho.mqtt.golang/packets) is
+// used only by the tests, as the oracle of differential fuzzing: the
+// decoders must accept what it accepts (once the rules it omits are
+// applied), with the same fields, and the encoders must write its bytes.
 package packets
 
 // Type is an MQTT control packet type, the high nibble of the first byte.

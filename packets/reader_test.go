@@ -313,34 +313,53 @@ func TestTypeString(t *testing.T) {
 	}
 }
 
-var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/FuzzReadPacket from the catalogue")
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpora under testdata/fuzz from the catalogue")
 
-// TestFuzzSeedCorpus_MatchesCatalogue keeps testdata/fuzz/FuzzReadPacket in
-// step with the catalogue: one file per catalogued packet, valid or not.
-// Run with -update-corpus after changing the catalogue.
-func TestFuzzSeedCorpus_MatchesCatalogue(t *testing.T) {
-	dir := filepath.Join("testdata", "fuzz", "FuzzReadPacket")
+// catalogueSeeds returns the seed corpus files the catalogue implies for
+// each fuzz target, by file name: every catalogued packet for
+// FuzzReadPacket, and its first byte and body for FuzzDecodeDifferential
+// (every type but PUBLISH).
+func catalogueSeeds() map[string]map[string]string {
+	seeds := map[string]map[string]string{"FuzzReadPacket": {}, "FuzzDecodeDifferential": {}}
 	for _, tp := range tpackets {
 		if len(tp.raw) > 4096 {
 			continue // large cases would bloat the repository; f.Add seeds them
 		}
-		path := filepath.Join(dir, "catalogue_"+tp.name)
-		want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", tp.raw)
-		if *updateCorpus {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
+		name := "catalogue_" + tp.name
+		seeds["FuzzReadPacket"][name] = fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", tp.raw)
+		if len(tp.raw) > 0 && Type(tp.raw[0]>>4) != TypePublish && tp.version == 0 {
+			if _, body, ok := splitFixedHeader(tp.raw); ok {
+				seeds["FuzzDecodeDifferential"][name] = fmt.Sprintf("go test fuzz v1\nbyte(%q)\n[]byte(%q)\n", tp.raw[0], body)
 			}
-			if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
-				t.Fatal(err)
+		}
+	}
+	return seeds
+}
+
+// TestFuzzSeedCorpus_MatchesCatalogue keeps testdata/fuzz in step with the
+// catalogue: one file per catalogued packet, valid or not, for each fuzz
+// target. Run with -update-corpus after changing the catalogue.
+func TestFuzzSeedCorpus_MatchesCatalogue(t *testing.T) {
+	for target, files := range catalogueSeeds() {
+		dir := filepath.Join("testdata", "fuzz", target)
+		for name, want := range files {
+			path := filepath.Join(dir, name)
+			if *updateCorpus {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				continue
 			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%v (run go test -run TestFuzzSeedCorpus -update-corpus)", err)
-		}
-		if string(got) != want {
-			t.Fatalf("%s is out of date (run go test -run TestFuzzSeedCorpus -update-corpus)", path)
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestFuzzSeedCorpus -update-corpus)", err)
+			}
+			if string(got) != want {
+				t.Fatalf("%s is out of date (run go test -run TestFuzzSeedCorpus -update-corpus)", path)
+			}
 		}
 	}
 }

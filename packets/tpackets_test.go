@@ -128,6 +128,9 @@ var tpackets = []tpacket{
 	{name: "connect_client_id_length_beyond_body", raw: pkt(0x10, connectHead("MQTT", 4, 0x02), 0, 9, "abc"), err: ErrMalformed},
 	{name: "connect_trailing_garbage", raw: pkt(0x10, connectHead("MQTT", 4, 0x02), lp("c"), "xx"), err: ErrMalformed},
 	{name: "connect_will_message_missing", raw: pkt(0x10, connectHead("MQTT", 4, 0x06), lp("c"), lp("w")), err: ErrMalformed},
+	{name: "connect_will_topic_missing", raw: pkt(0x10, connectHead("MQTT", 4, 0x06), lp("c")), err: ErrMalformed},
+	{name: "connect_username_missing", raw: pkt(0x10, connectHead("MQTT", 4, 0x82), lp("c")), err: ErrMalformed},
+	{name: "connect_missing_connect_flags", raw: pkt(0x10, lp("MQTT"), 4), err: ErrMalformed},
 	{name: "connect_password_missing", raw: pkt(0x10, connectHead("MQTT", 4, 0xC2), lp("c"), lp("u")), err: ErrMalformed},
 	{name: "connect_truncated_in_protocol_name", raw: pkt(0x10, 0, 4, "MQ"), err: ErrMalformed},
 	{name: "connect_missing_keep_alive", raw: pkt(0x10, lp("MQTT"), 4, 0x02, 0), err: ErrMalformed},
@@ -140,6 +143,8 @@ var tpackets = []tpacket{
 	{name: "connack_reserved_ack_flags", raw: []byte{0x20, 2, 2, 0}, err: ErrMalformed},
 	{name: "connack_trailing_byte", raw: []byte{0x20, 3, 0, 0, 0}, err: ErrMalformed},
 	{name: "connack_truncated_body", raw: []byte{0x20, 1, 0}, err: ErrMalformed},
+	{name: "connack_refused_protocol_version", raw: []byte{0x20, 2, 0, 1}, want: &Connack{ReturnCode: RefusedProtocolVersion}},
+	{name: "connack_unknown_return_code_kept", raw: []byte{0x20, 2, 0, 6}, want: &Connack{ReturnCode: 6}},
 	{name: "connack_flags_MQTT_2_2_2_2", raw: []byte{0x21, 2, 0, 0}, err: ErrMalformed},
 
 	// PUBLISH.
@@ -188,6 +193,11 @@ var tpackets = []tpacket{
 		want: &Subscribe{PacketID: 1, Subscriptions: []Subscription{{Filter: "a/+", QoS: 1}}}},
 	{name: "subscribe_three_filters", raw: pkt(0x82, 0x01, 0x00, lp("a/#"), 0, lp("$SYS/x"), 2, lp("b"), 1),
 		want: &Subscribe{PacketID: 256, Subscriptions: []Subscription{{"a/#", 0}, {"$SYS/x", 2}, {"b", 1}}}},
+	{name: "subscribe_unicode_filter_qos2", raw: pkt(0x82, 0xAB, 0xCD, lp("温度/+/€"), 2),
+		want: &Subscribe{PacketID: 0xABCD, Subscriptions: []Subscription{{Filter: "温度/+/€", QoS: 2}}}},
+	{name: "subscribe_filter_nul_MQTT_1_5_3_2", raw: pkt(0x82, 0, 1, lp("a\x00"), 0), err: ErrMalformed},
+	{name: "subscribe_trailing_byte_after_qos", raw: pkt(0x82, 0, 1, lp("a"), 0, 0), err: ErrMalformed},
+	{name: "subscribe_truncated_packet_id", raw: pkt(0x82, 0), err: ErrMalformed},
 	{name: "subscribe_no_filter_MQTT_3_8_3_3", raw: pkt(0x82, 0, 1), err: ErrMalformed},
 	{name: "subscribe_qos3_MQTT_3_8_3_4", raw: pkt(0x82, 0, 1, lp("a"), 3), err: ErrMalformed},
 	{name: "subscribe_qos_reserved_bits_MQTT_3_8_3_4", raw: pkt(0x82, 0, 1, lp("a"), 0x41), err: ErrMalformed},
@@ -201,6 +211,9 @@ var tpackets = []tpacket{
 	// SUBACK.
 	{name: "suback_all_codes", raw: []byte{0x90, 6, 0, 3, 0, 1, 2, 0x80},
 		want: &Suback{PacketID: 3, ReturnCodes: []byte{0, 1, 2, SubackFailure}}},
+	{name: "suback_single_failure", raw: []byte{0x90, 3, 0xFF, 0xFE, 0x80},
+		want: &Suback{PacketID: 0xFFFE, ReturnCodes: []byte{SubackFailure}}},
+	{name: "suback_flags_MQTT_2_2_2_2", raw: []byte{0x92, 3, 0, 3, 0}, err: ErrMalformed},
 	{name: "suback_reserved_code_MQTT_3_9_3_2", raw: []byte{0x90, 3, 0, 3, 3}, err: ErrMalformed},
 	{name: "suback_no_code", raw: []byte{0x90, 2, 0, 3}, err: ErrMalformed},
 	{name: "suback_id0_MQTT_2_3_1_1", raw: []byte{0x90, 3, 0, 0, 0}, err: ErrMalformed},
@@ -210,12 +223,16 @@ var tpackets = []tpacket{
 		want: &Unsubscribe{PacketID: 2, Filters: []string{"a/#"}}},
 	{name: "unsubscribe_two_filters", raw: pkt(0xA2, 0, 2, lp("a"), lp("b/+/c")),
 		want: &Unsubscribe{PacketID: 2, Filters: []string{"a", "b/+/c"}}},
+	{name: "unsubscribe_filter_bad_utf8_MQTT_1_5_3_1", raw: pkt(0xA2, 0, 2, lp("a/\xc3")), err: ErrMalformed},
+	{name: "unsubscribe_truncated_packet_id", raw: pkt(0xA2, 7), err: ErrMalformed},
 	{name: "unsubscribe_no_filter_MQTT_3_10_3_2", raw: pkt(0xA2, 0, 2), err: ErrMalformed},
 	{name: "unsubscribe_flags_0000_MQTT_3_10_1_1", raw: pkt(0xA0, 0, 2, lp("a")), err: ErrMalformed},
 	{name: "unsubscribe_truncated_filter", raw: pkt(0xA2, 0, 2, 0, 5, "ab"), err: ErrMalformed},
 	{name: "unsubscribe_empty_filter_MQTT_4_7_3_1", raw: pkt(0xA2, 0, 2, lp("a"), lp("")), err: ErrMalformed},
 	{name: "unsubscribe_id0_MQTT_2_3_1_1", raw: pkt(0xA2, 0, 0, lp("a")), err: ErrMalformed},
 	{name: "unsuback", raw: []byte{0xB0, 2, 0, 2}, want: &Unsuback{PacketID: 2}},
+	{name: "unsuback_trailing_byte", raw: []byte{0xB0, 3, 0, 2, 0}, err: ErrMalformed},
+	{name: "unsuback_flags_MQTT_2_2_2_2", raw: []byte{0xB2, 2, 0, 2}, err: ErrMalformed},
 	{name: "unsuback_id0_MQTT_2_3_1_1", raw: []byte{0xB0, 2, 0, 0}, err: ErrMalformed},
 
 	// PINGREQ, PINGRESP, DISCONNECT.
@@ -224,6 +241,8 @@ var tpackets = []tpacket{
 	{name: "disconnect", raw: []byte{0xE0, 0}, want: &Disconnect{}},
 	{name: "pingreq_overlong_remaining_length", raw: []byte{0xC0, 0x80, 0x80, 0x00}, want: &Pingreq{}, nonCanonical: true},
 	{name: "disconnect_with_body", raw: []byte{0xE0, 1, 0}, err: ErrMalformed},
+	{name: "pingresp_with_body", raw: []byte{0xD0, 2, 0, 0}, err: ErrMalformed},
+	{name: "disconnect_flags_MQTT_2_2_2_2", raw: []byte{0xE2, 0}, err: ErrMalformed},
 	{name: "pingreq_flags_MQTT_2_2_2_2", raw: []byte{0xC1, 0}, err: ErrMalformed},
 
 	// Fixed header.
