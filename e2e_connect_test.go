@@ -130,7 +130,7 @@ func TestConnect_SecondConnect_Closed_MQTT_3_1_0_2(t *testing.T) {
 // ("MQIsdp", level 3) is accepted like a 3.1.1 one.
 func TestConnect_MQTT31AndMQTT311Accepted_MQTT_3_2_0_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		for _, level := range []byte{packets.Version31, packets.Version311} {
+		for _, level := range []packets.Version{packets.Version31, packets.Version311} {
 			c := dialRaw(t, d.pub().Addr())
 			ack := c.connect(&packets.Connect{ProtocolVersion: level, ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 			if ack.ReturnCode != packets.Accepted || ack.SessionPresent {
@@ -202,7 +202,7 @@ func TestConnect_EmptyClientIDPersistent_Refused0x02_MQTT_3_1_3_8(t *testing.T) 
 		if !tok.WaitTimeout(waitTimeout) {
 			t.Fatal("no CONNACK")
 		}
-		if got := tok.(*mqtt.ConnectToken).ReturnCode(); got != packets.RefusedIdentifierRejected {
+		if got := tok.(*mqtt.ConnectToken).ReturnCode(); packets.ReasonCode(got) != packets.RefusedIdentifierRejected {
 			t.Fatalf("CONNACK return code 0x%02x, want 0x02 (err %v)", got, tok.Error())
 		}
 	})

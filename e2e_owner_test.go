@@ -123,7 +123,7 @@ func TestSession_RacingConnectsOnTwoReplicasOneSurvives_Issue7_7_MQTT_3_1_4_2(t 
 			id := unique(t, "race")
 			conns := []*rawClient{dialRaw(t, d.servers[0].Addr()), dialRaw(t, d.servers[1].Addr())}
 			var wg sync.WaitGroup
-			codes := make([]byte, 2)
+			codes := make([]packets.ReasonCode, 2)
 			for _, c := range conns {
 				wg.Add(1)
 				go func() {

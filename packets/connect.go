@@ -21,7 +21,7 @@ const (
 
 // supportedProtocol reports whether name and level are ones this codec
 // decodes: "MQIsdp" level 3 or "MQTT" level 4.
-func supportedProtocol(name string, level byte) bool {
+func supportedProtocol(name string, level Version) bool {
 	return (name == ProtocolNameMQIsdp && level == Version31) ||
 		(name == ProtocolNameMQTT && level == Version311)
 }
@@ -35,10 +35,11 @@ func decodeConnect(s *scanner) (Packet, error) {
 	if err != nil {
 		return nil, err
 	}
-	level, err := s.byte("protocol level")
+	b, err := s.byte("protocol level")
 	if err != nil {
 		return nil, err
 	}
+	level := Version(b)
 	if !supportedProtocol(string(name), level) {
 		return &Connect{ProtocolName: string(name), ProtocolVersion: level},
 			fmt.Errorf("%w: protocol %q level %d [MQTT-3.1.2-2]", ErrUnsupportedProtocol, name, level)

@@ -17,7 +17,7 @@ func decodeConnack(s *scanner) (Packet, error) {
 	if err := s.end(); err != nil {
 		return nil, err
 	}
-	return &Connack{SessionPresent: flags&0x01 != 0, ReturnCode: code}, nil
+	return &Connack{SessionPresent: flags&0x01 != 0, ReturnCode: ReasonCode(code)}, nil
 }
 
 // decodeIDPacket reads the packets whose whole body is a non-zero packet id:
@@ -103,17 +103,18 @@ func decodeSuback(s *scanner) (Packet, error) {
 	if err != nil {
 		return nil, err
 	}
-	codes := s.b[s.off:]
-	if len(codes) == 0 {
+	raw := s.b[s.off:]
+	if len(raw) == 0 {
 		return nil, s.malformed("no return code")
 	}
-	for _, rc := range codes {
-		if rc > 2 && rc != SubackFailure {
-			return nil, s.malformed("reserved return code 0x%02x [MQTT-3.9.3-2]", rc)
+	codes := make([]ReasonCode, len(raw))
+	for i, b := range raw {
+		if codes[i] = ReasonCode(b); !validSubackCode(codes[i]) {
+			return nil, s.malformed("reserved return code 0x%02x [MQTT-3.9.3-2]", b)
 		}
 	}
 	s.off = len(s.b)
-	return &Suback{PacketID: id, ReturnCodes: append([]byte(nil), codes...)}, nil
+	return &Suback{PacketID: id, ReturnCodes: codes}, nil
 }
 
 // decodeEmpty reads the packets without variable header or payload:

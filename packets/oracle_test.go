@@ -29,7 +29,7 @@ func oracleDecode(h fixedHeader, body []byte) (Packet, error) {
 	}
 	switch p := cp.(type) {
 	case *pahopackets.ConnackPacket:
-		return &Connack{SessionPresent: p.SessionPresent, ReturnCode: p.ReturnCode}, nil
+		return &Connack{SessionPresent: p.SessionPresent, ReturnCode: ReasonCode(p.ReturnCode)}, nil
 	case *pahopackets.PubackPacket:
 		return &Puback{PacketID: p.MessageID}, nil
 	case *pahopackets.PubrecPacket:
@@ -48,7 +48,11 @@ func oracleDecode(h fixedHeader, body []byte) (Packet, error) {
 		}
 		return s, nil
 	case *pahopackets.SubackPacket:
-		return &Suback{PacketID: p.MessageID, ReturnCodes: p.ReturnCodes}, nil
+		codes := make([]ReasonCode, len(p.ReturnCodes))
+		for i, c := range p.ReturnCodes {
+			codes[i] = ReasonCode(c)
+		}
+		return &Suback{PacketID: p.MessageID, ReturnCodes: codes}, nil
 	case *pahopackets.UnsubscribePacket:
 		return &Unsubscribe{PacketID: p.MessageID, Filters: p.Topics}, nil
 	case *pahopackets.UnsubackPacket:
@@ -191,7 +195,7 @@ func checkSuback(s *scanner) error {
 	}
 	for s.remaining() > 0 {
 		rc, _ := s.byte("return code")
-		if rc > 2 && rc != SubackFailure {
+		if rc > 2 && ReasonCode(rc) != SubackFailure {
 			return s.malformed("reserved return code 0x%02x [MQTT-3.9.3-2]", rc)
 		}
 	}
@@ -212,8 +216,8 @@ func oracleConnect(h fixedHeader, body []byte) (Packet, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !supportedProtocol(string(name), level) {
-		return &Connect{ProtocolName: string(name), ProtocolVersion: level},
+	if !supportedProtocol(string(name), Version(level)) {
+		return &Connect{ProtocolName: string(name), ProtocolVersion: Version(level)},
 			fmt.Errorf("%w: protocol %q level %d [MQTT-3.1.2-2]", ErrUnsupportedProtocol, name, level)
 	}
 	if err := checkConnectRest(&s); err != nil {
@@ -226,7 +230,7 @@ func oracleConnect(h fixedHeader, body []byte) (Packet, error) {
 	p := cp.(*pahopackets.ConnectPacket)
 	c := &Connect{
 		ProtocolName:    p.ProtocolName,
-		ProtocolVersion: p.ProtocolVersion,
+		ProtocolVersion: Version(p.ProtocolVersion),
 		CleanSession:    p.CleanSession,
 		KeepAlive:       p.Keepalive,
 		ClientID:        p.ClientIdentifier,

@@ -23,7 +23,7 @@ const retainedBodyLimit = 64 << 10
 type Reader struct {
 	br      inbuf
 	max     int
-	version byte
+	version Version
 	buf     []byte
 	gate    func(t Type, remaining int) error
 }
@@ -44,7 +44,7 @@ func NewReader(r io.Reader, maxPacketSize int) *Reader {
 // wire format; any other level makes ReadPacket fail with
 // ErrUnsupportedProtocol, since this codec does not decode MQTT 5.0 yet.
 // Before SetVersion is called the Reader decodes the 3.1/3.1.1 format.
-func (r *Reader) SetVersion(v byte) { r.version = v }
+func (r *Reader) SetVersion(v Version) { r.version = v }
 
 // SetGate makes ReadPacket call gate with the type and Remaining Length of
 // every packet once its fixed header is read and accepted, before any of

@@ -239,7 +239,8 @@ func TestAppend_RefusesMalformed(t *testing.T) {
 		{"subscribe_id0_MQTT_2_3_1_1", &Subscribe{Subscriptions: []Subscription{{"a", 0}}}},
 		{"subscribe_filter_too_long", &Subscribe{PacketID: 1, Subscriptions: []Subscription{{long, 0}}}},
 		{"suback_empty", &Suback{PacketID: 1}},
-		{"suback_id0_MQTT_2_3_1_1", &Suback{ReturnCodes: []byte{0}}},
+		{"suback_id0_MQTT_2_3_1_1", &Suback{ReturnCodes: []ReasonCode{GrantedQoS0}}},
+		{"suback_reserved_code_MQTT_3_9_3_2", &Suback{PacketID: 1, ReturnCodes: []ReasonCode{3}}},
 		{"unsubscribe_empty_MQTT_3_10_3_2", &Unsubscribe{PacketID: 1}},
 		{"unsubscribe_id0_MQTT_2_3_1_1", &Unsubscribe{Filters: []string{"a"}}},
 		{"connect_password_without_username_MQTT_3_1_2_22", &Connect{ProtocolVersion: 4, Password: []byte("p")}},
@@ -270,7 +271,7 @@ func TestAppend_NilPacket(t *testing.T) {
 
 func TestAppend_ConnectDerivesProtocolName(t *testing.T) {
 	tests := []struct {
-		version byte
+		version Version
 		name    string
 	}{{Version31, "MQIsdp"}, {Version311, "MQTT"}}
 	for _, tt := range tests {

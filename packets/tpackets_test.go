@@ -20,7 +20,7 @@ type tpacket struct {
 	// max is the Reader's size limit; 0 means testMaxPacket.
 	max int
 	// version is passed to SetVersion before reading when non-zero.
-	version byte
+	version Version
 	// nonCanonical marks valid raw bytes that Append does not reproduce
 	// byte for byte (an overlong remaining length, say).
 	nonCanonical bool
@@ -210,9 +210,9 @@ var tpackets = []tpacket{
 
 	// SUBACK.
 	{name: "suback_all_codes", raw: []byte{0x90, 6, 0, 3, 0, 1, 2, 0x80},
-		want: &Suback{PacketID: 3, ReturnCodes: []byte{0, 1, 2, SubackFailure}}},
+		want: &Suback{PacketID: 3, ReturnCodes: []ReasonCode{GrantedQoS0, GrantedQoS1, GrantedQoS2, SubackFailure}}},
 	{name: "suback_single_failure", raw: []byte{0x90, 3, 0xFF, 0xFE, 0x80},
-		want: &Suback{PacketID: 0xFFFE, ReturnCodes: []byte{SubackFailure}}},
+		want: &Suback{PacketID: 0xFFFE, ReturnCodes: []ReasonCode{SubackFailure}}},
 	{name: "suback_flags_MQTT_2_2_2_2", raw: []byte{0x92, 3, 0, 3, 0}, err: ErrMalformed},
 	{name: "suback_reserved_code_MQTT_3_9_3_2", raw: []byte{0x90, 3, 0, 3, 3}, err: ErrMalformed},
 	{name: "suback_no_code", raw: []byte{0x90, 2, 0, 3}, err: ErrMalformed},
