@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01 and the
@@ -346,7 +347,7 @@ func TestConnect_Will_MQTT_3_1_2_8(t *testing.T) {
 				ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30,
 				Will: &packets.Will{Topic: willTopic, Payload: []byte("violation"), QoS: 1},
 			})
-			c.write([]byte{0x82, 0x00}) // SUBSCRIBE without packet id: malformed
+			c.write(packetstest.Named("subscribe_empty_body").Raw) // SUBSCRIBE without packet id: malformed
 			c.expectClosed(waitTimeout)
 			if m := col.next(t); string(m.Payload()) != "violation" {
 				t.Fatalf("got %q, want the will", m.Payload())
