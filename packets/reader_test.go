@@ -46,9 +46,16 @@ func TestReadPacket_OversizedBeforeBody_MQTT_2_2_3(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	// NewReader's struct and its small input buffer, plus the error.
-	if allocs > 8 {
-		t.Fatalf("%.0f allocations per oversized packet", allocs)
+	// NewReader's struct and its small input buffer, plus the error. Under
+	// the race detector fmt's pooled printers are sometimes dropped, which
+	// adds an allocation now and then (9 seen in about one run of 30, on
+	// main as well): the bound keeps one more in hand there.
+	limit := 8.0
+	if raceEnabled {
+		limit = 10
+	}
+	if allocs > limit {
+		t.Fatalf("%.0f allocations per oversized packet, want at most %.0f", allocs, limit)
 	}
 }
 
