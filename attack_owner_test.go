@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // ATTACK 1: README "A session belongs to its user ... that CONNECT gets
@@ -98,7 +99,7 @@ func asUserV(user, id string, clean bool) *packets.Connect {
 func (c *rawClient) alive(d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	_ = c.conn.SetWriteDeadline(deadline)
-	if _, err := c.conn.Write([]byte{0xc0, 0}); err != nil {
+	if _, err := c.conn.Write(packetstest.Named("pingreq").Raw); err != nil {
 		return false
 	}
 	for {

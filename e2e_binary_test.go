@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // buildServer builds the server binary into a temporary directory.
@@ -128,7 +129,7 @@ func TestBinary_Flags(t *testing.T) {
 	t.Run("bad input logs one line with reason and remote address", func(t *testing.T) {
 		addr, lines, _ := startBinary(t, bin)
 		c := dialRaw(t, addr)
-		c.write([]byte{0x82, 0x00}) // SUBSCRIBE as first packet, and malformed
+		c.write(packetstest.Named("subscribe_empty_body").Raw) // SUBSCRIBE as first packet, and malformed
 		c.expectClosed(waitTimeout)
 		remote := c.conn.LocalAddr().String()
 		var matching []string

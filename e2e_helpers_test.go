@@ -228,7 +228,7 @@ func (c *rawClient) mustConnect(p *packets.Connect) *packets.Connack {
 }
 
 // subscribe sends a SUBSCRIBE and returns the SUBACK's codes.
-func (c *rawClient) subscribe(id uint16, subs ...packets.Subscription) []byte {
+func (c *rawClient) subscribe(id uint16, subs ...packets.Subscription) []packets.ReasonCode {
 	c.t.Helper()
 	c.send(&packets.Subscribe{PacketID: id, Subscriptions: subs})
 	ack := expect[*packets.Suback](c)

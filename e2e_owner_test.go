@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // writePasswordFile writes a mosquitto_passwd file with each user's
@@ -123,7 +124,7 @@ func TestSession_RacingConnectsOnTwoReplicasOneSurvives_Issue7_7_MQTT_3_1_4_2(t 
 			id := unique(t, "race")
 			conns := []*rawClient{dialRaw(t, d.servers[0].Addr()), dialRaw(t, d.servers[1].Addr())}
 			var wg sync.WaitGroup
-			codes := make([]byte, 2)
+			codes := make([]packets.ReasonCode, 2)
 			for _, c := range conns {
 				wg.Add(1)
 				go func() {
@@ -148,7 +149,7 @@ func TestSession_RacingConnectsOnTwoReplicasOneSurvives_Issue7_7_MQTT_3_1_4_2(t 
 					continue
 				}
 				_ = c.conn.SetWriteDeadline(deadline)
-				if _, err := c.conn.Write([]byte{0xc0, 0}); err != nil { // PINGREQ
+				if _, err := c.conn.Write(packetstest.Named("pingreq").Raw); err != nil {
 					continue
 				}
 				_ = c.conn.SetReadDeadline(deadline)

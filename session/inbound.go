@@ -258,7 +258,7 @@ func (s *Session) onPubcomp(id uint16) {
 
 func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	cfg := &s.env.Config
-	codes := make([]byte, len(p.Subscriptions))
+	codes := make([]packets.ReasonCode, len(p.Subscriptions))
 	want := make([]bridge.Subscription, 0, len(p.Subscriptions))
 	at := make([]int, 0, len(p.Subscriptions)) // index in codes of each of want
 	for i, sub := range p.Subscriptions {
@@ -333,7 +333,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 			continue
 		}
 		s.subs[w.Filter] = w.QoS // [MQTT-3.8.4-3] replaces an identical filter
-		codes[at[k]] = w.QoS
+		codes[at[k]] = packets.GrantedQoS(w.QoS)
 		granted = append(granted, packets.Subscription{Filter: w.Filter, QoS: w.QoS})
 	}
 	s.mu.Unlock()
@@ -346,7 +346,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 // [MQTT-3.3.1-6]. Their first page is read before the SUBACK is queued, so
 // it holds the retained messages of the moment the subscription was made;
 // live messages arriving meanwhile wait and go after it (see retained.go).
-func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []byte, granted []packets.Subscription) {
+func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []packets.ReasonCode, granted []packets.Subscription) {
 	s.mu.Lock()
 	hold := len(granted) > 0 && !s.fetching
 	if hold {

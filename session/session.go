@@ -25,7 +25,7 @@ import (
 // Authorizer decides who may connect and what they may do.
 type Authorizer interface {
 	// Authenticate returns the CONNACK return code for the credentials.
-	Authenticate(usernameFlag bool, username string, passwordFlag bool, password []byte) byte
+	Authenticate(usernameFlag bool, username string, passwordFlag bool, password []byte) packets.ReasonCode
 	CanSubscribe(clientID, username, filter string) bool
 	CanRead(clientID, username, topic string) bool
 	CanWrite(clientID, username, topic string) bool
@@ -38,7 +38,7 @@ type Authorizer interface {
 type AllowAll struct{}
 
 // Authenticate implements Authorizer.
-func (AllowAll) Authenticate(bool, string, bool, []byte) byte { return packets.Accepted }
+func (AllowAll) Authenticate(bool, string, bool, []byte) packets.ReasonCode { return packets.Accepted }
 
 // CanSubscribe implements Authorizer.
 func (AllowAll) CanSubscribe(string, string, string) bool { return true }
@@ -120,7 +120,7 @@ type Session struct {
 
 	clientID  string
 	username  string
-	version   byte
+	version   packets.Version
 	clean     bool
 	keepAlive time.Duration
 	will      *bridge.Message

@@ -223,7 +223,7 @@ func TestRestore_ResendsInflightWithDupAndQueuesStoredAheadOfLive_MQTT_4_4_0_1(t
 // panicAuth is an Authorizer with a bug: it panics on every CONNECT.
 type panicAuth struct{ AllowAll }
 
-func (panicAuth) Authenticate(bool, string, bool, []byte) byte { panic("authorizer bug") }
+func (panicAuth) Authenticate(bool, string, bool, []byte) packets.ReasonCode { panic("authorizer bug") }
 
 func TestServe_PanicClosesThatConnectionOnly(t *testing.T) {
 	client, server := net.Pipe()
