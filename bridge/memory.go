@@ -264,6 +264,22 @@ func (m *Memory) Subscribe(_ context.Context, clientID, filter string, qos byte)
 	return nil
 }
 
+// SubscribeMany implements Bridge. Only a client that is not attached
+// fails, for every filter alike, so it is all or nothing.
+func (m *Memory) SubscribeMany(_ context.Context, clientID string, subs []Subscription) error {
+	c, err := m.client(clientID)
+	if err != nil {
+		return fmt.Errorf("subscribe %d filters: %w", len(subs), err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range subs {
+		c.subscriptions[s.Filter] = s.QoS
+		m.subs.Subscribe(s.Filter, c, s.QoS)
+	}
+	return nil
+}
+
 // Unsubscribe implements Bridge.
 func (m *Memory) Unsubscribe(_ context.Context, clientID, filter string) error {
 	c, err := m.client(clientID)
@@ -298,6 +314,21 @@ func (m *Memory) Publish(_ context.Context, msg *Message) error {
 	return nil
 }
 
+// PublishAsync implements Bridge: the in-process Publish never waits, so
+// done runs before it returns.
+func (m *Memory) PublishAsync(ctx context.Context, msg *Message, done func(error)) {
+	done(m.Publish(ctx, msg))
+}
+
+// PublishWill implements Bridge: a single node is the only one that can
+// publish the will, so it always does.
+func (m *Memory) PublishWill(ctx context.Context, _ string, _ Subscriber, will *Message) (bool, error) {
+	if err := m.Publish(ctx, will); err != nil {
+		return false, fmt.Errorf("publish will: %w", err)
+	}
+	return true, nil
+}
+
 // deliver hands msg to the live connection, or queues it for an offline
 // persistent session. QoS 0 messages are not queued for offline sessions.
 // The live Deliver runs under c.mu so that it cannot interleave with Detach.
@@ -325,7 +356,7 @@ func (c *memClient) deliver(m *Memory, msg *Message, qos byte) {
 	c.stored.Queued = append(q, Delivery{Message: msg, QoS: qos})
 }
 
-// Retained implements Bridge.
+// Retained returns the retained messages whose topics match filter.
 func (m *Memory) Retained(_ context.Context, filter string) ([]*Message, error) {
 	var out []*Message
 	m.retained.Match(filter, func(_ string, msg *Message) {
@@ -334,9 +365,9 @@ func (m *Memory) Retained(_ context.Context, filter string) ([]*Message, error) 
 	return out, nil
 }
 
-var _ RetainedPager = (*Memory)(nil)
+var _ Bridge = (*Memory)(nil)
 
-// RetainedTopics implements RetainedPager.
+// RetainedTopics implements Bridge.
 func (m *Memory) RetainedTopics(_ context.Context, filter string) ([]string, error) {
 	var out []string
 	m.retained.Match(filter, func(topic string, _ *Message) {
@@ -345,7 +376,7 @@ func (m *Memory) RetainedTopics(_ context.Context, filter string) ([]string, err
 	return out, nil
 }
 
-// RetainedMessages implements RetainedPager.
+// RetainedMessages implements Bridge.
 func (m *Memory) RetainedMessages(_ context.Context, topics []string, maxBytes int) ([]*Message, int, error) {
 	out := make([]*Message, 0, len(topics))
 	size := 0
@@ -362,10 +393,10 @@ func (m *Memory) RetainedMessages(_ context.Context, topics []string, maxBytes i
 	return out, len(topics), nil
 }
 
-// Ready implements the readiness check; the in-process bridge is always ready.
+// Ready implements Bridge; the in-process bridge is always ready.
 func (m *Memory) Ready(context.Context) error { return nil }
 
-// Stats returns the bridge's counters.
+// Stats implements Bridge.
 func (m *Memory) Stats() map[string]int64 {
 	return map[string]int64{
 		"offline_queue_dropped": m.queuedDropped.Load(),

@@ -75,7 +75,7 @@ func (r *Redis) Subscribe(ctx context.Context, clientID, filter string, qos byte
 	return nil
 }
 
-// SubscribeMany implements BatchSubscriber: one HSET stores a persistent
+// SubscribeMany implements Bridge: one HSET stores a persistent
 // session's filters, the routing goes in chunks (see route), one barrier
 // (or one floor) follows, and the EMQX events go in one pipeline. A
 // SUBSCRIBE of 20,000 filters takes tens of milliseconds, not the seconds
