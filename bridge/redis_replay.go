@@ -15,7 +15,7 @@ func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [strea
 	r.countTrimmed(ctx, c.id, cursor)
 	var out []Delivery
 	ends := cursor
-	cutoff := r.expiryCutoff()
+	cutoff := r.queue.cutoff(time.Now())
 	seen := make(map[ID]struct{}) // a Redis failover republishes messages the streams may still hold
 	err := r.readStreams(ctx, cursor, func(s int, m *Message, sid streamID) {
 		ends[s] = sid
@@ -27,8 +27,7 @@ func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [strea
 		if qos == 0 {
 			return
 		}
-		if !cutoff.IsZero() && m.Time.Before(cutoff) {
-			r.stats.expired.Add(1)
+		if r.queue.isExpired(m, cutoff) {
 			return
 		}
 		if _, dup := seen[m.ID]; dup {
@@ -77,40 +76,4 @@ func (r *Redis) endReplay(c *redisClient, ends *[streamShards]streamID) []Delive
 	c.pending = nil
 	c.replaying = false
 	return after
-}
-
-func (r *Redis) expiryCutoff() time.Time {
-	if r.expiry <= 0 {
-		return time.Time{}
-	}
-	return time.Now().Add(-r.expiry)
-}
-
-// dropExpired removes queued messages older than the message expiry.
-func (r *Redis) dropExpired(q []Delivery) []Delivery {
-	cutoff := r.expiryCutoff()
-	if cutoff.IsZero() {
-		return q
-	}
-	kept := q[:0]
-	for _, d := range q {
-		if d.Message.Time.Before(cutoff) {
-			r.stats.expired.Add(1)
-			continue
-		}
-		kept = append(kept, d)
-	}
-	return kept
-}
-
-// boundQueue keeps the newest MaxQueued messages and counts the rest: a
-// session finds the most recent messages on return (as EMQX's queue does),
-// and a session resumed after its replica died, whose replay starts at the
-// last checkpoint, keeps the messages it had not yet acknowledged.
-func (r *Redis) boundQueue(q []Delivery) []Delivery {
-	if over := len(q) - r.maxQueued; over > 0 {
-		r.stats.queuedDropped.Add(int64(over))
-		return q[over:]
-	}
-	return q
 }
