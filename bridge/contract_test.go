@@ -306,3 +306,38 @@ func TestContract_ReadyAndStats(t *testing.T) {
 		}
 	})
 }
+
+// A message that a closing connection refuses (it has taken the snapshot
+// it hands to Detach) is kept for its stored session, not lost.
+func TestContract_RefusedDeliveryKeptForStoredSession(t *testing.T) {
+	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
+		s := newLiveSub()
+		attach(t, b, "p", s, false)
+		subscribe(t, b, "p", "q", 1)
+		s.mu.Lock()
+		s.refuse = true
+		s.mu.Unlock()
+		publish(t, b, rmsg("q", 1, "late"))
+		fence(t, b, b)
+		storeOffline(t, b, "p", s)
+		st := attach(t, b, "p", newLiveSub(), false)
+		if got, want := queuedAtQoS(st), []string{"late@1"}; !slices.Equal(got, want) {
+			t.Fatalf("queued %v, want %v", got, want)
+		}
+	})
+}
+
+// A Detach from a connection that was taken over changes nothing: the
+// client id belongs to the new connection [MQTT-3.1.4-2].
+func TestContract_DetachAfterTakeoverChangesNothing_MQTT_3_1_4_2(t *testing.T) {
+	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
+		old := selfDetaching(b, "c", false)
+		attach(t, b, "c", old, true)
+		now := newLiveSub()
+		attach(t, b, "c", now, true)
+		subscribe(t, b, "c", "t", 1)
+		detach(t, b, "c", old, nil)
+		publish(t, b, rmsg("t", 1, "x"))
+		now.waitFor(t, 1)
+	})
+}
