@@ -798,11 +798,9 @@ func TestFault_PersistentSubscriberHopsReplicas(t *testing.T) {
 	}
 	if dupAfterAck != 0 || sum.lost != 0 {
 		for _, ts := range d.servers {
-			if ss, ok := ts.srv.bridge.(statsSource); ok {
-				st := ss.Stats()
-				t.Logf("replica %s: takeovers=%d offline_queue_dropped=%d replays=%d deduplicated=%d",
-					ts.cfg.NodeID, st["takeovers"], st["offline_queue_dropped"], st["replays"], st["deduplicated"])
-			}
+			st := ts.srv.bridge.Stats()
+			t.Logf("replica %s: takeovers=%d offline_queue_dropped=%d replays=%d deduplicated=%d",
+				ts.cfg.NodeID, st["takeovers"], st["offline_queue_dropped"], st["replays"], st["deduplicated"])
 		}
 		sub.mu.Lock()
 		for i, v := range sub.visits {

@@ -15,10 +15,8 @@ type counterCollector struct{ s *Server }
 
 func (c counterCollector) values() map[string]int64 {
 	out := c.s.env.Stats.Snapshot()
-	if ss, ok := c.s.bridge.(statsSource); ok {
-		for k, v := range ss.Stats() {
-			out["bridge_"+k] = v
-		}
+	for k, v := range c.s.bridge.Stats() {
+		out["bridge_"+k] = v
 	}
 	return out
 }

@@ -16,17 +16,6 @@ import (
 	"github.com/bridgemq/server/session"
 )
 
-// readiness is implemented by bridges that can tell whether the shared
-// store is reachable.
-type readiness interface {
-	Ready(ctx context.Context) error
-}
-
-// statsSource is implemented by bridges that count what they do.
-type statsSource interface {
-	Stats() map[string]int64
-}
-
 // Server accepts MQTT connections and runs a session for each.
 type Server struct {
 	cfg    *Config
@@ -217,13 +206,11 @@ func (s *Server) httpHandler() http.Handler {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
-		if rb, ok := s.bridge.(readiness); ok {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := rb.Ready(ctx); err != nil {
-				http.Error(w, "bridge not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.bridge.Ready(ctx); err != nil {
+			http.Error(w, "bridge not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})

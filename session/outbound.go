@@ -41,7 +41,7 @@ func (s *Session) mayRead(topic string) bool {
 	return false
 }
 
-// Idle implements bridge.Idler: nothing delivered is waiting to be sent or
+// Idle implements bridge.Subscriber: nothing delivered is waiting to be sent or
 // acknowledged.
 func (s *Session) Idle() bool {
 	s.mu.Lock()
