@@ -138,7 +138,7 @@ func TestAbuse_ManySubscriptionsDoNotStallOthers(t *testing.T) {
 		h.MustConnect(&packets.Connect{ClientID: id, CleanSession: false})
 		h.Send(&packets.Subscribe{PacketID: 1, Subscriptions: subs})
 		ack := mqtttest.Expect[*packets.Suback](h)
-		if len(ack.ReturnCodes) != n || slices.ContainsFunc(ack.ReturnCodes, func(c byte) bool { return c != 1 }) {
+		if len(ack.ReturnCodes) != n || slices.ContainsFunc(ack.ReturnCodes, func(c packets.ReasonCode) bool { return c != packets.GrantedQoS1 }) {
 			t.Fatalf("SUBACK: %d codes, some not granted", len(ack.ReturnCodes))
 		}
 		subscribed := time.Since(start)
@@ -196,7 +196,7 @@ func TestAbuse_LongWildcardFilters(t *testing.T) {
 			packets.Subscription{Filter: "L/+/" + strings.Repeat("a", 30000), QoS: 0},
 			packets.Subscription{Filter: "L/+/" + strings.Repeat("b", 30000), QoS: 0})
 		took := time.Since(start)
-		if !slices.Equal(got, []byte{0, 0}) {
+		if !slices.Equal(got, []packets.ReasonCode{packets.GrantedQoS0, packets.GrantedQoS0}) {
 			t.Fatalf("SUBACK %v, want [0 0]", got)
 		}
 		probe.waitFor(t, 20)

@@ -54,7 +54,7 @@ func TestAuth_PasswordFile_Connack0x04And0x05_MQTT_3_2_2_5(t *testing.T) {
 			tests := []struct {
 				name     string
 				connect  packets.Connect
-				wantCode byte
+				wantCode packets.ReasonCode
 			}{
 				{"right password", packets.Connect{UsernameFlag: true, Username: f.user, PasswordFlag: true, Password: []byte(f.password)}, packets.Accepted},
 				{"wrong password", packets.Connect{UsernameFlag: true, Username: f.user, PasswordFlag: true, Password: []byte(f.password + "x")}, packets.RefusedBadUsernamePassword},
@@ -111,7 +111,7 @@ func TestACL_DenySubscribe_Suback0x80_MQTT_3_9_3_2(t *testing.T) {
 			packets.Subscription{Filter: allowed, QoS: 1},
 			packets.Subscription{Filter: "test/nosubscribe", QoS: 2},
 			packets.Subscription{Filter: "#", QoS: 0})
-		if fmt.Sprint(codes) != fmt.Sprint([]byte{1, packets.SubackFailure, 0}) {
+		if fmt.Sprint(codes) != fmt.Sprint([]packets.ReasonCode{packets.GrantedQoS1, packets.SubackFailure, packets.GrantedQoS0}) {
 			t.Fatalf("SUBACK %v, want [1 128 0]", codes)
 		}
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // Random bytes never get a session: the connection is closed (at the latest
@@ -48,8 +49,8 @@ func TestBadInput_NoConnect_ClosedAfterConnectTimeout(t *testing.T) {
 			send []byte
 		}{
 			{"silent", nil},
-			{"half a fixed header", []byte{0x10}},
-			{"header announcing a body never sent", []byte{0x10, 0x20, 0x00}},
+			{"half a fixed header", packetstest.Named("first_byte_only").Raw},
+			{"header announcing a body never sent", packetstest.Named("connect_body_never_sent").Raw},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -85,16 +86,16 @@ func memStats() (heap, total uint64) {
 // heap measured is the server's own.
 func TestBadInput_256MBAnnounced_RefusedFromFixedHeader(t *testing.T) {
 	ts := startServer(t, "-connect-timeout", "10s")
-	// 0xFF 0xFF 0xFF 0x7F is 268,435,455, the largest Remaining Length.
-	huge := []byte{0xFF, 0xFF, 0xFF, 0x7F}
+	// Each fixed header announces 268,435,455 bytes, the largest Remaining
+	// Length.
 	tests := []struct {
 		name    string
 		connect bool
-		header  byte
+		header  []byte
 	}{
-		{"CONNECT", false, 0x10},
-		{"PUBLISH after CONNECT", true, 0x30},
-		{"SUBSCRIBE after CONNECT", true, 0x82},
+		{"CONNECT", false, packetstest.Named("connect_remaining_length_256MB").Raw},
+		{"PUBLISH after CONNECT", true, packetstest.Named("remaining_length_256MB").Raw},
+		{"SUBSCRIBE after CONNECT", true, packetstest.Named("subscribe_remaining_length_256MB").Raw},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,7 +106,7 @@ func TestBadInput_256MBAnnounced_RefusedFromFixedHeader(t *testing.T) {
 				if tt.connect {
 					c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 				}
-				c.Write(append([]byte{tt.header}, huge...))
+				c.Write(tt.header)
 				c.Write(make([]byte, 4096)) // some of the body, so a reader that waits for it has something
 				conns = append(conns, c)
 			}
@@ -132,26 +133,26 @@ func TestBadInput_MalformedPacket_ClosesOnlyThatConnection_MQTT_4_8_0_1(t *testi
 		name string
 		b    []byte
 	}{
-		{"SUBSCRIBE with flags 0 [MQTT-3.8.1-1]", []byte{0x80, 0x06, 0x00, 0x01, 0x00, 0x01, 'a', 0x00}},
-		{"SUBSCRIBE with no filter [MQTT-3.8.3-3]", []byte{0x82, 0x02, 0x00, 0x01}},
-		{"SUBSCRIBE with QoS 3 [MQTT-3.8.3-4]", []byte{0x82, 0x06, 0x00, 0x01, 0x00, 0x01, 'a', 0x03}},
-		{"SUBSCRIBE with packet id 0 [MQTT-2.3.1-1]", []byte{0x82, 0x06, 0x00, 0x00, 0x00, 0x01, 'a', 0x00}},
-		{"UNSUBSCRIBE with flags 0 [MQTT-3.10.1-1]", []byte{0xA0, 0x05, 0x00, 0x01, 0x00, 0x01, 'a'}},
-		{"UNSUBSCRIBE with no filter [MQTT-3.10.3-2]", []byte{0xA2, 0x02, 0x00, 0x01}},
-		{"PUBLISH with QoS 3 [MQTT-3.3.1-4]", []byte{0x36, 0x06, 0x00, 0x01, 'a', 0x00, 0x01, 'x'}},
-		{"PUBLISH QoS 0 with DUP [MQTT-3.3.1-2]", []byte{0x38, 0x04, 0x00, 0x01, 'a', 'x'}},
-		{"PUBLISH QoS 1 with packet id 0 [MQTT-2.3.1-1]", []byte{0x32, 0x06, 0x00, 0x01, 'a', 0x00, 0x00, 'x'}},
-		{"PUBLISH topic longer than the packet", []byte{0x30, 0x04, 0x00, 0x09, 'a', 'b'}},
-		{"PUBLISH topic with invalid UTF-8 [MQTT-1.5.3-1]", []byte{0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, 'x'}},
-		{"PUBLISH topic with U+0000 [MQTT-1.5.3-2]", []byte{0x30, 0x05, 0x00, 0x02, 'a', 0x00, 'x'}},
-		{"PUBREL with flags 0 [MQTT-3.6.1-1]", []byte{0x60, 0x02, 0x00, 0x01}},
-		{"PINGREQ with a body", []byte{0xC0, 0x01, 0x00}},
-		{"DISCONNECT with flags [MQTT-2.2.2-2]", []byte{0xE1, 0x00}},
-		{"CONNACK from a client", []byte{0x20, 0x02, 0x00, 0x00}},
-		{"SUBACK from a client", []byte{0x90, 0x03, 0x00, 0x01, 0x00}},
-		{"reserved type 0", []byte{0x00, 0x00}},
-		{"reserved type 15", []byte{0xF0, 0x00}},
-		{"five-byte remaining length", []byte{0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}},
+		{"SUBSCRIBE with flags 0 [MQTT-3.8.1-1]", packetstest.Named("subscribe_flags_0000_MQTT_3_8_1_1").Raw},
+		{"SUBSCRIBE with no filter [MQTT-3.8.3-3]", packetstest.Named("subscribe_no_filter_MQTT_3_8_3_3").Raw},
+		{"SUBSCRIBE with QoS 3 [MQTT-3.8.3-4]", packetstest.Named("subscribe_qos3_MQTT_3_8_3_4").Raw},
+		{"SUBSCRIBE with packet id 0 [MQTT-2.3.1-1]", packetstest.Named("subscribe_id0_MQTT_2_3_1_1").Raw},
+		{"UNSUBSCRIBE with flags 0 [MQTT-3.10.1-1]", packetstest.Named("unsubscribe_flags_0000_MQTT_3_10_1_1").Raw},
+		{"UNSUBSCRIBE with no filter [MQTT-3.10.3-2]", packetstest.Named("unsubscribe_no_filter_MQTT_3_10_3_2").Raw},
+		{"PUBLISH with QoS 3 [MQTT-3.3.1-4]", packetstest.Named("publish_qos3_MQTT_3_3_1_4").Raw},
+		{"PUBLISH QoS 0 with DUP [MQTT-3.3.1-2]", packetstest.Named("publish_qos0_dup_MQTT_3_3_1_2").Raw},
+		{"PUBLISH QoS 1 with packet id 0 [MQTT-2.3.1-1]", packetstest.Named("publish_qos1_id0_MQTT_2_3_1_1").Raw},
+		{"PUBLISH topic longer than the packet", packetstest.Named("publish_topic_length_beyond_body").Raw},
+		{"PUBLISH topic with invalid UTF-8 [MQTT-1.5.3-1]", packetstest.Named("publish_topic_bad_utf8_MQTT_1_5_3_1").Raw},
+		{"PUBLISH topic with U+0000 [MQTT-1.5.3-2]", packetstest.Named("publish_topic_nul_MQTT_1_5_3_2").Raw},
+		{"PUBREL with flags 0 [MQTT-3.6.1-1]", packetstest.Named("pubrel_flags_0000_MQTT_3_6_1_1").Raw},
+		{"PINGREQ with a body", packetstest.Named("pingreq_with_body").Raw},
+		{"DISCONNECT with flags [MQTT-2.2.2-2]", packetstest.Named("disconnect_flags_MQTT_2_2_2_2").Raw},
+		{"CONNACK from a client", packetstest.Named("connack_accepted").Raw},
+		{"SUBACK from a client", packetstest.Named("suback_single_failure").Raw},
+		{"reserved type 0", packetstest.Named("type0_reserved").Raw},
+		{"reserved type 15", packetstest.Named("type15_reserved").Raw},
+		{"five-byte remaining length", packetstest.Named("remaining_length_five_bytes").Raw},
 	}
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		topic := unique(t, "t")

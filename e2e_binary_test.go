@@ -21,6 +21,7 @@ import (
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // runBinary runs bin with args and an empty MQTT_* environment, and returns
@@ -115,7 +116,7 @@ func TestBinary_Flags(t *testing.T) {
 	t.Run("bad input logs one line with reason and remote address", func(t *testing.T) {
 		addr, lines, _ := startBinary(t, bin)
 		c := mqtttest.Dial(t, addr)
-		c.Write([]byte{0x82, 0x00}) // SUBSCRIBE as first packet, and malformed
+		c.Write(packetstest.Named("subscribe_empty_body").Raw) // SUBSCRIBE as first packet, and malformed
 		c.ExpectClosed(waitTimeout)
 		remote := c.Conn.LocalAddr().String()
 		var matching []string

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01 and the
@@ -131,7 +132,7 @@ func TestConnect_SecondConnect_Closed_MQTT_3_1_0_2(t *testing.T) {
 // ("MQIsdp", level 3) is accepted like a 3.1.1 one.
 func TestConnect_MQTT31AndMQTT311Accepted_MQTT_3_2_0_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		for _, level := range []byte{packets.Version31, packets.Version311} {
+		for _, level := range []packets.Version{packets.Version31, packets.Version311} {
 			c := mqtttest.Dial(t, d.pub().Addr())
 			ack := c.Connect(&packets.Connect{ProtocolVersion: level, ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 			if ack.ReturnCode != packets.Accepted || ack.SessionPresent {
@@ -203,7 +204,7 @@ func TestConnect_EmptyClientIDPersistent_Refused0x02_MQTT_3_1_3_8(t *testing.T) 
 		if !tok.WaitTimeout(waitTimeout) {
 			t.Fatal("no CONNACK")
 		}
-		if got := tok.(*mqtt.ConnectToken).ReturnCode(); got != packets.RefusedIdentifierRejected {
+		if got := tok.(*mqtt.ConnectToken).ReturnCode(); packets.ReasonCode(got) != packets.RefusedIdentifierRejected {
 			t.Fatalf("CONNACK return code 0x%02x, want 0x02 (err %v)", got, tok.Error())
 		}
 	})
@@ -347,7 +348,7 @@ func TestConnect_Will_MQTT_3_1_2_8(t *testing.T) {
 				ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30,
 				Will: &packets.Will{Topic: willTopic, Payload: []byte("violation"), QoS: 1},
 			})
-			c.Write([]byte{0x82, 0x00}) // SUBSCRIBE without packet id: malformed
+			c.Write(packetstest.Named("subscribe_empty_body").Raw) // SUBSCRIBE without packet id: malformed
 			c.ExpectClosed(waitTimeout)
 			if m := col.next(t); string(m.Payload()) != "violation" {
 				t.Fatalf("got %q, want the will", m.Payload())

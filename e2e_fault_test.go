@@ -390,7 +390,7 @@ func (s *seqSubscriber) start(t testing.TB, ctx context.Context, hopEvery time.D
 	if err != nil {
 		t.Fatalf("subscriber %s: read SUBACK: %v", s.id, err)
 	}
-	if ack, ok := pk.(*packets.Suback); !ok || len(ack.ReturnCodes) != 1 || ack.ReturnCodes[0] != s.qos {
+	if ack, ok := pk.(*packets.Suback); !ok || len(ack.ReturnCodes) != 1 || ack.ReturnCodes[0] != packets.GrantedQoS(s.qos) {
 		t.Fatalf("subscriber %s: got %T %+v, want SUBACK granting QoS %d", s.id, pk, pk, s.qos)
 	}
 	ch := make(chan struct{})

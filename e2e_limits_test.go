@@ -21,7 +21,7 @@ func TestConnect_ClientIDPattern_Connack0x02_MQTT_3_1_3_9(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		for _, tc := range []struct {
 			id   string
-			want byte
+			want packets.ReasonCode
 		}{
 			{"dev-17", packets.Accepted},
 			{"dev-17/../dev-18", packets.RefusedIdentifierRejected},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // writePasswordFile writes a mosquitto_passwd file with each user's
@@ -124,7 +125,7 @@ func TestSession_RacingConnectsOnTwoReplicasOneSurvives_Issue7_7_MQTT_3_1_4_2(t 
 			id := unique(t, "race")
 			conns := []*mqtttest.Client{mqtttest.Dial(t, d.servers[0].Addr()), mqtttest.Dial(t, d.servers[1].Addr())}
 			var wg sync.WaitGroup
-			codes := make([]byte, 2)
+			codes := make([]packets.ReasonCode, 2)
 			for _, c := range conns {
 				wg.Add(1)
 				go func() {
@@ -149,7 +150,7 @@ func TestSession_RacingConnectsOnTwoReplicasOneSurvives_Issue7_7_MQTT_3_1_4_2(t 
 					continue
 				}
 				_ = c.Conn.SetWriteDeadline(deadline)
-				if _, err := c.Conn.Write([]byte{0xc0, 0}); err != nil { // PINGREQ
+				if _, err := c.Conn.Write(packetstest.Named("pingreq").Raw); err != nil {
 					continue
 				}
 				_ = c.Conn.SetReadDeadline(deadline)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // [MQTT-3.8.4-6] [MQTT-3.3.5-1] a message is delivered at the minimum of
@@ -301,10 +302,8 @@ func TestPublish_InvalidTopicName_Closed_MQTT_3_3_2_2(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				c := mqtttest.Dial(t, d.pub().Addr())
 				c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
-				body := []byte{byte(len(tt.topic) >> 8), byte(len(tt.topic))}
-				body = append(body, tt.topic...)
-				body = append(body, 0, 1, 'x') // packet id 1, payload
-				c.Write(append([]byte{0x32, byte(len(body))}, body...))
+				// QoS 1, packet id 1, payload "x"
+				c.Write(packetstest.Packet(0x32, packetstest.Str(tt.topic), 0, 1, "x"))
 				_, got := c.ExpectClosed(waitTimeout)
 				for _, p := range got {
 					if _, ok := p.(*packets.Puback); ok {
@@ -332,13 +331,8 @@ func TestSubscribe_InvalidFilter_Suback0x80_MQTT_4_7_1_2(t *testing.T) {
 				c := mqtttest.Dial(t, d.sub().Addr())
 				c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
 				valid := unique(t, "t")
-				body := []byte{0, 7}
-				for _, f := range []string{valid, tt.filter} {
-					body = append(body, byte(len(f)>>8), byte(len(f)))
-					body = append(body, f...)
-					body = append(body, 1)
-				}
-				c.Write(append([]byte{0x82, byte(len(body))}, body...))
+				// Packet id 7, both filters at QoS 1.
+				c.Write(packetstest.Packet(0x82, 0, 7, packetstest.Str(valid), 1, packetstest.Str(tt.filter), 1))
 				ack := mqtttest.Expect[*packets.Suback](c)
 				if ack.PacketID != 7 || len(ack.ReturnCodes) != 2 {
 					t.Fatalf("SUBACK %+v, want id 7 with 2 codes [MQTT-3.8.4-5]", ack)
@@ -359,7 +353,7 @@ func TestSubscribe_EmptyFilter_RefusedOrClosed_MQTT_4_7_3_1(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		c := mqtttest.Dial(t, d.sub().Addr())
 		c.MustConnect(&packets.Connect{ClientID: unique(t, "c"), CleanSession: true, KeepAlive: 30})
-		c.Write([]byte{0x82, 0x05, 0x00, 0x07, 0x00, 0x00, 0x01})
+		c.Write(packetstest.Named("subscribe_empty_filter_MQTT_4_7_3_1").Raw)
 		p, err := c.Read(waitTimeout)
 		if err != nil {
 			c.ExpectClosed(waitTimeout)

@@ -25,7 +25,7 @@ type Authorizer struct {
 //   - A user name with a password file configured: the user must exist and
 //     the password match, else 0x04.
 //   - A user name and no password file: accepted, as Mosquitto does.
-func (a *Authorizer) Authenticate(usernameFlag bool, username string, passwordFlag bool, password []byte) byte {
+func (a *Authorizer) Authenticate(usernameFlag bool, username string, passwordFlag bool, password []byte) packets.ReasonCode {
 	if a == nil {
 		return packets.Accepted
 	}

@@ -19,7 +19,7 @@ func TestAuthorizer_Authenticate(t *testing.T) {
 		user     string
 		passFlag bool
 		pass     string
-		want     byte
+		want     packets.ReasonCode
 	}{
 		{name: "anonymous allowed", a: &Authorizer{AllowAnonymous: true}, want: packets.Accepted},
 		{name: "anonymous refused", a: &Authorizer{}, want: packets.RefusedNotAuthorized},

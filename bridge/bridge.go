@@ -37,14 +37,22 @@ type Subscriber interface {
 	// Deliver hands over msg at qos, the lower of msg.QoS and the highest QoS
 	// granted among the receiver's matching subscriptions. It must not block:
 	// a slow client queues or drops by its own bounded rule. It returns false
-	// when the connection has already taken the snapshot of its state that it
-	// is about to hand to Detach: the bridge then keeps msg for that stored
-	// session itself, so that nothing falls between the two.
+	// once the connection has ended (it is about to hand its state to
+	// Detach): the bridge then keeps msg for that stored session itself, so
+	// that nothing falls between the two and the offline queue's bound
+	// applies to it.
 	Deliver(msg *Message, qos byte) bool
 	// TakeOver ends this connection because a new connection arrived with the
 	// same client id [MQTT-3.1.4-2]. It returns once the connection has
 	// stopped and, for a persistent session, Detach has stored its state.
 	TakeOver()
+	// Idle reports that everything delivered so far has been completely
+	// acknowledged by the client: nothing waits to be sent or acknowledged.
+	// A bridge uses it to advance a persistent session's stored position
+	// while the connection lasts, so that a replica dying repeats little.
+	// It must not block and is called with the bridge's delivery lock
+	// held, like Deliver.
+	Idle() bool
 }
 
 // StoredSession is the stored state of a persistent session (a connection is
@@ -85,8 +93,15 @@ type Inflight struct {
 	Released bool
 }
 
+// Subscription is one filter of a SUBSCRIBE packet with the QoS to grant.
+type Subscription struct {
+	Filter string
+	QoS    byte
+}
+
 // Bridge routes messages between the sessions of every replica and stores
-// what must outlive a connection.
+// what must outlive a connection. Every implementation provides all of it:
+// a caller never probes for optional behaviour.
 type Bridge interface {
 	// Attach makes sub the live connection of clientID, first ending any
 	// other connection with the same id on any node [MQTT-3.1.4-2]. owner
@@ -108,6 +123,11 @@ type Bridge interface {
 	// Subscribe routes messages matching filter to clientID's connection at
 	// up to qos, replacing an existing subscription to the same filter.
 	Subscribe(ctx context.Context, clientID, filter string, qos byte) error
+	// SubscribeMany is Subscribe for each of subs, in order, all or
+	// nothing: on error none of them is routed (a filter subscribed before
+	// keeps its previous QoS). The filters of one SUBSCRIBE packet go
+	// together, in a few round trips rather than a few per filter.
+	SubscribeMany(ctx context.Context, clientID string, subs []Subscription) error
 	// Unsubscribe removes clientID's subscription to filter, if any.
 	Unsubscribe(ctx context.Context, clientID, filter string) error
 	// Publish hands msg to every matching subscription on every node, and
@@ -115,19 +135,25 @@ type Bridge interface {
 	// msg.Retain is set. It returns nil only once the message is accepted:
 	// for QoS 1 and 2, accepted means it cannot be lost by this node failing.
 	Publish(ctx context.Context, msg *Message) error
-	// Retained returns the retained messages whose topics match filter.
-	Retained(ctx context.Context, filter string) ([]*Message, error)
-	// Close releases the bridge's resources.
-	Close() error
-}
-
-// RetainedPager is implemented by bridges that can read the retained
-// messages of a filter page by page: a new subscription to a wide filter
-// then holds only the matching topic names at once, and reads the messages
-// as its client takes them [MQTT-3.3.1-6].
-type RetainedPager interface {
+	// PublishAsync queues msg as Publish would and calls done with the
+	// result Publish would have returned: a connection keeps reading while
+	// its messages travel, and acknowledges each one when done reports it
+	// accepted. done must not block; the calls for the messages one
+	// goroutine queues come in the order it queued them. done may run
+	// before PublishAsync returns.
+	PublishAsync(ctx context.Context, msg *Message, done func(error))
+	// PublishWill publishes will, due because sub's connection of clientID
+	// ended without DISCONNECT [MQTT-3.1.2-8], unless it was already
+	// published for this connection (a replica that declared this one
+	// dead did): then it returns false and nil. Exactly one replica
+	// publishes a will. If the will is refused, the bridge keeps trying in
+	// the background until it is published or the bridge closes, and
+	// returns the first error.
+	PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error)
 	// RetainedTopics returns the names of the topics whose retained
-	// messages filter matches.
+	// messages filter matches. A new subscription to a wide filter then
+	// holds only the matching names at once, and reads the messages page
+	// by page as its client takes them [MQTT-3.3.1-6].
 	RetainedTopics(ctx context.Context, filter string) ([]string, error)
 	// RetainedMessages returns the retained messages of a prefix of topics
 	// as they are now, in the order of topics, leaving out the topics that
@@ -137,43 +163,14 @@ type RetainedPager interface {
 	// messages is bounded by bytes, not by its count of topics; maxBytes
 	// ≤ 0 reads every topic.
 	RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*Message, int, error)
-}
-
-// Idler is implemented by Subscribers that can tell that everything
-// delivered to them so far has been completely acknowledged by their
-// client. A bridge uses it to advance a persistent session's stored position
-// while the connection lasts, so that a replica dying repeats little.
-type Idler interface {
-	// Idle reports that nothing delivered is waiting to be sent or
-	// acknowledged. It must not block and is called with the bridge's
-	// delivery lock held, like Deliver.
-	Idle() bool
-}
-
-// AsyncPublisher is implemented by bridges whose Publish waits for a round
-// trip: a connection can then keep reading while its messages travel, and
-// acknowledge each one when done reports it accepted.
-type AsyncPublisher interface {
-	// PublishAsync queues msg as Publish would and calls done with the
-	// result Publish would have returned. done must not block; the calls for
-	// the messages one goroutine queues come in the order it queued them.
-	PublishAsync(ctx context.Context, msg *Message, done func(error))
-}
-
-// Subscription is one filter of a SUBSCRIBE packet with the QoS to grant.
-type Subscription struct {
-	Filter string
-	QoS    byte
-}
-
-// BatchSubscriber is implemented by bridges that route the filters of one
-// SUBSCRIBE packet together, in a few round trips rather than a few per
-// filter.
-type BatchSubscriber interface {
-	// SubscribeMany is Subscribe for each of subs, in order, all or
-	// nothing: on error none of them is routed (a filter subscribed before
-	// keeps its previous QoS).
-	SubscribeMany(ctx context.Context, clientID string, subs []Subscription) error
+	// Ready reports whether the bridge can serve clients now (the shared
+	// store is reachable); the readiness check fails while it returns an
+	// error.
+	Ready(ctx context.Context) error
+	// Stats returns the bridge's counters by name, read when scraped.
+	Stats() map[string]int64
+	// Close releases the bridge's resources.
+	Close() error
 }
 
 // ErrUnavailable reports that the shared store cannot be reached; the

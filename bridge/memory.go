@@ -13,9 +13,23 @@ import (
 // Memory is the in-process Bridge for a single node: subscriptions in a
 // topics.Trie, retained messages in a topics.Retained index, persistent
 // sessions and their offline queues in memory. Nothing survives a restart.
+//
+// Lock order. A goroutine that holds several of these takes them in this
+// order:
+//
+//	mu            the client table (Attach, Detach, the expiry sweep)
+//	memClient.mu  one client's live connection, subscriptions and stored
+//	              session; held while a message is delivered to it
+//	trie          topics.Trie's own lock, taken by Subscribe, Unsubscribe
+//	              and Publish's match (Publish holds no other lock then)
+//	Subscriber    Deliver and Idle run under memClient.mu and take the
+//	              connection's own lock (session.Session.mu), so a
+//	              Subscriber never calls into the bridge while holding it
+//
+// TakeOver is called with no lock held, since the connection's Detach
+// takes mu and memClient.mu.
 type Memory struct {
-	maxQueued  int
-	expiry     time.Duration
+	queue      offlineQueue
 	sessionTTL time.Duration
 	stop       chan struct{} // closed by Close; ends the expiry sweep
 	closeOnce  sync.Once
@@ -63,14 +77,13 @@ func NewMemory(o MemoryOptions) *Memory {
 		o.MaxQueued = 1000
 	}
 	m := &Memory{
-		maxQueued:  o.MaxQueued,
-		expiry:     o.MessageExpiry,
 		sessionTTL: o.SessionExpiry,
 		stop:       make(chan struct{}),
 		clients:    make(map[string]*memClient),
 		subs:       topics.NewTrie[*memClient](),
 		retained:   topics.NewRetained[*Message](),
 	}
+	m.queue = offlineQueue{max: o.MaxQueued, expiry: o.MessageExpiry, dropped: &m.queuedDropped, expired: &m.expired}
 	m.matches.New = func() any { return make(map[*memClient]byte) }
 	if m.sessionTTL > 0 {
 		go m.sweepLoop(min(m.sessionTTL/4+time.Millisecond, time.Minute))
@@ -165,7 +178,7 @@ func (m *Memory) Attach(_ context.Context, clientID, owner string, sub Subscribe
 		for f, q := range c.subscriptions {
 			stored.Subscriptions[f] = q
 		}
-		stored.Queued = m.dropExpired(stored.Queued)
+		stored.Queued = m.queue.dropExpired(stored.Queued)
 		return stored, nil
 	}
 }
@@ -206,11 +219,7 @@ func (m *Memory) Detach(_ context.Context, clientID string, sub Subscriber, stat
 		return nil
 	}
 	state.Subscriptions = nil // c.subscriptions is the record of truth
-	state.Queued = append(state.Queued, late...)
-	if over := len(state.Queued) - m.maxQueued; over > 0 {
-		state.Queued = state.Queued[over:] // the oldest go first
-		m.queuedDropped.Add(int64(over))
-	}
+	state.Queued = m.queue.bound(append(state.Queued, late...))
 	c.stored = state
 	c.offlineSince = time.Now()
 	return nil
@@ -222,23 +231,6 @@ func (m *Memory) dropSubscriptions(c *memClient) {
 		m.subs.Unsubscribe(f, c)
 	}
 	clear(c.subscriptions)
-}
-
-// dropExpired removes queued messages older than the message expiry.
-func (m *Memory) dropExpired(q []Delivery) []Delivery {
-	if m.expiry <= 0 {
-		return q
-	}
-	cutoff := time.Now().Add(-m.expiry)
-	kept := q[:0]
-	for _, d := range q {
-		if d.Message.Time.Before(cutoff) {
-			m.expired.Add(1)
-			continue
-		}
-		kept = append(kept, d)
-	}
-	return kept
 }
 
 func (m *Memory) client(clientID string) (*memClient, error) {
@@ -261,6 +253,22 @@ func (m *Memory) Subscribe(_ context.Context, clientID, filter string, qos byte)
 	defer c.mu.Unlock()
 	c.subscriptions[filter] = qos
 	m.subs.Subscribe(filter, c, qos)
+	return nil
+}
+
+// SubscribeMany implements Bridge. Only a client that is not attached
+// fails, for every filter alike, so it is all or nothing.
+func (m *Memory) SubscribeMany(_ context.Context, clientID string, subs []Subscription) error {
+	c, err := m.client(clientID)
+	if err != nil {
+		return fmt.Errorf("subscribe %d filters: %w", len(subs), err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range subs {
+		c.subscriptions[s.Filter] = s.QoS
+		m.subs.Subscribe(s.Filter, c, s.QoS)
+	}
 	return nil
 }
 
@@ -298,6 +306,21 @@ func (m *Memory) Publish(_ context.Context, msg *Message) error {
 	return nil
 }
 
+// PublishAsync implements Bridge: the in-process Publish never waits, so
+// done runs before it returns.
+func (m *Memory) PublishAsync(ctx context.Context, msg *Message, done func(error)) {
+	done(m.Publish(ctx, msg))
+}
+
+// PublishWill implements Bridge: a single node is the only one that can
+// publish the will, so it always does.
+func (m *Memory) PublishWill(ctx context.Context, _ string, _ Subscriber, will *Message) (bool, error) {
+	if err := m.Publish(ctx, will); err != nil {
+		return false, fmt.Errorf("publish will: %w", err)
+	}
+	return true, nil
+}
+
 // deliver hands msg to the live connection, or queues it for an offline
 // persistent session. QoS 0 messages are not queued for offline sessions.
 // The live Deliver runs under c.mu so that it cannot interleave with Detach.
@@ -313,19 +336,10 @@ func (c *memClient) deliver(m *Memory, msg *Message, qos byte) {
 	if c.stored == nil || qos == 0 {
 		return
 	}
-	q := c.stored.Queued
-	if len(q) >= m.maxQueued {
-		// Full: the oldest message makes room, so what the session finds
-		// on return is the most recent (as EMQX's queue does).
-		m.queuedDropped.Add(1)
-		copy(q, q[1:])
-		q[len(q)-1] = Delivery{Message: msg, QoS: qos}
-		return
-	}
-	c.stored.Queued = append(q, Delivery{Message: msg, QoS: qos})
+	c.stored.Queued = m.queue.push(c.stored.Queued, Delivery{Message: msg, QoS: qos})
 }
 
-// Retained implements Bridge.
+// Retained returns the retained messages whose topics match filter.
 func (m *Memory) Retained(_ context.Context, filter string) ([]*Message, error) {
 	var out []*Message
 	m.retained.Match(filter, func(_ string, msg *Message) {
@@ -334,9 +348,9 @@ func (m *Memory) Retained(_ context.Context, filter string) ([]*Message, error) 
 	return out, nil
 }
 
-var _ RetainedPager = (*Memory)(nil)
+var _ Bridge = (*Memory)(nil)
 
-// RetainedTopics implements RetainedPager.
+// RetainedTopics implements Bridge.
 func (m *Memory) RetainedTopics(_ context.Context, filter string) ([]string, error) {
 	var out []string
 	m.retained.Match(filter, func(topic string, _ *Message) {
@@ -345,7 +359,7 @@ func (m *Memory) RetainedTopics(_ context.Context, filter string) ([]string, err
 	return out, nil
 }
 
-// RetainedMessages implements RetainedPager.
+// RetainedMessages implements Bridge.
 func (m *Memory) RetainedMessages(_ context.Context, topics []string, maxBytes int) ([]*Message, int, error) {
 	out := make([]*Message, 0, len(topics))
 	size := 0
@@ -362,10 +376,10 @@ func (m *Memory) RetainedMessages(_ context.Context, topics []string, maxBytes i
 	return out, len(topics), nil
 }
 
-// Ready implements the readiness check; the in-process bridge is always ready.
+// Ready implements Bridge; the in-process bridge is always ready.
 func (m *Memory) Ready(context.Context) error { return nil }
 
-// Stats returns the bridge's counters.
+// Stats implements Bridge.
 func (m *Memory) Stats() map[string]int64 {
 	return map[string]int64{
 		"offline_queue_dropped": m.queuedDropped.Load(),

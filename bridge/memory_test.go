@@ -26,6 +26,9 @@ func (r *recorder) Deliver(msg *Message, qos byte) bool {
 	return true
 }
 
+// Idle implements Subscriber: a recorder never says its client caught up.
+func (r *recorder) Idle() bool { return false }
+
 func (r *recorder) TakeOver() {
 	r.mu.Lock()
 	r.takenOver++

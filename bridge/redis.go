@@ -63,8 +63,9 @@ type RedisOptions struct {
 	// its cursor once it has been offline this long, by Redis key expiry
 	// (so it holds whichever replica it was last on); zero keeps it.
 	SessionExpiry time.Duration
-	// MaxQueued bounds the messages returned for one offline session;
-	// newer ones are dropped and counted. Default DefaultMaxQueued.
+	// MaxQueued bounds the messages returned for one offline session: the
+	// newest are kept, the older ones dropped and counted (as Memory does,
+	// see offlineQueue). Default DefaultMaxQueued.
 	MaxQueued int
 	// MaxPatterns bounds the Redis patterns this replica subscribes
 	// (Redis pays for every pattern on every PUBLISH). Default
@@ -145,9 +146,8 @@ type Redis struct {
 	msgPrefix  string
 	node       string
 	ttl        time.Duration
-	expiry     time.Duration
+	queue      offlineQueue // MaxQueued and MessageExpiry
 	sessionTTL time.Duration
-	maxQueued  int
 	// streamArgs are the leading arguments of every publishScript call:
 	// the count cap and MessageExpiry in ms.
 	streamArgs [2]int64
@@ -314,9 +314,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		msgPrefix:  o.Prefix + "msg:",
 		node:       o.NodeID,
 		ttl:        o.NodeTTL,
-		expiry:     o.MessageExpiry,
 		sessionTTL: o.SessionExpiry,
-		maxQueued:  o.MaxQueued,
 		log:        o.Logger.With("component", "bridge.redis", "node", o.NodeID),
 		pubq:       make(chan pubRequest, 4*maxBatch),
 		patterns:   pattern.NewPatternSet(o.Prefix+"msg:", o.MaxPatterns),
@@ -333,6 +331,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		token:      randomToken(),
 		beatNow:    make(chan struct{}, 1),
 	}
+	r.queue = offlineQueue{max: o.MaxQueued, expiry: o.MessageExpiry, dropped: &r.stats.queuedDropped, expired: &r.stats.expired}
 	if cc, ok := o.Client.(*redis.ClusterClient); ok {
 		watchClusterTopology(ctx, cc)
 	}

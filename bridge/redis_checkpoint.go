@@ -33,7 +33,7 @@ func (r *Redis) checkpointLoop() {
 }
 
 // checkpoint stores, for every connected persistent session whose client
-// has acknowledged everything delivered to it (Idler), this replica's
+// has acknowledged everything delivered to it (Subscriber.Idle), this replica's
 // current stream position: every message up to it was delivered to the
 // session (delivery happens under r.mu, where the position is read), so a
 // later replay may start there. A session that replayed its streams at
@@ -49,8 +49,7 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 		if c.clean || c.replaying || c.checkGen == r.seenGen {
 			continue
 		}
-		idler, ok := c.sub.(Idler)
-		if !ok || !idler.Idle() {
+		if !c.sub.Idle() {
 			continue
 		}
 		m := mark{id: id, cursor: r.cursorLocked(c)}

@@ -402,19 +402,9 @@ func noScript(cmds []*redis.Cmd) bool {
 	return true
 }
 
-// WillPublisher is implemented by bridges that decide, across replicas,
-// who publishes a connection's will: exactly one of the connection's own
-// replica and a replica that declared it dead does [MQTT-3.1.2-8].
-type WillPublisher interface {
-	// PublishWill publishes will, due because sub's connection of clientID
-	// ended without DISCONNECT, unless it was already published for this
-	// connection: then it returns false and nil. If Redis refuses the
-	// will, the bridge keeps trying in the background until it is
-	// published or the bridge closes, and returns the first error.
-	PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error)
-}
-
-// PublishWill implements WillPublisher.
+// PublishWill implements Bridge: exactly one of the connection's own
+// replica and a replica that declared it dead publishes the will
+// [MQTT-3.1.2-8], decided by a claim on the connection id.
 func (r *Redis) PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error) {
 	r.mu.Lock()
 	conn := ""

@@ -104,7 +104,7 @@ func (r *Redis) Publish(ctx context.Context, msg *Message) error {
 	}
 }
 
-// PublishAsync implements AsyncPublisher: Publish without waiting. done
+// PublishAsync implements Bridge: Publish without waiting. done
 // receives what Publish would have returned; calls for messages queued by
 // one goroutine come in the order they were queued.
 func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)) {

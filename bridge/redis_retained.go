@@ -49,7 +49,8 @@ func (r *Redis) applyRetainAnnouncement(a string) {
 	}
 }
 
-// Retained implements Bridge: the local index finds the matching topics in
+// Retained returns the retained messages whose topics match filter, all at
+// once: the local index finds the matching topics in
 // O(matches), then one pipelined HGETALL per topic reads them.
 func (r *Redis) Retained(ctx context.Context, filter string) ([]*Message, error) {
 	names, err := r.RetainedTopics(ctx, filter)
@@ -63,7 +64,7 @@ func (r *Redis) Retained(ctx context.Context, filter string) ([]*Message, error)
 	return out, nil
 }
 
-// RetainedTopics implements RetainedPager from the local mirror of the
+// RetainedTopics implements Bridge from the local mirror of the
 // retained index, in O(matches) and without a round trip.
 func (r *Redis) RetainedTopics(_ context.Context, filter string) ([]string, error) {
 	if err := topics.ValidateFilter(filter); err != nil {
@@ -74,7 +75,7 @@ func (r *Redis) RetainedTopics(_ context.Context, filter string) ([]string, erro
 	return names, nil
 }
 
-// RetainedMessages implements RetainedPager: with maxBytes, one pipelined
+// RetainedMessages implements Bridge: with maxBytes, one pipelined
 // HSTRLEN per topic measures the payloads first, so that no more than a
 // page's bytes (and at most one message beyond, when the first alone is
 // larger) is ever read into memory; then one pipelined HGETALL per topic
@@ -155,4 +156,4 @@ func retainedMessage(h map[string]string) (*Message, error) {
 	return m, nil
 }
 
-var _ RetainedPager = (*Redis)(nil)
+var _ Bridge = (*Redis)(nil)

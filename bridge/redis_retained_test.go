@@ -11,9 +11,14 @@ import (
 
 func retainedTopics(t *testing.T, b Bridge, filter string) []string {
 	t.Helper()
-	ms, err := b.Retained(context.Background(), filter)
+	ctx := context.Background()
+	names, err := b.RetainedTopics(ctx, filter)
 	if err != nil {
-		t.Fatalf("Retained(%q): %v", filter, err)
+		t.Fatalf("RetainedTopics(%q): %v", filter, err)
+	}
+	ms, _, err := b.RetainedMessages(ctx, names, 0)
+	if err != nil {
+		t.Fatalf("RetainedMessages(%q): %v", filter, err)
 	}
 	var out []string
 	for _, m := range ms {

@@ -41,6 +41,10 @@ func (s *liveSub) Deliver(m *Message, qos byte) bool {
 	return true
 }
 
+// Idle implements Subscriber: a liveSub never says its client caught up
+// (idleSub does).
+func (s *liveSub) Idle() bool { return false }
+
 func (s *liveSub) TakeOver() {
 	s.mu.Lock()
 	s.takenOver = true

@@ -39,16 +39,8 @@ func BenchmarkSubscriptions_100k(b *testing.B) {
 			if _, err := br.Attach(ctx, "heavy", "", sub, true, nil); err != nil {
 				b.Fatal(err)
 			}
-			if bs, ok := br.(BatchSubscriber); ok {
-				if err := bs.SubscribeMany(ctx, "heavy", subs); err != nil {
-					b.Fatal(err)
-				}
-			} else {
-				for _, s := range subs {
-					if err := br.Subscribe(ctx, "heavy", s.Filter, s.QoS); err != nil {
-						b.Fatal(err)
-					}
-				}
+			if err := br.SubscribeMany(ctx, "heavy", subs); err != nil {
+				b.Fatal(err)
 			}
 			if err := br.Detach(ctx, "heavy", sub, nil); err != nil {
 				b.Fatal(err)

@@ -80,3 +80,32 @@ func TestAppendPublish_DoesNotAllocate(t *testing.T) {
 		t.Fatalf("Append(PUBACK): %.0f allocations", n)
 	}
 }
+
+// benchRead reads the packet p over and over, as a session reads its peer.
+func benchRead(b *testing.B, p Packet) {
+	raw, err := Append(nil, p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := NewReader(&loopReader{b: raw}, 1<<20)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.ReadPacket(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkReadConnect(b *testing.B) {
+	benchRead(b, &Connect{ProtocolVersion: Version311, CleanSession: true, KeepAlive: 60, ClientID: "sensor-0042",
+		Will: &Will{Topic: "status/sensor-0042", Payload: []byte("offline"), QoS: 1}, Username: "device", Password: []byte("secret")})
+}
+
+func BenchmarkReadSubscribe(b *testing.B) {
+	benchRead(b, &Subscribe{PacketID: 9, Subscriptions: []Subscription{{"sensors/+/temperature", 1}, {"alerts/#", 2}}})
+}
+
+func BenchmarkReadPuback(b *testing.B) { benchRead(b, &Puback{PacketID: 7}) }
+
+func BenchmarkReadPingreq(b *testing.B) { benchRead(b, &Pingreq{}) }

@@ -1,10 +1,6 @@
 package packets
 
-import (
-	"fmt"
-
-	pahopackets "github.com/eclipse/paho.mqtt.golang/packets"
-)
+import "fmt"
 
 // Protocol names carried in CONNECT.
 const (
@@ -25,89 +21,81 @@ const (
 
 // supportedProtocol reports whether name and level are ones this codec
 // decodes: "MQIsdp" level 3 or "MQTT" level 4.
-func supportedProtocol(name string, level byte) bool {
+func supportedProtocol(name string, level Version) bool {
 	return (name == ProtocolNameMQIsdp && level == Version31) ||
 		(name == ProtocolNameMQTT && level == Version311)
 }
 
-// decodeConnect reads the protocol name and level itself, so an unsupported
+// decodeConnect reads the protocol name and level first, so an unsupported
 // protocol is reported with what the server needs for its CONNACK 0x01
-// [MQTT-3.1.2-2], then checks the flags and the payload structure and lets
-// Paho unpack the fields.
-func decodeConnect(h fixedHeader, body []byte) (Packet, error) {
-	s := scanner{b: body, typ: TypeConnect}
+// [MQTT-3.1.2-2], then the flags, which must be consistent, and the fields
+// they announce (section 3.1).
+func decodeConnect(s *scanner) (Packet, error) {
 	name, err := s.str("protocol name")
 	if err != nil {
 		return nil, err
 	}
-	level, err := s.byte("protocol level")
+	b, err := s.byte("protocol level")
 	if err != nil {
 		return nil, err
 	}
+	level := Version(b)
 	if !supportedProtocol(string(name), level) {
 		return &Connect{ProtocolName: string(name), ProtocolVersion: level},
 			fmt.Errorf("%w: protocol %q level %d [MQTT-3.1.2-2]", ErrUnsupportedProtocol, name, level)
 	}
-	if err := checkConnectRest(&s); err != nil {
-		return nil, err
-	}
-	cp, err := unpackPaho(h, body)
-	if err != nil {
-		return nil, err
-	}
-	p := cp.(*pahopackets.ConnectPacket)
-	c := &Connect{
-		ProtocolName:    p.ProtocolName,
-		ProtocolVersion: p.ProtocolVersion,
-		CleanSession:    p.CleanSession,
-		KeepAlive:       p.Keepalive,
-		ClientID:        p.ClientIdentifier,
-		UsernameFlag:    p.UsernameFlag,
-		Username:        p.Username,
-		PasswordFlag:    p.PasswordFlag,
-		Password:        nilIfEmpty(p.Password),
-	}
-	if p.WillFlag {
-		c.Will = &Will{Topic: p.WillTopic, Payload: nilIfEmpty(p.WillMessage), QoS: p.WillQos, Retain: p.WillRetain}
-	}
-	return c, nil
-}
-
-// checkConnectRest checks the connect flags and the structure of everything
-// after the protocol level.
-func checkConnectRest(s *scanner) error {
 	flags, err := s.byte("connect flags")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := checkConnectFlags(flags); err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := s.uint16("keep alive"); err != nil {
-		return err
+	c := &Connect{
+		ProtocolName:    string(name),
+		ProtocolVersion: level,
+		CleanSession:    flags&connectCleanSession != 0,
+		UsernameFlag:    flags&connectUsername != 0,
+		PasswordFlag:    flags&connectPassword != 0,
 	}
-	if _, err := s.str("client identifier"); err != nil {
-		return err
+	if c.KeepAlive, err = s.uint16("keep alive"); err != nil {
+		return nil, err
 	}
+	id, err := s.str("client identifier")
+	if err != nil {
+		return nil, err
+	}
+	c.ClientID = string(id)
 	if flags&connectWill != 0 {
-		if _, err := s.str("will topic"); err != nil {
-			return err
+		topic, err := s.str("will topic")
+		if err != nil {
+			return nil, err
 		}
-		if _, err := s.binary("will message"); err != nil {
-			return err
+		msg, err := s.binary("will message")
+		if err != nil {
+			return nil, err
 		}
+		c.Will = &Will{Topic: string(topic), Payload: cloneNonEmpty(msg),
+			QoS: (flags & connectWillQoS) >> 3, Retain: flags&connectWillRetain != 0}
 	}
-	if flags&connectUsername != 0 {
-		if _, err := s.str("user name"); err != nil {
-			return err
+	if c.UsernameFlag {
+		u, err := s.str("user name")
+		if err != nil {
+			return nil, err
 		}
+		c.Username = string(u)
 	}
-	if flags&connectPassword != 0 {
-		if _, err := s.binary("password"); err != nil {
-			return err
+	if c.PasswordFlag {
+		pw, err := s.binary("password")
+		if err != nil {
+			return nil, err
 		}
+		c.Password = cloneNonEmpty(pw)
 	}
-	return s.end()
+	if err := s.end(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // checkConnectFlags enforces the rules on the connect flags byte.
@@ -132,11 +120,12 @@ func checkConnectFlags(flags byte) error {
 	return nil
 }
 
-// nilIfEmpty gives empty binary fields one representation, nil, so decoded
-// packets compare equal whatever path produced them.
-func nilIfEmpty(b []byte) []byte {
+// cloneNonEmpty copies a binary field out of the body, which the Reader may
+// reuse, and gives an empty field one representation, nil, so decoded packets
+// compare equal whatever their source.
+func cloneNonEmpty(b []byte) []byte {
 	if len(b) == 0 {
 		return nil
 	}
-	return b
+	return append([]byte(nil), b...)
 }

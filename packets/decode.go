@@ -1,190 +1,134 @@
 package packets
 
-import (
-	"bytes"
-	"fmt"
-
-	pahopackets "github.com/eclipse/paho.mqtt.golang/packets"
-)
-
-// decodeWithPaho decodes every type but PUBLISH and CONNECT: the body is
-// first scanned by checkBody, which enforces the structure Paho does not
-// check, then unpacked by Paho's 3.1/3.1.1 codec and converted to the model.
-func decodeWithPaho(h fixedHeader, body []byte) (Packet, error) {
-	if err := checkBody(h.typ, body); err != nil {
-		return nil, err
-	}
-	cp, err := unpackPaho(h, body)
+// decodeConnack reads the acknowledge flags, whose bits 7-1 are reserved
+// (section 3.2.2.1), and the return code.
+func decodeConnack(s *scanner) (Packet, error) {
+	flags, err := s.byte("acknowledge flags")
 	if err != nil {
 		return nil, err
 	}
-	switch p := cp.(type) {
-	case *pahopackets.ConnackPacket:
-		return &Connack{SessionPresent: p.SessionPresent, ReturnCode: p.ReturnCode}, nil
-	case *pahopackets.PubackPacket:
-		return &Puback{PacketID: p.MessageID}, nil
-	case *pahopackets.PubrecPacket:
-		return &Pubrec{PacketID: p.MessageID}, nil
-	case *pahopackets.PubrelPacket:
-		return &Pubrel{PacketID: p.MessageID}, nil
-	case *pahopackets.PubcompPacket:
-		return &Pubcomp{PacketID: p.MessageID}, nil
-	case *pahopackets.SubscribePacket:
-		if len(p.Topics) != len(p.Qoss) {
-			return nil, fmt.Errorf("%w: SUBSCRIBE: %d filters but %d QoS bytes", ErrMalformed, len(p.Topics), len(p.Qoss))
-		}
-		s := &Subscribe{PacketID: p.MessageID, Subscriptions: make([]Subscription, len(p.Topics))}
-		for i, f := range p.Topics {
-			s.Subscriptions[i] = Subscription{Filter: f, QoS: p.Qoss[i]}
-		}
-		return s, nil
-	case *pahopackets.SubackPacket:
-		return &Suback{PacketID: p.MessageID, ReturnCodes: p.ReturnCodes}, nil
-	case *pahopackets.UnsubscribePacket:
-		return &Unsubscribe{PacketID: p.MessageID, Filters: p.Topics}, nil
-	case *pahopackets.UnsubackPacket:
-		return &Unsuback{PacketID: p.MessageID}, nil
-	case *pahopackets.PingreqPacket:
-		return &Pingreq{}, nil
-	case *pahopackets.PingrespPacket:
-		return &Pingresp{}, nil
-	case *pahopackets.DisconnectPacket:
-		return &Disconnect{}, nil
+	if flags&0xFE != 0 {
+		return nil, s.malformed("reserved acknowledge flag bits set: %08b", flags)
 	}
-	return nil, fmt.Errorf("%w: %s is not decoded by Paho", ErrMalformed, h.typ)
-}
-
-// unpackPaho runs Paho's Unpack over body and checks that it consumed every
-// byte, as checkBody guarantees it will.
-//
-// The body is wrapped in a bytes.Buffer, as Paho's own ReadPacket does, not a
-// bytes.Reader: Paho reads a zero-length field with a zero-length Read, which
-// a bytes.Reader at its end answers with io.EOF, so a CONNECT whose last
-// field is an empty client id or password would fail.
-func unpackPaho(h fixedHeader, body []byte) (pahopackets.ControlPacket, error) {
-	cp, err := pahopackets.NewControlPacketWithHeader(pahopackets.FixedHeader{
-		MessageType:     byte(h.typ),
-		Dup:             h.dup(),
-		Qos:             h.qos(),
-		Retain:          h.retain(),
-		RemainingLength: len(body),
-	})
+	code, err := s.byte("return code")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, h.typ, err)
+		return nil, err
 	}
-	buf := bytes.NewBuffer(body)
-	if err := cp.Unpack(buf); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, h.typ, err)
+	if err := s.end(); err != nil {
+		return nil, err
 	}
-	if buf.Len() != 0 {
-		return nil, fmt.Errorf("%w: %s: %d bytes left after decoding", ErrMalformed, h.typ, buf.Len())
-	}
-	return cp, nil
+	return &Connack{SessionPresent: flags&0x01 != 0, ReturnCode: ReasonCode(code)}, nil
 }
 
-// checkBody enforces the structure of each body decoded by Paho: exact
-// lengths, complete fields, non-zero packet ids, well-formed strings and no
-// trailing bytes.
-func checkBody(t Type, body []byte) error {
-	s := scanner{b: body, typ: t}
-	switch t {
-	case TypeConnack:
-		flags, err := s.byte("acknowledge flags")
-		if err != nil {
-			return err
-		}
-		// Bits 7-1 of the acknowledge flags are reserved (section 3.2.2.1).
-		if flags&0xFE != 0 {
-			return s.malformed("reserved acknowledge flag bits set: %08b", flags)
-		}
-		if _, err := s.byte("return code"); err != nil {
-			return err
-		}
-	case TypePuback, TypePubrec, TypePubrel, TypePubcomp, TypeUnsuback:
-		if _, err := s.packetID(); err != nil {
-			return err
-		}
-	case TypeSubscribe:
-		return checkSubscribe(&s)
-	case TypeSuback:
-		return checkSuback(&s)
-	case TypeUnsubscribe:
-		return checkUnsubscribe(&s)
-	case TypePingreq, TypePingresp, TypeDisconnect:
-		// No variable header and no payload (sections 3.12, 3.13, 3.14).
+// decodeIDPacket reads the packets whose whole body is a non-zero packet id:
+// PUBACK, PUBREC, PUBREL, PUBCOMP and UNSUBACK.
+func decodeIDPacket(s *scanner) (Packet, error) {
+	id, err := s.packetID()
+	if err != nil {
+		return nil, err
 	}
-	return s.end()
+	if err := s.end(); err != nil {
+		return nil, err
+	}
+	switch s.typ {
+	case TypePuback:
+		return &Puback{PacketID: id}, nil
+	case TypePubrec:
+		return &Pubrec{PacketID: id}, nil
+	case TypePubrel:
+		return &Pubrel{PacketID: id}, nil
+	case TypePubcomp:
+		return &Pubcomp{PacketID: id}, nil
+	default:
+		return &Unsuback{PacketID: id}, nil
+	}
 }
 
-// checkSubscribe: a packet id, then one or more filter/QoS pairs
+// decodeSubscribe: a packet id, then one or more filter/QoS pairs
 // [MQTT-3.8.3-3]; the QoS byte has its six reserved bits 0 and QoS <= 2
 // [MQTT-3-8.3-4].
-func checkSubscribe(s *scanner) error {
-	if _, err := s.packetID(); err != nil {
-		return err
+func decodeSubscribe(s *scanner) (Packet, error) {
+	id, err := s.packetID()
+	if err != nil {
+		return nil, err
 	}
 	if s.remaining() == 0 {
-		return s.malformed("no topic filter [MQTT-3.8.3-3]")
+		return nil, s.malformed("no topic filter [MQTT-3.8.3-3]")
 	}
+	// Each pair takes at least 4 bytes (length, one byte, QoS): the
+	// capacity is bounded by the body, which the Reader has bounded.
+	p := &Subscribe{PacketID: id, Subscriptions: make([]Subscription, 0, min(s.remaining()/4, 16))}
 	for s.remaining() > 0 {
-		if err := checkFilter(s); err != nil {
-			return err
+		f, err := s.filter()
+		if err != nil {
+			return nil, err
 		}
 		qos, err := s.byte("requested QoS")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if qos&0xFC != 0 || qos > 2 {
-			return s.malformed("requested QoS byte %08b: reserved bits set or QoS above 2 [MQTT-3-8.3-4]", qos)
+			return nil, s.malformed("requested QoS byte %08b: reserved bits set or QoS above 2 [MQTT-3-8.3-4]", qos)
 		}
+		p.Subscriptions = append(p.Subscriptions, Subscription{Filter: f, QoS: qos})
 	}
-	return nil
+	return p, nil
 }
 
-// checkUnsubscribe: a packet id, then one or more filters [MQTT-3.10.3-2].
-func checkUnsubscribe(s *scanner) error {
-	if _, err := s.packetID(); err != nil {
-		return err
-	}
-	if s.remaining() == 0 {
-		return s.malformed("no topic filter [MQTT-3.10.3-2]")
-	}
-	for s.remaining() > 0 {
-		if err := checkFilter(s); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// checkFilter reads one topic filter. An empty filter is refused here
-// [MQTT-4.7.3-1] although wildcard rules belong to the topics package: Paho's
-// UNSUBSCRIBE decoder stops at an empty string, so it cannot be carried.
-func checkFilter(s *scanner) error {
-	f, err := s.str("topic filter")
+// decodeUnsubscribe: a packet id, then one or more filters [MQTT-3.10.3-2].
+func decodeUnsubscribe(s *scanner) (Packet, error) {
+	id, err := s.packetID()
 	if err != nil {
-		return err
-	}
-	if len(f) == 0 {
-		return s.malformed("empty topic filter [MQTT-4.7.3-1]")
-	}
-	return nil
-}
-
-// checkSuback: a packet id, then one return code per filter of the
-// SUBSCRIBE, each 0x00, 0x01, 0x02 or 0x80 [MQTT-3.9.3-2].
-func checkSuback(s *scanner) error {
-	if _, err := s.packetID(); err != nil {
-		return err
+		return nil, err
 	}
 	if s.remaining() == 0 {
-		return s.malformed("no return code")
+		return nil, s.malformed("no topic filter [MQTT-3.10.3-2]")
 	}
+	p := &Unsubscribe{PacketID: id, Filters: make([]string, 0, min(s.remaining()/3, 16))}
 	for s.remaining() > 0 {
-		rc, _ := s.byte("return code")
-		if rc > 2 && rc != SubackFailure {
-			return s.malformed("reserved return code 0x%02x [MQTT-3.9.3-2]", rc)
+		f, err := s.filter()
+		if err != nil {
+			return nil, err
+		}
+		p.Filters = append(p.Filters, f)
+	}
+	return p, nil
+}
+
+// decodeSuback: a packet id, then one return code per filter of the
+// SUBSCRIBE, each 0x00, 0x01, 0x02 or 0x80 [MQTT-3.9.3-2]. The codes are
+// copied: the body may be the Reader's reusable buffer.
+func decodeSuback(s *scanner) (Packet, error) {
+	id, err := s.packetID()
+	if err != nil {
+		return nil, err
+	}
+	raw := s.b[s.off:]
+	if len(raw) == 0 {
+		return nil, s.malformed("no return code")
+	}
+	codes := make([]ReasonCode, len(raw))
+	for i, b := range raw {
+		if codes[i] = ReasonCode(b); !validSubackCode(codes[i]) {
+			return nil, s.malformed("reserved return code 0x%02x [MQTT-3.9.3-2]", b)
 		}
 	}
-	return nil
+	s.off = len(s.b)
+	return &Suback{PacketID: id, ReturnCodes: codes}, nil
+}
+
+// decodeEmpty reads the packets without variable header or payload:
+// PINGREQ, PINGRESP and DISCONNECT (sections 3.12, 3.13, 3.14).
+func decodeEmpty(s *scanner) (Packet, error) {
+	if err := s.end(); err != nil {
+		return nil, err
+	}
+	switch s.typ {
+	case TypePingreq:
+		return &Pingreq{}, nil
+	case TypePingresp:
+		return &Pingresp{}, nil
+	default:
+		return &Disconnect{}, nil
+	}
 }

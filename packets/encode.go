@@ -47,7 +47,7 @@ func Append(dst []byte, p Packet) ([]byte, error) {
 		if p == nil {
 			break
 		}
-		return appendIDPacket(dst, TypePubrel, 0x02, p.PacketID)
+		return appendIDPacket(dst, TypePubrel, flagsRequest, p.PacketID)
 	case *Pubcomp:
 		if p == nil {
 			break
@@ -66,7 +66,7 @@ func Append(dst []byte, p Packet) ([]byte, error) {
 		if p.SessionPresent {
 			sp = 1
 		}
-		return append(dst, byte(TypeConnack)<<4, 2, sp, p.ReturnCode), nil
+		return append(dst, byte(TypeConnack)<<4, 2, sp, byte(p.ReturnCode)), nil
 	case *Connect:
 		if p == nil {
 			break
@@ -195,7 +195,7 @@ func appendConnect(dst []byte, p *Connect) ([]byte, error) {
 		return dst, err
 	}
 	dst = appendString(dst, name)
-	dst = append(dst, p.ProtocolVersion, flags, byte(p.KeepAlive>>8), byte(p.KeepAlive))
+	dst = append(dst, byte(p.ProtocolVersion), flags, byte(p.KeepAlive>>8), byte(p.KeepAlive))
 	dst = appendString(dst, p.ClientID)
 	if w := p.Will; w != nil {
 		dst = appendString(dst, w.Topic)
@@ -227,7 +227,7 @@ func appendSubscribe(dst []byte, p *Subscribe) ([]byte, error) {
 		}
 		n += 3 + len(s.Filter)
 	}
-	dst, err := appendHeader(dst, TypeSubscribe, 0x02, n)
+	dst, err := appendHeader(dst, TypeSubscribe, flagsRequest, n)
 	if err != nil {
 		return dst, err
 	}
@@ -245,12 +245,20 @@ func appendSuback(dst []byte, p *Suback) ([]byte, error) {
 	if len(p.ReturnCodes) == 0 {
 		return dst, fmt.Errorf("encoding SUBACK: %w: no return code", ErrMalformed)
 	}
+	for _, c := range p.ReturnCodes {
+		if !validSubackCode(c) {
+			return dst, fmt.Errorf("encoding SUBACK: %w: reserved return code 0x%02x [MQTT-3.9.3-2]", ErrMalformed, c)
+		}
+	}
 	dst, err := appendHeader(dst, TypeSuback, 0, 2+len(p.ReturnCodes))
 	if err != nil {
 		return dst, err
 	}
 	dst = append(dst, byte(p.PacketID>>8), byte(p.PacketID))
-	return append(dst, p.ReturnCodes...), nil
+	for _, c := range p.ReturnCodes {
+		dst = append(dst, byte(c))
+	}
+	return dst, nil
 }
 
 func appendUnsubscribe(dst []byte, p *Unsubscribe) ([]byte, error) {
@@ -267,7 +275,7 @@ func appendUnsubscribe(dst []byte, p *Unsubscribe) ([]byte, error) {
 		}
 		n += 2 + len(f)
 	}
-	dst, err := appendHeader(dst, TypeUnsubscribe, 0x02, n)
+	dst, err := appendHeader(dst, TypeUnsubscribe, flagsRequest, n)
 	if err != nil {
 		return dst, err
 	}

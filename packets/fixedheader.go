@@ -18,9 +18,19 @@ type fixedHeader struct {
 	remaining int  // Remaining Length: variable header plus payload
 }
 
-func (h fixedHeader) dup() bool    { return h.flags&0x08 != 0 }
-func (h fixedHeader) qos() byte    { return (h.flags >> 1) & 0x03 }
-func (h fixedHeader) retain() bool { return h.flags&0x01 != 0 }
+// Flag bits of the fixed header's low nibble (section 2.2.2).
+const (
+	flagDup    = 0x08 // PUBLISH DUP
+	flagQoS    = 0x06 // PUBLISH QoS, two bits
+	flagRetain = 0x01 // PUBLISH RETAIN
+	// flagsRequest is the fixed 0010 of PUBREL, SUBSCRIBE and UNSUBSCRIBE
+	// [MQTT-3.6.1-1], [MQTT-3.8.1-1], [MQTT-3.10.1-1].
+	flagsRequest = 0x02
+)
+
+func (h fixedHeader) dup() bool    { return h.flags&flagDup != 0 }
+func (h fixedHeader) qos() byte    { return (h.flags & flagQoS) >> 1 }
+func (h fixedHeader) retain() bool { return h.flags&flagRetain != 0 }
 
 // String names the packet type for error messages.
 func (t Type) String() string {
@@ -56,12 +66,12 @@ func checkFlags(t Type, flags byte) error {
 	case 0, 15:
 		return fmt.Errorf("%w: packet type %d is reserved", ErrMalformed, byte(t))
 	case TypePublish:
-		if (flags>>1)&0x03 == 3 {
+		if (flags&flagQoS)>>1 == 3 {
 			return fmt.Errorf("%w: PUBLISH QoS must not be 3 [MQTT-3.3.1-4]", ErrMalformed)
 		}
 	case TypePubrel, TypeSubscribe, TypeUnsubscribe:
 		// [MQTT-3.6.1-1], [MQTT-3.8.1-1], [MQTT-3.10.1-1]
-		if flags != 0x02 {
+		if flags != flagsRequest {
 			return fmt.Errorf("%w: %s flags must be 0010, got %04b", ErrMalformed, t, flags)
 		}
 	default:

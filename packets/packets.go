@@ -2,11 +2,15 @@
 // 3.1.1 (and, later, 5.0), a Reader that refuses oversized packets from the
 // fixed header before allocating their body, and allocation-free encoders.
 //
-// Packets from 3.1 / 3.1.1 clients are decoded with Paho's codec
-// (github.com/eclipse/paho.mqtt.golang/packets) behind this model; a
-// hand-written fast path decodes PUBLISH, the hot packet, and is fuzzed
-// differentially against Paho.
+// Every packet type of MQTT 3.1 / 3.1.1 is decoded and encoded here, with
+// every rule of the wire format checked on the way in and on the way out.
+// Paho's 3.1/3.1.1 codec (github.com/eclipse/paho.mqtt.golang/packets) is
+// used only by the tests, as the oracle of differential fuzzing: the
+// decoders must accept what it accepts (once the rules it omits are
+// applied), with the same fields, and the encoders must write its bytes.
 package packets
+
+import "fmt"
 
 // Type is an MQTT control packet type, the high nibble of the first byte.
 type Type byte
@@ -29,23 +33,30 @@ const (
 	TypeDisconnect  Type = 14
 )
 
+// Version is a protocol level, the byte a CONNECT carries after the
+// protocol name. The wire format of every later packet on the connection
+// depends on it: MQTT 5.0 adds properties and reason codes to most types.
+type Version byte
+
 // Protocol levels carried in CONNECT.
 const (
-	Version31  byte = 3 // MQTT 3.1, protocol name "MQIsdp"
-	Version311 byte = 4 // MQTT 3.1.1, protocol name "MQTT"
-	Version5   byte = 5 // MQTT 5.0, protocol name "MQTT"
+	Version31  Version = 3 // MQTT 3.1, protocol name "MQIsdp"
+	Version311 Version = 4 // MQTT 3.1.1, protocol name "MQTT"
+	Version5   Version = 5 // MQTT 5.0, protocol name "MQTT"
 )
 
-// CONNACK return codes of MQTT 3.1 / 3.1.1 [MQTT-3.2.2.3].
-const (
-	Accepted                   byte = 0x00
-	RefusedProtocolVersion     byte = 0x01
-	RefusedIdentifierRejected  byte = 0x02
-	RefusedServerUnavailable   byte = 0x03
-	RefusedBadUsernamePassword byte = 0x04
-	RefusedNotAuthorized       byte = 0x05
-	SubackFailure              byte = 0x80 // SUBACK return code for a refused filter
-)
+// String names the version as the specifications do.
+func (v Version) String() string {
+	switch v {
+	case Version31:
+		return "3.1"
+	case Version311:
+		return "3.1.1"
+	case Version5:
+		return "5.0"
+	}
+	return fmt.Sprintf("level %d", byte(v))
+}
 
 // Packet is any MQTT control packet.
 type Packet interface {
@@ -55,7 +66,7 @@ type Packet interface {
 // Connect is the CONNECT packet.
 type Connect struct {
 	ProtocolName    string
-	ProtocolVersion byte
+	ProtocolVersion Version
 	CleanSession    bool
 	KeepAlive       uint16 // seconds
 	ClientID        string
@@ -77,7 +88,7 @@ type Will struct {
 // Connack is the CONNACK packet.
 type Connack struct {
 	SessionPresent bool
-	ReturnCode     byte
+	ReturnCode     ReasonCode // one of the CONNACK codes of codes.go
 }
 
 // Publish is the PUBLISH packet.
@@ -114,10 +125,12 @@ type Subscribe struct {
 	Subscriptions []Subscription
 }
 
-// Suback is the SUBACK packet: one return code per requested filter.
+// Suback is the SUBACK packet: one return code per requested filter, in
+// the order of the SUBSCRIBE [MQTT-3.9.3-1]: GrantedQoS(qos) or
+// SubackFailure.
 type Suback struct {
 	PacketID    uint16
-	ReturnCodes []byte
+	ReturnCodes []ReasonCode
 }
 
 // Unsubscribe is the UNSUBSCRIBE packet.

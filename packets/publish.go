@@ -54,12 +54,12 @@ func decodePublish(h fixedHeader, body []byte, owned bool) (*Publish, error) {
 // body at most MaxRemainingLength and PacketID non-zero for QoS > 0. Append
 // checks all of these and then calls AppendPublish.
 func AppendPublish(dst []byte, p *Publish) []byte {
-	flags := (p.QoS & 0x03) << 1
+	flags := (p.QoS << 1) & flagQoS
 	if p.Dup {
-		flags |= 0x08
+		flags |= flagDup
 	}
 	if p.Retain {
-		flags |= 0x01
+		flags |= flagRetain
 	}
 	dst = append(dst, byte(TypePublish)<<4|flags)
 	dst = appendRemainingLength(dst, publishBodyLen(p))

@@ -23,7 +23,7 @@ const retainedBodyLimit = 64 << 10
 type Reader struct {
 	br      inbuf
 	max     int
-	version byte
+	version Version
 	buf     []byte
 	gate    func(t Type, remaining int) error
 }
@@ -44,7 +44,7 @@ func NewReader(r io.Reader, maxPacketSize int) *Reader {
 // wire format; any other level makes ReadPacket fail with
 // ErrUnsupportedProtocol, since this codec does not decode MQTT 5.0 yet.
 // Before SetVersion is called the Reader decodes the 3.1/3.1.1 format.
-func (r *Reader) SetVersion(v byte) { r.version = v }
+func (r *Reader) SetVersion(v Version) { r.version = v }
 
 // SetGate makes ReadPacket call gate with the type and Remaining Length of
 // every packet once its fixed header is read and accepted, before any of
@@ -145,19 +145,34 @@ func (r *Reader) body(n int) []byte {
 	return r.buf[:n]
 }
 
-// decode turns a body into a Packet: PUBLISH through the hand-written fast
-// path, CONNECT through its protocol check, the rest through Paho.
+// decode turns a body into a Packet. Every type is decoded here, field by
+// field through a scanner; PUBLISH, the hot packet, has a path of its own
+// that can hand out a view of an owned body instead of a copy.
 func decode(h fixedHeader, body []byte, owned bool) (Packet, error) {
-	switch h.typ {
-	case TypePublish:
+	if h.typ == TypePublish {
 		p, err := decodePublish(h, body, owned)
 		if err != nil {
 			return nil, err
 		}
 		return p, nil
-	case TypeConnect:
-		return decodeConnect(h, body)
-	default:
-		return decodeWithPaho(h, body)
 	}
+	s := scanner{b: body, typ: h.typ}
+	switch h.typ {
+	case TypeConnect:
+		return decodeConnect(&s)
+	case TypeConnack:
+		return decodeConnack(&s)
+	case TypePuback, TypePubrec, TypePubrel, TypePubcomp, TypeUnsuback:
+		return decodeIDPacket(&s)
+	case TypeSubscribe:
+		return decodeSubscribe(&s)
+	case TypeSuback:
+		return decodeSuback(&s)
+	case TypeUnsubscribe:
+		return decodeUnsubscribe(&s)
+	case TypePingreq, TypePingresp, TypeDisconnect:
+		return decodeEmpty(&s)
+	}
+	// checkFlags refuses types 0 and 15 before the body is read.
+	return nil, s.malformed("reserved packet type")
 }

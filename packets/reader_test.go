@@ -3,98 +3,12 @@ package packets
 import (
 	"bytes"
 	"errors"
-	"flag"
-	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
 	"testing"
 )
-
-func readOne(tp tpacket) (Packet, error) {
-	max := tp.max
-	if max == 0 {
-		max = testMaxPacket
-	}
-	r := NewReader(bytes.NewReader(tp.raw), max)
-	if tp.version != 0 {
-		r.SetVersion(tp.version)
-	}
-	return r.ReadPacket()
-}
-
-func TestReadPacket_Catalogue(t *testing.T) {
-	for _, tp := range tpackets {
-		t.Run(tp.name, func(t *testing.T) {
-			max := tp.max
-			if max == 0 {
-				max = testMaxPacket
-			}
-			r := NewReader(bytes.NewReader(tp.raw), max)
-			if tp.version != 0 {
-				r.SetVersion(tp.version)
-			}
-			got, err := r.ReadPacket()
-			if tp.err != nil {
-				if !errors.Is(err, tp.err) {
-					t.Fatalf("error = %v, want one wrapping %v", err, tp.err)
-				}
-				if !reflect.DeepEqual(got, tp.want) && !(got == nil && tp.want == nil) {
-					t.Fatalf("packet beside the error = %#v, want %#v", got, tp.want)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("unexpected error: %v", err)
-			}
-			if !reflect.DeepEqual(got, tp.want) {
-				t.Fatalf("decoded\n %#v\nwant\n %#v", got, tp.want)
-			}
-			if _, err := r.ReadPacket(); err != io.EOF {
-				t.Fatalf("after the packet: error = %v, want io.EOF", err)
-			}
-		})
-	}
-}
-
-func TestReadPacket_MalformedErrorsSayWhy(t *testing.T) {
-	for _, tp := range tpackets {
-		if tp.err != ErrMalformed {
-			continue
-		}
-		_, err := readOne(tp)
-		if msg := err.Error(); !strings.HasPrefix(msg, ErrMalformed.Error()+": ") && !strings.Contains(msg, ": "+ErrMalformed.Error()+": ") {
-			t.Errorf("%s: error %q carries no reason", tp.name, msg)
-		}
-	}
-}
-
-func TestAppend_CatalogueRoundTrip(t *testing.T) {
-	for _, tp := range tpackets {
-		if tp.err != nil {
-			continue
-		}
-		t.Run(tp.name, func(t *testing.T) {
-			enc, err := Append(nil, tp.want)
-			if err != nil {
-				t.Fatalf("Append: %v", err)
-			}
-			if !tp.nonCanonical && !bytes.Equal(enc, tp.raw) {
-				t.Fatalf("Append =\n % x\nwant\n % x", enc, tp.raw)
-			}
-			got, err := NewReader(bytes.NewReader(enc), 0).ReadPacket()
-			if err != nil {
-				t.Fatalf("decoding Append's output: %v", err)
-			}
-			if !reflect.DeepEqual(got, tp.want) {
-				t.Fatalf("round trip\n %#v\nwant\n %#v", got, tp.want)
-			}
-		})
-	}
-}
 
 func TestAppend_AppendsToDst(t *testing.T) {
 	dst := []byte("prefix")
@@ -132,9 +46,16 @@ func TestReadPacket_OversizedBeforeBody_MQTT_2_2_3(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	// NewReader's struct and its small input buffer, plus the error.
-	if allocs > 8 {
-		t.Fatalf("%.0f allocations per oversized packet", allocs)
+	// NewReader's struct and its small input buffer, plus the error. Under
+	// the race detector fmt's pooled printers are sometimes dropped, which
+	// adds an allocation now and then (9 seen in about one run of 30, on
+	// main as well): the bound keeps one more in hand there.
+	limit := 8.0
+	if raceEnabled {
+		limit = 10
+	}
+	if allocs > limit {
+		t.Fatalf("%.0f allocations per oversized packet, want at most %.0f", allocs, limit)
 	}
 }
 
@@ -156,58 +77,6 @@ func TestReadPacket_DefaultLimitIsProtocolMaximum(t *testing.T) {
 	r := NewReader(bytes.NewReader(nil), 0)
 	if r.max != MaxRemainingLength {
 		t.Fatalf("limit = %d, want %d", r.max, MaxRemainingLength)
-	}
-}
-
-func TestReadPacket_StreamOfPackets(t *testing.T) {
-	var stream []byte
-	var want []Packet
-	for _, tp := range tpackets {
-		if tp.err == nil && tp.version == 0 {
-			stream = append(stream, tp.raw...)
-			want = append(want, tp.want)
-		}
-	}
-	r := NewReader(bytes.NewReader(stream), testMaxPacket)
-	for i, w := range want {
-		got, err := r.ReadPacket()
-		if err != nil {
-			t.Fatalf("packet %d: %v", i, err)
-		}
-		if !reflect.DeepEqual(got, w) {
-			t.Fatalf("packet %d = %#v, want %#v", i, got, w)
-		}
-	}
-	if _, err := r.ReadPacket(); err != io.EOF {
-		t.Fatalf("at the end: %v, want io.EOF", err)
-	}
-}
-
-// TestReadPacket_PayloadDoesNotAliasBuffer: the Reader reuses its body
-// buffer, so a payload handed out earlier must not change.
-func TestReadPacket_PayloadDoesNotAliasBuffer(t *testing.T) {
-	first := pkt(0x30, lp("t"), "first payload")
-	second := pkt(0x30, lp("t"), "SECOND PAYLOAD")
-	r := NewReader(bytes.NewReader(append(first, second...)), 0)
-	p1, err := r.ReadPacket()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.ReadPacket(); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(p1.(*Publish).Payload); got != "first payload" {
-		t.Fatalf("first payload changed to %q", got)
-	}
-}
-
-func TestReadPacket_EOFMidPacketIsUnexpected(t *testing.T) {
-	raw := pkt(0x10, connectHead("MQTT", 4, 0x02), lp("client"))
-	for cut := 1; cut < len(raw); cut++ {
-		_, err := NewReader(bytes.NewReader(raw[:cut]), 0).ReadPacket()
-		if !errors.Is(err, io.ErrUnexpectedEOF) {
-			t.Fatalf("cut at %d: error = %v, want io.ErrUnexpectedEOF", cut, err)
-		}
 	}
 }
 
@@ -239,7 +108,8 @@ func TestAppend_RefusesMalformed(t *testing.T) {
 		{"subscribe_id0_MQTT_2_3_1_1", &Subscribe{Subscriptions: []Subscription{{"a", 0}}}},
 		{"subscribe_filter_too_long", &Subscribe{PacketID: 1, Subscriptions: []Subscription{{long, 0}}}},
 		{"suback_empty", &Suback{PacketID: 1}},
-		{"suback_id0_MQTT_2_3_1_1", &Suback{ReturnCodes: []byte{0}}},
+		{"suback_id0_MQTT_2_3_1_1", &Suback{ReturnCodes: []ReasonCode{GrantedQoS0}}},
+		{"suback_reserved_code_MQTT_3_9_3_2", &Suback{PacketID: 1, ReturnCodes: []ReasonCode{3}}},
 		{"unsubscribe_empty_MQTT_3_10_3_2", &Unsubscribe{PacketID: 1}},
 		{"unsubscribe_id0_MQTT_2_3_1_1", &Unsubscribe{Filters: []string{"a"}}},
 		{"connect_password_without_username_MQTT_3_1_2_22", &Connect{ProtocolVersion: 4, Password: []byte("p")}},
@@ -270,7 +140,7 @@ func TestAppend_NilPacket(t *testing.T) {
 
 func TestAppend_ConnectDerivesProtocolName(t *testing.T) {
 	tests := []struct {
-		version byte
+		version Version
 		name    string
 	}{{Version31, "MQIsdp"}, {Version311, "MQTT"}}
 	for _, tt := range tests {
@@ -309,38 +179,6 @@ func TestTypeString(t *testing.T) {
 	for typ, want := range tests {
 		if got := typ.String(); got != want {
 			t.Errorf("Type(%d).String() = %q, want %q", byte(typ), got, want)
-		}
-	}
-}
-
-var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/FuzzReadPacket from the catalogue")
-
-// TestFuzzSeedCorpus_MatchesCatalogue keeps testdata/fuzz/FuzzReadPacket in
-// step with the catalogue: one file per catalogued packet, valid or not.
-// Run with -update-corpus after changing the catalogue.
-func TestFuzzSeedCorpus_MatchesCatalogue(t *testing.T) {
-	dir := filepath.Join("testdata", "fuzz", "FuzzReadPacket")
-	for _, tp := range tpackets {
-		if len(tp.raw) > 4096 {
-			continue // large cases would bloat the repository; f.Add seeds them
-		}
-		path := filepath.Join(dir, "catalogue_"+tp.name)
-		want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", tp.raw)
-		if *updateCorpus {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%v (run go test -run TestFuzzSeedCorpus -update-corpus)", err)
-		}
-		if string(got) != want {
-			t.Fatalf("%s is out of date (run go test -run TestFuzzSeedCorpus -update-corpus)", path)
 		}
 	}
 }

@@ -7,9 +7,9 @@ import (
 
 // scanner walks a packet body field by field and turns every structural
 // fault into ErrMalformed: a field running past the end of the body, a string
-// that is not well-formed UTF-8, bytes left over at the end. Paho's decoder
-// does not detect these (its single Read zero-pads a short field and it never
-// looks for trailing bytes), so every body is scanned before Paho sees it.
+// that is not well-formed UTF-8, bytes left over at the end. Every decoder
+// reads its fields through it, so no field is zero-padded or cut short the
+// way a single io.Reader Read would leave it.
 type scanner struct {
 	b   []byte
 	off int
@@ -78,6 +78,20 @@ func (s *scanner) str(field string) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s: %w", s.typ, field, err)
 	}
 	return v, nil
+}
+
+// filter reads one topic filter of a SUBSCRIBE or UNSUBSCRIBE. An empty
+// filter is refused here [MQTT-4.7.3-1]; the wildcard rules belong to the
+// topics package.
+func (s *scanner) filter() (string, error) {
+	f, err := s.str("topic filter")
+	if err != nil {
+		return "", err
+	}
+	if len(f) == 0 {
+		return "", s.malformed("empty topic filter [MQTT-4.7.3-1]")
+	}
+	return string(f), nil
 }
 
 // remaining reports how many bytes are left.

@@ -22,21 +22,6 @@ import (
 	"github.com/bridgemq/server/session"
 )
 
-// readiness and statsSource are optional bridge behaviour found by type
-// assertion. They stay until bridge.Bridge (being reshaped into the
-// Cluster and Store seams, issue 9) carries readiness and stats itself.
-
-// readiness is implemented by bridges that can tell whether the shared
-// store is reachable.
-type readiness interface {
-	Ready(ctx context.Context) error
-}
-
-// statsSource is implemented by bridges that count what they do.
-type statsSource interface {
-	Stats() map[string]int64
-}
-
 // Server accepts MQTT connections and runs a session for each.
 type Server struct {
 	cfg    *Config
@@ -142,10 +127,8 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 // bridge's under "bridge_".
 func (s *Server) Stats() map[string]int64 {
 	out := s.env.Stats.Snapshot()
-	if ss, ok := s.bridge.(statsSource); ok {
-		for k, v := range ss.Stats() {
-			out["bridge_"+k] = v
-		}
+	for k, v := range s.bridge.Stats() {
+		out["bridge_"+k] = v
 	}
 	return out
 }
@@ -314,13 +297,11 @@ func (s *Server) httpHandler() http.Handler {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
-		if rb, ok := s.bridge.(readiness); ok {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := rb.Ready(ctx); err != nil {
-				http.Error(w, "bridge not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.bridge.Ready(ctx); err != nil {
+			http.Error(w, "bridge not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})

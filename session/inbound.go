@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/bridgemq/server/bridge"
@@ -168,25 +169,47 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 	// has answered for it.
 	held := s.gateBytes
 	s.gateBytes = 0
-	if ap, ok := s.env.Bridge.(bridge.AsyncPublisher); ok {
-		// Keep reading while the message travels; at most
-		// maxPendingPublishes wait at once, then the reader waits too.
-		s.pubSlots <- struct{}{}
-		qos, id := p.QoS, p.PacketID
-		ap.PublishAsync(ctx, msg, func(err error) {
-			<-s.pubSlots
-			s.env.Inflight.Release(held)
-			s.accepted(qos, id, err)
-		})
-		return nil
+	// Keep reading while the message travels; at most maxPendingPublishes
+	// wait at once, then the reader waits for an answer too. Only the
+	// reader adds, so at most one answer finds it waiting.
+	if s.pubPending.Add(1) > maxPendingPublishes {
+		<-s.pubRoom
 	}
-	err := s.env.Bridge.Publish(ctx, msg)
-	s.env.Inflight.Release(held)
-	s.accepted(p.QoS, p.PacketID, err)
-	if err != nil && p.QoS > 0 {
-		return s.stopReason()
+	a, _ := pubAcks.Get().(*pubAck)
+	if a == nil {
+		a = new(pubAck)
+		a.done = a.answer
 	}
+	a.s, a.held, a.qos, a.id = s, held, p.QoS, p.PacketID
+	s.env.Bridge.PublishAsync(ctx, msg, a.done)
 	return nil
+}
+
+// pubAck is what the answer of the bridge to one inbound PUBLISH needs.
+// They are pooled, with done bound once, so that handing the bridge its
+// callback allocates nothing on the hot path.
+type pubAck struct {
+	s    *Session
+	held int64
+	qos  byte
+	id   uint16
+	done func(error) // a.answer, bound when a is made
+}
+
+// pubAcks holds the pubAcks no PUBLISH is waiting on.
+var pubAcks sync.Pool
+
+// answer is the bridge's result for the PUBLISH a was taken for: the
+// slot and the bytes it held are given back and the PUBLISH acknowledged.
+func (a *pubAck) answer(err error) {
+	s, held, qos, id := a.s, a.held, a.qos, a.id
+	a.s = nil
+	pubAcks.Put(a)
+	if s.pubPending.Add(-1) >= maxPendingPublishes {
+		s.pubRoom <- struct{}{} // the reader is waiting, or about to
+	}
+	s.env.Inflight.Release(held)
+	s.accepted(qos, id, err)
 }
 
 // maxPendingPublishes bounds the PUBLISH packets of one connection that the
@@ -258,7 +281,7 @@ func (s *Session) onPubcomp(id uint16) {
 
 func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	cfg := &s.env.Config
-	codes := make([]byte, len(p.Subscriptions))
+	codes := make([]packets.ReasonCode, len(p.Subscriptions))
 	want := make([]bridge.Subscription, 0, len(p.Subscriptions))
 	at := make([]int, 0, len(p.Subscriptions)) // index in codes of each of want
 	for i, sub := range p.Subscriptions {
@@ -307,8 +330,8 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		want, at = allowed, kept
 	}
 	ok := make([]bool, len(want))
-	if bs, batch := s.env.Bridge.(bridge.BatchSubscriber); batch && len(want) > 1 {
-		if err := bs.SubscribeMany(ctx, s.clientID, want); err != nil {
+	if len(want) > 1 {
+		if err := s.env.Bridge.SubscribeMany(ctx, s.clientID, want); err != nil {
 			s.logger().Error("subscribe", "filters", len(want), "err", err)
 		} else {
 			for k := range ok {
@@ -333,7 +356,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 			continue
 		}
 		s.subs[w.Filter] = w.QoS // [MQTT-3.8.4-3] replaces an identical filter
-		codes[at[k]] = w.QoS
+		codes[at[k]] = packets.GrantedQoS(w.QoS)
 		granted = append(granted, packets.Subscription{Filter: w.Filter, QoS: w.QoS})
 	}
 	s.mu.Unlock()
@@ -346,7 +369,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 // [MQTT-3.3.1-6]. Their first page is read before the SUBACK is queued, so
 // it holds the retained messages of the moment the subscription was made;
 // live messages arriving meanwhile wait and go after it (see retained.go).
-func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []byte, granted []packets.Subscription) {
+func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []packets.ReasonCode, granted []packets.Subscription) {
 	s.mu.Lock()
 	hold := len(granted) > 0 && !s.fetching
 	if hold {

@@ -18,7 +18,8 @@ const (
 
 // Deliver implements bridge.Subscriber. It never blocks: the message joins
 // the bounded pending queue, or is dropped and counted when the queue is
-// full. It refuses once the state has been handed to Detach.
+// full. It refuses (returns false) once the connection has ended: the
+// message then belongs to the state about to be handed to Detach.
 //
 // A message the client may not read is dropped here, so that it takes no
 // room in the queue; the writer checks again (see fill), because stored,
@@ -40,7 +41,7 @@ func (s *Session) mayRead(topic string) bool {
 	return false
 }
 
-// Idle implements bridge.Idler: nothing delivered is waiting to be sent or
+// Idle implements bridge.Subscriber: nothing delivered is waiting to be sent or
 // acknowledged.
 func (s *Session) Idle() bool {
 	s.mu.Lock()
@@ -53,7 +54,11 @@ func (s *Session) Idle() bool {
 // sent on its topic is dropped (see retained.go).
 func (s *Session) enqueue(o outgoing) bool {
 	s.mu.Lock()
-	if s.snapshotted {
+	if s.snapshotted || s.halted {
+		// The connection has ended: nothing more will be written to it, so
+		// the message is the stored session's (the bridge keeps it for
+		// Detach), where the offline queue's rule applies (the oldest make
+		// room), not the live queue's (the newest are dropped).
 		s.mu.Unlock()
 		return false
 	}

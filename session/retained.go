@@ -16,9 +16,9 @@ import (
 // -max-queued-messages of it, whenever the writer has taken messages out of
 // it, so the client's reading and the inflight window pace the sending, the
 // other half of the queue stays free for live messages, and a retained
-// message is never dropped as "queue full". With a bridge.RetainedPager only
-// the matching topic names are held at once; each page of messages is read
-// when there is room for it, so it is the retained message of the moment.
+// message is never dropped as "queue full". Only the matching topic names
+// are held at once; each page of messages is read when there is room for
+// it, so it is the retained message of the moment.
 //
 // Order with live messages on the same topic. A live message published just
 // before a retained message can still be on its way (in Redis's pub/sub
@@ -75,10 +75,9 @@ const (
 type feed struct {
 	filter string
 	qos    byte
-	// topics, from a bridge.RetainedPager, are read page by page; msgs,
-	// from Bridge.Retained when the bridge cannot page, were read at once.
+	// topics are the names of the matching topics, whose messages are
+	// read page by page; next is the first not yet read.
 	topics []string
-	msgs   []*bridge.Message
 	next   int
 	// first is the first page, read before the SUBACK is sent so that
 	// the retained messages of the moment of subscribing are the ones
@@ -90,9 +89,6 @@ type feed struct {
 }
 
 func (f *feed) remaining() int {
-	if f.msgs != nil {
-		return len(f.msgs) - f.next
-	}
 	return len(f.topics) - f.next
 }
 
@@ -105,21 +101,17 @@ type retainedMark struct {
 }
 
 // retainedFeeds looks up the retained messages matching new subscriptions:
-// the topic names when the bridge can page, else the messages.
+// the topic names, and the first page of messages.
 func (s *Session) retainedFeeds(ctx context.Context, granted []packets.Subscription) []*feed {
 	var feeds []*feed
 	for _, g := range granted {
 		f := &feed{filter: g.Filter, qos: g.QoS}
 		var err error
-		if pager, ok := s.env.Bridge.(bridge.RetainedPager); ok {
-			f.topics, err = pager.RetainedTopics(ctx, g.Filter)
-			if n := min(len(f.topics), retainedPage, max(1, s.env.Config.MaxQueued/2)); err == nil && n > 0 {
-				var read int
-				f.first, read, err = pager.RetainedMessages(ctx, f.topics[:n], retainedPageBytes)
-				f.firstRead = max(1, read)
-			}
-		} else {
-			f.msgs, err = s.env.Bridge.Retained(ctx, g.Filter)
+		f.topics, err = s.env.Bridge.RetainedTopics(ctx, g.Filter)
+		if n := min(len(f.topics), retainedPage, max(1, s.env.Config.MaxQueued/2)); err == nil && n > 0 {
+			var read int
+			f.first, read, err = s.env.Bridge.RetainedMessages(ctx, f.topics[:n], retainedPageBytes)
+			f.firstRead = max(1, read)
 		}
 		if err != nil {
 			s.logger().Error("retained lookup", "filter", g.Filter, "err", err)
@@ -205,7 +197,6 @@ func (s *Session) retainedRoomLocked() int {
 func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 	defer s.feeders.Done()
 	defer cancel()
-	pager, _ := s.env.Bridge.(bridge.RetainedPager)
 	for {
 		s.mu.Lock()
 		f, room := s.nextFeedLocked()
@@ -219,20 +210,12 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 			return
 		}
 		n := min(room, f.remaining(), retainedPage)
-		if f.msgs != nil {
-			page := f.msgs[f.next : f.next+n]
-			f.next += n
-			s.queueRetainedLocked(f, page)
-			s.releaseHeldLocked()
-			s.unlockAndWrite()
-			continue
-		}
 		names := f.topics[f.next : f.next+n]
 		s.fetching = true
 		s.mu.Unlock()
 
 		rctx, rcancel := context.WithTimeout(ctx, retainedReadTimeout)
-		msgs, read, err := pager.RetainedMessages(rctx, names, retainedPageBytes)
+		msgs, read, err := s.env.Bridge.RetainedMessages(rctx, names, retainedPageBytes)
 		rcancel()
 
 		s.mu.Lock()
@@ -410,28 +393,23 @@ func (s *Session) storeLeftoverRetained(ctx context.Context, state *bridge.Store
 	s.leftoverFeeds = nil
 	s.mu.Unlock()
 	room := s.env.Config.MaxQueued - len(state.Queued)
-	pager, _ := s.env.Bridge.(bridge.RetainedPager)
 	for _, f := range feeds {
 		if f.cancelled || f.qos == 0 || room <= 0 {
 			continue
 		}
 		var msgs []*bridge.Message
-		if f.msgs != nil {
-			msgs = f.msgs[f.next:]
-		} else if pager != nil {
-			names := f.topics[f.next:]
-			names = names[:min(len(names), room)]
-			for len(names) > 0 {
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retainedReadTimeout)
-				page, read, err := pager.RetainedMessages(rctx, names, retainedPageBytes)
-				cancel()
-				if err != nil {
-					s.logger().Error("retained messages owed to the session not stored", "filter", f.filter, "unsent", len(names), "err", err)
-					break
-				}
-				msgs = append(msgs, page...)
-				names = names[max(1, read):]
+		names := f.topics[f.next:]
+		names = names[:min(len(names), room)]
+		for len(names) > 0 {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retainedReadTimeout)
+			page, read, err := s.env.Bridge.RetainedMessages(rctx, names, retainedPageBytes)
+			cancel()
+			if err != nil {
+				s.logger().Error("retained messages owed to the session not stored", "filter", f.filter, "unsent", len(names), "err", err)
+				break
 			}
+			msgs = append(msgs, page...)
+			names = names[max(1, read):]
 		}
 		for _, m := range msgs {
 			qos := min(m.QoS, f.qos)

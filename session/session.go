@@ -25,7 +25,7 @@ import (
 // Authorizer decides who may connect and what they may do.
 type Authorizer interface {
 	// Authenticate returns the CONNACK return code for the credentials.
-	Authenticate(usernameFlag bool, username string, passwordFlag bool, password []byte) byte
+	Authenticate(usernameFlag bool, username string, passwordFlag bool, password []byte) packets.ReasonCode
 	CanSubscribe(clientID, username, filter string) bool
 	CanRead(clientID, username, topic string) bool
 	CanWrite(clientID, username, topic string) bool
@@ -38,7 +38,7 @@ type Authorizer interface {
 type AllowAll struct{}
 
 // Authenticate implements Authorizer.
-func (AllowAll) Authenticate(bool, string, bool, []byte) byte { return packets.Accepted }
+func (AllowAll) Authenticate(bool, string, bool, []byte) packets.ReasonCode { return packets.Accepted }
 
 // CanSubscribe implements Authorizer.
 func (AllowAll) CanSubscribe(string, string, string) bool { return true }
@@ -120,7 +120,7 @@ type Session struct {
 
 	clientID  string
 	username  string
-	version   byte
+	version   packets.Version
 	clean     bool
 	keepAlive time.Duration
 	will      *bridge.Message
@@ -135,7 +135,8 @@ type Session struct {
 	nextID      uint16
 	subs        map[string]byte
 	awaitingRel map[uint16]bool // inbound QoS 2 ids → accepted by the bridge
-	pubSlots    chan struct{}   // one token per PUBLISH the bridge has not accepted
+	pubPending  atomic.Int32    // PUBLISH packets the bridge has not answered
+	pubRoom     chan struct{}   // cap 1: an answer wakes a reader over maxPendingPublishes
 	gateBytes   int64           // Env.Inflight bytes taken for the PUBLISH just read; reader only
 	snapshotted bool            // the state has been handed over; Deliver refuses
 	started     bool            // CONNACK is written: the writer may run
@@ -189,7 +190,7 @@ func New(conn net.Conn, env *Env) *Session {
 		r:        packets.NewReader(conn, env.Config.MaxPacketSize),
 		closed:   make(chan struct{}),
 		wake:     make(chan struct{}, 1),
-		pubSlots: make(chan struct{}, maxPendingPublishes),
+		pubRoom:  make(chan struct{}, 1),
 		finished: make(chan struct{}),
 	}
 }
@@ -387,23 +388,15 @@ func (s *Session) publishWill(ctx context.Context) {
 	w.ID = newMessageID()
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if wp, ok := s.env.Bridge.(bridge.WillPublisher); ok {
-		// Another replica may have published it already, having declared
-		// this one dead; a refused will is retried by the bridge.
-		published, err := wp.PublishWill(pctx, s.clientID, s, w)
-		if err != nil {
-			s.logger().Error("publish will; retrying", "topic", w.Topic, "err", err)
-		}
-		if published {
-			s.env.Stats.WillsPublished.Add(1)
-		}
-		return
+	// Another replica may have published it already, having declared
+	// this one dead; a refused will is retried by the bridge.
+	published, err := s.env.Bridge.PublishWill(pctx, s.clientID, s, w)
+	if err != nil {
+		s.logger().Error("publish will; retrying", "topic", w.Topic, "err", err)
 	}
-	if err := s.env.Bridge.Publish(pctx, w); err != nil {
-		s.logger().Error("publish will", "topic", w.Topic, "err", err)
-		return
+	if published {
+		s.env.Stats.WillsPublished.Add(1)
 	}
-	s.env.Stats.WillsPublished.Add(1)
 }
 
 // describe turns the end-of-connection error into a short reason.

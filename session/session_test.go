@@ -133,6 +133,33 @@ func TestEnqueue_BoundedQueueDropsAndCounts(t *testing.T) {
 	}
 }
 
+// A message arriving after the connection ended, before its state was
+// taken for Detach, is refused rather than dropped as queue-full: it belongs
+// to the stored session, whose offline queue keeps the newest messages.
+// (CI once saw a persistent session find the oldest five of ten messages
+// instead of the newest: the first five had joined the closed connection's
+// queue and filled it.)
+func TestDeliver_AfterConnectionEndedLeavesMessageToStoredSession(t *testing.T) {
+	s := newTestSession(t, 10, 3)
+	for range 3 {
+		if !s.Deliver(message("t", 1), 1) {
+			t.Fatal("Deliver refused a message on an open connection")
+		}
+	}
+	s.stop(errClientDisconnect)
+	for _, qos := range []byte{1, 0} {
+		if s.Deliver(message("t", qos), qos) {
+			t.Errorf("QoS %d: Deliver accepted a message after the connection ended", qos)
+		}
+	}
+	if got := s.env.Stats.DroppedQueueFull.Load() + s.env.Stats.DroppedQoS0.Load(); got != 0 {
+		t.Errorf("%d messages dropped as queue-full after the connection ended; want them left to the stored session", got)
+	}
+	if st := s.snapshot(); len(st.Queued) != 3 {
+		t.Errorf("snapshot holds %d queued messages, want the 3 accepted before the end", len(st.Queued))
+	}
+}
+
 func TestSnapshot_KeepsSendOrderAndRefusesLaterDeliveries(t *testing.T) {
 	s := newTestSession(t, 10, 100)
 	for _, topic := range []string{"a", "b", "c"} {
@@ -196,7 +223,7 @@ func TestRestore_ResendsInflightWithDupAndQueuesStoredAheadOfLive_MQTT_4_4_0_1(t
 // panicAuth is an Authorizer with a bug: it panics on every CONNECT.
 type panicAuth struct{ AllowAll }
 
-func (panicAuth) Authenticate(bool, string, bool, []byte) byte { panic("authorizer bug") }
+func (panicAuth) Authenticate(bool, string, bool, []byte) packets.ReasonCode { panic("authorizer bug") }
 
 func TestServe_PanicClosesThatConnectionOnly(t *testing.T) {
 	client, server := net.Pipe()

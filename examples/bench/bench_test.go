@@ -80,9 +80,9 @@ func (b *fakeBroker) serve(c *fakeConn) {
 		case *packets.Connect:
 			c.write(&packets.Connack{})
 		case *packets.Subscribe:
-			codes := make([]byte, len(p.Subscriptions))
+			codes := make([]packets.ReasonCode, len(p.Subscriptions))
 			for i, s := range p.Subscriptions {
-				codes[i] = s.QoS
+				codes[i] = packets.GrantedQoS(s.QoS)
 			}
 			b.mu.Lock()
 			b.subs = append(b.subs, c)
@@ -210,7 +210,7 @@ func TestExecute_LostMessagesEndAfterDrain(t *testing.T) {
 					case *packets.Connect:
 						reply = &packets.Connack{}
 					case *packets.Subscribe:
-						reply = &packets.Suback{PacketID: p.PacketID, ReturnCodes: []byte{0}}
+						reply = &packets.Suback{PacketID: p.PacketID, ReturnCodes: []packets.ReasonCode{packets.GrantedQoS0}}
 					default:
 						continue
 					}

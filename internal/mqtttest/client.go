@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // Client is a TCP connection that speaks MQTT through the project's codec
@@ -107,7 +108,7 @@ func (c *Client) MustConnect(p *packets.Connect) *packets.Connack {
 }
 
 // Subscribe sends a SUBSCRIBE and returns the SUBACK's codes.
-func (c *Client) Subscribe(id uint16, subs ...packets.Subscription) []byte {
+func (c *Client) Subscribe(id uint16, subs ...packets.Subscription) []packets.ReasonCode {
 	c.t.Helper()
 	c.Send(&packets.Subscribe{PacketID: id, Subscriptions: subs})
 	ack := Expect[*packets.Suback](c)
@@ -204,7 +205,7 @@ func (c *Client) ack(p *packets.Publish) {
 func (c *Client) Alive(d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	_ = c.Conn.SetWriteDeadline(deadline)
-	if _, err := c.Conn.Write([]byte{0xc0, 0}); err != nil {
+	if _, err := c.Conn.Write(packetstest.Named("pingreq").Raw); err != nil {
 		return false
 	}
 	for {

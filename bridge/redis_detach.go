@@ -1,0 +1,203 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// detachScript marks a client offline only if the record still belongs to
+// the connection that is detaching; a connection taken over elsewhere must
+// not touch its successor's record. The record then expires after ARGV[3]
+// milliseconds (0: never). KEYS[1] client; ARGV conn, offline_at, ttl.
+var detachScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', '0', 'offline_at', ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+`)
+
+// recordTTL is how long the client record of a connection that ended
+// outlives it: a clean session's a few minutes, a persistent session's as
+// long as the session, so that no key is left forever.
+func (r *Redis) recordTTL(persistent bool) string {
+	if !persistent {
+		return strconv.FormatInt(cleanRecordTTL.Milliseconds(), 10)
+	}
+	return strconv.FormatInt(r.sessionTTL.Milliseconds(), 10)
+}
+
+// Detach implements Bridge. The stream cursor stored with a persistent
+// session is this replica's last seen id per shard at the moment the
+// connection stopped receiving: everything after it is found again on
+// reconnect, everything before it was delivered or is in state.
+func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, state *StoredSession) error {
+	r.mu.Lock()
+	c := r.clients[clientID]
+	if c == nil || c.sub != sub {
+		r.mu.Unlock()
+		return nil // taken over: the new connection owns the record
+	}
+	delete(r.clients, clientID)
+	done := make(chan struct{})
+	r.detaching[clientID] = done
+	defer func() {
+		r.mu.Lock()
+		if r.detaching[clientID] == done {
+			delete(r.detaching, clientID)
+		}
+		r.mu.Unlock()
+		close(done)
+	}()
+	cursor := r.cursorLocked(c)
+	filters := filterList(c.subs)
+	late := c.late
+	for _, p := range c.pending {
+		late = append(late, p.d)
+	}
+	r.mu.Unlock()
+	// c is no longer a client: deliveries skip its remaining trie entries
+	// while they are removed chunk by chunk, and a new connection with its
+	// id waits for this Detach (r.detaching) before it routes anything.
+	if err := r.unroute(ctx, c, filters); err != nil {
+		r.log.Warn("unsubscribe on detach", "client", clientID, "err", err)
+	}
+
+	var st *StoredSession
+	if state != nil {
+		s := *state
+		s.Queued = r.queue.bound(append(append([]Delivery(nil), state.Queued...), late...))
+		st = &s
+	}
+	if err := r.storeDetach(ctx, c, st, &cursor); err != nil {
+		// Redis refused or could not be reached: the connection is gone
+		// all the same, so its records must follow, or its will would stay
+		// armed for a reaper and its keys would never expire.
+		r.retryDetach(c, st, cursor)
+		return fmt.Errorf("detach %q: %w (retrying in the background)", clientID, err)
+	}
+	return nil
+}
+
+// storeDetach writes what the end of c's connection changes in Redis, each
+// step guarded by c's connection id so that it touches nothing a newer
+// connection owns. The will goes first: it is published by the caller when
+// due, and otherwise must never be [MQTT-3.1.2-10]; removing it (DEL, HDEL)
+// works even when Redis refuses writes that need memory. The session is
+// then stored before the client is marked offline: a replica that sees it
+// offline may load the session at once.
+func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *StoredSession, cursor *[streamShards]streamID) error {
+	clearWill := func() error {
+		if err := clearWillScript.Run(ctx, r.rdb, []string{r.sessionKey(c.id)}, c.conn).Err(); err != nil {
+			return unavailable("clear will", err)
+		}
+		return nil
+	}
+	if st == nil {
+		// A clean session's hash, will included, goes at once.
+		if err := clearWill(); err != nil {
+			return err
+		}
+	} else if err := r.storeSession(ctx, c, st, cursor); err != nil {
+		// storeSession drops the will with the rest; when Redis refuses
+		// the state, the will still goes.
+		return errors.Join(err, clearWill())
+	}
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	owned, err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, c.conn, now, r.recordTTL(st != nil)).Int()
+	if err != nil {
+		return unavailable("mark client offline", err)
+	}
+	if owned == 0 {
+		return nil // taken over on another node
+	}
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, r.nodeKey(r.node), c.id)
+		if st == nil {
+			p.Del(ctx, r.subKey(c.id))
+			p.Del(ctx, r.sessionKey(c.id))
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("remove client from node index", err)
+	}
+	return nil
+}
+
+// retryDetach repeats storeDetach in the background until Redis takes it or
+// the bridge closes.
+func (r *Redis) retryDetach(c *redisClient, st *StoredSession, cursor [streamShards]streamID) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		backoff := 100 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			select {
+			case <-time.After(backoff):
+			case <-r.ctx.Done():
+				r.log.Error("connection end not stored: bridge closed while Redis refused it", "client", c.id, "attempts", attempt)
+				return
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+			err := r.storeDetach(ctx, c, st, &cursor)
+			cancel()
+			if err == nil {
+				r.log.Info("connection end stored after retrying", "client", c.id, "attempts", attempt)
+				return
+			}
+		}
+	}()
+}
+
+// storeSession writes a persistent session's state, cursor and
+// subscriptions, and drops its will (the caller publishes one that is due),
+// in one MULTI: a write Redis refuses (for example at maxmemory with
+// noeviction) aborts the whole transaction and leaves the session stored
+// before whole, never half replaced. In Redis Cluster, where the two keys
+// live in different slots, go-redis runs one MULTI per slot: each key is
+// still replaced whole.
+//
+// A connection whose session another connection has meanwhile claimed (it
+// was taken over while this replica was unreachable) stores nothing: the
+// session hash names its owner's connection, and the newer state wins.
+func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *StoredSession, cursor *[streamShards]streamID) error {
+	sk := r.sessionKey(c.id)
+	owner, err := r.rdb.HGet(ctx, sk, "conn").Result()
+	if err != nil && err != redis.Nil {
+		return unavailable("read session owner", err)
+	}
+	if owner != "" && owner != c.conn {
+		r.log.Info("session not stored: taken over by another connection", "client", c.id)
+		return nil
+	}
+	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0", "owner", c.owner)
+		p.HDel(ctx, sk, "will")
+		// The bridge's own record of the subscriptions is the truth.
+		p.Del(ctx, r.subKey(c.id))
+		if len(c.subs) > 0 {
+			args := make([]any, 0, 2*len(c.subs))
+			for f, q := range c.subs {
+				args = append(args, f, int(q))
+			}
+			p.HSet(ctx, r.subKey(c.id), args...)
+		}
+		if r.sessionTTL > 0 {
+			// [MQTT-3.1.2-4] kept while offline, here for as long as
+			// -session-expiry allows, by Redis itself.
+			p.PExpire(ctx, sk, r.sessionTTL)
+			p.PExpire(ctx, r.subKey(c.id), r.sessionTTL)
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("store session", err)
+	}
+	return nil
+}

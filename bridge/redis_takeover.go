@@ -1,0 +1,166 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// takeoverPoll is how often a takeover that waits for its answer also
+// reads the client record, in case the answer was lost.
+const takeoverPoll = 50 * time.Millisecond
+
+// takeOverLocal ends the connection of clientID on this node, outside the
+// bridge's locks since its Detach takes them.
+func (r *Redis) takeOverLocal(clientID string) error {
+	for attempt := 0; ; attempt++ {
+		r.mu.Lock()
+		old := r.clients[clientID]
+		r.mu.Unlock()
+		if old == nil {
+			r.waitDetached(clientID)
+			return nil
+		}
+		if attempt > 3 {
+			return fmt.Errorf("attach %q: previous connection did not detach", clientID)
+		}
+		r.stats.takeovers.Add(1)
+		old.sub.TakeOver()
+	}
+}
+
+// waitDetached waits, at most takeoverTimeout, for a Detach of clientID
+// that is storing its session on this node.
+func (r *Redis) waitDetached(clientID string) {
+	r.mu.Lock()
+	done := r.detaching[clientID]
+	r.mu.Unlock()
+	if done == nil {
+		return
+	}
+	t := time.NewTimer(takeoverTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		r.log.Warn("session store still running; proceeding", "client", clientID)
+	}
+}
+
+// control is a message on a node's control channel.
+type control struct {
+	Op     string `json:"op"` // "takeover" or "ack"
+	Client string `json:"client,omitempty"`
+	Conn   string `json:"conn,omitempty"`  // the connection to end; empty: any
+	Reply  string `json:"reply,omitempty"` // node to acknowledge to
+	Token  string `json:"token"`
+}
+
+// takeOverRemote asks node to end its connection of clientID and waits
+// for the acknowledgement, at most takeoverTimeout. A node whose liveness
+// key is gone cannot answer; the reaper publishes its clients' wills.
+func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string) (acked bool, err error) {
+	held, err := r.rdb.Get(ctx, r.aliveKey(node)).Result()
+	if err != nil && err != redis.Nil {
+		return false, unavailable("check node liveness", err)
+	}
+	if held == "" || strings.HasPrefix(held, tombstonePrefix) {
+		return false, nil // dead, or being reaped: nobody there to answer
+	}
+	token := randomToken()
+	ack, done := r.waitFor(r.acks, token)
+	defer done()
+	b, _ := json.Marshal(control{Op: "takeover", Client: clientID, Conn: conn, Reply: r.node, Token: token})
+	if err := r.rdb.Publish(ctx, r.nodeCtlChannel(node), b).Err(); err != nil {
+		return false, unavailable("send takeover", err)
+	}
+	r.stats.takeovers.Add(1)
+	t := time.NewTimer(takeoverTimeout)
+	defer t.Stop()
+	// The answer travels by pub/sub, which loses what is published while
+	// this replica's subscription connection is being re-established (a
+	// Redis restart): the old connection's end also shows in the client
+	// record, which Detach marks offline once the session is stored.
+	poll := time.NewTicker(takeoverPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ack:
+			return true, nil
+		case <-poll.C:
+			rec, err := r.rdb.HMGet(ctx, r.clientKey(clientID), "state", "conn").Result()
+			if err == nil && (rec[0] != "1" || rec[1] != conn) {
+				return true, nil
+			}
+		case <-t.C:
+			r.log.Warn("takeover not acknowledged; proceeding", "client", clientID, "node", node)
+			return false, nil
+		case <-ctx.Done():
+			return false, fmt.Errorf("wait for takeover by %s: %w", node, ctx.Err())
+		}
+	}
+}
+
+// publishOrphanWill publishes the stored will of connection conn, taken
+// over on a node that could not answer (dead, or stalled), as a takeover
+// does [MQTT-3.1.2-8]: once, claimed by connection like every will, so
+// that neither a reaper nor the old node, should it come back, sends it
+// again; in the background, retried until Redis takes it.
+func (r *Redis) publishOrphanWill(clientID, conn, env string) {
+	if env == "" {
+		return
+	}
+	will := new(Message)
+	if _, err := DecodeEnvelope(env, will); err != nil {
+		r.log.Error("dropping stored will that does not decode", "client", clientID, "err", err)
+		return
+	}
+	r.retryWill(clientID, conn, will)
+}
+
+// control handles a message on this node's control channel. It runs on the
+// reader goroutine, so a takeover runs on its own.
+func (r *Redis) control(payload string) {
+	var c control
+	if err := json.Unmarshal([]byte(payload), &c); err != nil {
+		r.log.Error("dropping malformed control message", "err", err)
+		return
+	}
+	switch c.Op {
+	case "ack":
+		r.signal(r.acks, c.Token)
+	case "takeover":
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.mu.Lock()
+			old := r.clients[c.Client]
+			claimed := r.claiming[c.Client]
+			r.mu.Unlock()
+			if old == nil && c.Conn != "" && c.Conn == claimed {
+				// The connection asked for has claimed the id and is still
+				// attaching: wait for its Attach (which waits for no other
+				// node once it has claimed), then end it.
+				r.lockClient(c.Client)()
+				r.mu.Lock()
+				old = r.clients[c.Client]
+				r.mu.Unlock()
+			}
+			if old != nil && (c.Conn == "" || c.Conn == old.conn) {
+				old.sub.TakeOver() // returns after its Detach stored the session
+			} else {
+				r.waitDetached(c.Client)
+			}
+			b, _ := json.Marshal(control{Op: "ack", Token: c.Token})
+			ctx, cancel := context.WithTimeout(r.ctx, takeoverTimeout)
+			defer cancel()
+			if err := r.rdb.Publish(ctx, r.nodeCtlChannel(c.Reply), b).Err(); err != nil {
+				r.log.Warn("takeover acknowledgement failed", "client", c.Client, "err", err)
+			}
+		}()
+	}
+}
