@@ -103,7 +103,7 @@ func BenchmarkReadConnect(b *testing.B) {
 }
 
 func BenchmarkReadSubscribe(b *testing.B) {
-	benchRead(b, &Subscribe{PacketID: 9, Subscriptions: []Subscription{{"sensors/+/temperature", 1}, {"alerts/#", 2}}})
+	benchRead(b, &Subscribe{PacketID: 9, Subscriptions: []Subscription{{Filter: "sensors/+/temperature", QoS: 1}, {Filter: "alerts/#", QoS: 2}}})
 }
 
 func BenchmarkReadPuback(b *testing.B) { benchRead(b, &Puback{PacketID: 7}) }

@@ -55,15 +55,24 @@ var typeNames = [...]string{
 	TypePingreq:     "PINGREQ",
 	TypePingresp:    "PINGRESP",
 	TypeDisconnect:  "DISCONNECT",
+	TypeAuth:        "AUTH",
 }
 
 // checkFlags enforces the fixed header flag bits of Table 2.2: PUBREL,
 // SUBSCRIBE and UNSUBSCRIBE carry 0010, PUBLISH carries DUP/QoS/RETAIN with
 // QoS 3 forbidden, every other type carries 0000 [MQTT-2.2.2-1],
-// [MQTT-2.2.2-2].
-func checkFlags(t Type, flags byte) error {
+// [MQTT-2.2.2-2]. The same table in 5.0 ([MQTT-2.1.3-1]) adds AUTH, type
+// 15 with 0000, which is reserved in 3.1.1: v5 says which applies.
+func checkFlags(t Type, flags byte, v5 bool) error {
 	switch t {
-	case 0, 15:
+	case 15:
+		if !v5 {
+			return fmt.Errorf("%w: packet type 15 is reserved before MQTT 5.0", ErrMalformed)
+		}
+		if flags != 0 {
+			return fmt.Errorf("%w: %s flags must be 0000, got %04b [MQTT-2.1.3-1]", ErrMalformed, t, flags)
+		}
+	case 0:
 		return fmt.Errorf("%w: packet type %d is reserved", ErrMalformed, byte(t))
 	case TypePublish:
 		if (flags&flagQoS)>>1 == 3 {
@@ -85,7 +94,7 @@ func checkFlags(t Type, flags byte) error {
 // readFixedHeader reads and checks a fixed header. A clean end of stream
 // before the first byte is returned as io.EOF itself; an end inside the
 // header is io.ErrUnexpectedEOF.
-func readFixedHeader(br io.ByteReader) (fixedHeader, error) {
+func readFixedHeader(br io.ByteReader, v5 bool) (fixedHeader, error) {
 	first, err := br.ReadByte()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -94,7 +103,7 @@ func readFixedHeader(br io.ByteReader) (fixedHeader, error) {
 		return fixedHeader{}, fmt.Errorf("reading fixed header: %w", err)
 	}
 	h := fixedHeader{typ: Type(first >> 4), flags: first & 0x0F}
-	if err := checkFlags(h.typ, h.flags); err != nil {
+	if err := checkFlags(h.typ, h.flags, v5); err != nil {
 		return h, err
 	}
 	h.remaining, err = readRemainingLength(br)

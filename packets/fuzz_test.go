@@ -107,10 +107,10 @@ func FuzzPublishDifferential(f *testing.F) {
 func FuzzDecodeDifferential(f *testing.F) {
 	f.Fuzz(func(t *testing.T, first byte, body []byte) {
 		h := fixedHeader{typ: Type(first >> 4), flags: first & 0x0F, remaining: len(body)}
-		if h.typ == TypePublish || checkFlags(h.typ, h.flags) != nil || len(body) > MaxRemainingLength {
+		if h.typ == TypePublish || checkFlags(h.typ, h.flags, false) != nil || len(body) > MaxRemainingLength {
 			return
 		}
-		ours, errOurs := decode(h, append([]byte(nil), body...), false)
+		ours, errOurs := decode(h, append([]byte(nil), body...), false, false)
 		theirs, errTheirs := oracleDecode(h, body)
 		if (errOurs == nil) != (errTheirs == nil) {
 			t.Fatalf("% x: decoders disagree:\n ours %#v, %v\n oracle %#v, %v", body, ours, errOurs, theirs, errTheirs)

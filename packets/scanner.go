@@ -20,6 +20,30 @@ func (s *scanner) malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrMalformed, s.typ, fmt.Sprintf(format, args...))
 }
 
+// protocol reports an MQTT 5.0 Protocol Error: a well-formed field whose
+// value or repetition the specification forbids.
+func (s *scanner) protocol(format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrProtocol, s.typ, fmt.Sprintf(format, args...))
+}
+
+// varint reads a Variable Byte Integer (section 1.5.5): at most four
+// bytes, so a continuation bit on the fourth is malformed.
+func (s *scanner) varint(field string) (int, error) {
+	var n, shift int
+	for i := 0; i < 4; i++ {
+		b, err := s.byte(field)
+		if err != nil {
+			return 0, err
+		}
+		n |= int(b&0x7F) << shift
+		if b&0x80 == 0 {
+			return n, nil
+		}
+		shift += 7
+	}
+	return 0, s.malformed("%s: variable byte integer longer than 4 bytes (section 1.5.5)", field)
+}
+
 // byte reads one byte.
 func (s *scanner) byte(field string) (byte, error) {
 	if s.off >= len(s.b) {

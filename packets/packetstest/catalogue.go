@@ -200,6 +200,6 @@ func All() []Case {
 		{Name: "truncated_body", Raw: []byte{0x30, 10, 0, 3, 'a'}, Err: io.ErrUnexpectedEOF},
 		{Name: "truncated_remaining_length", Raw: []byte{0x30, 0x80}, Err: io.ErrUnexpectedEOF},
 		{Name: "empty_stream", Raw: []byte{}, Err: io.EOF},
-		{Name: "version5_not_decoded", Raw: []byte{0xC0, 0}, Version: packets.Version5, Err: packets.ErrUnsupportedProtocol},
+		{Name: "version6_not_decoded", Raw: []byte{0xC0, 0}, Version: 6, Err: packets.ErrUnsupportedProtocol},
 	}
 }
