@@ -180,6 +180,9 @@ func decodeProperties(s *scanner, t Type) (*Properties, error) {
 			return nil, err
 		}
 	}
+	if p.set() == 0 {
+		return nil, nil // only empty strings or binary data, which decode as absent
+	}
 	return p, nil
 }
 
