@@ -7,7 +7,7 @@ import (
 
 // decode5 turns the body of an MQTT 5.0 packet into a Packet, the 5.0
 // counterpart of decode.
-func decode5(h fixedHeader, body []byte, owned bool) (Packet, error) {
+func decode5(h fixedHeader, body []byte, owned bool, acks *ackBlocks) (Packet, error) {
 	if h.typ == TypePublish {
 		p, err := decodePublish5(h, body, owned)
 		if err != nil {
@@ -15,7 +15,7 @@ func decode5(h fixedHeader, body []byte, owned bool) (Packet, error) {
 		}
 		return p, nil
 	}
-	s := scanner{b: body, typ: h.typ}
+	s := scanner{b: body, typ: h.typ, acks: acks}
 	switch h.typ {
 	case TypeConnect:
 		return decodeConnect(&s, true)
@@ -102,16 +102,7 @@ func decodeAck5(s *scanner) (Packet, error) {
 			}
 		}
 	}
-	switch s.typ {
-	case TypePuback:
-		return &Puback{PacketID: id, ReasonCode: code, Properties: props}, nil
-	case TypePubrec:
-		return &Pubrec{PacketID: id, ReasonCode: code, Properties: props}, nil
-	case TypePubrel:
-		return &Pubrel{PacketID: id, ReasonCode: code, Properties: props}, nil
-	default:
-		return &Pubcomp{PacketID: id, ReasonCode: code, Properties: props}, nil
-	}
+	return s.acks.ack(s.typ, id, code, props), nil
 }
 
 // decodeReasonOnly5 reads DISCONNECT and AUTH: a Reason Code and

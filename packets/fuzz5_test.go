@@ -111,7 +111,7 @@ func FuzzPublishDifferential5(f *testing.F) {
 // returns the native decoder's packet, nil when it refused the body.
 func differential5(t *testing.T, h fixedHeader, body []byte) Packet {
 	t.Helper()
-	ours, errOurs := decode5(h, append([]byte(nil), body...), false)
+	ours, errOurs := decode5(h, append([]byte(nil), body...), false, nil)
 	if errOurs != nil {
 		code, ok := CodeOf(errOurs)
 		if !ok || (code != MalformedPacket && code != ProtocolError && code != UnsupportedProtocolVersion) {
@@ -148,7 +148,7 @@ func checkRoundTrip5(t *testing.T, h fixedHeader, body []byte, p Packet) {
 		t.Fatalf("Append5(%#v): %v", p, err)
 	}
 	eh, ebody := splitPacket(t, enc)
-	again, err := decode5(eh, ebody, false)
+	again, err := decode5(eh, ebody, false, nil)
 	if err != nil {
 		t.Fatalf("% x: decoding Append5's % x: %v", body, enc, err)
 	}
@@ -189,7 +189,7 @@ func checkPahoLenient(t *testing.T, h fixedHeader, body []byte, theirs Packet, e
 	if eh.flags == h.flags && bytes.Equal(ebody, body) {
 		t.Fatalf("% x: native decoder refused the canonical encoding of %#v: %v", body, theirs, errOurs)
 	}
-	again, err := decode5(eh, ebody, false)
+	again, err := decode5(eh, ebody, false, nil)
 	if err != nil {
 		t.Fatalf("% x: paho.golang read %#v, whose encoding % x the native decoder refuses: %v", body, theirs, enc, err)
 	}

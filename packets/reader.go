@@ -25,6 +25,7 @@ type Reader struct {
 	max     int
 	version Version
 	accept5 bool
+	acks    ackBlocks
 	buf     []byte
 	gate    func(t Type, remaining int) error
 }
@@ -101,9 +102,9 @@ func (r *Reader) ReadPacket() (Packet, error) {
 		return nil, fmt.Errorf("reading %s body of %d bytes: %w", h.typ, h.remaining, err)
 	}
 	if r.version == Version5 {
-		return decode5(h, body, owned)
+		return decode5(h, body, owned, &r.acks)
 	}
-	return decode(h, body, owned, r.accept5)
+	return decode(h, body, owned, r.accept5, &r.acks)
 }
 
 // readBody reads the body h announces. owned reports that the slice is not
@@ -160,7 +161,7 @@ func (r *Reader) body(n int) []byte {
 // decode turns a body into a Packet. Every type is decoded here, field by
 // field through a scanner; PUBLISH, the hot packet, has a path of its own
 // that can hand out a view of an owned body instead of a copy.
-func decode(h fixedHeader, body []byte, owned, accept5 bool) (Packet, error) {
+func decode(h fixedHeader, body []byte, owned, accept5 bool, acks *ackBlocks) (Packet, error) {
 	if h.typ == TypePublish {
 		p, err := decodePublish(h, body, owned)
 		if err != nil {
@@ -168,7 +169,7 @@ func decode(h fixedHeader, body []byte, owned, accept5 bool) (Packet, error) {
 		}
 		return p, nil
 	}
-	s := scanner{b: body, typ: h.typ}
+	s := scanner{b: body, typ: h.typ, acks: acks}
 	switch h.typ {
 	case TypeConnect:
 		return decodeConnect(&s, accept5)

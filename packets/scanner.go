@@ -11,9 +11,10 @@ import (
 // reads its fields through it, so no field is zero-padded or cut short the
 // way a single io.Reader Read would leave it.
 type scanner struct {
-	b   []byte
-	off int
-	typ Type
+	b    []byte
+	off  int
+	typ  Type
+	acks *ackBlocks // where acknowledgements come from; nil: new each
 }
 
 func (s *scanner) malformed(format string, args ...any) error {
