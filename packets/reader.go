@@ -34,6 +34,11 @@ type Reader struct {
 // Length, the body after the fixed header, is at most maxPacketSize bytes.
 // A maxPacketSize of 0 or less, or above MaxRemainingLength, means
 // MaxRemainingLength, the protocol's own limit.
+//
+// MQTT 5.0's Maximum Packet Size counts the whole packet, fixed header
+// included (section 3.1.2.11.4): a limit of N here lets through packets of
+// up to N+5 bytes, so a server announcing N in CONNACK may pass N and stay
+// within its promise to refuse nothing smaller.
 func NewReader(r io.Reader, maxPacketSize int) *Reader {
 	if maxPacketSize <= 0 || maxPacketSize > MaxRemainingLength {
 		maxPacketSize = MaxRemainingLength
@@ -67,7 +72,9 @@ func (r *Reader) SetGate(gate func(t Type, remaining int) error) { r.gate = gate
 //
 // At a clean end of stream between packets it returns io.EOF itself; a stream
 // that ends inside a packet yields an error wrapping io.ErrUnexpectedEOF.
-// Protocol violations wrap ErrMalformed or ErrPacketTooLarge. A CONNECT
+// Protocol violations wrap ErrMalformed, ErrProtocol (5.0 only) or
+// ErrPacketTooLarge, whose Reason Codes (CodeOf) are those of the CONNACK or
+// DISCONNECT a 5.0 server closes the connection with. A CONNECT
 // with an unknown protocol name or level returns both a *Connect (with only
 // ProtocolName and ProtocolVersion set) and an error wrapping
 // ErrUnsupportedProtocol.
