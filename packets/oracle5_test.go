@@ -9,7 +9,7 @@ package packets
 //
 //   - bytes after the last field (trailing bytes) are ignored, and a
 //     Property Length beyond the body is cut short silently (section 2.2.2.1);
-//   - a Variable Byte Integer may run past four bytes [MQTT-1.5.5-1];
+//   - a Variable Byte Integer may run past four bytes (section 1.5.5);
 //   - a property given twice is accepted, the last value kept (section
 //     2.2.2.2 and every property's "It is a Protocol Error to include ...
 //     more than once"); of several Subscription Identifiers it keeps only
