@@ -25,9 +25,9 @@ type Reader struct {
 	max     int
 	version Version
 	accept5 bool
-	acks    ackBlocks
 	buf     []byte
 	gate    func(t Type, remaining int) error
+	acks    ackBlocks // last: the fields above are read for every packet
 }
 
 // NewReader returns a Reader over r that accepts packets whose Remaining
