@@ -80,15 +80,19 @@ func (s *scanner) packetID() (uint16, error) {
 // binary reads a two-byte length and that many bytes (section 1.5.3's
 // length-prefixed binary data).
 func (s *scanner) binary(field string) ([]byte, error) {
-	n, err := s.uint16(field + " length")
-	if err != nil {
-		return nil, err
+	// The length is read here rather than by s.uint16(field+" length"):
+	// that concatenation escapes into the error and cost an allocation for
+	// every field of every packet.
+	if len(s.b)-s.off < 2 {
+		return nil, s.malformed("%s length truncated", field)
 	}
-	if len(s.b)-s.off < int(n) {
+	n := int(s.b[s.off])<<8 | int(s.b[s.off+1])
+	s.off += 2
+	if len(s.b)-s.off < n {
 		return nil, s.malformed("%s length %d exceeds the %d bytes left", field, n, len(s.b)-s.off)
 	}
-	v := s.b[s.off : s.off+int(n)]
-	s.off += int(n)
+	v := s.b[s.off : s.off+n]
+	s.off += n
 	return v, nil
 }
 
