@@ -32,6 +32,12 @@ func supportedProtocol(name string, level Version) bool {
 // they announce (section 3.1). A level 5 CONNECT ("MQTT", 5) is decoded
 // only when accept5 is set, with its properties and will properties
 // (section 3.1.2.11, 3.1.3.2); otherwise it is an unsupported protocol.
+//
+// A level 5 CONNECT that fails after its level is returned, like an
+// unsupported one, as a *Connect with only ProtocolName and ProtocolVersion
+// beside the error, so the server knows to answer with a 5.0 CONNACK
+// carrying the error's Reason Code (section 4.13.1); a 3.1.1 one gives nil,
+// since a 3.1.1 server closes the connection without a CONNACK.
 func decodeConnect(s *scanner, accept5 bool) (Packet, error) {
 	name, err := s.str("protocol name")
 	if err != nil {
@@ -47,6 +53,15 @@ func decodeConnect(s *scanner, accept5 bool) (Packet, error) {
 		return &Connect{ProtocolName: string(name), ProtocolVersion: level},
 			fmt.Errorf("%w: protocol %q level %d [MQTT-3.1.2-2]", ErrUnsupportedProtocol, name, level)
 	}
+	c, err := decodeConnectFields(s, string(name), level, v5)
+	if err != nil && v5 {
+		return &Connect{ProtocolName: string(name), ProtocolVersion: level}, err
+	}
+	return c, err
+}
+
+// decodeConnectFields reads what follows the protocol level.
+func decodeConnectFields(s *scanner, name string, level Version, v5 bool) (Packet, error) {
 	flags, err := s.byte("connect flags")
 	if err != nil {
 		return nil, err
@@ -55,7 +70,7 @@ func decodeConnect(s *scanner, accept5 bool) (Packet, error) {
 		return nil, err
 	}
 	c := &Connect{
-		ProtocolName:    string(name),
+		ProtocolName:    name,
 		ProtocolVersion: level,
 		CleanSession:    flags&connectCleanSession != 0,
 		UsernameFlag:    flags&connectUsername != 0,

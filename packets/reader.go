@@ -77,7 +77,9 @@ func (r *Reader) SetGate(gate func(t Type, remaining int) error) { r.gate = gate
 // DISCONNECT a 5.0 server closes the connection with. A CONNECT
 // with an unknown protocol name or level returns both a *Connect (with only
 // ProtocolName and ProtocolVersion set) and an error wrapping
-// ErrUnsupportedProtocol.
+// ErrUnsupportedProtocol; so does a 5.0 CONNECT that fails after its
+// protocol level, beside its own error, so that the server can answer with
+// a 5.0 CONNACK carrying CodeOf(err).
 //
 // Every type is decoded, including those only a server sends (CONNACK,
 // SUBACK, UNSUBACK, PINGRESP), so the Reader also serves clients; refusing

@@ -215,6 +215,11 @@ func cases5() []Case {
 	}
 	for i := range cases {
 		cases[i].Version = v5
+		// A refused 5.0 CONNECT comes with its name and level, for a 5.0
+		// CONNACK with the error's Reason Code.
+		if cases[i].Type() == packets.TypeConnect && cases[i].Err != nil && cases[i].Want == nil {
+			cases[i].Want = &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: v5}
+		}
 	}
 	return cases
 }
