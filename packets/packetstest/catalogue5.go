@@ -139,6 +139,10 @@ func cases5() []Case {
 		{Name: "v5_puback_success_empty_properties", NonCanonical: true, Raw: []byte{0x40, 4, 0, 1, 0, 0}, Want: &packets.Puback{PacketID: 1}},
 		{Name: "v5_pubrec_quota_exceeded", Raw: []byte{0x50, 3, 0, 9, 0x97}, Want: &packets.Pubrec{PacketID: 9, ReasonCode: packets.QuotaExceeded}},
 		{Name: "v5_pubrel_identifier_not_found", Raw: []byte{0x62, 3, 0, 1, 0x92}, Want: &packets.Pubrel{PacketID: 1, ReasonCode: packets.PacketIdentifierNotFound}},
+		{Name: "v5_pubrec_reason_string", Raw: Packet(0x50, 0, 4, 0x10, Props(0x1F, Str("nobody"))),
+			Want: &packets.Pubrec{PacketID: 4, ReasonCode: packets.NoMatchingSubscribers, Properties: &packets.Properties{ReasonString: "nobody"}}},
+		{Name: "v5_pubrel_user_property", Raw: Packet(0x62, 0, 4, 0, Props(0x26, Str("k"), Str("v"))),
+			Want: &packets.Pubrel{PacketID: 4, Properties: &packets.Properties{UserProperties: []packets.UserProperty{{Name: "k", Value: "v"}}}}},
 		{Name: "v5_pubcomp_user_property", Raw: Packet(0x70, 0, 5, 0, Props(0x26, Str("k"), Str("v"))),
 			Want: &packets.Pubcomp{PacketID: 5, Properties: &packets.Properties{UserProperties: []packets.UserProperty{{Name: "k", Value: "v"}}}}},
 		{Name: "v5_puback_undefined_reason_code_MQTT_3_4_2_1", Raw: []byte{0x40, 3, 0, 1, 0x05}, Err: packets.ErrProtocol},
@@ -186,6 +190,9 @@ func cases5() []Case {
 		{Name: "v5_unsubscribe_subscription_identifier_not_allowed", Raw: Packet(0xA2, 0, 2, Props(0x0B, 1), Str("a")), Err: packets.ErrMalformed},
 		{Name: "v5_unsuback_codes", Raw: Packet(0xB0, 0, 2, Props(), 0x00, 0x11, 0x87),
 			Want: &packets.Unsuback{PacketID: 2, ReasonCodes: []packets.ReasonCode{packets.Success, packets.NoSubscriptionExisted, packets.NotAuthorized}}},
+		{Name: "v5_unsuback_reason_string", Raw: Packet(0xB0, 0, 2, Props(0x1F, Str("denied"), 0x26, Str("k"), Str("v")), 0x87),
+			Want: &packets.Unsuback{PacketID: 2, ReasonCodes: []packets.ReasonCode{packets.NotAuthorized},
+				Properties: &packets.Properties{ReasonString: "denied", UserProperties: []packets.UserProperty{{Name: "k", Value: "v"}}}}},
 		{Name: "v5_unsuback_undefined_code_MQTT_3_11_3_2", Raw: Packet(0xB0, 0, 2, Props(), 0x01), Err: packets.ErrProtocol},
 
 		// PINGREQ, PINGRESP.
