@@ -15,7 +15,11 @@ func decode5(h fixedHeader, body []byte, owned bool, acks *ackBlocks) (Packet, e
 		}
 		return p, nil
 	}
-	s := scanner{b: body, typ: h.typ, acks: acks}
+	// Field by field: a composite literal here was built in one stack slot
+	// and copied to another, a store-forwarding stall that cost a tenth of
+	// a PINGREQ read.
+	var s scanner
+	s.b, s.typ, s.acks = body, h.typ, acks
 	switch h.typ {
 	case TypeConnect:
 		return decodeConnect(&s, true)

@@ -61,18 +61,10 @@ var typeNames = [...]string{
 // checkFlags enforces the fixed header flag bits of Table 2.2: PUBREL,
 // SUBSCRIBE and UNSUBSCRIBE carry 0010, PUBLISH carries DUP/QoS/RETAIN with
 // QoS 3 forbidden, every other type carries 0000 [MQTT-2.2.2-1],
-// [MQTT-2.2.2-2]. The same table in 5.0 ([MQTT-2.1.3-1]) adds AUTH, type
-// 15 with 0000, which is reserved in 3.1.1: v5 says which applies.
-func checkFlags(t Type, flags byte, v5 bool) error {
+// [MQTT-2.2.2-2].
+func checkFlags(t Type, flags byte) error {
 	switch t {
-	case 15:
-		if !v5 {
-			return fmt.Errorf("%w: packet type 15 is reserved before MQTT 5.0", ErrMalformed)
-		}
-		if flags != 0 {
-			return fmt.Errorf("%w: %s flags must be 0000, got %04b [MQTT-2.1.3-1]", ErrMalformed, t, flags)
-		}
-	case 0:
+	case 0, 15:
 		return fmt.Errorf("%w: packet type %d is reserved", ErrMalformed, byte(t))
 	case TypePublish:
 		if (flags&flagQoS)>>1 == 3 {
@@ -91,6 +83,19 @@ func checkFlags(t Type, flags byte, v5 bool) error {
 	return nil
 }
 
+// checkFlags5 is checkFlags for MQTT 5.0, whose Table 2-2 ([MQTT-2.1.3-1])
+// adds AUTH, type 15 with flags 0000, reserved in 3.1.1. It is a function
+// of its own so that the 3.1.1 path stays as it was.
+func checkFlags5(t Type, flags byte) error {
+	if t != TypeAuth {
+		return checkFlags(t, flags)
+	}
+	if flags != 0 {
+		return fmt.Errorf("%w: %s flags must be 0000, got %04b [MQTT-2.1.3-1]", ErrMalformed, t, flags)
+	}
+	return nil
+}
+
 // readFixedHeader reads and checks a fixed header. A clean end of stream
 // before the first byte is returned as io.EOF itself; an end inside the
 // header is io.ErrUnexpectedEOF.
@@ -103,7 +108,12 @@ func readFixedHeader(br io.ByteReader, v5 bool) (fixedHeader, error) {
 		return fixedHeader{}, fmt.Errorf("reading fixed header: %w", err)
 	}
 	h := fixedHeader{typ: Type(first >> 4), flags: first & 0x0F}
-	if err := checkFlags(h.typ, h.flags, v5); err != nil {
+	if v5 {
+		err = checkFlags5(h.typ, h.flags)
+	} else {
+		err = checkFlags(h.typ, h.flags)
+	}
+	if err != nil {
 		return h, err
 	}
 	h.remaining, err = readRemainingLength(br)

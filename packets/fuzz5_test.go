@@ -62,7 +62,7 @@ func FuzzReadPacket5(f *testing.F) {
 func FuzzDecodeDifferential5(f *testing.F) {
 	f.Fuzz(func(t *testing.T, first byte, body []byte) {
 		h := fixedHeader{typ: Type(first >> 4), flags: first & 0x0F, remaining: len(body)}
-		if h.typ == TypePublish || checkFlags(h.typ, h.flags, true) != nil || len(body) > MaxRemainingLength {
+		if h.typ == TypePublish || checkFlags5(h.typ, h.flags) != nil || len(body) > MaxRemainingLength {
 			return
 		}
 		differential5(t, h, body)
@@ -81,7 +81,7 @@ func FuzzDecodeDifferential5(f *testing.F) {
 func FuzzPublishDifferential5(f *testing.F) {
 	f.Fuzz(func(t *testing.T, flags byte, body []byte) {
 		h := fixedHeader{typ: TypePublish, flags: flags & 0x0F, remaining: len(body)}
-		if checkFlags(h.typ, h.flags, true) != nil || len(body) > MaxRemainingLength {
+		if checkFlags5(h.typ, h.flags) != nil || len(body) > MaxRemainingLength {
 			return
 		}
 		ours := differential5(t, h, body)

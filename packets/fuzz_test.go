@@ -107,7 +107,7 @@ func FuzzPublishDifferential(f *testing.F) {
 func FuzzDecodeDifferential(f *testing.F) {
 	f.Fuzz(func(t *testing.T, first byte, body []byte) {
 		h := fixedHeader{typ: Type(first >> 4), flags: first & 0x0F, remaining: len(body)}
-		if h.typ == TypePublish || checkFlags(h.typ, h.flags, false) != nil || len(body) > MaxRemainingLength {
+		if h.typ == TypePublish || checkFlags(h.typ, h.flags) != nil || len(body) > MaxRemainingLength {
 			return
 		}
 		ours, errOurs := decode(h, append([]byte(nil), body...), false, false, nil)
