@@ -36,9 +36,10 @@ type Reader struct {
 // MaxRemainingLength, the protocol's own limit.
 //
 // MQTT 5.0's Maximum Packet Size counts the whole packet, fixed header
-// included (section 3.1.2.11.4): a limit of N here lets through packets of
-// up to N+5 bytes, so a server announcing N in CONNACK may pass N and stay
-// within its promise to refuse nothing smaller.
+// included (section 3.1.2.11.4), where this limit counts the Remaining
+// Length only: a server announcing N in CONNACK can pass N here and refuses
+// nothing within its announcement; the packets of N+2 to N+5 bytes that get
+// through are the session's to refuse with 0x95.
 func NewReader(r io.Reader, maxPacketSize int) *Reader {
 	if maxPacketSize <= 0 || maxPacketSize > MaxRemainingLength {
 		maxPacketSize = MaxRemainingLength
