@@ -103,9 +103,71 @@ func BenchmarkReadConnect(b *testing.B) {
 }
 
 func BenchmarkReadSubscribe(b *testing.B) {
-	benchRead(b, &Subscribe{PacketID: 9, Subscriptions: []Subscription{{"sensors/+/temperature", 1}, {"alerts/#", 2}}})
+	benchRead(b, &Subscribe{PacketID: 9, Subscriptions: []Subscription{{Filter: "sensors/+/temperature", QoS: 1}, {Filter: "alerts/#", QoS: 2}}})
 }
 
 func BenchmarkReadPuback(b *testing.B) { benchRead(b, &Puback{PacketID: 7}) }
 
 func BenchmarkReadPingreq(b *testing.B) { benchRead(b, &Pingreq{}) }
+
+// benchPublish5 is benchPublish with the properties a 5.0 request carries.
+var benchPublish5 = &Publish{QoS: 1, Topic: "sensors/building-7/floor-3/temperature", PacketID: 42,
+	Payload: bytes.Repeat([]byte("x"), 256), Properties: &Properties{MessageExpiryInterval: new(uint32(60)),
+		ContentType: "application/json", UserProperties: []UserProperty{{Name: "unit", Value: "celsius"}}}}
+
+func BenchmarkReadPublish5(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		p    *Publish
+	}{{"no_properties", benchPublish}, {"properties", benchPublish5}} {
+		b.Run(tc.name, func(b *testing.B) {
+			raw := AppendPublish5(nil, tc.p)
+			r := NewReader(&loopReader{b: raw}, 1<<20)
+			r.SetVersion(Version5)
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := r.ReadPacket(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkAppendPublish5(b *testing.B) {
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendPublish5(buf[:0], benchPublish5)
+	}
+}
+
+func BenchmarkAppendPuback5(b *testing.B) {
+	buf := make([]byte, 0, 64)
+	pk := &Puback{PacketID: 7, ReasonCode: NotAuthorized, Properties: &Properties{ReasonString: "denied"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if buf, err = Append5(buf[:0], pk); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestAppend5_DoesNotAllocate(t *testing.T) {
+	buf := make([]byte, 0, 1024)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendPublish5(buf[:0], benchPublish5) }); n != 0 {
+		t.Fatalf("AppendPublish5: %.0f allocations", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { buf, _ = Append5(buf[:0], benchPublish5) }); n != 0 {
+		t.Fatalf("Append5(PUBLISH): %.0f allocations", n)
+	}
+	for _, pk := range []Packet{&Puback{PacketID: 7}, &Puback{PacketID: 7, ReasonCode: NotAuthorized,
+		Properties: &Properties{ReasonString: "denied"}}, &Disconnect{ReasonCode: SessionTakenOver},
+		&Connack{Properties: &Properties{ReceiveMaximum: new(uint16(10))}}} {
+		if n := testing.AllocsPerRun(100, func() { buf, _ = Append5(buf[:0], pk) }); n != 0 {
+			t.Fatalf("Append5(%T): %.0f allocations", pk, n)
+		}
+	}
+}

@@ -88,14 +88,43 @@ func TestCatalogue_NamedPanicsOnUnknownName(t *testing.T) {
 	packetstest.Named("no such packet")
 }
 
-func TestReadPacket_MalformedErrorsSayWhy(t *testing.T) {
+// TestReadPacket_ErrorsCarryTheirReasonCode: every sentinel maps to the
+// MQTT 5.0 Reason Code the server closes the connection with.
+func TestReadPacket_ErrorsCarryTheirReasonCode(t *testing.T) {
+	want := map[error]packets.ReasonCode{
+		packets.ErrMalformed:           packets.MalformedPacket,
+		packets.ErrProtocol:            packets.ProtocolError,
+		packets.ErrPacketTooLarge:      packets.PacketTooLarge,
+		packets.ErrUnsupportedProtocol: packets.UnsupportedProtocolVersion,
+	}
 	for _, tc := range packetstest.All() {
-		if tc.Err != packets.ErrMalformed {
+		code, ok := want[tc.Err]
+		if !ok {
 			continue
 		}
 		_, err := tc.Read()
-		if msg := err.Error(); !strings.HasPrefix(msg, packets.ErrMalformed.Error()+": ") &&
-			!strings.Contains(msg, ": "+packets.ErrMalformed.Error()+": ") {
+		got, ok := packets.CodeOf(err)
+		if !ok || got != code {
+			t.Errorf("%s: CodeOf(%v) = 0x%02x, %v; want 0x%02x", tc.Name, err, byte(got), ok, byte(code))
+		}
+		var re *packets.ReasonError
+		if !errors.As(err, &re) || re.Code != code {
+			t.Errorf("%s: errors.As(%v) gives no *ReasonError with code 0x%02x", tc.Name, err, byte(code))
+		}
+	}
+	if _, ok := packets.CodeOf(io.ErrUnexpectedEOF); ok {
+		t.Error("CodeOf(io.ErrUnexpectedEOF) reports a reason code")
+	}
+}
+
+func TestReadPacket_MalformedErrorsSayWhy(t *testing.T) {
+	for _, tc := range packetstest.All() {
+		if tc.Err != packets.ErrMalformed && tc.Err != packets.ErrProtocol {
+			continue
+		}
+		_, err := tc.Read()
+		if msg := err.Error(); !strings.HasPrefix(msg, tc.Err.Error()+": ") &&
+			!strings.Contains(msg, ": "+tc.Err.Error()+": ") {
 			t.Errorf("%s: error %q carries no reason", tc.Name, msg)
 		}
 	}
@@ -107,14 +136,16 @@ func TestAppend_CatalogueRoundTrip(t *testing.T) {
 			continue
 		}
 		t.Run(tc.Name, func(t *testing.T) {
-			enc, err := packets.Append(nil, tc.Want)
+			enc, err := packets.AppendVersion(nil, tc.Want, tc.Version)
 			if err != nil {
 				t.Fatalf("Append: %v", err)
 			}
 			if !tc.NonCanonical && !bytes.Equal(enc, tc.Raw) {
 				t.Fatalf("Append =\n % x\nwant\n % x", enc, tc.Raw)
 			}
-			got, err := packets.NewReader(bytes.NewReader(enc), 0).ReadPacket()
+			r := packets.NewReader(bytes.NewReader(enc), 0)
+			r.SetVersion(tc.Version)
+			got, err := r.ReadPacket()
 			if err != nil {
 				t.Fatalf("decoding Append's output: %v", err)
 			}
@@ -171,10 +202,13 @@ func TestReadPacket_PayloadDoesNotAliasBuffer(t *testing.T) {
 // every other type that carries bytes or strings.
 func TestReadPacket_DecodedFieldsDoNotAliasBuffer(t *testing.T) {
 	for _, name := range []string{"suback_all_codes", "subscribe_three_filters", "unsubscribe_two_filters",
-		"connect_311_will_username_password"} {
+		"connect_311_will_username_password", "v5_connect_will_properties", "v5_connack_properties",
+		"v5_publish_qos1_properties", "v5_subscribe_options", "v5_suback_codes", "v5_unsuback_codes",
+		"v5_unsubscribe_properties", "v5_auth_continue", "v5_disconnect_use_another_server"} {
 		tc := packetstest.Named(name)
 		overwrite := bytes.Repeat([]byte{0xC0, 0}, len(tc.Raw)) // PINGREQs over the same buffer
 		r := packets.NewReader(bytes.NewReader(append(append([]byte{}, tc.Raw...), overwrite...)), 0)
+		r.SetVersion(tc.Version)
 		got, err := r.ReadPacket()
 		if err != nil {
 			t.Fatal(err)
@@ -205,9 +239,11 @@ var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpora u
 // catalogueSeeds returns the seed corpus files the catalogue implies for
 // each fuzz target, by file name: every case for FuzzReadPacket, its flags
 // and body for FuzzPublishDifferential (PUBLISH) and its first byte and body
-// for FuzzDecodeDifferential (every other type).
+// for FuzzDecodeDifferential (every other type); the 5.0 cases likewise for
+// FuzzReadPacket5, FuzzPublishDifferential5 and FuzzDecodeDifferential5.
 func catalogueSeeds() map[string]map[string]string {
-	seeds := map[string]map[string]string{"FuzzReadPacket": {}, "FuzzPublishDifferential": {}, "FuzzDecodeDifferential": {}}
+	seeds := map[string]map[string]string{"FuzzReadPacket": {}, "FuzzPublishDifferential": {}, "FuzzDecodeDifferential": {},
+		"FuzzReadPacket5": {}, "FuzzPublishDifferential5": {}, "FuzzDecodeDifferential5": {}}
 	for _, tc := range packetstest.All() {
 		if len(tc.Raw) > 4096 {
 			continue // large cases would bloat the repository; f.Add seeds one
@@ -215,8 +251,15 @@ func catalogueSeeds() map[string]map[string]string {
 		name := "catalogue_" + tc.Name
 		seeds["FuzzReadPacket"][name] = fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", tc.Raw)
 		first, body, ok := splitFixedHeader(tc.Raw)
+		if tc.Version == packets.Version5 {
+			seeds["FuzzReadPacket5"][name] = seeds["FuzzReadPacket"][name]
+		}
 		switch {
-		case !ok || tc.Version != 0:
+		case !ok || (tc.Version != 0 && tc.Version != packets.Version5):
+		case tc.Version == packets.Version5 && tc.Type() == packets.TypePublish:
+			seeds["FuzzPublishDifferential5"][name] = fmt.Sprintf("go test fuzz v1\nbyte(%q)\n[]byte(%q)\n", first&0x0F, body)
+		case tc.Version == packets.Version5:
+			seeds["FuzzDecodeDifferential5"][name] = fmt.Sprintf("go test fuzz v1\nbyte(%q)\n[]byte(%q)\n", first, body)
 		case tc.Type() == packets.TypePublish:
 			seeds["FuzzPublishDifferential"][name] = fmt.Sprintf("go test fuzz v1\nbyte(%q)\n[]byte(%q)\n", first&0x0F, body)
 		default:

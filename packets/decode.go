@@ -30,18 +30,10 @@ func decodeIDPacket(s *scanner) (Packet, error) {
 	if err := s.end(); err != nil {
 		return nil, err
 	}
-	switch s.typ {
-	case TypePuback:
-		return &Puback{PacketID: id}, nil
-	case TypePubrec:
-		return &Pubrec{PacketID: id}, nil
-	case TypePubrel:
-		return &Pubrel{PacketID: id}, nil
-	case TypePubcomp:
-		return &Pubcomp{PacketID: id}, nil
-	default:
+	if s.typ == TypeUnsuback {
 		return &Unsuback{PacketID: id}, nil
 	}
+	return s.acks.ack(s.typ, id, 0, nil), nil
 }
 
 // decodeSubscribe: a packet id, then one or more filter/QoS pairs

@@ -18,6 +18,11 @@ var errNilPacket = errors.New("nil packet")
 // Append does not allocate when dst has room; PUBLISH goes through
 // AppendPublish.
 //
+// The fields MQTT 3.1.1 does not have are left out: Properties, the Reason
+// Codes of acknowledgements and DISCONNECT, the subscription options but
+// QoS; an AUTH is refused. So a message received over 5.0 reaches a 3.1.1
+// subscriber without its properties. Append5 writes the 5.0 format.
+//
 // A CONNECT is encoded in the 3.1/3.1.1 layout whatever its ProtocolVersion:
 // an empty ProtocolName becomes "MQIsdp" for level 3 and "MQTT" otherwise.
 // Any other level gives the packet a client of an unsupported level sends,

@@ -55,6 +55,7 @@ var typeNames = [...]string{
 	TypePingreq:     "PINGREQ",
 	TypePingresp:    "PINGRESP",
 	TypeDisconnect:  "DISCONNECT",
+	TypeAuth:        "AUTH",
 }
 
 // checkFlags enforces the fixed header flag bits of Table 2.2: PUBREL,
@@ -82,10 +83,23 @@ func checkFlags(t Type, flags byte) error {
 	return nil
 }
 
+// checkFlags5 is checkFlags for MQTT 5.0, whose Table 2-2 ([MQTT-2.1.3-1])
+// adds AUTH, type 15 with flags 0000, reserved in 3.1.1. It is a function
+// of its own so that the 3.1.1 path stays as it was.
+func checkFlags5(t Type, flags byte) error {
+	if t != TypeAuth {
+		return checkFlags(t, flags)
+	}
+	if flags != 0 {
+		return fmt.Errorf("%w: %s flags must be 0000, got %04b [MQTT-2.1.3-1]", ErrMalformed, t, flags)
+	}
+	return nil
+}
+
 // readFixedHeader reads and checks a fixed header. A clean end of stream
 // before the first byte is returned as io.EOF itself; an end inside the
 // header is io.ErrUnexpectedEOF.
-func readFixedHeader(br io.ByteReader) (fixedHeader, error) {
+func readFixedHeader(br io.ByteReader, v5 bool) (fixedHeader, error) {
 	first, err := br.ReadByte()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -94,7 +108,12 @@ func readFixedHeader(br io.ByteReader) (fixedHeader, error) {
 		return fixedHeader{}, fmt.Errorf("reading fixed header: %w", err)
 	}
 	h := fixedHeader{typ: Type(first >> 4), flags: first & 0x0F}
-	if err := checkFlags(h.typ, h.flags); err != nil {
+	if v5 {
+		err = checkFlags5(h.typ, h.flags)
+	} else {
+		err = checkFlags(h.typ, h.flags)
+	}
+	if err != nil {
 		return h, err
 	}
 	h.remaining, err = readRemainingLength(br)

@@ -110,7 +110,7 @@ func FuzzDecodeDifferential(f *testing.F) {
 		if h.typ == TypePublish || checkFlags(h.typ, h.flags) != nil || len(body) > MaxRemainingLength {
 			return
 		}
-		ours, errOurs := decode(h, append([]byte(nil), body...), false)
+		ours, errOurs := decode(h, append([]byte(nil), body...), false, false, nil)
 		theirs, errTheirs := oracleDecode(h, body)
 		if (errOurs == nil) != (errTheirs == nil) {
 			t.Fatalf("% x: decoders disagree:\n ours %#v, %v\n oracle %#v, %v", body, ours, errOurs, theirs, errTheirs)

@@ -252,7 +252,7 @@ func checkConnectRest(s *scanner) error {
 	if err != nil {
 		return err
 	}
-	if err := checkConnectFlags(flags); err != nil {
+	if err := checkConnectFlags(flags, false); err != nil {
 		return err
 	}
 	if _, err := s.uint16("keep alive"); err != nil {

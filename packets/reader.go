@@ -24,14 +24,22 @@ type Reader struct {
 	br      inbuf
 	max     int
 	version Version
+	accept5 bool
 	buf     []byte
 	gate    func(t Type, remaining int) error
+	acks    ackBlocks // last: the fields above are read for every packet
 }
 
 // NewReader returns a Reader over r that accepts packets whose Remaining
 // Length, the body after the fixed header, is at most maxPacketSize bytes.
 // A maxPacketSize of 0 or less, or above MaxRemainingLength, means
 // MaxRemainingLength, the protocol's own limit.
+//
+// MQTT 5.0's Maximum Packet Size counts the whole packet, fixed header
+// included (section 3.1.2.11.4), where this limit counts the Remaining
+// Length only: a server announcing N in CONNACK can pass N here and refuses
+// nothing within its announcement; the packets of N+2 to N+5 bytes that get
+// through are the session's to refuse with 0x95.
 func NewReader(r io.Reader, maxPacketSize int) *Reader {
 	if maxPacketSize <= 0 || maxPacketSize > MaxRemainingLength {
 		maxPacketSize = MaxRemainingLength
@@ -41,10 +49,18 @@ func NewReader(r io.Reader, maxPacketSize int) *Reader {
 
 // SetVersion tells the Reader which protocol level the peer speaks, once its
 // CONNECT has been accepted. Levels 3 (MQTT 3.1) and 4 (MQTT 3.1.1) share one
-// wire format; any other level makes ReadPacket fail with
-// ErrUnsupportedProtocol, since this codec does not decode MQTT 5.0 yet.
-// Before SetVersion is called the Reader decodes the 3.1/3.1.1 format.
+// wire format; level 5 selects the MQTT 5.0 format (properties, Reason
+// Codes, AUTH) for every later packet; any other level makes ReadPacket fail
+// with ErrUnsupportedProtocol. Before SetVersion is called the Reader
+// decodes the 3.1/3.1.1 format, and a CONNECT of any supported level.
 func (r *Reader) SetVersion(v Version) { r.version = v }
+
+// AcceptVersion5 makes the Reader decode a CONNECT of level 5 (and, after
+// SetVersion(Version5), the 5.0 format). Without it a level 5 CONNECT is
+// reported as ErrUnsupportedProtocol beside its *Connect, as it was before
+// this codec spoke 5.0, so a server that does not serve 5.0 yet answers it
+// with CONNACK 0x01. A Reader set to Version5 accepts a 5.0 CONNECT anyway.
+func (r *Reader) AcceptVersion5(accept bool) { r.accept5 = accept }
 
 // SetGate makes ReadPacket call gate with the type and Remaining Length of
 // every packet once its fixed header is read and accepted, before any of
@@ -57,21 +73,25 @@ func (r *Reader) SetGate(gate func(t Type, remaining int) error) { r.gate = gate
 //
 // At a clean end of stream between packets it returns io.EOF itself; a stream
 // that ends inside a packet yields an error wrapping io.ErrUnexpectedEOF.
-// Protocol violations wrap ErrMalformed or ErrPacketTooLarge. A CONNECT
+// Protocol violations wrap ErrMalformed, ErrProtocol (5.0 only) or
+// ErrPacketTooLarge, whose Reason Codes (CodeOf) are those of the CONNACK or
+// DISCONNECT a 5.0 server closes the connection with. A CONNECT
 // with an unknown protocol name or level returns both a *Connect (with only
 // ProtocolName and ProtocolVersion set) and an error wrapping
-// ErrUnsupportedProtocol.
+// ErrUnsupportedProtocol; so does a 5.0 CONNECT that fails after its
+// protocol level, beside its own error, so that the server can answer with
+// a 5.0 CONNACK carrying CodeOf(err).
 //
 // Every type is decoded, including those only a server sends (CONNACK,
 // SUBACK, UNSUBACK, PINGRESP), so the Reader also serves clients; refusing
 // them from a client is the session's job.
 func (r *Reader) ReadPacket() (Packet, error) {
 	switch r.version {
-	case 0, Version31, Version311:
+	case 0, Version31, Version311, Version5:
 	default:
 		return nil, fmt.Errorf("%w: protocol level %d is not decoded", ErrUnsupportedProtocol, r.version)
 	}
-	h, err := readFixedHeader(&r.br)
+	h, err := readFixedHeader(&r.br, r.version == Version5)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +111,10 @@ func (r *Reader) ReadPacket() (Packet, error) {
 		}
 		return nil, fmt.Errorf("reading %s body of %d bytes: %w", h.typ, h.remaining, err)
 	}
-	return decode(h, body, owned)
+	if r.version == Version5 {
+		return decode5(h, body, owned, &r.acks)
+	}
+	return decode(h, body, owned, r.accept5, &r.acks)
 }
 
 // readBody reads the body h announces. owned reports that the slice is not
@@ -148,7 +171,7 @@ func (r *Reader) body(n int) []byte {
 // decode turns a body into a Packet. Every type is decoded here, field by
 // field through a scanner; PUBLISH, the hot packet, has a path of its own
 // that can hand out a view of an owned body instead of a copy.
-func decode(h fixedHeader, body []byte, owned bool) (Packet, error) {
+func decode(h fixedHeader, body []byte, owned, accept5 bool, acks *ackBlocks) (Packet, error) {
 	if h.typ == TypePublish {
 		p, err := decodePublish(h, body, owned)
 		if err != nil {
@@ -156,10 +179,13 @@ func decode(h fixedHeader, body []byte, owned bool) (Packet, error) {
 		}
 		return p, nil
 	}
-	s := scanner{b: body, typ: h.typ}
+	// Field by field: a composite literal here was built in one stack slot
+	// and copied to another, which showed in profiles of small packets.
+	var s scanner
+	s.b, s.typ, s.acks = body, h.typ, acks
 	switch h.typ {
 	case TypeConnect:
-		return decodeConnect(&s)
+		return decodeConnect(&s, accept5)
 	case TypeConnack:
 		return decodeConnack(&s)
 	case TypePuback, TypePubrec, TypePubrel, TypePubcomp, TypeUnsuback:

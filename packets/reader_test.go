@@ -104,9 +104,9 @@ func TestAppend_RefusesMalformed(t *testing.T) {
 		{"pubcomp_id0_MQTT_2_3_1_1", &Pubcomp{}},
 		{"unsuback_id0_MQTT_2_3_1_1", &Unsuback{}},
 		{"subscribe_empty_MQTT_3_8_3_3", &Subscribe{PacketID: 1}},
-		{"subscribe_qos3_MQTT_3_8_3_4", &Subscribe{PacketID: 1, Subscriptions: []Subscription{{"a", 3}}}},
-		{"subscribe_id0_MQTT_2_3_1_1", &Subscribe{Subscriptions: []Subscription{{"a", 0}}}},
-		{"subscribe_filter_too_long", &Subscribe{PacketID: 1, Subscriptions: []Subscription{{long, 0}}}},
+		{"subscribe_qos3_MQTT_3_8_3_4", &Subscribe{PacketID: 1, Subscriptions: []Subscription{{Filter: "a", QoS: 3}}}},
+		{"subscribe_id0_MQTT_2_3_1_1", &Subscribe{Subscriptions: []Subscription{{Filter: "a"}}}},
+		{"subscribe_filter_too_long", &Subscribe{PacketID: 1, Subscriptions: []Subscription{{Filter: long}}}},
 		{"suback_empty", &Suback{PacketID: 1}},
 		{"suback_id0_MQTT_2_3_1_1", &Suback{ReturnCodes: []ReasonCode{GrantedQoS0}}},
 		{"suback_reserved_code_MQTT_3_9_3_2", &Suback{PacketID: 1, ReturnCodes: []ReasonCode{3}}},
@@ -175,7 +175,7 @@ func TestAppend_ConnectUnsupportedLevelIsRefusedByReader_MQTT_3_1_2_2(t *testing
 }
 
 func TestTypeString(t *testing.T) {
-	tests := map[Type]string{TypeConnect: "CONNECT", TypeDisconnect: "DISCONNECT", 0: "type 0", 15: "type 15"}
+	tests := map[Type]string{TypeConnect: "CONNECT", TypeDisconnect: "DISCONNECT", TypeAuth: "AUTH", 0: "type 0", 16: "type 16"}
 	for typ, want := range tests {
 		if got := typ.String(); got != want {
 			t.Errorf("Type(%d).String() = %q, want %q", byte(typ), got, want)

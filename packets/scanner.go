@@ -11,13 +11,38 @@ import (
 // reads its fields through it, so no field is zero-padded or cut short the
 // way a single io.Reader Read would leave it.
 type scanner struct {
-	b   []byte
-	off int
-	typ Type
+	b    []byte
+	off  int
+	typ  Type
+	acks *ackBlocks // where acknowledgements come from; nil: new each
 }
 
 func (s *scanner) malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrMalformed, s.typ, fmt.Sprintf(format, args...))
+}
+
+// protocol reports an MQTT 5.0 Protocol Error: a well-formed field whose
+// value or repetition the specification forbids.
+func (s *scanner) protocol(format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrProtocol, s.typ, fmt.Sprintf(format, args...))
+}
+
+// varint reads a Variable Byte Integer (section 1.5.5): at most four
+// bytes, so a continuation bit on the fourth is malformed.
+func (s *scanner) varint(field string) (int, error) {
+	var n, shift int
+	for i := 0; i < 4; i++ {
+		b, err := s.byte(field)
+		if err != nil {
+			return 0, err
+		}
+		n |= int(b&0x7F) << shift
+		if b&0x80 == 0 {
+			return n, nil
+		}
+		shift += 7
+	}
+	return 0, s.malformed("%s: variable byte integer longer than 4 bytes (section 1.5.5)", field)
 }
 
 // byte reads one byte.
@@ -55,15 +80,19 @@ func (s *scanner) packetID() (uint16, error) {
 // binary reads a two-byte length and that many bytes (section 1.5.3's
 // length-prefixed binary data).
 func (s *scanner) binary(field string) ([]byte, error) {
-	n, err := s.uint16(field + " length")
-	if err != nil {
-		return nil, err
+	// The length is read here rather than by s.uint16(field+" length"):
+	// that concatenation escapes into the error and cost an allocation for
+	// every field of every packet.
+	if len(s.b)-s.off < 2 {
+		return nil, s.malformed("%s length truncated", field)
 	}
-	if len(s.b)-s.off < int(n) {
+	n := int(s.b[s.off])<<8 | int(s.b[s.off+1])
+	s.off += 2
+	if len(s.b)-s.off < n {
 		return nil, s.malformed("%s length %d exceeds the %d bytes left", field, n, len(s.b)-s.off)
 	}
-	v := s.b[s.off : s.off+int(n)]
-	s.off += int(n)
+	v := s.b[s.off : s.off+n]
+	s.off += n
 	return v, nil
 }
 

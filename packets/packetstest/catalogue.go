@@ -8,9 +8,10 @@ import (
 )
 
 // All returns the catalogue, freshly built on every call, so a test may
-// change what it gets without affecting another.
+// change what it gets without affecting another: the MQTT 3.1 / 3.1.1 cases
+// and then the 5.0 ones of catalogue5.go.
 func All() []Case {
-	return []Case{
+	return append([]Case{
 		// CONNECT, valid.
 		{Name: "connect_311_minimal", Raw: Packet(0x10, ConnectHead("MQTT", 4, 0x02), Str("c1")),
 			Want: &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 4, CleanSession: true, KeepAlive: 60, ClientID: "c1"}},
@@ -200,6 +201,6 @@ func All() []Case {
 		{Name: "truncated_body", Raw: []byte{0x30, 10, 0, 3, 'a'}, Err: io.ErrUnexpectedEOF},
 		{Name: "truncated_remaining_length", Raw: []byte{0x30, 0x80}, Err: io.ErrUnexpectedEOF},
 		{Name: "empty_stream", Raw: []byte{}, Err: io.EOF},
-		{Name: "version5_not_decoded", Raw: []byte{0xC0, 0}, Version: packets.Version5, Err: packets.ErrUnsupportedProtocol},
-	}
+		{Name: "version6_not_decoded", Raw: []byte{0xC0, 0}, Version: 6, Err: packets.ErrUnsupportedProtocol},
+	}, cases5()...)
 }

@@ -27,12 +27,16 @@ type Case struct {
 	// *packets.Connect a Reader returns beside the error.
 	Want packets.Packet
 	// Err is the sentinel the Reader's error wraps: packets.ErrMalformed,
-	// packets.ErrPacketTooLarge, packets.ErrUnsupportedProtocol, io.EOF or
-	// io.ErrUnexpectedEOF; nil for a valid packet.
+	// packets.ErrProtocol, packets.ErrPacketTooLarge,
+	// packets.ErrUnsupportedProtocol, io.EOF or io.ErrUnexpectedEOF; nil for
+	// a valid packet. The packets sentinels carry the MQTT 5.0 Reason Code
+	// a server closes the connection with (packets.CodeOf).
 	Err error
 	// Max is the Reader's size limit; 0 means MaxPacket.
 	Max int
-	// Version is passed to Reader.SetVersion before reading when non-zero.
+	// Version is passed to Reader.SetVersion before reading when non-zero;
+	// the 5.0 cases have packets.Version5, and their Want encodes back
+	// with packets.Append5.
 	Version packets.Version
 	// NonCanonical marks valid raw bytes that packets.Append does not
 	// reproduce byte for byte (an overlong remaining length, say).
@@ -123,6 +127,24 @@ func RemainingLength(dst []byte, n int) []byte {
 		dst = append(dst, b|0x80)
 	}
 }
+
+// Props returns an MQTT 5.0 property list: the parts, joined as Cat joins
+// them, after their length as a Variable Byte Integer (section 2.2.2.1).
+// Props() is the empty list, a single 0.
+func Props(parts ...any) []byte {
+	b := Cat(parts...)
+	return append(RemainingLength(nil, len(b)), b...)
+}
+
+// Ptr returns a pointer to v, for the optional fields of
+// packets.Properties.
+func Ptr[T any](v T) *T { return &v }
+
+// U16 returns v as a two-byte big-endian integer (section 1.5.2).
+func U16(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
+
+// U32 returns v as a four-byte big-endian integer (section 1.5.3).
+func U32(v uint32) []byte { return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }
 
 // ConnectHead is a CONNECT variable header with any protocol name, level
 // and connect flags, and keep alive 60.

@@ -1,0 +1,403 @@
+package packets
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// AppendVersion appends the encoding of p in the wire format of protocol
+// level v: Append5 for Version5, Append for the others.
+func AppendVersion(dst []byte, p Packet, v Version) ([]byte, error) {
+	if v == Version5 {
+		return Append5(dst, p)
+	}
+	return Append(dst, p)
+}
+
+// Append5 appends the MQTT 5.0 encoding of p to dst and returns the extended
+// slice. All fifteen types are encoded, with their properties in the
+// canonical order (ascending identifier, user properties in their order)
+// and the short forms the specification allows: an acknowledgement with
+// Reason Code Success and no properties takes a Remaining Length of 2, one
+// without properties 3 (section 3.4.2.1); DISCONNECT and AUTH likewise 0
+// and 1 (sections 3.14.2.1, 3.15.2.1). A CONNECT is written as level 5
+// whatever its ProtocolVersion, with protocol name "MQTT" when empty.
+//
+// A packet that would be malformed or a protocol error on the wire (what
+// the Reader refuses: a property the type may not carry, a zero packet id,
+// a Reason Code the type does not define, a string over 65,535 bytes ...)
+// is refused with an error wrapping ErrMalformed, and dst is returned
+// unchanged.
+//
+// Append5 does not allocate when dst has room; PUBLISH goes through
+// AppendPublish5.
+func Append5(dst []byte, p Packet) ([]byte, error) {
+	switch p := p.(type) {
+	case *Publish:
+		if p == nil {
+			break
+		}
+		if err := checkPublish5(p); err != nil {
+			return dst, err
+		}
+		return AppendPublish5(dst, p), nil
+	case *Puback:
+		if p == nil {
+			break
+		}
+		return appendAck5(dst, TypePuback, 0, p.PacketID, p.ReasonCode, p.Properties)
+	case *Pubrec:
+		if p == nil {
+			break
+		}
+		return appendAck5(dst, TypePubrec, 0, p.PacketID, p.ReasonCode, p.Properties)
+	case *Pubrel:
+		if p == nil {
+			break
+		}
+		return appendAck5(dst, TypePubrel, flagsRequest, p.PacketID, p.ReasonCode, p.Properties)
+	case *Pubcomp:
+		if p == nil {
+			break
+		}
+		return appendAck5(dst, TypePubcomp, 0, p.PacketID, p.ReasonCode, p.Properties)
+	case *Connack:
+		if p == nil {
+			break
+		}
+		return appendConnack5(dst, p)
+	case *Connect:
+		if p == nil {
+			break
+		}
+		return appendConnect5(dst, p)
+	case *Subscribe:
+		if p == nil {
+			break
+		}
+		return appendSubscribe5(dst, p)
+	case *Suback:
+		if p == nil {
+			break
+		}
+		return appendCodes5(dst, TypeSuback, p.PacketID, p.ReturnCodes, p.Properties)
+	case *Unsubscribe:
+		if p == nil {
+			break
+		}
+		return appendUnsubscribe5(dst, p)
+	case *Unsuback:
+		if p == nil {
+			break
+		}
+		return appendCodes5(dst, TypeUnsuback, p.PacketID, p.ReasonCodes, p.Properties)
+	case *Pingreq:
+		return append(dst, byte(TypePingreq)<<4, 0), nil
+	case *Pingresp:
+		return append(dst, byte(TypePingresp)<<4, 0), nil
+	case *Disconnect:
+		if p == nil {
+			break
+		}
+		return appendReasonOnly5(dst, TypeDisconnect, p.ReasonCode, p.Properties)
+	case *Auth:
+		if p == nil {
+			break
+		}
+		return appendReasonOnly5(dst, TypeAuth, p.ReasonCode, p.Properties)
+	case nil:
+	default:
+		return dst, fmt.Errorf("encoding %T: unknown packet type", p)
+	}
+	return dst, fmt.Errorf("encoding %T: %w", p, errNilPacket)
+}
+
+// checkPublish5 is checkPublish plus the properties.
+func checkPublish5(p *Publish) error {
+	n, err := checkProperties(p.Properties, TypePublish)
+	if err != nil {
+		return err
+	}
+	if err := checkPublish(p); err != nil {
+		return err
+	}
+	if body := publishBodyLen(p) + varintLen(n) + n; body > MaxRemainingLength {
+		return fmt.Errorf("encoding PUBLISH: %w: body of %d bytes", ErrMalformed, body)
+	}
+	return nil
+}
+
+// AppendPublish5 is AppendPublish for MQTT 5.0: the same fast path, with
+// the properties between the packet id and the payload. It does not
+// allocate when dst has room.
+//
+// It trusts p as AppendPublish does; Append5 checks it first, properties
+// included.
+func AppendPublish5(dst []byte, p *Publish) []byte {
+	flags := (p.QoS << 1) & flagQoS
+	if p.Dup {
+		flags |= flagDup
+	}
+	if p.Retain {
+		flags |= flagRetain
+	}
+	n := propertiesLen(p.Properties)
+	dst = append(dst, byte(TypePublish)<<4|flags)
+	dst = appendRemainingLength(dst, publishBodyLen(p)+varintLen(n)+n)
+	dst = append(dst, byte(len(p.Topic)>>8), byte(len(p.Topic)))
+	dst = append(dst, p.Topic...)
+	if p.QoS > 0 {
+		dst = append(dst, byte(p.PacketID>>8), byte(p.PacketID))
+	}
+	dst = appendProperties(dst, p.Properties, n)
+	return append(dst, p.Payload...)
+}
+
+// badCode reports a Reason Code that a packet type does not define.
+func badCode(t Type, c ReasonCode) error {
+	return fmt.Errorf("encoding %s: %w: reason code 0x%02x is not defined for it", t, ErrMalformed, byte(c))
+}
+
+// appendAck5 encodes PUBACK, PUBREC, PUBREL and PUBCOMP in their shortest
+// form.
+func appendAck5(dst []byte, t Type, flags byte, id uint16, code ReasonCode, props *Properties) ([]byte, error) {
+	if id == 0 {
+		return dst, fmt.Errorf("encoding %s: %w: packet id 0 [MQTT-2.2.1-3]", t, ErrMalformed)
+	}
+	if !validReasonCode(t, code) {
+		return dst, badCode(t, code)
+	}
+	if props == nil && code == Success {
+		return append(dst, byte(t)<<4|flags, 2, byte(id>>8), byte(id)), nil
+	}
+	n, err := checkProperties(props, t)
+	if err != nil {
+		return dst, err
+	}
+	if n == 0 {
+		return append(dst, byte(t)<<4|flags, 3, byte(id>>8), byte(id), byte(code)), nil
+	}
+	dst, err = appendHeader(dst, t, flags, 3+varintLen(n)+n)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, byte(id>>8), byte(id), byte(code))
+	return appendProperties(dst, props, n), nil
+}
+
+// appendReasonOnly5 encodes DISCONNECT and AUTH in their shortest form.
+func appendReasonOnly5(dst []byte, t Type, code ReasonCode, props *Properties) ([]byte, error) {
+	if !validReasonCode(t, code) {
+		return dst, badCode(t, code)
+	}
+	n, err := checkProperties(props, t)
+	if err != nil {
+		return dst, err
+	}
+	switch {
+	case n == 0 && code == Success:
+		return append(dst, byte(t)<<4, 0), nil
+	case n == 0:
+		return append(dst, byte(t)<<4, 1, byte(code)), nil
+	}
+	dst, err = appendHeader(dst, t, 0, 1+varintLen(n)+n)
+	if err != nil {
+		return dst, err
+	}
+	return appendProperties(append(dst, byte(code)), props, n), nil
+}
+
+func appendConnack5(dst []byte, p *Connack) ([]byte, error) {
+	if !validReasonCode(TypeConnack, p.ReturnCode) {
+		return dst, badCode(TypeConnack, p.ReturnCode)
+	}
+	n, err := checkProperties(p.Properties, TypeConnack)
+	if err != nil {
+		return dst, err
+	}
+	dst, err = appendHeader(dst, TypeConnack, 0, 2+varintLen(n)+n)
+	if err != nil {
+		return dst, err
+	}
+	var sp byte
+	if p.SessionPresent {
+		sp = 1
+	}
+	return appendProperties(append(dst, sp, byte(p.ReturnCode)), p.Properties, n), nil
+}
+
+// appendCodes5 encodes SUBACK and UNSUBACK.
+func appendCodes5(dst []byte, t Type, id uint16, codes []ReasonCode, props *Properties) ([]byte, error) {
+	if id == 0 {
+		return dst, fmt.Errorf("encoding %s: %w: packet id 0 [MQTT-2.2.1-3]", t, ErrMalformed)
+	}
+	if len(codes) == 0 {
+		return dst, fmt.Errorf("encoding %s: %w: no reason code", t, ErrMalformed)
+	}
+	for _, c := range codes {
+		if !validReasonCode(t, c) {
+			return dst, badCode(t, c)
+		}
+	}
+	n, err := checkProperties(props, t)
+	if err != nil {
+		return dst, err
+	}
+	dst, err = appendHeader(dst, t, 0, 2+varintLen(n)+n+len(codes))
+	if err != nil {
+		return dst, err
+	}
+	dst = appendProperties(append(dst, byte(id>>8), byte(id)), props, n)
+	for _, c := range codes {
+		dst = append(dst, byte(c))
+	}
+	return dst, nil
+}
+
+func appendSubscribe5(dst []byte, p *Subscribe) ([]byte, error) {
+	if p.PacketID == 0 {
+		return dst, fmt.Errorf("encoding SUBSCRIBE: %w: packet id 0 [MQTT-2.2.1-3]", ErrMalformed)
+	}
+	if len(p.Subscriptions) == 0 {
+		return dst, fmt.Errorf("encoding SUBSCRIBE: %w: no topic filter [MQTT-3.8.3-2]", ErrMalformed)
+	}
+	n, err := checkProperties(p.Properties, TypeSubscribe)
+	if err != nil {
+		return dst, err
+	}
+	body := 2 + varintLen(n) + n
+	for _, s := range p.Subscriptions {
+		if err := checkLen(TypeSubscribe, "topic filter", s.Filter); err != nil {
+			return dst, err
+		}
+		switch {
+		case s.Filter == "":
+			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: empty topic filter [MQTT-4.7.3-1]", ErrMalformed)
+		case s.QoS > 2:
+			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: QoS %d (section 3.8.3.1)", ErrMalformed, s.QoS)
+		case s.RetainHandling > 2:
+			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: retain handling %d (section 3.8.3.1)", ErrMalformed, s.RetainHandling)
+		case s.NoLocal && strings.HasPrefix(s.Filter, sharedPrefix):
+			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: No Local on a shared subscription [MQTT-3.8.3-4]", ErrMalformed)
+		}
+		body += 3 + len(s.Filter)
+	}
+	dst, err = appendHeader(dst, TypeSubscribe, flagsRequest, body)
+	if err != nil {
+		return dst, err
+	}
+	dst = appendProperties(append(dst, byte(p.PacketID>>8), byte(p.PacketID)), p.Properties, n)
+	for _, s := range p.Subscriptions {
+		o := s.QoS | s.RetainHandling<<4
+		if s.NoLocal {
+			o |= optNoLocal
+		}
+		if s.RetainAsPublished {
+			o |= optRetainAsPublished
+		}
+		dst = append(appendString(dst, s.Filter), o)
+	}
+	return dst, nil
+}
+
+func appendUnsubscribe5(dst []byte, p *Unsubscribe) ([]byte, error) {
+	if p.PacketID == 0 {
+		return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: packet id 0 [MQTT-2.2.1-3]", ErrMalformed)
+	}
+	if len(p.Filters) == 0 {
+		return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: no topic filter [MQTT-3.10.3-2]", ErrMalformed)
+	}
+	n, err := checkProperties(p.Properties, TypeUnsubscribe)
+	if err != nil {
+		return dst, err
+	}
+	body := 2 + varintLen(n) + n
+	for _, f := range p.Filters {
+		if err := checkLen(TypeUnsubscribe, "topic filter", f); err != nil {
+			return dst, err
+		}
+		if f == "" {
+			return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: empty topic filter [MQTT-4.7.3-1]", ErrMalformed)
+		}
+		body += 2 + len(f)
+	}
+	dst, err = appendHeader(dst, TypeUnsubscribe, flagsRequest, body)
+	if err != nil {
+		return dst, err
+	}
+	dst = appendProperties(append(dst, byte(p.PacketID>>8), byte(p.PacketID)), p.Properties, n)
+	for _, f := range p.Filters {
+		dst = appendString(dst, f)
+	}
+	return dst, nil
+}
+
+// appendConnect5 encodes a level 5 CONNECT (section 3.1): unlike 3.1.1 a
+// password may come without a user name.
+func appendConnect5(dst []byte, p *Connect) ([]byte, error) {
+	name := p.ProtocolName
+	if name == "" {
+		name = ProtocolNameMQTT
+	}
+	username := p.UsernameFlag || p.Username != ""
+	password := p.PasswordFlag || len(p.Password) > 0
+	var flags byte
+	if p.CleanSession {
+		flags |= connectCleanSession
+	}
+	np, err := checkProperties(p.Properties, TypeConnect)
+	if err != nil {
+		return dst, err
+	}
+	n := 2 + len(name) + 1 + 1 + 2 + varintLen(np) + np + 2 + len(p.ClientID)
+	err = errors.Join(checkLen(TypeConnect, "protocol name", name), checkLen(TypeConnect, "client identifier", p.ClientID))
+	nw := 0
+	if w := p.Will; w != nil {
+		if w.QoS > 2 {
+			return dst, fmt.Errorf("encoding CONNECT: %w: will QoS %d (section 3.1.2.6)", ErrMalformed, w.QoS)
+		}
+		if nw, err = checkProperties(w.Properties, willProperties); err != nil {
+			return dst, err
+		}
+		flags |= connectWill | w.QoS<<3
+		if w.Retain {
+			flags |= connectWillRetain
+		}
+		n += varintLen(nw) + nw + 4 + len(w.Topic) + len(w.Payload)
+		err = errors.Join(err, checkLen(TypeConnect, "will topic", w.Topic), checkLen(TypeConnect, "will payload", w.Payload))
+	}
+	if username {
+		flags |= connectUsername
+		n += 2 + len(p.Username)
+		err = errors.Join(err, checkLen(TypeConnect, "user name", p.Username))
+	}
+	if password {
+		flags |= connectPassword
+		n += 2 + len(p.Password)
+		err = errors.Join(err, checkLen(TypeConnect, "password", p.Password))
+	}
+	if err != nil {
+		return dst, err
+	}
+	dst, err = appendHeader(dst, TypeConnect, 0, n)
+	if err != nil {
+		return dst, err
+	}
+	dst = appendString(dst, name)
+	dst = append(dst, byte(Version5), flags, byte(p.KeepAlive>>8), byte(p.KeepAlive))
+	dst = appendProperties(dst, p.Properties, np)
+	dst = appendString(dst, p.ClientID)
+	if w := p.Will; w != nil {
+		dst = appendProperties(dst, w.Properties, nw)
+		dst = appendString(dst, w.Topic)
+		dst = appendString(dst, w.Payload)
+	}
+	if username {
+		dst = appendString(dst, p.Username)
+	}
+	if password {
+		dst = appendString(dst, p.Password)
+	}
+	return dst, nil
+}
