@@ -118,7 +118,8 @@ func TestServe_CatalogueAfterConnect_MalformedClosesWithoutReply_MQTT_4_8_0_1(t 
 
 // TestServe_CatalogueFirstPacket_MQTT_3_1_2_2: a malformed CONNECT closes
 // the connection without a CONNACK; a CONNECT of a protocol this server
-// does not speak gets CONNACK 0x01 and then the close [MQTT-3.1.2-2].
+// does not speak (5.0 too, for now) gets CONNACK 0x01 and then the close
+// [MQTT-3.1.2-2].
 func TestServe_CatalogueFirstPacket_MQTT_3_1_2_2(t *testing.T) {
 	for _, tc := range packetstest.All() {
 		if tc.Type() != packets.TypeConnect || tc.Err == nil || tc.Err == io.ErrUnexpectedEOF {
@@ -128,7 +129,10 @@ func TestServe_CatalogueFirstPacket_MQTT_3_1_2_2(t *testing.T) {
 			c := servePipe(t, packetstest.MaxPacket)
 			c.write(tc.Raw)
 			got := c.replies(t)
-			if tc.Err == packets.ErrUnsupportedProtocol {
+			// The session does not serve 5.0 yet: a level-5 CONNECT, however
+			// malformed its properties, is refused on its protocol level,
+			// which is read first.
+			if tc.Err == packets.ErrUnsupportedProtocol || tc.Version == packets.Version5 {
 				if len(got) != 1 || got[0].(*packets.Connack).ReturnCode != packets.RefusedProtocolVersion {
 					t.Fatalf("answered with %#v, want CONNACK 0x01 only", got)
 				}
