@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/listeners"
 )
 
 // Config is the server's whole configuration, filled from flags and MQTT_* environment
@@ -89,6 +92,11 @@ type Config struct {
 	// client certificate's Common Name is the username, the CONNECT's
 	// username and password are not used.
 	TLSIdentityAsUsername bool
+
+	// ProxyProtocol is -proxy-protocol CIDR,...: the load balancers'
+	// networks, whose connections must start with a PROXY protocol header
+	// on every listener; empty = off.
+	ProxyProtocol []netip.Prefix
 }
 
 // ErrHelp is returned by ParseConfig when -h, -help or --help was asked; the usage text
@@ -223,6 +231,16 @@ func options() []option {
 			set: func(c *Config, v string) error { return setClientAuth(&c.TLSClientAuth, v) }},
 		{name: "tls-identity-as-username", def: "false", usage: "take the verified client certificate's Common Name as the username and ignore the CONNECT's username and password (needs -tls-client-auth require)",
 			set: func(c *Config, v string) error { return setBool(&c.TLSIdentityAsUsername, v) }},
+		{name: "proxy-protocol", def: "", arg: "CIDR,...", usage: "the load balancers' networks: connections from them must start with a PROXY protocol v1/v2 header giving the client's address, connections from elsewhere must not; every listener; empty = off",
+			set: func(c *Config, v string) error {
+				c.ProxyProtocol = nil
+				if v == "" {
+					return nil
+				}
+				p, err := listeners.ParseTrusted(v)
+				c.ProxyProtocol = p
+				return err
+			}},
 		{name: "log-level", def: "info", arg: "level", usage: "debug, info, warn or error",
 			set: func(c *Config, v string) error { return setEnum(&c.LogLevel, v, "debug", "info", "warn", "error") }},
 		{name: "log-format", def: "text", arg: "format", usage: "text or json",

@@ -3,7 +3,9 @@ package server
 import (
 	"bytes"
 	"crypto/tls"
+	"net/netip"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -110,5 +112,36 @@ func TestParseConfig_TLSErrors(t *testing.T) {
 				t.Errorf("error:\n got %s\nwant %s...", err, tt.want)
 			}
 		})
+	}
+}
+
+// -proxy-protocol takes CIDRs and single addresses, from the flag or
+// MQTT_PROXY_PROTOCOL; anything else names the flag.
+func TestParseConfig_ProxyProtocol(t *testing.T) {
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.5/32")}
+	if got := mustParse(t, []string{"-proxy-protocol", "10.0.0.0/8,192.168.1.5"}, nil).ProxyProtocol; !reflect.DeepEqual(got, want) {
+		t.Errorf("flag: got %v, want %v", got, want)
+	}
+	if got := mustParse(t, nil, map[string]string{"MQTT_PROXY_PROTOCOL": "10.0.0.0/8, 192.168.1.5"}).ProxyProtocol; !reflect.DeepEqual(got, want) {
+		t.Errorf("env: got %v, want %v", got, want)
+	}
+	if got := mustParse(t, nil, nil).ProxyProtocol; got != nil {
+		t.Errorf("default: got %v, want off", got)
+	}
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"-proxy-protocol", "10.0.0.0/33"}, nil, `-proxy-protocol: "10.0.0.0/33" is not a CIDR or an IP address`},
+		{[]string{"-proxy-protocol", "haproxy"}, nil, `-proxy-protocol: "haproxy" is not a CIDR or an IP address`},
+		{[]string{"-proxy-protocol", "10.0.0.0/8,"}, nil, `-proxy-protocol: "10.0.0.0/8,": empty network in the list`},
+		{nil, map[string]string{"MQTT_PROXY_PROTOCOL": "x"}, `MQTT_PROXY_PROTOCOL (for -proxy-protocol): "x" is not a CIDR or an IP address`},
+	} {
+		var help bytes.Buffer
+		_, err := parseConfig(tt.args, env(tt.env), &help)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%v %v: error %v, want %s", tt.args, tt.env, err, tt.want)
+		}
 	}
 }

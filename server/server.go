@@ -171,9 +171,13 @@ func (s *Server) Close() error {
 // stops accepting, fails readiness, closes every connection and waits for
 // the sessions to end, up to the drain timeout.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := listeners.ListenTCP(s.cfg.Listen)
+	tcp, err := listeners.ListenTCP(s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("-listen %s: %w", s.cfg.Listen, err)
+	}
+	ln, err := s.withProxy(tcp, "-listen")
+	if err != nil {
+		return err
 	}
 	lns := []listeners.Listener{ln}
 	if s.cfg.TLSListen != "" {
@@ -285,7 +289,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 		}
 		delay = 0
 		if max := s.cfg.MaxConnections; max > 0 && s.env.Stats.Connections.Load() >= int64(max) {
-			s.log.Warn("connection refused: -max-connections reached", "remote", conn.RemoteAddr().String(), "max", max)
+			s.log.Warn("connection refused: -max-connections reached", "remote", listeners.PeerAddr(conn).String(), "max", max)
 			_ = conn.Close()
 			continue
 		}

@@ -26,12 +26,19 @@ func (s *Server) listenTLS() (listeners.Listener, *listeners.Certificates, error
 	if err != nil {
 		return nil, nil, fmt.Errorf("-tls-listen %s: %w", s.cfg.TLSListen, err)
 	}
-	ln, err := listeners.ListenTLS(s.cfg.TLSListen, certs)
+	tcp, err := listeners.ListenTCP(s.cfg.TLSListen)
 	if err != nil {
 		certs.Close()
 		return nil, nil, fmt.Errorf("-tls-listen %s: %w", s.cfg.TLSListen, err)
 	}
-	return ln, certs, nil
+	// PROXY header first, then TLS: HAProxy's TLS passthrough with
+	// send-proxy-v2 writes the header before the client's ClientHello.
+	inner, err := s.withProxy(tcp, "-tls-listen")
+	if err != nil {
+		certs.Close()
+		return nil, nil, err
+	}
+	return listeners.NewTLS(inner, certs), certs, nil
 }
 
 // Reload re-reads the TLS certificate, key and client CA files (main calls
