@@ -418,3 +418,33 @@ func TestTLS_StalledHandshakeClosedByConnectTimeout(t *testing.T) {
 		})
 	}
 }
+
+// The limits hold on the TLS listener as on TCP: -max-connections counts
+// TLS clients together with TCP ones, and a CONNECT over -max-packet-size
+// closes the connection.
+func TestTLS_LimitsApply(t *testing.T) {
+	f := newTLSFiles(t, "server")
+	srv, addr := startTLSServer(t, f, "-max-connections", "1", "-max-packet-size", "64")
+	cfg := &tls.Config{RootCAs: f.ca.Pool()}
+	if _, err := tryPaho(t, tlsPahoOpts(addr, unique(t, "first"), cfg)); err != nil {
+		t.Fatalf("first TLS client: %v", err)
+	}
+	waitFor(t, 5*time.Second, "one connection counted", func() bool { return srv.Stats()["connections"] == 1 })
+	if _, err := tryPaho(t, tlsPahoOpts(addr, unique(t, "second"), cfg)); err == nil {
+		t.Error("second TLS client connected past -max-connections 1")
+	}
+	if _, err := tryPaho(t, pahoOpts(srv, unique(t, "tcp"), true)); err == nil {
+		t.Error("TCP client connected past -max-connections 1")
+	}
+
+	f2 := newTLSFiles(t, "server")
+	_, addr2 := startTLSServer(t, f2, "-max-packet-size", "64")
+	c, err := tls.Dial("tcp", addr2, &tls.Config{RootCAs: f2.ca.Pool(), ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ack, err := connectRaw(c, strings.Repeat("x", 100)); err == nil {
+		t.Errorf("CONNECT over -max-packet-size answered %+v, want the connection closed", ack)
+	}
+}
