@@ -167,7 +167,11 @@ func (c *Certificates) Reload() error {
 		return fmt.Errorf("reload TLS certificates: %w", err)
 	}
 	c.cur.Store(cfg)
-	c.log.Info("TLS certificates reloaded", "cert", c.files.CertFile, "not_after", cfg.Certificates[0].Leaf.NotAfter)
+	args := []any{"cert", c.files.CertFile}
+	if leaf := cfg.Certificates[0].Leaf; leaf != nil {
+		args = append(args, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter)
+	}
+	c.log.Info("TLS certificates reloaded", args...)
 	return nil
 }
 
