@@ -47,6 +47,22 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "server: %v\n", err)
 		return 1
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				// Reload logs its outcome; a bad file keeps the one in force.
+				if err := srv.Reload(); err == nil {
+					log.Info("SIGHUP: reloaded")
+				}
+			}
+		}
+	}()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("server stopped", "err", err)
 		return 1

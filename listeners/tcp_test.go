@@ -1,17 +1,26 @@
 package listeners
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bridgemq/server/internal/tlstest"
 )
 
 // Every Listener must carry bytes both ways, report its address and
 // protocol, and end a blocked Accept on Close with net.ErrClosed.
 func TestListener_Contract(t *testing.T) {
+	ca := tlstest.NewCA(t, "test CA")
+	cert, key := ca.Server(t, "server").Write(t, t.TempDir(), "server")
+	certs, err := NewCertificates(TLSFiles{CertFile: cert, KeyFile: key}, 0, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name     string
 		listen   func() (Listener, error)
@@ -30,6 +39,18 @@ func TestListener_Contract(t *testing.T) {
 			protocol: "tcp",
 			dial: func(a net.Addr) (net.Conn, error) {
 				return net.Dial("tcp", net.JoinHostPort("127.0.0.1", portOf(t, a)))
+			},
+		},
+		{
+			name:     "tls",
+			listen:   func() (Listener, error) { return ListenTLS("127.0.0.1:0", certs) },
+			protocol: "tls",
+			dial: func(a net.Addr) (net.Conn, error) {
+				c, err := net.Dial("tcp", a.String())
+				if err != nil {
+					return nil, err
+				}
+				return tls.Client(c, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}), nil
 			},
 		},
 	}
@@ -132,9 +153,18 @@ func portOf(t *testing.T, a net.Addr) string {
 // roundTrip writes msg on from and reads it back on to within a second.
 func roundTrip(t *testing.T, from, to net.Conn, msg string) {
 	t.Helper()
-	if _, err := from.Write([]byte(msg)); err != nil {
-		t.Fatalf("write: %v", err)
-	}
+	// Written from another goroutine: over TLS the first Write runs the
+	// handshake, which needs the reader's side going at the same time.
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := from.Write([]byte(msg))
+		wrote <- err
+	}()
+	defer func() {
+		if err := <-wrote; err != nil {
+			t.Errorf("write: %v", err)
+		}
+	}()
 	_ = to.SetReadDeadline(time.Now().Add(time.Second))
 	buf := make([]byte, len(msg))
 	if _, err := io.ReadFull(to, buf); err != nil {

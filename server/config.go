@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -17,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/listeners"
 )
 
 // Config is the server's whole configuration, filled from flags and MQTT_* environment
@@ -74,6 +78,25 @@ type Config struct {
 	// PUBLISH bytes one replica has read and its bridge not yet accepted;
 	// at the bound the replica stops reading from publishers.
 	MaxInflightBytes int64
+
+	// TLSListen is -tls-listen, default "" = off: MQTT over TLS
+	// (conventionally :8883), with TLSCert and TLSKey (-tls-cert, -tls-key).
+	TLSListen string
+	TLSCert   string
+	TLSKey    string
+	// TLSClientCA is -tls-client-ca: the CAs that sign client certificates.
+	TLSClientCA string
+	// TLSClientAuth is -tls-client-auth none|optional|require, default none.
+	TLSClientAuth tls.ClientAuthType
+	// TLSIdentityAsUsername is -tls-identity-as-username: the verified
+	// client certificate's Common Name is the username, the CONNECT's
+	// username and password are not used.
+	TLSIdentityAsUsername bool
+
+	// ProxyProtocol is -proxy-protocol CIDR,...: the load balancers'
+	// networks, whose connections must start with a PROXY protocol header
+	// on every listener; empty = off.
+	ProxyProtocol []netip.Prefix
 }
 
 // ErrHelp is returned by ParseConfig when -h, -help or --help was asked; the usage text
@@ -190,6 +213,34 @@ func options() []option {
 			set: func(c *Config, v string) error { return setInt(&c.MaxTopicLevels, v, 1, 32768) }},
 		{name: "drain-timeout", def: "10s", arg: "duration", usage: "how long SIGTERM waits for clients to leave before closing them (0 = at once)",
 			set: func(c *Config, v string) error { return setDuration(&c.DrainTimeout, v, 0) }},
+		{name: "tls-listen", def: "", arg: "host:port", usage: "MQTT over TLS listener address, conventionally :8883 (needs -tls-cert and -tls-key); empty = off",
+			set: func(c *Config, v string) error {
+				c.TLSListen = v
+				if v == "" {
+					return nil
+				}
+				return checkHostPort(v)
+			}},
+		{name: "tls-cert", def: "", arg: "path", usage: "PEM certificate chain of the TLS listener, leaf first; re-read on SIGHUP and when it changes",
+			set: func(c *Config, v string) error { c.TLSCert = v; return checkReadable(v) }},
+		{name: "tls-key", def: "", arg: "path", usage: "PEM private key of -tls-cert; re-read with it",
+			set: func(c *Config, v string) error { c.TLSKey = v; return checkReadable(v) }},
+		{name: "tls-client-ca", def: "", arg: "path", usage: "PEM CA certificates that sign client certificates (for -tls-client-auth optional or require)",
+			set: func(c *Config, v string) error { c.TLSClientCA = v; return checkReadable(v) }},
+		{name: "tls-client-auth", def: "none", arg: "mode", usage: "client certificates on the TLS listener: none, optional (verified when sent) or require",
+			set: func(c *Config, v string) error { return setClientAuth(&c.TLSClientAuth, v) }},
+		{name: "tls-identity-as-username", def: "false", usage: "take the verified client certificate's Common Name as the username and ignore the CONNECT's username and password (needs -tls-client-auth require)",
+			set: func(c *Config, v string) error { return setBool(&c.TLSIdentityAsUsername, v) }},
+		{name: "proxy-protocol", def: "", arg: "CIDR,...", usage: "the load balancers' networks: connections from them must start with a PROXY protocol v1/v2 header giving the client's address, connections from elsewhere must not; every listener; empty = off",
+			set: func(c *Config, v string) error {
+				c.ProxyProtocol = nil
+				if v == "" {
+					return nil
+				}
+				p, err := listeners.ParseTrusted(v)
+				c.ProxyProtocol = p
+				return err
+			}},
 		{name: "log-level", def: "info", arg: "level", usage: "debug, info, warn or error",
 			set: func(c *Config, v string) error { return setEnum(&c.LogLevel, v, "debug", "info", "warn", "error") }},
 		{name: "log-format", def: "text", arg: "format", usage: "text or json",
@@ -307,6 +358,9 @@ func (c *Config) validate() error {
 	}
 	if c.HTTP != "" && samePort(c.Listen, c.HTTP) {
 		return fmt.Errorf("-http: %q uses the same port as -listen %q", c.HTTP, c.Listen)
+	}
+	if err := c.validateTLS(); err != nil {
+		return err
 	}
 	if c.RedisSentinelMaster != "" && len(c.RedisSentinelAddrs) == 0 {
 		return errors.New("-redis-sentinel-master: needs -redis-sentinel-addrs")

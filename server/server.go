@@ -39,7 +39,11 @@ type Server struct {
 
 	ready chan struct{} // closed once the listeners are bound
 	addr  net.Addr
-	http  net.Addr
+	addrs map[string]net.Addr // by Protocol, once ready
+
+	certs    atomic.Pointer[listeners.Certificates] // -tls-listen's, once Run opened it
+	identity *identity                              // -tls-identity-as-username; nil when off
+	http     net.Addr
 
 	closeOnce sync.Once
 	closeErr  error
@@ -73,7 +77,15 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newServer(cfg, b, authz, log), nil
+	s := newServer(cfg, b, authz, log)
+	if cfg.TLSIdentityAsUsername {
+		if s.identity, err = newIdentity(); err != nil {
+			_ = b.Close()
+			return nil, err
+		}
+		s.env.Auth = identityAuth{Authorizer: authz, id: s.identity}
+	}
+	return s, nil
 }
 
 // newServer wires a server from its configuration, bridge and authorizer.
@@ -115,6 +127,17 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Addr is the MQTT listener's address (-listen); nil before Ready.
 func (s *Server) Addr() net.Addr { return s.addr }
 
+// ListenerAddr is the address of the first listener whose Protocol is
+// protocol ("tcp", "tls"); nil before Ready and when there is none.
+func (s *Server) ListenerAddr(protocol string) net.Addr {
+	select {
+	case <-s.ready:
+		return s.addrs[protocol]
+	default:
+		return nil
+	}
+}
+
 // HTTPAddr is the health and metrics listener's address (-http); nil
 // before Ready and when that endpoint is off or could not be bound.
 func (s *Server) HTTPAddr() net.Addr { return s.http }
@@ -148,11 +171,26 @@ func (s *Server) Close() error {
 // stops accepting, fails readiness, closes every connection and waits for
 // the sessions to end, up to the drain timeout.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := listeners.ListenTCP(s.cfg.Listen)
+	tcp, err := listeners.ListenTCP(s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("-listen %s: %w", s.cfg.Listen, err)
 	}
-	return s.Serve(ctx, ln)
+	ln, err := s.withProxy(tcp, "-listen")
+	if err != nil {
+		return err
+	}
+	lns := []listeners.Listener{ln}
+	if s.cfg.TLSListen != "" {
+		tln, certs, err := s.listenTLS()
+		if err != nil {
+			_ = ln.Close()
+			return err
+		}
+		defer certs.Close()
+		s.certs.Store(certs)
+		lns = append(lns, tln)
+	}
+	return s.Serve(ctx, lns...)
 }
 
 // Serve is Run on listeners the caller opened: it accepts MQTT connections
@@ -168,6 +206,12 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 		}
 	}
 	s.addr = lns[0].Addr()
+	s.addrs = make(map[string]net.Addr, len(lns))
+	for _, ln := range lns {
+		if _, ok := s.addrs[ln.Protocol()]; !ok {
+			s.addrs[ln.Protocol()] = ln.Addr()
+		}
+	}
 	var httpSrv *http.Server
 	if s.cfg.HTTP != "" {
 		hln, err := net.Listen("tcp", s.cfg.HTTP)
@@ -245,9 +289,12 @@ func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 		}
 		delay = 0
 		if max := s.cfg.MaxConnections; max > 0 && s.env.Stats.Connections.Load() >= int64(max) {
-			s.log.Warn("connection refused: -max-connections reached", "remote", conn.RemoteAddr().String(), "max", max)
+			s.log.Warn("connection refused: -max-connections reached", "remote", listeners.PeerAddr(conn).String(), "max", max)
 			_ = conn.Close()
 			continue
+		}
+		if s.identity != nil {
+			conn = s.identity.wrap(conn, s.cfg.MaxPacketSize)
 		}
 		sess := session.New(conn, s.env)
 		s.mu.Lock()

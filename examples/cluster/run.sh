@@ -5,6 +5,9 @@
 #
 # Needs go, redis-server (+ redis-cli), haproxy and curl. Every port can be overridden:
 #   LB_PORT=1883              HAProxy frontend, where MQTT clients connect
+#   TLS_PORT=8883             HAProxy's MQTT over TLS frontend (HAProxy ends TLS with a
+#                             certificate this script makes with openssl; clients use
+#                             --cafile $STATE_DIR/ca.pem); TLS_PORT=off turns it off
 #   STATS_PORT=8404           HAProxy stats page (http://127.0.0.1:8404/)
 #   REPLICA_PORTS="1884 1885 1886"   each replica's MQTT listener
 #   HTTP_PORTS="8081 8082 8083"      each replica's /healthz /readyz /metrics
@@ -16,6 +19,7 @@
 set -euo pipefail
 
 LB_PORT=${LB_PORT:-1883}
+TLS_PORT=${TLS_PORT:-8883}
 STATS_PORT=${STATS_PORT:-8404}
 read -r -a REPLICA_PORTS <<<"${REPLICA_PORTS:-1884 1885 1886}"
 read -r -a HTTP_PORTS <<<"${HTTP_PORTS:-8081 8082 8083}"
@@ -29,6 +33,9 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 for bin in go haproxy curl; do
 	command -v "$bin" >/dev/null || die "$bin not found in PATH"
 done
+if [[ $TLS_PORT != off ]]; then
+	command -v openssl >/dev/null || die "openssl not found in PATH (or set TLS_PORT=off)"
+fi
 if [[ $REDIS != off && -z ${REDIS_URL:-} ]]; then
 	for bin in redis-server redis-cli; do
 		command -v "$bin" >/dev/null || die "$bin not found in PATH (apt-get install redis-server)"
@@ -38,6 +45,7 @@ fi
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ports=("$LB_PORT" "$STATS_PORT" "${REPLICA_PORTS[@]}" "${HTTP_PORTS[@]}")
 [[ $REDIS != off && -z ${REDIS_URL:-} ]] && ports+=("$REDIS_PORT")
+[[ $TLS_PORT != off ]] && ports+=("$TLS_PORT")
 for p in "${ports[@]}"; do
 	! port_busy "$p" || die "port $p on 127.0.0.1 is already in use (override it, see the top of $0)"
 done
@@ -105,6 +113,27 @@ for i in "${!HTTP_PORTS[@]}"; do
 		curl -fsS "http://127.0.0.1:${HTTP_PORTS[i]}/readyz"
 done
 
+# TLS on the load balancer: a throwaway CA and a certificate for 127.0.0.1 and
+# localhost. HAProxy ends TLS and forwards plain MQTT to the replicas.
+tls_frontend=""
+if [[ $TLS_PORT != off ]]; then
+	(
+		cd "$STATE_DIR"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+			-subj "/CN=bridgemq example CA" -keyout ca.key -out ca.pem
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+		openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+			-extfile server.ext -out server.pem
+		cat server.pem server.key >haproxy.pem
+	) >"$STATE_DIR/openssl.log" 2>&1 || die "openssl could not make the certificates; see $STATE_DIR/openssl.log"
+	tls_frontend="frontend mqtts
+    bind 127.0.0.1:$TLS_PORT ssl crt $STATE_DIR/haproxy.pem ssl-min-ver TLSv1.2
+    default_backend replicas
+"
+fi
+
 # Each proxied connection holds two descriptors; leave room for checks and logs.
 maxconn=$(( ($(ulimit -n) - 200) / 2 ))
 (( maxconn > 100000 )) && maxconn=100000
@@ -135,6 +164,7 @@ frontend mqtt
     bind 127.0.0.1:$LB_PORT
     default_backend replicas
 
+$tls_frontend
 backend replicas
     balance leastconn
     # A replica that is draining or has lost Redis answers 503 on /readyz
@@ -161,6 +191,7 @@ cat <<EOF
 
 cluster up: ${#REPLICA_PORTS[@]} replicas behind HAProxy
   MQTT (HAProxy):   127.0.0.1:$LB_PORT
+  MQTT over TLS:    ${TLS_PORT/#off/off (TLS_PORT=off)}$([[ $TLS_PORT != off ]] && echo " on 127.0.0.1, CA: $STATE_DIR/ca.pem")
   replicas:         $(for i in "${!REPLICA_PORTS[@]}"; do printf '127.0.0.1:%s (http :%s)  ' "${REPLICA_PORTS[i]}" "${HTTP_PORTS[i]}"; done)
   HAProxy stats:    http://127.0.0.1:$STATS_PORT/
   Redis:            ${redis_args[1]:-none (REDIS=off)}
@@ -168,6 +199,7 @@ cluster up: ${#REPLICA_PORTS[@]} replicas behind HAProxy
 try, in two terminals:
   mosquitto_sub -h 127.0.0.1 -p $LB_PORT -t 'sensors/#' -q 1 -v
   mosquitto_pub -h 127.0.0.1 -p $LB_PORT -t sensors/1/temp -q 1 -m 21.5
+$([[ $TLS_PORT != off ]] && echo "  mosquitto_pub -h 127.0.0.1 -p $TLS_PORT --cafile $STATE_DIR/ca.pem -t sensors/1/temp -q 1 -m 22  # over TLS")
 or bypass the balancer and talk to one replica each:
   mosquitto_sub -h 127.0.0.1 -p ${REPLICA_PORTS[0]} -t 'sensors/#' -v
   mosquitto_pub -h 127.0.0.1 -p ${REPLICA_PORTS[${#REPLICA_PORTS[@]}-1]} -t sensors/1/temp -m 21.5

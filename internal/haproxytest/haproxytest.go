@@ -41,6 +41,10 @@ type Backend struct {
 	// HTTP is the host:port whose GET /readyz decides whether the backend
 	// receives new connections (200 = yes).
 	HTTP string
+	// SendProxyV2 makes HAProxy start each forwarded connection with a
+	// PROXY protocol v2 header naming the client (send-proxy-v2); health
+	// checks, which go to HTTP, carry none.
+	SendProxyV2 bool
 }
 
 // HAProxy is one haproxy process owned by a test.
@@ -354,12 +358,13 @@ backend {{.Backend}}
     http-check expect status 200
     default-server inter 200ms fall 2 rise 1
 {{- range .Servers}}
-    server {{.Name}} {{.MQTT}} check addr {{.CheckHost}} port {{.CheckPort}}
+    server {{.Name}} {{.MQTT}} check addr {{.CheckHost}} port {{.CheckPort}}{{if .SendProxyV2}} send-proxy-v2{{end}}
 {{- end}}
 `))
 
 type configServer struct {
 	Name, MQTT, CheckHost, CheckPort string
+	SendProxyV2                      bool
 }
 
 // Config returns the HAProxy configuration Start writes: a TCP frontend on
@@ -381,7 +386,7 @@ func Config(frontend, socket string, backends []Backend) (string, error) {
 		if host == "" {
 			host = "127.0.0.1"
 		}
-		data.Servers = append(data.Servers, configServer{Name: ServerName(i), MQTT: b.MQTT, CheckHost: host, CheckPort: port})
+		data.Servers = append(data.Servers, configServer{Name: ServerName(i), MQTT: b.MQTT, CheckHost: host, CheckPort: port, SendProxyV2: b.SendProxyV2})
 	}
 	var b strings.Builder
 	if err := configTemplate.Execute(&b, data); err != nil {

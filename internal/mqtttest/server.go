@@ -31,6 +31,18 @@ func (s *Server) HTTPAddr() string { return s.http }
 // URL is the replica's address as a Paho broker URL.
 func (s *Server) URL() string { return "tcp://" + s.addr }
 
+// ListenerAddr is the address of the replica's listener for protocol
+// ("tcp", "tls"), host:port; "" when it has none.
+func (s *Server) ListenerAddr(protocol string) string {
+	if a := s.srv.ListenerAddr(protocol); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// Reload re-reads the replica's TLS files, as SIGHUP does to a process.
+func (s *Server) Reload() error { return s.srv.Reload() }
+
 // NodeID is the replica's -node-id.
 func (s *Server) NodeID() string { return s.srv.NodeID() }
 
