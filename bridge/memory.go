@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/topics"
 )
 
@@ -29,7 +30,7 @@ import (
 // TakeOver is called with no lock held, since the connection's Detach
 // takes mu and memClient.mu.
 type Memory struct {
-	queue      offlineQueue
+	queue      broker.OfflineQueue
 	sessionTTL time.Duration
 	stop       chan struct{} // closed by Close; ends the expiry sweep
 	closeOnce  sync.Once
@@ -83,7 +84,7 @@ func NewMemory(o MemoryOptions) *Memory {
 		subs:       topics.NewTrie[*memClient](),
 		retained:   topics.NewRetained[*Message](),
 	}
-	m.queue = offlineQueue{max: o.MaxQueued, expiry: o.MessageExpiry, dropped: &m.queuedDropped, expired: &m.expired}
+	m.queue = broker.OfflineQueue{Max: o.MaxQueued, Expiry: o.MessageExpiry, Dropped: &m.queuedDropped, Expired: &m.expired}
 	m.matches.New = func() any { return make(map[*memClient]byte) }
 	if m.sessionTTL > 0 {
 		go m.sweepLoop(min(m.sessionTTL/4+time.Millisecond, time.Minute))
@@ -178,7 +179,7 @@ func (m *Memory) Attach(_ context.Context, clientID, owner string, sub Subscribe
 		for f, q := range c.subscriptions {
 			stored.Subscriptions[f] = q
 		}
-		stored.Queued = m.queue.dropExpired(stored.Queued)
+		stored.Queued = m.queue.DropExpired(stored.Queued)
 		return stored, nil
 	}
 }
@@ -219,7 +220,7 @@ func (m *Memory) Detach(_ context.Context, clientID string, sub Subscriber, stat
 		return nil
 	}
 	state.Subscriptions = nil // c.subscriptions is the record of truth
-	state.Queued = m.queue.bound(append(state.Queued, late...))
+	state.Queued = m.queue.Bound(append(state.Queued, late...))
 	c.stored = state
 	c.offlineSince = time.Now()
 	return nil
@@ -336,7 +337,7 @@ func (c *memClient) deliver(m *Memory, msg *Message, qos byte) {
 	if c.stored == nil || qos == 0 {
 		return
 	}
-	c.stored.Queued = m.queue.push(c.stored.Queued, Delivery{Message: msg, QoS: qos})
+	c.stored.Queued = m.queue.Push(c.stored.Queued, Delivery{Message: msg, QoS: qos})
 }
 
 // Retained returns the retained messages whose topics match filter.
