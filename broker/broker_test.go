@@ -192,3 +192,81 @@ func TestSubscribe_UnroutableIsUndone(t *testing.T) {
 		t.Fatalf("%d filters left in the trie", n)
 	}
 }
+
+// streamStore is a Store that, like the Redis one, keeps no offline
+// routes: it records what the core saves and returns it on the next
+// claim, subscriptions included.
+type streamStore struct {
+	memStore
+	saved map[string]*StoredSession
+}
+
+func (s *streamStore) RoutesOffline() bool { return false }
+
+func (s *streamStore) Claim(_ context.Context, clientID, _ string, clean bool, _ *Message) (*StoredSession, error) {
+	st := s.saved[clientID]
+	delete(s.saved, clientID)
+	if clean {
+		return nil, nil
+	}
+	return st, nil
+}
+
+func (s *streamStore) Save(_ context.Context, clientID string, st *StoredSession) error {
+	if st == nil {
+		delete(s.saved, clientID)
+		return nil
+	}
+	s.saved[clientID] = st
+	return nil
+}
+
+func (s *streamStore) Enqueue(string, Delivery) {
+	panic("Enqueue on a store that routes nothing offline")
+}
+
+// With a store that routes nothing offline, a persistent session leaves
+// the node when its connection ends: its filters are released, the store
+// gets its subscriptions with its state, and they are routed again when it
+// returns.
+func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
+	st := &streamStore{saved: make(map[string]*StoredSession)}
+	st.sessions, st.retained = make(map[string]*memSession), make(map[string]*Message)
+	b := New(st, &loopback{store: &st.memStore}, Options{MaxQueued: 2})
+	st.queue = b.queue
+	ctx := context.Background()
+	s := &sink{refuse: true}
+	mustAttach(t, b, "p", "", s, false)
+	if err := b.Subscribe(ctx, "p", "t/#", 2); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := b.Publish(ctx, message("t/x", 1, "late")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Detach(ctx, "p", s, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.subs.Filters(); n != 0 {
+		t.Fatalf("%d filters still routed for a session that left", n)
+	}
+	if err := b.Publish(ctx, message("t/x", 1, "offline")); err != nil {
+		t.Fatal(err) // would panic in Enqueue if it were still routed
+	}
+	saved := st.saved["p"]
+	if saved == nil || saved.Subscriptions["t/#"] != 2 || len(saved.Queued) != 2 {
+		t.Fatalf("saved %+v, want t/# at 2 and the two newest refused messages", saved)
+	}
+	now := &sink{}
+	got := mustAttach(t, b, "p", "", now, false)
+	if got == nil || got.Subscriptions["t/#"] != 2 {
+		t.Fatalf("resumed %+v", got)
+	}
+	if err := b.Publish(ctx, message("t/y", 2, "live")); err != nil {
+		t.Fatal(err)
+	}
+	if d := now.deliveries(); len(d) != 1 || d[0].QoS != 2 {
+		t.Fatalf("resumed connection got %+v, want one message at 2", d)
+	}
+}
