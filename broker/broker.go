@@ -140,15 +140,30 @@ func (b *Broker) OfflineQueue(o Options) OfflineQueue {
 // msg.Retain is set. It returns nil only once the message is accepted:
 // for QoS 1 and 2, accepted means it cannot be lost by this node failing.
 func (b *Broker) Publish(ctx context.Context, msg *Message) error {
-	done := make(chan error, 1)
-	b.cluster.PublishAsync(ctx, msg, func(err error) { done <- err })
+	w := waiters.Get().(*waiter)
+	b.cluster.PublishAsync(ctx, msg, w.done)
 	select {
-	case err := <-done:
+	case err := <-w.ch:
+		waiters.Put(w)
 		return err
 	case <-ctx.Done():
+		// w.done may still run: w is not reused.
 		return fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err())
 	}
 }
+
+// waiter turns PublishAsync's callback into Publish's answer; reused
+// through waiters, so that a synchronous publish allocates nothing.
+type waiter struct {
+	ch   chan error
+	done func(error)
+}
+
+var waiters = sync.Pool{New: func() any {
+	w := &waiter{ch: make(chan error, 1)}
+	w.done = func(err error) { w.ch <- err }
+	return w
+}}
 
 // PublishAsync queues msg as Publish would and calls done with the result
 // Publish would have returned: a connection keeps reading while its

@@ -169,27 +169,41 @@ func TestPagePrefix(t *testing.T) {
 	}
 }
 
-// failingCluster refuses to route, as a cluster whose shared service is
-// down does.
-type failingCluster struct{ loopback }
-
-func (f *failingCluster) Route(context.Context, []string) error {
-	return errors.New("route refused")
+// failingCluster refuses to route once fail is set, as a cluster whose
+// shared service is down does.
+type failingCluster struct {
+	loopback
+	fail bool
 }
 
-// A SUBSCRIBE the cluster cannot route is undone: the client keeps its
-// previous subscriptions and no new filter stays in the trie.
+func (f *failingCluster) Route(context.Context, []string) error {
+	if f.fail {
+		return errors.New("route refused")
+	}
+	return nil
+}
+
+// A SUBSCRIBE the cluster cannot route is undone whole: the client keeps
+// its previous subscriptions at their previous QoS, a filter named twice
+// included, and no new filter stays in the trie.
 func TestSubscribe_UnroutableIsUndone(t *testing.T) {
 	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
-	b := New(st, &failingCluster{loopback{store: st}}, Options{})
+	fc := &failingCluster{loopback: loopback{store: st}}
+	b := New(st, fc, Options{})
 	st.queue = b.queue
 	ctx := context.Background()
 	mustAttach(t, b, "c", "", &sink{}, true)
-	if err := b.Subscribe(ctx, "c", "a", 1); err == nil {
+	if err := b.Subscribe(ctx, "c", "old", 1); err != nil {
+		t.Fatal(err)
+	}
+	fc.fail = true
+	err := b.SubscribeMany(ctx, "c", []Subscription{{Filter: "old", QoS: 2}, {Filter: "new", QoS: 1}, {Filter: "new", QoS: 2}})
+	if err == nil {
 		t.Fatal("subscribe routed through a failing cluster")
 	}
-	if n := b.subs.Filters(); n != 0 {
-		t.Fatalf("%d filters left in the trie", n)
+	c, _ := b.client("c")
+	if n := b.subs.Filters(); n != 1 || len(c.subs) != 1 || c.subs["old"] != 1 {
+		t.Fatalf("after the failed subscribe: %d filters in the trie, subscriptions %v; want old at 1 alone", n, c.subs)
 	}
 }
 

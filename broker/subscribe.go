@@ -55,18 +55,16 @@ func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscrip
 	b.routeMu.Lock()
 	defer b.routeMu.Unlock()
 	var fresh []string
-	prev := make(map[string]prevSub, len(subs))
+	prev := make([]prevSub, len(subs))
 	c.mu.Lock()
 	if c.live == nil && !c.offline {
 		// Detached meanwhile: its subscriptions are being released.
 		c.mu.Unlock()
 		return fmt.Errorf("client %q is not attached", clientID)
 	}
-	for _, s := range subs {
-		if _, seen := prev[s.Filter]; !seen {
-			q, had := c.subs[s.Filter]
-			prev[s.Filter] = prevSub{q, had}
-		}
+	for i, s := range subs {
+		q, had := c.subs[s.Filter]
+		prev[i] = prevSub{s.Filter, q, had}
 		c.subs[s.Filter] = s.QoS
 		if b.subs.Subscribe(s.Filter, c, s.QoS) {
 			fresh = append(fresh, s.Filter)
@@ -85,28 +83,32 @@ func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscrip
 
 // prevSub is a client's subscription to a filter before a change.
 type prevSub struct {
-	qos byte
-	had bool
+	filter string
+	qos    byte
+	had    bool
 }
 
 // undoSubscribe restores c's subscriptions to the filters of prev as they
-// were before a subscribe that could not be routed; routeMu is held.
-func (b *Broker) undoSubscribe(ctx context.Context, c *client, prev map[string]prevSub) {
+// were before a subscribe that could not be routed; routeMu is held. prev
+// is undone from its end, so that a filter named twice in one SUBSCRIBE
+// gets back what it had before the first.
+func (b *Broker) undoSubscribe(ctx context.Context, c *client, prev []prevSub) {
 	var empty []string
 	c.mu.Lock()
 	if c.live == nil && !c.offline {
 		c.mu.Unlock()
 		return // detached meanwhile: release removes what it subscribed
 	}
-	for f, p := range prev {
+	for i := len(prev) - 1; i >= 0; i-- {
+		p := prev[i]
 		if p.had {
-			c.subs[f] = p.qos
-			b.subs.Subscribe(f, c, p.qos)
+			c.subs[p.filter] = p.qos
+			b.subs.Subscribe(p.filter, c, p.qos)
 			continue
 		}
-		delete(c.subs, f)
-		if _, last := b.subs.Unsubscribe(f, c); last {
-			empty = append(empty, f)
+		delete(c.subs, p.filter)
+		if _, last := b.subs.Unsubscribe(p.filter, c); last {
+			empty = append(empty, p.filter)
 		}
 	}
 	persistent := !c.clean
@@ -114,11 +116,11 @@ func (b *Broker) undoSubscribe(ctx context.Context, c *client, prev map[string]p
 	ctx = context.WithoutCancel(ctx)
 	_ = b.cluster.Unroute(ctx, empty)
 	if persistent {
-		for f, p := range prev {
-			if p.had {
-				_ = b.store.SaveSubscriptions(ctx, c.id, []Subscription{{Filter: f, QoS: p.qos}})
+		for i := len(prev) - 1; i >= 0; i-- {
+			if p := prev[i]; p.had {
+				_ = b.store.SaveSubscriptions(ctx, c.id, []Subscription{{Filter: p.filter, QoS: p.qos}})
 			} else {
-				_ = b.store.DropSubscription(ctx, c.id, f)
+				_ = b.store.DropSubscription(ctx, c.id, p.filter)
 			}
 		}
 	}
