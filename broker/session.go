@@ -204,22 +204,40 @@ func (b *Broker) Detach(ctx context.Context, clientID string, sub Subscriber, st
 }
 
 // release removes c's subscriptions from the trie, and unroutes the
-// filters no local client uses any more. c has left the registry and is
-// neither live nor offline, so nothing changes its subscriptions any more
-// (a change under way holds routeMu, and then finds c detached); a client
-// with 100,000 filters holds up no other CONNECT, each filter taking the
-// trie's lock briefly.
+// filters no local client uses any more, routeChunk filters under one
+// hold of routeMu, so that a client with 100,000 filters holds up no other
+// SUBSCRIBE for long. c has left the registry and is neither live nor
+// offline, so nothing changes its subscriptions any more (a change under
+// way holds routeMu, and then finds c detached).
 func (b *Broker) release(ctx context.Context, c *client) {
+	ctx = context.WithoutCancel(ctx)
+	empty := make([]string, 0, min(routeChunk, len(c.subs)))
+	n := 0
 	b.routeMu.Lock()
-	defer b.routeMu.Unlock()
-	var empty []string
 	for f := range c.subs {
 		if _, last := b.subs.Unsubscribe(f, c); last {
 			empty = append(empty, f)
 		}
+		if n++; n%routeChunk == 0 {
+			b.unrouteLocked(ctx, empty)
+			empty = empty[:0]
+			b.routeMu.Unlock()
+			b.routeMu.Lock()
+		}
 	}
-	if len(empty) > 0 {
-		_ = b.cluster.Unroute(context.WithoutCancel(ctx), empty) // an extra route costs bandwidth only: receivers re-match
+	b.unrouteLocked(ctx, empty)
+	b.routeMu.Unlock()
+}
+
+// routeChunk is how many filters release handles under one hold of
+// routeMu.
+const routeChunk = 256
+
+// unrouteLocked unroutes filters, if any; routeMu is held. A failure
+// leaves an extra route, which costs bandwidth only: receivers re-match.
+func (b *Broker) unrouteLocked(ctx context.Context, filters []string) {
+	if len(filters) > 0 {
+		_ = b.cluster.Unroute(ctx, filters)
 	}
 }
 

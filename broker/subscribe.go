@@ -54,7 +54,7 @@ func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscrip
 	}
 	b.routeMu.Lock()
 	defer b.routeMu.Unlock()
-	var fresh []string
+	fresh := make([]string, 0, len(subs))
 	prev := make([]prevSub, len(subs))
 	c.mu.Lock()
 	if c.live == nil && !c.offline {
