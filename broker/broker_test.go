@@ -239,6 +239,26 @@ func (s *streamStore) Enqueue(string, Delivery) {
 	panic("Enqueue on a store that routes nothing offline")
 }
 
+// routeRecorder is a loopback that records which filters are routed.
+type routeRecorder struct {
+	loopback
+	routed map[string]bool
+}
+
+func (r *routeRecorder) Route(_ context.Context, filters []string) error {
+	for _, f := range filters {
+		r.routed[f] = true
+	}
+	return nil
+}
+
+func (r *routeRecorder) Unroute(_ context.Context, filters []string) error {
+	for _, f := range filters {
+		delete(r.routed, f)
+	}
+	return nil
+}
+
 // With a store that routes nothing offline, a persistent session leaves
 // the node when its connection ends: its filters are released, the store
 // gets its subscriptions with its state, and they are routed again when it
@@ -246,7 +266,8 @@ func (s *streamStore) Enqueue(string, Delivery) {
 func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
 	st := &streamStore{saved: make(map[string]*StoredSession)}
 	st.sessions, st.retained = make(map[string]*memSession), make(map[string]*Message)
-	b := New(st, &loopback{store: &st.memStore}, Options{MaxQueued: 2})
+	rc := &routeRecorder{loopback: loopback{store: &st.memStore}, routed: make(map[string]bool)}
+	b := New(st, rc, Options{MaxQueued: 2})
 	st.queue = b.queue
 	ctx := context.Background()
 	s := &sink{refuse: true}
@@ -262,8 +283,8 @@ func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
 	if err := b.Detach(ctx, "p", s, &StoredSession{}); err != nil {
 		t.Fatal(err)
 	}
-	if n := b.subs.Filters(); n != 0 {
-		t.Fatalf("%d filters still routed for a session that left", n)
+	if n := b.subs.Filters(); n != 0 || rc.routed["t/#"] {
+		t.Fatalf("%d filters still in the trie (t/# routed: %v) for a session that left", n, rc.routed["t/#"])
 	}
 	if err := b.Publish(ctx, message("t/x", 1, "offline")); err != nil {
 		t.Fatal(err) // would panic in Enqueue if it were still routed
@@ -274,8 +295,8 @@ func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
 	}
 	now := &sink{}
 	got := mustAttach(t, b, "p", "", now, false)
-	if got == nil || got.Subscriptions["t/#"] != 2 {
-		t.Fatalf("resumed %+v", got)
+	if got == nil || got.Subscriptions["t/#"] != 2 || !rc.routed["t/#"] {
+		t.Fatalf("resumed %+v, t/# routed: %v; want it back and routed", got, rc.routed["t/#"])
 	}
 	if err := b.Publish(ctx, message("t/y", 2, "live")); err != nil {
 		t.Fatal(err)

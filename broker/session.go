@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -76,7 +77,7 @@ func (b *Broker) Attach(ctx context.Context, clientID, owner string, sub Subscri
 			c = b.newClientLocked(clientID, owner)
 		}
 		b.mu.Unlock()
-		stored, err := b.claimLocked(ctx, c, sub, clean, will)
+		stored, restored, err := b.claimLocked(ctx, c, sub, clean, will)
 		unused := err != nil && c.live == nil && !c.offline && len(c.subs) == 0
 		c.mu.Unlock()
 		if unused {
@@ -86,8 +87,45 @@ func (b *Broker) Attach(ctx context.Context, clientID, owner string, sub Subscri
 			}
 			b.mu.Unlock()
 		}
-		return stored, err
+		if err == nil && len(restored) > 0 {
+			err = b.routeRestored(ctx, c, sub, stored, restored)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return stored, nil
 	}
+}
+
+// routeRestored routes the subscriptions a store returned with c's
+// session, routeChunk at a time, so that a session with many filters holds
+// up no other SUBSCRIBE for long. If the cluster refuses, the connection
+// is not attached: c leaves the registry and its session goes back to the
+// store whole, so that nothing is lost.
+func (b *Broker) routeRestored(ctx context.Context, c *client, sub Subscriber, stored *StoredSession, filters []string) error {
+	fresh := make([]string, 0, min(routeChunk, len(filters)))
+	for len(filters) > 0 {
+		chunk := filters[:min(routeChunk, len(filters))]
+		filters = filters[len(chunk):]
+		fresh = fresh[:0]
+		b.routeMu.Lock()
+		c.mu.Lock()
+		for _, f := range chunk {
+			if b.subs.Subscribe(f, c, c.subs[f]) {
+				fresh = append(fresh, f)
+			}
+		}
+		c.mu.Unlock()
+		err := b.cluster.Route(ctx, fresh)
+		b.routeMu.Unlock()
+		if err != nil {
+			if derr := b.Detach(context.WithoutCancel(ctx), c.id, sub, stored); derr != nil {
+				err = errors.Join(err, derr)
+			}
+			return fmt.Errorf("attach %q: route stored subscriptions: %w", c.id, err)
+		}
+	}
+	return nil
 }
 
 // newClientLocked registers a new entry for clientID and returns it with
@@ -111,25 +149,27 @@ func (b *Broker) dropLocked(ctx context.Context, c *client) {
 }
 
 // claimLocked claims c's stored session for sub and makes sub its live
-// connection; c.mu is held.
-func (b *Broker) claimLocked(ctx context.Context, c *client, sub Subscriber, clean bool, will *Message) (*StoredSession, error) {
-	stored, err := b.store.Claim(ctx, c.id, c.owner, clean, will)
+// connection; c.mu is held. restored lists the stored subscriptions c did
+// not hold yet (a store that keeps no offline routes returns them), for the
+// caller to route once c.mu is released.
+func (b *Broker) claimLocked(ctx context.Context, c *client, sub Subscriber, clean bool, will *Message) (stored *StoredSession, restored []string, err error) {
+	stored, err = b.store.Claim(ctx, c.id, c.owner, clean, will)
 	if err != nil {
-		return nil, fmt.Errorf("attach %q: %w", c.id, err)
+		return nil, nil, fmt.Errorf("attach %q: %w", c.id, err)
 	}
 	c.live, c.clean, c.offline = sub, clean, false
 	if clean || stored == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	for f, q := range stored.Subscriptions {
 		if _, ok := c.subs[f]; !ok {
 			c.subs[f] = q
-			b.subs.Subscribe(f, c, q)
+			restored = append(restored, f)
 		}
 	}
 	stored.Subscriptions = maps.Clone(c.subs)
 	stored.Queued = b.queue.DropExpired(stored.Queued)
-	return stored, nil
+	return stored, restored, nil
 }
 
 // expiredLocked reports whether c is an offline persistent session that
