@@ -25,6 +25,10 @@ import (
 	"github.com/bridgemq/server/topics"
 )
 
+// Broker is the local broker core of one node: the registry of its
+// clients, its subscription trie and the one fan-out (Receive), in front of
+// a Store and a Cluster. Its methods are safe for concurrent use.
+//
 // Lock order. A goroutine that holds several of these takes them in this
 // order, and none is held across a Cluster or Store call unless it says so:
 //
