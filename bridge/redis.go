@@ -194,6 +194,9 @@ type Redis struct {
 	lastSeen [streamShards]streamID
 	seenGen  uint64          // counts changes of lastSeen
 	matched  map[string]byte // reused by the reader under mu
+	// oldMsg is the message whose age old holds (see oldLocked); under mu.
+	oldMsg *Message
+	old    bool
 
 	recent   recentIDs                                 // reader goroutine only
 	retained atomic.Pointer[topics.Retained[struct{}]] // mirror of the retained index
