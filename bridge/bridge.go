@@ -9,95 +9,28 @@ package bridge
 
 import (
 	"context"
-	"errors"
-	"time"
+
+	"github.com/bridgemq/server/broker"
 )
 
-// ID uniquely identifies one published message across every replica. A
-// replica that receives the same message more than once (Redis delivers one
-// copy per matching pattern) drops the repeats by ID.
-type ID [16]byte
-
-// Message is an application message on its way from one publisher to every
-// matching subscriber. A Message is shared by all its receivers and must not
-// be modified once handed to Publish or Deliver.
-type Message struct {
-	ID       ID
-	Topic    string
-	Payload  []byte
-	QoS      byte
-	Retain   bool
-	ClientID string    // the publisher's client id
-	Node     string    // the node that accepted the PUBLISH
-	Time     time.Time // when it was accepted
-}
-
-// Subscriber is one live client connection on this node.
-type Subscriber interface {
-	// Deliver hands over msg at qos, the lower of msg.QoS and the highest QoS
-	// granted among the receiver's matching subscriptions. It must not block:
-	// a slow client queues or drops by its own bounded rule. It returns false
-	// once the connection has ended (it is about to hand its state to
-	// Detach): the bridge then keeps msg for that stored session itself, so
-	// that nothing falls between the two and the offline queue's bound
-	// applies to it.
-	Deliver(msg *Message, qos byte) bool
-	// TakeOver ends this connection because a new connection arrived with the
-	// same client id [MQTT-3.1.4-2]. It returns once the connection has
-	// stopped and, for a persistent session, Detach has stored its state.
-	TakeOver()
-	// Idle reports that everything delivered so far has been completely
-	// acknowledged by the client: nothing waits to be sent or acknowledged.
-	// A bridge uses it to advance a persistent session's stored position
-	// while the connection lasts, so that a replica dying repeats little.
-	// It must not block and is called with the bridge's delivery lock
-	// held, like Deliver.
-	Idle() bool
-}
-
-// StoredSession is the stored state of a persistent session (a connection is
-// a session.Session; this is what outlives it) [MQTT-3.1.2-4].
-type StoredSession struct {
-	// Subscriptions maps each topic filter to its granted QoS.
-	Subscriptions map[string]byte
-	// Inflight holds outgoing QoS 1/2 messages sent but not yet completed, in
-	// the order they were first sent; they are re-sent with DUP=1 on
-	// reconnect [MQTT-4.4.0-1].
-	Inflight []Inflight
-	// Queued holds messages that were matched for the session but not yet
-	// sent, oldest first: those waiting when the connection ended and those
-	// that arrived while it was offline.
-	Queued []Delivery
-	// AwaitingRelease holds the packet ids of inbound QoS 2 messages received
-	// and acknowledged with PUBREC whose PUBREL has not arrived; a PUBLISH
-	// re-sent with one of these ids is not delivered again [MQTT-4.3.3-2].
-	AwaitingRelease []uint16
-}
-
-// Delivery is a message matched for a session, at the QoS it is to be sent.
-type Delivery struct {
-	Message *Message
-	QoS     byte
-	// Retain is set for a retained message sent because of a new
-	// subscription, which goes out with RETAIN=1 [MQTT-3.3.1-8] even when
-	// it waited in a stored session.
-	Retain bool
-}
-
-// Inflight is one outgoing QoS 1 or 2 message awaiting its acknowledgement.
-type Inflight struct {
-	PacketID uint16
-	Delivery
-	// Released is true once PUBREC has arrived and PUBREL was sent: on
-	// reconnect the PUBREL, not the PUBLISH, is re-sent.
-	Released bool
-}
-
-// Subscription is one filter of a SUBSCRIBE packet with the QoS to grant.
-type Subscription struct {
-	Filter string
-	QoS    byte
-}
+// The shared types moved to package broker, the local broker core; these
+// aliases keep the bridge's callers compiling until they move.
+type (
+	// ID is broker.ID.
+	ID = broker.ID
+	// Message is broker.Message.
+	Message = broker.Message
+	// Subscriber is broker.Subscriber.
+	Subscriber = broker.Subscriber
+	// StoredSession is broker.StoredSession.
+	StoredSession = broker.StoredSession
+	// Delivery is broker.Delivery.
+	Delivery = broker.Delivery
+	// Inflight is broker.Inflight.
+	Inflight = broker.Inflight
+	// Subscription is broker.Subscription.
+	Subscription = broker.Subscription
+)
 
 // Bridge routes messages between the sessions of every replica and stores
 // what must outlive a connection. Every implementation provides all of it:
@@ -173,10 +106,10 @@ type Bridge interface {
 	Close() error
 }
 
-// ErrUnavailable reports that the shared store cannot be reached; the
-// operation may succeed when retried later.
-var ErrUnavailable = errors.New("bridge unavailable")
+// ErrUnavailable is broker.ErrUnavailable: the shared store cannot be
+// reached; the operation may succeed when retried later.
+var ErrUnavailable = broker.ErrUnavailable
 
-// ErrNotOwner reports a CONNECT for a client id whose session belongs to
-// another user; it is refused with CONNACK 0x05 (not authorized).
-var ErrNotOwner = errors.New("client id belongs to another user")
+// ErrNotOwner is broker.ErrNotOwner: a CONNECT for a client id whose
+// session belongs to another user, refused with CONNACK 0x05.
+var ErrNotOwner = broker.ErrNotOwner

@@ -256,7 +256,7 @@ func TestContract_SubscribeManyRoutesEveryFilter(t *testing.T) {
 	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
 		s := newLiveSub()
 		attach(t, b, "s", s, true)
-		if err := b.SubscribeMany(context.Background(), "s", []Subscription{{"x", 0}, {"y/+", 1}}); err != nil {
+		if err := b.SubscribeMany(context.Background(), "s", []Subscription{{Filter: "x", QoS: 0}, {Filter: "y/+", QoS: 1}}); err != nil {
 			t.Fatal(err)
 		}
 		publish(t, b, rmsg("x", 1, "x"))

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/bridge/pattern"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/topics"
 )
 
@@ -65,7 +66,7 @@ type RedisOptions struct {
 	SessionExpiry time.Duration
 	// MaxQueued bounds the messages returned for one offline session: the
 	// newest are kept, the older ones dropped and counted (as Memory does,
-	// see offlineQueue). Default DefaultMaxQueued.
+	// see broker.OfflineQueue). Default DefaultMaxQueued.
 	MaxQueued int
 	// MaxPatterns bounds the Redis patterns this replica subscribes
 	// (Redis pays for every pattern on every PUBLISH). Default
@@ -146,7 +147,7 @@ type Redis struct {
 	msgPrefix  string
 	node       string
 	ttl        time.Duration
-	queue      offlineQueue // MaxQueued and MessageExpiry
+	queue      broker.OfflineQueue // MaxQueued and MessageExpiry
 	sessionTTL time.Duration
 	// streamArgs are the leading arguments of every publishScript call:
 	// the count cap and MessageExpiry in ms.
@@ -193,6 +194,9 @@ type Redis struct {
 	lastSeen [streamShards]streamID
 	seenGen  uint64          // counts changes of lastSeen
 	matched  map[string]byte // reused by the reader under mu
+	// oldMsg is the message whose age old holds (see oldLocked); under mu.
+	oldMsg *Message
+	old    bool
 
 	recent   recentIDs                                 // reader goroutine only
 	retained atomic.Pointer[topics.Retained[struct{}]] // mirror of the retained index
@@ -331,7 +335,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		token:      randomToken(),
 		beatNow:    make(chan struct{}, 1),
 	}
-	r.queue = offlineQueue{max: o.MaxQueued, expiry: o.MessageExpiry, dropped: &r.stats.queuedDropped, expired: &r.stats.expired}
+	r.queue = broker.OfflineQueue{Max: o.MaxQueued, Expiry: o.MessageExpiry, Dropped: &r.stats.queuedDropped, Expired: &r.stats.expired}
 	if cc, ok := o.Client.(*redis.ClusterClient); ok {
 		watchClusterTopology(ctx, cc)
 	}

@@ -213,7 +213,7 @@ func (r *Redis) attachClaimed(ctx context.Context, c *redisClient, got *claimRea
 		stored.Queued = append(stored.Queued, replayed...)
 		stored.Queued = append(stored.Queued, r.endReplay(c, &ends)...)
 	}
-	stored.Queued = r.queue.bound(stored.Queued)
+	stored.Queued = r.queue.Bound(stored.Queued)
 	stored.Subscriptions = make(map[string]byte, len(c.subs))
 	for f, q := range c.subs {
 		stored.Subscriptions[f] = q
@@ -289,7 +289,7 @@ func (r *Redis) parseSession(clientID string, sub, h map[string]string, subs map
 			stored = &StoredSession{}
 		}
 	}
-	stored.Queued = r.queue.dropExpired(stored.Queued)
+	stored.Queued = r.queue.DropExpired(stored.Queued)
 	if cs := h["cursor"]; cs != "" {
 		var err error
 		if cursor, err = decodeCursor(cs); err != nil {

@@ -70,7 +70,7 @@ func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, sta
 	var st *StoredSession
 	if state != nil {
 		s := *state
-		s.Queued = r.queue.bound(append(append([]Delivery(nil), state.Queued...), late...))
+		s.Queued = r.queue.Bound(append(append([]Delivery(nil), state.Queued...), late...))
 		st = &s
 	}
 	if err := r.storeDetach(ctx, c, st, &cursor); err != nil {

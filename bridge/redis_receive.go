@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/topics"
 )
 
@@ -142,28 +143,17 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 	// The trie re-matches: Redis's '*' also matches '/', and a generalised
 	// pattern over-delivers.
 	r.trie.Subscribers(m.Topic, r.matched)
-	old := !m.Time.IsZero() && time.Since(m.Time) > lateMessage
+	pos := positionOf(shard, sid)
 	for id, granted := range r.matched {
 		c := r.clients[id]
 		if c == nil {
 			continue
 		}
-		if old && c.since != nil {
-			var ok bool
-			if granted, ok = eligibleGrant(c, m); !ok {
-				continue // every matching filter is newer than the message
-			}
+		granted, ok := r.gateLocked(c, m, pos, granted)
+		if !ok {
+			continue
 		}
 		qos := min(granted, m.QoS)
-		if shard >= 0 {
-			if c.replaying {
-				c.pending = append(c.pending, pendingDelivery{Delivery{Message: m, QoS: qos}, shard, sid})
-				continue
-			}
-			if c.skip != nil && !sid.after(c.skip[shard]) {
-				continue // already returned by this session's replay
-			}
-		}
 		r.stats.delivered.Add(1)
 		if !c.sub.Deliver(m, qos) && qos > 0 {
 			c.late = append(c.late, Delivery{Message: m, QoS: qos})
@@ -171,6 +161,53 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 	}
 	clear(r.matched)
 	return true
+}
+
+// gateLocked applies the replay and cursor rules of one local client to
+// one message it matches, at granted, the highest QoS among its matching
+// subscriptions: the part of a delivery that stays with Redis when the
+// local broker core does the matching (broker.Cluster.Gate). It returns the
+// grant to deliver at, or false when the message does not go to the client
+// now: every matching filter is newer than an old message [MQTT-4.5.0-1];
+// the session is replaying its streams (the message waits in c.pending,
+// merged by stream id when the replay ends); or the replay already returned
+// it. r.mu is held.
+func (r *Redis) gateLocked(c *redisClient, m *Message, pos broker.Position, granted byte) (byte, bool) {
+	if c.since != nil && r.oldLocked(m) {
+		var ok bool
+		if granted, ok = eligibleGrant(c, m); !ok {
+			return 0, false
+		}
+	}
+	if pos.Shard < 0 {
+		return granted, true
+	}
+	sid := streamID{pos.Seq[0], pos.Seq[1]}
+	if c.replaying {
+		c.pending = append(c.pending, pendingDelivery{Delivery{Message: m, QoS: min(granted, m.QoS)}, pos.Shard, sid})
+		return 0, false
+	}
+	if c.skip != nil && !sid.after(c.skip[pos.Shard]) {
+		return 0, false // already returned by this session's replay
+	}
+	return granted, true
+}
+
+// oldLocked reports whether m is older than lateMessage, computed once per
+// message for all its receivers. r.mu is held.
+func (r *Redis) oldLocked(m *Message) bool {
+	if r.oldMsg != m {
+		r.oldMsg, r.old = m, !m.Time.IsZero() && time.Since(m.Time) > lateMessage
+	}
+	return r.old
+}
+
+// positionOf is the broker.Position of stream id sid on shard (-1: none).
+func positionOf(shard int, sid streamID) broker.Position {
+	if shard < 0 {
+		return broker.NoPosition
+	}
+	return broker.Position{Shard: shard, Seq: [2]uint64{sid.ms, sid.seq}}
 }
 
 // lateMessage is how old a message must be, by the publishing replica's

@@ -15,7 +15,7 @@ func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [strea
 	r.countTrimmed(ctx, c.id, cursor)
 	var out []Delivery
 	ends := cursor
-	cutoff := r.queue.cutoff(time.Now())
+	cutoff := r.queue.Cutoff(time.Now())
 	seen := make(map[ID]struct{}) // a Redis failover republishes messages the streams may still hold
 	err := r.readStreams(ctx, cursor, func(s int, m *Message, sid streamID) {
 		ends[s] = sid
@@ -27,7 +27,7 @@ func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [strea
 		if qos == 0 {
 			return
 		}
-		if r.queue.isExpired(m, cutoff) {
+		if r.queue.IsExpired(m, cutoff) {
 			return
 		}
 		if _, dup := seen[m.ID]; dup {

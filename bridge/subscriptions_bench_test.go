@@ -51,7 +51,7 @@ func BenchmarkSubscriptions_100k(b *testing.B) {
 		m := NewMemory(MemoryOptions{})
 		defer m.Close()
 		run(b, m)
-		if n := m.subs.Filters(); n != 0 {
+		if n := m.Stats()["subscription_filters"]; n != 0 {
 			b.Fatalf("%d filters left", n)
 		}
 	})

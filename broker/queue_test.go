@@ -1,4 +1,4 @@
-package bridge
+package broker
 
 import (
 	"fmt"
@@ -27,13 +27,13 @@ func topicsOf(q []Delivery) string {
 // whether it is bounded at once or one message at a time.
 func TestOfflineQueue_KeepsNewestAndCounts(t *testing.T) {
 	var dropped, expired atomic.Int64
-	o := offlineQueue{max: 3, dropped: &dropped, expired: &expired}
-	if got := topicsOf(o.bound(queued(5, time.Now()))); got != "234" {
+	o := OfflineQueue{Max: 3, Dropped: &dropped, Expired: &expired}
+	if got := topicsOf(o.Bound(queued(5, time.Now()))); got != "234" {
 		t.Fatalf("bound kept %q, want 234", got)
 	}
 	var q []Delivery
 	for _, d := range queued(5, time.Now()) {
-		q = o.push(q, d)
+		q = o.Push(q, d)
 	}
 	if got := topicsOf(q); got != "234" {
 		t.Fatalf("push kept %q, want 234", got)
@@ -47,16 +47,16 @@ func TestOfflineQueue_KeepsNewestAndCounts(t *testing.T) {
 // none is.
 func TestOfflineQueue_Expiry(t *testing.T) {
 	var dropped, expired atomic.Int64
-	o := offlineQueue{max: 10, expiry: time.Minute, dropped: &dropped, expired: &expired}
+	o := OfflineQueue{Max: 10, Expiry: time.Minute, Dropped: &dropped, Expired: &expired}
 	q := append(queued(2, time.Now().Add(-time.Hour)), queued(3, time.Now())...)
-	if got := topicsOf(o.dropExpired(q)); got != "012" {
+	if got := topicsOf(o.DropExpired(q)); got != "012" {
 		t.Fatalf("kept %q, want the three fresh ones 012", got)
 	}
 	if expired.Load() != 2 {
 		t.Fatalf("expired %d, want 2", expired.Load())
 	}
-	o.expiry = 0
-	if got := o.dropExpired(queued(2, time.Now().Add(-time.Hour))); len(got) != 2 || expired.Load() != 2 {
+	o.Expiry = 0
+	if got := o.DropExpired(queued(2, time.Now().Add(-time.Hour))); len(got) != 2 || expired.Load() != 2 {
 		t.Fatalf("without expiry kept %d (expired %d), want 2 kept", len(got), expired.Load())
 	}
 }

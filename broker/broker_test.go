@@ -1,0 +1,307 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// sink is a Subscriber that records what it is given.
+type sink struct {
+	mu     sync.Mutex
+	got    []Delivery
+	refuse bool
+	onTake func()
+}
+
+func (s *sink) Deliver(m *Message, qos byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refuse {
+		return false
+	}
+	s.got = append(s.got, Delivery{Message: m, QoS: qos})
+	return true
+}
+
+func (s *sink) Idle() bool { return false }
+
+func (s *sink) TakeOver() {
+	if s.onTake != nil {
+		s.onTake()
+	}
+}
+
+func (s *sink) deliveries() []Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Delivery(nil), s.got...)
+}
+
+func message(topic string, qos byte, payload string) *Message {
+	return &Message{Topic: topic, QoS: qos, Payload: []byte(payload), Time: time.Now()}
+}
+
+func mustAttach(t *testing.T, b *Broker, id, owner string, s Subscriber, clean bool) *StoredSession {
+	t.Helper()
+	st, err := b.Attach(context.Background(), id, owner, s, clean, nil)
+	if err != nil {
+		t.Fatalf("attach %s: %v", id, err)
+	}
+	return st
+}
+
+// One copy per client, at the highest QoS among its matching
+// subscriptions, capped by the message's [MQTT-3.3.5-1].
+func TestReceive_OneCopyAtHighestGrant_MQTT_3_3_5_1(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	ctx := context.Background()
+	s := &sink{}
+	mustAttach(t, b, "c", "", s, true)
+	for f, q := range map[string]byte{"a/+": 1, "a/#": 2, "#": 0} {
+		if err := b.Subscribe(ctx, "c", f, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Publish(ctx, message("a/b", 2, "x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, message("a/b", 1, "y")); err != nil {
+		t.Fatal(err)
+	}
+	got := s.deliveries()
+	if len(got) != 2 || got[0].QoS != 2 || got[1].QoS != 1 {
+		t.Fatalf("got %+v, want one copy at 2 then one at 1", got)
+	}
+}
+
+// A session stored under one username is refused to another, clean or
+// not, and stays whole for its owner.
+func TestAttach_OtherUserRefused(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	ctx := context.Background()
+	s := &sink{}
+	mustAttach(t, b, "c", "alice", s, false)
+	if err := b.Subscribe(ctx, "c", "t", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Detach(ctx, "c", s, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, clean := range []bool{false, true} {
+		if _, err := b.Attach(ctx, "c", "mallory", &sink{}, clean, nil); !errors.Is(err, ErrNotOwner) {
+			t.Fatalf("attach by another user (clean %v) = %v, want ErrNotOwner", clean, err)
+		}
+	}
+	st := mustAttach(t, b, "c", "alice", &sink{}, false)
+	if st == nil || st.Subscriptions["t"] != 1 {
+		t.Fatalf("owner found %+v, want the stored subscription", st)
+	}
+}
+
+// A connection taken over on this node detaches before the new one gets
+// the session [MQTT-3.1.4-2].
+func TestAttach_LocalTakeover_MQTT_3_1_4_2(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	ctx := context.Background()
+	old := &sink{}
+	old.onTake = func() { _ = b.Detach(ctx, "c", old, &StoredSession{}) }
+	mustAttach(t, b, "c", "", old, false)
+	if err := b.Subscribe(ctx, "c", "t", 1); err != nil {
+		t.Fatal(err)
+	}
+	now := &sink{}
+	st := mustAttach(t, b, "c", "", now, false)
+	if st == nil || st.Subscriptions["t"] != 1 {
+		t.Fatalf("new connection found %+v", st)
+	}
+	if err := b.Publish(ctx, message("t", 1, "x")); err != nil {
+		t.Fatal(err)
+	}
+	if len(now.deliveries()) != 1 || len(old.deliveries()) != 0 {
+		t.Fatalf("new got %d, old got %d; want 1 and 0", len(now.deliveries()), len(old.deliveries()))
+	}
+}
+
+// An expired offline session is swept with its subscriptions.
+func TestSweep_RemovesExpiredSession(t *testing.T) {
+	b := NewMemory(MemoryOptions{SessionExpiry: time.Millisecond})
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := context.Background()
+	s := &sink{}
+	mustAttach(t, b, "p", "", s, false)
+	if err := b.Subscribe(ctx, "p", "x/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Detach(ctx, "p", s, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	b.sweep(time.Now().Add(time.Second))
+	b.mu.RLock()
+	_, kept := b.clients["p"]
+	b.mu.RUnlock()
+	if kept || b.subs.Filters() != 0 {
+		t.Fatalf("after the sweep: registered %v, %d filters; want neither", kept, b.subs.Filters())
+	}
+	if st := mustAttach(t, b, "p", "", &sink{}, false); st != nil {
+		t.Fatalf("expired session resumed: %+v", st)
+	}
+}
+
+// A page of retained messages stops before the payload that would take it
+// past the byte bound, but always holds its first topic.
+func TestPagePrefix(t *testing.T) {
+	for _, tt := range []struct {
+		sizes []int
+		max   int
+		want  int
+	}{
+		{[]int{10, 10, 10}, 15, 1},
+		{[]int{10, -1, 5, 10}, 15, 3},
+		{[]int{100, 1}, 5, 1},
+		{[]int{1, 2, 3}, 100, 3},
+	} {
+		if got := pagePrefix(tt.sizes, tt.max); got != tt.want {
+			t.Errorf("pagePrefix(%v, %d) = %d, want %d", tt.sizes, tt.max, got, tt.want)
+		}
+	}
+}
+
+// failingCluster refuses to route once fail is set, as a cluster whose
+// shared service is down does.
+type failingCluster struct {
+	loopback
+	fail bool
+}
+
+func (f *failingCluster) Route(context.Context, []string) error {
+	if f.fail {
+		return errors.New("route refused")
+	}
+	return nil
+}
+
+// A SUBSCRIBE the cluster cannot route is undone whole: the client keeps
+// its previous subscriptions at their previous QoS, a filter named twice
+// included, and no new filter stays in the trie.
+func TestSubscribe_UnroutableIsUndone(t *testing.T) {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
+	fc := &failingCluster{loopback: loopback{store: st}}
+	b := New(st, fc, Options{})
+	st.queue = b.queue
+	ctx := context.Background()
+	mustAttach(t, b, "c", "", &sink{}, true)
+	if err := b.Subscribe(ctx, "c", "old", 1); err != nil {
+		t.Fatal(err)
+	}
+	fc.fail = true
+	err := b.SubscribeMany(ctx, "c", []Subscription{{Filter: "old", QoS: 2}, {Filter: "new", QoS: 1}, {Filter: "new", QoS: 2}})
+	if err == nil {
+		t.Fatal("subscribe routed through a failing cluster")
+	}
+	c, _ := b.client("c")
+	if n := b.subs.Filters(); n != 1 || len(c.subs) != 1 || c.subs["old"] != 1 {
+		t.Fatalf("after the failed subscribe: %d filters in the trie, subscriptions %v; want old at 1 alone", n, c.subs)
+	}
+}
+
+// streamStore is a Store that, like the Redis one, keeps no offline
+// routes: it records what the core saves and returns it on the next
+// claim, subscriptions included.
+type streamStore struct {
+	memStore
+	saved map[string]*StoredSession
+}
+
+func (s *streamStore) RoutesOffline() bool { return false }
+
+func (s *streamStore) Claim(_ context.Context, clientID, _ string, clean bool, _ *Message) (*StoredSession, error) {
+	st := s.saved[clientID]
+	delete(s.saved, clientID)
+	if clean {
+		return nil, nil
+	}
+	return st, nil
+}
+
+func (s *streamStore) Save(_ context.Context, clientID string, st *StoredSession) error {
+	if st == nil {
+		delete(s.saved, clientID)
+		return nil
+	}
+	s.saved[clientID] = st
+	return nil
+}
+
+func (s *streamStore) Enqueue(string, Delivery) {
+	panic("Enqueue on a store that routes nothing offline")
+}
+
+// routeRecorder is a loopback that records which filters are routed.
+type routeRecorder struct {
+	loopback
+	routed map[string]bool
+}
+
+func (r *routeRecorder) Route(_ context.Context, filters []string) error {
+	for _, f := range filters {
+		r.routed[f] = true
+	}
+	return nil
+}
+
+func (r *routeRecorder) Unroute(_ context.Context, filters []string) error {
+	for _, f := range filters {
+		delete(r.routed, f)
+	}
+	return nil
+}
+
+// With a store that routes nothing offline, a persistent session leaves
+// the node when its connection ends: its filters are released, the store
+// gets its subscriptions with its state, and they are routed again when it
+// returns.
+func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
+	st := &streamStore{saved: make(map[string]*StoredSession)}
+	st.sessions, st.retained = make(map[string]*memSession), make(map[string]*Message)
+	rc := &routeRecorder{loopback: loopback{store: &st.memStore}, routed: make(map[string]bool)}
+	b := New(st, rc, Options{MaxQueued: 2})
+	st.queue = b.queue
+	ctx := context.Background()
+	s := &sink{refuse: true}
+	mustAttach(t, b, "p", "", s, false)
+	if err := b.Subscribe(ctx, "p", "t/#", 2); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := b.Publish(ctx, message("t/x", 1, "late")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Detach(ctx, "p", s, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.subs.Filters(); n != 0 || rc.routed["t/#"] {
+		t.Fatalf("%d filters still in the trie (t/# routed: %v) for a session that left", n, rc.routed["t/#"])
+	}
+	if err := b.Publish(ctx, message("t/x", 1, "offline")); err != nil {
+		t.Fatal(err) // would panic in Enqueue if it were still routed
+	}
+	saved := st.saved["p"]
+	if saved == nil || saved.Subscriptions["t/#"] != 2 || len(saved.Queued) != 2 {
+		t.Fatalf("saved %+v, want t/# at 2 and the two newest refused messages", saved)
+	}
+	now := &sink{}
+	got := mustAttach(t, b, "p", "", now, false)
+	if got == nil || got.Subscriptions["t/#"] != 2 || !rc.routed["t/#"] {
+		t.Fatalf("resumed %+v, t/# routed: %v; want it back and routed", got, rc.routed["t/#"])
+	}
+	if err := b.Publish(ctx, message("t/y", 2, "live")); err != nil {
+		t.Fatal(err)
+	}
+	if d := now.deliveries(); len(d) != 1 || d[0].QoS != 2 {
+		t.Fatalf("resumed connection got %+v, want one message at 2", d)
+	}
+}

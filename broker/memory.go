@@ -1,0 +1,196 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// MemoryOptions configures a single node (NewMemory).
+type MemoryOptions struct {
+	// MaxQueued bounds the messages kept for one offline session; when it
+	// is reached the oldest message is dropped, and counted.
+	MaxQueued int
+	// MessageExpiry drops messages queued for an offline session longer than
+	// this; zero keeps them until the session returns.
+	MessageExpiry time.Duration
+	// SessionExpiry removes a persistent session offline longer than this,
+	// with its subscriptions; zero keeps it.
+	SessionExpiry time.Duration
+}
+
+// NewMemory returns a single node with no external service: the core, an
+// in-memory Store and a loopback Cluster. Nothing survives a restart.
+func NewMemory(o MemoryOptions) *Broker {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
+	b := New(st, &loopback{store: st}, Options(o))
+	st.queue = b.queue
+	return b
+}
+
+// memStore is the in-memory Store: stored sessions with their offline
+// queues, and retained messages. Its lock is a leaf.
+type memStore struct {
+	queue OfflineQueue
+
+	mu       sync.Mutex
+	sessions map[string]*memSession
+	retained map[string]*Message
+}
+
+// memSession is a persistent session stored while its client is offline.
+type memSession struct {
+	owner string
+	state *StoredSession // nil while a connection holds the session
+}
+
+// RoutesOffline implements Store: the core keeps an offline session's
+// subscriptions matched and hands its messages to Enqueue.
+func (s *memStore) RoutesOffline() bool { return true }
+
+// Claim implements Store.
+func (s *memStore) Claim(_ context.Context, clientID, owner string, clean bool, _ *Message) (*StoredSession, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[clientID]
+	if ss != nil && ss.owner != owner {
+		return nil, fmt.Errorf("%w: user %q may not use the session of user %q", ErrNotOwner, owner, ss.owner)
+	}
+	if clean || ss == nil {
+		// [MQTT-3.1.2-6] a clean session discards any previous one.
+		s.sessions[clientID] = &memSession{owner: owner}
+		return nil, nil
+	}
+	st := ss.state
+	ss.state = nil
+	return st, nil
+}
+
+// Save implements Store.
+func (s *memStore) Save(_ context.Context, clientID string, state *StoredSession) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if state == nil {
+		delete(s.sessions, clientID)
+		return nil
+	}
+	ss := s.sessions[clientID]
+	if ss == nil {
+		return fmt.Errorf("save session %q: not claimed", clientID)
+	}
+	ss.state = state
+	return nil
+}
+
+// Enqueue implements Store.
+func (s *memStore) Enqueue(clientID string, d Delivery) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss := s.sessions[clientID]; ss != nil && ss.state != nil {
+		ss.state.Queued = s.queue.Push(ss.state.Queued, d)
+	}
+}
+
+// SaveSubscriptions implements Store: the core's registry is the record.
+func (s *memStore) SaveSubscriptions(context.Context, string, []Subscription) error { return nil }
+
+// DropSubscription implements Store: the core's registry is the record.
+func (s *memStore) DropSubscription(context.Context, string, string) error { return nil }
+
+// ClaimWill implements Store: a single node is the only one that can
+// publish the will, so it always does.
+func (s *memStore) ClaimWill(context.Context, string, Subscriber) (bool, error) { return true, nil }
+
+// setRetained stores msg as the retained message of its topic
+// [MQTT-3.3.1-5], or clears it when its payload is empty [MQTT-3.3.1-10];
+// it reports whether the topic has one now.
+func (s *memStore) setRetained(msg *Message) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(msg.Payload) == 0 {
+		delete(s.retained, msg.Topic)
+		return false
+	}
+	s.retained[msg.Topic] = msg
+	return true
+}
+
+// RetainedSizes implements Store.
+func (s *memStore) RetainedSizes(_ context.Context, topics []string) ([]int, error) {
+	out := make([]int, len(topics))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, t := range topics {
+		out[i] = -1
+		if m, ok := s.retained[t]; ok {
+			out[i] = len(m.Payload)
+		}
+	}
+	return out, nil
+}
+
+// RetainedRead implements Store.
+func (s *memStore) RetainedRead(_ context.Context, topics []string) ([]*Message, error) {
+	out := make([]*Message, 0, len(topics))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range topics {
+		if m, ok := s.retained[t]; ok {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// Stats implements Store; the core counts the offline queues.
+func (s *memStore) Stats() map[string]int64 { return nil }
+
+// Close implements Store.
+func (s *memStore) Close() error { return nil }
+
+// loopback is the Cluster of a single node: every message goes straight
+// back to the core.
+type loopback struct {
+	store *memStore
+	core  Receiver
+	// retainMu orders the retained store and the core's mirror of it, so
+	// that two publishes to one topic leave both alike.
+	retainMu sync.Mutex
+}
+
+// Bind implements Cluster.
+func (l *loopback) Bind(r Receiver) { l.core = r }
+
+// PublishAsync implements Cluster: the message is delivered, and done
+// called, before it returns.
+func (l *loopback) PublishAsync(_ context.Context, msg *Message, done func(error)) {
+	if msg.Retain {
+		l.retainMu.Lock()
+		l.core.RetainedChanged(msg.Topic, l.store.setRetained(msg))
+		l.retainMu.Unlock()
+	}
+	l.core.Receive(msg, NoPosition)
+	done(nil)
+}
+
+// Route implements Cluster: every message already reaches the one node.
+func (l *loopback) Route(context.Context, []string) error { return nil }
+
+// Unroute implements Cluster.
+func (l *loopback) Unroute(context.Context, []string) error { return nil }
+
+// Gate implements Cluster: a single node replays nothing, so every
+// message goes at the grant of the matching subscriptions.
+func (l *loopback) Gate(_ string, _ *Message, _ Position, granted byte) (byte, bool) {
+	return granted, true
+}
+
+// Ready implements Cluster; a single node is always ready.
+func (l *loopback) Ready(context.Context) error { return nil }
+
+// Stats implements Cluster.
+func (l *loopback) Stats() map[string]int64 { return nil }
+
+// Close implements Cluster.
+func (l *loopback) Close() error { return nil }

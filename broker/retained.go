@@ -1,0 +1,77 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+)
+
+// RetainedChanged implements Receiver.
+func (b *Broker) RetainedChanged(topic string, present bool) {
+	if present {
+		b.retained.Set(topic, struct{}{})
+	} else {
+		b.retained.Delete(topic)
+	}
+}
+
+// RetainedTopics returns the names of the topics whose retained messages
+// filter matches, from the core's mirror, in O(matches). A new
+// subscription to a wide filter then holds only the matching names at
+// once, and reads the messages page by page as its client takes them
+// [MQTT-3.3.1-6].
+func (b *Broker) RetainedTopics(_ context.Context, filter string) ([]string, error) {
+	var out []string
+	b.retained.Match(filter, func(topic string, _ struct{}) {
+		out = append(out, topic)
+	})
+	return out, nil
+}
+
+// RetainedMessages returns the retained messages of a prefix of topics as
+// they are now, in the order of topics, leaving out the topics that no
+// longer have one, and the length of that prefix. The prefix stops before
+// the topic whose payload would take the page's payloads past maxBytes,
+// but always holds the first topic, so a page of large messages is
+// bounded by bytes, not by its count of topics; maxBytes ≤ 0 reads every
+// topic.
+func (b *Broker) RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*Message, int, error) {
+	if len(topics) == 0 {
+		return nil, 0, nil
+	}
+	n := len(topics)
+	if maxBytes > 0 && n > 1 {
+		sizes, err := b.store.RetainedSizes(ctx, topics)
+		if err != nil {
+			return nil, 0, fmt.Errorf("retained messages: %w", err)
+		}
+		n = pagePrefix(sizes, maxBytes)
+	}
+	msgs, err := b.store.RetainedRead(ctx, topics[:n])
+	if err != nil {
+		return nil, 0, fmt.Errorf("retained messages: %w", err)
+	}
+	return msgs, n, nil
+}
+
+// pagePrefix returns how many of sizes, in order, add up to at most
+// maxBytes, and at least one; a negative size (no message) counts zero.
+func pagePrefix(sizes []int, maxBytes int) int {
+	total := 0
+	for i, s := range sizes {
+		if total += max(s, 0); total > maxBytes && i > 0 {
+			return i
+		}
+	}
+	return len(sizes)
+}
+
+// Retained returns the retained messages whose topics match filter, all
+// at once.
+func (b *Broker) Retained(ctx context.Context, filter string) ([]*Message, error) {
+	names, err := b.RetainedTopics(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	msgs, _, err := b.RetainedMessages(ctx, names, 0)
+	return msgs, err
+}

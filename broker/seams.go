@@ -1,0 +1,119 @@
+package broker
+
+import (
+	"context"
+)
+
+// Position is where a Cluster carried a message: for the Redis bridge, the
+// stream shard and stream id of a QoS ≥ 1 message. The core never reads
+// it; it hands it back to Cluster.Gate for each receiver, so that a
+// cluster can apply its own replay and cursor rules. Shard < 0 means no
+// position (QoS 0 messages, or a single node).
+type Position struct {
+	Shard int
+	Seq   [2]uint64
+}
+
+// NoPosition is the Position of a message a cluster carried without one.
+var NoPosition = Position{Shard: -1}
+
+// Receiver is the core as its Cluster sees it: where messages from any
+// node, this one included, arrive to be matched to local clients.
+type Receiver interface {
+	// Receive matches msg against this node's subscriptions and hands it
+	// to each matching client once, at the highest QoS granted among its
+	// matches [MQTT-3.3.5-1]. It is the only place a message meets local
+	// clients.
+	Receive(msg *Message, pos Position)
+	// RetainedChanged keeps the core's mirror of the retained topic names
+	// current: present is false once topic's retained message is cleared.
+	RetainedChanged(topic string, present bool)
+}
+
+// Cluster is the seam between the core and the other nodes: a single node
+// uses a loopback that hands every message straight back to Receive; the
+// Redis bridge carries messages between replicas.
+type Cluster interface {
+	// Bind hands the cluster the core it delivers into. New calls it
+	// once, before anything else.
+	Bind(r Receiver)
+	// PublishAsync accepts msg for every node, this one included
+	// (through Receiver.Receive), and stores or clears it as the retained
+	// message of its topic when msg.Retain is set [MQTT-3.3.1-5]
+	// [MQTT-3.3.1-10]. done reports the result: for QoS 1 and 2, nil means
+	// the message cannot be lost by this node failing. done must not
+	// block; for the messages one goroutine queues, done runs in the order
+	// they were queued, and may run before PublishAsync returns.
+	PublishAsync(ctx context.Context, msg *Message, done func(error))
+	// Route makes messages matching filters reach this node: the core
+	// calls it when a filter gets its first local subscriber, and waits
+	// for it before a SUBACK, so that a message published after the
+	// SUBACK reaches the client.
+	Route(ctx context.Context, filters []string) error
+	// Unroute undoes Route for filters that lost their last local
+	// subscriber.
+	Unroute(ctx context.Context, filters []string) error
+	// Gate decides, for one local client matched by a message, whether the
+	// message goes to it now and at which grant: a cluster that replays
+	// stored messages holds back, or skips, live copies of what a replay
+	// returns. granted is the highest QoS among the client's matching
+	// subscriptions; the core caps the result by msg.QoS. It runs under
+	// the client's delivery lock and must not block.
+	Gate(clientID string, msg *Message, pos Position, granted byte) (qos byte, deliver bool)
+	// Ready reports whether this node can serve clients now.
+	Ready(ctx context.Context) error
+	// Stats returns the cluster's counters by name.
+	Stats() map[string]int64
+	// Close stops the cluster.
+	Close() error
+}
+
+// Store is the seam between the core and what outlives a connection:
+// stored sessions, retained messages and wills.
+type Store interface {
+	// RoutesOffline reports how offline persistent sessions get their
+	// messages. True (an in-memory store): the core keeps their
+	// subscriptions matched and hands each QoS ≥ 1 message to Enqueue.
+	// False (the Redis streams): the store finds the messages itself when
+	// the session is claimed again, and Enqueue is never called.
+	RoutesOffline() bool
+	// Claim makes owner's new connection the holder of clientID's stored
+	// session and returns it, nil when there is none. With clean it
+	// discards it and returns nil [MQTT-3.1.2-6]. A session that belongs
+	// to another user is refused with ErrNotOwner, changing nothing. will
+	// is kept to be published if this node dies with the connection open.
+	// For a store that RoutesOffline it runs under the client's delivery
+	// lock, so that no message falls between the stored queue and the new
+	// connection.
+	Claim(ctx context.Context, clientID, owner string, clean bool, will *Message) (*StoredSession, error)
+	// Save stores state as clientID's session when its connection ends;
+	// a nil state removes everything stored for it. For a store that
+	// RoutesOffline it runs under the client's delivery lock.
+	Save(ctx context.Context, clientID string, state *StoredSession) error
+	// Enqueue keeps d for clientID's offline session, by the offline
+	// queue's rule (OfflineQueue). It runs under the client's delivery
+	// lock and must not block.
+	Enqueue(clientID string, d Delivery)
+	// SaveSubscriptions stores subs (filter and granted QoS) for
+	// clientID's persistent session before the core routes them; an error
+	// leaves them unrouted. A store that RoutesOffline keeps nothing
+	// here: the core's registry is its record of subscriptions.
+	SaveSubscriptions(ctx context.Context, clientID string, subs []Subscription) error
+	// DropSubscription removes filter from clientID's stored
+	// subscriptions.
+	DropSubscription(ctx context.Context, clientID, filter string) error
+	// ClaimWill reports whether sub's connection of clientID may publish
+	// its will now: false when another node already did (it declared
+	// this one dead). Exactly one node publishes a will [MQTT-3.1.2-8].
+	ClaimWill(ctx context.Context, clientID string, sub Subscriber) (bool, error)
+	// RetainedSizes returns the payload size of the retained message of
+	// each of topics, -1 for a topic that has none.
+	RetainedSizes(ctx context.Context, topics []string) ([]int, error)
+	// RetainedRead returns the retained messages of topics, in order,
+	// leaving out the topics that have none.
+	RetainedRead(ctx context.Context, topics []string) ([]*Message, error)
+	// Stats returns the store's counters by name.
+	Stats() map[string]int64
+	// Close releases the store.
+	Close() error
+}
