@@ -3,6 +3,7 @@ module github.com/bridgemq/server
 go 1.26.0
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/google/uuid v1.6.0
 	github.com/prometheus/client_golang v1.23.2
