@@ -74,6 +74,10 @@ type Config struct {
 	// PUBLISH bytes one replica has read and its bridge not yet accepted;
 	// at the bound the replica stops reading from publishers.
 	MaxInflightBytes int64
+
+	// WSListen is -ws-listen, default "" = off: MQTT over WebSocket on
+	// path /mqtt, subprotocol mqtt.
+	WSListen string
 }
 
 // ErrHelp is returned by ParseConfig when -h, -help or --help was asked; the usage text
@@ -115,6 +119,14 @@ func options() []option {
 	return []option{
 		{name: "listen", def: ":1883", arg: "host:port", usage: "MQTT TCP listener address",
 			set: func(c *Config, v string) error { c.Listen = v; return checkHostPort(v) }},
+		{name: "ws-listen", def: "", arg: "host:port", usage: `MQTT over WebSocket listener (path /mqtt, subprotocol mqtt), e.g. :8083; "" turns it off`,
+			set: func(c *Config, v string) error {
+				c.WSListen = v
+				if v == "" {
+					return nil
+				}
+				return checkHostPort(v)
+			}},
 		{name: "http", def: ":8080", arg: "host:port", usage: `health, readiness and metrics endpoint; "" or "off" turns it off`,
 			set: func(c *Config, v string) error {
 				if v == "" || v == "off" {
@@ -307,6 +319,12 @@ func (c *Config) validate() error {
 	}
 	if c.HTTP != "" && samePort(c.Listen, c.HTTP) {
 		return fmt.Errorf("-http: %q uses the same port as -listen %q", c.HTTP, c.Listen)
+	}
+	if c.WSListen != "" && samePort(c.Listen, c.WSListen) {
+		return fmt.Errorf("-ws-listen: %q uses the same port as -listen %q", c.WSListen, c.Listen)
+	}
+	if c.WSListen != "" && c.HTTP != "" && samePort(c.HTTP, c.WSListen) {
+		return fmt.Errorf("-ws-listen: %q uses the same port as -http %q", c.WSListen, c.HTTP)
 	}
 	if c.RedisSentinelMaster != "" && len(c.RedisSentinelAddrs) == 0 {
 		return errors.New("-redis-sentinel-master: needs -redis-sentinel-addrs")

@@ -37,9 +37,10 @@ type Server struct {
 	metricsOnce sync.Once
 	metrics     http.Handler
 
-	ready chan struct{} // closed once the listeners are bound
-	addr  net.Addr
-	http  net.Addr
+	ready   chan struct{} // closed once the listeners are bound
+	addr    net.Addr
+	http    net.Addr
+	lnAddrs map[string]net.Addr // by Listener.Protocol, the first of each
 
 	closeOnce sync.Once
 	closeErr  error
@@ -115,6 +116,11 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Addr is the MQTT listener's address (-listen); nil before Ready.
 func (s *Server) Addr() net.Addr { return s.addr }
 
+// ListenerAddr is the address of the first listener serving protocol
+// ("tcp", "ws", as Listener.Protocol names it); nil before Ready and when
+// no listener serves it.
+func (s *Server) ListenerAddr(protocol string) net.Addr { return s.lnAddrs[protocol] }
+
 // HTTPAddr is the health and metrics listener's address (-http); nil
 // before Ready and when that endpoint is off or could not be bound.
 func (s *Server) HTTPAddr() net.Addr { return s.http }
@@ -144,15 +150,24 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// Run listens on -listen and serves until ctx is cancelled, then drains: it
-// stops accepting, fails readiness, closes every connection and waits for
-// the sessions to end, up to the drain timeout.
+// Run listens on -listen (and -ws-listen when set) and serves until ctx is
+// cancelled, then drains: it stops accepting, fails readiness, closes every
+// connection and waits for the sessions to end, up to the drain timeout.
 func (s *Server) Run(ctx context.Context) error {
 	ln, err := listeners.ListenTCP(s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("-listen %s: %w", s.cfg.Listen, err)
 	}
-	return s.Serve(ctx, ln)
+	lns := []listeners.Listener{ln}
+	if s.cfg.WSListen != "" {
+		ws, err := s.listenWebSocket()
+		if err != nil {
+			_ = ln.Close()
+			return err
+		}
+		lns = append(lns, ws)
+	}
+	return s.Serve(ctx, lns...)
 }
 
 // Serve is Run on listeners the caller opened: it accepts MQTT connections
@@ -168,6 +183,12 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 		}
 	}
 	s.addr = lns[0].Addr()
+	s.lnAddrs = make(map[string]net.Addr, len(lns))
+	for _, ln := range lns {
+		if _, ok := s.lnAddrs[ln.Protocol()]; !ok {
+			s.lnAddrs[ln.Protocol()] = ln.Addr()
+		}
+	}
 	var httpSrv *http.Server
 	if s.cfg.HTTP != "" {
 		hln, err := net.Listen("tcp", s.cfg.HTTP)
