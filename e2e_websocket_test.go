@@ -285,3 +285,34 @@ func TestWebSocket_ListenError(t *testing.T) {
 	}
 	again.Close()
 }
+
+// A WebSocket client silent for 1.5 × its keep-alive is disconnected, as
+// over TCP [MQTT-3.1.2-24].
+func TestWebSocket_KeepAliveExpires_MQTT_3_1_2_24(t *testing.T) {
+	s := startServer(t, "-ws-listen", "127.0.0.1:0")
+	c, ws := mqtttest.DialWebSocket(t, s.WSURL())
+	c.MustConnect(&packets.Connect{ClientID: unique(t, "silent"), CleanSession: true, KeepAlive: 1})
+	start := time.Now()
+	readClose(t, ws, waitTimeout)
+	if d := time.Since(start); d < time.Second || d > 3*time.Second {
+		t.Errorf("closed after %s, want about 1.5s", d)
+	}
+}
+
+// A WebSocket refused at -max-connections is closed without waiting for
+// its client to answer the close handshake: a client that never reads does
+// not hold up the accept loop, and the next refused client learns at once.
+func TestWebSocket_RefusalDoesNotWaitForSilentClient(t *testing.T) {
+	s := startServer(t, "-ws-listen", "127.0.0.1:0", "-max-connections", "1")
+	first := mqtttest.Dial(t, s.Addr())
+	first.MustConnect(&packets.Connect{ClientID: unique(t, "first"), CleanSession: true})
+	for range 3 {
+		mqtttest.DialWebSocket(t, s.WSURL()) // never reads
+	}
+	_, ws := mqtttest.DialWebSocket(t, s.WSURL())
+	start := time.Now()
+	readClose(t, ws, waitTimeout)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("refused after %s: the accept loop waited for silent clients", d)
+	}
+}
