@@ -3,7 +3,7 @@
 # Debian machine, then gofmt, go vet, staticcheck, the race-enabled test suite and a
 # bounded fuzz run of each fuzz target (./packets, ./bridge). Usage: bash ./test.sh
 #
-# Tests start their own redis-server, redis-sentinel, haproxy and mosquitto on free ports,
+# Tests start their own redis-server, redis-sentinel, haproxy, mosquitto and headless chromium on free ports,
 # so a system service the Debian packages may auto-start on 6379/1883 does not matter.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -42,8 +42,21 @@ install_packages() {
 	for cmd in redis-server redis-sentinel haproxy mosquitto_pub mosquitto_sub mosquitto; do
 		command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 	done
-	if [ "${#missing[@]}" -eq 0 ]; then
-		echo "all of redis-server, redis-sentinel, haproxy, mosquitto(-clients) present; skipping apt"
+	local pkgs=()
+	if [ "${#missing[@]}" -ne 0 ]; then
+		pkgs+=(redis-server redis-sentinel haproxy mosquitto-clients mosquitto)
+	fi
+	# The browser test (browser_test.go) runs MQTT.js, fetched with npm, in headless Chromium.
+	# Each is installed only when missing: a Node.js from another source already ships its own
+	# npm, which Debian's npm package would conflict with.
+	for cmd in chromium npm; do
+		if ! command -v "$cmd" >/dev/null 2>&1; then
+			missing+=("$cmd")
+			pkgs+=("$cmd")
+		fi
+	done
+	if [ "${#pkgs[@]}" -eq 0 ]; then
+		echo "all of redis-server, redis-sentinel, haproxy, mosquitto(-clients), chromium, npm present; skipping apt"
 		return 0
 	fi
 	echo "missing: ${missing[*]}"
@@ -52,8 +65,7 @@ install_packages() {
 		sudo=(sudo)
 	fi
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-		redis-server redis-sentinel haproxy mosquitto-clients mosquitto
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
 }
 
 check_gofmt() {

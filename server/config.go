@@ -97,6 +97,10 @@ type Config struct {
 	// networks, whose connections must start with a PROXY protocol header
 	// on every listener; empty = off.
 	ProxyProtocol []netip.Prefix
+
+	// WSListen is -ws-listen, default "" = off: MQTT over WebSocket on
+	// path /mqtt, subprotocol mqtt.
+	WSListen string
 }
 
 // ErrHelp is returned by ParseConfig when -h, -help or --help was asked; the usage text
@@ -138,6 +142,14 @@ func options() []option {
 	return []option{
 		{name: "listen", def: ":1883", arg: "host:port", usage: "MQTT TCP listener address",
 			set: func(c *Config, v string) error { c.Listen = v; return checkHostPort(v) }},
+		{name: "ws-listen", def: "", arg: "host:port", usage: `MQTT over WebSocket listener (path /mqtt, subprotocol mqtt), e.g. :8083; "" turns it off`,
+			set: func(c *Config, v string) error {
+				c.WSListen = v
+				if v == "" {
+					return nil
+				}
+				return checkHostPort(v)
+			}},
 		{name: "http", def: ":8080", arg: "host:port", usage: `health, readiness and metrics endpoint; "" or "off" turns it off`,
 			set: func(c *Config, v string) error {
 				if v == "" || v == "off" {
@@ -361,6 +373,12 @@ func (c *Config) validate() error {
 	}
 	if err := c.validateTLS(); err != nil {
 		return err
+	}
+	if c.WSListen != "" && samePort(c.Listen, c.WSListen) {
+		return fmt.Errorf("-ws-listen: %q uses the same port as -listen %q", c.WSListen, c.Listen)
+	}
+	if c.WSListen != "" && c.HTTP != "" && samePort(c.HTTP, c.WSListen) {
+		return fmt.Errorf("-ws-listen: %q uses the same port as -http %q", c.WSListen, c.HTTP)
 	}
 	if c.RedisSentinelMaster != "" && len(c.RedisSentinelAddrs) == 0 {
 		return errors.New("-redis-sentinel-master: needs -redis-sentinel-addrs")

@@ -433,3 +433,44 @@ func TestConfig_RedisClient(t *testing.T) {
 		t.Errorf("url options: got addr %q db %d user %q password %q", o.Addr, o.DB, o.Username, o.Password)
 	}
 }
+
+// -ws-listen is off by default, set by flag or MQTT_WS_LISTEN (the flag
+// winning), and refused with a message naming it when it is not host:port
+// or shares a port with -listen or -http.
+func TestParseConfig_WSListen(t *testing.T) {
+	if got := mustParse(t, nil, nil).WSListen; got != "" {
+		t.Errorf("default -ws-listen = %q, want off", got)
+	}
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"-ws-listen", ":8083"}, nil, ":8083"},
+		{nil, map[string]string{"MQTT_WS_LISTEN": "127.0.0.1:8083"}, "127.0.0.1:8083"},
+		{[]string{"-ws-listen", "[::1]:9001"}, map[string]string{"MQTT_WS_LISTEN": ":8083"}, "[::1]:9001"},
+		{[]string{"-ws-listen", ""}, map[string]string{"MQTT_WS_LISTEN": ":8083"}, ""},
+		{[]string{"-ws-listen", "127.0.0.1:0", "-listen", "127.0.0.1:0"}, nil, "127.0.0.1:0"},
+		{[]string{"-ws-listen", "10.0.0.1:1883", "-listen", "10.0.0.2:1883"}, nil, "10.0.0.1:1883"},
+	} {
+		if got := mustParse(t, tt.args, tt.env).WSListen; got != tt.want {
+			t.Errorf("args %q env %v: WSListen = %q, want %q", tt.args, tt.env, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"-ws-listen", "8083"}, nil, `-ws-listen: "8083" is not a host:port address`},
+		{[]string{"-ws-listen", ":70000"}, nil, `-ws-listen: ":70000": port "70000" is not a number 0..65535`},
+		{nil, map[string]string{"MQTT_WS_LISTEN": "ws://h:1/mqtt"}, `MQTT_WS_LISTEN (for -ws-listen): "ws://h:1/mqtt" is not a host:port address`},
+		{[]string{"-ws-listen", "127.0.0.1:1883"}, nil, `-ws-listen: "127.0.0.1:1883" uses the same port as -listen ":1883"`},
+		{[]string{"-ws-listen", ":8080"}, nil, `-ws-listen: ":8080" uses the same port as -http ":8080"`},
+	} {
+		_, err := parseConfig(tt.args, env(tt.env), &bytes.Buffer{})
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("args %q env %v: error %v, want %q", tt.args, tt.env, err, tt.want)
+		}
+	}
+}

@@ -167,9 +167,9 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// Run listens on -listen and serves until ctx is cancelled, then drains: it
-// stops accepting, fails readiness, closes every connection and waits for
-// the sessions to end, up to the drain timeout.
+// Run listens on -listen (and -ws-listen when set) and serves until ctx is
+// cancelled, then drains: it stops accepting, fails readiness, closes every
+// connection and waits for the sessions to end, up to the drain timeout.
 func (s *Server) Run(ctx context.Context) error {
 	tcp, err := listeners.ListenTCP(s.cfg.Listen)
 	if err != nil {
@@ -180,15 +180,28 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	lns := []listeners.Listener{ln}
+	closeAll := func() {
+		for _, l := range lns {
+			_ = l.Close()
+		}
+	}
 	if s.cfg.TLSListen != "" {
 		tln, certs, err := s.listenTLS()
 		if err != nil {
-			_ = ln.Close()
+			closeAll()
 			return err
 		}
 		defer certs.Close()
 		s.certs.Store(certs)
 		lns = append(lns, tln)
+	}
+	if s.cfg.WSListen != "" {
+		ws, err := s.listenWebSocket()
+		if err != nil {
+			closeAll()
+			return err
+		}
+		lns = append(lns, ws)
 	}
 	return s.Serve(ctx, lns...)
 }

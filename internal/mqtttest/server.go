@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,8 @@ type Server struct {
 	http   string // "" when the replica serves no HTTP
 	cancel context.CancelFunc
 	done   chan error
+
+	stopOnce sync.Once
 }
 
 // Addr is the replica's MQTT address, host:port.
@@ -50,18 +53,21 @@ func (s *Server) NodeID() string { return s.srv.NodeID() }
 // "mqtt_" (bridge counters start with "bridge_").
 func (s *Server) Stats() map[string]int64 { return s.srv.Stats() }
 
-// Stop drains the replica and waits for Run to return.
+// Stop drains the replica and waits for Run to return. A second Stop (the
+// cleanup's, after the test's own) does nothing.
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
-	s.cancel()
-	select {
-	case err := <-s.done:
-		if err != nil {
-			t.Errorf("server stopped with error: %v", err)
+	s.stopOnce.Do(func() {
+		s.cancel()
+		select {
+		case err := <-s.done:
+			if err != nil {
+				t.Errorf("server stopped with error: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("server did not stop within 15s")
 		}
-	case <-time.After(15 * time.Second):
-		t.Errorf("server did not stop within 15s")
-	}
+	})
 }
 
 // Config is the configuration of a test replica: loopback, free port, no
