@@ -16,14 +16,13 @@ import (
 
 // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01 and the
 // connection is closed; [MQTT-3.1.2-1] so does a protocol name that is not
-// the one of the announced level.
+// the one of the announced level. Level 5 is served (e2e_v5_test.go).
 func TestConnect_UnsupportedProtocol_Connack0x01_MQTT_3_1_2_2(t *testing.T) {
 	tests := []struct {
 		name  string
 		proto string
 		level byte
 	}{
-		{"level 5 is not decoded yet", "MQTT", 5},
 		{"level 2", "MQTT", 2},
 		{"level 0", "MQTT", 0},
 		{"level 255", "MQTT", 255},

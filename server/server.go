@@ -113,6 +113,7 @@ func newServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.
 				MaxSubscriptions: cfg.MaxSubscriptions,
 				MaxTopicLength:   cfg.MaxTopicLength,
 				MaxTopicLevels:   cfg.MaxTopicLevels,
+				SessionExpiry:    cfg.SessionExpiry,
 			},
 		},
 		sessions: make(map[*session.Session]struct{}),

@@ -116,10 +116,12 @@ func TestServe_CatalogueAfterConnect_MalformedClosesWithoutReply_MQTT_4_8_0_1(t 
 	}
 }
 
-// TestServe_CatalogueFirstPacket_MQTT_3_1_2_2: a malformed CONNECT closes
-// the connection without a CONNACK; a CONNECT of a protocol this server
-// does not speak (5.0 too, for now) gets CONNACK 0x01 and then the close
-// [MQTT-3.1.2-2].
+// TestServe_CatalogueFirstPacket_MQTT_3_1_2_2: a malformed 3.1.1 CONNECT
+// closes the connection without a CONNACK; a CONNECT of a protocol this
+// server does not speak gets CONNACK 0x01 and then the close
+// [MQTT-3.1.2-2]; a malformed 5.0 CONNECT, or one that is a protocol error,
+// gets a 5.0 CONNACK with the error's Reason Code (0x81, 0x82) and then
+// the close [MQTT-4.13.1-1].
 func TestServe_CatalogueFirstPacket_MQTT_3_1_2_2(t *testing.T) {
 	for _, tc := range packetstest.All() {
 		if tc.Type() != packets.TypeConnect || tc.Err == nil || tc.Err == io.ErrUnexpectedEOF {
@@ -128,11 +130,28 @@ func TestServe_CatalogueFirstPacket_MQTT_3_1_2_2(t *testing.T) {
 		t.Run(tc.Name, func(t *testing.T) {
 			c := servePipe(t, packetstest.MaxPacket)
 			c.write(tc.Raw)
+			if w, ok := tc.Want.(*packets.Connect); ok && tc.Err == packets.ErrUnsupportedProtocol && w.ProtocolVersion == packets.Version5 {
+				// Unsupported for a Reader that does not accept 5.0; the
+				// session does, and accepts this valid 5.0 CONNECT.
+				c.r.SetVersion(packets.Version5)
+				_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				p, err := c.r.ReadPacket()
+				if ack, ok := p.(*packets.Connack); err != nil || !ok || ack.ReturnCode != packets.Success {
+					t.Fatalf("CONNACK: %#v, %v; want 5.0 CONNACK 0x00", p, err)
+				}
+				return
+			}
+			if tc.Version == packets.Version5 {
+				c.r.SetVersion(packets.Version5)
+				got := c.replies(t)
+				want, _ := packets.CodeOf(tc.Err)
+				if len(got) != 1 || got[0].(*packets.Connack).ReturnCode != want {
+					t.Fatalf("answered with %#v, want 5.0 CONNACK 0x%02x only", got, want)
+				}
+				return
+			}
 			got := c.replies(t)
-			// The session does not serve 5.0 yet: a level-5 CONNECT, however
-			// malformed its properties, is refused on its protocol level,
-			// which is read first.
-			if tc.Err == packets.ErrUnsupportedProtocol || tc.Version == packets.Version5 {
+			if tc.Err == packets.ErrUnsupportedProtocol {
 				if len(got) != 1 || got[0].(*packets.Connack).ReturnCode != packets.RefusedProtocolVersion {
 					t.Fatalf("answered with %#v, want CONNACK 0x01 only", got)
 				}

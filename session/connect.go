@@ -20,6 +20,17 @@ import (
 func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.StoredSession, error) {
 	_ = s.conn.SetReadDeadline(time.Now().Add(s.env.Config.ConnectTimeout))
 	p, err := s.r.ReadPacket()
+	if c, ok := p.(*packets.Connect); ok && err != nil && c.ProtocolVersion == packets.Version5 && c.ProtocolName == packets.ProtocolNameMQTT {
+		// A 5.0 CONNECT that is malformed or a protocol error gets a 5.0
+		// CONNACK with the Reason Code of the error before the close
+		// [MQTT-4.13.1-1] (section 4.13.1).
+		s.version = packets.Version5
+		code, ok := packets.CodeOf(err)
+		if !ok {
+			return nil, nil, fmt.Errorf("reading CONNECT: %w", err)
+		}
+		return &packets.Connack{ReturnCode: code}, nil, fmt.Errorf("CONNECT: %w", err)
+	}
 	if errors.Is(err, packets.ErrUnsupportedProtocol) {
 		// [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01.
 		return &packets.Connack{ReturnCode: packets.RefusedProtocolVersion}, nil, fmt.Errorf("CONNECT: %w", err)
@@ -40,6 +51,17 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 	if c.UsernameFlag {
 		s.username = c.Username
 	}
+	v5 := c.ProtocolVersion == packets.Version5
+	var props5 *packets.Properties // the 5.0 CONNACK's properties
+	if v5 {
+		props5 = s.connect5(c)
+		if c.Properties != nil && c.Properties.AuthenticationMethod != "" {
+			// No enhanced authentication method is implemented: a CONNECT
+			// asking for one is refused with 0x8C (section 4.12).
+			return &packets.Connack{ReturnCode: packets.BadAuthenticationMethod}, nil,
+				fmt.Errorf("authentication method %q is not supported", c.Properties.AuthenticationMethod)
+		}
+	}
 
 	if re := s.env.Config.ClientIDPattern; re != nil && s.clientID != "" && !re.MatchString(s.clientID) {
 		// [MQTT-3.1.3-9] the server may refuse a client id it does not allow.
@@ -47,12 +69,16 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 			fmt.Errorf("client id %q does not match -client-id-pattern", s.clientID)
 	}
 	if s.clientID == "" {
-		if !c.CleanSession || c.ProtocolVersion == packets.Version31 {
+		if !v5 && (!c.CleanSession || c.ProtocolVersion == packets.Version31) {
 			// [MQTT-3.1.3-8] an empty id needs a clean session (3.1 needs an id).
 			return &packets.Connack{ReturnCode: packets.RefusedIdentifierRejected}, nil,
 				errors.New("empty client id without clean session [MQTT-3.1.3-8]")
 		}
 		s.clientID = "auto-" + uuid.NewString() // [MQTT-3.1.3-6]
+		if v5 {
+			// [MQTT-3.1.3-7] the assigned id is returned in CONNACK.
+			props5.AssignedClientIdentifier = s.clientID
+		}
 	}
 
 	if c.Will != nil {
@@ -99,7 +125,7 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 	// [MQTT-3.2.2-1] clean session: session present 0; [MQTT-3.2.2-2] a
 	// resumed session: 1; [MQTT-3.2.2-3] no stored session: 0.
 	present := !s.clean && stored != nil
-	return &packets.Connack{SessionPresent: present}, stored, nil
+	return &packets.Connack{SessionPresent: present, Properties: props5}, stored, nil
 }
 
 // restore loads a resumed session: its subscriptions, its unacknowledged
@@ -132,9 +158,9 @@ func (s *Session) restore(stored *bridge.StoredSession) {
 			released: in.Released,
 		}
 		if in.Released {
-			s.ctrl = appendAck(s.ctrl, &packets.Pubrel{PacketID: in.PacketID})
+			s.ctrl = s.appendAck(s.ctrl, &packets.Pubrel{PacketID: in.PacketID})
 		} else {
-			s.ctrl = packets.AppendPublish(s.ctrl, &packets.Publish{
+			s.ctrl = s.appendPublish(s.ctrl, &packets.Publish{
 				Dup: true, QoS: in.QoS, Retain: in.Retain, Topic: in.Message.Topic,
 				PacketID: in.PacketID, Payload: in.Message.Payload,
 			})

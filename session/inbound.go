@@ -68,6 +68,9 @@ func (s *Session) handle(ctx context.Context, p packets.Packet) error {
 	case *packets.Pingreq:
 		s.sendAck(&packets.Pingresp{}) // [MQTT-3.12.4-1]
 	case *packets.Disconnect:
+		if p.ReasonCode == packets.DisconnectWithWill {
+			return errDisconnectWithWill // section 3.14.2.1: the will is published
+		}
 		return errClientDisconnect
 	case *packets.Connect:
 		// [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
@@ -116,6 +119,10 @@ func (s *Session) releaseGate() {
 
 func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 	s.env.Stats.PublishReceived.Add(1)
+	if p.Properties != nil && p.Properties.TopicAlias != nil {
+		// [MQTT-3.3.2-9] Topic Alias Maximum is 0: no alias is valid.
+		return fmt.Errorf("%w: topic alias %d [MQTT-3.3.2-9]", ErrTopicAliasInvalid, *p.Properties.TopicAlias)
+	}
 	if err := topics.ValidateTopicName(p.Topic); err != nil {
 		// [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not empty.
 		return fmt.Errorf("%w: PUBLISH topic: %w", ErrProtocolViolation, err)
@@ -265,7 +272,7 @@ func (s *Session) onPubrec(id uint16) {
 		in.released = true // [MQTT-4.3.3-1] the PUBLISH is not re-sent after PUBREC
 		s.inflight[id] = in
 	}
-	s.ctrl = appendAck(s.ctrl, &packets.Pubrel{PacketID: id})
+	s.ctrl = s.appendAck(s.ctrl, &packets.Pubrel{PacketID: id})
 	s.mu.Unlock()
 	s.signal()
 }
@@ -378,7 +385,7 @@ func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []
 	s.mu.Unlock()
 	feeds := s.retainedFeeds(ctx, granted)
 	s.mu.Lock()
-	s.ctrl = appendAck(s.ctrl, &packets.Suback{PacketID: id, ReturnCodes: codes})
+	s.ctrl = s.appendAck(s.ctrl, &packets.Suback{PacketID: id, ReturnCodes: codes})
 	s.startFeedsLocked(ctx, feeds)
 	if hold && !s.feeding {
 		s.releaseHeldLocked()
@@ -396,13 +403,20 @@ func truncate(f string) string {
 }
 
 func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) error {
-	for _, f := range p.Filters {
+	var codes []packets.ReasonCode // 5.0: one per filter [MQTT-3.11.3-1]
+	if s.version == packets.Version5 {
+		codes = make([]packets.ReasonCode, len(p.Filters))
+	}
+	for i, f := range p.Filters {
 		s.mu.Lock()
 		_, had := s.subs[f]
 		delete(s.subs, f)
 		s.cancelFeedLocked(f) // [MQTT-3.10.4-2] no more messages for it
 		s.mu.Unlock()
 		if !had {
+			if codes != nil {
+				codes[i] = packets.NoSubscriptionExisted
+			}
 			continue
 		}
 		if err := s.env.Bridge.Unsubscribe(ctx, s.clientID, f); err != nil {
@@ -410,6 +424,6 @@ func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) err
 		}
 	}
 	// [MQTT-3.10.4-4] UNSUBACK always, even when nothing matched [MQTT-3.10.4-5].
-	s.sendAck(&packets.Unsuback{PacketID: p.PacketID})
+	s.sendAck(&packets.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
 	return nil
 }

@@ -107,7 +107,7 @@ func (s *Session) bytesFullLocked(m *bridge.Message) bool {
 // sendAck queues an acknowledgement for the writer.
 func (s *Session) sendAck(p packets.Packet) {
 	s.mu.Lock()
-	s.ctrl = appendAck(s.ctrl, p)
+	s.ctrl = s.appendAck(s.ctrl, p)
 	start := s.startWriterLocked()
 	s.mu.Unlock()
 	if start {
@@ -115,8 +115,9 @@ func (s *Session) sendAck(p packets.Packet) {
 	}
 }
 
-func appendAck(dst []byte, p packets.Packet) []byte {
-	out, err := packets.Append(dst, p)
+// appendAck encodes p in the connection's protocol version.
+func (s *Session) appendAck(dst []byte, p packets.Packet) []byte {
+	out, err := packets.AppendVersion(dst, p, s.version)
 	if err != nil {
 		// Only a bug can make an ack unencodable.
 		panic(fmt.Sprintf("encode %T: %v", p, err))
@@ -183,8 +184,15 @@ func (s *Session) writeLoop() {
 				return
 			}
 		}
+		select {
+		case s.wturn <- struct{}{}:
+		case <-s.closed:
+			return
+		}
 		_ = s.conn.SetWriteDeadline(time.Now().Add(s.env.Config.WriteTimeout))
-		if _, err := s.conn.Write(buf); err != nil {
+		_, err := s.conn.Write(buf)
+		<-s.wturn
+		if err != nil {
 			s.stop(fmt.Errorf("write: %w", err))
 			return
 		}
@@ -218,7 +226,7 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 		}
 		p := packets.Publish{QoS: o.qos, Retain: o.retain, Topic: o.msg.Topic, Payload: o.msg.Payload}
 		if o.qos > 0 {
-			if len(s.inflight) >= s.env.Config.MaxInflight {
+			if len(s.inflight) >= s.maxInflight {
 				break
 			}
 			p.PacketID = s.allocateID()
@@ -227,7 +235,7 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 			s.inflight[p.PacketID] = inflight{outgoing: o, seq: s.seq}
 		}
 		s.queuedBytes -= queuedSize(o.msg)
-		buf = packets.AppendPublish(buf, &p)
+		buf = s.appendPublish(buf, &p)
 		s.env.Stats.Delivered.Add(1)
 	}
 	if n > 0 {
@@ -252,6 +260,15 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 		}
 	}
 	return buf
+}
+
+// appendPublish encodes an outgoing PUBLISH in the connection's protocol
+// version, through the fast path of each.
+func (s *Session) appendPublish(dst []byte, p *packets.Publish) []byte {
+	if s.version == packets.Version5 {
+		return packets.AppendPublish5(dst, p)
+	}
+	return packets.AppendPublish(dst, p)
 }
 
 // allocateID returns a packet id that is not 0 [MQTT-2.3.1-1] and not in

@@ -83,6 +83,9 @@ type Config struct {
 	// over them refuses the CONNECT.
 	MaxTopicLength int
 	MaxTopicLevels int
+	// SessionExpiry is how long a persistent session is kept offline
+	// (-session-expiry; 0 = for ever), stated to 5.0 clients in CONNACK.
+	SessionExpiry time.Duration
 }
 
 // Env is what every session of a server shares.
@@ -124,6 +127,9 @@ type Session struct {
 	clean     bool
 	keepAlive time.Duration
 	will      *bridge.Message
+	// maxInflight is Config.MaxInflight, or the client's smaller Receive
+	// Maximum (5.0).
+	maxInflight int
 
 	mu          sync.Mutex
 	ctrl        []byte     // encoded acknowledgements waiting for the writer
@@ -144,7 +150,13 @@ type Session struct {
 	writing     bool            // a writer goroutine is running
 	wbuf        []byte
 	wake        chan struct{} // cap 1: wakes a running writer
-	writers     sync.WaitGroup
+	// wturn (cap 1) is held by whoever writes to the socket once CONNACK
+	// is out: the writer, or a 5.0 DISCONNECT, which keeps it.
+	wturn chan struct{}
+	// connacked is set, under the write turn, once the CONNACK accepting
+	// the connection is written.
+	connacked atomic.Bool
+	writers   sync.WaitGroup
 
 	// Retained messages of new subscriptions (retained.go).
 	feeds         []*feed                 // subscriptions with retained messages to send, in order
@@ -184,14 +196,18 @@ type inflight struct {
 // connection as open until the session finishes.
 func New(conn net.Conn, env *Env) *Session {
 	env.Stats.Connections.Add(1)
+	r := packets.NewReader(conn, env.Config.MaxPacketSize)
+	r.AcceptVersion5(true)
 	return &Session{
-		env:      env,
-		conn:     conn,
-		r:        packets.NewReader(conn, env.Config.MaxPacketSize),
-		closed:   make(chan struct{}),
-		wake:     make(chan struct{}, 1),
-		pubRoom:  make(chan struct{}, 1),
-		finished: make(chan struct{}),
+		env:         env,
+		conn:        conn,
+		r:           r,
+		maxInflight: env.Config.MaxInflight,
+		closed:      make(chan struct{}),
+		wake:        make(chan struct{}, 1),
+		wturn:       make(chan struct{}, 1),
+		pubRoom:     make(chan struct{}, 1),
+		finished:    make(chan struct{}),
 	}
 }
 
@@ -210,14 +226,23 @@ func (s *Session) Serve(ctx context.Context, onDone func()) {
 		s.env.Stats.ConnectsRefused.Add(1)
 		s.logger().Info("connection refused", "reason", err.Error())
 		if connack != nil {
-			s.writeNow(connack)
+			if s.version == packets.Version5 {
+				connack.ReturnCode = connackCode5(connack.ReturnCode)
+				connack.Properties = nil
+			}
+			if s.writeNow(connack) {
+				<-s.wturn
+			}
 		}
 		s.stop(err)
 		s.finish()
 		return
 	}
 	s.restore(stored)
-	s.writeNow(connack)
+	if s.writeNow(connack) {
+		s.connacked.Store(true)
+		<-s.wturn
+	}
 	s.debug("client connected", "clean", s.clean, "keepalive", s.keepAlive)
 	s.mu.Lock()
 	s.started = true
@@ -270,6 +295,7 @@ func (s *Session) stop(reason error) {
 			cancelFeed()
 		}
 		s.reason.Store(&reason)
+		s.sendDisconnect(reason)
 		close(s.closed)
 		_ = s.conn.Close()
 	})
@@ -323,17 +349,27 @@ func (s *Session) Shutdown() { s.stop(ErrServerShutdown) }
 // Done is closed once the session has fully ended.
 func (s *Session) Done() <-chan struct{} { return s.finished }
 
-// writeNow writes one packet synchronously, before the writer runs.
-func (s *Session) writeNow(p packets.Packet) {
-	buf, err := packets.Append(nil, p)
+// writeNow writes a CONNACK synchronously, before the writer runs. It
+// reports whether it was written, and then leaves the write turn to the
+// caller to give back.
+func (s *Session) writeNow(p packets.Packet) bool {
+	buf, err := packets.AppendVersion(nil, p, s.version)
 	if err != nil {
 		s.logger().Error("encode packet", "err", err)
-		return
+		return false
+	}
+	select {
+	case s.wturn <- struct{}{}:
+	case <-s.closed:
+		return false
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(s.env.Config.WriteTimeout))
 	if _, err := s.conn.Write(buf); err != nil {
+		<-s.wturn
 		s.stop(fmt.Errorf("write: %w", err))
+		return false
 	}
+	return true
 }
 
 // end runs once the connection is closed: publish the will when one is due,

@@ -20,8 +20,9 @@ import (
 type Client struct {
 	t testing.TB
 	// Conn is the socket, for tests that write raw bytes or close it.
-	Conn net.Conn
-	r    *packets.Reader
+	Conn    net.Conn
+	r       *packets.Reader
+	version packets.Version // the wire format of Send and Read; 0 is 3.1.1
 }
 
 // Dial opens a raw connection to addr and closes it at cleanup.
@@ -38,11 +39,19 @@ func Dial(t testing.TB, addr string) *Client {
 // Send encodes and writes p.
 func (c *Client) Send(p packets.Packet) {
 	c.t.Helper()
-	b, err := packets.Append(nil, p)
+	b, err := packets.AppendVersion(nil, p, c.version)
 	if err != nil {
 		c.t.Fatalf("encode %T: %v", p, err)
 	}
 	c.Write(b)
+}
+
+// SetVersion makes the client send and read the wire format of protocol
+// level v from now on (Connect does it for its CONNECT's level), for a test
+// that writes its CONNECT raw.
+func (c *Client) SetVersion(v packets.Version) {
+	c.version = v
+	c.r.SetVersion(v)
 }
 
 // Write writes raw bytes.
@@ -92,6 +101,9 @@ func (c *Client) Connect(p *packets.Connect) *packets.Connack {
 	c.t.Helper()
 	if p.ProtocolVersion == 0 {
 		p.ProtocolVersion = packets.Version311
+	}
+	if p.ProtocolVersion == packets.Version5 {
+		c.SetVersion(packets.Version5)
 	}
 	c.Send(p)
 	return Expect[*packets.Connack](c)

@@ -1,0 +1,416 @@
+package main
+
+// End-to-end tests of MQTT 5.0 connections (issue 10): CONNACK and its
+// properties, 5.0 refusals, server-sent DISCONNECT, DISCONNECT with will,
+// and 5.0 clients (paho.golang, mosquitto -V mqttv5) beside 3.1.1 ones,
+// single node and across two replicas.
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/bridgemq/server/internal/mqtttest"
+	"github.com/bridgemq/server/packets"
+	pt "github.com/bridgemq/server/packets/packetstest"
+)
+
+// connect5 dials addr and connects a 5.0 client with Clean Start; it fails
+// unless the CONNACK accepts.
+func connect5(t *testing.T, addr, clientID string, keepAlive uint16) (*mqtttest.Client, *packets.Connack) {
+	t.Helper()
+	c := mqtttest.Dial(t, addr)
+	ack := c.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: clientID, KeepAlive: keepAlive})
+	return c, ack
+}
+
+// expectDisconnect reads until the server closes the connection and fails
+// unless the last packet before the close is a DISCONNECT with code.
+func expectDisconnect(t *testing.T, c *mqtttest.Client, code packets.ReasonCode) {
+	t.Helper()
+	_, got := c.ExpectClosed(waitTimeout)
+	if len(got) == 0 {
+		t.Fatalf("closed without DISCONNECT, want DISCONNECT 0x%02x", code)
+	}
+	d, ok := got[len(got)-1].(*packets.Disconnect)
+	if !ok || d.ReasonCode != code {
+		t.Fatalf("got %s before the close, want DISCONNECT 0x%02x last", mqtttest.Describe(got), code)
+	}
+}
+
+// [MQTT-3.2.2-9] .. [MQTT-3.2.2-17], [MQTT-3.1.3-7]: a 5.0 CONNECT gets a
+// 5.0 CONNACK stating the server's limits truthfully: Receive Maximum is
+// -max-inflight, Maximum QoS absent (2), Retain Available, Maximum Packet
+// Size -max-packet-size, Topic Alias Maximum 0, wildcards available,
+// Subscription Identifiers and Shared Subscriptions not available; an
+// empty client id is assigned one, returned in the CONNACK.
+func TestV5_ConnackStatesServerLimits_MQTT_3_2_2_9(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		_, ack := connect5(t, d.pub().Addr(), "", 30)
+		p := ack.Properties
+		if p == nil {
+			t.Fatal("CONNACK without properties")
+		}
+		check := func(name string, got *uint16, want uint16) {
+			t.Helper()
+			if got == nil || *got != want {
+				t.Errorf("%s = %v, want %d", name, deref(got), want)
+			}
+		}
+		checkByte := func(name string, got *byte, want byte) {
+			t.Helper()
+			if got == nil || *got != want {
+				t.Errorf("%s = %v, want %d", name, deref(got), want)
+			}
+		}
+		check("Receive Maximum", p.ReceiveMaximum, 7)
+		check("Topic Alias Maximum", p.TopicAliasMaximum, 0)
+		if p.MaximumQoS != nil {
+			t.Errorf("Maximum QoS = %d, want absent (QoS 2 served)", *p.MaximumQoS)
+		}
+		checkByte("Retain Available", p.RetainAvailable, 1)
+		checkByte("Wildcard Subscription Available", p.WildcardSubscriptionAvailable, 1)
+		checkByte("Subscription Identifiers Available", p.SubscriptionIdentifierAvailable, 0)
+		checkByte("Shared Subscription Available", p.SharedSubscriptionAvailable, 0)
+		if p.MaximumPacketSize == nil || *p.MaximumPacketSize != 4096 {
+			t.Errorf("Maximum Packet Size = %v, want 4096", deref(p.MaximumPacketSize))
+		}
+		if !strings.HasPrefix(p.AssignedClientIdentifier, "auto-") {
+			t.Errorf("Assigned Client Identifier = %q, want one for the empty id [MQTT-3.1.3-7]", p.AssignedClientIdentifier)
+		}
+		if ack.SessionPresent {
+			t.Error("session present on a clean start [MQTT-3.2.2-2]")
+		}
+	}, "-max-inflight", "7", "-max-packet-size", "4096")
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return "absent"
+	}
+	return *p
+}
+
+// Section 4.12: no enhanced authentication method is implemented, so a
+// CONNECT with an Authentication Method gets CONNACK 0x8C and the close.
+func TestV5_ConnectAuthenticationMethod_Connack0x8C_MQTT_4_12_0_1(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		c := mqtttest.Dial(t, d.pub().Addr())
+		ack := c.Connect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "c"), KeepAlive: 30,
+			Properties: &packets.Properties{AuthenticationMethod: "SCRAM-SHA-1"}})
+		if ack.ReturnCode != packets.BadAuthenticationMethod {
+			t.Fatalf("CONNACK 0x%02x, want 0x8C", ack.ReturnCode)
+		}
+		c.ExpectClosed(waitTimeout)
+	})
+}
+
+// [MQTT-3.2.2-8] refusals of a 5.0 CONNECT use 5.0 Reason Codes: 0x85
+// for a client id -client-id-pattern refuses, 0x86 for a wrong password,
+// 0x87 for an anonymous client with -allow-anonymous=false; the connection
+// is closed after the CONNACK [MQTT-3.2.2-7].
+func TestV5_ConnectRefusals_ReasonCodes_MQTT_3_2_2_8(t *testing.T) {
+	tests := []struct {
+		name string
+		p    packets.Connect
+		want packets.ReasonCode
+	}{
+		{"client id not valid", packets.Connect{ClientID: "not-allowed"}, packets.ClientIdentifierNotValid},
+		{"bad user name or password", packets.Connect{ClientID: "ok-1", UsernameFlag: true, Username: "alice",
+			PasswordFlag: true, Password: []byte("wrong")}, packets.BadUserNameOrPassword},
+		{"not authorized", packets.Connect{ClientID: "ok-2"}, packets.NotAuthorized},
+		{"accepted", packets.Connect{ClientID: "ok-3", UsernameFlag: true, Username: "alice",
+			PasswordFlag: true, Password: []byte("secret")}, packets.Success},
+	}
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				c := mqtttest.Dial(t, d.pub().Addr())
+				p := tt.p
+				p.ProtocolVersion, p.CleanSession, p.KeepAlive = packets.Version5, true, 30
+				ack := c.Connect(&p)
+				if ack.ReturnCode != tt.want {
+					t.Fatalf("CONNACK 0x%02x, want 0x%02x", ack.ReturnCode, tt.want)
+				}
+				if tt.want != packets.Success {
+					c.ExpectClosed(waitTimeout)
+				}
+			})
+		}
+	}, "-client-id-pattern", "ok-.*", "-password-file", "auth/testdata/passwd_pbkdf2", "-allow-anonymous=false")
+}
+
+// [MQTT-4.13.1-1] a malformed 5.0 CONNECT gets CONNACK 0x81, one that is a
+// protocol error CONNACK 0x82, and the connection is closed.
+func TestV5_MalformedConnect_Connack0x81_MQTT_4_13_1_1(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  []byte
+		want packets.ReasonCode
+	}{
+		{"topic alias in CONNECT", pt.Packet(0x10, pt.ConnectHead("MQTT", 5, 0x02), pt.Props(0x23, pt.U16(1)), pt.Str("c")), packets.MalformedPacket},
+		{"receive maximum 0", pt.Packet(0x10, pt.ConnectHead("MQTT", 5, 0x02), pt.Props(0x21, pt.U16(0)), pt.Str("c")), packets.ProtocolError},
+	}
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				c := mqtttest.Dial(t, d.pub().Addr())
+				c.SetVersion(packets.Version5)
+				c.Write(tt.raw)
+				_, got := c.ExpectClosed(waitTimeout)
+				if len(got) != 1 {
+					t.Fatalf("got %s, want one CONNACK 0x%02x", mqtttest.Describe(got), tt.want)
+				}
+				if ack, ok := got[0].(*packets.Connack); !ok || ack.ReturnCode != tt.want {
+					t.Fatalf("got %s, want CONNACK 0x%02x", mqtttest.Describe(got), tt.want)
+				}
+			})
+		}
+	})
+}
+
+// Section 4.13.1: a 5.0 server closing a connection for a malformed packet
+// (0x81), a protocol error (0x82) or a packet over its Maximum Packet Size
+// (0x95) sends DISCONNECT with that Reason Code first; a PUBLISH with a
+// Topic Alias, when Topic Alias Maximum is 0, gets 0x94 [MQTT-3.3.2-9].
+func TestV5_ReadErrors_DisconnectWithReasonCode_MQTT_4_13_1(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 300)
+	tests := []struct {
+		name string
+		raw  []byte
+		want packets.ReasonCode
+	}{
+		{"property not allowed in PUBLISH", pt.Packet(0x30, pt.Str("a"), pt.Props(0x11, pt.U32(1)), "x"), packets.MalformedPacket},
+		{"payload format indicator twice", pt.Packet(0x30, pt.Str("a"), pt.Props(0x01, 1, 0x01, 1), "x"), packets.ProtocolError},
+		{"packet too large", pt.Packet(0x30, pt.Str("a"), pt.Props(), big), packets.PacketTooLarge},
+		{"topic alias", pt.Packet(0x30, pt.Str("a"), pt.Props(0x23, pt.U16(1)), "x"), packets.TopicAliasInvalid},
+		{"second CONNECT", pt.Packet(0x10, pt.ConnectHead("MQTT", 5, 0x02), pt.Props(), pt.Str("c")), packets.ProtocolError},
+	}
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				c, _ := connect5(t, d.pub().Addr(), unique(t, "c"), 30)
+				c.Write(tt.raw)
+				expectDisconnect(t, c, tt.want)
+			})
+		}
+	}, "-max-packet-size", "256")
+}
+
+// [MQTT-3.1.2-22] via section 3.14.2.1: a 5.0 client silent for 1.5 ×
+// its keep-alive gets DISCONNECT 0x8D before the close.
+func TestV5_KeepAliveTimeout_Disconnect0x8D_MQTT_3_1_2_22(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		c, _ := connect5(t, d.pub().Addr(), unique(t, "c"), 1)
+		expectDisconnect(t, c, packets.KeepAliveTimeout)
+	})
+}
+
+// [MQTT-3.1.4-3] a new connection with the same client id takes the
+// session over; the old 5.0 connection gets DISCONNECT 0x8E, also when the
+// new one is on another replica.
+func TestV5_Takeover_Disconnect0x8E_MQTT_3_1_4_3(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		id := unique(t, "c")
+		old, _ := connect5(t, d.pub().Addr(), id, 30)
+		connect5(t, d.sub().Addr(), id, 30)
+		expectDisconnect(t, old, packets.SessionTakenOver)
+	})
+}
+
+// Section 3.14.2.1: a server that shuts down sends its 5.0 clients
+// DISCONNECT 0x8B.
+func TestV5_ServerShutdown_Disconnect0x8B(t *testing.T) {
+	ts := startServer(t)
+	c, _ := connect5(t, ts.Addr(), unique(t, "c"), 30)
+	go ts.Stop(t)
+	expectDisconnect(t, c, packets.ServerShuttingDown)
+}
+
+// Section 3.14.2.1: DISCONNECT 0x04 (Disconnect with Will Message) ends
+// the connection and publishes the will; DISCONNECT 0x00 discards it
+// [MQTT-3.14.4-3]. The will's subscriber is on the other replica.
+func TestV5_DisconnectWithWill_PublishesWill_MQTT_3_14_4_3(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "will")
+		sub := mqtttest.Dial(t, d.sub().Addr())
+		sub.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 30})
+		sub.Subscribe(1, packets.Subscription{Filter: topic + "/#", QoS: 1})
+		for _, tc := range []struct {
+			code packets.ReasonCode
+			will bool
+		}{{packets.NormalDisconnection, false}, {packets.DisconnectWithWill, true}} {
+			c := mqtttest.Dial(t, d.pub().Addr())
+			c.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "c"), KeepAlive: 30,
+				Will: &packets.Will{Topic: topic + "/" + string('0'+rune(tc.code)), Payload: []byte("gone"), QoS: 1}})
+			c.Send(&packets.Disconnect{ReasonCode: tc.code})
+			c.ExpectClosed(waitTimeout)
+		}
+		fence := topic + "/fence"
+		pub := mqtttest.Dial(t, d.pub().Addr())
+		pub.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+		pub.PublishQoS1(1, fence, fence)
+		got := sub.PublishesUntil(fence)
+		if len(got) != 1 || got[0].Topic != topic+"/4" || string(got[0].Payload) != "gone" {
+			var topics []string
+			for _, p := range got {
+				topics = append(topics, p.Topic)
+			}
+			t.Fatalf("got %v before the fence, want only the will of the DISCONNECT 0x04 (%s/4)", topics, topic)
+		}
+	})
+}
+
+// paho5 connects a paho.golang (MQTT 5.0) client to addr; its messages go
+// to got.
+func paho5(t *testing.T, addr, clientID string, got chan<- *paho.Publish) *paho.Client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, waitTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	c := paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(r paho.PublishReceived) (bool, error) {
+			if got != nil {
+				got <- r.Packet
+			}
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	ack, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30})
+	if err != nil {
+		t.Fatalf("paho.golang connect: %v", err)
+	}
+	if ack.ReasonCode != 0 {
+		t.Fatalf("paho.golang CONNACK 0x%02x", ack.ReasonCode)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+// paho.golang publishes at QoS 0, 1 and 2 to a paho.golang subscriber on
+// the other replica and to a 3.1.1 subscriber; a 3.1.1 publisher reaches the
+// 5.0 subscriber. Each gets every message once [MQTT-4.3.3-1] at the QoS
+// of its subscription.
+func TestV5_PahoGolang_PublishSubscribe_QoS012_MQTT_4_3(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "t")
+		got5 := make(chan *paho.Publish, 16)
+		sub5 := paho5(t, d.sub().Addr(), unique(t, "sub5"), got5)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		sa, err := sub5.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic + "/#", QoS: 2}}})
+		if err != nil || len(sa.Reasons) != 1 || sa.Reasons[0] != 2 {
+			t.Fatalf("paho.golang SUBACK %+v, %v; want QoS 2 granted", sa, err)
+		}
+		sub3 := mqtttest.Dial(t, d.sub().Addr())
+		sub3.MustConnect(&packets.Connect{ClientID: unique(t, "sub3"), CleanSession: true, KeepAlive: 30})
+		sub3.Subscribe(1, packets.Subscription{Filter: topic + "/#", QoS: 2})
+
+		pub5 := paho5(t, d.pub().Addr(), unique(t, "pub5"), nil)
+		for qos := byte(0); qos <= 2; qos++ {
+			r, err := pub5.Publish(ctx, &paho.Publish{Topic: topic + "/" + string('0'+rune(qos)), QoS: qos, Payload: []byte("v5")})
+			if err != nil {
+				t.Fatalf("paho.golang publish QoS %d: %v", qos, err)
+			}
+			if qos > 0 && (r == nil || r.ReasonCode != 0) {
+				t.Fatalf("paho.golang publish QoS %d: response %+v, want reason code 0x00", qos, r)
+			}
+		}
+		pub3 := mqtttest.Dial(t, d.pub().Addr())
+		pub3.MustConnect(&packets.Connect{ClientID: unique(t, "pub3"), CleanSession: true, KeepAlive: 30})
+		pub3.Publish(1, 1, topic+"/fence", topic+"/fence", false) // PublishesUntil's fence is a payload
+
+		want := map[string]byte{topic + "/0": 0, topic + "/1": 1, topic + "/2": 2, topic + "/fence": 1}
+		seen := map[string]bool{}
+		timeout := time.After(waitTimeout)
+		for len(seen) < len(want) {
+			select {
+			case p := <-got5:
+				if q, ok := want[p.Topic]; !ok || p.QoS != q || seen[p.Topic] {
+					t.Fatalf("paho.golang got %s QoS %d (seen before: %v)", p.Topic, p.QoS, seen[p.Topic])
+				}
+				seen[p.Topic] = true
+			case <-timeout:
+				t.Fatalf("paho.golang subscriber got %v of %v", seen, want)
+			}
+		}
+		got := sub3.PublishesUntil(topic + "/fence")
+		if len(got) != 3 {
+			t.Fatalf("3.1.1 subscriber got %d messages before the fence, want 3", len(got))
+		}
+		for _, p := range got {
+			if p.Properties != nil {
+				t.Fatalf("3.1.1 subscriber got properties %+v", p.Properties)
+			}
+		}
+	})
+}
+
+// mosq5Args are mosquitto client arguments for MQTT 5.0 (-V mqttv5).
+func mosq5Args(ts endpoint, args ...string) []string {
+	host, port, _ := net.SplitHostPort(ts.Addr())
+	return append([]string{"-h", host, "-p", port, "-V", "mqttv5"}, args...)
+}
+
+// mosquitto_pub and mosquitto_sub with -V mqttv5, across replicas: QoS 1
+// and QoS 2 arrive.
+func TestV5_Mosquitto_RoundTrip(t *testing.T) {
+	subPath := needMosquittoClients(t, "mosquitto_sub")
+	needMosquittoClients(t, "mosquitto_pub")
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		for _, qos := range []string{"1", "2"} {
+			topic := unique(t, "t")
+			var out bytes.Buffer
+			var mu sync.Mutex
+			sub := exec.Command(subPath, mosq5Args(d.sub(), "-i", unique(t, "sub"), "-t", topic, "-q", qos, "-C", "1", "-v")...)
+			sub.Stdout, sub.Stderr = &lockedWriter{&mu, &out}, &lockedWriter{&mu, &out}
+			if err := sub.Start(); err != nil {
+				t.Fatalf("start mosquitto_sub: %v", err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- sub.Wait() }()
+			t.Cleanup(func() { _ = sub.Process.Kill() })
+			deadline := time.After(10 * time.Second)
+			for exited := false; !exited; {
+				mustMosq(t, "mosquitto_pub", mosq5Args(d.pub(), "-i", unique(t, "pub"), "-t", topic, "-q", qos, "-m", "hello v5")...)
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("mosquitto_sub: %v\n%s", err, out.String())
+					}
+					exited = true
+				case <-time.After(200 * time.Millisecond):
+				case <-deadline:
+					mu.Lock()
+					t.Fatalf("mosquitto_sub -V mqttv5 received nothing within 10s\n%s", out.String())
+				}
+			}
+			if got := out.String(); !strings.Contains(got, topic+" hello v5") {
+				t.Fatalf("mosquitto_sub output lacks the message:\n%s", got)
+			}
+		}
+	})
+}
+
+// lockedWriter serialises writes of a command's stdout and stderr.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

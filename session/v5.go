@@ -1,0 +1,158 @@
+package session
+
+import (
+	"errors"
+	"math"
+	"time"
+
+	"github.com/bridgemq/server/packets"
+)
+
+// What this file holds: the MQTT 5.0 parts of the connection's life that
+// 3.1.1 does not have: the CONNACK's statement of the server's limits, the
+// 5.0 Reason Codes of refusals, and the DISCONNECT a 5.0 server sends
+// before it closes a connection.
+
+// ErrTopicAliasInvalid ends a 5.0 connection whose PUBLISH carries a Topic
+// Alias: this server announces Topic Alias Maximum 0 (section 3.2.2.3.8), so
+// any alias is beyond it [MQTT-3.3.2-9].
+var ErrTopicAliasInvalid = errors.New("topic alias invalid")
+
+// errDisconnectWithWill ends a connection the client closed with
+// DISCONNECT 0x04: the will is published (section 3.14.2.1).
+var errDisconnectWithWill = errors.New("client sent DISCONNECT with will message")
+
+// connect5 applies what a 5.0 CONNECT asks of the session and returns the
+// CONNACK properties that state the server's limits (section 3.2.2.3).
+//
+// Sessions: until a session's own Session Expiry Interval is honoured, a
+// 5.0 session outlives its connection only when the client asks for both
+// Clean Start 0 and an interval above 0; it is then kept as a 3.1.1
+// persistent session is, for -session-expiry, and CONNACK says so. Any
+// other combination ends the session with the connection, and a client
+// that asked for an interval above 0 is told 0 (section 3.2.2.3.2).
+func (s *Session) connect5(c *packets.Connect) *packets.Properties {
+	cfg := &s.env.Config
+	var expiry uint32
+	if c.Properties != nil {
+		if c.Properties.SessionExpiryInterval != nil {
+			expiry = *c.Properties.SessionExpiryInterval
+		}
+		if rm := c.Properties.ReceiveMaximum; rm != nil && int(*rm) < s.maxInflight {
+			// [MQTT-3.3.4-9] no more unacknowledged QoS 1/2 PUBLISH
+			// packets than the client's Receive Maximum.
+			s.maxInflight = int(*rm)
+		}
+	}
+	s.clean = c.CleanSession || expiry == 0
+	one, zero := byte(1), byte(0)
+	aliases := uint16(0)
+	p := &packets.Properties{
+		// The server's Receive Maximum is its inflight window.
+		ReceiveMaximum: ptr(uint16(min(cfg.MaxInflight, math.MaxUint16))),
+		// Maximum QoS is omitted: QoS 2 is served [MQTT-3.2.2-9].
+		RetainAvailable: &one,
+		// Topic aliases are not supported yet: none may be used.
+		TopicAliasMaximum:               &aliases,
+		WildcardSubscriptionAvailable:   &one,
+		SubscriptionIdentifierAvailable: &zero,
+		SharedSubscriptionAvailable:     &zero,
+	}
+	if cfg.MaxPacketSize > 0 && cfg.MaxPacketSize <= packets.MaxRemainingLength {
+		// -max-packet-size bounds the Remaining Length, which is less than
+		// the whole packet this property counts: nothing within the
+		// announcement is refused.
+		p.MaximumPacketSize = ptr(uint32(cfg.MaxPacketSize))
+	}
+	if expiry > 0 {
+		// Section 3.2.2.3.2: the interval the server uses, when not the
+		// client's.
+		switch {
+		case s.clean:
+			p.SessionExpiryInterval = ptr(uint32(0))
+		case cfg.SessionExpiry <= 0:
+			p.SessionExpiryInterval = ptr(uint32(math.MaxUint32)) // never expires
+		default:
+			p.SessionExpiryInterval = ptr(uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32-1)))
+		}
+	}
+	return p
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// connackCode5 turns a 3.1.1 CONNACK return code, as the authorizer and the
+// handshake give them, into the 5.0 Reason Code of the same refusal
+// (section 3.2.2.2); 5.0 codes pass unchanged.
+func connackCode5(c packets.ReasonCode) packets.ReasonCode {
+	switch c {
+	case packets.RefusedProtocolVersion:
+		return packets.UnsupportedProtocolVersion
+	case packets.RefusedIdentifierRejected:
+		return packets.ClientIdentifierNotValid
+	case packets.RefusedServerUnavailable:
+		return packets.ServerUnavailable
+	case packets.RefusedBadUsernamePassword:
+		return packets.BadUserNameOrPassword
+	case packets.RefusedNotAuthorized:
+		return packets.NotAuthorized
+	}
+	return c
+}
+
+// disconnectCode returns the Reason Code of the DISCONNECT a 5.0 server
+// sends before closing a connection that ends for reason (section
+// 3.14.2.1), and false when none is sent: the client ended it, or the
+// socket failed.
+func disconnectCode(reason error) (packets.ReasonCode, bool) {
+	switch {
+	case reason == nil, errors.Is(reason, errClientDisconnect), errors.Is(reason, errDisconnectWithWill):
+		return 0, false
+	case errors.Is(reason, ErrTakenOver):
+		return packets.SessionTakenOver, true // [MQTT-3.1.4-3]
+	case errors.Is(reason, ErrServerShutdown):
+		return packets.ServerShuttingDown, true
+	case errors.Is(reason, ErrKeepAliveExpired):
+		return packets.KeepAliveTimeout, true
+	case errors.Is(reason, ErrTopicAliasInvalid):
+		return packets.TopicAliasInvalid, true
+	case errors.Is(reason, ErrProtocolViolation):
+		return packets.ProtocolError, true
+	case errors.Is(reason, ErrLimit):
+		return packets.ImplementationSpecificError, true
+	}
+	// Malformed 0x81, protocol error 0x82, packet too large 0x95.
+	return packets.CodeOf(reason)
+}
+
+// disconnectWait bounds how long the DISCONNECT waits for a writer that is
+// in the middle of a write; after it the connection closes without one.
+const disconnectWait = 100 * time.Millisecond
+
+// sendDisconnect writes a 5.0 DISCONNECT for reason, when one is due and
+// the writer lets it in: it takes the write turn and keeps it, so nothing
+// follows the DISCONNECT [MQTT-3.14.4-1]. Called by stop, before the close.
+func (s *Session) sendDisconnect(reason error) {
+	code, ok := disconnectCode(reason)
+	if !ok {
+		return
+	}
+	t := time.NewTimer(disconnectWait)
+	defer t.Stop()
+	select {
+	case s.wturn <- struct{}{}:
+	case <-t.C:
+		return
+	}
+	// Before the accepting CONNACK is out, a refusal is a CONNACK; s.version
+	// is set before connacked.
+	if !s.connacked.Load() || s.version != packets.Version5 {
+		return
+	}
+	buf, err := packets.Append5(nil, &packets.Disconnect{ReasonCode: code})
+	if err != nil {
+		return
+	}
+	_ = s.conn.SetWriteDeadline(time.Now().Add(disconnectWait))
+	_, _ = s.conn.Write(buf)
+}
