@@ -414,3 +414,125 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// Section 3.4.2.1 / 3.5.2.1: a 5.0 PUBLISH the ACL does not let the client
+// write gets PUBACK or PUBREC 0x87 and is dropped; a QoS 2 flow ends there
+// (no PUBREL is expected [MQTT-4.3.3-4]); an accepted one gets 0x00. 3.1.1
+// keeps acknowledging silently (TestACL_DenyPublish_AckedAndDropped).
+func TestV5_PubackPubrecNotAuthorized_MQTT_3_4_2_1(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		base := unique(t, "t")
+		sub := mqtttest.Dial(t, d.sub().Addr())
+		sub.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 30})
+		sub.Subscribe(1, packets.Subscription{Filter: "ro/" + base + "/#", QoS: 2}, packets.Subscription{Filter: "rw/" + base + "/#", QoS: 2})
+
+		c, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
+		denied := "ro/" + base + "/x"
+		c.Send(&packets.Publish{QoS: 1, PacketID: 1, Topic: denied, Payload: []byte("q1")})
+		if ack := mqtttest.Expect[*packets.Puback](c); ack.PacketID != 1 || ack.ReasonCode != packets.NotAuthorized {
+			t.Fatalf("PUBACK %+v, want id 1 reason 0x87", ack)
+		}
+		c.Send(&packets.Publish{QoS: 2, PacketID: 2, Topic: denied, Payload: []byte("q2"), Retain: true})
+		if rec := mqtttest.Expect[*packets.Pubrec](c); rec.PacketID != 2 || rec.ReasonCode != packets.NotAuthorized {
+			t.Fatalf("PUBREC %+v, want id 2 reason 0x87", rec)
+		}
+		// The id is free again: a new QoS 2 PUBLISH with it is a new message.
+		fence := "rw/" + base + "/fence"
+		c.Send(&packets.Publish{QoS: 2, PacketID: 2, Topic: fence, Payload: []byte(fence)})
+		if rec := mqtttest.Expect[*packets.Pubrec](c); rec.PacketID != 2 || rec.ReasonCode != packets.Success {
+			t.Fatalf("PUBREC %+v, want id 2 reason 0x00", rec)
+		}
+		c.Send(&packets.Pubrel{PacketID: 2})
+		if comp := mqtttest.Expect[*packets.Pubcomp](c); comp.ReasonCode != packets.Success {
+			t.Fatalf("PUBCOMP %+v, want 0x00", comp)
+		}
+		if got := sub.PublishesUntil(fence); len(got) != 0 {
+			t.Fatalf("denied publish delivered: %s %q", got[0].Topic, got[0].Payload)
+		}
+	}, "-acl-file", "testdata/e2e_readonly.acl")
+}
+
+// Section 3.9.3: a 5.0 SUBACK says why a filter is refused: 0x87 the ACL
+// denies it, 0x8F over -max-topic-levels or not a valid filter, 0x9E a
+// shared subscription (not served yet), 0x97 past
+// -max-subscriptions-per-client; 3.1.1 keeps 0x80 for all of them
+// (TestACL_DenySubscribe_Suback0x80).
+func TestV5_SubackReasonCodes_MQTT_3_9_3_2(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		c, _ := connect5(t, d.sub().Addr(), unique(t, "c"), 30)
+		a, b := unique(t, "a"), unique(t, "b")
+		codes := c.Subscribe(1,
+			packets.Subscription{Filter: a, QoS: 1},
+			packets.Subscription{Filter: "test/nosubscribe", QoS: 1},
+			packets.Subscription{Filter: "l1/l2/l3/l4/l5", QoS: 1},
+			packets.Subscription{Filter: "bad/#/x", QoS: 1},
+			packets.Subscription{Filter: "$share/g/" + a, QoS: 1},
+			packets.Subscription{Filter: b, QoS: 2},
+			packets.Subscription{Filter: unique(t, "c"), QoS: 0})
+		want := []packets.ReasonCode{packets.GrantedQoS1, packets.NotAuthorized, packets.TopicFilterInvalid,
+			packets.TopicFilterInvalid, packets.SharedSubscriptionsNotSupported, packets.GrantedQoS2, packets.QuotaExceeded}
+		if len(codes) != len(want) {
+			t.Fatalf("SUBACK %v, want %v", codes, want)
+		}
+		for i := range want {
+			if codes[i] != want[i] {
+				t.Fatalf("SUBACK %x, want %x", codes, want)
+			}
+		}
+	}, "-acl-file", "testdata/e2e_interop.acl", "-max-topic-levels", "4", "-max-subscriptions-per-client", "2")
+}
+
+// [MQTT-3.11.3-1] a 5.0 UNSUBACK has one Reason Code per filter: 0x00, or
+// 0x11 when there was no such subscription.
+func TestV5_UnsubackNoSubscriptionExisted_MQTT_3_11_3_1(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		c, _ := connect5(t, d.sub().Addr(), unique(t, "c"), 30)
+		a := unique(t, "a")
+		c.Subscribe(1, packets.Subscription{Filter: a, QoS: 1})
+		c.Send(&packets.Unsubscribe{PacketID: 2, Filters: []string{a, unique(t, "never")}})
+		ack := mqtttest.Expect[*packets.Unsuback](c)
+		if ack.PacketID != 2 || len(ack.ReasonCodes) != 2 || ack.ReasonCodes[0] != packets.Success || ack.ReasonCodes[1] != packets.NoSubscriptionExisted {
+			t.Fatalf("UNSUBACK %+v, want id 2 codes [0x00 0x11]", ack)
+		}
+	})
+}
+
+// Section 3.7.2.1: a PUBREL for a packet id the server does not know gets
+// PUBCOMP 0x92 [MQTT-4.3.3-11]; 3.1.1 answers PUBCOMP as before.
+func TestV5_PubrelUnknownID_Pubcomp0x92_MQTT_4_3_3_11(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		c, _ := connect5(t, d.pub().Addr(), unique(t, "c"), 30)
+		c.Send(&packets.Pubrel{PacketID: 77})
+		if comp := mqtttest.Expect[*packets.Pubcomp](c); comp.PacketID != 77 || comp.ReasonCode != packets.PacketIdentifierNotFound {
+			t.Fatalf("PUBCOMP %+v, want id 77 reason 0x92", comp)
+		}
+	})
+}
+
+// Section 3.8.2.1.2: CONNACK says Subscription Identifiers are not
+// available, so a SUBSCRIBE with one ends the connection with DISCONNECT
+// 0xA1.
+func TestV5_SubscriptionIdentifier_Disconnect0xA1(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		c, _ := connect5(t, d.sub().Addr(), unique(t, "c"), 30)
+		c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "a", QoS: 1}},
+			Properties: &packets.Properties{SubscriptionIdentifiers: []uint32{7}}})
+		expectDisconnect(t, c, packets.SubscriptionIdentifiersNotSupported)
+	})
+}
+
+// Section 3.4.2.1: a 5.0 QoS 1 PUBLISH past -max-topic-levels gets PUBACK
+// 0x90 (Topic Name Invalid: not accepted by this server) and the
+// connection stays open, where 3.1.1 can only close it.
+func TestV5_PublishOverTopicLimit_Puback0x90(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		c, _ := connect5(t, d.pub().Addr(), unique(t, "c"), 30)
+		c.Send(&packets.Publish{QoS: 1, PacketID: 1, Topic: "l1/l2/l3/l4/l5", Payload: []byte("x")})
+		if ack := mqtttest.Expect[*packets.Puback](c); ack.ReasonCode != packets.TopicNameInvalid {
+			t.Fatalf("PUBACK %+v, want 0x90", ack)
+		}
+		if !c.Alive(waitTimeout) {
+			t.Fatal("connection closed after a refused PUBLISH")
+		}
+	}, "-max-topic-levels", "4")
+}

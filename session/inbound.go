@@ -56,12 +56,17 @@ func (s *Session) handle(ctx context.Context, p packets.Packet) error {
 	case *packets.Puback:
 		s.onPuback(p.PacketID)
 	case *packets.Pubrec:
-		s.onPubrec(p.PacketID)
+		s.onPubrec(p.PacketID, p.ReasonCode)
 	case *packets.Pubrel:
 		s.onPubrel(p.PacketID)
 	case *packets.Pubcomp:
 		s.onPubcomp(p.PacketID)
 	case *packets.Subscribe:
+		if p.Properties != nil && len(p.Properties.SubscriptionIdentifiers) > 0 {
+			// Subscription Identifiers Available is 0 in CONNACK: one in a
+			// SUBSCRIBE is answered DISCONNECT 0xA1 (section 3.8.2.1.2).
+			return fmt.Errorf("%w: SUBSCRIBE with a subscription identifier", ErrSubscriptionIdentifiers)
+		}
 		return s.onSubscribe(ctx, p)
 	case *packets.Unsubscribe:
 		return s.onUnsubscribe(ctx, p)
@@ -133,6 +138,13 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 			s.logger().Info("publish refused", "reason", err.Error())
 			return nil
 		}
+		if s.version == packets.Version5 {
+			// 5.0 refuses the one PUBLISH: Topic Name Invalid, "not
+			// accepted by this Server" (section 3.4.2.1).
+			s.logger().Info("publish refused", "reason", err.Error())
+			s.refusePublish(p.QoS, p.PacketID, packets.TopicNameInvalid)
+			return nil
+		}
 		// 3.1.1 has no negative PUBACK or PUBREC: closing the connection
 		// is the only refusal the client notices.
 		return fmt.Errorf("%w: PUBLISH topic: %w", ErrLimit, err)
@@ -156,9 +168,14 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		s.mu.Unlock()
 	}
 	if !s.env.Auth.CanWrite(s.clientID, s.username, p.Topic) {
-		// Acknowledged as 3.1.1 requires, then dropped.
+		// Acknowledged as 3.1.1 requires, then dropped; 5.0 says why
+		// (0x87, section 3.4.2.1).
 		s.env.Stats.PublishDenied.Add(1)
 		s.logger().Info("publish refused by ACL", "topic", p.Topic)
+		if s.version == packets.Version5 {
+			s.refusePublish(p.QoS, p.PacketID, packets.NotAuthorized)
+			return nil
+		}
 		s.accepted(p.QoS, p.PacketID, nil)
 		return nil
 	}
@@ -250,11 +267,31 @@ func (s *Session) accepted(qos byte, id uint16, err error) {
 	}
 }
 
+// refusePublish answers a 5.0 QoS 1/2 PUBLISH the server does not accept
+// with a PUBACK or PUBREC carrying code (0x80 or above): that ends the
+// flow, for QoS 2 too [MQTT-4.3.3-4], and the message is dropped.
+func (s *Session) refusePublish(qos byte, id uint16, code packets.ReasonCode) {
+	switch qos {
+	case 1:
+		s.sendAck(&packets.Puback{PacketID: id, ReasonCode: code})
+	case 2:
+		s.mu.Lock()
+		delete(s.awaitingRel, id)
+		s.mu.Unlock()
+		s.sendAck(&packets.Pubrec{PacketID: id, ReasonCode: code})
+	}
+}
+
 func (s *Session) onPubrel(id uint16) {
 	s.mu.Lock()
+	_, known := s.awaitingRel[id]
 	delete(s.awaitingRel, id)
 	s.mu.Unlock()
-	s.sendAck(&packets.Pubcomp{PacketID: id}) // [MQTT-4.3.3-2]
+	ack := &packets.Pubcomp{PacketID: id} // [MQTT-4.3.3-11]
+	if !known && s.version == packets.Version5 {
+		ack.ReasonCode = packets.PacketIdentifierNotFound // section 3.7.2.1
+	}
+	s.sendAck(ack)
 }
 
 func (s *Session) onPuback(id uint16) {
@@ -266,8 +303,18 @@ func (s *Session) onPuback(id uint16) {
 	s.signal()
 }
 
-func (s *Session) onPubrec(id uint16) {
+func (s *Session) onPubrec(id uint16, code packets.ReasonCode) {
 	s.mu.Lock()
+	if code >= packets.UnspecifiedError && s.version == packets.Version5 {
+		// A 5.0 PUBREC of 0x80 or above ends the flow: no PUBREL
+		// [MQTT-4.3.3-4], the packet id is free again.
+		if in, ok := s.inflight[id]; ok && in.qos == 2 {
+			delete(s.inflight, id)
+		}
+		s.mu.Unlock()
+		s.signal()
+		return
+	}
 	if in, ok := s.inflight[id]; ok && in.qos == 2 {
 		in.released = true // [MQTT-4.3.3-1] the PUBLISH is not re-sent after PUBREC
 		s.inflight[id] = in
@@ -291,19 +338,36 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	codes := make([]packets.ReasonCode, len(p.Subscriptions))
 	want := make([]bridge.Subscription, 0, len(p.Subscriptions))
 	at := make([]int, 0, len(p.Subscriptions)) // index in codes of each of want
+	v5 := s.version == packets.Version5
+	// refuse sets the SUBACK code of filter i: 3.1.1 has only 0x80; 5.0
+	// says why (section 3.9.3).
+	refuse := func(i int, code5 packets.ReasonCode) {
+		if v5 {
+			codes[i] = code5
+		}
+	}
 	for i, sub := range p.Subscriptions {
 		codes[i] = packets.SubackFailure
 		if err := topics.ValidateFilter(sub.Filter); err != nil {
 			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", err.Error())
+			refuse(i, packets.TopicFilterInvalid)
+			continue
+		}
+		if v5 && isShared(sub.Filter) {
+			// Shared Subscription Available is 0 in CONNACK.
+			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", "shared subscriptions are not supported")
+			refuse(i, packets.SharedSubscriptionsNotSupported)
 			continue
 		}
 		if err := topics.CheckLimits(sub.Filter, cfg.MaxTopicLength, cfg.MaxTopicLevels); err != nil {
 			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", err.Error())
 			s.env.Stats.SubscribeRefused.Add(1)
+			refuse(i, packets.TopicFilterInvalid)
 			continue
 		}
 		if !s.env.Auth.CanSubscribe(s.clientID, s.username, sub.Filter) {
 			s.logger().Info("subscription refused by ACL", "filter", sub.Filter)
+			refuse(i, packets.NotAuthorized)
 			continue
 		}
 		want = append(want, bridge.Subscription{Filter: sub.Filter, QoS: min(sub.QoS, 2)})
@@ -324,6 +388,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 					s.logger().Info("subscription refused", "filter", truncate(w.Filter),
 						"reason", fmt.Sprintf("client holds %d subscriptions, the -max-subscriptions-per-client limit", held+len(fresh)))
 					s.env.Stats.SubscribeRefused.Add(1)
+					refuse(at[k], packets.QuotaExceeded)
 					continue
 				}
 				if fresh == nil {

@@ -3,6 +3,7 @@ package session
 import (
 	"errors"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/bridgemq/server/packets"
@@ -17,6 +18,15 @@ import (
 // Alias: this server announces Topic Alias Maximum 0 (section 3.2.2.3.8), so
 // any alias is beyond it [MQTT-3.3.2-9].
 var ErrTopicAliasInvalid = errors.New("topic alias invalid")
+
+// ErrSubscriptionIdentifiers ends a 5.0 connection whose SUBSCRIBE carries
+// a Subscription Identifier: CONNACK says they are not available (section
+// 3.8.2.1.2), and the DISCONNECT says 0xA1.
+var ErrSubscriptionIdentifiers = errors.New("subscription identifiers not supported")
+
+// isShared reports whether filter is a Shared Subscription (section
+// 4.8.2), which this server does not serve yet.
+func isShared(filter string) bool { return strings.HasPrefix(filter, "$share/") }
 
 // errDisconnectWithWill ends a connection the client closed with
 // DISCONNECT 0x04: the will is published (section 3.14.2.1).
@@ -116,6 +126,8 @@ func disconnectCode(reason error) (packets.ReasonCode, bool) {
 		return packets.KeepAliveTimeout, true
 	case errors.Is(reason, ErrTopicAliasInvalid):
 		return packets.TopicAliasInvalid, true
+	case errors.Is(reason, ErrSubscriptionIdentifiers):
+		return packets.SubscriptionIdentifiersNotSupported, true
 	case errors.Is(reason, ErrProtocolViolation):
 		return packets.ProtocolError, true
 	case errors.Is(reason, ErrLimit):
