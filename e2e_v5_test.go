@@ -536,3 +536,136 @@ func TestV5_PublishOverTopicLimit_Puback0x90(t *testing.T) {
 		}
 	}, "-max-topic-levels", "4")
 }
+
+// props5 are the message properties of the property tests: every one that
+// travels with a message.
+func props5(expiry uint32) *packets.Properties {
+	one := byte(1)
+	return &packets.Properties{PayloadFormatIndicator: &one, MessageExpiryInterval: &expiry, ContentType: "application/json",
+		ResponseTopic: "reply/here", CorrelationData: []byte{0, 1, 0xfe},
+		UserProperties: []packets.UserProperty{{Name: "k", Value: "1"}, {Name: "k", Value: "2"}, {Name: "z", Value: ""}}}
+}
+
+// checkProps fails unless got carries want's properties unchanged
+// [MQTT-3.3.2-4] [MQTT-3.3.2-17] [MQTT-3.3.2-18] [MQTT-3.3.2-20], with a
+// Message Expiry Interval of at most maxExpiry and above 0 [MQTT-3.3.2-6].
+func checkProps(t *testing.T, got *packets.Publish, want *packets.Properties, maxExpiry uint32) {
+	t.Helper()
+	p := got.Properties
+	if p == nil {
+		t.Fatalf("%s arrived without properties", got.Topic)
+	}
+	if p.PayloadFormatIndicator == nil || *p.PayloadFormatIndicator != *want.PayloadFormatIndicator ||
+		p.ContentType != want.ContentType || p.ResponseTopic != want.ResponseTopic ||
+		!bytes.Equal(p.CorrelationData, want.CorrelationData) || len(p.UserProperties) != len(want.UserProperties) {
+		t.Fatalf("properties %+v, want %+v", p, want)
+	}
+	for i := range want.UserProperties {
+		if p.UserProperties[i] != want.UserProperties[i] {
+			t.Fatalf("user properties %v, want %v in order", p.UserProperties, want.UserProperties)
+		}
+	}
+	if p.MessageExpiryInterval == nil || *p.MessageExpiryInterval == 0 || *p.MessageExpiryInterval > maxExpiry {
+		t.Fatalf("message expiry %v, want 1..%d", deref(p.MessageExpiryInterval), maxExpiry)
+	}
+}
+
+// Section 3.3.2.3: the properties of a 5.0 PUBLISH reach a 5.0 subscriber
+// on the other replica unchanged, live and as a retained message; a 3.1.1
+// subscriber gets the same message without them.
+func TestV5_MessageProperties_ReachSubscribers_MQTT_3_3_2_17(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "t")
+		sub5, _ := connect5(t, d.sub().Addr(), unique(t, "sub5"), 30)
+		sub5.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		sub3 := mqtttest.Dial(t, d.sub().Addr())
+		sub3.MustConnect(&packets.Connect{ClientID: unique(t, "sub3"), CleanSession: true, KeepAlive: 30})
+		sub3.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+
+		pub, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
+		want := props5(600)
+		pub.Send(&packets.Publish{QoS: 1, PacketID: 1, Topic: topic, Payload: []byte(topic), Retain: true, Properties: want})
+		mqtttest.Expect[*packets.Puback](pub)
+
+		got := mqtttest.Expect[*packets.Publish](sub5)
+		sub5.Send(&packets.Puback{PacketID: got.PacketID})
+		checkProps(t, got, want, 600)
+		if got3 := mqtttest.Expect[*packets.Publish](sub3); string(got3.Payload) != topic {
+			t.Fatalf("3.1.1 subscriber got %q", got3.Payload)
+		}
+
+		late, _ := connect5(t, d.pub().Addr(), unique(t, "late"), 30)
+		late.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		ret := mqtttest.Expect[*packets.Publish](late)
+		if !ret.Retain {
+			t.Fatal("retained message without RETAIN=1 [MQTT-3.3.1-8]")
+		}
+		checkProps(t, ret, want, 600)
+		pub.Send(&packets.Publish{QoS: 1, PacketID: 2, Topic: topic, Retain: true}) // clear it
+		mqtttest.Expect[*packets.Puback](pub)
+	})
+}
+
+// Sections 3.1.2.5 and 3.3.2.3.3: a persistent 5.0 session (Clean Start 0,
+// Session Expiry Interval above 0) gets the messages that arrived while it
+// was offline with their properties, on any replica, with what is left of
+// their Message Expiry Interval [MQTT-3.3.2-6]; one whose interval passed
+// while it waited is not delivered [MQTT-3.3.2-5].
+func TestV5_OfflineQueue_PropertiesAndExpiry_MQTT_3_3_2_5(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic, id := unique(t, "t"), unique(t, "c")
+		expiry := uint32(3600)
+		c := mqtttest.Dial(t, d.sub().Addr())
+		ack := c.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, ClientID: id, KeepAlive: 30,
+			Properties: &packets.Properties{SessionExpiryInterval: &expiry}})
+		if ack.Properties == nil || ack.Properties.SessionExpiryInterval == nil {
+			t.Fatal("CONNACK does not state the session expiry the server uses")
+		}
+		c.Subscribe(1, packets.Subscription{Filter: topic + "/#", QoS: 1})
+		c.Send(&packets.Disconnect{})
+		c.ExpectClosed(waitTimeout)
+
+		pub, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
+		want := props5(3)
+		pub.Send(&packets.Publish{QoS: 1, PacketID: 1, Topic: topic + "/short", Payload: []byte("short"), Properties: props5(1)})
+		mqtttest.Expect[*packets.Puback](pub)
+		pub.Send(&packets.Publish{QoS: 1, PacketID: 2, Topic: topic + "/kept", Payload: []byte("kept"), Properties: want})
+		mqtttest.Expect[*packets.Puback](pub)
+		time.Sleep(1100 * time.Millisecond) // past the first message's expiry, 1 s into the second's
+
+		back := mqtttest.Dial(t, d.pub().Addr())
+		if ack := back.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, ClientID: id, KeepAlive: 30,
+			Properties: &packets.Properties{SessionExpiryInterval: &expiry}}); !ack.SessionPresent {
+			t.Fatal("session not present on reconnect")
+		}
+		fence := topic + "/fence"
+		pub.Send(&packets.Publish{QoS: 1, PacketID: 3, Topic: fence, Payload: []byte(fence)})
+		mqtttest.Expect[*packets.Puback](pub)
+		got := back.PublishesUntil(fence)
+		if len(got) != 1 || got[0].Topic != topic+"/kept" {
+			var topics []string
+			for _, p := range got {
+				topics = append(topics, p.Topic)
+			}
+			t.Fatalf("got %v before the fence, want only %s/kept (the expired one dropped)", topics, topic)
+		}
+		checkProps(t, got[0], want, 2)
+	})
+}
+
+// Section 3.1.3.2: the will properties travel with the will as a
+// PUBLISH's do.
+func TestV5_WillProperties_Travel_MQTT_3_1_3_9(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "will")
+		sub, _ := connect5(t, d.sub().Addr(), unique(t, "sub"), 30)
+		sub.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		want := props5(600)
+		c := mqtttest.Dial(t, d.pub().Addr())
+		c.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "c"), KeepAlive: 30,
+			Will: &packets.Will{Topic: topic, Payload: []byte("gone"), QoS: 1, Properties: want}})
+		c.Send(&packets.Disconnect{ReasonCode: packets.DisconnectWithWill})
+		got := mqtttest.Expect[*packets.Publish](sub)
+		checkProps(t, got, want, 600)
+	})
+}

@@ -20,6 +20,10 @@ type (
 	ID = broker.ID
 	// Message is broker.Message.
 	Message = broker.Message
+	// Properties is broker.Properties.
+	Properties = broker.Properties
+	// UserProperty is broker.UserProperty.
+	UserProperty = broker.UserProperty
 	// Subscriber is broker.Subscriber.
 	Subscriber = broker.Subscriber
 	// StoredSession is broker.StoredSession.

@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,16 @@ func sampleMessage() *Message {
 	}
 }
 
+// sampleMessage5 is sampleMessage with every MQTT 5.0 property that travels.
+func sampleMessage5() *Message {
+	m := sampleMessage()
+	one, expiry := byte(1), uint32(3600)
+	m.Properties = &Properties{PayloadFormat: &one, MessageExpiry: &expiry, ContentType: "text/plain",
+		ResponseTopic: "reply/to", CorrelationData: []byte{0, 1, 0xff},
+		UserProperties: []UserProperty{{Name: "k", Value: "v"}, {Name: "k", Value: "v2"}, {Name: "", Value: ""}}}
+	return m
+}
+
 func TestEnvelope_RoundTrip(t *testing.T) {
 	long := strings.Repeat("x", 300) // a length that needs a two-byte varint
 	tests := []struct {
@@ -33,6 +44,9 @@ func TestEnvelope_RoundTrip(t *testing.T) {
 		{"empty fields", &Message{Topic: "a"}, ""},
 		{"qos2 no retain", &Message{Topic: "a/b", QoS: 2, Payload: []byte(long), ClientID: long}, "0-1"},
 		{"empty payload retain", &Message{Topic: "t", Retain: true, Payload: []byte{}}, ""},
+		{"5.0 properties", sampleMessage5(), ""},
+		{"5.0 properties with stream id", sampleMessage5(), "1700000000123-8"},
+		{"5.0 empty properties", &Message{Topic: "a", Properties: &Properties{}}, "0-1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,6 +68,16 @@ func TestEnvelope_RoundTrip(t *testing.T) {
 				!bytes.Equal(got.Payload, want.Payload) {
 				t.Fatalf("decoded %+v, want %+v", got, want)
 			}
+			if !reflect.DeepEqual(got.Properties, want.Properties) {
+				t.Fatalf("decoded properties %+v, want %+v", got.Properties, want.Properties)
+			}
+			wantVersion := EnvelopeVersion
+			if want.Properties != nil {
+				wantVersion = EnvelopeVersionProperties
+			}
+			if buf[0] != wantVersion {
+				t.Fatalf("version %d, want %d", buf[0], wantVersion)
+			}
 		})
 	}
 }
@@ -70,9 +94,34 @@ func TestEnvelope_StreamIDAppendedByConcatenation(t *testing.T) {
 	}
 }
 
+// An envelope of the previous release (version 1, no properties section)
+// still decodes, so replicas of two releases can share one Redis during a
+// rolling upgrade; a message without properties is still written as one.
+func TestEnvelope_Version1StillDecodes(t *testing.T) {
+	// Bytes as the release before MQTT 5.0 properties wrote them.
+	v1 := "\x01" + string(sampleMessage().ID[:]) + "\x05" + "\x00\x00\x01\x8b\xcf\xe5\x68\x7b" +
+		"\x06node-a" + "\x08thermo-1" + "\x14sensors/kitchen/temp" + "\x0d21.5\x00\xff binary" + "\x031-1"
+	var m Message
+	sid, err := DecodeEnvelope(v1, &m)
+	if err != nil || sid != "1-1" || m.Properties != nil || m.Topic != "sensors/kitchen/temp" || !m.Time.Equal(sampleMessage().Time) {
+		t.Fatalf("decoded %+v, %q, %v", m, sid, err)
+	}
+	if got := string(AppendEnvelope(nil, sampleMessage(), "1-1")); got != v1 {
+		t.Fatalf("a message without properties encodes as %q, want the version 1 bytes %q", got, v1)
+	}
+}
+
 func TestDecodeEnvelope_Rejects(t *testing.T) {
 	good := AppendEnvelope(nil, sampleMessage(), "1-1")
 	withVersion := func(v byte) string { b := bytes.Clone(good); b[0] = v; return string(b) }
+	good5 := AppendEnvelope(nil, sampleMessage5(), "")
+	withSection := func(section string) string {
+		b := AppendEnvelope(nil, &Message{Topic: "t"}, "")
+		b[0] = EnvelopeVersionProperties
+		return string(b) + string([]byte{byte(len(section))}) + section
+	}
+	withPresence := func(p byte) string { return withSection(string([]byte{p, 0, 0, 0, 0})) }
+	withUserCount := func(n byte) string { return withSection(string([]byte{0, 0, 0, 0, n, 0, 0})) }
 	withFlags := func(f byte) string { b := bytes.Clone(good); b[17] = f; return string(b) }
 	tests := []struct {
 		name string
@@ -80,7 +129,7 @@ func TestDecodeEnvelope_Rejects(t *testing.T) {
 		want error
 	}{
 		{"empty", "", ErrEnvelopeTruncated},
-		{"unknown version", withVersion(2), ErrEnvelopeVersion},
+		{"unknown version", withVersion(3), ErrEnvelopeVersion},
 		{"version zero", withVersion(0), ErrEnvelopeVersion},
 		{"qos 3", withFlags(3), ErrEnvelopeMalformed},
 		{"unknown flag", withFlags(0x10), ErrEnvelopeMalformed},
@@ -90,6 +139,9 @@ func TestDecodeEnvelope_Rejects(t *testing.T) {
 		{"trailing garbage", string(good) + "x", ErrEnvelopeMalformed},
 		{"zero-length stream id", string(AppendEnvelope(nil, sampleMessage(), "")) + "\x00", ErrEnvelopeMalformed},
 		{"varint overflow", string(good[:envelopeFixed]) + strings.Repeat("\xff", 11), ErrEnvelopeMalformed},
+		{"properties cut", string(good5[:len(good5)-4]), ErrEnvelopeTruncated},
+		{"unknown presence bit", withPresence(0x04), ErrEnvelopeMalformed},
+		{"too many user properties", withUserCount(100), ErrEnvelopeTruncated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,6 +158,9 @@ func FuzzEnvelopeDecode(f *testing.F) {
 	f.Add(string(AppendEnvelope(nil, sampleMessage(), "")))
 	f.Add(string(AppendEnvelope(nil, sampleMessage(), "1-2")))
 	f.Add(string(AppendEnvelope(nil, &Message{}, "")))
+	f.Add(string(AppendEnvelope(nil, sampleMessage5(), "")))
+	f.Add(string(AppendEnvelope(nil, sampleMessage5(), "1-3")))
+	f.Add(string(AppendEnvelope(nil, &Message{Properties: &Properties{}}, "")))
 	f.Add("\x01")
 	f.Add("\x010000000000000000\x0000000000\x00\x00\x80\x00\x00") // non-minimal varint
 	f.Fuzz(func(t *testing.T, in string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -34,6 +35,24 @@ func TestSessionState_RoundTrip(t *testing.T) {
 	}
 	if !slices.Equal(out.AwaitingRelease, in.AwaitingRelease) {
 		t.Fatalf("awaiting = %v", out.AwaitingRelease)
+	}
+}
+
+// The MQTT 5.0 properties of a queued or in-flight message survive the
+// stored session (envelope version 2 inside it).
+func TestSessionState_KeepsMessageProperties(t *testing.T) {
+	m := sampleMessage5()
+	in := &StoredSession{
+		Inflight: []Inflight{{PacketID: 9, Delivery: Delivery{Message: m, QoS: 1}}},
+		Queued:   []Delivery{{Message: m, QoS: 1}, {Message: sampleMessage(), QoS: 1}},
+	}
+	var out StoredSession
+	if err := decodeSessionState(string(appendSessionState(nil, in)), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(out.Inflight[0].Message.Properties, m.Properties) ||
+		!reflect.DeepEqual(out.Queued[0].Message.Properties, m.Properties) || out.Queued[1].Message.Properties != nil {
+		t.Fatalf("properties not kept: %+v / %+v / %+v", out.Inflight[0].Message.Properties, out.Queued[0].Message.Properties, out.Queued[1].Message.Properties)
 	}
 }
 

@@ -398,7 +398,14 @@ func (r *Redis) queueRetain(ctx context.Context, pipe redis.Pipeliner, m *Messag
 		ts = time.Now()
 	}
 	// HSET writes every field, so a concurrent update of the same topic
-	// leaves one whole record, never a mix.
+	// leaves one whole record, never a mix. "props" holds the MQTT 5.0
+	// properties (the envelope's properties section), "" for none: it is
+	// always written, so a message without properties does not inherit
+	// those of the one it replaces.
+	var props []byte
+	if m.Properties != nil {
+		props = appendProperties(nil, m.Properties)
+	}
 	return []redis.Cmder{pipe.HSet(ctx, r.retainKey(m.Topic),
 		"id", hex.EncodeToString(m.ID[:]),
 		"from", m.ClientID,
@@ -407,6 +414,7 @@ func (r *Redis) queueRetain(ctx context.Context, pipe redis.Pipeliner, m *Messag
 		"retain", "true",
 		"payload", m.Payload,
 		"ts", strconv.FormatInt(ts.UnixMilli(), 10),
+		"props", props,
 	),
 		pipe.SAdd(ctx, r.retainIndexKey(), m.Topic),
 		pipe.Publish(ctx, r.retainCtlChannel(), "+"+m.Topic),

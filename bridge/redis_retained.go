@@ -153,6 +153,11 @@ func retainedMessage(h map[string]string) (*Message, error) {
 	if ms, err := strconv.ParseInt(h["ts"], 10, 64); err == nil {
 		m.Time = time.UnixMilli(ms)
 	}
+	if props := h["props"]; props != "" {
+		if m.Properties, err = decodeProperties(props); err != nil {
+			return nil, fmt.Errorf("retained %q: %w", m.Topic, err)
+		}
+	}
 	return m, nil
 }
 

@@ -22,6 +22,45 @@ type Message struct {
 	ClientID string    // the publisher's client id
 	Node     string    // the node that accepted the PUBLISH
 	Time     time.Time // when it was accepted
+	// Properties are the MQTT 5.0 properties that travel with the message;
+	// nil for none (every message a 3.1.1 client publishes).
+	Properties *Properties
+}
+
+// Properties are the MQTT 5.0 properties of an application message that
+// the server forwards unchanged to every 5.0 subscriber (section 3.3.2.3),
+// the Message Expiry Interval excepted: it is forwarded reduced by the
+// time the message waited [MQTT-3.3.2-6]. 3.1.1 subscribers get the message
+// without them.
+type Properties struct {
+	PayloadFormat   *byte   // Payload Format Indicator, nil when absent
+	MessageExpiry   *uint32 // Message Expiry Interval in seconds from Time, nil when absent
+	ContentType     string  // "" when absent
+	ResponseTopic   string  // "" when absent
+	CorrelationData []byte  // nil when absent
+	UserProperties  []UserProperty
+}
+
+// UserProperty is one name/value pair of the User Property, kept in order
+// with repeats [MQTT-3.3.2-18].
+type UserProperty struct{ Name, Value string }
+
+// Expired reports whether m carries a Message Expiry Interval that has
+// passed at now [MQTT-3.3.2-5]; remaining is what is left of it, in whole
+// seconds, when not.
+func (m *Message) Expired(now time.Time) (expired bool, remaining uint32) {
+	if m.Properties == nil || m.Properties.MessageExpiry == nil {
+		return false, 0
+	}
+	interval := time.Duration(*m.Properties.MessageExpiry) * time.Second
+	waited := now.Sub(m.Time)
+	if m.Time.IsZero() || waited < 0 {
+		waited = 0
+	}
+	if waited >= interval {
+		return true, 0
+	}
+	return false, uint32((interval - waited + time.Second - 1) / time.Second)
 }
 
 // Subscriber is one live client connection on this node.

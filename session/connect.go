@@ -97,6 +97,10 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 			Retain:   c.Will.Retain,
 			ClientID: s.clientID,
 			Node:     s.env.Config.NodeID,
+			// Will properties travel as a PUBLISH's do (section 3.1.3.2);
+			// its expiry counts from when it is published (publishWill
+			// sets Time).
+			Properties: messageProperties(c.Will.Properties),
 		}
 	}
 
@@ -160,9 +164,14 @@ func (s *Session) restore(stored *bridge.StoredSession) {
 		if in.Released {
 			s.ctrl = s.appendAck(s.ctrl, &packets.Pubrel{PacketID: in.PacketID})
 		} else {
+			// Onward delivery has begun: an expired in-flight message is
+			// still re-sent [MQTT-3.3.2-5], with an expiry of what is left,
+			// at least 1 s.
+			_, remaining := in.Message.Expired(time.Now())
 			s.ctrl = s.appendPublish(s.ctrl, &packets.Publish{
 				Dup: true, QoS: in.QoS, Retain: in.Retain, Topic: in.Message.Topic,
 				PacketID: in.PacketID, Payload: in.Message.Payload,
+				Properties: s.publishProperties(in.Message, max(remaining, 1)),
 			})
 		}
 		if in.PacketID > s.nextID {

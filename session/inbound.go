@@ -189,6 +189,9 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		Node:     s.env.Config.NodeID,
 		Time:     time.Now(),
 	}
+	if p.Properties != nil {
+		msg.Properties = messageProperties(p.Properties)
+	}
 	// The message's bytes stay taken from Env.Inflight until the bridge
 	// has answered for it.
 	held := s.gateBytes

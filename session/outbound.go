@@ -217,6 +217,7 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 	buf = append(buf, s.ctrl...)
 	s.ctrl = s.ctrl[:0]
 	checkReads := s.env.Auth.ChecksReads()
+	var now time.Time // read once per batch, when a message has properties
 	n := 0
 	for ; n < len(s.pending) && len(buf) < maxWriteBatch; n++ {
 		o := s.pending[n]
@@ -225,6 +226,20 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 			continue
 		}
 		p := packets.Publish{QoS: o.qos, Retain: o.retain, Topic: o.msg.Topic, Payload: o.msg.Payload}
+		if o.msg.Properties != nil {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			expired, remaining := o.msg.Expired(now)
+			if expired {
+				// [MQTT-3.3.2-5] not delivered once its expiry has passed,
+				// to 3.1.1 clients neither.
+				s.queuedBytes -= queuedSize(o.msg)
+				s.env.Stats.DroppedExpired.Add(1)
+				continue
+			}
+			p.Properties = s.publishProperties(o.msg, remaining)
+		}
 		if o.qos > 0 {
 			if len(s.inflight) >= s.maxInflight {
 				break

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bridgemq/server/bridge"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -167,4 +168,56 @@ func (s *Session) sendDisconnect(reason error) {
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(disconnectWait))
 	_, _ = s.conn.Write(buf)
+}
+
+// messageProperties keeps the properties of a 5.0 PUBLISH or will that
+// travel with the message (section 3.3.2.3); nil when it has none. The
+// Topic Alias and Subscription Identifiers are the connection's, not the
+// message's, and Will Delay Interval is the will's.
+func messageProperties(p *packets.Properties) *bridge.Properties {
+	if p == nil || (p.PayloadFormatIndicator == nil && p.MessageExpiryInterval == nil && p.ContentType == "" &&
+		p.ResponseTopic == "" && len(p.CorrelationData) == 0 && len(p.UserProperties) == 0) {
+		return nil
+	}
+	m := &bridge.Properties{
+		PayloadFormat:   p.PayloadFormatIndicator,
+		MessageExpiry:   p.MessageExpiryInterval,
+		ContentType:     p.ContentType,
+		ResponseTopic:   p.ResponseTopic,
+		CorrelationData: p.CorrelationData,
+	}
+	if len(p.UserProperties) > 0 {
+		m.UserProperties = make([]bridge.UserProperty, len(p.UserProperties))
+		for i, u := range p.UserProperties {
+			m.UserProperties[i] = bridge.UserProperty{Name: u.Name, Value: u.Value}
+		}
+	}
+	return m
+}
+
+// publishProperties are the properties of a PUBLISH carrying msg to a 5.0
+// client: the message's own, unchanged [MQTT-3.3.2-4] [MQTT-3.3.2-17]
+// [MQTT-3.3.2-18], with what remains of its Message Expiry Interval
+// [MQTT-3.3.2-6]. nil for a 3.1.1 client and for a message without any.
+func (s *Session) publishProperties(msg *bridge.Message, remaining uint32) *packets.Properties {
+	mp := msg.Properties
+	if mp == nil || s.version != packets.Version5 {
+		return nil
+	}
+	p := &packets.Properties{
+		PayloadFormatIndicator: mp.PayloadFormat,
+		ContentType:            mp.ContentType,
+		ResponseTopic:          mp.ResponseTopic,
+		CorrelationData:        mp.CorrelationData,
+	}
+	if mp.MessageExpiry != nil {
+		p.MessageExpiryInterval = &remaining
+	}
+	if len(mp.UserProperties) > 0 {
+		p.UserProperties = make([]packets.UserProperty, len(mp.UserProperties))
+		for i, u := range mp.UserProperties {
+			p.UserProperties[i] = packets.UserProperty{Name: u.Name, Value: u.Value}
+		}
+	}
+	return p
 }
