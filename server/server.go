@@ -128,7 +128,8 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 func (s *Server) Addr() net.Addr { return s.addr }
 
 // ListenerAddr is the address of the first listener whose Protocol is
-// protocol ("tcp", "tls"); nil before Ready and when there is none.
+// protocol ("tcp", "tls", "ws", "wss", each prefixed "proxy+" under
+// -proxy-protocol); nil before Ready and when there is none.
 func (s *Server) ListenerAddr(protocol string) net.Addr {
 	select {
 	case <-s.ready:
@@ -167,7 +168,8 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// Run listens on -listen (and -ws-listen when set) and serves until ctx is
+// Run listens on -listen (and -tls-listen, -ws-listen and -wss-listen
+// when set) and serves until ctx is
 // cancelled, then drains: it stops accepting, fails readiness, closes every
 // connection and waits for the sessions to end, up to the drain timeout.
 func (s *Server) Run(ctx context.Context) error {
@@ -185,23 +187,42 @@ func (s *Server) Run(ctx context.Context) error {
 			_ = l.Close()
 		}
 	}
-	if s.cfg.TLSListen != "" {
-		tln, certs, err := s.listenTLS()
-		if err != nil {
+	var certs *listeners.Certificates
+	if s.cfg.TLSListen != "" || s.cfg.WSSListen != "" {
+		flag, addr := "-tls-listen", s.cfg.TLSListen
+		if addr == "" {
+			flag, addr = "-wss-listen", s.cfg.WSSListen
+		}
+		if certs, err = s.openCertificates(flag, addr); err != nil {
 			closeAll()
 			return err
 		}
 		defer certs.Close()
 		s.certs.Store(certs)
+	}
+	if s.cfg.TLSListen != "" {
+		tln, err := s.listenTLS(certs)
+		if err != nil {
+			closeAll()
+			return err
+		}
 		lns = append(lns, tln)
 	}
 	if s.cfg.WSListen != "" {
-		ws, err := s.listenWebSocket()
+		ws, err := s.listenWebSocket(nil)
 		if err != nil {
 			closeAll()
 			return err
 		}
 		lns = append(lns, ws)
+	}
+	if s.cfg.WSSListen != "" {
+		wss, err := s.listenWebSocket(certs)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		lns = append(lns, wss)
 	}
 	return s.Serve(ctx, lns...)
 }
