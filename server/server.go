@@ -36,6 +36,7 @@ type Server struct {
 
 	metricsOnce sync.Once
 	metrics     http.Handler
+	hist        histograms
 
 	ready chan struct{} // closed once the listeners are bound
 	addr  net.Addr
@@ -70,7 +71,8 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
-	b, err := newBridge(ctx, cfg, log)
+	h := newHistograms(cfg.NodeID)
+	b, err := newBridge(ctx, cfg, log, h.redisPublish)
 	if errors.Is(err, bridge.ErrNodeIDInUse) {
 		return nil, &ConfigError{fmt.Errorf("-node-id %s: %w", cfg.NodeID, err)}
 	}
@@ -78,6 +80,8 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := newServer(cfg, b, authz, log)
+	s.hist = h
+	s.env.AckLatency = h.publishAck
 	if cfg.TLSIdentityAsUsername {
 		if s.identity, err = newIdentity(); err != nil {
 			_ = b.Close()

@@ -96,7 +96,14 @@ type Env struct {
 	// of the server has read and the bridge has not yet accepted
 	// (-max-inflight-bytes); nil for no bound.
 	Inflight *ByteLimiter
+	// AckLatency, when set, observes the seconds from reading a QoS 1 or 2
+	// PUBLISH to queueing its PUBACK or PUBREC for the writer (a
+	// prometheus.Histogram fits).
+	AckLatency Observer
 }
+
+// Observer takes one measurement; prometheus.Observer is one.
+type Observer interface{ Observe(float64) }
 
 // Errors that end a connection, with the reason logged.
 var (
