@@ -25,11 +25,13 @@ type metric struct {
 var metrics = []metric{
 	{"connections", prometheus.GaugeValue, "Open client connections."},
 	{"connects_refused", prometheus.CounterValue, "CONNECTs answered with a refusal or closed."},
+	{"connects_denied", prometheus.CounterValue, "CONNECTs refused as not authorized (bad credentials, another user's session); also in connects_refused."},
 	{"publish_received", prometheus.CounterValue, "PUBLISH packets received from clients."},
 	{"publish_denied", prometheus.CounterValue, "PUBLISH packets and wills refused by the ACL (acknowledged and dropped)."},
 	{"publish_dropped", prometheus.CounterValue, "QoS 0 PUBLISH packets the bridge could not accept."},
 	{"publish_refused_limit", prometheus.CounterValue, "PUBLISH packets over -max-topic-length or -max-topic-levels."},
 	{"subscribe_refused_limit", prometheus.CounterValue, "SUBSCRIBE filters answered 0x80 by a limit (length, levels, per-client count)."},
+	{"subscribe_denied", prometheus.CounterValue, "SUBSCRIBE filters answered 0x80 by the ACL."},
 	{"publish_throttled", prometheus.CounterValue, "PUBLISH bodies whose reading waited for -max-inflight-bytes."},
 	{"messages_delivered", prometheus.CounterValue, "PUBLISH packets sent to clients."},
 	{"dropped_qos0_queue_full", prometheus.CounterValue, "QoS 0 messages dropped because a client's queue was full."},

@@ -27,7 +27,12 @@ func startTestServer(t *testing.T, args ...string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return runTestServer(t, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// runTestServer runs a server from cfg, logging to log, until the test ends.
+func runTestServer(t *testing.T, cfg *Config, log *slog.Logger) *Server {
+	t.Helper()
 	srv, err := New(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,9 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[*session.Session]struct{}
 	wg       sync.WaitGroup
+
+	// refusals limits the log lines of refused connections and packets.
+	refusals *refusalLimiter
 
 	metricsOnce sync.Once
 	metrics     http.Handler
@@ -94,10 +98,14 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 
 // newServer wires a server from its configuration, bridge and authorizer.
 func newServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.Logger) *Server {
+	refusals := newRefusalLimiter(log.Handler(), refusalWindow, refusalBurst, refusalGlobalBurst, refusalMaxKeys)
+	// Every line of the server and its sessions names the replica.
+	log = slog.New(&refusalHandler{inner: log.Handler(), lim: refusals}).With("node", cfg.NodeID)
 	return &Server{
-		cfg:    cfg,
-		log:    log,
-		bridge: b,
+		cfg:      cfg,
+		log:      log,
+		bridge:   b,
+		refusals: refusals,
 		env: &session.Env{
 			Bridge: b,
 			Auth:   auth,
@@ -272,10 +280,13 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 		}
 	}
 	for _, ln := range lns {
-		s.log.Info("listening", "mqtt", ln.Addr().String(), "protocol", ln.Protocol(), "http", addrString(s.http), "node", s.cfg.NodeID)
+		s.log.Info("listening", "mqtt", ln.Addr().String(), "protocol", ln.Protocol(), "http", addrString(s.http))
 	}
 	close(s.ready)
 
+	rctx, stopRefusals := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	background.Go(func() { s.refusals.run(rctx) })
 	var accepting sync.WaitGroup
 	for _, ln := range lns {
 		accepting.Go(func() { s.acceptLoop(ctx, ln) })
@@ -286,6 +297,8 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 	closeAll()
 	accepting.Wait()
 	s.drain()
+	stopRefusals() // and log what the drain's refusals left out
+	background.Wait()
 	if httpSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = httpSrv.Shutdown(sctx)
@@ -305,9 +318,17 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
+// listenerName is the "listener" of a listener's log lines: tcp, tls, ws
+// or wss, whether or not PROXY headers come first.
+func listenerName(ln listeners.Listener) string {
+	return strings.TrimPrefix(ln.Protocol(), "proxy+")
+}
+
 // acceptLoop starts a session for each connection ln accepts, until ln is
-// closed by the drain.
+// closed by the drain. Its sessions log with the listener's name.
 func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
+	env := *s.env
+	env.Log = s.log.With("listener", listenerName(ln))
 	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -327,14 +348,14 @@ func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 		}
 		delay = 0
 		if max := s.cfg.MaxConnections; max > 0 && s.env.Stats.Connections.Load() >= int64(max) {
-			s.log.Warn("connection refused: -max-connections reached", "remote", listeners.PeerAddr(conn).String(), "max", max)
+			env.Log.Warn("connection refused: -max-connections reached", "remote", listeners.PeerAddr(conn).String(), "max", max)
 			_ = conn.Close()
 			continue
 		}
 		if s.identity != nil {
 			conn = s.identity.wrap(conn, s.cfg.MaxPacketSize)
 		}
-		sess := session.New(conn, s.env)
+		sess := session.New(conn, &env)
 		s.mu.Lock()
 		s.sessions[sess] = struct{}{}
 		s.mu.Unlock()

@@ -305,6 +305,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 			continue
 		}
 		if !s.env.Auth.CanSubscribe(s.clientID, s.username, sub.Filter) {
+			s.env.Stats.SubscribeDenied.Add(1)
 			s.logger().Info("subscription refused by ACL", "filter", sub.Filter)
 			continue
 		}

@@ -292,11 +292,12 @@ func (s *Session) allocMaps() {
 	}
 }
 
-// logger returns the connection's logger, carrying its remote address and
-// client id. Only the reading goroutine logs.
+// logger returns the connection's logger, carrying its remote address,
+// client id and username (Env.Log adds the listener and the node). Only
+// the reading goroutine logs.
 func (s *Session) logger() *slog.Logger {
 	if s.lg == nil || (s.clientID != "" && !s.lgHasClient) {
-		s.lg = s.env.Log.With("remote", s.conn.RemoteAddr().String(), "client", s.clientID)
+		s.lg = s.env.Log.With("remote", s.conn.RemoteAddr().String(), "client", s.clientID, "user", s.username)
 		s.lgHasClient = s.clientID != ""
 	}
 	return s.lg
