@@ -89,6 +89,10 @@ type RedisOptions struct {
 	// ReplicaAckTimeout) before it is acknowledged; fewer is a publish
 	// failure. Not supported with a Redis Cluster client.
 	MinReplicasAcked int
+	// PublishLatency, when set, observes the seconds each publish
+	// pipeline batch takes to go to Redis and back (a
+	// prometheus.Histogram fits).
+	PublishLatency interface{ Observe(float64) }
 }
 
 // Redis is the Bridge that lets any number of replicas act as one broker.
@@ -157,7 +161,8 @@ type Redis struct {
 	trimReq      chan struct{} // cap 1: asks the trimmer to measure the streams
 	log          *slog.Logger
 
-	minReplicas int // RedisOptions.MinReplicasAcked
+	minReplicas int                           // RedisOptions.MinReplicasAcked
+	pubLatency  interface{ Observe(float64) } // RedisOptions.PublishLatency; nil: off
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -340,6 +345,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		watchClusterTopology(ctx, cc)
 	}
 	r.minReplicas = o.MinReplicasAcked
+	r.pubLatency = o.PublishLatency
 	if o.StreamMaxBytes < 0 {
 		return nil, fmt.Errorf("new redis bridge: StreamMaxBytes %d is negative", o.StreamMaxBytes)
 	}

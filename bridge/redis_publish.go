@@ -244,9 +244,13 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 	if needsAck && r.minReplicas > 0 {
 		waits = append(waits, r.queueWait(ctx, pipe))
 	}
+	sent := time.Now()
 	_, _ = pipe.Exec(ctx)
 	if w := shards.retryNoScript(ctx, r, needsAck && r.minReplicas > 0); w != nil {
 		waits = append(waits, w)
+	}
+	if r.pubLatency != nil {
+		r.pubLatency.Observe(time.Since(sent).Seconds())
 	}
 	r.askTrim() // after the appends: the trimmer measures what they added
 	replicated := r.replicated(waits)

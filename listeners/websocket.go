@@ -85,7 +85,9 @@ func ListenWebSocket(addr string, o WebSocketOptions) (*WebSocket, error) {
 
 // NewWebSocket serves MQTT over WebSocket on connections ln accepts (with
 // o.TLS, after a TLS handshake); ln may be any net.Listener, a PROXY
-// protocol one for instance. Close closes ln.
+// protocol one for instance, whose header the HTTP server reads in each
+// connection's goroutine (net/http asks for RemoteAddr there, not in its
+// accept loop). Close closes ln.
 func NewWebSocket(ln net.Listener, o WebSocketOptions) (*WebSocket, error) {
 	if err := o.check(); err != nil {
 		_ = ln.Close()
@@ -103,9 +105,20 @@ func NewWebSocket(ln net.Listener, o WebSocketOptions) (*WebSocket, error) {
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
+	proxied := false
+	if p, ok := ln.(interface{ Protocol() string }); ok {
+		proxied = strings.HasPrefix(p.Protocol(), "proxy+")
+	}
+	// net/http retries an Accept error only when it is itself a temporary
+	// net.Error; the listeners here wrap theirs with context.
+	ln = retryableAccept{ln}
+	w.ln = ln
 	if o.TLS != nil {
 		w.ln = tls.NewListener(ln, o.TLS)
 		w.protocol = "wss"
+	}
+	if proxied {
+		w.protocol = "proxy+" + w.protocol
 	}
 	// The pattern matches WebSocketPath alone; every other path is 404.
 	mux := http.NewServeMux()
@@ -237,7 +250,8 @@ func (w *WebSocket) Close() error {
 // Addr is the address listened on, with the port chosen when it was 0.
 func (w *WebSocket) Addr() net.Addr { return w.ln.Addr() }
 
-// Protocol returns "ws", or "wss" when the listener terminates TLS.
+// Protocol returns "ws", or "wss" when the listener terminates TLS;
+// "proxy+ws" or "proxy+wss" over a PROXY protocol listener.
 func (w *WebSocket) Protocol() string { return w.protocol }
 
 // wsConn is a WebSocket connection as a net.Conn that behaves as a TCP
@@ -291,3 +305,35 @@ func (c *wsConn) storeReadDeadline(t time.Time) {
 	}
 	c.readDeadline.Store(t.UnixNano())
 }
+
+// retryableAccept hands net/http an Accept error that wraps a net.Error
+// (too many open files, say) as a net.Error, so that its server waits and
+// retries as it does on a bare TCP listener instead of stopping.
+type retryableAccept struct{ net.Listener }
+
+// Accept returns the inner listener's connection, or its error with the
+// net.Error inside it visible to a type assertion.
+func (l retryableAccept) Accept() (net.Conn, error) {
+	conn, err := l.Listener.Accept()
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) {
+		return nil, acceptError{err: err, ne: ne}
+	}
+	return conn, err
+}
+
+// acceptError is an Accept error that reports the Timeout and Temporary of
+// the net.Error it wraps.
+type acceptError struct {
+	err error
+	ne  net.Error
+}
+
+func (e acceptError) Error() string { return e.err.Error() }
+func (e acceptError) Unwrap() error { return e.err }
+func (e acceptError) Timeout() bool { return e.ne.Timeout() }
+
+// Temporary is what net/http's accept loop asks.
+//
+//lint:ignore SA1019 net/http's Serve still decides on it.
+func (e acceptError) Temporary() bool { return e.ne.Temporary() }

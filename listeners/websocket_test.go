@@ -10,10 +10,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -443,5 +445,85 @@ func TestWebSocket_CloseDoesNotWaitForClient(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("Read still blocked 2s after Close")
+	}
+}
+
+// Over a PROXY protocol listener the WebSocket listener says so in its
+// Protocol, as the TLS one does.
+func TestWebSocket_ProtocolOverProxy(t *testing.T) {
+	for _, tt := range []struct {
+		tls  bool
+		want string
+	}{{false, "proxy+ws"}, {true, "proxy+wss"}} {
+		tcp, err := ListenTCP("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := NewProxy(tcp, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := WebSocketOptions{ReadLimit: 1 << 10}
+		if tt.tls {
+			cert, _ := selfSigned(t)
+			o.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+		w, err := NewWebSocket(p, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := w.Protocol(); got != tt.want {
+			t.Errorf("Protocol = %q, want %q", got, tt.want)
+		}
+		_ = w.Close()
+	}
+}
+
+// flakyListener fails its first Accept with a temporary error wrapped in
+// context, as the listeners here wrap theirs, then waits until closed.
+type flakyListener struct {
+	net.Listener
+	calls  chan struct{}
+	closed chan struct{}
+	first  bool
+}
+
+type temporaryError struct{}
+
+func (temporaryError) Error() string   { return "too many open files" }
+func (temporaryError) Timeout() bool   { return false }
+func (temporaryError) Temporary() bool { return true }
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.calls <- struct{}{}
+	if !l.first {
+		l.first = true
+		return nil, fmt.Errorf("accept tcp: %w", temporaryError{})
+	}
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *flakyListener) Close() error { close(l.closed); return l.Listener.Close() }
+
+// A temporary Accept error wrapped with context does not stop the HTTP
+// server: it accepts again, as it would on a bare TCP listener.
+func TestWebSocket_TemporaryAcceptErrorIsRetried(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: tcp, calls: make(chan struct{}, 4), closed: make(chan struct{})}
+	w, err := NewWebSocket(fl, WebSocketOptions{ReadLimit: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 2 {
+		select {
+		case <-fl.calls:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Accept called %d times, want the server to retry after a temporary error", i)
+		}
 	}
 }

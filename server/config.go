@@ -101,6 +101,10 @@ type Config struct {
 	// WSListen is -ws-listen, default "" = off: MQTT over WebSocket on
 	// path /mqtt, subprotocol mqtt.
 	WSListen string
+	// WSSListen is -wss-listen, default "" = off: MQTT over secure
+	// WebSocket, with the TLS listener's certificates (-tls-cert,
+	// -tls-key, -tls-client-ca, -tls-client-auth).
+	WSSListen string
 }
 
 // ErrHelp is returned by ParseConfig when -h, -help or --help was asked; the usage text
@@ -145,6 +149,14 @@ func options() []option {
 		{name: "ws-listen", def: "", arg: "host:port", usage: `MQTT over WebSocket listener (path /mqtt, subprotocol mqtt), e.g. :8083; "" turns it off`,
 			set: func(c *Config, v string) error {
 				c.WSListen = v
+				if v == "" {
+					return nil
+				}
+				return checkHostPort(v)
+			}},
+		{name: "wss-listen", def: "", arg: "host:port", usage: `MQTT over secure WebSocket listener (path /mqtt, subprotocol mqtt) with -tls-cert and -tls-key, e.g. :8084; "" turns it off`,
+			set: func(c *Config, v string) error {
+				c.WSSListen = v
 				if v == "" {
 					return nil
 				}

@@ -42,27 +42,54 @@ func (c *Config) validateTLS() error {
 	if c.TLSIdentityAsUsername && c.TLSClientAuth != tls.RequireAndVerifyClientCert {
 		return errors.New("-tls-identity-as-username: needs -tls-client-auth require (a client without a certificate would have no username)")
 	}
-	if c.TLSListen == "" {
-		if c.TLSIdentityAsUsername {
-			return errors.New("-tls-identity-as-username: needs -tls-listen")
-		}
+	if c.TLSIdentityAsUsername && c.TLSListen == "" {
+		return errors.New("-tls-identity-as-username: needs -tls-listen")
+	}
+	if c.TLSIdentityAsUsername && c.WSSListen != "" {
+		// The identity is read from a *tls.Conn's CONNECT; over wss the
+		// CONNECT arrives inside WebSocket messages and would be judged
+		// by its own username and password instead.
+		return errors.New("-tls-identity-as-username: not supported with -wss-listen")
+	}
+	if c.TLSListen == "" && c.WSSListen == "" {
 		return nil
 	}
+	flag, addr := "-tls-listen", c.TLSListen
+	if addr == "" {
+		flag, addr = "-wss-listen", c.WSSListen
+	}
 	if c.TLSCert == "" || c.TLSKey == "" {
-		return errors.New("-tls-listen: needs -tls-cert and -tls-key")
+		return fmt.Errorf("%s: needs -tls-cert and -tls-key", flag)
 	}
-	if samePort(c.Listen, c.TLSListen) {
-		return fmt.Errorf("-tls-listen: %q uses the same port as -listen %q", c.TLSListen, c.Listen)
-	}
-	if c.HTTP != "" && samePort(c.HTTP, c.TLSListen) {
-		return fmt.Errorf("-tls-listen: %q uses the same port as -http %q", c.TLSListen, c.HTTP)
+	if err := c.checkPorts(); err != nil {
+		return err
 	}
 	if _, err := c.tlsFiles().Load(); err != nil {
 		var fe *listeners.FileError
 		if errors.As(err, &fe) {
 			return fmt.Errorf("-tls-%s: %w", fe.File, err)
 		}
-		return fmt.Errorf("-tls-listen: %w", err)
+		return fmt.Errorf("%s %s: %w", flag, addr, err)
+	}
+	return nil
+}
+
+// checkPorts refuses a TLS or secure WebSocket listener on a port another
+// listener uses.
+func (c *Config) checkPorts() error {
+	others := []struct{ flag, addr string }{
+		{"-listen", c.Listen}, {"-http", c.HTTP}, {"-ws-listen", c.WSListen},
+	}
+	for _, l := range []struct{ flag, addr string }{{"-tls-listen", c.TLSListen}, {"-wss-listen", c.WSSListen}} {
+		if l.addr == "" {
+			continue
+		}
+		for _, o := range others {
+			if o.addr != "" && samePort(o.addr, l.addr) {
+				return fmt.Errorf("%s: %q uses the same port as %s %q", l.flag, l.addr, o.flag, o.addr)
+			}
+		}
+		others = append(others, l)
 	}
 	return nil
 }

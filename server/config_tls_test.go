@@ -100,6 +100,13 @@ func TestParseConfig_TLSErrors(t *testing.T) {
 		{"identity without require", with("-tls-cert", cert, "-tls-key", key, "-tls-client-auth", "optional", "-tls-client-ca", ca, "-tls-identity-as-username"), "-tls-identity-as-username: needs -tls-client-auth require"},
 		{"identity without listener", []string{"-tls-client-auth", "require", "-tls-client-ca", ca, "-tls-identity-as-username"}, "-tls-identity-as-username: needs -tls-listen"},
 		{"identity not a boolean", []string{"-tls-identity-as-username=maybe"}, `-tls-identity-as-username: "maybe" is not a boolean`},
+		{"wss without cert and key", []string{"-wss-listen", "127.0.0.1:8084"}, "-wss-listen: needs -tls-cert and -tls-key"},
+		{"wss not host:port", []string{"-wss-listen", "8084"}, `-wss-listen: "8084" is not a host:port address`},
+		{"wss same port as -listen", []string{"-listen", ":1883", "-wss-listen", "127.0.0.1:1883", "-tls-cert", cert, "-tls-key", key}, `-wss-listen: "127.0.0.1:1883" uses the same port as -listen ":1883"`},
+		{"wss same port as -ws-listen", []string{"-ws-listen", ":8083", "-wss-listen", ":8083", "-tls-cert", cert, "-tls-key", key}, `-wss-listen: ":8083" uses the same port as -ws-listen ":8083"`},
+		{"wss same port as -tls-listen", []string{"-tls-listen", ":8883", "-wss-listen", "127.0.0.1:8883", "-tls-cert", cert, "-tls-key", key}, `-wss-listen: "127.0.0.1:8883" uses the same port as -tls-listen ":8883"`},
+		{"wss key does not match", []string{"-wss-listen", ":8084", "-tls-cert", cert, "-tls-key", otherKey}, "-tls-key: key file " + otherKey + ": private key does not match the certificate"},
+		{"identity with wss", with("-tls-cert", cert, "-tls-key", key, "-tls-client-auth", "require", "-tls-client-ca", ca, "-tls-identity-as-username", "-wss-listen", ":8084"), "-tls-identity-as-username: not supported with -wss-listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,6 +119,27 @@ func TestParseConfig_TLSErrors(t *testing.T) {
 				t.Errorf("error:\n got %s\nwant %s...", err, tt.want)
 			}
 		})
+	}
+}
+
+// -wss-listen is off by default and set by flag or MQTT_WSS_LISTEN, with
+// the TLS listener's certificate files; the flag wins over the variable.
+func TestParseConfig_WSSListen(t *testing.T) {
+	_, cert, key, _ := tlsTestFiles(t)
+	if got := mustParse(t, nil, nil).WSSListen; got != "" {
+		t.Errorf("default -wss-listen = %q, want off", got)
+	}
+	files := []string{"-tls-cert", cert, "-tls-key", key}
+	if got := mustParse(t, files, map[string]string{"MQTT_WSS_LISTEN": ":8084"}).WSSListen; got != ":8084" {
+		t.Errorf("MQTT_WSS_LISTEN=:8084: WSSListen = %q", got)
+	}
+	if got := mustParse(t, append([]string{"-wss-listen", "127.0.0.1:9443"}, files...), map[string]string{"MQTT_WSS_LISTEN": ":8084"}).WSSListen; got != "127.0.0.1:9443" {
+		t.Errorf("flag over MQTT_WSS_LISTEN: WSSListen = %q", got)
+	}
+	var help bytes.Buffer
+	_, err := parseConfig(nil, env(map[string]string{"MQTT_WSS_LISTEN": "wss://h:1/mqtt"}), &help)
+	if want := `MQTT_WSS_LISTEN (for -wss-listen): "wss://h:1/mqtt" is not a host:port address`; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("bad MQTT_WSS_LISTEN: %v, want %s", err, want)
 	}
 }
 

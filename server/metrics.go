@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bridgemq/server/bridge"
 )
 
 // metric is one of the server's Prometheus series: the key it has in
@@ -23,11 +25,13 @@ type metric struct {
 var metrics = []metric{
 	{"connections", prometheus.GaugeValue, "Open client connections."},
 	{"connects_refused", prometheus.CounterValue, "CONNECTs answered with a refusal or closed."},
+	{"connects_denied", prometheus.CounterValue, "CONNECTs refused as not authorized (bad credentials, another user's session); also in connects_refused."},
 	{"publish_received", prometheus.CounterValue, "PUBLISH packets received from clients."},
 	{"publish_denied", prometheus.CounterValue, "PUBLISH packets and wills refused by the ACL (acknowledged and dropped)."},
 	{"publish_dropped", prometheus.CounterValue, "QoS 0 PUBLISH packets the bridge could not accept."},
 	{"publish_refused_limit", prometheus.CounterValue, "PUBLISH packets over -max-topic-length or -max-topic-levels."},
 	{"subscribe_refused_limit", prometheus.CounterValue, "SUBSCRIBE filters answered 0x80 by a limit (length, levels, per-client count)."},
+	{"subscribe_denied", prometheus.CounterValue, "SUBSCRIBE filters answered 0x80 by the ACL."},
 	{"publish_throttled", prometheus.CounterValue, "PUBLISH bodies whose reading waited for -max-inflight-bytes."},
 	{"messages_delivered", prometheus.CounterValue, "PUBLISH packets sent to clients."},
 	{"dropped_qos0_queue_full", prometheus.CounterValue, "QoS 0 messages dropped because a client's queue was full."},
@@ -100,10 +104,50 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// latencyBuckets are the latency histograms' upper bounds in seconds: from
+// 100 µs (a Redis round trip on one host) to 10 s (the bridge's publish
+// timeout).
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// histograms are the server's latency distributions, observed on the hot
+// path (one Observe each, no allocation) and read when scraped.
+type histograms struct {
+	// publishAck is from reading a QoS 1 or 2 PUBLISH to queueing its
+	// PUBACK or PUBREC: the bridge's answer included.
+	publishAck prometheus.Histogram
+	// redisPublish is one publish pipeline batch's round trip to Redis.
+	redisPublish prometheus.Histogram
+}
+
+func newHistograms(node string) histograms {
+	labels := prometheus.Labels{"node": node}
+	return histograms{
+		publishAck: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:        "mqtt_publish_ack_latency_seconds",
+			Help:        "Seconds from reading a QoS 1 or 2 PUBLISH to queueing its PUBACK or PUBREC.",
+			ConstLabels: labels,
+			Buckets:     latencyBuckets,
+		}),
+		redisPublish: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:        "mqtt_bridge_redis_publish_latency_seconds",
+			Help:        "Seconds each publish pipeline batch takes to go to Redis and back (Redis bridge only).",
+			ConstLabels: labels,
+			Buckets:     latencyBuckets,
+		}),
+	}
+}
+
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	s.metricsOnce.Do(func() {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(newStatsCollector(s.cfg.NodeID, s.Stats), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if s.hist.publishAck != nil {
+			reg.MustRegister(s.hist.publishAck)
+		}
+		// The in-process bridge has no Redis round trip to show.
+		if _, ok := s.bridge.(*bridge.Redis); ok && s.hist.redisPublish != nil {
+			reg.MustRegister(s.hist.redisPublish)
+		}
 		s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	})
 	s.metrics.ServeHTTP(w, r)

@@ -8,13 +8,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/bridge"
 )
 
 // newBridge builds the in-process bridge, or the Redis one when configured.
-func newBridge(ctx context.Context, cfg *Config, log *slog.Logger) (bridge.Bridge, error) {
+// Redis publish batches' round trips go to redisLatency.
+func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency prometheus.Observer) (bridge.Bridge, error) {
 	client, err := cfg.RedisClient()
 	if err != nil {
 		return nil, err
@@ -27,7 +29,7 @@ func newBridge(ctx context.Context, cfg *Config, log *slog.Logger) (bridge.Bridg
 			SessionExpiry: cfg.SessionExpiry,
 		}), nil
 	}
-	b, err := newRedisBridge(ctx, cfg, client, log)
+	b, err := newRedisBridge(ctx, cfg, client, log, redisLatency)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.redisSource(), err)
 	}
@@ -51,7 +53,7 @@ func (c *Config) redisSource() string {
 
 // newRedisBridge starts the Redis bridge on client. Redis must answer at
 // start-up; once running, a replica survives Redis going away.
-func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger) (bridge.Bridge, error) {
+func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger, redisLatency prometheus.Observer) (bridge.Bridge, error) {
 	b, err := bridge.NewRedis(ctx, bridge.RedisOptions{
 		Client:        client,
 		Prefix:        cfg.RedisPrefix,
@@ -66,6 +68,7 @@ func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClie
 		Logger:         log,
 
 		MinReplicasAcked: cfg.RedisMinReplicasAcked,
+		PublishLatency:   redisLatency,
 	})
 	if err != nil {
 		_ = client.Close()

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,8 +35,12 @@ type Server struct {
 	sessions map[*session.Session]struct{}
 	wg       sync.WaitGroup
 
+	// refusals limits the log lines of refused connections and packets.
+	refusals *refusalLimiter
+
 	metricsOnce sync.Once
 	metrics     http.Handler
+	hist        histograms
 
 	ready chan struct{} // closed once the listeners are bound
 	addr  net.Addr
@@ -70,7 +75,8 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
-	b, err := newBridge(ctx, cfg, log)
+	h := newHistograms(cfg.NodeID)
+	b, err := newBridge(ctx, cfg, log, h.redisPublish)
 	if errors.Is(err, bridge.ErrNodeIDInUse) {
 		return nil, &ConfigError{fmt.Errorf("-node-id %s: %w", cfg.NodeID, err)}
 	}
@@ -78,6 +84,8 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := newServer(cfg, b, authz, log)
+	s.hist = h
+	s.env.AckLatency = h.publishAck
 	if cfg.TLSIdentityAsUsername {
 		if s.identity, err = newIdentity(); err != nil {
 			_ = b.Close()
@@ -90,10 +98,14 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 
 // newServer wires a server from its configuration, bridge and authorizer.
 func newServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.Logger) *Server {
+	refusals := newRefusalLimiter(log.Handler(), refusalWindow, refusalBurst, refusalGlobalBurst, refusalMaxKeys)
+	// Every line of the server and its sessions names the replica.
+	log = slog.New(&refusalHandler{inner: log.Handler(), lim: refusals}).With("node", cfg.NodeID)
 	return &Server{
-		cfg:    cfg,
-		log:    log,
-		bridge: b,
+		cfg:      cfg,
+		log:      log,
+		bridge:   b,
+		refusals: refusals,
 		env: &session.Env{
 			Bridge: b,
 			Auth:   auth,
@@ -129,7 +141,8 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 func (s *Server) Addr() net.Addr { return s.addr }
 
 // ListenerAddr is the address of the first listener whose Protocol is
-// protocol ("tcp", "tls"); nil before Ready and when there is none.
+// protocol ("tcp", "tls", "ws", "wss", each prefixed "proxy+" under
+// -proxy-protocol); nil before Ready and when there is none.
 func (s *Server) ListenerAddr(protocol string) net.Addr {
 	select {
 	case <-s.ready:
@@ -168,7 +181,8 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// Run listens on -listen (and -ws-listen when set) and serves until ctx is
+// Run listens on -listen (and -tls-listen, -ws-listen and -wss-listen
+// when set) and serves until ctx is
 // cancelled, then drains: it stops accepting, fails readiness, closes every
 // connection and waits for the sessions to end, up to the drain timeout.
 func (s *Server) Run(ctx context.Context) error {
@@ -186,23 +200,42 @@ func (s *Server) Run(ctx context.Context) error {
 			_ = l.Close()
 		}
 	}
-	if s.cfg.TLSListen != "" {
-		tln, certs, err := s.listenTLS()
-		if err != nil {
+	var certs *listeners.Certificates
+	if s.cfg.TLSListen != "" || s.cfg.WSSListen != "" {
+		flag, addr := "-tls-listen", s.cfg.TLSListen
+		if addr == "" {
+			flag, addr = "-wss-listen", s.cfg.WSSListen
+		}
+		if certs, err = s.openCertificates(flag, addr); err != nil {
 			closeAll()
 			return err
 		}
 		defer certs.Close()
 		s.certs.Store(certs)
+	}
+	if s.cfg.TLSListen != "" {
+		tln, err := s.listenTLS(certs)
+		if err != nil {
+			closeAll()
+			return err
+		}
 		lns = append(lns, tln)
 	}
 	if s.cfg.WSListen != "" {
-		ws, err := s.listenWebSocket()
+		ws, err := s.listenWebSocket(nil)
 		if err != nil {
 			closeAll()
 			return err
 		}
 		lns = append(lns, ws)
+	}
+	if s.cfg.WSSListen != "" {
+		wss, err := s.listenWebSocket(certs)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		lns = append(lns, wss)
 	}
 	return s.Serve(ctx, lns...)
 }
@@ -248,10 +281,13 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 		}
 	}
 	for _, ln := range lns {
-		s.log.Info("listening", "mqtt", ln.Addr().String(), "protocol", ln.Protocol(), "http", addrString(s.http), "node", s.cfg.NodeID)
+		s.log.Info("listening", "mqtt", ln.Addr().String(), "protocol", ln.Protocol(), "http", addrString(s.http))
 	}
 	close(s.ready)
 
+	rctx, stopRefusals := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	background.Go(func() { s.refusals.run(rctx) })
 	var accepting sync.WaitGroup
 	for _, ln := range lns {
 		accepting.Go(func() { s.acceptLoop(ctx, ln) })
@@ -262,6 +298,8 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 	closeAll()
 	accepting.Wait()
 	s.drain()
+	stopRefusals() // and log what the drain's refusals left out
+	background.Wait()
 	if httpSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = httpSrv.Shutdown(sctx)
@@ -281,9 +319,17 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
+// listenerName is the "listener" of a listener's log lines: tcp, tls, ws
+// or wss, whether or not PROXY headers come first.
+func listenerName(ln listeners.Listener) string {
+	return strings.TrimPrefix(ln.Protocol(), "proxy+")
+}
+
 // acceptLoop starts a session for each connection ln accepts, until ln is
-// closed by the drain.
+// closed by the drain. Its sessions log with the listener's name.
 func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
+	env := *s.env
+	env.Log = s.log.With("listener", listenerName(ln))
 	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -303,14 +349,14 @@ func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 		}
 		delay = 0
 		if max := s.cfg.MaxConnections; max > 0 && s.env.Stats.Connections.Load() >= int64(max) {
-			s.log.Warn("connection refused: -max-connections reached", "remote", listeners.PeerAddr(conn).String(), "max", max)
+			env.Log.Warn("connection refused: -max-connections reached", "remote", listeners.PeerAddr(conn).String(), "max", max)
 			_ = conn.Close()
 			continue
 		}
 		if s.identity != nil {
 			conn = s.identity.wrap(conn, s.cfg.MaxPacketSize)
 		}
-		sess := session.New(conn, s.env)
+		sess := session.New(conn, &env)
 		s.mu.Lock()
 		s.sessions[sess] = struct{}{}
 		s.mu.Unlock()

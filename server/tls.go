@@ -19,26 +19,30 @@ import (
 // certPoll is how often the TLS files' modification times are checked.
 const certPoll = 2 * time.Second
 
-// listenTLS opens the -tls-listen listener with certificates that follow
-// their files; the caller closes both.
-func (s *Server) listenTLS() (listeners.Listener, *listeners.Certificates, error) {
+// openCertificates loads -tls-cert and -tls-key (and the client CA) for
+// the TLS and secure WebSocket listeners, following their files; the
+// caller closes it. flag names the listener that needs them.
+func (s *Server) openCertificates(flag, addr string) (*listeners.Certificates, error) {
 	certs, err := listeners.NewCertificates(s.cfg.tlsFiles(), certPoll, s.log.With("listener", "tls"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("-tls-listen %s: %w", s.cfg.TLSListen, err)
+		return nil, fmt.Errorf("%s %s: %w", flag, addr, err)
 	}
+	return certs, nil
+}
+
+// listenTLS opens the -tls-listen listener with certs.
+func (s *Server) listenTLS(certs *listeners.Certificates) (listeners.Listener, error) {
 	tcp, err := listeners.ListenTCP(s.cfg.TLSListen)
 	if err != nil {
-		certs.Close()
-		return nil, nil, fmt.Errorf("-tls-listen %s: %w", s.cfg.TLSListen, err)
+		return nil, fmt.Errorf("-tls-listen %s: %w", s.cfg.TLSListen, err)
 	}
 	// PROXY header first, then TLS: HAProxy's TLS passthrough with
 	// send-proxy-v2 writes the header before the client's ClientHello.
 	inner, err := s.withProxy(tcp, "-tls-listen")
 	if err != nil {
-		certs.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return listeners.NewTLS(inner, certs), certs, nil
+	return listeners.NewTLS(inner, certs), nil
 }
 
 // Reload re-reads the TLS certificate, key and client CA files (main calls

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -128,6 +129,8 @@ func BenchmarkInboundPublish(b *testing.B) {
 				Stats:  &Stats{},
 				Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 				Config: Config{MaxInflight: 65535, MaxQueued: 1 << 20, WriteTimeout: time.Minute},
+				// As the server sets it: QoS 1 pays for its latency.
+				AckLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ack_seconds", Buckets: prometheus.DefBuckets}),
 			}
 			newSession := func(id string) *Session {
 				s := New(newSinkConn(), env)

@@ -105,6 +105,7 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 	}
 
 	if code := s.env.Auth.Authenticate(c.UsernameFlag, c.Username, c.PasswordFlag, c.Password); code != packets.Accepted {
+		s.env.Stats.ConnectsDenied.Add(1)
 		return &packets.Connack{ReturnCode: code}, nil, fmt.Errorf("authentication failed for user %q (CONNACK 0x%02x)", c.Username, code)
 	}
 
@@ -121,6 +122,7 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 	if errors.Is(err, bridge.ErrNotOwner) {
 		// A session belongs to the user that created it: another user may
 		// neither resume it nor take its connection over.
+		s.env.Stats.ConnectsDenied.Add(1)
 		return &packets.Connack{ReturnCode: packets.RefusedNotAuthorized}, nil, fmt.Errorf("attach session: %w", err)
 	}
 	if err != nil {

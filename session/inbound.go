@@ -128,6 +128,10 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		// [MQTT-3.3.2-9] Topic Alias Maximum is 0: no alias is valid.
 		return fmt.Errorf("%w: topic alias %d [MQTT-3.3.2-9]", ErrTopicAliasInvalid, *p.Properties.TopicAlias)
 	}
+	var read time.Time // for Env.AckLatency
+	if p.QoS > 0 && s.env.AckLatency != nil {
+		read = time.Now()
+	}
 	if err := topics.ValidateTopicName(p.Topic); err != nil {
 		// [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not empty.
 		return fmt.Errorf("%w: PUBLISH topic: %w", ErrProtocolViolation, err)
@@ -176,7 +180,7 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 			s.refusePublish(p.QoS, p.PacketID, packets.NotAuthorized)
 			return nil
 		}
-		s.accepted(p.QoS, p.PacketID, nil)
+		s.accepted(p.QoS, p.PacketID, read, nil)
 		return nil
 	}
 	msg := &bridge.Message{
@@ -207,7 +211,7 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		a = new(pubAck)
 		a.done = a.answer
 	}
-	a.s, a.held, a.qos, a.id = s, held, p.QoS, p.PacketID
+	a.s, a.held, a.qos, a.id, a.read = s, held, p.QoS, p.PacketID, read
 	s.env.Bridge.PublishAsync(ctx, msg, a.done)
 	return nil
 }
@@ -220,6 +224,7 @@ type pubAck struct {
 	held int64
 	qos  byte
 	id   uint16
+	read time.Time   // when the PUBLISH was read; zero when not measured
 	done func(error) // a.answer, bound when a is made
 }
 
@@ -229,14 +234,14 @@ var pubAcks sync.Pool
 // answer is the bridge's result for the PUBLISH a was taken for: the
 // slot and the bytes it held are given back and the PUBLISH acknowledged.
 func (a *pubAck) answer(err error) {
-	s, held, qos, id := a.s, a.held, a.qos, a.id
+	s, held, qos, id, read := a.s, a.held, a.qos, a.id, a.read
 	a.s = nil
 	pubAcks.Put(a)
 	if s.pubPending.Add(-1) >= maxPendingPublishes {
 		s.pubRoom <- struct{}{} // the reader is waiting, or about to
 	}
 	s.env.Inflight.Release(held)
-	s.accepted(qos, id, err)
+	s.accepted(qos, id, read, err)
 }
 
 // maxPendingPublishes bounds the PUBLISH packets of one connection that the
@@ -247,8 +252,9 @@ const maxPendingPublishes = 256
 // PUBACK [MQTT-4.3.2-2] or PUBREC [MQTT-4.3.3-2], in the order the PUBLISH
 // packets arrived [MQTT-4.6.0-2]. A QoS 1/2 message the bridge could not
 // accept is not acknowledged: the connection is closed, so a 3.1.1 client
-// re-sends it once it reconnects [MQTT-4.4.0-1].
-func (s *Session) accepted(qos byte, id uint16, err error) {
+// re-sends it once it reconnects [MQTT-4.4.0-1]. read is when the PUBLISH
+// was read, for Env.AckLatency; zero when it is not measured.
+func (s *Session) accepted(qos byte, id uint16, read time.Time, err error) {
 	if err != nil {
 		if qos == 0 {
 			s.env.Stats.PublishDropped.Add(1)
@@ -256,6 +262,9 @@ func (s *Session) accepted(qos byte, id uint16, err error) {
 		}
 		s.stop(fmt.Errorf("publish not accepted: %w", err))
 		return
+	}
+	if !read.IsZero() {
+		s.env.AckLatency.Observe(time.Since(read).Seconds())
 	}
 	switch qos {
 	case 1:
@@ -369,6 +378,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 			continue
 		}
 		if !s.env.Auth.CanSubscribe(s.clientID, s.username, sub.Filter) {
+			s.env.Stats.SubscribeDenied.Add(1)
 			s.logger().Info("subscription refused by ACL", "filter", sub.Filter)
 			refuse(i, packets.NotAuthorized)
 			continue

@@ -99,7 +99,14 @@ type Env struct {
 	// of the server has read and the bridge has not yet accepted
 	// (-max-inflight-bytes); nil for no bound.
 	Inflight *ByteLimiter
+	// AckLatency, when set, observes the seconds from reading a QoS 1 or 2
+	// PUBLISH to queueing its PUBACK or PUBREC for the writer (a
+	// prometheus.Histogram fits).
+	AckLatency Observer
 }
+
+// Observer takes one measurement; prometheus.Observer is one.
+type Observer interface{ Observe(float64) }
 
 // Errors that end a connection, with the reason logged.
 var (
@@ -311,11 +318,12 @@ func (s *Session) allocMaps() {
 	}
 }
 
-// logger returns the connection's logger, carrying its remote address and
-// client id. Only the reading goroutine logs.
+// logger returns the connection's logger, carrying its remote address,
+// client id and username (Env.Log adds the listener and the node). Only
+// the reading goroutine logs.
 func (s *Session) logger() *slog.Logger {
 	if s.lg == nil || (s.clientID != "" && !s.lgHasClient) {
-		s.lg = s.env.Log.With("remote", s.conn.RemoteAddr().String(), "client", s.clientID)
+		s.lg = s.env.Log.With("remote", s.conn.RemoteAddr().String(), "client", s.clientID, "user", s.username)
 		s.lgHasClient = s.clientID != ""
 	}
 	return s.lg

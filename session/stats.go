@@ -6,11 +6,13 @@ import "sync/atomic"
 type Stats struct {
 	Connections      atomic.Int64 // open connections
 	ConnectsRefused  atomic.Int64 // CONNECTs answered with a refusal or closed
+	ConnectsDenied   atomic.Int64 // CONNECTs refused as not authorized: bad credentials, or another user's session
 	PublishReceived  atomic.Int64 // PUBLISH packets received from clients
 	PublishDenied    atomic.Int64 // PUBLISH (and wills) refused by the ACL, acknowledged and dropped
 	PublishDropped   atomic.Int64 // QoS 0 PUBLISH the bridge could not accept
 	PublishRefused   atomic.Int64 // PUBLISH over -max-topic-length or -max-topic-levels
 	SubscribeRefused atomic.Int64 // SUBSCRIBE filters answered 0x80 by a limit (length, levels, per-client count)
+	SubscribeDenied  atomic.Int64 // SUBSCRIBE filters answered 0x80 by the ACL
 	PublishThrottled atomic.Int64 // PUBLISH bodies whose reading waited for -max-inflight-bytes
 	Delivered        atomic.Int64 // PUBLISH packets sent to clients
 	DroppedQoS0      atomic.Int64 // QoS 0 messages dropped because a client's queue was full
@@ -30,11 +32,13 @@ func (s *Stats) Snapshot() map[string]int64 {
 	return map[string]int64{
 		"connections":              s.Connections.Load(),
 		"connects_refused":         s.ConnectsRefused.Load(),
+		"connects_denied":          s.ConnectsDenied.Load(),
 		"publish_received":         s.PublishReceived.Load(),
 		"publish_denied":           s.PublishDenied.Load(),
 		"publish_dropped":          s.PublishDropped.Load(),
 		"publish_refused_limit":    s.PublishRefused.Load(),
 		"subscribe_refused_limit":  s.SubscribeRefused.Load(),
+		"subscribe_denied":         s.SubscribeDenied.Load(),
 		"publish_throttled":        s.PublishThrottled.Load(),
 		"messages_delivered":       s.Delivered.Load(),
 		"dropped_qos0_queue_full":  s.DroppedQoS0.Load(),

@@ -1,0 +1,267 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bridgemq/server/packets"
+)
+
+// syncBuffer is a log's output, safe to read while it is written.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the lines that contain every one of parts.
+func (b *syncBuffer) lines(parts ...string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(b.buf.String(), "\n") {
+		ok := l != ""
+		for _, p := range parts {
+			ok = ok && strings.Contains(l, p)
+		}
+		if ok {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// fakeClock is a refusalLimiter's time, moved by hand.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+func newTestLimiter(out *syncBuffer, burst, global, keys int) (*slog.Logger, *refusalLimiter, *fakeClock) {
+	inner := slog.NewTextHandler(out, nil)
+	lim := newRefusalLimiter(inner, time.Minute, burst, global, keys)
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	lim.now = clock.now
+	return slog.New(&refusalHandler{inner: inner, lim: lim}), lim, clock
+}
+
+// A client hammering a refusal writes burst lines per window; the next
+// window starts with one summary of how many were left out. Other lines
+// and other clients are not held back.
+func TestRefusalLimiter_PerClientBurstThenSummary(t *testing.T) {
+	var out syncBuffer
+	log, lim, clock := newTestLimiter(&out, 3, 1000, 100)
+	a := log.With("remote", "192.0.2.1:1000", "client", "a", "user", "u")
+	b := log.With("remote", "192.0.2.2:1000", "client", "b", "user", "u")
+	for range 50 {
+		a.Info("publish refused by ACL", "topic", "secret")
+		a.Info("client connected")
+	}
+	b.Info("subscription refused by ACL", "filter", "secret/#")
+	if n := len(out.lines("publish refused by ACL", "client=a")); n != 3 {
+		t.Errorf("client a: %d refusal lines in a window, want 3", n)
+	}
+	if n := len(out.lines("client connected")); n != 50 {
+		t.Errorf("%d other lines, want all 50", n)
+	}
+	if n := len(out.lines("subscription refused by ACL", "client=b")); n != 1 {
+		t.Errorf("client b: %d lines, want its 1", n)
+	}
+	clock.t = clock.t.Add(time.Minute)
+	a.Info("publish refused by ACL", "topic", "secret")
+	sum := out.lines("refusal log lines suppressed")
+	if len(sum) != 1 || !strings.Contains(sum[0], "suppressed=47") || !strings.Contains(sum[0], "client=a") || !strings.Contains(sum[0], "user=u") {
+		t.Fatalf("summary lines %q, want one for client a with suppressed=47", sum)
+	}
+	if n := len(out.lines("publish refused by ACL", "client=a")); n != 4 {
+		t.Errorf("client a after the window: %d lines, want 4", n)
+	}
+	// A client that stopped: the sweep writes its summary.
+	for range 5 {
+		a.Info("publish refused by ACL")
+	}
+	clock.t = clock.t.Add(time.Minute)
+	lim.logSummaries(context.Background(), lim.sweep())
+	if sum := out.lines("refusal log lines suppressed", "suppressed=3"); len(sum) != 1 {
+		t.Errorf("swept summaries %q, want one with suppressed=3", out.lines("refusal log lines suppressed"))
+	}
+	if len(lim.keys) != 0 {
+		t.Errorf("%d keys kept after their windows ended", len(lim.keys))
+	}
+}
+
+// Clients that change their id on every attempt are bounded by the global
+// limit, and the summaries account for every line left out.
+func TestRefusalLimiter_GlobalBound(t *testing.T) {
+	var out syncBuffer
+	log, lim, clock := newTestLimiter(&out, 2, 10, 1000)
+	for i := range 100 {
+		log.Info("connection refused", "remote", fmt.Sprintf("198.51.100.7:%d", 1000+i), "client", "")
+		log.With("client", fmt.Sprintf("id-%d", i)).Info("connection refused")
+	}
+	if n := len(out.lines("connection refused")); n != 10 {
+		t.Errorf("%d refusal lines from 200 refusals, want the global 10", n)
+	}
+	clock.t = clock.t.Add(time.Minute)
+	lim.logSummaries(context.Background(), lim.flush())
+	total := 0
+	for _, l := range out.lines("refusal log lines suppressed") {
+		_, v, _ := strings.Cut(l, "suppressed=")
+		n, err := strconv.Atoi(strings.Fields(v)[0])
+		if err != nil {
+			t.Fatalf("summary %q: %v", l, err)
+		}
+		total += n
+	}
+	if total != 190 {
+		t.Errorf("summaries count %d suppressed lines, want 190", total)
+	}
+}
+
+// The clients tracked in one window are bounded: past the bound they share
+// one key (and its burst).
+func TestRefusalLimiter_KeysBounded(t *testing.T) {
+	var out syncBuffer
+	log, lim, _ := newTestLimiter(&out, 2, 1000, 5)
+	for i := range 100 {
+		log.With("client", fmt.Sprintf("id-%d", i)).Info("connection refused")
+	}
+	if len(lim.keys) != 6 {
+		t.Errorf("%d keys held, want 5 and the overflow key", len(lim.keys))
+	}
+	if n := len(out.lines("connection refused")); n != 5+2 {
+		t.Errorf("%d lines, want one for each of 5 keys and 2 for the overflow key", n)
+	}
+}
+
+// A client hammering a topic the ACL denies, with a subscription the ACL
+// denies and with bad passwords, yields a bounded number of log lines; each
+// refusal line names the client, the user and the remote address, and the
+// denials are counted.
+func TestServer_DeniedHammeringIsRateLimited(t *testing.T) {
+	dir := t.TempDir()
+	acl := filepath.Join(dir, "acl")
+	if err := os.WriteFile(acl, []byte("topic readwrite open/#\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	srv := startTestServerLog(t, slog.New(slog.NewTextHandler(&out, nil)), "-acl-file", acl)
+	const n = 200
+	c := dialConnect(t, srv, "hammer", "")
+	for i := range n {
+		send(t, c, &packets.Publish{Topic: "secret/x", Payload: []byte("x"), QoS: 1, PacketID: uint16(i + 1)})
+	}
+	for i := range n {
+		send(t, c, &packets.Subscribe{PacketID: uint16(i + 1), Subscriptions: []packets.Subscription{{Filter: "secret/#", QoS: 1}}})
+	}
+	// The last SUBACK: every packet before it has been handled.
+	r := packets.NewReader(c, 0)
+	for got := 0; got < 2*n; got++ {
+		if _, err := r.ReadPacket(); err != nil {
+			t.Fatalf("answer %d: %v", got, err)
+		}
+	}
+	stats := srv.Stats()
+	if stats["publish_denied"] != n || stats["subscribe_denied"] != n {
+		t.Errorf("publish_denied %d, subscribe_denied %d, want %d each", stats["publish_denied"], stats["subscribe_denied"], n)
+	}
+	pubs := out.lines("publish refused by ACL")
+	subs := out.lines("subscription refused by ACL")
+	if len(pubs)+len(subs) != refusalBurst {
+		t.Errorf("%d publish and %d subscribe refusal lines for %d refusals, want %d in all", len(pubs), len(subs), 2*n, refusalBurst)
+	}
+	for _, l := range append(pubs, subs...) {
+		for _, k := range []string{"level=INFO", "client=hammer", "user=", "remote=127.0.0.1:"} {
+			if !strings.Contains(l, k) {
+				t.Errorf("refusal line without %s: %s", k, l)
+			}
+		}
+	}
+}
+
+// A client reconnecting over and over with a refused CONNECT is counted
+// each time and logged at most refusalBurst times in a window.
+func TestServer_DeniedConnectsAreRateLimited(t *testing.T) {
+	var out syncBuffer
+	srv := startTestServerLog(t, slog.New(slog.NewTextHandler(&out, nil)), "-allow-anonymous=false")
+	const n = 30
+	for range n {
+		c, err := net.DialTimeout("tcp", srv.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		send(t, c, &packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, KeepAlive: 30, ClientID: "nobody"})
+		var ack [4]byte
+		if _, err := c.Read(ack[:]); err != nil || ack[0] != 0x20 || ack[3] != byte(packets.RefusedNotAuthorized) {
+			t.Fatalf("CONNACK %x, %v; want 0x05 not authorized", ack, err)
+		}
+		c.Close()
+	}
+	if got := srv.Stats()["connects_denied"]; got != n {
+		t.Errorf("connects_denied %d, want %d", got, n)
+	}
+	lines := out.lines("connection refused", "client=nobody")
+	if len(lines) != refusalBurst {
+		t.Errorf("%d connection refused lines for %d refusals, want %d", len(lines), n, refusalBurst)
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "level=INFO") || !strings.Contains(l, "remote=127.0.0.1:") {
+			t.Errorf("refusal line without level or remote: %s", l)
+		}
+	}
+}
+
+// startTestServerLog is startTestServer with the server's log going to log.
+func startTestServerLog(t *testing.T, log *slog.Logger, args ...string) *Server {
+	t.Helper()
+	all := append([]string{"-listen", "127.0.0.1:0", "-http", "127.0.0.1:0", "-node-id", "test"}, args...)
+	cfg, err := ParseConfig(all, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runTestServer(t, cfg, log)
+}
+
+// dialConnect connects as clientID with username user ("" for none) and
+// reads the CONNACK, which must accept.
+func dialConnect(t *testing.T, srv *Server, clientID, user string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", srv.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	send(t, c, &packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, KeepAlive: 30, ClientID: clientID, UsernameFlag: user != "", Username: user})
+	var ack [4]byte
+	if _, err := c.Read(ack[:]); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK %x, %v", ack, err)
+	}
+	return c
+}
+
+func send(t *testing.T, c net.Conn, p packets.Packet) {
+	t.Helper()
+	b, err := packets.Append(nil, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
