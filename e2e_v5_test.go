@@ -616,11 +616,8 @@ func TestV5_OfflineQueue_PropertiesAndExpiry_MQTT_3_3_2_5(t *testing.T) {
 		topic, id := unique(t, "t"), unique(t, "c")
 		expiry := uint32(3600)
 		c := mqtttest.Dial(t, d.sub().Addr())
-		ack := c.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, ClientID: id, KeepAlive: 30,
+		c.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, ClientID: id, KeepAlive: 30,
 			Properties: &packets.Properties{SessionExpiryInterval: &expiry}})
-		if ack.Properties == nil || ack.Properties.SessionExpiryInterval == nil {
-			t.Fatal("CONNACK does not state the session expiry the server uses")
-		}
 		c.Subscribe(1, packets.Subscription{Filter: topic + "/#", QoS: 1})
 		c.Send(&packets.Disconnect{})
 		c.ExpectClosed(waitTimeout)
@@ -668,4 +665,104 @@ func TestV5_WillProperties_Travel_MQTT_3_1_3_9(t *testing.T) {
 		got := mqtttest.Expect[*packets.Publish](sub)
 		checkProps(t, got, want, 600)
 	})
+}
+
+// connectSession5 connects a 5.0 client with the given Clean Start and
+// Session Expiry Interval (nil: absent) and returns it with its CONNACK.
+func connectSession5(t *testing.T, addr, id string, cleanStart bool, expiry *uint32) (*mqtttest.Client, *packets.Connack) {
+	t.Helper()
+	c := mqtttest.Dial(t, addr)
+	p := &packets.Connect{ProtocolVersion: packets.Version5, ClientID: id, CleanSession: cleanStart, KeepAlive: 30}
+	if expiry != nil {
+		p.Properties = &packets.Properties{SessionExpiryInterval: expiry}
+	}
+	return c, c.MustConnect(p)
+}
+
+// leave subscribes c to a filter, so that a stored session has something
+// to keep, and disconnects it normally.
+func leave(t *testing.T, c *mqtttest.Client, d *packets.Disconnect) {
+	t.Helper()
+	c.Subscribe(1, packets.Subscription{Filter: unique(t, "f"), QoS: 1})
+	c.Send(d)
+	c.ExpectClosed(waitTimeout)
+}
+
+// [MQTT-3.1.2-23] a session with Session Expiry Interval 0 (or none) ends
+// with its connection; one with an interval is kept for it and no longer,
+// on any replica; [MQTT-3.1.2-4] Clean Start 1 discards a stored session.
+func TestV5_SessionExpiryAndCleanStart_MQTT_3_1_2_23(t *testing.T) {
+	u32 := func(v uint32) *uint32 { return &v }
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		t.Run("interval 0 ends with the connection", func(t *testing.T) {
+			id := unique(t, "c")
+			c, _ := connectSession5(t, d.sub().Addr(), id, false, nil)
+			leave(t, c, &packets.Disconnect{})
+			if _, ack := connectSession5(t, d.pub().Addr(), id, false, u32(60)); ack.SessionPresent {
+				t.Fatal("session present after a connection with Session Expiry Interval 0")
+			}
+		})
+		t.Run("kept for its interval", func(t *testing.T) {
+			id := unique(t, "c")
+			c, _ := connectSession5(t, d.sub().Addr(), id, false, u32(60))
+			leave(t, c, &packets.Disconnect{})
+			c2, ack := connectSession5(t, d.pub().Addr(), id, false, u32(1))
+			if !ack.SessionPresent {
+				t.Fatal("session not present within its interval")
+			}
+			leave(t, c2, &packets.Disconnect{})
+			time.Sleep(2500 * time.Millisecond) // past the 1 s interval the last connection set
+			if _, ack := connectSession5(t, d.sub().Addr(), id, false, u32(60)); ack.SessionPresent {
+				t.Fatal("session present after its Session Expiry Interval passed")
+			}
+		})
+		t.Run("DISCONNECT sets interval 0", func(t *testing.T) {
+			id := unique(t, "c")
+			c, _ := connectSession5(t, d.sub().Addr(), id, false, u32(60))
+			leave(t, c, &packets.Disconnect{Properties: &packets.Properties{SessionExpiryInterval: u32(0)}})
+			if _, ack := connectSession5(t, d.pub().Addr(), id, false, u32(60)); ack.SessionPresent {
+				t.Fatal("session present after DISCONNECT with Session Expiry Interval 0")
+			}
+		})
+		t.Run("clean start discards", func(t *testing.T) {
+			id := unique(t, "c")
+			c, _ := connectSession5(t, d.sub().Addr(), id, false, u32(60))
+			leave(t, c, &packets.Disconnect{})
+			c2, ack := connectSession5(t, d.pub().Addr(), id, true, nil)
+			if ack.SessionPresent {
+				t.Fatal("session present on Clean Start 1 [MQTT-3.2.2-2]")
+			}
+			c2.Send(&packets.Disconnect{})
+			c2.ExpectClosed(waitTimeout)
+			if _, ack := connectSession5(t, d.sub().Addr(), id, false, u32(60)); ack.SessionPresent {
+				t.Fatal("the discarded session came back")
+			}
+		})
+		t.Run("DISCONNECT expiry after CONNECT 0 is a protocol error", func(t *testing.T) {
+			c, _ := connectSession5(t, d.sub().Addr(), unique(t, "c"), true, nil)
+			c.Send(&packets.Disconnect{Properties: &packets.Properties{SessionExpiryInterval: u32(60)}})
+			expectDisconnect(t, c, packets.ProtocolError) // [MQTT-3.14.2-2]
+		})
+	})
+}
+
+// Section 3.2.2.3.2: a Session Expiry Interval above -session-expiry is
+// cut to it, and CONNACK says so; Clean Start 1 with an interval above 0
+// is not kept (not yet served), and CONNACK says 0.
+func TestV5_SessionExpiryCapped_ConnackStatesIt(t *testing.T) {
+	u32 := func(v uint32) *uint32 { return &v }
+	ts := startServer(t, "-session-expiry", "10s")
+	for _, tc := range []struct {
+		name  string
+		clean bool
+		ask   uint32
+		want  any
+	}{{"capped", false, 3600, uint32(10)}, {"never capped", false, 0xFFFFFFFF, uint32(10)}, {"within", false, 5, "absent"}, {"clean start", true, 60, uint32(0)}} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ack := connectSession5(t, ts.Addr(), unique(t, "c"), tc.clean, u32(tc.ask))
+			if got := deref(ack.Properties.SessionExpiryInterval); got != tc.want {
+				t.Fatalf("CONNACK Session Expiry Interval %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

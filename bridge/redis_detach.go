@@ -97,7 +97,16 @@ func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *StoredSessi
 		}
 		return nil
 	}
-	if st == nil {
+	if st == nil && !c.clean {
+		// A session attached as persistent that ends with its connection
+		// (an MQTT 5.0 Session Expiry Interval set to 0 by DISCONNECT):
+		// its hash and subscriptions go before the client is marked
+		// offline, as a stored session is written before, so that no
+		// replica loads them in between.
+		if err := r.endSession(ctx, c); err != nil {
+			return err
+		}
+	} else if st == nil {
 		// A clean session's hash, will included, goes at once.
 		if err := clearWill(); err != nil {
 			return err
@@ -125,6 +134,30 @@ func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *StoredSessi
 	})
 	if err != nil {
 		return unavailable("remove client from node index", err)
+	}
+	return nil
+}
+
+// endSessionScript deletes a session's hash when the connection ARGV[1]
+// still owns it.
+var endSessionScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+`)
+
+// endSession removes what c's session stored, when c still owns it: the
+// hash (will included), then the subscriptions. One key per call, so that
+// it works in Redis Cluster, where the two keys are in different slots.
+func (r *Redis) endSession(ctx context.Context, c *redisClient) error {
+	owned, err := endSessionScript.Run(ctx, r.rdb, []string{r.sessionKey(c.id)}, c.conn).Int()
+	if err != nil {
+		return unavailable("end session", err)
+	}
+	if owned == 1 {
+		if err := r.rdb.Del(ctx, r.subKey(c.id)).Err(); err != nil {
+			return unavailable("end session subscriptions", err)
+		}
 	}
 	return nil
 }
@@ -188,11 +221,16 @@ func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *StoredSess
 			}
 			p.HSet(ctx, r.subKey(c.id), args...)
 		}
-		if r.sessionTTL > 0 {
+		ttl := r.sessionTTL
+		if st.Expiry > 0 && (ttl == 0 || st.Expiry < ttl) {
+			ttl = st.Expiry // [MQTT-3.1.2-23] the session's own interval
+		}
+		if ttl > 0 {
 			// [MQTT-3.1.2-4] kept while offline, here for as long as
-			// -session-expiry allows, by Redis itself.
-			p.PExpire(ctx, sk, r.sessionTTL)
-			p.PExpire(ctx, r.subKey(c.id), r.sessionTTL)
+			// -session-expiry (or the session's shorter interval) allows,
+			// by Redis itself.
+			p.PExpire(ctx, sk, ttl)
+			p.PExpire(ctx, r.subKey(c.id), ttl)
 		}
 		return nil
 	})

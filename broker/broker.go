@@ -91,7 +91,9 @@ type client struct {
 	// RoutesOffline waits here for its client, its subscriptions matched.
 	offline      bool
 	offlineSince time.Time
-	late         []Delivery // refused by a closing connection, for its Detach
+	expiry       time.Duration // StoredSession.Expiry of the offline session
+
+	late []Delivery // refused by a closing connection, for its Detach
 }
 
 // Options configures the core.

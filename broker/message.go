@@ -103,6 +103,10 @@ type StoredSession struct {
 	// and acknowledged with PUBREC whose PUBREL has not arrived; a PUBLISH
 	// re-sent with one of these ids is not delivered again [MQTT-4.3.3-2].
 	AwaitingRelease []uint16
+	// Expiry is how long the session is kept offline when it asked for less
+	// than the store's own bound (an MQTT 5.0 Session Expiry Interval
+	// [MQTT-3.1.2-23]); 0 for the store's bound (-session-expiry).
+	Expiry time.Duration
 }
 
 // Delivery is a message matched for a session, at the QoS it is to be sent.

@@ -175,7 +175,11 @@ func (b *Broker) claimLocked(ctx context.Context, c *client, sub Subscriber, cle
 // expiredLocked reports whether c is an offline persistent session that
 // has outlived the session expiry; c.mu is held.
 func (b *Broker) expiredLocked(c *client, now time.Time) bool {
-	return b.sessionTTL > 0 && c.live == nil && c.offline && now.Sub(c.offlineSince) > b.sessionTTL
+	ttl := b.sessionTTL
+	if c.expiry > 0 && (ttl == 0 || c.expiry < ttl) {
+		ttl = c.expiry // [MQTT-3.1.2-23] the session's own interval
+	}
+	return ttl > 0 && c.live == nil && c.offline && now.Sub(c.offlineSince) > ttl
 }
 
 // Detach ends sub's ownership of clientID; it does nothing when another
@@ -215,7 +219,7 @@ func (b *Broker) Detach(ctx context.Context, clientID string, sub Subscriber, st
 		defer b.mu.Unlock()
 		defer c.mu.Unlock()
 		state.Subscriptions = nil
-		c.offline, c.offlineSince = true, time.Now()
+		c.offline, c.offlineSince, c.expiry = true, time.Now(), state.Expiry
 		if err := b.store.Save(ctx, clientID, state); err != nil {
 			return fmt.Errorf("detach %q: %w", clientID, err)
 		}

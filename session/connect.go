@@ -196,7 +196,7 @@ func (s *Session) snapshot() *bridge.StoredSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.snapshotted = true
-	st := &bridge.StoredSession{Subscriptions: make(map[string]byte, len(s.subs))}
+	st := &bridge.StoredSession{Subscriptions: make(map[string]byte, len(s.subs)), Expiry: s.expiry}
 	for f, q := range s.subs {
 		st.Subscriptions[f] = q
 	}

@@ -73,6 +73,9 @@ func (s *Session) handle(ctx context.Context, p packets.Packet) error {
 	case *packets.Pingreq:
 		s.sendAck(&packets.Pingresp{}) // [MQTT-3.12.4-1]
 	case *packets.Disconnect:
+		if err := s.onDisconnect5(p); err != nil {
+			return err
+		}
 		if p.ReasonCode == packets.DisconnectWithWill {
 			return errDisconnectWithWill // section 3.14.2.1: the will is published
 		}

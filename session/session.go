@@ -137,6 +137,12 @@ type Session struct {
 	// maxInflight is Config.MaxInflight, or the client's smaller Receive
 	// Maximum (5.0).
 	maxInflight int
+	// connectExpiry is the Session Expiry Interval of a 5.0 CONNECT, in
+	// seconds; expiry is how long the stored session is kept when shorter
+	// than Config.SessionExpiry (0: that bound). Reader goroutine; expiry
+	// under mu.
+	connectExpiry uint32
+	expiry        time.Duration
 
 	mu          sync.Mutex
 	ctrl        []byte     // encoded acknowledgements waiting for the writer

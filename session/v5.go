@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"time"
@@ -36,12 +37,14 @@ var errDisconnectWithWill = errors.New("client sent DISCONNECT with will message
 // connect5 applies what a 5.0 CONNECT asks of the session and returns the
 // CONNACK properties that state the server's limits (section 3.2.2.3).
 //
-// Sessions: until a session's own Session Expiry Interval is honoured, a
-// 5.0 session outlives its connection only when the client asks for both
-// Clean Start 0 and an interval above 0; it is then kept as a 3.1.1
-// persistent session is, for -session-expiry, and CONNACK says so. Any
-// other combination ends the session with the connection, and a client
-// that asked for an interval above 0 is told 0 (section 3.2.2.3.2).
+// Sessions: a 5.0 session outlives its connection when the client asks for
+// both Clean Start 0 and a Session Expiry Interval above 0; it is then kept
+// for that interval [MQTT-3.1.2-23], at most -session-expiry, and CONNACK
+// states the bound when it is shorter than what was asked. Clean Start 1
+// with an interval above 0 ends the session with the connection (the
+// bridge cannot yet discard a session and keep the new one), and CONNACK
+// says 0 (section 3.2.2.3.2); an interval of 0 ends it anyway
+// [MQTT-3.1.2-23].
 func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 	cfg := &s.env.Config
 	var expiry uint32
@@ -56,6 +59,10 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 		}
 	}
 	s.clean = c.CleanSession || expiry == 0
+	s.connectExpiry = expiry
+	if !s.clean && expiry != math.MaxUint32 {
+		s.expiry = sessionExpiry(expiry, cfg.SessionExpiry)
+	}
 	one, zero := byte(1), byte(0)
 	aliases := uint16(0)
 	p := &packets.Properties{
@@ -75,19 +82,54 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 		// announcement is refused.
 		p.MaximumPacketSize = ptr(uint32(cfg.MaxPacketSize))
 	}
-	if expiry > 0 {
-		// Section 3.2.2.3.2: the interval the server uses, when not the
-		// client's.
-		switch {
-		case s.clean:
-			p.SessionExpiryInterval = ptr(uint32(0))
-		case cfg.SessionExpiry <= 0:
-			p.SessionExpiryInterval = ptr(uint32(math.MaxUint32)) // never expires
-		default:
-			p.SessionExpiryInterval = ptr(uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32-1)))
-		}
+	// Section 3.2.2.3.2: the interval the server uses, when not the
+	// client's.
+	capped := cfg.SessionExpiry > 0 && (expiry == math.MaxUint32 || time.Duration(expiry)*time.Second > cfg.SessionExpiry)
+	switch {
+	case expiry > 0 && s.clean:
+		p.SessionExpiryInterval = ptr(uint32(0))
+	case expiry > 0 && capped:
+		p.SessionExpiryInterval = ptr(uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32-1)))
 	}
 	return p
+}
+
+// sessionExpiry is how long a session asking for seconds is kept: that,
+// at most limit (0 = no limit).
+func sessionExpiry(seconds uint32, limit time.Duration) time.Duration {
+	d := time.Duration(seconds) * time.Second
+	if limit > 0 && d > limit {
+		return limit
+	}
+	return d
+}
+
+// onDisconnect5 applies the Session Expiry Interval of a 5.0 DISCONNECT
+// (section 3.14.2.2.2): 0 ends the session with the connection, another
+// value replaces the CONNECT's; one above 0 after a CONNECT's 0 is a
+// protocol error [MQTT-3.14.2-2].
+func (s *Session) onDisconnect5(p *packets.Disconnect) error {
+	if p.Properties == nil || p.Properties.SessionExpiryInterval == nil {
+		return nil
+	}
+	v := *p.Properties.SessionExpiryInterval
+	if s.connectExpiry == 0 && v != 0 {
+		return fmt.Errorf("%w: DISCONNECT sets a session expiry after CONNECT's 0 [MQTT-3.14.2-2]", ErrProtocolViolation)
+	}
+	if s.clean {
+		return nil // a Clean Start session is not kept (see connect5)
+	}
+	if v == 0 {
+		s.clean = true // [MQTT-3.1.2-23] the session ends with the connection
+		return nil
+	}
+	s.mu.Lock()
+	s.expiry = 0
+	if v != math.MaxUint32 {
+		s.expiry = sessionExpiry(v, s.env.Config.SessionExpiry)
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 func ptr[T any](v T) *T { return &v }
