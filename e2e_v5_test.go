@@ -766,3 +766,31 @@ func TestV5_SessionExpiryCapped_ConnackStatesIt(t *testing.T) {
 		})
 	}
 }
+
+// [MQTT-3.3.4-9] the server sends no more unacknowledged QoS 1 PUBLISH
+// packets than the client's Receive Maximum; an acknowledgement lets the
+// next one go.
+func TestV5_ClientReceiveMaximum_MQTT_3_3_4_9(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "t")
+		two := uint16(2)
+		sub := mqtttest.Dial(t, d.sub().Addr())
+		sub.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "sub"), KeepAlive: 30,
+			Properties: &packets.Properties{ReceiveMaximum: &two}})
+		sub.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		pub, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
+		for i := range 5 {
+			pub.Send(&packets.Publish{QoS: 1, PacketID: uint16(i + 1), Topic: topic, Payload: []byte{byte('0' + i)}})
+			mqtttest.Expect[*packets.Puback](pub)
+		}
+		first := mqtttest.Expect[*packets.Publish](sub)
+		mqtttest.Expect[*packets.Publish](sub)
+		if p, err := sub.Read(quietWindow); err == nil {
+			t.Fatalf("a third unacknowledged PUBLISH arrived: %+v", p)
+		}
+		sub.Send(&packets.Puback{PacketID: first.PacketID})
+		if p := mqtttest.Expect[*packets.Publish](sub); string(p.Payload) != "2" {
+			t.Fatalf("after the PUBACK got %q, want the third message", p.Payload)
+		}
+	})
+}
