@@ -38,6 +38,7 @@ var metrics = []metric{
 	{"dropped_qos12_queue_full", prometheus.CounterValue, "QoS 1 and 2 messages dropped because a client's queue was full."},
 	{"delivery_denied", prometheus.CounterValue, "Messages not sent because the ACL denies the client reading their topic."},
 	{"dropped_stale_live", prometheus.CounterValue, "Live messages not newer than the retained message just sent on their topic."},
+	{"dropped_expired", prometheus.CounterValue, "Messages not sent because their MQTT 5.0 Message Expiry Interval had passed."},
 	{"wills_published", prometheus.CounterValue, "Will messages published by this replica's sessions."},
 
 	{"bridge_published", prometheus.CounterValue, "Messages the Redis bridge published."},

@@ -45,6 +45,7 @@ func (s *Stats) Snapshot() map[string]int64 {
 		"dropped_qos12_queue_full": s.DroppedQueueFull.Load(),
 		"delivery_denied":          s.DeliveryDenied.Load(),
 		"dropped_stale_live":       s.DroppedStale.Load(),
+		"dropped_expired":          s.DroppedExpired.Load(),
 		"wills_published":          s.WillsPublished.Load(),
 	}
 }
