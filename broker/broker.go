@@ -44,7 +44,8 @@ import (
 //	client.mu     one client's delivery lock: its live Subscriber, owner,
 //	              subscriptions and late list; held while a message is
 //	              delivered to it (Cluster.Gate and Store.Enqueue run under
-//	              it), and, for a Store that RoutesOffline, across
+//	              it, and Cluster.Leave when its connection detaches), and,
+//	              for a Store that RoutesOffline, across
 //	              Store.Claim and Store.Save so that no message falls
 //	              between the stored queue and the connection
 //	trie          topics.Trie's own lock; Receive holds no other lock

@@ -305,3 +305,55 @@ func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
 		t.Fatalf("resumed connection got %+v, want one message at 2", d)
 	}
 }
+
+// leaveRecorder is a loopback that records Cluster.Leave calls and checks
+// that each runs under the client's delivery lock.
+type leaveRecorder struct {
+	loopback
+	b      *Broker
+	left   []string
+	locked []bool
+}
+
+func (l *leaveRecorder) Leave(clientID string) {
+	c := l.b.clients[clientID] // Detach holds b.mu
+	held := c != nil && !c.mu.TryLock()
+	if c != nil && !held {
+		c.mu.Unlock()
+	}
+	l.left = append(l.left, clientID)
+	l.locked = append(l.locked, held)
+}
+
+// Cluster.Leave runs once each time a client's live connection detaches,
+// under its delivery lock, for a clean and a persistent session alike; a
+// connection taken over does not leave the session its successor holds.
+func TestDetach_LeaveUnderDeliveryLock(t *testing.T) {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
+	lr := &leaveRecorder{loopback: loopback{store: st}}
+	b := New(st, lr, Options{})
+	lr.b = b
+	st.queue = b.queue
+	ctx := context.Background()
+
+	first, second := &sink{}, &sink{}
+	mustAttach(t, b, "p", "", first, false)
+	mustAttach(t, b, "p", "", second, false) // takes first over
+	if err := b.Detach(ctx, "p", first, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(lr.left) != 0 {
+		t.Fatalf("a taken-over connection's Detach called Leave %v", lr.left)
+	}
+	if err := b.Detach(ctx, "p", second, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	c := &sink{}
+	mustAttach(t, b, "c", "", c, true)
+	if err := b.Detach(ctx, "c", c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(lr.left) != 2 || lr.left[0] != "p" || lr.left[1] != "c" || !lr.locked[0] || !lr.locked[1] {
+		t.Fatalf("Leave calls %v, under the delivery lock %v; want p then c, both locked", lr.left, lr.locked)
+	}
+}

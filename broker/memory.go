@@ -186,6 +186,9 @@ func (l *loopback) Gate(_ string, _ *Message, _ Position, granted byte) (byte, b
 	return granted, true
 }
 
+// Leave implements Cluster: a single node keeps no cursor.
+func (l *loopback) Leave(string) {}
+
 // Ready implements Cluster; a single node is always ready.
 func (l *loopback) Ready(context.Context) error { return nil }
 

@@ -60,6 +60,14 @@ type Cluster interface {
 	// subscriptions; the core caps the result by msg.QoS. It runs under
 	// the client's delivery lock and must not block.
 	Gate(clientID string, msg *Message, pos Position, granted byte) (qos byte, deliver bool)
+	// Leave tells the cluster that clientID's live connection on this node
+	// stops receiving: no message Gate has not passed for it before Leave
+	// reaches it. It runs under the client's delivery lock, before
+	// Store.Save, and must not block. A cluster that replays stored
+	// messages takes the session's cursor here: every message Gate saw
+	// for the client was delivered or is in the state saved next, and
+	// every message it did not see is after the cursor.
+	Leave(clientID string)
 	// Ready reports whether this node can serve clients now.
 	Ready(ctx context.Context) error
 	// Stats returns the cluster's counters by name.

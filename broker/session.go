@@ -204,6 +204,9 @@ func (b *Broker) Detach(ctx context.Context, clientID string, sub Subscriber, st
 		return nil // taken over: the new connection owns the record
 	}
 	c.live = nil
+	// Nothing reaches sub from here on: a cluster that replays stored
+	// messages takes the session's cursor now, under the delivery lock.
+	b.cluster.Leave(clientID)
 	late := c.late
 	c.late = nil
 	if state != nil {
