@@ -33,8 +33,8 @@ import (
 // order, and none is held across a Cluster or Store call unless it says so:
 //
 //	attach lock   per client id (lockClient), held for a whole Attach,
-//	              Store.Claim and the routing of restored subscriptions
-//	              included; TakeOver of the previous connection runs under
+//	              Store.Claim, the routing of restored subscriptions,
+//	              Store.Resume and Store.Abandon included; TakeOver of the previous connection runs under
 //	              it, with nothing else held, since that connection's
 //	              Detach takes the locks below
 //	routeMu       held while a change of the trie's filters (first or last

@@ -212,18 +212,37 @@ func TestSubscribe_UnroutableIsUndone(t *testing.T) {
 // claim, subscriptions included.
 type streamStore struct {
 	memStore
-	saved map[string]*StoredSession
+	saved      map[string]*StoredSession
+	failResume bool     // Resume refuses
+	abandoned  []string // Abandon calls
 }
 
 func (s *streamStore) RoutesOffline() bool { return false }
 
+// Claim reads the stored session without removing it, as the Redis store
+// does: it stays stored until the next Save.
 func (s *streamStore) Claim(_ context.Context, clientID, _ string, clean bool, _ *Message) (*StoredSession, error) {
 	st := s.saved[clientID]
-	delete(s.saved, clientID)
 	if clean {
+		delete(s.saved, clientID)
 		return nil, nil
 	}
-	return st, nil
+	if st == nil {
+		return nil, nil
+	}
+	cp := *st
+	return &cp, nil
+}
+
+func (s *streamStore) Resume(_ context.Context, _ string, stored *StoredSession) (*StoredSession, error) {
+	if s.failResume {
+		return nil, errors.New("resume refused")
+	}
+	return stored, nil
+}
+
+func (s *streamStore) Abandon(_ context.Context, clientID string) {
+	s.abandoned = append(s.abandoned, clientID)
 }
 
 func (s *streamStore) Save(_ context.Context, clientID string, st *StoredSession) error {
@@ -355,5 +374,43 @@ func TestDetach_LeaveUnderDeliveryLock(t *testing.T) {
 	}
 	if len(lr.left) != 2 || lr.left[0] != "p" || lr.left[1] != "c" || !lr.locked[0] || !lr.locked[1] {
 		t.Fatalf("Leave calls %v, under the delivery lock %v; want p then c, both locked", lr.left, lr.locked)
+	}
+}
+
+// With a store that routes nothing offline, Store.Resume runs once the
+// stored subscriptions are routed; when it fails, or when the cluster
+// refuses to route them, the client leaves the registry, its filters are
+// unrouted, Store.Abandon is called, and the session stays stored whole
+// for the next connection.
+func TestAttach_ResumeOrRouteFailureAbandons(t *testing.T) {
+	st := &streamStore{saved: make(map[string]*StoredSession)}
+	st.sessions, st.retained = make(map[string]*memSession), make(map[string]*Message)
+	rc := &routeRecorder{loopback: loopback{store: &st.memStore}, routed: make(map[string]bool)}
+	b := New(st, rc, Options{})
+	st.queue = b.queue
+	ctx := context.Background()
+	st.saved["p"] = &StoredSession{Subscriptions: map[string]byte{"t/#": 1}, Queued: []Delivery{{Message: message("t/x", 1, "q"), QoS: 1}}}
+
+	st.failResume = true
+	if _, err := b.Attach(ctx, "p", "", &sink{}, false, nil); err == nil {
+		t.Fatal("attach succeeded with a failing Resume")
+	}
+	if _, err := b.client("p"); err == nil || b.subs.Filters() != 0 || rc.routed["t/#"] || len(st.abandoned) != 1 {
+		t.Fatalf("after a failed Resume: registered %v, %d filters, t/# routed %v, abandoned %v; want none, 0, false, [p]", err == nil, b.subs.Filters(), rc.routed["t/#"], st.abandoned)
+	}
+
+	st.failResume = false
+	fc := &failingCluster{loopback: loopback{store: &st.memStore}, fail: true}
+	b2 := New(st, fc, Options{})
+	if _, err := b2.Attach(ctx, "p", "", &sink{}, false, nil); err == nil {
+		t.Fatal("attach succeeded with a cluster that refuses routes")
+	}
+	if _, err := b2.client("p"); err == nil || b2.subs.Filters() != 0 || len(st.abandoned) != 2 {
+		t.Fatalf("after a refused route: registered %v, %d filters, abandoned %v; want none, 0, [p p]", err == nil, b2.subs.Filters(), st.abandoned)
+	}
+
+	got := mustAttach(t, b, "p", "", &sink{}, false)
+	if got == nil || got.Subscriptions["t/#"] != 1 || len(got.Queued) != 1 || !rc.routed["t/#"] {
+		t.Fatalf("resumed %+v (t/# routed %v) after two failed attaches, want the session whole", got, rc.routed["t/#"])
 	}
 }

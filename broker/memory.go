@@ -67,6 +67,16 @@ func (s *memStore) Claim(_ context.Context, clientID, owner string, clean bool, 
 	return st, nil
 }
 
+// Resume implements Store: the core's registry already holds what the
+// session missed.
+func (s *memStore) Resume(_ context.Context, _ string, stored *StoredSession) (*StoredSession, error) {
+	return stored, nil
+}
+
+// Abandon implements Store: a single node has no record of the
+// connection to undo; the core saves the claimed session back itself.
+func (s *memStore) Abandon(context.Context, string) {}
+
 // Save implements Store.
 func (s *memStore) Save(_ context.Context, clientID string, state *StoredSession) error {
 	s.mu.Lock()

@@ -94,6 +94,20 @@ type Store interface {
 	// lock, so that no message falls between the stored queue and the new
 	// connection.
 	Claim(ctx context.Context, clientID, owner string, clean bool, will *Message) (*StoredSession, error)
+	// Resume completes a successful Claim once the core has registered
+	// the client and routed the stored subscriptions (Claim's, with the
+	// client's own): a store that does not RoutesOffline records the
+	// connection and finds what the session missed, merging what Gate held
+	// back meanwhile, and returns stored with it. stored is Claim's
+	// result, nil for a clean or new session. It runs under the attach
+	// lock, with no other lock held. On error the core unregisters the
+	// client, unroutes its filters and calls Abandon.
+	Resume(ctx context.Context, clientID string, stored *StoredSession) (*StoredSession, error)
+	// Abandon undoes a successful Claim whose Attach failed afterwards,
+	// leaving the session stored as Claim found it and the client id
+	// free, so that the next connection need not take over one that never
+	// attached. It runs under the attach lock, with no other lock held.
+	Abandon(ctx context.Context, clientID string)
 	// Save stores state as clientID's session when its connection ends;
 	// a nil state removes everything stored for it. For a store that
 	// RoutesOffline it runs under the client's delivery lock.
