@@ -44,7 +44,9 @@ import (
 //	client.mu     one client's delivery lock: its live Subscriber, owner,
 //	              subscriptions and late list; held while a message is
 //	              delivered to it (Cluster.Gate and Store.Enqueue run under
-//	              it, and Cluster.Leave when its connection detaches), and,
+//	              it, Cluster.Subscribing and Unsubscribing when its
+//	              subscriptions change, Cluster.Leave when its connection
+//	              detaches), and,
 //	              for a Store that RoutesOffline, across
 //	              Store.Claim and Store.Save so that no message falls
 //	              between the stored queue and the connection

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -412,5 +414,96 @@ func TestAttach_ResumeOrRouteFailureAbandons(t *testing.T) {
 	got := mustAttach(t, b, "p", "", &sink{}, false)
 	if got == nil || got.Subscriptions["t/#"] != 1 || len(got.Queued) != 1 || !rc.routed["t/#"] {
 		t.Fatalf("resumed %+v (t/# routed %v) after two failed attaches, want the session whole", got, rc.routed["t/#"])
+	}
+}
+
+// subRecorder is a loopback that records the subscription hooks, and
+// whether the trie already matched a filter when Subscribing told it.
+type subRecorder struct {
+	loopback
+	b       *Broker
+	events  []string
+	failSub bool // Subscribed refuses
+}
+
+func (r *subRecorder) Subscribing(clientID string, subs []Subscription, fresh []bool, _ time.Time) {
+	c, _ := r.b.client(clientID) // subscribe holds no b.mu
+	for i, s := range subs {
+		held := c != nil && !c.mu.TryLock()
+		if c != nil && !held {
+			c.mu.Unlock()
+		}
+		matched := make(map[*client]byte)
+		r.b.subs.Subscribers(s.Filter, matched)
+		_, inTrie := matched[c]
+		r.events = append(r.events, fmt.Sprintf("subscribing %s %d fresh=%v locked=%v inTrie=%v", s.Filter, s.QoS, fresh[i], held, inTrie))
+	}
+}
+
+func (r *subRecorder) Unsubscribing(_, filter string) {
+	r.events = append(r.events, "unsubscribing "+filter)
+}
+
+func (r *subRecorder) Subscribed(_ context.Context, _ string, subs []Subscription, persistent bool) error {
+	r.events = append(r.events, fmt.Sprintf("subscribed %d persistent=%v", len(subs), persistent))
+	if r.failSub {
+		return errors.New("floor refused")
+	}
+	return nil
+}
+
+func (r *subRecorder) Unsubscribed(_ context.Context, _, filter string) {
+	r.events = append(r.events, "unsubscribed "+filter)
+}
+
+// The subscription hooks: Subscribing under the delivery lock before the
+// trie matches a new filter (fresh only the first time a filter is held),
+// Subscribed after routing, whose error undoes the SUBSCRIBE (Unsubscribing
+// the new filter, Subscribing the old QoS back), and Unsubscribing then
+// Unsubscribed for an UNSUBSCRIBE of a filter the client held.
+func TestSubscribe_ClusterHooks(t *testing.T) {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
+	sr := &subRecorder{loopback: loopback{store: st}}
+	b := New(st, sr, Options{})
+	sr.b = b
+	st.queue = b.queue
+	ctx := context.Background()
+	mustAttach(t, b, "p", "", &sink{}, false)
+	if err := b.Subscribe(ctx, "p", "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Subscribe(ctx, "p", "a", 2); err != nil {
+		t.Fatal(err)
+	}
+	sr.failSub = true
+	if err := b.SubscribeMany(ctx, "p", []Subscription{{Filter: "a", QoS: 0}, {Filter: "b", QoS: 1}}); err == nil {
+		t.Fatal("subscribe succeeded though Subscribed refused")
+	}
+	sr.failSub = false
+	c, _ := b.client("p")
+	if len(c.subs) != 1 || c.subs["a"] != 2 || b.subs.Filters() != 1 {
+		t.Fatalf("after the undone SUBSCRIBE: %v, %d filters; want a at 2 alone", c.subs, b.subs.Filters())
+	}
+	if err := b.Unsubscribe(ctx, "p", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Unsubscribe(ctx, "p", "never"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"subscribing a 1 fresh=true locked=true inTrie=false",
+		"subscribed 1 persistent=true",
+		"subscribing a 2 fresh=false locked=true inTrie=true",
+		"subscribed 1 persistent=true",
+		"subscribing a 0 fresh=false locked=true inTrie=true",
+		"subscribing b 1 fresh=true locked=true inTrie=false",
+		"subscribed 2 persistent=true",
+		"unsubscribing b",
+		"subscribing a 2 fresh=false locked=true inTrie=true",
+		"unsubscribing a",
+		"unsubscribed a",
+	}
+	if fmt.Sprint(sr.events) != fmt.Sprint(want) {
+		t.Fatalf("hooks\n%s\nwant\n%s", strings.Join(sr.events, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -190,6 +190,20 @@ func (l *loopback) Route(context.Context, []string) error { return nil }
 // Unroute implements Cluster.
 func (l *loopback) Unroute(context.Context, []string) error { return nil }
 
+// Subscribing implements Cluster: a single node replays nothing, so it
+// needs no filter's start.
+func (l *loopback) Subscribing(string, []Subscription, []bool, time.Time) {}
+
+// Unsubscribing implements Cluster.
+func (l *loopback) Unsubscribing(string, string) {}
+
+// Subscribed implements Cluster: a single node keeps no floor and
+// announces nothing.
+func (l *loopback) Subscribed(context.Context, string, []Subscription, bool) error { return nil }
+
+// Unsubscribed implements Cluster.
+func (l *loopback) Unsubscribed(context.Context, string, string) {}
+
 // Gate implements Cluster: a single node replays nothing, so every
 // message goes at the grant of the matching subscriptions.
 func (l *loopback) Gate(_ string, _ *Message, _ Position, granted byte) (byte, bool) {

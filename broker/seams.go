@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"time"
 )
 
 // Position is where a Cluster carried a message: for the Redis bridge, the
@@ -53,6 +54,32 @@ type Cluster interface {
 	// Unroute undoes Route for filters that lost their last local
 	// subscriber.
 	Unroute(ctx context.Context, filters []string) error
+	// Subscribing tells the cluster, under clientID's delivery lock and
+	// before the trie matches them, the subscriptions a SUBSCRIBE sets or
+	// the undo of one restores: each filter at its granted QoS, fresh[i]
+	// set when the client did not hold subs[i].Filter before (a filter
+	// made again keeps its start [MQTT-3.8.4-3]). at is when the SUBSCRIBE
+	// arrived. A cluster whose Gate sees old messages (a replay, a
+	// re-publish) records here when each fresh filter began and each
+	// filter's QoS, so that Gate never hands a filter a message published
+	// before it [MQTT-4.5.0-1]. The subscriptions a stored session comes
+	// back with are the Store's (Claim's) own, and are not told here. It
+	// must not block.
+	Subscribing(clientID string, subs []Subscription, fresh []bool, at time.Time)
+	// Unsubscribing tells the cluster, under clientID's delivery lock,
+	// that the client no longer holds filter: an UNSUBSCRIBE, or a
+	// SUBSCRIBE undone. It must not block.
+	Unsubscribing(clientID, filter string)
+	// Subscribed runs once a SUBSCRIBE's subs are routed, before its
+	// SUBACK, with no lock held: a cluster that replays stored messages
+	// raises a persistent session's floor to the streams' ends, so that no
+	// replay hands it a message from before the subscription
+	// [MQTT-4.5.0-1], and announces the subscriptions. An error undoes the
+	// SUBSCRIBE.
+	Subscribed(ctx context.Context, clientID string, subs []Subscription, persistent bool) error
+	// Unsubscribed runs once an UNSUBSCRIBE removed filter, which the
+	// client held, with no lock held: a cluster announces it.
+	Unsubscribed(ctx context.Context, clientID, filter string)
 	// Gate decides, for one local client matched by a message, whether the
 	// message goes to it now and at which grant: a cluster that replays
 	// stored messages holds back, or skips, live copies of what a replay
