@@ -46,7 +46,7 @@ import (
 //	              delivered to it (Cluster.Gate and Store.Enqueue run under
 //	              it, Cluster.Subscribing and Unsubscribing when its
 //	              subscriptions change, Cluster.Leave when its connection
-//	              detaches), and,
+//	              detaches, Checkpoint's due and mark), and,
 //	              for a Store that RoutesOffline, across
 //	              Store.Claim and Store.Save so that no message falls
 //	              between the stored queue and the connection

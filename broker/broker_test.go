@@ -507,3 +507,40 @@ func TestSubscribe_ClusterHooks(t *testing.T) {
 		t.Fatalf("hooks\n%s\nwant\n%s", strings.Join(sr.events, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// idleSink is a sink whose connection reports idle when idle is set.
+type idleSink struct {
+	sink
+	idle bool
+}
+
+func (s *idleSink) Idle() bool { return s.idle }
+
+// Checkpoint marks the live persistent sessions that are due and idle,
+// under their delivery locks, and no clean, busy, not due or offline one.
+func TestCheckpoint_LivePersistentIdleDue(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	ctx := context.Background()
+	mustAttach(t, b, "idle", "", &idleSink{idle: true}, false)
+	mustAttach(t, b, "busy", "", &idleSink{}, false)
+	mustAttach(t, b, "clean", "", &idleSink{idle: true}, true)
+	mustAttach(t, b, "notdue", "", &idleSink{idle: true}, false)
+	gone := &idleSink{idle: true}
+	mustAttach(t, b, "offline", "", gone, false)
+	if err := b.Detach(ctx, "offline", gone, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	var marked []string
+	locked := true
+	b.Checkpoint(func(id string) bool { return id != "notdue" }, func(id string) {
+		c, _ := b.client(id) // Checkpoint holds no b.mu while it marks
+		if c.mu.TryLock() {
+			c.mu.Unlock()
+			locked = false
+		}
+		marked = append(marked, id)
+	})
+	if len(marked) != 1 || marked[0] != "idle" || !locked {
+		t.Fatalf("marked %v (under the delivery lock: %v), want [idle] under it", marked, locked)
+	}
+}

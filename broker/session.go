@@ -275,6 +275,30 @@ func (b *Broker) Detach(ctx context.Context, clientID string, sub Subscriber, st
 	return nil
 }
 
+// Checkpoint visits the live persistent sessions of this node, each under
+// its delivery lock: for each that due reports true and whose connection
+// has acknowledged everything delivered to it (Subscriber.Idle), it calls
+// mark, still under that lock, so that no delivery falls between Idle and
+// mark. due runs first, so that a session with nothing new costs no Idle.
+// due and mark must not block. A cluster that stores session cursors
+// brings them forward here, so that a node that dies leaves little to
+// replay.
+func (b *Broker) Checkpoint(due func(clientID string) bool, mark func(clientID string)) {
+	b.mu.RLock()
+	live := make([]*client, 0, len(b.clients))
+	for _, c := range b.clients {
+		live = append(live, c)
+	}
+	b.mu.RUnlock()
+	for _, c := range live {
+		c.mu.Lock()
+		if c.live != nil && !c.clean && due(c.id) && c.live.Idle() {
+			mark(c.id)
+		}
+		c.mu.Unlock()
+	}
+}
+
 // release removes c's subscriptions from the trie, and unroutes the
 // filters no local client uses any more, routeChunk filters under one
 // hold of routeMu, so that a client with 100,000 filters holds up no other
