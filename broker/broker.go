@@ -74,8 +74,8 @@ type Broker struct {
 	clients map[string]*client
 
 	subs     *topics.Trie[*client]
-	matches  sync.Pool // of map[*client]byte, reused by Receive
-	retained *topics.Retained[struct{}]
+	matches  sync.Pool                                 // of map[*client]byte, reused by Receive
+	retained atomic.Pointer[topics.Retained[struct{}]] // replaced whole by ReplaceRetained
 
 	queuedDropped atomic.Int64
 	expired       atomic.Int64
@@ -125,8 +125,8 @@ func New(store Store, cluster Cluster, o Options) *Broker {
 		attaches:   make(map[string]*clientLock),
 		clients:    make(map[string]*client),
 		subs:       topics.NewTrie[*client](),
-		retained:   topics.NewRetained[struct{}](),
 	}
+	b.retained.Store(topics.NewRetained[struct{}]())
 	b.queue = b.OfflineQueue(o)
 	b.matches.New = func() any { return make(map[*client]byte) }
 	cluster.Bind(b)
@@ -252,7 +252,7 @@ func (b *Broker) Stats() map[string]int64 {
 	out := map[string]int64{
 		"offline_queue_dropped": b.queuedDropped.Load(),
 		"offline_queue_expired": b.expired.Load(),
-		"retained_messages":     int64(b.retained.Len()),
+		"retained_messages":     int64(b.retained.Load().Len()),
 		"subscription_filters":  int64(b.subs.Filters()),
 	}
 	maps.Copy(out, b.store.Stats())

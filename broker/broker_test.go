@@ -544,3 +544,28 @@ func TestCheckpoint_LivePersistentIdleDue(t *testing.T) {
 		t.Fatalf("marked %v (under the delivery lock: %v), want [idle] under it", marked, locked)
 	}
 }
+
+// ReplaceRetained swaps the whole mirror of retained topic names, and
+// RetainedTopics refuses a filter that is not valid, as the Redis bridge's
+// does.
+func TestRetained_ReplaceAndValidate(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	ctx := context.Background()
+	b.RetainedChanged("old/x", true)
+	b.ReplaceRetained([]string{"a/1", "a/2", "b/1"})
+	got, err := b.RetainedTopics(ctx, "#")
+	if err != nil || len(got) != 3 {
+		t.Fatalf("after the replace: %v, %v; want the three new names", got, err)
+	}
+	if got, _ := b.RetainedTopics(ctx, "a/+"); len(got) != 2 {
+		t.Fatalf("a/+ matched %v, want a/1 and a/2", got)
+	}
+	if n := b.Stats()["retained_messages"]; n != 3 {
+		t.Fatalf("retained_messages %d, want 3", n)
+	}
+	for _, bad := range []string{"a/#/b", "a+", ""} {
+		if _, err := b.RetainedTopics(ctx, bad); err == nil {
+			t.Errorf("filter %q was not refused", bad)
+		}
+	}
+}

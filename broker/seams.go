@@ -29,6 +29,12 @@ type Receiver interface {
 	// RetainedChanged keeps the core's mirror of the retained topic names
 	// current: present is false once topic's retained message is cleared.
 	RetainedChanged(topic string, present bool)
+	// ReplaceRetained replaces the whole mirror of the retained topic
+	// names with names: a cluster that may have missed changes (Redis
+	// after its subscription dropped) reloads them. The cluster calls it
+	// from the goroutine that calls RetainedChanged, so that no change
+	// falls between the load and the swap.
+	ReplaceRetained(names []string)
 }
 
 // Cluster is the seam between the core and the other nodes: a single node
