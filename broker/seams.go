@@ -95,8 +95,9 @@ type Cluster interface {
 	Gate(clientID string, msg *Message, pos Position, granted byte) (qos byte, deliver bool)
 	// Leave tells the cluster that clientID's live connection on this node
 	// stops receiving: no message Gate has not passed for it before Leave
-	// reaches it. It runs under the client's delivery lock, before
-	// Store.Save, and must not block. A cluster that replays stored
+	// reaches it. It runs under the client's delivery lock (and the
+	// registry lock), before Store.Save, and must neither block nor call
+	// into the core. A cluster that replays stored
 	// messages takes the session's cursor here: every message Gate saw
 	// for the client was delivered or is in the state saved next, and
 	// every message it did not see is after the cursor.
