@@ -137,7 +137,9 @@ type RedisOptions struct {
 //	                connection that has already claimed the id
 //	psMu            held while a PatternSet change is computed and its
 //	                SUBSCRIBE/UNSUBSCRIBE commands are written
-//	mu              clients, the trie, lastSeen: the delivery lock
+//	mu              clients, the trie, lastSeen: the delivery lock; a
+//	                message's fan-out and the lastSeen it raises run under
+//	                one hold, lastSeen raised after the last client
 //	Subscriber      Deliver and Idle run under mu and take the
 //	                connection's own lock (session.Session.mu), so a
 //	                Subscriber never calls into the bridge while holding it
@@ -253,12 +255,23 @@ type redisClient struct {
 	// older than that, however far this replica's own position (lastSeen)
 	// lags on a shard it had no subscription on.
 	floor [streamShards]streamID
+	// gated is, per shard, the last stream id gateLocked decided for this
+	// connection. lastSeen moves only after a message's fan-out, so a
+	// cursor taken while one is under way covers it through gated if the
+	// gate saw it for this client, and leaves it to the replay if not.
+	gated [streamShards]streamID
 }
 
-// cursorLocked is where a replay of c's session may start: this replica's
-// position, raised to c's floor and to where its replay ended. r.mu is held.
+// cursorLocked is where a replay of c's session may start: the highest of
+// this replica's position (lastSeen, past every message whose fan-out
+// ended), the last id the gate decided for c (gated), c's floor and where
+// its replay ended. Everything up to it reached c, is in the state stored
+// with it, or was never c's; everything after it is read again from the
+// streams. It is the rule broker.Cluster.Leave applies once the core does
+// the fan-out. r.mu is held.
 func (r *Redis) cursorLocked(c *redisClient) [streamShards]streamID {
 	cur := r.lastSeen
+	raise(&cur, &c.gated)
 	raise(&cur, &c.floor)
 	if c.skip != nil {
 		raise(&cur, c.skip)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/topics"
 )
 
 // These tests give Redis a history before the session under test exists:
@@ -182,5 +183,71 @@ func TestRedis_OldMessageNotDeliveredToNewerFilter_MQTT_4_5_0_1(t *testing.T) {
 	}
 	if d := restored.deliveries(); len(d) != 2 {
 		t.Fatalf("a filter restored with its session got %d messages, want both", len(d))
+	}
+}
+
+// posSub is a Subscriber that records, at each delivery, the replica's
+// position on one shard and the delivered client's cursor there.
+type posSub struct {
+	r      *Redis
+	c      *redisClient
+	shard  int
+	seen   []streamID
+	cursor []streamID
+}
+
+func (p *posSub) Deliver(*Message, byte) bool {
+	// deliverLocal holds r.mu: read the fields directly.
+	p.seen = append(p.seen, p.r.lastSeen[p.shard])
+	cur := p.r.cursorLocked(p.c)
+	p.cursor = append(p.cursor, cur[p.shard])
+	return true
+}
+
+func (p *posSub) Idle() bool { return true }
+func (p *posSub) TakeOver()  {}
+
+// The replica's position (lastSeen) moves only once a message's fan-out
+// has ended, and a session's cursor still covers every message the gate
+// decided for it (gated): a cursor taken in the middle of a fan-out holds
+// what reached the client and leaves the rest to the replay, so a leaving
+// client neither loses a QoS ≥ 1 message nor gets it twice.
+func TestRedis_CursorCoversGatedNotInFlight(t *testing.T) {
+	r := &Redis{clients: make(map[string]*redisClient), trie: topics.NewTrie[string](), matched: make(map[string]byte)}
+	m := rmsg("t/x", 1, "one")
+	shard := shardOf(m.Topic)
+	r.lastSeen[shard] = streamID{ms: 5}
+	c := &redisClient{id: "c", subs: map[string]byte{"t/#": 1}}
+	p := &posSub{r: r, c: c, shard: shard}
+	c.sub = p
+	r.clients["c"] = c
+	r.trie.Subscribe("t/#", "c", 1)
+
+	if !r.deliverLocal(m, shard, streamID{ms: 7}) {
+		t.Fatal("a new stream id was dropped as a repeat")
+	}
+	if len(p.seen) != 1 || p.seen[0] != (streamID{ms: 5}) {
+		t.Fatalf("position during the fan-out %v, want the previous one, 5-0", p.seen)
+	}
+	if p.cursor[0] != (streamID{ms: 7}) {
+		t.Fatalf("cursor during the fan-out %v, want the delivered message's id 7-0", p.cursor[0])
+	}
+	if r.lastSeen[shard] != (streamID{ms: 7}) || c.gated[shard] != (streamID{ms: 7}) {
+		t.Fatalf("after the fan-out: position %v, gated %v; want 7-0 both", r.lastSeen[shard], c.gated[shard])
+	}
+	if r.deliverLocal(m, shard, streamID{ms: 6}) {
+		t.Fatal("an id before the position was delivered again")
+	}
+
+	// Another client that the gate never saw the message for keeps its
+	// cursor at the position before it, raised by its own floor only.
+	other := &redisClient{id: "o"}
+	r.lastSeen[shard] = streamID{ms: 5}
+	if cur := r.cursorLocked(other); cur[shard] != (streamID{ms: 5}) {
+		t.Fatalf("cursor of a client the message did not reach %v, want 5-0", cur[shard])
+	}
+	other.floor[shard] = streamID{ms: 9}
+	if cur := r.cursorLocked(other); cur[shard] != (streamID{ms: 9}) {
+		t.Fatalf("cursor below the floor: %v, want 9-0", cur[shard])
 	}
 }

@@ -132,13 +132,9 @@ func (r *Redis) receiveEnvelope(payload string) {
 func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if shard >= 0 {
-		if !sid.after(r.lastSeen[shard]) {
-			r.stats.deduplicated.Add(1)
-			return false
-		}
-		r.lastSeen[shard] = sid
-		r.seenGen++
+	if shard >= 0 && !sid.after(r.lastSeen[shard]) {
+		r.stats.deduplicated.Add(1)
+		return false
 	}
 	// The trie re-matches: Redis's '*' also matches '/', and a generalised
 	// pattern over-delivers.
@@ -160,6 +156,13 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 		}
 	}
 	clear(r.matched)
+	if shard >= 0 {
+		// The replica's position moves only once every local client has
+		// been handed m: a session's cursor (cursorLocked) covers what the
+		// gate saw for it, never a message still on its way to it.
+		r.lastSeen[shard] = sid
+		r.seenGen++
+	}
 	return true
 }
 
@@ -171,8 +174,17 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 // now: every matching filter is newer than an old message [MQTT-4.5.0-1];
 // the session is replaying its streams (the message waits in c.pending,
 // merged by stream id when the replay ends); or the replay already returned
-// it. r.mu is held.
+// it. Whatever it decides, it records the message's stream id in c.gated:
+// the message was delivered, held back for c's state, or is not c's, so c's
+// cursor may pass it. r.mu is held.
 func (r *Redis) gateLocked(c *redisClient, m *Message, pos broker.Position, granted byte) (byte, bool) {
+	var sid streamID
+	if pos.Shard >= 0 {
+		sid = streamID{pos.Seq[0], pos.Seq[1]}
+		if sid.after(c.gated[pos.Shard]) {
+			c.gated[pos.Shard] = sid
+		}
+	}
 	if c.since != nil && r.oldLocked(m) {
 		var ok bool
 		if granted, ok = eligibleGrant(c, m); !ok {
@@ -182,7 +194,6 @@ func (r *Redis) gateLocked(c *redisClient, m *Message, pos broker.Position, gran
 	if pos.Shard < 0 {
 		return granted, true
 	}
-	sid := streamID{pos.Seq[0], pos.Seq[1]}
 	if c.replaying {
 		c.pending = append(c.pending, pendingDelivery{Delivery{Message: m, QoS: min(granted, m.QoS)}, pos.Shard, sid})
 		return 0, false

@@ -33,8 +33,8 @@ import (
 // order, and none is held across a Cluster or Store call unless it says so:
 //
 //	attach lock   per client id (lockClient), held for a whole Attach,
-//	              Store.Claim and the routing of restored subscriptions
-//	              included; TakeOver of the previous connection runs under
+//	              Store.Claim, the routing of restored subscriptions,
+//	              Store.Resume and Store.Abandon included; TakeOver of the previous connection runs under
 //	              it, with nothing else held, since that connection's
 //	              Detach takes the locks below
 //	routeMu       held while a change of the trie's filters (first or last
@@ -44,7 +44,10 @@ import (
 //	client.mu     one client's delivery lock: its live Subscriber, owner,
 //	              subscriptions and late list; held while a message is
 //	              delivered to it (Cluster.Gate and Store.Enqueue run under
-//	              it), and, for a Store that RoutesOffline, across
+//	              it, Cluster.Subscribing and Unsubscribing when its
+//	              subscriptions change, Cluster.Leave when its connection
+//	              detaches, Checkpoint's due and mark), and,
+//	              for a Store that RoutesOffline, across
 //	              Store.Claim and Store.Save so that no message falls
 //	              between the stored queue and the connection
 //	trie          topics.Trie's own lock; Receive holds no other lock
@@ -71,8 +74,8 @@ type Broker struct {
 	clients map[string]*client
 
 	subs     *topics.Trie[*client]
-	matches  sync.Pool // of map[*client]byte, reused by Receive
-	retained *topics.Retained[struct{}]
+	matches  sync.Pool                                 // of map[*client]byte, reused by Receive
+	retained atomic.Pointer[topics.Retained[struct{}]] // replaced whole by ReplaceRetained
 
 	queuedDropped atomic.Int64
 	expired       atomic.Int64
@@ -124,8 +127,8 @@ func New(store Store, cluster Cluster, o Options) *Broker {
 		attaches:   make(map[string]*clientLock),
 		clients:    make(map[string]*client),
 		subs:       topics.NewTrie[*client](),
-		retained:   topics.NewRetained[struct{}](),
 	}
+	b.retained.Store(topics.NewRetained[struct{}]())
 	b.queue = b.OfflineQueue(o)
 	b.matches.New = func() any { return make(map[*client]byte) }
 	cluster.Bind(b)
@@ -251,7 +254,7 @@ func (b *Broker) Stats() map[string]int64 {
 	out := map[string]int64{
 		"offline_queue_dropped": b.queuedDropped.Load(),
 		"offline_queue_expired": b.expired.Load(),
-		"retained_messages":     int64(b.retained.Len()),
+		"retained_messages":     int64(b.retained.Load().Len()),
 		"subscription_filters":  int64(b.subs.Filters()),
 	}
 	maps.Copy(out, b.store.Stats())

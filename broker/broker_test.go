@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -212,18 +214,37 @@ func TestSubscribe_UnroutableIsUndone(t *testing.T) {
 // claim, subscriptions included.
 type streamStore struct {
 	memStore
-	saved map[string]*StoredSession
+	saved      map[string]*StoredSession
+	failResume bool     // Resume refuses
+	abandoned  []string // Abandon calls
 }
 
 func (s *streamStore) RoutesOffline() bool { return false }
 
+// Claim reads the stored session without removing it, as the Redis store
+// does: it stays stored until the next Save.
 func (s *streamStore) Claim(_ context.Context, clientID, _ string, clean bool, _ *Message) (*StoredSession, error) {
 	st := s.saved[clientID]
-	delete(s.saved, clientID)
 	if clean {
+		delete(s.saved, clientID)
 		return nil, nil
 	}
-	return st, nil
+	if st == nil {
+		return nil, nil
+	}
+	cp := *st
+	return &cp, nil
+}
+
+func (s *streamStore) Resume(_ context.Context, _ string, stored *StoredSession) (*StoredSession, error) {
+	if s.failResume {
+		return nil, errors.New("resume refused")
+	}
+	return stored, nil
+}
+
+func (s *streamStore) Abandon(_ context.Context, clientID string) {
+	s.abandoned = append(s.abandoned, clientID)
 }
 
 func (s *streamStore) Save(_ context.Context, clientID string, st *StoredSession) error {
@@ -303,5 +324,248 @@ func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
 	}
 	if d := now.deliveries(); len(d) != 1 || d[0].QoS != 2 {
 		t.Fatalf("resumed connection got %+v, want one message at 2", d)
+	}
+}
+
+// leaveRecorder is a loopback that records Cluster.Leave calls and checks
+// that each runs under the client's delivery lock.
+type leaveRecorder struct {
+	loopback
+	b      *Broker
+	left   []string
+	locked []bool
+}
+
+func (l *leaveRecorder) Leave(clientID string) {
+	c := l.b.clients[clientID] // Detach holds b.mu
+	held := c != nil && !c.mu.TryLock()
+	if c != nil && !held {
+		c.mu.Unlock()
+	}
+	l.left = append(l.left, clientID)
+	l.locked = append(l.locked, held)
+}
+
+// Cluster.Leave runs once each time a client's live connection detaches,
+// under its delivery lock, for a clean and a persistent session alike; a
+// connection taken over does not leave the session its successor holds.
+func TestDetach_LeaveUnderDeliveryLock(t *testing.T) {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
+	lr := &leaveRecorder{loopback: loopback{store: st}}
+	b := New(st, lr, Options{})
+	lr.b = b
+	st.queue = b.queue
+	ctx := context.Background()
+
+	first, second := &sink{}, &sink{}
+	mustAttach(t, b, "p", "", first, false)
+	mustAttach(t, b, "p", "", second, false) // takes first over
+	if err := b.Detach(ctx, "p", first, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(lr.left) != 0 {
+		t.Fatalf("a taken-over connection's Detach called Leave %v", lr.left)
+	}
+	if err := b.Detach(ctx, "p", second, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	c := &sink{}
+	mustAttach(t, b, "c", "", c, true)
+	if err := b.Detach(ctx, "c", c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(lr.left) != 2 || lr.left[0] != "p" || lr.left[1] != "c" || !lr.locked[0] || !lr.locked[1] {
+		t.Fatalf("Leave calls %v, under the delivery lock %v; want p then c, both locked", lr.left, lr.locked)
+	}
+}
+
+// With a store that routes nothing offline, Store.Resume runs once the
+// stored subscriptions are routed; when it fails, or when the cluster
+// refuses to route them, the client leaves the registry, its filters are
+// unrouted, Store.Abandon is called, and the session stays stored whole
+// for the next connection.
+func TestAttach_ResumeOrRouteFailureAbandons(t *testing.T) {
+	st := &streamStore{saved: make(map[string]*StoredSession)}
+	st.sessions, st.retained = make(map[string]*memSession), make(map[string]*Message)
+	rc := &routeRecorder{loopback: loopback{store: &st.memStore}, routed: make(map[string]bool)}
+	b := New(st, rc, Options{})
+	st.queue = b.queue
+	ctx := context.Background()
+	st.saved["p"] = &StoredSession{Subscriptions: map[string]byte{"t/#": 1}, Queued: []Delivery{{Message: message("t/x", 1, "q"), QoS: 1}}}
+
+	st.failResume = true
+	if _, err := b.Attach(ctx, "p", "", &sink{}, false, nil); err == nil {
+		t.Fatal("attach succeeded with a failing Resume")
+	}
+	if _, err := b.client("p"); err == nil || b.subs.Filters() != 0 || rc.routed["t/#"] || len(st.abandoned) != 1 {
+		t.Fatalf("after a failed Resume: registered %v, %d filters, t/# routed %v, abandoned %v; want none, 0, false, [p]", err == nil, b.subs.Filters(), rc.routed["t/#"], st.abandoned)
+	}
+
+	st.failResume = false
+	fc := &failingCluster{loopback: loopback{store: &st.memStore}, fail: true}
+	b2 := New(st, fc, Options{})
+	if _, err := b2.Attach(ctx, "p", "", &sink{}, false, nil); err == nil {
+		t.Fatal("attach succeeded with a cluster that refuses routes")
+	}
+	if _, err := b2.client("p"); err == nil || b2.subs.Filters() != 0 || len(st.abandoned) != 2 {
+		t.Fatalf("after a refused route: registered %v, %d filters, abandoned %v; want none, 0, [p p]", err == nil, b2.subs.Filters(), st.abandoned)
+	}
+
+	got := mustAttach(t, b, "p", "", &sink{}, false)
+	if got == nil || got.Subscriptions["t/#"] != 1 || len(got.Queued) != 1 || !rc.routed["t/#"] {
+		t.Fatalf("resumed %+v (t/# routed %v) after two failed attaches, want the session whole", got, rc.routed["t/#"])
+	}
+}
+
+// subRecorder is a loopback that records the subscription hooks, and
+// whether the trie already matched a filter when Subscribing told it.
+type subRecorder struct {
+	loopback
+	b       *Broker
+	events  []string
+	failSub bool // Subscribed refuses
+}
+
+func (r *subRecorder) Subscribing(clientID string, subs []Subscription, fresh []bool, _ time.Time) {
+	c, _ := r.b.client(clientID) // subscribe holds no b.mu
+	for i, s := range subs {
+		held := c != nil && !c.mu.TryLock()
+		if c != nil && !held {
+			c.mu.Unlock()
+		}
+		matched := make(map[*client]byte)
+		r.b.subs.Subscribers(s.Filter, matched)
+		_, inTrie := matched[c]
+		r.events = append(r.events, fmt.Sprintf("subscribing %s %d fresh=%v locked=%v inTrie=%v", s.Filter, s.QoS, fresh[i], held, inTrie))
+	}
+}
+
+func (r *subRecorder) Unsubscribing(_, filter string) {
+	r.events = append(r.events, "unsubscribing "+filter)
+}
+
+func (r *subRecorder) Subscribed(_ context.Context, _ string, subs []Subscription, persistent bool) error {
+	r.events = append(r.events, fmt.Sprintf("subscribed %d persistent=%v", len(subs), persistent))
+	if r.failSub {
+		return errors.New("floor refused")
+	}
+	return nil
+}
+
+func (r *subRecorder) Unsubscribed(_ context.Context, _, filter string) {
+	r.events = append(r.events, "unsubscribed "+filter)
+}
+
+// The subscription hooks: Subscribing under the delivery lock before the
+// trie matches a new filter (fresh only the first time a filter is held),
+// Subscribed after routing, whose error undoes the SUBSCRIBE (Unsubscribing
+// the new filter, Subscribing the old QoS back), and Unsubscribing then
+// Unsubscribed for an UNSUBSCRIBE of a filter the client held.
+func TestSubscribe_ClusterHooks(t *testing.T) {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
+	sr := &subRecorder{loopback: loopback{store: st}}
+	b := New(st, sr, Options{})
+	sr.b = b
+	st.queue = b.queue
+	ctx := context.Background()
+	mustAttach(t, b, "p", "", &sink{}, false)
+	if err := b.Subscribe(ctx, "p", "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Subscribe(ctx, "p", "a", 2); err != nil {
+		t.Fatal(err)
+	}
+	sr.failSub = true
+	if err := b.SubscribeMany(ctx, "p", []Subscription{{Filter: "a", QoS: 0}, {Filter: "b", QoS: 1}}); err == nil {
+		t.Fatal("subscribe succeeded though Subscribed refused")
+	}
+	sr.failSub = false
+	c, _ := b.client("p")
+	if len(c.subs) != 1 || c.subs["a"] != 2 || b.subs.Filters() != 1 {
+		t.Fatalf("after the undone SUBSCRIBE: %v, %d filters; want a at 2 alone", c.subs, b.subs.Filters())
+	}
+	if err := b.Unsubscribe(ctx, "p", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Unsubscribe(ctx, "p", "never"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"subscribing a 1 fresh=true locked=true inTrie=false",
+		"subscribed 1 persistent=true",
+		"subscribing a 2 fresh=false locked=true inTrie=true",
+		"subscribed 1 persistent=true",
+		"subscribing a 0 fresh=false locked=true inTrie=true",
+		"subscribing b 1 fresh=true locked=true inTrie=false",
+		"subscribed 2 persistent=true",
+		"unsubscribing b",
+		"subscribing a 2 fresh=false locked=true inTrie=true",
+		"unsubscribing a",
+		"unsubscribed a",
+	}
+	if fmt.Sprint(sr.events) != fmt.Sprint(want) {
+		t.Fatalf("hooks\n%s\nwant\n%s", strings.Join(sr.events, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// idleSink is a sink whose connection reports idle when idle is set.
+type idleSink struct {
+	sink
+	idle bool
+}
+
+func (s *idleSink) Idle() bool { return s.idle }
+
+// Checkpoint marks the live persistent sessions that are due and idle,
+// under their delivery locks, and no clean, busy, not due or offline one.
+func TestCheckpoint_LivePersistentIdleDue(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	ctx := context.Background()
+	mustAttach(t, b, "idle", "", &idleSink{idle: true}, false)
+	mustAttach(t, b, "busy", "", &idleSink{}, false)
+	mustAttach(t, b, "clean", "", &idleSink{idle: true}, true)
+	mustAttach(t, b, "notdue", "", &idleSink{idle: true}, false)
+	gone := &idleSink{idle: true}
+	mustAttach(t, b, "offline", "", gone, false)
+	if err := b.Detach(ctx, "offline", gone, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	var marked []string
+	locked := true
+	b.Checkpoint(func(id string) bool { return id != "notdue" }, func(id string) {
+		c, _ := b.client(id) // Checkpoint holds no b.mu while it marks
+		if c.mu.TryLock() {
+			c.mu.Unlock()
+			locked = false
+		}
+		marked = append(marked, id)
+	})
+	if len(marked) != 1 || marked[0] != "idle" || !locked {
+		t.Fatalf("marked %v (under the delivery lock: %v), want [idle] under it", marked, locked)
+	}
+}
+
+// ReplaceRetained swaps the whole mirror of retained topic names, and
+// RetainedTopics refuses a filter that is not valid, as the Redis bridge's
+// does.
+func TestRetained_ReplaceAndValidate(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	ctx := context.Background()
+	b.RetainedChanged("old/x", true)
+	b.ReplaceRetained([]string{"a/1", "a/2", "b/1"})
+	got, err := b.RetainedTopics(ctx, "#")
+	if err != nil || len(got) != 3 {
+		t.Fatalf("after the replace: %v, %v; want the three new names", got, err)
+	}
+	if got, _ := b.RetainedTopics(ctx, "a/+"); len(got) != 2 {
+		t.Fatalf("a/+ matched %v, want a/1 and a/2", got)
+	}
+	if n := b.Stats()["retained_messages"]; n != 3 {
+		t.Fatalf("retained_messages %d, want 3", n)
+	}
+	for _, bad := range []string{"a/#/b", "a+", ""} {
+		if _, err := b.RetainedTopics(ctx, bad); err == nil {
+			t.Errorf("filter %q was not refused", bad)
+		}
 	}
 }

@@ -67,6 +67,16 @@ func (s *memStore) Claim(_ context.Context, clientID, owner string, clean bool, 
 	return st, nil
 }
 
+// Resume implements Store: the core's registry already holds what the
+// session missed.
+func (s *memStore) Resume(_ context.Context, _ string, stored *StoredSession) (*StoredSession, error) {
+	return stored, nil
+}
+
+// Abandon implements Store: a single node has no record of the
+// connection to undo; the core saves the claimed session back itself.
+func (s *memStore) Abandon(context.Context, string) {}
+
 // Save implements Store.
 func (s *memStore) Save(_ context.Context, clientID string, state *StoredSession) error {
 	s.mu.Lock()
@@ -180,11 +190,28 @@ func (l *loopback) Route(context.Context, []string) error { return nil }
 // Unroute implements Cluster.
 func (l *loopback) Unroute(context.Context, []string) error { return nil }
 
+// Subscribing implements Cluster: a single node replays nothing, so it
+// needs no filter's start.
+func (l *loopback) Subscribing(string, []Subscription, []bool, time.Time) {}
+
+// Unsubscribing implements Cluster.
+func (l *loopback) Unsubscribing(string, string) {}
+
+// Subscribed implements Cluster: a single node keeps no floor and
+// announces nothing.
+func (l *loopback) Subscribed(context.Context, string, []Subscription, bool) error { return nil }
+
+// Unsubscribed implements Cluster.
+func (l *loopback) Unsubscribed(context.Context, string, string) {}
+
 // Gate implements Cluster: a single node replays nothing, so every
 // message goes at the grant of the matching subscriptions.
 func (l *loopback) Gate(_ string, _ *Message, _ Position, granted byte) (byte, bool) {
 	return granted, true
 }
+
+// Leave implements Cluster: a single node keeps no cursor.
+func (l *loopback) Leave(string) {}
 
 // Ready implements Cluster; a single node is always ready.
 func (l *loopback) Ready(context.Context) error { return nil }

@@ -3,25 +3,41 @@ package broker
 import (
 	"context"
 	"fmt"
+
+	"github.com/bridgemq/server/topics"
 )
 
 // RetainedChanged implements Receiver.
 func (b *Broker) RetainedChanged(topic string, present bool) {
 	if present {
-		b.retained.Set(topic, struct{}{})
+		b.retained.Load().Set(topic, struct{}{})
 	} else {
-		b.retained.Delete(topic)
+		b.retained.Load().Delete(topic)
 	}
+}
+
+// ReplaceRetained implements Receiver: the mirror becomes names, built
+// aside and swapped in whole, so that RetainedTopics never sees it half
+// loaded.
+func (b *Broker) ReplaceRetained(names []string) {
+	fresh := topics.NewRetained[struct{}]()
+	for _, n := range names {
+		fresh.Set(n, struct{}{})
+	}
+	b.retained.Store(fresh)
 }
 
 // RetainedTopics returns the names of the topics whose retained messages
 // filter matches, from the core's mirror, in O(matches). A new
 // subscription to a wide filter then holds only the matching names at
 // once, and reads the messages page by page as its client takes them
-// [MQTT-3.3.1-6].
+// [MQTT-3.3.1-6]. A filter that is not valid is refused [MQTT-4.7.1].
 func (b *Broker) RetainedTopics(_ context.Context, filter string) ([]string, error) {
+	if err := topics.ValidateFilter(filter); err != nil {
+		return nil, fmt.Errorf("retained %q: %w", filter, err)
+	}
 	var out []string
-	b.retained.Match(filter, func(topic string, _ struct{}) {
+	b.retained.Load().Match(filter, func(topic string, _ struct{}) {
 		out = append(out, topic)
 	})
 	return out, nil

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"time"
 )
 
 // Position is where a Cluster carried a message: for the Redis bridge, the
@@ -28,6 +29,12 @@ type Receiver interface {
 	// RetainedChanged keeps the core's mirror of the retained topic names
 	// current: present is false once topic's retained message is cleared.
 	RetainedChanged(topic string, present bool)
+	// ReplaceRetained replaces the whole mirror of the retained topic
+	// names with names: a cluster that may have missed changes (Redis
+	// after its subscription dropped) reloads them. The cluster calls it
+	// from the goroutine that calls RetainedChanged, so that no change
+	// falls between the load and the swap.
+	ReplaceRetained(names []string)
 }
 
 // Cluster is the seam between the core and the other nodes: a single node
@@ -53,6 +60,32 @@ type Cluster interface {
 	// Unroute undoes Route for filters that lost their last local
 	// subscriber.
 	Unroute(ctx context.Context, filters []string) error
+	// Subscribing tells the cluster, under clientID's delivery lock and
+	// before the trie matches them, the subscriptions a SUBSCRIBE sets or
+	// the undo of one restores: each filter at its granted QoS, fresh[i]
+	// set when the client did not hold subs[i].Filter before (a filter
+	// made again keeps its start [MQTT-3.8.4-3]). at is when the SUBSCRIBE
+	// arrived. A cluster whose Gate sees old messages (a replay, a
+	// re-publish) records here when each fresh filter began and each
+	// filter's QoS, so that Gate never hands a filter a message published
+	// before it [MQTT-4.5.0-1]. The subscriptions a stored session comes
+	// back with are the Store's (Claim's) own, and are not told here. It
+	// must not block.
+	Subscribing(clientID string, subs []Subscription, fresh []bool, at time.Time)
+	// Unsubscribing tells the cluster, under clientID's delivery lock,
+	// that the client no longer holds filter: an UNSUBSCRIBE, or a
+	// SUBSCRIBE undone. It must not block.
+	Unsubscribing(clientID, filter string)
+	// Subscribed runs once a SUBSCRIBE's subs are routed, before its
+	// SUBACK, with no lock held: a cluster that replays stored messages
+	// raises a persistent session's floor to the streams' ends, so that no
+	// replay hands it a message from before the subscription
+	// [MQTT-4.5.0-1], and announces the subscriptions. An error undoes the
+	// SUBSCRIBE.
+	Subscribed(ctx context.Context, clientID string, subs []Subscription, persistent bool) error
+	// Unsubscribed runs once an UNSUBSCRIBE removed filter, which the
+	// client held, with no lock held: a cluster announces it.
+	Unsubscribed(ctx context.Context, clientID, filter string)
 	// Gate decides, for one local client matched by a message, whether the
 	// message goes to it now and at which grant: a cluster that replays
 	// stored messages holds back, or skips, live copies of what a replay
@@ -60,6 +93,15 @@ type Cluster interface {
 	// subscriptions; the core caps the result by msg.QoS. It runs under
 	// the client's delivery lock and must not block.
 	Gate(clientID string, msg *Message, pos Position, granted byte) (qos byte, deliver bool)
+	// Leave tells the cluster that clientID's live connection on this node
+	// stops receiving: no message Gate has not passed for it before Leave
+	// reaches it. It runs under the client's delivery lock (and the
+	// registry lock), before Store.Save, and must neither block nor call
+	// into the core. A cluster that replays stored
+	// messages takes the session's cursor here: every message Gate saw
+	// for the client was delivered or is in the state saved next, and
+	// every message it did not see is after the cursor.
+	Leave(clientID string)
 	// Ready reports whether this node can serve clients now.
 	Ready(ctx context.Context) error
 	// Stats returns the cluster's counters by name.
@@ -86,6 +128,20 @@ type Store interface {
 	// lock, so that no message falls between the stored queue and the new
 	// connection.
 	Claim(ctx context.Context, clientID, owner string, clean bool, will *Message) (*StoredSession, error)
+	// Resume completes a successful Claim once the core has registered
+	// the client and routed the stored subscriptions (Claim's, with the
+	// client's own): a store that does not RoutesOffline records the
+	// connection and finds what the session missed, merging what Gate held
+	// back meanwhile, and returns stored with it. stored is Claim's
+	// result, nil for a clean or new session. It runs under the attach
+	// lock, with no other lock held. On error the core unregisters the
+	// client, unroutes its filters and calls Abandon.
+	Resume(ctx context.Context, clientID string, stored *StoredSession) (*StoredSession, error)
+	// Abandon undoes a successful Claim whose Attach failed afterwards,
+	// leaving the session stored as Claim found it and the client id
+	// free, so that the next connection need not take over one that never
+	// attached. It runs under the attach lock, with no other lock held.
+	Abandon(ctx context.Context, clientID string)
 	// Save stores state as clientID's session when its connection ends;
 	// a nil state removes everything stored for it. For a store that
 	// RoutesOffline it runs under the client's delivery lock.

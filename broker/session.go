@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -93,15 +92,47 @@ func (b *Broker) Attach(ctx context.Context, clientID, owner string, sub Subscri
 		if err != nil {
 			return nil, err
 		}
-		return stored, nil
+		resumed, err := b.store.Resume(ctx, clientID, stored)
+		if err != nil {
+			b.abandon(ctx, c, sub, stored)
+			return nil, fmt.Errorf("attach %q: %w", clientID, err)
+		}
+		return resumed, nil
 	}
+}
+
+// abandon undoes the Attach of sub to c after a successful Store.Claim,
+// with nothing lost. For a store that RoutesOffline the core's registry is
+// the record of the session: it goes back offline as Detach leaves it,
+// with stored. Otherwise c leaves the registry, its filters are released,
+// and Store.Abandon leaves the session stored as Claim found it. The
+// attach lock is held; no other lock is.
+func (b *Broker) abandon(ctx context.Context, c *client, sub Subscriber, stored *StoredSession) {
+	ctx = context.WithoutCancel(ctx)
+	if b.store.RoutesOffline() {
+		_ = b.Detach(ctx, c.id, sub, stored)
+		return
+	}
+	b.mu.Lock()
+	c.mu.Lock()
+	owned := b.clients[c.id] == c && c.live == sub
+	if owned {
+		c.live, c.late = nil, nil
+		delete(b.clients, c.id)
+	}
+	c.mu.Unlock()
+	b.mu.Unlock()
+	if owned {
+		b.release(ctx, c)
+	}
+	b.store.Abandon(ctx, c.id)
 }
 
 // routeRestored routes the subscriptions a store returned with c's
 // session, routeChunk at a time, so that a session with many filters holds
 // up no other SUBSCRIBE for long. If the cluster refuses, the connection
-// is not attached: c leaves the registry and its session goes back to the
-// store whole, so that nothing is lost.
+// is not attached: abandon takes c out of the registry and leaves its
+// session stored whole, so that nothing is lost.
 func (b *Broker) routeRestored(ctx context.Context, c *client, sub Subscriber, stored *StoredSession, filters []string) error {
 	fresh := make([]string, 0, min(routeChunk, len(filters)))
 	for len(filters) > 0 {
@@ -119,9 +150,7 @@ func (b *Broker) routeRestored(ctx context.Context, c *client, sub Subscriber, s
 		err := b.cluster.Route(ctx, fresh)
 		b.routeMu.Unlock()
 		if err != nil {
-			if derr := b.Detach(context.WithoutCancel(ctx), c.id, sub, stored); derr != nil {
-				err = errors.Join(err, derr)
-			}
+			b.abandon(ctx, c, sub, stored)
 			return fmt.Errorf("attach %q: route stored subscriptions: %w", c.id, err)
 		}
 	}
@@ -208,6 +237,9 @@ func (b *Broker) Detach(ctx context.Context, clientID string, sub Subscriber, st
 		return nil // taken over: the new connection owns the record
 	}
 	c.live = nil
+	// Nothing reaches sub from here on: a cluster that replays stored
+	// messages takes the session's cursor now, under the delivery lock.
+	b.cluster.Leave(clientID)
 	late := c.late
 	c.late = nil
 	if state != nil {
@@ -245,6 +277,30 @@ func (b *Broker) Detach(ctx context.Context, clientID string, sub Subscriber, st
 		return fmt.Errorf("detach %q: %w", clientID, err)
 	}
 	return nil
+}
+
+// Checkpoint visits the live persistent sessions of this node, each under
+// its delivery lock: for each that due reports true and whose connection
+// has acknowledged everything delivered to it (Subscriber.Idle), it calls
+// mark, still under that lock, so that no delivery falls between Idle and
+// mark. due runs first, so that a session with nothing new costs no Idle.
+// due and mark must not block. A cluster that stores session cursors
+// brings them forward here, so that a node that dies leaves little to
+// replay.
+func (b *Broker) Checkpoint(due func(clientID string) bool, mark func(clientID string)) {
+	b.mu.RLock()
+	live := make([]*client, 0, len(b.clients))
+	for _, c := range b.clients {
+		live = append(live, c)
+	}
+	b.mu.RUnlock()
+	for _, c := range live {
+		c.mu.Lock()
+		if c.live != nil && !c.clean && due(c.id) && c.live.Idle() {
+			mark(c.id)
+		}
+		c.mu.Unlock()
+	}
 }
 
 // release removes c's subscriptions from the trie, and unroutes the

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // client returns the registry entry of clientID.
@@ -36,6 +37,7 @@ func (b *Broker) SubscribeMany(ctx context.Context, clientID string, subs []Subs
 }
 
 func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscription) error {
+	at := time.Now()
 	c, err := b.client(clientID)
 	if err != nil {
 		return err
@@ -53,30 +55,44 @@ func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscrip
 		}
 	}
 	b.routeMu.Lock()
-	defer b.routeMu.Unlock()
 	fresh := make([]string, 0, len(subs))
 	prev := make([]prevSub, len(subs))
+	isNew := make([]bool, len(subs))
 	c.mu.Lock()
 	if c.live == nil && !c.offline {
 		// Detached meanwhile: its subscriptions are being released.
 		c.mu.Unlock()
+		b.routeMu.Unlock()
 		return fmt.Errorf("client %q is not attached", clientID)
 	}
 	for i, s := range subs {
 		q, had := c.subs[s.Filter]
 		prev[i] = prevSub{s.Filter, q, had}
+		isNew[i] = !had // a filter named twice is new the first time only
 		c.subs[s.Filter] = s.QoS
+	}
+	// Before the trie matches the new filters: Gate, under c.mu, sees
+	// their start with the first message they match.
+	b.cluster.Subscribing(clientID, subs, isNew, at)
+	for _, s := range subs {
 		if b.subs.Subscribe(s.Filter, c, s.QoS) {
 			fresh = append(fresh, s.Filter)
 		}
 	}
 	c.mu.Unlock()
-	if len(fresh) == 0 {
-		return nil
+	if len(fresh) > 0 {
+		if err := b.cluster.Route(ctx, fresh); err != nil {
+			b.undoSubscribe(ctx, c, prev)
+			b.routeMu.Unlock()
+			return fmt.Errorf("route: %w", err)
+		}
 	}
-	if err := b.cluster.Route(ctx, fresh); err != nil {
+	b.routeMu.Unlock()
+	if err := b.cluster.Subscribed(ctx, clientID, subs, persistent); err != nil {
+		b.routeMu.Lock()
 		b.undoSubscribe(ctx, c, prev)
-		return fmt.Errorf("route: %w", err)
+		b.routeMu.Unlock()
+		return err
 	}
 	return nil
 }
@@ -103,10 +119,14 @@ func (b *Broker) undoSubscribe(ctx context.Context, c *client, prev []prevSub) {
 		p := prev[i]
 		if p.had {
 			c.subs[p.filter] = p.qos
+			b.cluster.Subscribing(c.id, []Subscription{{Filter: p.filter, QoS: p.qos}}, []bool{false}, time.Time{})
 			b.subs.Subscribe(p.filter, c, p.qos)
 			continue
 		}
-		delete(c.subs, p.filter)
+		if _, ok := c.subs[p.filter]; ok {
+			delete(c.subs, p.filter)
+			b.cluster.Unsubscribing(c.id, p.filter)
+		}
 		if _, last := b.subs.Unsubscribe(p.filter, c); last {
 			empty = append(empty, p.filter)
 		}
@@ -140,7 +160,10 @@ func (b *Broker) Unsubscribe(ctx context.Context, clientID, filter string) error
 		return fmt.Errorf("unsubscribe %q: client %q is not attached", filter, clientID)
 	}
 	_, had := c.subs[filter]
-	delete(c.subs, filter)
+	if had {
+		delete(c.subs, filter)
+		b.cluster.Unsubscribing(clientID, filter)
+	}
 	_, last := b.subs.Unsubscribe(filter, c)
 	persistent := !c.clean
 	c.mu.Unlock()
@@ -155,6 +178,9 @@ func (b *Broker) Unsubscribe(ctx context.Context, clientID, filter string) error
 		if err := b.store.DropSubscription(ctx, clientID, filter); err != nil {
 			return fmt.Errorf("unsubscribe %q: %w", filter, err)
 		}
+	}
+	if had {
+		b.cluster.Unsubscribed(ctx, clientID, filter)
 	}
 	return nil
 }
