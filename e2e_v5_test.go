@@ -243,14 +243,12 @@ func TestV5_DisconnectWithWill_PublishesWill_MQTT_3_14_4_3(t *testing.T) {
 		sub := mqtttest.Dial(t, d.sub().Addr())
 		sub.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 30})
 		sub.Subscribe(1, packets.Subscription{Filter: topic + "/#", QoS: 1})
-		for _, tc := range []struct {
-			code packets.ReasonCode
-			will bool
-		}{{packets.NormalDisconnection, false}, {packets.DisconnectWithWill, true}} {
+		// DISCONNECT 0x00 discards the will, 0x04 publishes it.
+		for _, code := range []packets.ReasonCode{packets.NormalDisconnection, packets.DisconnectWithWill} {
 			c := mqtttest.Dial(t, d.pub().Addr())
 			c.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "c"), KeepAlive: 30,
-				Will: &packets.Will{Topic: topic + "/" + string('0'+rune(tc.code)), Payload: []byte("gone-" + string('0'+rune(tc.code))), QoS: 1}})
-			c.Send(&packets.Disconnect{ReasonCode: tc.code})
+				Will: &packets.Will{Topic: topic + "/" + string('0'+rune(code)), Payload: []byte("gone-" + string('0'+rune(code))), QoS: 1}})
+			c.Send(&packets.Disconnect{ReasonCode: code})
 			c.ExpectClosed(waitTimeout)
 		}
 		// The will is published after the server has closed the connection,
