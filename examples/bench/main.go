@@ -3,7 +3,8 @@
 // of broker addresses (publishers on replica A and subscribers on replica B,
 // or both through a load balancer). It reports what was sent, acknowledged
 // and delivered, duplicates, out-of-order and lost messages, throughput,
-// publish-to-receive latency percentiles and connect times.
+// publish-to-receive and publish-to-PUBACK latency percentiles and connect
+// times.
 //
 // It must not be the bottleneck, so it speaks MQTT over raw TCP with the
 // project's own codec: publishes are encoded into a buffered writer that is
@@ -294,11 +295,12 @@ func (r *runner) progress(pubs []*publisher, start time.Duration) (stop func()) 
 
 // fill computes the report from the finished publishers and subscribers.
 func (r *runner) fill(rep *report, pubs []*publisher, subs []*subscriber, start, lastPublish time.Duration, expected uint64) {
+	var latency, ack Histogram
 	for _, p := range pubs {
 		rep.Sent += p.sent.Load()
 		rep.Acked += p.acked.Load()
+		ack.Merge(&p.ackLatency) // the readers have returned
 	}
-	var latency Histogram
 	var lastRecv int64
 	for _, s := range subs {
 		latency.Merge(&s.latency)
@@ -320,4 +322,5 @@ func (r *runner) fill(rep *report, pubs []*publisher, subs []*subscriber, start,
 		rep.Throughput = float64(rep.Delivered) / span.Seconds()
 	}
 	rep.setLatency(&latency)
+	rep.setAck(&ack)
 }

@@ -25,6 +25,12 @@ type publisher struct {
 	sent    atomic.Uint64
 	acked   atomic.Uint64
 	readErr chan error
+	// sentAt holds, by packet id, when the PUBLISH that holds the id was
+	// handed to the connection's buffer (nanoseconds since epoch);
+	// ackLatency, owned by the reader, the time from there to its PUBACK
+	// (QoS 1) or PUBCOMP (QoS 2).
+	sentAt     []atomic.Int64
+	ackLatency Histogram
 }
 
 // newPublisher wraps a connected client.
@@ -36,6 +42,7 @@ func newPublisher(id int, c *conn, cfg *config, run uint16, epoch time.Time) *pu
 			p.free <- uint16(i)
 		}
 		p.release = make(chan uint16, cfg.Inflight)
+		p.sentAt = make([]atomic.Int64, cfg.Inflight+1)
 	}
 	return p
 }
@@ -53,18 +60,26 @@ func (p *publisher) readAcks() {
 		}
 		switch a := pk.(type) {
 		case *packets.Puback: // [MQTT-4.3.2]
-			p.acked.Add(1)
-			p.free <- a.PacketID
+			p.acknowledged(a.PacketID)
 		case *packets.Pubrec: // [MQTT-4.3.3]: answer with PUBREL
 			p.release <- a.PacketID
 		case *packets.Pubcomp:
-			p.acked.Add(1)
-			p.free <- a.PacketID
+			p.acknowledged(a.PacketID)
 		default:
 			p.readErr <- fmt.Errorf("publisher %d: %w: %T", p.id, errUnexpected, pk)
 			return
 		}
 	}
+}
+
+// acknowledged records the end of id's flow and frees the id. Reader
+// goroutine only.
+func (p *publisher) acknowledged(id uint16) {
+	if int(id) < len(p.sentAt) {
+		p.ackLatency.Record(int64(time.Since(p.epoch)) - p.sentAt[id].Load())
+	}
+	p.acked.Add(1)
+	p.free <- id
 }
 
 // publish sends the publisher's messages: count of them, or until the
@@ -99,7 +114,11 @@ func (p *publisher) publish(ctx context.Context, count uint64, interval time.Dur
 			msg.PacketID = id
 		}
 		msg.Topic = p.topics[(uint64(p.id)+seq)%uint64(len(p.topics))]
-		stamp{Run: p.run, Publisher: uint16(p.id), Seq: uint32(seq), SentNanos: int64(time.Since(p.epoch))}.put(payload)
+		now := int64(time.Since(p.epoch))
+		stamp{Run: p.run, Publisher: uint16(p.id), Seq: uint32(seq), SentNanos: now}.put(payload)
+		if p.cfg.QoS > 0 {
+			p.sentAt[msg.PacketID].Store(now)
+		}
 		p.c.buf = packets.AppendPublish(p.c.buf[:0], msg)
 		if _, err := p.c.w.Write(p.c.buf); err != nil {
 			return fmt.Errorf("publisher %d: writing PUBLISH: %w", p.id, err)

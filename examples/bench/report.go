@@ -39,6 +39,17 @@ type report struct {
 	LatencyMax  float64 `json:"latency_max_us"`
 	LatencyMean float64 `json:"latency_mean_us"`
 
+	// Ack* is publish-to-PUBACK (QoS 1) or publish-to-PUBCOMP (QoS 2), as
+	// a publisher sees it: from handing the PUBLISH to its connection to
+	// reading the acknowledgement. With -inflight 1 that is the round
+	// trip a device waits for before its next message.
+	AckP50  float64 `json:"ack_p50_us"`
+	AckP90  float64 `json:"ack_p90_us"`
+	AckP99  float64 `json:"ack_p99_us"`
+	AckP999 float64 `json:"ack_p999_us"`
+	AckMax  float64 `json:"ack_max_us"`
+	AckMean float64 `json:"ack_mean_us"`
+
 	Connections     uint64  `json:"connections"`
 	ConnectFailures int     `json:"connect_failures"`
 	ConnectP50      float64 `json:"connect_p50_ms"`
@@ -63,6 +74,16 @@ func (r *report) setLatency(h *Histogram) {
 	r.LatencyP999 = micros(h.Quantile(0.999))
 	r.LatencyMax = micros(h.Max())
 	r.LatencyMean = h.Mean() / float64(time.Microsecond)
+}
+
+// setAck fills the publish-to-acknowledgement fields from h (nanoseconds).
+func (r *report) setAck(h *Histogram) {
+	r.AckP50 = micros(h.Quantile(0.50))
+	r.AckP90 = micros(h.Quantile(0.90))
+	r.AckP99 = micros(h.Quantile(0.99))
+	r.AckP999 = micros(h.Quantile(0.999))
+	r.AckMax = micros(h.Max())
+	r.AckMean = h.Mean() / float64(time.Microsecond)
 }
 
 // setConnect fills the connect fields from h (nanoseconds).
@@ -98,6 +119,10 @@ func (r *report) write(w io.Writer, asJSON bool) error {
 	row("throughput", "%.0f msg/s delivered", r.Throughput)
 	row("latency us", "p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  mean %.0f",
 		r.LatencyP50, r.LatencyP90, r.LatencyP99, r.LatencyP999, r.LatencyMax, r.LatencyMean)
+	if r.QoS > 0 {
+		row("ack latency us", "p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  mean %.0f  (publish to PUBACK/PUBCOMP)",
+			r.AckP50, r.AckP90, r.AckP99, r.AckP999, r.AckMax, r.AckMean)
+	}
 	row("connect ms", "p50 %.2f  p99 %.2f  (%d connections, %d failed, %d idle)",
 		r.ConnectP50, r.ConnectP99, r.Connections, r.ConnectFailures, r.IdleConnections)
 	row("tool CPU", "%.0f%% of one core", r.ToolCPUPercent)
