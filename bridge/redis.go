@@ -173,6 +173,8 @@ type Redis struct {
 	pubq  chan pubRequest
 	epoch string  // the Redis instance's epoch; publisher goroutine only
 	ring  pubRing // recently accepted messages; publisher goroutine only
+	// epochWatch says when a batch must read the epoch again.
+	epochWatch epochWatch
 	// ageTrimNext is, per shard, when this publisher next asks its script
 	// call to trim the stream by age; publisher goroutine only.
 	ageTrimNext [streamShards]time.Time
@@ -383,6 +385,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
+	r.epochWatch.watch(r.rdb)
 	var err error
 	r.epoch, err = r.initEpoch(ctx)
 	if err == nil {

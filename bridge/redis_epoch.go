@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,9 +17,10 @@ import (
 // streams. Each replica therefore keeps the QoS ≥ 1 messages Redis accepted
 // in the last ringAge, tagged with the epoch of the instance that accepted
 // them: a random value stored at <prefix>epoch, read in the same pipeline as
-// every publish batch. When the epoch changes (or the key is gone), the
-// messages of the old epoch are published again; receivers drop the copies
-// they already delivered by message id.
+// a publish batch whenever something suggests it may have changed, and at
+// least every epochRecheck (see epochWatch). When the epoch changes (or the
+// key is gone), the messages of the old epoch are published again;
+// receivers drop the copies they already delivered by message id.
 //
 // A Sentinel failover loses messages the same way, without touching the
 // epoch key: Redis replicates asynchronously, so the promoted replica lacks
@@ -45,6 +48,82 @@ const (
 )
 
 func (r *Redis) epochKey() string { return r.prefix + "epoch" }
+
+// epochRecheck is the longest a publish batch goes without reading the
+// epoch when nothing suggests that it changed.
+const epochRecheck = 100 * time.Millisecond
+
+// epochWatch decides which publish batches read the epoch. Reading it in
+// every batch (a GET and an INFO replication on the batch's connection)
+// cost a quarter of Redis's time per batch of synchronous publishers. The
+// data behind the client changes in ways that lose messages only with a
+// sign the client sees: a restart and a Sentinel failover close the
+// connections, so the client dials again (dials counts every dial, from a
+// go-redis hook, before the new connection carries any command); a
+// demoted master refuses writes, and a flushed one forgets its scripts, so
+// a batch fails. A batch reads the epoch when any of these happened since
+// the last read, when a check was asked for (heartbeat, resubscription),
+// and at least every epochRecheck, for the changes without a sign
+// (FLUSHALL, a promotion that keeps the connection, as REPLICAOF NO ONE
+// does). Messages accepted in between are tagged with the epoch read
+// before them: when the next read finds a new one, they are published
+// again with the others of the old epoch, and receivers drop the copies.
+// The recheck is far shorter than ringAge, so the window covers them.
+type epochWatch struct {
+	dials   atomic.Uint64 // connections the client has started to dial, ever
+	gen     uint64        // dials when the epoch was last read and found current
+	at      time.Time     // when the batch of that read was sent
+	suspect bool          // a batch failed since
+	always  bool          // Redis Cluster: a batch reads the epoch every time
+}
+
+// watch counts the dials of c. In Redis Cluster mode, where the epoch
+// key's node is one of many, every batch reads the epoch, as before.
+func (w *epochWatch) watch(c redis.UniversalClient) {
+	if _, cluster := c.(*redis.ClusterClient); cluster {
+		w.always = true
+		return
+	}
+	c.AddHook(dialCounter{&w.dials})
+}
+
+// due reports whether the batch must read the epoch, and the dial count
+// to pass to confirmed if the read finds it current. Publisher goroutine
+// only.
+func (w *epochWatch) due(batch []pubRequest, now time.Time) (bool, uint64) {
+	gen := w.dials.Load()
+	if w.always || w.suspect || gen != w.gen || now.Sub(w.at) >= epochRecheck {
+		return true, gen
+	}
+	for _, req := range batch {
+		if req.msg == nil { // a check asked for
+			return true, gen
+		}
+	}
+	return false, gen
+}
+
+// confirmed records that the epoch read by the batch sent at sent, with
+// gen dials counted before it, is the current one.
+func (w *epochWatch) confirmed(gen uint64, sent time.Time) {
+	w.gen, w.at, w.suspect = gen, sent, false
+}
+
+// dialCounter is a go-redis hook that counts dials.
+type dialCounter struct{ n *atomic.Uint64 }
+
+func (d dialCounter) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d.n.Add(1)
+		return next(ctx, network, addr)
+	}
+}
+
+func (d dialCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (d dialCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
 
 // ringEntry is one accepted message, ready to be published again.
 type ringEntry struct {

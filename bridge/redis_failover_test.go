@@ -64,6 +64,8 @@ func promote(t *testing.T, srv *redistest.Server) {
 // changes the replication id; the publishing replica republishes what it
 // accepted in the window, a subscriber that had it does not get it twice,
 // and a second promotion republishes it again (the window keeps it).
+// TestRedis_RepublishesAfterSilentPromotion covers the promotion noticed
+// by the periodic check alone.
 func TestRedis_RepublishesAfterFailover(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
@@ -87,6 +89,11 @@ func TestRedis_RepublishesAfterFailover(t *testing.T) {
 	}
 	for round, want := range []int64{n, 2*n + 1} {
 		promote(t, srv)
+		// The promotion keeps the connection: nothing tells the publisher
+		// before its next epoch check (every epochRecheck, or a heartbeat's
+		// request). Ask for one, as the heartbeat does, so that the message
+		// published after it is counted under the new epoch.
+		a.askEpochCheck()
 		topic := "fo/after" + strconv.Itoa(round)
 		eventually(t, func() string {
 			if err := a.Publish(ctx, rmsg(topic, 1, "x")); err != nil {
@@ -155,4 +162,29 @@ func TestRedis_MinReplicasAckedWithoutReplicaFails(t *testing.T) {
 	if err := a.Publish(ctx, rmsg("w/0", 0, "x")); err != nil {
 		t.Errorf("QoS 0 publish: %v", err)
 	}
+}
+
+// TestRedis_RepublishesAfterSilentPromotion: a promotion that keeps the
+// connection and fails nothing is still noticed, by the check every
+// epochRecheck, with no heartbeat: what was accepted before it is
+// published again, and the one published right after it may be too
+// (tagged with the epoch read before it), never lost.
+func TestRedis_RepublishesAfterSilentPromotion(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	a := newTestRedis(t, srv, "a")
+	const n = 5
+	for i := range n {
+		publish(t, a, rmsg("sp/"+strconv.Itoa(i), 1, "x"))
+	}
+	promote(t, srv)
+	eventually(t, func() string {
+		if err := a.Publish(ctx, rmsg("sp/after", 1, "x")); err != nil {
+			return "publish after promotion: " + err.Error()
+		}
+		if got := a.Stats()["republished_after_redis_restart"]; got < n {
+			return fmt.Sprintf("republished %d, want at least %d", got, n)
+		}
+		return ""
+	})
 }

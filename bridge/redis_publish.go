@@ -207,10 +207,15 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 		envs[i] = unsafe.String(unsafe.SliceData(env), len(env))
 	}
 	pipe := r.rdb.Pipeline()
-	// Read first, on the same connection as the writes: the epoch of the
-	// instance that accepts this batch, and its replication id.
-	epochCmd := pipe.Get(ctx, r.epochKey())
-	replCmd := r.queueReplID(ctx, pipe)
+	// When due (see epochWatch), read first, on the same connection as the
+	// writes: the epoch of the instance that accepts this batch, and its
+	// replication id.
+	readEpoch, dials := r.epochWatch.due(batch, time.Now())
+	var epochCmd, replCmd *redis.StringCmd
+	if readEpoch {
+		epochCmd = pipe.Get(ctx, r.epochKey())
+		replCmd = r.queueReplID(ctx, pipe)
+	}
 	first := make([]redis.Cmder, len(batch))      // the command whose result answers each request
 	retained := make([][]redis.Cmder, len(batch)) // the retained-store update, if any
 	var shards shardBatch
@@ -260,10 +265,21 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 		}
 	}
 
-	epoch, epochErr := epochCmd.Result()
-	replID, replErr := replIDOf(replCmd)
-	if (epochErr == nil || errors.Is(epochErr, redis.Nil)) && replErr == nil {
-		r.checkEpoch(ctx, instanceEpoch(epoch, replID))
+	if readEpoch {
+		epoch, epochErr := epochCmd.Result()
+		replID, replErr := replIDOf(replCmd)
+		if (epochErr == nil || errors.Is(epochErr, redis.Nil)) && replErr == nil {
+			seen := instanceEpoch(epoch, replID)
+			r.checkEpoch(ctx, seen)
+			if seen != "" && seen == r.epoch {
+				r.epochWatch.confirmed(dials, sent)
+			}
+		}
+	} else if r.epochWatch.dials.Load() != dials {
+		// A connection was dialled while the batch was out, maybe the one
+		// it went out on, to a Redis that restarted or was promoted: read
+		// the epoch before the batch's messages are tagged with it.
+		r.checkEpoch(ctx, "")
 	}
 	now := time.Now()
 	for i, req := range batch {
@@ -278,6 +294,7 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 			}
 		}
 		if err != nil {
+			r.epochWatch.suspect = true
 			req.done(unavailable(fmt.Sprintf("publish %q", req.msg.Topic), err))
 			continue
 		}
