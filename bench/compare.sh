@@ -2,27 +2,33 @@
 # compare.sh: the same workloads against Mosquitto, this server as a single
 # node, and this server as two replicas bridged through Redis, side by side.
 #
-#   bench/compare.sh [-reps N] [-out FILE] [-keep]
+#   bench/compare.sh [-reps N] [-only W1,W2,...] [-out FILE] [-keep]
+#
+# -only runs a subset of the workloads (names in WORKLOADS below, e.g.
+# -only s1,s2 for the synchronous publishers alone).
 #
 # Servers (Mosquitto, the server, its replicas and their Redis) are pinned to
 # core 0 and the load tool (examples/bench) to core 1. Repetitions are
 # interleaved (rep 1 of every workload on every target, then rep 2, ...) and
-# every run starts from freshly started servers; the table holds medians and
-# ratios to Mosquitto. See bench/README.md for what each row measures.
+# every run starts from freshly started servers; the table holds medians,
+# the spread (min-max) over the repetitions and ratios of the medians to
+# Mosquitto's. See bench/README.md for what each row measures.
 #
-# Bounded in time: about 80 s per repetition plus a 15 s headroom check.
+# Bounded in time: about 100 s per repetition plus a 15 s headroom check.
 # Every process the script starts is stopped on exit, whatever the exit.
 set -euo pipefail
 
 REPS=3
+ONLY=""
 OUT=""
 KEEP=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-reps) REPS="$2"; shift 2 ;;
+	-only) ONLY="$2"; shift 2 ;;
 	-out) OUT="$2"; shift 2 ;;
 	-keep) KEEP=1; shift ;;
-	-h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,18p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1 (see -h)" >&2; exit 2 ;;
 	esac
 done
@@ -194,6 +200,13 @@ redis_cpu() { # seconds of CPU Redis has used, from INFO cpu
 jget() { sed -n "s/^ *\"$2\": *\([^,]*\),\{0,1\}$/\1/p" "$1" | head -1; }
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$TARGET" "$WL" "$REP" "$1" "$2" >>"$RESULTS"; }
 
+values() { # values TARGET WL METRIC: one per repetition
+	awk -F'\t' -v t="$1" -v w="$2" -v m="$3" '$1 == t && $2 == w && $4 == m && $5 != "" {print $5}' "$RESULTS"
+}
+spread() { # spread TARGET WL METRIC DECIMALS: "min-max" over the repetitions, empty for fewer than 2
+	values "$1" "$2" "$3" | sort -g | awk -v d="$4" '{v[NR] = $1} END {if (NR > 1) printf "%.*f-%.*f", d, v[1], d, v[NR]}'
+}
+
 median() { # median TARGET WL METRIC
 	awk -F'\t' -v t="$1" -v w="$2" -v m="$3" '$1 == t && $2 == w && $4 == m && $5 != "" {print $5}' "$RESULTS" |
 		sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
@@ -219,7 +232,8 @@ run_load() {
 	c1=0
 	for p in "${TARGET_PIDS[@]}"; do c1=$((c1 + $(cpu_ticks "$p"))); done
 	for k in sent acked delivered expected lost duplicates throughput latency_p50_us latency_p90_us \
-		latency_p99_us latency_p999_us latency_max_us connect_p50_ms connect_p99_ms tool_cpu_pct; do
+		latency_p99_us latency_p999_us latency_max_us ack_p50_us ack_p99_us ack_mean_us \
+		connect_p50_ms connect_p99_ms tool_cpu_pct; do
 		record "$k" "$(jget "$json" "$k")"
 	done
 	record server_cpu_pct "$(awk -v c="$((c1 - c0))" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
@@ -229,7 +243,7 @@ run_load() {
 		sent=$(jget "$json" sent)
 		record redis_us_per_msg "$(awk -v a="$r0" -v b="$r1" -v n="$sent" 'BEGIN {if (n > 0) printf "%.2f", (b - a) * 1e6 / n}')"
 	fi
-	log "$TARGET $WL rep $REP: $(jget "$json" throughput | cut -d. -f1) msg/s, lost $(jget "$json" lost), p99 $(jget "$json" latency_p99_us) us"
+	log "$TARGET $WL rep $REP: $(jget "$json" throughput | cut -d. -f1) msg/s, lost $(jget "$json" lost), p99 $(jget "$json" latency_p99_us) us, ack p99 $(jget "$json" ack_p99_us) us"
 }
 
 # run_idle N: opens N idle connections (on the subscriber side) and records
@@ -257,11 +271,20 @@ run_idle() {
 	log "$TARGET $WL rep $REP: $n idle, RSS $before -> $after kB"
 }
 
-WORKLOADS="w1q0 w1q1 w2 w3 w4 w5f1 w5f1000 w5f10000"
+ALL_WORKLOADS="w1q0 w1q1 s1 s2 w2 w3 w4 w5f1 w5f1000 w5f10000"
+WORKLOADS=$ALL_WORKLOADS
+if [ -n "$ONLY" ]; then
+	WORKLOADS=""
+	for w in ${ONLY//,/ }; do
+		case " $ALL_WORKLOADS " in *" $w "*) WORKLOADS="$WORKLOADS $w" ;; *) echo "compare.sh: -only: unknown workload $w (one of: $ALL_WORKLOADS)" >&2; exit 2 ;; esac
+	done
+fi
 run_workload() {
 	case "$WL" in
 	w1q0) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 0 ;;
 	w1q1) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 ;;
+	s1) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 -inflight 1 ;;
+	s2) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 2 -inflight 1 ;;
 	w2) run_load -publishers 1 -subscribers 100 -count 2000 -size 64 -qos 0 ;;
 	w3) run_load -publishers 10 -subscribers 1 -rate 10000 -duration 10s -size 64 -qos 1 ;;
 	w4) run_idle 5000 ;;
@@ -317,8 +340,23 @@ ratio() { # ratio VALUE BASE
 	{ [ -z "$1" ] || [ -z "$2" ]; } && { echo "-"; return; }
 	awk -v v="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.2fx", v / b}'
 }
+# rep_ratios TARGET WL METRIC: "min-max" of the target's figure over
+# Mosquitto's in the same repetition (the two ran a minute apart at most),
+# empty for fewer than 2 repetitions.
+rep_ratios() {
+	awk -F'\t' -v t="$1" -v w="$2" -v m="$3" '$2 == w && $4 == m && $5 != "" && ($1 == t || $1 == "mosquitto") {v[$1, $3] = $5; reps[$3] = 1}
+		END {n = 0; for (r in reps) if ((t, r) in v && ("mosquitto", r) in v && v["mosquitto", r] != 0) {
+			x = v[t, r] / v["mosquitto", r]; if (n == 0 || x < lo) lo = x; if (n == 0 || x > hi) hi = x; n++}
+		if (n > 1) printf "%.2f-%.2f", lo, hi}' "$RESULTS"
+}
+ratio_cell() { # ratio_cell TARGET WL METRIC MEDIAN MOSQUITTO_MEDIAN
+	local r sp
+	r=$(ratio "$4" "$5")
+	sp=$(rep_ratios "$1" "$2" "$3")
+	if [ -n "$sp" ] && [ "$r" != - ]; then echo "$r ($sp)"; else echo "$r"; fi
+}
 cell() { # cell TARGET WL METRIC DECIMALS: median, with the loss when there was one
-	local v lost exp
+	local v lost exp sp
 	if [ "$1" = replicas ] && grep -q $'^replicas\t.*\tfailed_to_start\t' "$RESULTS"; then
 		echo "n/a (replica failed to start)"
 		return
@@ -326,29 +364,41 @@ cell() { # cell TARGET WL METRIC DECIMALS: median, with the loss when there was 
 	v=$(median "$1" "$2" "$3")
 	[ -z "$v" ] && { echo "n/a"; return; }
 	printf '%s' "$(fmt "$v" "$4")"
+	sp=$(spread "$1" "$2" "$3" "$4")
+	[ -n "$sp" ] && printf ' (%s)' "$sp"
 	if [ "$3" = throughput ]; then
 		lost=$(median "$1" "$2" lost)
 		exp=$(median "$1" "$2" expected)
 		if [ -n "$lost" ] && [ "$(fmt "$lost" 0)" != 0 ]; then
-			printf ' (%s%% lost)' "$(awk -v l="$lost" -v e="$exp" 'BEGIN {printf "%.1f", e > 0 ? 100 * l / e : 0}')"
+			printf ' (%s%% lost)' "$(awk -v l="$lost" -v e="$exp" 'BEGIN {printf "%.1f", (e > 0 ? 100 * l / e : 0)}')"
 		fi
 	fi
 	echo
 }
-row() { # row LABEL WL METRIC DECIMALS
+row() { # row LABEL WL METRIC DECIMALS: skipped when the workload did not run
 	local m s r
+	case " $WORKLOADS " in *" $2 "*) ;; *) return 0 ;; esac
 	m=$(median mosquitto "$2" "$3")
 	s=$(median single "$2" "$3")
 	r=$(median replicas "$2" "$3")
 	if grep -q $'^replicas\t.*\tfailed_to_start\t' "$RESULTS"; then r=""; fi
 	printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(cell mosquitto "$2" "$3" "$4")" \
-		"$(cell single "$2" "$3" "$4")" "$(ratio "$s" "$m")" "$(cell replicas "$2" "$3" "$4")" "$(ratio "$r" "$m")"
+		"$(cell single "$2" "$3" "$4")" "$(ratio_cell single "$2" "$3" "$s" "$m")" \
+		"$(cell replicas "$2" "$3" "$4")" "$(ratio_cell replicas "$2" "$3" "$r" "$m")"
 }
 table() {
-	echo "| workload (median of $REPS) | Mosquitto | single node | ratio | 2 replicas + Redis | ratio |"
+	echo "| workload (median (min-max) of $REPS) | Mosquitto | single node | ratio | 2 replicas + Redis | ratio |"
 	echo "|---|---|---|---|---|---|"
 	row "1. 10 pub x 5,000 -> 1 sub, 64 B, QoS 0: msg/s" w1q0 throughput 0
 	row "1. 10 pub x 5,000 -> 1 sub, 64 B, QoS 1: msg/s" w1q1 throughput 0
+	row "1s. 10 synchronous pub (-inflight 1) x 5,000 -> 1 sub, QoS 1: msg/s" s1 throughput 0
+	row "1s. ... QoS 1: publish-to-PUBACK p50 us" s1 ack_p50_us 0
+	row "1s. ... QoS 1: publish-to-PUBACK p99 us" s1 ack_p99_us 0
+	row "1s. ... QoS 1: publish-to-PUBACK mean us" s1 ack_mean_us 0
+	row "1s. 10 synchronous pub (-inflight 1) x 5,000 -> 1 sub, QoS 2: msg/s" s2 throughput 0
+	row "1s. ... QoS 2: publish-to-PUBCOMP p50 us" s2 ack_p50_us 0
+	row "1s. ... QoS 2: publish-to-PUBCOMP p99 us" s2 ack_p99_us 0
+	row "1s. ... QoS 2: publish-to-PUBCOMP mean us" s2 ack_mean_us 0
 	row "2. 1 pub x 2,000 -> 100 subs, QoS 0: deliveries/s" w2 throughput 0
 	row "3. 10,000 msg/s QoS 1, 10 s: p50 us" w3 latency_p50_us 0
 	row "3. 10,000 msg/s QoS 1, 10 s: p99 us" w3 latency_p99_us 0
@@ -363,21 +413,25 @@ table() {
 	row "server CPU % during workload 1, QoS 0" w1q0 server_cpu_pct 0
 	echo
 	local t w base
-	echo "Workload 5, throughput with N filters / with 1 filter:"
-	echo
-	for t in $TARGETS; do
-		base=$(median "$t" w5f1 throughput)
-		printf -- '- %s: 1,000 filters %s, 10,000 filters %s\n' "$t" \
-			"$(ratio "$(median "$t" w5f1000 throughput)" "$base")" "$(ratio "$(median "$t" w5f10000 throughput)" "$base")"
-	done
-	echo
+	case " $WORKLOADS " in *" w5f1 "*)
+		echo "Workload 5, throughput with N filters / with 1 filter:"
+		echo
+		for t in $TARGETS; do
+			base=$(median "$t" w5f1 throughput)
+			printf -- '- %s: 1,000 filters %s, 10,000 filters %s\n' "$t" \
+				"$(ratio "$(median "$t" w5f1000 throughput)" "$base")" "$(ratio "$(median "$t" w5f10000 throughput)" "$base")"
+		done
+		echo
+		;;
+	esac
 	printf 'Load-tool headroom (Mosquitto pinned to core %s, tool to core %s, QoS 0, 10 pub -> 1 sub, max rate, 10 s): Mosquitto %s%% CPU (core %s %s%% busy), tool %s%% CPU\n' \
 		"$SERVER_CPU" "$LOAD_CPU" "$(fmt "${HEADROOM_BROKER:-}" 0)" "$SERVER_CPU" "${HEADROOM_CORE:--}" "$(fmt "${HEADROOM_TOOL:-}" 0)"
 	if ! grep -q $'^replicas\t.*\tfailed_to_start\t' "$RESULTS"; then
 		echo
 		echo "Redis CPU per published message (replicas, INFO cpu used_cpu_sys+used_cpu_user):"
 		echo
-		for w in w1q0 w1q1 w3 w5f1 w5f1000 w5f10000; do
+		for w in w1q0 w1q1 s1 s2 w3 w5f1 w5f1000 w5f10000; do
+			case " $WORKLOADS " in *" $w "*) ;; *) continue ;; esac
 			printf -- '- %s: %s us/msg\n' "$w" "$(fmt "$(median replicas "$w" redis_us_per_msg)" 2)"
 		done
 	fi
