@@ -108,7 +108,8 @@ func fence(t *testing.T, pub, recv Bridge) {
 
 func newClient(t testing.TB, srv *redistest.Server) *redis.Client {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 500 * time.Millisecond})
+	// RESP2, as the server's own client (server.Config.RedisClient).
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 500 * time.Millisecond, Protocol: 2})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }

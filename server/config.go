@@ -452,6 +452,9 @@ func (c *Config) RedisClient() (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("-redis-url: %w", err)
 		}
+		if opts.Protocol == 0 { // the URL may ask for one: ?protocol=3
+			opts.Protocol = redisProtocol
+		}
 		return redis.NewClient(opts), nil
 	case c.RedisSentinelMaster != "":
 		return redis.NewFailoverClient(&redis.FailoverOptions{
@@ -461,12 +464,14 @@ func (c *Config) RedisClient() (redis.UniversalClient, error) {
 			Password:         c.RedisPassword,
 			SentinelUsername: c.RedisUsername,
 			SentinelPassword: c.RedisPassword,
+			Protocol:         redisProtocol,
 		}), nil
 	case len(c.RedisCluster) > 0:
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs:    c.RedisCluster,
 			Username: c.RedisUsername,
 			Password: c.RedisPassword,
+			Protocol: redisProtocol,
 		}), nil
 	}
 	return nil, nil

@@ -14,6 +14,13 @@ import (
 	"github.com/bridgemq/server/bridge"
 )
 
+// redisProtocol is the RESP version the server's Redis client speaks: 2.
+// With RESP3 (go-redis's default) the client peeks for push notifications
+// before every reply it reads, which cost the subscription reader 8% of a
+// replica's CPU with synchronous publishers; the bridge uses nothing that
+// only RESP3 offers. A -redis-url may still ask for ?protocol=3.
+const redisProtocol = 2
+
 // newBridge builds the in-process bridge, or the Redis one when configured.
 // Redis publish batches' round trips go to redisLatency.
 func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency prometheus.Observer) (bridge.Bridge, error) {
