@@ -169,6 +169,12 @@ func (s *Session) writeLoop() {
 	s.mu.Unlock()
 	idle := time.NewTimer(writerIdle)
 	defer idle.Stop()
+	// deadline is the write deadline this writer last set. Setting one
+	// costs a timer update under a runtime lock, once per write (one per
+	// PUBACK with synchronous publishers): it is renewed only when less
+	// than half of WriteTimeout is left, so a write that blocks fails
+	// after between half of WriteTimeout and all of it.
+	var deadline time.Time
 	for {
 		buf = s.fill(buf[:0], false)
 		if len(buf) == 0 {
@@ -189,7 +195,10 @@ func (s *Session) writeLoop() {
 		case <-s.closed:
 			return
 		}
-		_ = s.conn.SetWriteDeadline(time.Now().Add(s.env.Config.WriteTimeout))
+		if now := time.Now(); deadline.Sub(now) < s.env.Config.WriteTimeout/2 {
+			deadline = now.Add(s.env.Config.WriteTimeout)
+			_ = s.conn.SetWriteDeadline(deadline)
+		}
 		_, err := s.conn.Write(buf)
 		<-s.wturn
 		if err != nil {
