@@ -68,7 +68,8 @@ type Config struct {
 	// message larger than the bound still gets through an empty queue.
 	MaxQueuedBytes int
 	// WriteTimeout closes a connection whose socket accepts no bytes for
-	// this long.
+	// this long (from half of it on: the writer renews its deadline only
+	// when less than half is left).
 	WriteTimeout time.Duration
 	// ClientIDPattern, when set, is what every client id a client sends
 	// must match; others get CONNACK 0x02.
