@@ -14,7 +14,7 @@
 # the spread (min-max) over the repetitions and ratios of the medians to
 # Mosquitto's. See bench/README.md for what each row measures.
 #
-# Bounded in time: about 100 s per repetition plus a 15 s headroom check.
+# Bounded in time: about 90 s per repetition plus a 15 s headroom check.
 # Every process the script starts is stopped on exit, whatever the exit.
 set -euo pipefail
 
