@@ -73,6 +73,7 @@ need_pkg() { # need_pkg command package
 need_pkg mosquitto mosquitto
 need_pkg redis-server redis-server || log "redis-server unavailable: the replica column will be n/a"
 need_pkg taskset util-linux
+need_pkg haproxy haproxy || log "haproxy unavailable: the s1h row will be n/a"
 # mosquitto's Debian package starts a system instance on 1883; ours use their own ports.
 
 if [ "$(nproc)" -lt 2 ]; then
@@ -186,6 +187,17 @@ start_one() {
 		TARGET_PIDS+=("$LAST_PID")
 		wait_port "$b" "$LAST_PID" || { REPLICAS_FAILED=1; return 1; }
 		PUB="127.0.0.1:$a" SUB="127.0.0.1:$b" MEM_PID=$LAST_PID
+		if [ "$WL" = s1h ]; then
+			# Every client through HAProxy, round robin over both replicas:
+			# the subscriber (connected first) on one, the publishers on both.
+			p=$(free_port)
+			printf 'global\n\tmaxconn 1000\ndefaults\n\tmode tcp\n\ttimeout connect 5s\n\ttimeout client 5m\n\ttimeout server 5m\nlisten mqtt\n\tbind 127.0.0.1:%s\n\tbalance roundrobin\n\tserver a 127.0.0.1:%s\n\tserver b 127.0.0.1:%s\n' \
+				"$p" "$a" "$b" >"$WORK/haproxy.cfg"
+			start haproxy haproxy -f "$WORK/haproxy.cfg"
+			TARGET_PIDS+=("$LAST_PID")
+			wait_port "$p" "$LAST_PID" || return 1
+			PUB="127.0.0.1:$p" SUB="127.0.0.1:$p"
+		fi
 		;;
 	esac
 }
@@ -273,7 +285,7 @@ run_idle() {
 	log "$TARGET $WL rep $REP: $n idle, RSS $before -> $after kB"
 }
 
-ALL_WORKLOADS="w1q0 w1q1 s1 s2 w2 w3 w4 w5f1 w5f1000 w5f10000"
+ALL_WORKLOADS="w1q0 w1q1 s1 s2 s1h w2 w3 w4 w5f1 w5f1000 w5f10000"
 WORKLOADS=$ALL_WORKLOADS
 if [ -n "$ONLY" ]; then
 	WORKLOADS=""
@@ -287,6 +299,10 @@ run_workload() {
 	w1q1) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 ;;
 	s1) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 -inflight 1 ;;
 	s2) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 2 -inflight 1 ;;
+	s1h) # replicas only, behind HAProxy; compared with Mosquitto's s1
+		[ "$TARGET" = replicas ] || return 0
+		command -v haproxy >/dev/null || return 0
+		run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 -inflight 1 ;;
 	w2) run_load -publishers 1 -subscribers 100 -count 2000 -size 64 -qos 0 ;;
 	w3) run_load -publishers 10 -subscribers 1 -rate 10000 -duration 10s -size 64 -qos 1 ;;
 	w4) run_idle 5000 ;;
@@ -388,6 +404,16 @@ row() { # row LABEL WL METRIC DECIMALS: skipped when the workload did not run
 		"$(cell single "$2" "$3" "$4")" "$(ratio_cell single "$2" "$3" "$s" "$m")" \
 		"$(cell replicas "$2" "$3" "$4")" "$(ratio_cell replicas "$2" "$3" "$r" "$m")"
 }
+# row_haproxy LABEL METRIC DECIMALS: the replicas' s1h figure beside
+# Mosquitto's s1 (HAProxy has no meaning for the other targets).
+row_haproxy() {
+	local m r
+	case " $WORKLOADS " in *" s1h "*) ;; *) return 0 ;; esac
+	m=$(median mosquitto s1 "$2")
+	r=$(median replicas s1h "$2")
+	printf '| %s | %s | - | - | %s | %s |\n' "$1" "$(cell mosquitto s1 "$2" "$3")" \
+		"$(cell replicas s1h "$2" "$3")" "$(ratio "$r" "$m")"
+}
 table() {
 	echo "| workload (median (min-max) of $REPS) | Mosquitto | single node | ratio | 2 replicas + Redis | ratio |"
 	echo "|---|---|---|---|---|---|"
@@ -397,6 +423,8 @@ table() {
 	row "1s. ... QoS 1: publish-to-PUBACK p50 us" s1 ack_p50_us 0
 	row "1s. ... QoS 1: publish-to-PUBACK p99 us" s1 ack_p99_us 0
 	row "1s. ... QoS 1: publish-to-PUBACK mean us" s1 ack_mean_us 0
+	row_haproxy "1s. ... QoS 1, every client through HAProxy over both replicas: msg/s" throughput 0
+	row_haproxy "1s. ... QoS 1, through HAProxy: publish-to-PUBACK p99 us" ack_p99_us 0
 	row "1s. 10 synchronous pub (-inflight 1) x 5,000 -> 1 sub, QoS 2: msg/s" s2 throughput 0
 	row "1s. ... QoS 2: publish-to-PUBCOMP p50 us" s2 ack_p50_us 0
 	row "1s. ... QoS 2: publish-to-PUBCOMP p99 us" s2 ack_p99_us 0
