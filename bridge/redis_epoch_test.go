@@ -28,6 +28,40 @@ func TestPubRing_BoundedByAgeAndTakenByEpoch(t *testing.T) {
 	}
 }
 
+// TestEpochWatch_ReadsWhenSomethingMayHaveChanged: a batch reads the epoch
+// after a dial, after a failed batch, when a check is asked for and once
+// epochRecheck has passed; otherwise not.
+func TestEpochWatch_ReadsWhenSomethingMayHaveChanged(t *testing.T) {
+	t0 := time.Now()
+	msgs := []pubRequest{{msg: &Message{Topic: "a"}}}
+	check := []pubRequest{{msg: &Message{Topic: "a"}}, {}}
+	for _, c := range []struct {
+		name  string
+		setup func(*epochWatch)
+		batch []pubRequest
+		at    time.Time
+		want  bool
+	}{
+		{"just confirmed", func(*epochWatch) {}, msgs, t0, false},
+		{"within the recheck", func(*epochWatch) {}, msgs, t0.Add(epochRecheck - time.Millisecond), false},
+		{"recheck due", func(*epochWatch) {}, msgs, t0.Add(epochRecheck), true},
+		{"a dial since", func(w *epochWatch) { w.dials.Add(1) }, msgs, t0, true},
+		{"a failed batch since", func(w *epochWatch) { w.suspect = true }, msgs, t0, true},
+		{"a check asked for", func(*epochWatch) {}, check, t0, true},
+		{"redis cluster", func(w *epochWatch) { w.always = true }, msgs, t0, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var w epochWatch
+			w.dials.Store(3)
+			w.confirmed(3, t0)
+			c.setup(&w)
+			if got, _ := w.due(c.batch, c.at); got != c.want {
+				t.Fatalf("due = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
 // TestRedis_RepublishesAcceptedMessagesAfterRedisRestart: Redis restarts
 // empty (no persistence), taking with it the streams of messages it had
 // accepted. The publishing replica notices the new epoch and publishes them
