@@ -88,16 +88,19 @@ func TestRedis_RepublishesAcceptedMessagesAfterRedisRestart(t *testing.T) {
 		}
 		return ""
 	})
+	// rp/after went out while the client dialled the new instance: it
+	// carries the epoch read before it, so it may be published again too.
 	eventually(t, func() string {
-		if got := a.Stats()["republished_after_redis_restart"]; got != n {
-			return fmt.Sprintf("republished %d, want %d", got, n)
+		got := a.Stats()["republished_after_redis_restart"]
+		if got != n && got != n+1 {
+			return fmt.Sprintf("republished %d, want %d or %d", got, n, n+1)
 		}
 		var total int64
 		for sh := range streamShards {
 			total += newClient(t, srv).XLen(ctx, a.streamKey(sh)).Val()
 		}
-		if total != n+1 {
-			return fmt.Sprintf("streams hold %d entries after the restart, want %d", total, n+1)
+		if total != 1+got {
+			return fmt.Sprintf("streams hold %d entries after the restart, want %d", total, 1+got)
 		}
 		return ""
 	})

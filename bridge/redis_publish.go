@@ -275,11 +275,6 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 				r.epochWatch.confirmed(dials, sent)
 			}
 		}
-	} else if r.epochWatch.dials.Load() != dials {
-		// A connection was dialled while the batch was out, maybe the one
-		// it went out on, to a Redis that restarted or was promoted: read
-		// the epoch before the batch's messages are tagged with it.
-		r.checkEpoch(ctx, "")
 	}
 	now := time.Now()
 	for i, req := range batch {
@@ -308,6 +303,16 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 		}
 		r.stats.published.Add(1)
 		req.done(nil)
+	}
+	if !readEpoch && r.epochWatch.dials.Load() != dials {
+		// A connection was dialled while the batch was out, maybe the one
+		// it went out on, to a Redis that restarted or was promoted. Its
+		// messages carry the epoch read before it: checking now publishes
+		// them again with the rest of the old epoch if it changed (copies
+		// that receivers drop). Tagging them with an epoch read after it,
+		// on another connection, could leave out a message that an old
+		// master accepted just before it was demoted.
+		r.checkEpoch(ctx, "")
 	}
 }
 
