@@ -4,8 +4,9 @@
 #
 #   bench/compare.sh [-reps N] [-only W1,W2,...] [-out FILE] [-keep]
 #
-# -only runs a subset of the workloads (names in WORKLOADS below, e.g.
-# -only s1,s2 for the synchronous publishers alone).
+# -only runs a subset of the workloads, by name: w1q0 w1q1 s1 s2 s1h w2 w3
+# w4 w5f1 w5f1000 w5f10000 (rows of bench/README.md); e.g. -only s1,s2 for
+# the synchronous publishers alone.
 #
 # Servers (Mosquitto, the server, its replicas and their Redis) are pinned to
 # core 0 and the load tool (examples/bench) to core 1. Repetitions are
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
 	-only) ONLY="$2"; shift 2 ;;
 	-out) OUT="$2"; shift 2 ;;
 	-keep) KEEP=1; shift ;;
-	-h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,19p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1 (see -h)" >&2; exit 2 ;;
 	esac
 done
