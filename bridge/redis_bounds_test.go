@@ -65,7 +65,7 @@ func waitStreamsWithin(t testing.TB, rdb *redis.Client, limit int64) (bytes, ent
 
 // publishAll publishes msgs through b concurrently (so that batches form,
 // as under load) and fails on any error.
-func publishAll(t testing.TB, b *Redis, msgs []*Message) {
+func publishAll(t testing.TB, b *testNode, msgs []*Message) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(msgs))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -228,28 +229,17 @@ type liveClient struct {
 // picked up by the next pass.
 func (r *Redis) reconcile(ctx context.Context) error {
 	r.mu.Lock()
-	all := make([]*liveClient, 0, len(r.clients))
-	for id, c := range r.clients {
-		subs := make(map[string]byte, len(c.subs))
-		for f, q := range c.subs {
-			subs[f] = q
-		}
-		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner,
-			cursor: r.cursorLocked(c), will: c.will, subs: subs})
-	}
-	r.mu.Unlock()
-	r.attachMu.Lock()
+	all := make([]*liveClient, 0, len(r.conns))
 	busy := false
-	kept := all[:0]
-	for _, l := range all {
-		if r.attaches[l.id] != nil {
-			busy = true
+	for id, c := range r.conns {
+		if !c.resumed {
+			busy = true // still attaching: the next pass picks it up
 			continue
 		}
-		kept = append(kept, l)
+		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner,
+			cursor: r.cursorLocked(c), will: c.will, subs: maps.Clone(c.subs)})
 	}
-	all = kept
-	r.attachMu.Unlock()
+	r.mu.Unlock()
 
 	now := strconv.FormatInt(time.Now().Unix(), 10)
 	const chunk = 256
@@ -354,7 +344,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 	r.mu.Lock()
 	var gone []*liveClient
 	for _, l := range all {
-		if l.status == 0 && r.clients[l.id] != l.c {
+		if l.status == 0 && r.conns[l.id] != l.c {
 			gone = append(gone, l)
 		}
 	}
@@ -370,7 +360,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 
 	for _, l := range closing {
 		r.mu.Lock()
-		still := r.clients[l.id] == l.c
+		still := r.conns[l.id] == l.c
 		r.mu.Unlock()
 		if !still {
 			continue
@@ -402,19 +392,21 @@ func noScript(cmds []*redis.Cmd) bool {
 	return true
 }
 
-// PublishWill implements Bridge: exactly one of the connection's own
-// replica and a replica that declared it dead publishes the will
+// PublishWill implements broker.Cluster: exactly one of the connection's
+// own replica and a replica that declared it dead publishes the will
 // [MQTT-3.1.2-8], decided by a claim on the connection id.
 func (r *Redis) PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error) {
 	r.mu.Lock()
 	conn := ""
-	if c := r.clients[clientID]; c != nil && c.sub == sub {
+	if c := r.conns[clientID]; c != nil && c.sub == sub {
+		conn = c.conn
+	} else if c := r.detaching[clientID]; c != nil && c.sub == sub {
 		conn = c.conn
 	}
 	r.mu.Unlock()
 	if conn == "" {
 		// Not attached (Attach failed): nobody else knows of this will.
-		err := r.Publish(ctx, will)
+		err := r.publish(ctx, will)
 		if err == nil {
 			r.stats.willsSent.Add(1)
 			return true, nil
@@ -428,7 +420,7 @@ func (r *Redis) PublishWill(ctx context.Context, clientID string, sub Subscriber
 		return false, nil
 	}
 	if err == nil {
-		if err = r.Publish(ctx, will); err == nil {
+		if err = r.publish(ctx, will); err == nil {
 			r.stats.willsSent.Add(1)
 			return true, nil
 		}
@@ -476,7 +468,7 @@ func (r *Redis) retryWill(clientID, conn string, will *Message) {
 				claimed = err == nil
 			}
 			if err == nil {
-				if err = r.Publish(ctx, will); isNotReplicated(err) {
+				if err = r.publish(ctx, will); isNotReplicated(err) {
 					err = nil // published, if not yet on enough Redis replicas
 				}
 			}

@@ -39,7 +39,7 @@ type sessionSub struct {
 	ended     atomic.Bool
 }
 
-func newSessionSub(b *Redis, id string, will *Message) *sessionSub {
+func newSessionSub(b Bridge, id string, will *Message) *sessionSub {
 	s := &sessionSub{liveSub: newLiveSub()}
 	s.onTakeOver = func() {
 		if s.ended.Swap(true) {

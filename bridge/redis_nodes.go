@@ -176,7 +176,7 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 				return err
 			} else if won {
 				// Not replicated is still published: retrying would send it twice.
-				if err := r.Publish(ctx, will); err != nil && !isNotReplicated(err) {
+				if err := r.publish(ctx, will); err != nil && !isNotReplicated(err) {
 					r.retryWill(id, "", will)
 				} else {
 					r.stats.willsSent.Add(1)

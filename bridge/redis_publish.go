@@ -83,12 +83,12 @@ func (r *Redis) loadScripts(ctx context.Context) error {
 	return nil
 }
 
-// Publish implements Bridge. It queues msg for the publisher goroutine,
+// publish is PublishAsync, waited for. It queues msg for the publisher goroutine,
 // which sends many messages per round trip, and returns once Redis has
 // accepted it: for QoS ≥ 1 that means it is in the shard's stream. When
 // Redis cannot be reached the error wraps ErrUnavailable; a QoS 0 message is
 // then dropped and counted.
-func (r *Redis) Publish(ctx context.Context, msg *Message) error {
+func (r *Redis) publish(ctx context.Context, msg *Message) error {
 	result := make(chan error, 1)
 	r.PublishAsync(ctx, msg, func(err error) { result <- err })
 	select {
@@ -104,7 +104,7 @@ func (r *Redis) Publish(ctx context.Context, msg *Message) error {
 	}
 }
 
-// PublishAsync implements Bridge: Publish without waiting. done
+// PublishAsync implements broker.Cluster: publish without waiting. done
 // receives what Publish would have returned; calls for messages queued by
 // one goroutine come in the order they were queued.
 func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -113,7 +114,26 @@ func newClient(t testing.TB, srv *redistest.Server) *redis.Client {
 	return c
 }
 
-func newTestRedis(t testing.TB, srv *redistest.Server, node string, tweak ...func(*RedisOptions)) *Redis {
+// testNode is a replica as the tests drive it: the local broker core, with
+// the Redis bridge as its Store and Cluster, for the tests that look inside.
+type testNode struct {
+	*broker.Broker
+	*Redis
+}
+
+// The methods both halves have are the core's.
+
+func (n *testNode) Close() error                    { return n.Broker.Close() }
+func (n *testNode) Stats() map[string]int64         { return n.Broker.Stats() }
+func (n *testNode) Ready(ctx context.Context) error { return n.Broker.Ready(ctx) }
+func (n *testNode) PublishAsync(ctx context.Context, m *Message, done func(error)) {
+	n.Broker.PublishAsync(ctx, m, done)
+}
+func (n *testNode) PublishWill(ctx context.Context, id string, sub Subscriber, will *Message) (bool, error) {
+	return n.Broker.PublishWill(ctx, id, sub, will)
+}
+
+func newTestRedis(t testing.TB, srv *redistest.Server, node string, tweak ...func(*RedisOptions)) *testNode {
 	t.Helper()
 	o := RedisOptions{
 		Client: newClient(t, srv),
@@ -123,12 +143,13 @@ func newTestRedis(t testing.TB, srv *redistest.Server, node string, tweak ...fun
 	for _, f := range tweak {
 		f(&o)
 	}
-	r, err := NewRedis(context.Background(), o)
+	b, r, err := NewRedisBroker(context.Background(), o)
 	if err != nil {
 		t.Fatalf("NewRedis(%s): %v", node, err)
 	}
-	t.Cleanup(func() { _ = r.Close() })
-	return r
+	n := &testNode{Broker: b, Redis: r}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
 }
 
 func rmsg(topic string, qos byte, payload string) *Message {

@@ -189,15 +189,15 @@ func (b *Broker) PublishAsync(ctx context.Context, msg *Message, done func(error
 // for this connection (a node that declared this one dead did): then it
 // returns false and nil. Exactly one node publishes a will.
 func (b *Broker) PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error) {
-	ok, err := b.store.ClaimWill(ctx, clientID, sub)
-	if err != nil || !ok {
-		return false, err
-	}
-	if err := b.Publish(ctx, will); err != nil {
+	ok, err := b.cluster.PublishWill(ctx, clientID, sub, will)
+	if err != nil {
 		return false, fmt.Errorf("publish will: %w", err)
 	}
-	return true, nil
+	return ok, nil
 }
+
+// Queue implements Receiver.
+func (b *Broker) Queue() OfflineQueue { return b.queue }
 
 // Receive implements Receiver: each matching local client receives msg
 // once, at the highest QoS granted among its matching subscriptions

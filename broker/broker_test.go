@@ -223,7 +223,7 @@ func (s *streamStore) RoutesOffline() bool { return false }
 
 // Claim reads the stored session without removing it, as the Redis store
 // does: it stays stored until the next Save.
-func (s *streamStore) Claim(_ context.Context, clientID, _ string, clean bool, _ *Message) (*StoredSession, error) {
+func (s *streamStore) Claim(_ context.Context, clientID, _ string, _ Subscriber, clean bool, _ *Message) (*StoredSession, error) {
 	st := s.saved[clientID]
 	if clean {
 		delete(s.saved, clientID)

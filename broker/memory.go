@@ -50,7 +50,7 @@ type memSession struct {
 func (s *memStore) RoutesOffline() bool { return true }
 
 // Claim implements Store.
-func (s *memStore) Claim(_ context.Context, clientID, owner string, clean bool, _ *Message) (*StoredSession, error) {
+func (s *memStore) Claim(_ context.Context, clientID, owner string, _ Subscriber, clean bool, _ *Message) (*StoredSession, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss := s.sessions[clientID]
@@ -107,10 +107,6 @@ func (s *memStore) SaveSubscriptions(context.Context, string, []Subscription) er
 
 // DropSubscription implements Store: the core's registry is the record.
 func (s *memStore) DropSubscription(context.Context, string, string) error { return nil }
-
-// ClaimWill implements Store: a single node is the only one that can
-// publish the will, so it always does.
-func (s *memStore) ClaimWill(context.Context, string, Subscriber) (bool, error) { return true, nil }
 
 // setRetained stores msg as the retained message of its topic
 // [MQTT-3.3.1-5], or clears it when its payload is empty [MQTT-3.3.1-10];
@@ -208,6 +204,14 @@ func (l *loopback) Unsubscribed(context.Context, string, string) {}
 // message goes at the grant of the matching subscriptions.
 func (l *loopback) Gate(_ string, _ *Message, _ Position, granted byte) (byte, bool) {
 	return granted, true
+}
+
+// PublishWill implements Cluster: a single node is the only one that can
+// publish the will, so it always does, at once.
+func (l *loopback) PublishWill(ctx context.Context, _ string, _ Subscriber, will *Message) (bool, error) {
+	var err error
+	l.PublishAsync(ctx, will, func(e error) { err = e })
+	return err == nil, err
 }
 
 // Leave implements Cluster: a single node keeps no cursor.

@@ -36,6 +36,11 @@ func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency 
 	return b, nil
 }
 
+// usesRedis reports whether a Redis topology is configured.
+func (c *Config) usesRedis() bool {
+	return c.RedisURL != "" || c.RedisSentinelMaster != "" || len(c.RedisCluster) > 0
+}
+
 // redisSource names the flag that chose the Redis topology, for errors.
 func (c *Config) redisSource() string {
 	switch {
@@ -54,7 +59,7 @@ func (c *Config) redisSource() string {
 // newRedisBridge starts the Redis bridge on client. Redis must answer at
 // start-up; once running, a replica survives Redis going away.
 func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger, redisLatency prometheus.Observer) (bridge.Bridge, error) {
-	b, err := bridge.NewRedis(ctx, bridge.RedisOptions{
+	b, _, err := bridge.NewRedisBroker(ctx, bridge.RedisOptions{
 		Client:        client,
 		Prefix:        cfg.RedisPrefix,
 		NodeID:        cfg.NodeID,

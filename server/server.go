@@ -76,6 +76,9 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, &ConfigError{err}
 	}
 	h := newHistograms(cfg.NodeID)
+	if !cfg.usesRedis() {
+		h.redisPublish = nil // no Redis round trip to show
+	}
 	b, err := newBridge(ctx, cfg, log, h.redisPublish)
 	if errors.Is(err, bridge.ErrNodeIDInUse) {
 		return nil, &ConfigError{fmt.Errorf("-node-id %s: %w", cfg.NodeID, err)}
