@@ -25,6 +25,9 @@ type Stats struct {
 	// joins server/metrics.go (whose test wants every key described) with
 	// the next change there.
 	DroppedExpired atomic.Int64
+	// DroppedTooLarge counts messages not sent to a 5.0 client because the
+	// PUBLISH would exceed its Maximum Packet Size [MQTT-3.1.2-25].
+	DroppedTooLarge atomic.Int64
 }
 
 // Snapshot returns the counters by name.
@@ -46,6 +49,7 @@ func (s *Stats) Snapshot() map[string]int64 {
 		"delivery_denied":          s.DeliveryDenied.Load(),
 		"dropped_stale_live":       s.DroppedStale.Load(),
 		"dropped_expired":          s.DroppedExpired.Load(),
+		"dropped_too_large":        s.DroppedTooLarge.Load(),
 		"wills_published":          s.WillsPublished.Load(),
 	}
 }
