@@ -86,6 +86,9 @@ func TestV5_ConnackStatesServerLimits_MQTT_3_2_2_9(t *testing.T) {
 		if !strings.HasPrefix(p.AssignedClientIdentifier, "auto-") {
 			t.Errorf("Assigned Client Identifier = %q, want one for the empty id [MQTT-3.1.3-7]", p.AssignedClientIdentifier)
 		}
+		if p.ServerKeepAlive != nil {
+			t.Errorf("Server Keep Alive %d without -server-keep-alive [MQTT-3.2.2-22]", *p.ServerKeepAlive)
+		}
 		if ack.SessionPresent {
 			t.Error("session present on a clean start [MQTT-3.2.2-2]")
 		}
