@@ -259,11 +259,11 @@ func TestV5_ServerKeepAlive_MQTT_3_2_2_21(t *testing.T) {
 	}, "-server-keep-alive", "1")
 }
 
-// [MQTT-3.1.2-28] refusals carry a Reason String when the client asked for
+// [MQTT-3.1.2-29] refusals carry a Reason String when the client asked for
 // problem information (the default): a PUBACK 0x87, a SUBACK with a
 // refused filter, a CONNACK refusal. With Request Problem Information 0
 // the acknowledgements carry none.
-func TestV5_RequestProblemInformation_ReasonStrings_MQTT_3_1_2_28(t *testing.T) {
+func TestV5_RequestProblemInformation_ReasonStrings_MQTT_3_1_2_29(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		for _, tt := range []struct {
 			name   string
@@ -306,8 +306,9 @@ func TestV5_RequestProblemInformation_ReasonStrings_MQTT_3_1_2_28(t *testing.T) 
 
 // Section 3.1.2.11.6: a client that sets Request Response Information 1
 // gets Response Information, a topic prefix of its own, and request and
-// response work through it across replicas; one that does not gets none.
-func TestV5_ResponseInformation_RequestResponse(t *testing.T) {
+// response work through it across replicas; one that does not gets none
+// [MQTT-3.1.2-28].
+func TestV5_ResponseInformation_RequestResponse_MQTT_3_1_2_28(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		id := unique(t, "requester")
 		plain, ack := connect5(t, d.sub().Addr(), unique(t, "plain"), 30)

@@ -269,7 +269,7 @@ func (s *Session) Serve(ctx context.Context, onDone func()) {
 			if s.version == packets.Version5 {
 				connack.ReturnCode = connackCode5(connack.ReturnCode)
 				// A CONNACK carries a Reason String whatever the client
-				// asked [MQTT-3.1.2-28].
+				// asked [MQTT-3.1.2-29].
 				connack.Properties = &packets.Properties{ReasonString: refusalReason(connack.ReturnCode, err)}
 			}
 			if s.writeNow(connack) {

@@ -36,7 +36,7 @@ type conn5 struct {
 	maxPacket int
 	// problemInfo is the client's Request Problem Information: without it
 	// no Reason String goes on anything but CONNACK and DISCONNECT
-	// [MQTT-3.1.2-28].
+	// [MQTT-3.1.2-29].
 	problemInfo bool
 	// aliasesIn maps the Topic Aliases the client set to their topics;
 	// made on first use, per connection [MQTT-3.3.2-7]. Reader only.
@@ -147,7 +147,8 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 func serverReceiveMaximum(cfg *Config) int { return max(1, min(cfg.MaxInflight, math.MaxUint16)) }
 
 // responseInformation answers a CONNECT's Request Response Information of
-// 1 (section 3.1.2.11.6) with a topic prefix the client may build response
+// 1 (section 3.1.2.11.6; with 0 or none, none is returned [MQTT-3.1.2-28])
+// with a topic prefix the client may build response
 // topics on: "resp/<client id>/". The server grants nothing with it: the
 // ACL still decides who may publish and subscribe there. None is returned
 // for a client id that would make it an invalid topic (a wildcard in it),
@@ -305,7 +306,7 @@ func (s *Session) sendDisconnect(reason error) {
 		return
 	}
 	// A Reason String goes on a DISCONNECT whatever the client asked
-	// [MQTT-3.1.2-28], unless it would make the packet too large for the
+	// [MQTT-3.1.2-29], unless it would make the packet too large for the
 	// client [MQTT-3.14.2-3].
 	d := &packets.Disconnect{ReasonCode: code, Properties: &packets.Properties{ReasonString: refusalReason(code, reason)}}
 	buf, err := s.encode(nil, d)
@@ -375,7 +376,7 @@ const maxReasonString = 256
 // reasonProperties are the properties of an acknowledgement that refuses
 // something, carrying reason as its Reason String: nil for a 3.1.1 client,
 // and for a 5.0 client that asked for no problem information, which gets
-// a Reason String on CONNACK and DISCONNECT only [MQTT-3.1.2-28].
+// a Reason String on CONNACK and DISCONNECT only [MQTT-3.1.2-29].
 func (s *Session) reasonProperties(reason string) *packets.Properties {
 	if s.version != packets.Version5 || !s.v5.problemInfo || reason == "" {
 		return nil

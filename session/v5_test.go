@@ -242,11 +242,11 @@ func TestFill_TopicAliasNotSetByADroppedPublish(t *testing.T) {
 	}
 }
 
-// [MQTT-3.1.2-28] a client that sets Request Problem Information to 0 gets
+// [MQTT-3.1.2-29] a client that sets Request Problem Information to 0 gets
 // no Reason String on acknowledgements (CONNACK and DISCONNECT may still
 // carry one); one that leaves the default gets it, unless the packet would
 // then exceed its Maximum Packet Size [MQTT-3.4.2-2].
-func TestAppendAck_ReasonString_MQTT_3_1_2_28(t *testing.T) {
+func TestAppendAck_ReasonString_MQTT_3_1_2_29(t *testing.T) {
 	tests := []struct {
 		name        string
 		problemInfo bool
