@@ -66,7 +66,7 @@ func TestV5_TopicAlias_ClientToServer_FullTopicAcrossReplicas_MQTT_3_3_2_12(t *t
 		one := uint16(1)
 		for i, p := range []*paho.Publish{
 			{Topic: topic, QoS: 1, Payload: []byte("set"), Properties: &paho.PublishProperties{TopicAlias: &one}},
-			{QoS: 1, Payload: []byte("use"), Properties: &paho.PublishProperties{TopicAlias: &one}},
+			{QoS: 1, Payload: []byte("use"), Retain: true, Properties: &paho.PublishProperties{TopicAlias: &one}},
 		} {
 			r, err := pub.Publish(ctx, p)
 			if err != nil || r == nil || r.ReasonCode != 0 {
@@ -88,6 +88,13 @@ func TestV5_TopicAlias_ClientToServer_FullTopicAcrossReplicas_MQTT_3_3_2_12(t *t
 			if p.Topic != topic || string(p.Payload) != want {
 				t.Fatalf("3.1.1 subscriber got %q on %q, want %q on %q", p.Payload, p.Topic, want, topic)
 			}
+		}
+		// The message published through the alias was retained under its
+		// topic, without the alias, for a later 5.0 subscriber.
+		late, _ := connect5(t, d.sub().Addr(), unique(t, "late"), 30)
+		late.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		if p := mqtttest.Expect[*packets.Publish](late); p.Topic != topic || !p.Retain || string(p.Payload) != "use" || aliasOf(p) != 0 {
+			t.Fatalf("retained: %q on %q retain %v alias %d, want \"use\" on %q, retained, no alias", p.Payload, p.Topic, p.Retain, aliasOf(p), topic)
 		}
 	})
 }

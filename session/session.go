@@ -57,7 +57,9 @@ type Config struct {
 	NodeID         string
 	MaxPacketSize  int
 	ConnectTimeout time.Duration
-	// MaxInflight bounds outgoing QoS 1/2 messages awaiting acknowledgement.
+	// MaxInflight bounds outgoing QoS 1/2 messages awaiting acknowledgement;
+	// it is also the Receive Maximum a 5.0 client is given, and held to, for
+	// its own QoS 1/2 PUBLISH packets [MQTT-3.3.4-7].
 	MaxInflight int
 	// MaxQueued bounds messages waiting to be written to one connection;
 	// beyond it new messages are dropped and counted, QoS 0 and QoS 1/2

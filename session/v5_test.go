@@ -292,3 +292,26 @@ func TestReasonString_WellFormedAndBounded(t *testing.T) {
 		}
 	}
 }
+
+// [MQTT-3.1.2-25] an unacknowledged message of a stored session that is too
+// large for the Maximum Packet Size the client now states is not re-sent:
+// it is done with as if it had been, and its packet id is free.
+func TestRestore_InflightTooLargeForTheClientIsDropped_MQTT_3_1_2_25(t *testing.T) {
+	s := newTestSession5(t, 10, 10)
+	s.v5.maxPacket = 50
+	big := &bridge.Message{Topic: "t", Payload: bytes.Repeat([]byte("x"), 60), QoS: 1}
+	s.restore(&bridge.StoredSession{Inflight: []bridge.Inflight{
+		{PacketID: 1, Delivery: bridge.Delivery{Message: big, QoS: 1}},
+		{PacketID: 2, Delivery: bridge.Delivery{Message: message("small", 1), QoS: 1}},
+	}})
+	got := decodeAll5(t, s.fill(nil, false))
+	if len(got) != 1 || got[0].(*packets.Publish).PacketID != 2 || !got[0].(*packets.Publish).Dup {
+		t.Fatalf("re-sent %v, want only packet 2 with DUP", got)
+	}
+	if _, held := s.inflight[1]; held {
+		t.Error("the dropped message still holds packet id 1")
+	}
+	if n := s.env.Stats.DroppedTooLarge.Load(); n != 1 {
+		t.Errorf("DroppedTooLarge = %d, want 1", n)
+	}
+}
