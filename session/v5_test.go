@@ -315,3 +315,67 @@ func TestRestore_InflightTooLargeForTheClientIsDropped_MQTT_3_1_2_25(t *testing.
 		t.Errorf("DroppedTooLarge = %d, want 1", n)
 	}
 }
+
+// connect5 reads what a 5.0 CONNECT asks and states the server's answer in
+// the CONNACK properties: Server Keep Alive only when -server-keep-alive
+// differs from the client's [MQTT-3.2.2-21] [MQTT-3.2.2-22]; Topic Alias
+// Maximum = -topic-alias-maximum; the aliases the server uses at most the
+// client's Topic Alias Maximum [MQTT-3.1.2-26], none without one
+// [MQTT-3.1.2-27]; Request Problem Information defaults to 1.
+func TestConnect5_ReadsTheConnectAndStatesTheServer(t *testing.T) {
+	type want struct {
+		serverKeepAlive *uint16 // nil: absent
+		keepAlive       time.Duration
+		aliasMaxOut     uint16
+		maxPacket       int
+		problemInfo     bool
+	}
+	tests := []struct {
+		name        string
+		keepAlive   uint16
+		props       *packets.Properties
+		cfgKA       time.Duration
+		cfgAliasMax int
+		want        want
+	}{
+		{"defaults", 30, nil, 0, 10, want{nil, 30 * time.Second, 0, 0, true}},
+		{"server keep alive differs", 30, nil, 5 * time.Second, 10, want{new(uint16(5)), 5 * time.Second, 0, 0, true}},
+		{"server keep alive for a client asking 0", 0, nil, 5 * time.Second, 10, want{new(uint16(5)), 5 * time.Second, 0, 0, true}},
+		{"server keep alive the client's", 5, nil, 5 * time.Second, 10, want{nil, 5 * time.Second, 0, 0, true}},
+		{"client takes fewer aliases than the server", 30, &packets.Properties{TopicAliasMaximum: new(uint16(3))}, 0, 10, want{nil, 30 * time.Second, 3, 0, true}},
+		{"client takes more aliases than the server", 30, &packets.Properties{TopicAliasMaximum: new(uint16(300))}, 0, 10, want{nil, 30 * time.Second, 10, 0, true}},
+		{"server takes none", 30, &packets.Properties{TopicAliasMaximum: new(uint16(3))}, 0, 0, want{nil, 30 * time.Second, 0, 0, true}},
+		{"maximum packet size and no problem information", 30,
+			&packets.Properties{MaximumPacketSize: new(uint32(1000)), RequestProblemInformation: new(byte(0))}, 0, 10, want{nil, 30 * time.Second, 0, 1000, false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestSession(t, 10, 10)
+			s.version = packets.Version5
+			s.env.Config.ServerKeepAlive, s.env.Config.TopicAliasMaximum = tt.cfgKA, tt.cfgAliasMax
+			s.keepAlive = time.Duration(tt.keepAlive) * time.Second // as handshake sets it
+			p := s.connect5(&packets.Connect{ProtocolVersion: packets.Version5, KeepAlive: tt.keepAlive, Properties: tt.props})
+			if (p.ServerKeepAlive == nil) != (tt.want.serverKeepAlive == nil) ||
+				(p.ServerKeepAlive != nil && *p.ServerKeepAlive != *tt.want.serverKeepAlive) {
+				t.Errorf("Server Keep Alive %v, want %v", deref(p.ServerKeepAlive), deref(tt.want.serverKeepAlive))
+			}
+			if p.TopicAliasMaximum == nil || int(*p.TopicAliasMaximum) != tt.cfgAliasMax {
+				t.Errorf("Topic Alias Maximum %v, want %d", deref(p.TopicAliasMaximum), tt.cfgAliasMax)
+			}
+			got := want{p.ServerKeepAlive, s.keepAlive, s.v5.aliasMaxOut, s.v5.maxPacket, s.v5.problemInfo}
+			got.serverKeepAlive = tt.want.serverKeepAlive // compared above
+			if got != tt.want {
+				t.Errorf("session: keep-alive %s, aliases out %d, max packet %d, problem info %v; want %s, %d, %d, %v",
+					got.keepAlive, got.aliasMaxOut, got.maxPacket, got.problemInfo,
+					tt.want.keepAlive, tt.want.aliasMaxOut, tt.want.maxPacket, tt.want.problemInfo)
+			}
+		})
+	}
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return "absent"
+	}
+	return *p
+}
