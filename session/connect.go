@@ -155,7 +155,7 @@ func (s *Session) restore(stored *bridge.StoredSession) {
 		s.subs[f] = q
 	}
 	for _, id := range stored.AwaitingRelease {
-		s.awaitingRel[id] = relAccepted
+		s.awaitingRel[id] = flowAccepted
 	}
 	for _, in := range stored.Inflight {
 		if !in.Released && !s.mayRead(in.Message.Topic) {
@@ -212,7 +212,7 @@ func (s *Session) snapshot() *bridge.StoredSession {
 		st.Subscriptions[f] = q
 	}
 	for id, rel := range s.awaitingRel {
-		if rel&relAccepted == 0 {
+		if rel&flowAccepted == 0 {
 			continue // the client re-sends it: it was never acknowledged
 		}
 		st.AwaitingRelease = append(st.AwaitingRelease, id)

@@ -266,7 +266,7 @@ func (s *Session) accepted(qos byte, id uint16, read time.Time, err error) {
 	case 2:
 		s.mu.Lock()
 		if st, ok := s.awaitingRel[id]; ok {
-			s.awaitingRel[id] = st | relAccepted
+			s.awaitingRel[id] = st | flowAccepted
 		}
 		s.mu.Unlock()
 		s.sendAck(&packets.Pubrec{PacketID: id})
@@ -286,7 +286,7 @@ func (s *Session) openInbound(qos byte, id uint16) (dup bool, err error) {
 		st, seen := s.awaitingRel[id]
 		s.mu.Unlock()
 		if seen {
-			if st&relAccepted != 0 {
+			if st&flowAccepted != 0 {
 				s.sendAck(&packets.Pubrec{PacketID: id})
 			}
 			return true, nil
@@ -302,7 +302,7 @@ func (s *Session) openInbound(qos byte, id uint16) (dup bool, err error) {
 	if qos == 2 {
 		s.mu.Lock()
 		s.allocMaps()
-		s.awaitingRel[id] = relCounted
+		s.awaitingRel[id] = flowCounted
 		s.mu.Unlock()
 	}
 	return false, nil
@@ -320,7 +320,7 @@ func (s *Session) refusePublish(qos byte, id uint16, code packets.ReasonCode, re
 		s.sendAck(&packets.Puback{PacketID: id, ReasonCode: code, Properties: props})
 	case 2:
 		s.mu.Lock()
-		if s.awaitingRel[id]&relCounted != 0 {
+		if s.awaitingRel[id]&flowCounted != 0 {
 			s.rxUnacked.Add(-1)
 		}
 		delete(s.awaitingRel, id)
@@ -334,7 +334,7 @@ func (s *Session) onPubrel(id uint16) {
 	st, known := s.awaitingRel[id]
 	delete(s.awaitingRel, id)
 	s.mu.Unlock()
-	if st&relCounted != 0 {
+	if st&flowCounted != 0 {
 		s.rxUnacked.Add(-1) // the flow ends with this PUBCOMP
 	}
 	ack := &packets.Pubcomp{PacketID: id} // [MQTT-4.3.3-11]

@@ -168,14 +168,14 @@ type Session struct {
 	seq         uint64 // orders inflight entries for resending
 	nextID      uint16
 	subs        map[string]byte
-	awaitingRel map[uint16]relState // inbound QoS 2 ids awaiting PUBREL
-	pubPending  atomic.Int32        // PUBLISH packets the bridge has not answered
-	pubRoom     chan struct{}       // cap 1: an answer wakes a reader over maxPendingPublishes
-	gateBytes   int64               // Env.Inflight bytes taken for the PUBLISH just read; reader only
-	snapshotted bool                // the state has been handed over; Deliver refuses
-	started     bool                // CONNACK is written: the writer may run
-	halted      bool                // the connection is closing: no writer starts again
-	writing     bool                // a writer goroutine is running
+	awaitingRel map[uint16]flow // inbound QoS 2 ids awaiting PUBREL
+	pubPending  atomic.Int32    // PUBLISH packets the bridge has not answered
+	pubRoom     chan struct{}   // cap 1: an answer wakes a reader over maxPendingPublishes
+	gateBytes   int64           // Env.Inflight bytes taken for the PUBLISH just read; reader only
+	snapshotted bool            // the state has been handed over; Deliver refuses
+	started     bool            // CONNACK is written: the writer may run
+	halted      bool            // the connection is closing: no writer starts again
+	writing     bool            // a writer goroutine is running
 	wbuf        []byte
 	wake        chan struct{} // cap 1: wakes a running writer
 	// wturn (cap 1) is held by whoever writes to the socket once CONNACK
@@ -213,18 +213,18 @@ type outgoing struct {
 	retain bool // RETAIN=1: sent because of a new subscription [MQTT-3.3.1-8]
 }
 
-// relState is what the server knows of an inbound QoS 2 PUBLISH awaiting
-// PUBREL.
-type relState uint8
+// flow is what the server knows of the QoS 2 flow of an inbound PUBLISH
+// awaiting PUBREL.
+type flow uint8
 
 const (
-	// relAccepted: the bridge has the message, PUBREC 0x00 is sent.
-	relAccepted relState = 1 << iota
-	// relCounted: the PUBLISH arrived on this connection and counts
+	// flowAccepted: the bridge has the message, PUBREC 0x00 is sent.
+	flowAccepted flow = 1 << iota
+	// flowCounted: the PUBLISH arrived on this connection and counts
 	// against the Receive Maximum until PUBCOMP (one restored from a
 	// stored session does not: the quota starts afresh with each
 	// connection, section 4.9).
-	relCounted
+	flowCounted
 )
 
 // inflight is an outgoing QoS 1/2 message awaiting acknowledgement.
@@ -351,7 +351,7 @@ func (s *Session) allocMaps() {
 	if s.inflight == nil {
 		s.inflight = make(map[uint16]inflight)
 		s.subs = make(map[string]byte)
-		s.awaitingRel = make(map[uint16]relState)
+		s.awaitingRel = make(map[uint16]flow)
 	}
 }
 
