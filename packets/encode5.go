@@ -154,6 +154,15 @@ func AppendPublish5(dst []byte, p *Publish) []byte {
 	return append(dst, p.Payload...)
 }
 
+// PublishSize5 is the number of bytes AppendPublish5 writes for p, the
+// whole packet: what a client's Maximum Packet Size bounds (section
+// 3.1.2.11.4). It allocates nothing.
+func PublishSize5(p *Publish) int {
+	n := propertiesLen(p.Properties)
+	body := publishBodyLen(p) + varintLen(n) + n
+	return 1 + varintLen(body) + body
+}
+
 // badCode reports a Reason Code that a packet type does not define.
 func badCode(t Type, c ReasonCode) error {
 	return fmt.Errorf("encoding %s: %w: reason code 0x%02x is not defined for it", t, ErrMalformed, byte(c))

@@ -63,6 +63,8 @@ type Config struct {
 	MaxSubscriptions    int            // -max-subscriptions-per-client, default 1000; 0 = unlimited
 	MaxTopicLength      int            // -max-topic-length bytes, default 65535, 1..65535
 	MaxTopicLevels      int            // -max-topic-levels, default 128, 1..32768
+	TopicAliasMaximum   int            // -topic-alias-maximum, default 10, 0..65535; 0 = no topic aliases from clients
+	ServerKeepAlive     int            // -server-keep-alive seconds, default 0 = the client's keep-alive, 0..65535 (MQTT 5.0)
 	DrainTimeout        time.Duration  // -drain-timeout, default 10s
 	LogLevel            string         // -log-level debug|info|warn|error, default info
 	LogFormat           string         // -log-format text|json, default text
@@ -235,6 +237,10 @@ func options() []option {
 			set: func(c *Config, v string) error { return setInt(&c.MaxTopicLength, v, 1, 65535) }},
 		{name: "max-topic-levels", def: "128", arg: "n", usage: "most levels in a topic name or filter, 1..32768; beyond it as for -max-topic-length",
 			set: func(c *Config, v string) error { return setInt(&c.MaxTopicLevels, v, 1, 32768) }},
+		{name: "topic-alias-maximum", def: "10", arg: "n", usage: "Topic Alias Maximum an MQTT 5.0 client is given in CONNACK: how many topic aliases it may use on one connection, 0..65535 (0 = none)",
+			set: func(c *Config, v string) error { return setInt(&c.TopicAliasMaximum, v, 0, 65535) }},
+		{name: "server-keep-alive", def: "0", arg: "seconds", usage: "keep-alive the server imposes on MQTT 5.0 clients (Server Keep Alive in CONNACK), 0..65535; 0 = the client's own",
+			set: func(c *Config, v string) error { return setInt(&c.ServerKeepAlive, v, 0, 65535) }},
 		{name: "drain-timeout", def: "10s", arg: "duration", usage: "how long SIGTERM waits for clients to leave before closing them (0 = at once)",
 			set: func(c *Config, v string) error { return setDuration(&c.DrainTimeout, v, 0) }},
 		{name: "tls-listen", def: "", arg: "host:port", usage: "MQTT over TLS listener address, conventionally :8883 (needs -tls-cert and -tls-key); empty = off",

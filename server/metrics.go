@@ -37,6 +37,7 @@ var metrics = []metric{
 	{"delivery_denied", prometheus.CounterValue, "Messages not sent because the ACL denies the client reading their topic."},
 	{"dropped_stale_live", prometheus.CounterValue, "Live messages not newer than the retained message just sent on their topic."},
 	{"dropped_expired", prometheus.CounterValue, "Messages not sent because their MQTT 5.0 Message Expiry Interval had passed."},
+	{"dropped_too_large", prometheus.CounterValue, "Messages not sent because the PUBLISH exceeds the MQTT 5.0 client's Maximum Packet Size."},
 	{"wills_published", prometheus.CounterValue, "Will messages published by this replica's sessions."},
 
 	{"bridge_published", prometheus.CounterValue, "Messages the Redis bridge published."},

@@ -129,6 +129,10 @@ func newServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.
 				MaxTopicLength:   cfg.MaxTopicLength,
 				MaxTopicLevels:   cfg.MaxTopicLevels,
 				SessionExpiry:    cfg.SessionExpiry,
+
+				// MQTT 5.0 only.
+				TopicAliasMaximum: cfg.TopicAliasMaximum,
+				ServerKeepAlive:   time.Duration(cfg.ServerKeepAlive) * time.Second,
 			},
 		},
 		sessions: make(map[*session.Session]struct{}),

@@ -81,6 +81,10 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 		}
 	}
 
+	if v5 {
+		s.responseInformation(c, props5)
+	}
+
 	if c.Will != nil {
 		if err := topics.ValidateTopicName(c.Will.Topic); err != nil {
 			return nil, nil, fmt.Errorf("%w: will topic: %w [MQTT-3.1.3-10]", ErrProtocolViolation, err)
@@ -151,10 +155,17 @@ func (s *Session) restore(stored *bridge.StoredSession) {
 		s.subs[f] = q
 	}
 	for _, id := range stored.AwaitingRelease {
-		s.awaitingRel[id] = true
+		s.awaitingRel[id] = flowAccepted
 	}
 	for _, in := range stored.Inflight {
 		if !in.Released && !s.mayRead(in.Message.Topic) {
+			continue
+		}
+		if !in.Released && s.v5.maxPacket > 0 && packets.PublishSize5(&packets.Publish{QoS: in.QoS, Topic: in.Message.Topic,
+			Payload: in.Message.Payload, Properties: s.publishProperties(in.Message, 1)}) > s.v5.maxPacket {
+			// Too large for the client's Maximum Packet Size: as if sent
+			// and acknowledged [MQTT-3.1.2-25].
+			s.env.Stats.DroppedTooLarge.Add(1)
 			continue
 		}
 		s.seq++
@@ -200,8 +211,8 @@ func (s *Session) snapshot() *bridge.StoredSession {
 	for f, q := range s.subs {
 		st.Subscriptions[f] = q
 	}
-	for id, accepted := range s.awaitingRel {
-		if !accepted {
+	for id, rel := range s.awaitingRel {
+		if rel&flowAccepted == 0 {
 			continue // the client re-sends it: it was never acknowledged
 		}
 		st.AwaitingRelease = append(st.AwaitingRelease, id)

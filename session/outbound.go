@@ -115,9 +115,9 @@ func (s *Session) sendAck(p packets.Packet) {
 	}
 }
 
-// appendAck encodes p in the connection's protocol version.
+// appendAck encodes p in the connection's protocol version (see encode).
 func (s *Session) appendAck(dst []byte, p packets.Packet) []byte {
-	out, err := packets.AppendVersion(dst, p, s.version)
+	out, err := s.encode(dst, p)
 	if err != nil {
 		// Only a bug can make an ack unencodable.
 		panic(fmt.Sprintf("encode %T: %v", p, err))
@@ -240,10 +240,16 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 			}
 			p.Properties = s.publishProperties(o.msg, remaining)
 		}
+		if o.qos > 0 && len(s.inflight) >= s.maxInflight {
+			break
+		}
+		if s.v5.shapesPublish() && !s.shapePublishLocked(&p) {
+			// Too large for the client: dropped, as if sent [MQTT-3.1.2-25].
+			s.queuedBytes -= queuedSize(o.msg)
+			s.env.Stats.DroppedTooLarge.Add(1)
+			continue
+		}
 		if o.qos > 0 {
-			if len(s.inflight) >= s.maxInflight {
-				break
-			}
 			p.PacketID = s.allocateID()
 			s.seq++
 			s.allocMaps()

@@ -57,7 +57,9 @@ type Config struct {
 	NodeID         string
 	MaxPacketSize  int
 	ConnectTimeout time.Duration
-	// MaxInflight bounds outgoing QoS 1/2 messages awaiting acknowledgement.
+	// MaxInflight bounds outgoing QoS 1/2 messages awaiting acknowledgement;
+	// it is also the Receive Maximum a 5.0 client is given, and held to, for
+	// its own QoS 1/2 PUBLISH packets [MQTT-3.3.4-7].
 	MaxInflight int
 	// MaxQueued bounds messages waiting to be written to one connection;
 	// beyond it new messages are dropped and counted, QoS 0 and QoS 1/2
@@ -86,6 +88,12 @@ type Config struct {
 	// SessionExpiry is how long a persistent session is kept offline
 	// (-session-expiry; 0 = for ever), stated to 5.0 clients in CONNACK.
 	SessionExpiry time.Duration
+	// TopicAliasMaximum is the Topic Alias Maximum a 5.0 client is given
+	// in CONNACK (-topic-alias-maximum; 0 = it may use none).
+	TopicAliasMaximum int
+	// ServerKeepAlive, when not 0, is the keep-alive a 5.0 client is told
+	// to use, in whole seconds (-server-keep-alive).
+	ServerKeepAlive time.Duration
 }
 
 // Env is what every session of a server shares.
@@ -137,6 +145,13 @@ type Session struct {
 	// maxInflight is Config.MaxInflight, or the client's smaller Receive
 	// Maximum (5.0).
 	maxInflight int
+	// v5 is what a 5.0 CONNECT asked of the connection (v5.go).
+	v5 conn5
+	// rxUnacked counts the inbound QoS 1 and 2 PUBLISH packets of this
+	// connection whose flow the server has not ended (PUBACK, PUBREC
+	// 0x80+, PUBCOMP), for the Receive Maximum [MQTT-3.3.4-7].
+	rxUnacked atomic.Int32
+
 	// connectExpiry is the Session Expiry Interval of a 5.0 CONNECT, in
 	// seconds; expiry is how long the stored session is kept when shorter
 	// than Config.SessionExpiry (0: that bound). Reader goroutine; expiry
@@ -153,7 +168,7 @@ type Session struct {
 	seq         uint64 // orders inflight entries for resending
 	nextID      uint16
 	subs        map[string]byte
-	awaitingRel map[uint16]bool // inbound QoS 2 ids → accepted by the bridge
+	awaitingRel map[uint16]flow // inbound QoS 2 ids awaiting PUBREL
 	pubPending  atomic.Int32    // PUBLISH packets the bridge has not answered
 	pubRoom     chan struct{}   // cap 1: an answer wakes a reader over maxPendingPublishes
 	gateBytes   int64           // Env.Inflight bytes taken for the PUBLISH just read; reader only
@@ -198,6 +213,20 @@ type outgoing struct {
 	retain bool // RETAIN=1: sent because of a new subscription [MQTT-3.3.1-8]
 }
 
+// flow is what the server knows of the QoS 2 flow of an inbound PUBLISH
+// awaiting PUBREL.
+type flow uint8
+
+const (
+	// flowAccepted: the bridge has the message, PUBREC 0x00 is sent.
+	flowAccepted flow = 1 << iota
+	// flowCounted: the PUBLISH arrived on this connection and counts
+	// against the Receive Maximum until PUBCOMP (one restored from a
+	// stored session does not: the quota starts afresh with each
+	// connection, section 4.9).
+	flowCounted
+)
+
 // inflight is an outgoing QoS 1/2 message awaiting acknowledgement.
 type inflight struct {
 	outgoing
@@ -241,7 +270,9 @@ func (s *Session) Serve(ctx context.Context, onDone func()) {
 		if connack != nil {
 			if s.version == packets.Version5 {
 				connack.ReturnCode = connackCode5(connack.ReturnCode)
-				connack.Properties = nil
+				// A CONNACK carries a Reason String whatever the client
+				// asked [MQTT-3.1.2-29].
+				connack.Properties = &packets.Properties{ReasonString: refusalReason(connack.ReturnCode, err)}
 			}
 			if s.writeNow(connack) {
 				<-s.wturn
@@ -320,7 +351,7 @@ func (s *Session) allocMaps() {
 	if s.inflight == nil {
 		s.inflight = make(map[uint16]inflight)
 		s.subs = make(map[string]byte)
-		s.awaitingRel = make(map[uint16]bool)
+		s.awaitingRel = make(map[uint16]flow)
 	}
 }
 
@@ -367,7 +398,7 @@ func (s *Session) Done() <-chan struct{} { return s.finished }
 // reports whether it was written, and then leaves the write turn to the
 // caller to give back.
 func (s *Session) writeNow(p packets.Packet) bool {
-	buf, err := packets.AppendVersion(nil, p, s.version)
+	buf, err := s.encode(nil, p)
 	if err != nil {
 		s.logger().Error("encode packet", "err", err)
 		return false
