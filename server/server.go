@@ -29,6 +29,9 @@ type Server struct {
 	env    *session.Env
 	log    *slog.Logger
 	bridge bridge.Bridge
+	// auth is the authorizer the sessions ask, which Reload swaps; nil
+	// for a server built without one (tests).
+	auth *liveAuth
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -83,7 +86,9 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := newServer(cfg, b, authz, log)
+	live := newLiveAuth(authz)
+	s := newServer(cfg, b, live, log)
+	s.auth = live
 	s.hist = h
 	s.env.AckLatency = h.publishAck
 	if cfg.TLSIdentityAsUsername {
@@ -91,7 +96,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 			_ = b.Close()
 			return nil, err
 		}
-		s.env.Auth = identityAuth{Authorizer: authz, id: s.identity}
+		s.env.Auth = identityAuth{Authorizer: live, id: s.identity}
 	}
 	return s, nil
 }
