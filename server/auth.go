@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/bridgemq/server/auth"
@@ -28,6 +30,23 @@ func loadAuth(cfg *Config) (*auth.Authorizer, error) {
 		a.ACL = acl
 	}
 	return a, nil
+}
+
+// newRedisAuth follows the users and ACL kept in Redis (-auth-redis) on a
+// client of its own, so that its subscription does not share the bridge's
+// connections. The function returned stops it and closes that client.
+func newRedisAuth(ctx context.Context, cfg *Config, log *slog.Logger) (*auth.RedisUsers, func() error, error) {
+	rdb, err := cfg.RedisClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	u, err := auth.NewRedisUsers(ctx, rdb, cfg.RedisPrefix, cfg.AllowAnonymous, log.With("component", "auth-redis"))
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, fmt.Errorf("-auth-redis: %s: %w", cfg.redisSource(), err)
+	}
+	log.Info("users and ACL read from Redis", "channel", auth.UsersChannel(cfg.RedisPrefix))
+	return u, func() error { return errors.Join(u.Close(), rdb.Close()) }, nil
 }
 
 // liveAuth is the session.Authorizer every session holds. Sessions ask it

@@ -51,6 +51,7 @@ type Config struct {
 	ACLFile             string         // -acl-file
 	PasswordFile        string         // -password-file
 	AllowAnonymous      bool           // -allow-anonymous, default true
+	AuthRedis           bool           // -auth-redis: users and ACL from Redis (mqtt_user:, mqtt_acl:)
 	MaxPacketSize       int            // -max-packet-size bytes, default 1048576 (1MiB)
 	MaxQueuedBytes      int            // -max-queued-bytes, default 8MiB; 0 = no bound
 	ConnectTimeout      time.Duration  // -connect-timeout, default 10s
@@ -209,6 +210,8 @@ func options() []option {
 			set: func(c *Config, v string) error { c.PasswordFile = v; return checkReadable(v) }},
 		{name: "allow-anonymous", def: "true", usage: "accept clients that send no username",
 			set: func(c *Config, v string) error { return setBool(&c.AllowAnonymous, v) }},
+		{name: "auth-redis", def: "false", usage: "read users (mqtt_user:<name>) and their ACL (mqtt_acl:<name>) from the replicas' Redis, shared by every replica; changes apply at once (see the user subcommand); not with -password-file or -acl-file",
+			set: func(c *Config, v string) error { return setBool(&c.AuthRedis, v) }},
 		{name: "max-packet-size", def: "1MiB", arg: "size", usage: "largest packet accepted, in bytes or with a KiB/MiB suffix, 16..268435455",
 			set: func(c *Config, v string) error { return setSize(&c.MaxPacketSize, v) }},
 		{name: "connect-timeout", def: "10s", arg: "duration", usage: "how long a new connection may take to send CONNECT",
@@ -419,6 +422,15 @@ func (c *Config) validate() error {
 	}
 	if len(modes) == 0 && (c.RedisUsername != "" || c.RedisPassword != "") {
 		return errors.New("-redis-username/-redis-password: no Redis configured (-redis-sentinel-master or -redis-cluster)")
+	}
+	if c.AuthRedis && len(modes) == 0 {
+		return errors.New("-auth-redis: no Redis configured (-redis-url, -redis-sentinel-master or -redis-cluster)")
+	}
+	if c.AuthRedis && c.PasswordFile != "" {
+		return errors.New("-auth-redis: cannot be combined with -password-file; users come from Redis")
+	}
+	if c.AuthRedis && c.ACLFile != "" {
+		return errors.New("-auth-redis: cannot be combined with -acl-file; the ACL comes from Redis")
 	}
 	if c.RedisMinReplicasAcked > 0 && len(modes) == 0 {
 		return errors.New("-redis-min-replicas-acked: no Redis configured (-redis-url or -redis-sentinel-master)")

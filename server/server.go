@@ -32,6 +32,8 @@ type Server struct {
 	// auth is the authorizer the sessions ask, which Reload swaps; nil
 	// for a server built without one (tests).
 	auth *liveAuth
+	// closeAuth stops following users in Redis (-auth-redis); nil without.
+	closeAuth func() error
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -87,8 +89,18 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	live := newLiveAuth(authz)
+	var closeAuth func() error
+	if cfg.AuthRedis {
+		ru, closeRU, err := newRedisAuth(ctx, cfg, log)
+		if err != nil {
+			_ = b.Close()
+			return nil, err
+		}
+		live, closeAuth = newLiveAuth(ru), closeRU
+	}
 	s := newServer(cfg, b, live, log)
 	s.auth = live
+	s.closeAuth = closeAuth
 	s.hist = h
 	s.env.AckLatency = h.publishAck
 	if cfg.TLSIdentityAsUsername {
@@ -179,8 +191,13 @@ func (s *Server) Stats() map[string]int64 {
 // needed for a server that is never run; calling both is harmless.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		if s.closeAuth != nil {
+			if err := s.closeAuth(); err != nil {
+				s.closeErr = fmt.Errorf("close -auth-redis: %w", err)
+			}
+		}
 		if err := s.bridge.Close(); err != nil {
-			s.closeErr = fmt.Errorf("close bridge: %w", err)
+			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("close bridge: %w", err))
 		}
 	})
 	return s.closeErr
