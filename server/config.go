@@ -52,6 +52,7 @@ type Config struct {
 	PasswordFile        string         // -password-file
 	AllowAnonymous      bool           // -allow-anonymous, default true
 	AuthRedis           bool           // -auth-redis: users and ACL from Redis (mqtt_user:, mqtt_acl:)
+	SysInterval         time.Duration  // -sys-interval, default 10s; 0 = no $SYS topics
 	MaxPacketSize       int            // -max-packet-size bytes, default 1048576 (1MiB)
 	MaxQueuedBytes      int            // -max-queued-bytes, default 8MiB; 0 = no bound
 	ConnectTimeout      time.Duration  // -connect-timeout, default 10s
@@ -212,6 +213,8 @@ func options() []option {
 			set: func(c *Config, v string) error { return setBool(&c.AllowAnonymous, v) }},
 		{name: "auth-redis", def: "false", usage: "read users (mqtt_user:<name>) and their ACL (mqtt_acl:<name>) from the replicas' Redis, shared by every replica; changes apply at once (see the user subcommand); not with -password-file or -acl-file",
 			set: func(c *Config, v string) error { return setBool(&c.AuthRedis, v) }},
+		{name: "sys-interval", def: "10s", arg: "duration", usage: "how often this replica publishes its $SYS/broker/... figures (Mosquitto's names), retained and delivered on this replica only; 0 = no $SYS topics",
+			set: func(c *Config, v string) error { return setDuration(&c.SysInterval, v, 0) }},
 		{name: "max-packet-size", def: "1MiB", arg: "size", usage: "largest packet accepted, in bytes or with a KiB/MiB suffix, 16..268435455",
 			set: func(c *Config, v string) error { return setSize(&c.MaxPacketSize, v) }},
 		{name: "connect-timeout", def: "10s", arg: "duration", usage: "how long a new connection may take to send CONNECT",

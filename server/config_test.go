@@ -64,6 +64,7 @@ func TestParseConfig_Defaults(t *testing.T) {
 		MaxTopicLength:    65535,
 		MaxTopicLevels:    128,
 		DrainTimeout:      10 * time.Second,
+		SysInterval:       10 * time.Second,
 		LogLevel:          "info",
 		LogFormat:         "text",
 
@@ -136,6 +137,8 @@ func settings(t *testing.T) []setting {
 		{"log-level", "WARN", func(c *Config) any { return c.LogLevel }, "warn"},
 		{"log-level", "error", func(c *Config) any { return c.LogLevel }, "error"},
 		{"log-format", "json", func(c *Config) any { return c.LogFormat }, "json"},
+		{"sys-interval", "1m", func(c *Config) any { return c.SysInterval }, time.Minute},
+		{"sys-interval", "0", func(c *Config) any { return c.SysInterval }, time.Duration(0)},
 	}
 }
 

@@ -32,6 +32,10 @@ type Server struct {
 	// auth is the authorizer the sessions ask, which Reload swaps; nil
 	// for a server built without one (tests).
 	auth *liveAuth
+	// sys holds and delivers the $SYS topics (-sys-interval); nil when off.
+	sys *sysBridge
+	// bytesIn and bytesOut count every connection's bytes, for $SYS.
+	bytesIn, bytesOut atomic.Int64
 	// closeAuth stops following users in Redis (-auth-redis); nil without.
 	closeAuth func() error
 
@@ -102,6 +106,10 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	s.auth = live
 	s.closeAuth = closeAuth
 	s.hist = h
+	if cfg.SysInterval > 0 {
+		s.sys = newSysBridge(b)
+		s.env.Bridge = s.sys
+	}
 	s.env.AckLatency = h.publishAck
 	if cfg.TLSIdentityAsUsername {
 		if s.identity, err = newIdentity(); err != nil {
@@ -310,6 +318,9 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 	rctx, stopRefusals := context.WithCancel(context.Background())
 	var background sync.WaitGroup
 	background.Go(func() { s.refusals.run(rctx) })
+	if s.sys != nil {
+		background.Go(func() { s.runSys(ctx) })
+	}
 	var accepting sync.WaitGroup
 	for _, ln := range lns {
 		accepting.Go(func() { s.acceptLoop(ctx, ln) })
@@ -377,6 +388,9 @@ func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 		}
 		if s.identity != nil {
 			conn = s.identity.wrap(conn, s.cfg.MaxPacketSize)
+		}
+		if s.sys != nil {
+			conn = &countingConn{Conn: conn, in: &s.bytesIn, out: &s.bytesOut}
 		}
 		sess := session.New(conn, &env)
 		s.mu.Lock()
