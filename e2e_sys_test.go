@@ -10,16 +10,22 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
 // readUntil reads PUBLISHes on c until done says so, and fails the test
-// when none comes within waitTimeout.
+// when that has not happened within waitTimeout ($SYS messages keep
+// coming, so a read timeout alone would never end it).
 func readUntil(t *testing.T, c *mqtttest.Client, done func(p *packets.Publish) bool) {
 	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
 	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", waitTimeout)
+		}
 		switch p := c.Next().(type) {
 		case *packets.Publish:
 			if p.QoS == 1 {
@@ -163,4 +169,22 @@ func TestSYS_EachReplicaItsOwnFigures(t *testing.T) {
 			return seen == 5
 		})
 	}
+}
+
+// With Redis every replica also publishes the cluster's totals, summed
+// from each replica's figures: 2 clients on A and 1 on B make 3.
+func TestSYS_ClusterTotals(t *testing.T) {
+	c := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Replicas: 2, InProcess: true, Args: []string{"-sys-interval", "100ms"}})
+	a, b := c.Servers[0].Addr(), c.Servers[1].Addr()
+	dialConnected(t, a, "idle")
+	dialConnected(t, a, "idle")
+	sys := dialConnected(t, b, "sys")
+	if codes := sys.Subscribe(1, packets.Subscription{Filter: "$SYS/cluster/#"}); codes[0] != packets.GrantedQoS0 {
+		t.Fatalf("SUBACK %v", codes)
+	}
+	got := map[string]string{}
+	readUntil(t, sys, func(p *packets.Publish) bool {
+		got[p.Topic] = string(p.Payload)
+		return got["$SYS/cluster/clients/connected"] == "3" && got["$SYS/cluster/nodes"] == "2" && got["$SYS/cluster/subscriptions/count"] == "1"
+	})
 }

@@ -36,8 +36,10 @@ type Server struct {
 	sys *sysBridge
 	// bytesIn and bytesOut count every connection's bytes, for $SYS.
 	bytesIn, bytesOut atomic.Int64
-	// closeAuth stops following users in Redis (-auth-redis); nil without.
-	closeAuth func() error
+	// sysCluster shares the $SYS figures through Redis; nil without one.
+	sysCluster *sysCluster
+	// closers release what New opened beside the bridge (Redis clients).
+	closers []func() error
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -93,22 +95,31 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	live := newLiveAuth(authz)
-	var closeAuth func() error
+	var closers []func() error
 	if cfg.AuthRedis {
 		ru, closeRU, err := newRedisAuth(ctx, cfg, log)
 		if err != nil {
 			_ = b.Close()
 			return nil, err
 		}
-		live, closeAuth = newLiveAuth(ru), closeRU
+		live, closers = newLiveAuth(ru), append(closers, closeRU)
 	}
 	s := newServer(cfg, b, live, log)
 	s.auth = live
-	s.closeAuth = closeAuth
+	s.closers = closers
 	s.hist = h
 	if cfg.SysInterval > 0 {
 		s.sys = newSysBridge(b)
 		s.env.Bridge = s.sys
+		rdb, err := cfg.RedisClient()
+		if err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+		if rdb != nil {
+			s.sysCluster = &sysCluster{rdb: rdb, prefix: cfg.RedisPrefix, node: cfg.NodeID, ttl: 3 * max(cfg.SysInterval, time.Second)}
+			s.closers = append(s.closers, rdb.Close)
+		}
 	}
 	s.env.AckLatency = h.publishAck
 	if cfg.TLSIdentityAsUsername {
@@ -199,9 +210,9 @@ func (s *Server) Stats() map[string]int64 {
 // needed for a server that is never run; calling both is harmless.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		if s.closeAuth != nil {
-			if err := s.closeAuth(); err != nil {
-				s.closeErr = fmt.Errorf("close -auth-redis: %w", err)
+		for _, c := range s.closers {
+			if err := c(); err != nil {
+				s.closeErr = errors.Join(s.closeErr, fmt.Errorf("close: %w", err))
 			}
 		}
 		if err := s.bridge.Close(); err != nil {

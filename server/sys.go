@@ -222,31 +222,49 @@ func version() string {
 	return "bridgemq (devel)"
 }
 
-// publishSys publishes this replica's figures once.
-func (s *Server) publishSys(started time.Time) {
+// publishSys publishes this replica's figures once and, with Redis, the
+// cluster's totals.
+func (s *Server) publishSys(ctx context.Context, started time.Time) {
 	now := time.Now()
 	st := s.Stats()
-	n := func(v int64) string { return strconv.FormatInt(v, 10) }
-	for _, f := range []struct{ topic, value string }{
-		{"$SYS/broker/version", version()},
-		{"$SYS/broker/uptime", n(int64(now.Sub(started)/time.Second)) + " seconds"},
-		{"$SYS/broker/clients/connected", n(st["connections"])},
-		{"$SYS/broker/messages/received", n(st["publish_received"])},
-		{"$SYS/broker/messages/sent", n(st["messages_delivered"])},
-		{"$SYS/broker/bytes/received", n(s.bytesIn.Load())},
-		{"$SYS/broker/bytes/sent", n(s.bytesOut.Load())},
-		{"$SYS/broker/subscriptions/count", n(int64(s.sys.subscriptions()))},
-		{"$SYS/broker/retained messages/count", n(st["bridge_retained_messages"])},
-	} {
-		s.sys.publish(s.cfg.NodeID, f.topic, f.value, now)
+	figures := map[string]int64{
+		"clients/connected":   st["connections"],
+		"messages/received":   st["publish_received"],
+		"messages/sent":       st["messages_delivered"],
+		"bytes/received":      s.bytesIn.Load(),
+		"bytes/sent":          s.bytesOut.Load(),
+		"subscriptions/count": int64(s.sys.subscriptions()),
 	}
+	pub := func(topic, value string) { s.sys.publish(s.cfg.NodeID, topic, value, now) }
+	pub("$SYS/broker/version", version())
+	pub("$SYS/broker/uptime", strconv.FormatInt(int64(now.Sub(started)/time.Second), 10)+" seconds")
+	for k, v := range figures {
+		pub("$SYS/broker/"+k, strconv.FormatInt(v, 10))
+	}
+	pub("$SYS/broker/retained messages/count", strconv.FormatInt(st["bridge_retained_messages"], 10))
+	if s.sysCluster == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, max(s.cfg.SysInterval, time.Second))
+	defer cancel()
+	totals, nodes, err := s.sysCluster.exchange(cctx, figures)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Debug("$SYS cluster totals not published", "err", err)
+		}
+		return
+	}
+	for k, v := range totals {
+		pub("$SYS/cluster/"+k, strconv.FormatInt(v, 10))
+	}
+	pub("$SYS/cluster/nodes", strconv.Itoa(nodes))
 }
 
 // runSys publishes the $SYS figures at once and then every -sys-interval
 // until ctx ends.
 func (s *Server) runSys(ctx context.Context) {
 	started := time.Now()
-	s.publishSys(started)
+	s.publishSys(ctx, started)
 	t := time.NewTicker(s.cfg.SysInterval)
 	defer t.Stop()
 	for {
@@ -254,7 +272,7 @@ func (s *Server) runSys(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.publishSys(started)
+			s.publishSys(ctx, started)
 		}
 	}
 }
