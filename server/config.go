@@ -511,7 +511,8 @@ func Usage(w io.Writer) {
 	b.WriteString("Usage: server [flags]\n\n")
 	b.WriteString("An MQTT 3.1 and 3.1.1 server; replicas share state through Redis, or run as\n")
 	b.WriteString("one node without it. Every flag can also be set by its MQTT_* environment variable;\n")
-	b.WriteString("a flag given on the command line wins. Durations: 500ms, 10s, 1m30s.\n\n")
+	b.WriteString("a flag given on the command line wins. Durations: 500ms, 10s, 1m30s.\n")
+	b.WriteString("\"server user -h\" manages the users kept in Redis for -auth-redis.\n\n")
 	for _, o := range options() {
 		if o.arg == "" {
 			fmt.Fprintf(&b, "  -%s\n", o.name)
