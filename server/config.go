@@ -51,6 +51,8 @@ type Config struct {
 	ACLFile             string         // -acl-file
 	PasswordFile        string         // -password-file
 	AllowAnonymous      bool           // -allow-anonymous, default true
+	AuthRedis           bool           // -auth-redis: users and ACL from Redis (mqtt_user:, mqtt_acl:)
+	SysInterval         time.Duration  // -sys-interval, default 10s; 0 = no $SYS topics
 	MaxPacketSize       int            // -max-packet-size bytes, default 1048576 (1MiB)
 	MaxQueuedBytes      int            // -max-queued-bytes, default 8MiB; 0 = no bound
 	ConnectTimeout      time.Duration  // -connect-timeout, default 10s
@@ -211,6 +213,10 @@ func options() []option {
 			set: func(c *Config, v string) error { c.PasswordFile = v; return checkReadable(v) }},
 		{name: "allow-anonymous", def: "true", usage: "accept clients that send no username",
 			set: func(c *Config, v string) error { return setBool(&c.AllowAnonymous, v) }},
+		{name: "auth-redis", def: "false", usage: "read users (mqtt_user:<name>) and their ACL (mqtt_acl:<name>) from the replicas' Redis, shared by every replica; changes apply at once (see the user subcommand); not with -password-file or -acl-file",
+			set: func(c *Config, v string) error { return setBool(&c.AuthRedis, v) }},
+		{name: "sys-interval", def: "10s", arg: "duration", usage: "how often this replica publishes its $SYS/broker/... figures (Mosquitto's names), retained and delivered on this replica only; 0 = no $SYS topics",
+			set: func(c *Config, v string) error { return setDuration(&c.SysInterval, v, 0) }},
 		{name: "max-packet-size", def: "1MiB", arg: "size", usage: "largest packet accepted, in bytes or with a KiB/MiB suffix, 16..268435455",
 			set: func(c *Config, v string) error { return setSize(&c.MaxPacketSize, v) }},
 		{name: "connect-timeout", def: "10s", arg: "duration", usage: "how long a new connection may take to send CONNECT",
@@ -426,6 +432,15 @@ func (c *Config) validate() error {
 	if len(modes) == 0 && (c.RedisUsername != "" || c.RedisPassword != "") {
 		return errors.New("-redis-username/-redis-password: no Redis configured (-redis-sentinel-master or -redis-cluster)")
 	}
+	if c.AuthRedis && len(modes) == 0 {
+		return errors.New("-auth-redis: no Redis configured (-redis-url, -redis-sentinel-master or -redis-cluster)")
+	}
+	if c.AuthRedis && c.PasswordFile != "" {
+		return errors.New("-auth-redis: cannot be combined with -password-file; users come from Redis")
+	}
+	if c.AuthRedis && c.ACLFile != "" {
+		return errors.New("-auth-redis: cannot be combined with -acl-file; the ACL comes from Redis")
+	}
 	if c.RedisMinReplicasAcked > 0 && len(modes) == 0 {
 		return errors.New("-redis-min-replicas-acked: no Redis configured (-redis-url or -redis-sentinel-master)")
 	}
@@ -502,7 +517,8 @@ func Usage(w io.Writer) {
 	b.WriteString("Usage: server [flags]\n\n")
 	b.WriteString("An MQTT 3.1 and 3.1.1 server; replicas share state through Redis, or run as\n")
 	b.WriteString("one node without it. Every flag can also be set by its MQTT_* environment variable;\n")
-	b.WriteString("a flag given on the command line wins. Durations: 500ms, 10s, 1m30s.\n\n")
+	b.WriteString("a flag given on the command line wins. Durations: 500ms, 10s, 1m30s.\n")
+	b.WriteString("\"server user -h\" manages the users kept in Redis for -auth-redis.\n\n")
 	for _, o := range options() {
 		if o.arg == "" {
 			fmt.Fprintf(&b, "  -%s\n", o.name)

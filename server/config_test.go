@@ -65,6 +65,7 @@ func TestParseConfig_Defaults(t *testing.T) {
 		MaxTopicLevels:    128,
 		TopicAliasMaximum: 10,
 		DrainTimeout:      10 * time.Second,
+		SysInterval:       10 * time.Second,
 		LogLevel:          "info",
 		LogFormat:         "text",
 
@@ -140,6 +141,8 @@ func settings(t *testing.T) []setting {
 		{"log-level", "WARN", func(c *Config) any { return c.LogLevel }, "warn"},
 		{"log-level", "error", func(c *Config) any { return c.LogLevel }, "error"},
 		{"log-format", "json", func(c *Config) any { return c.LogFormat }, "json"},
+		{"sys-interval", "1m", func(c *Config) any { return c.SysInterval }, time.Minute},
+		{"sys-interval", "0", func(c *Config) any { return c.SysInterval }, time.Duration(0)},
 	}
 }
 
@@ -479,5 +482,34 @@ func TestParseConfig_WSListen(t *testing.T) {
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("args %q env %v: error %v, want %q", tt.args, tt.env, err, tt.want)
 		}
+	}
+}
+
+func TestParseConfig_AuthRedis(t *testing.T) {
+	if c := mustParse(t, []string{"-redis-url", "redis://h"}, map[string]string{"MQTT_AUTH_REDIS": "true"}); !c.AuthRedis {
+		t.Error("MQTT_AUTH_REDIS=true did not set AuthRedis")
+	}
+	if c := mustParse(t, []string{"-auth-redis", "-redis-cluster", "a:1"}, nil); !c.AuthRedis {
+		t.Error("-auth-redis did not set AuthRedis")
+	}
+	acl, pw := readableFile(t, "acl"), readableFile(t, "passwords")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"without redis", []string{"-auth-redis"}, nil, "-auth-redis: no Redis configured (-redis-url, -redis-sentinel-master or -redis-cluster)"},
+		{"env not a boolean", []string{"-redis-url", "redis://h"}, map[string]string{"MQTT_AUTH_REDIS": "yes"}, `MQTT_AUTH_REDIS (for -auth-redis): "yes" is not a boolean (true or false)`},
+		{"with a password file", []string{"-auth-redis", "-redis-url", "redis://h", "-password-file", pw}, nil, "-auth-redis: cannot be combined with -password-file; users come from Redis"},
+		{"with an acl file", []string{"-auth-redis", "-redis-url", "redis://h", "-acl-file", acl}, nil, "-auth-redis: cannot be combined with -acl-file; the ACL comes from Redis"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig(tt.args, env(tt.env), &bytes.Buffer{})
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("error %v, want %s", err, tt.want)
+			}
+		})
 	}
 }

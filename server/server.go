@@ -29,6 +29,17 @@ type Server struct {
 	env    *session.Env
 	log    *slog.Logger
 	bridge bridge.Bridge
+	// auth is the authorizer the sessions ask, which Reload swaps; nil
+	// for a server built without one (tests).
+	auth *liveAuth
+	// sys holds and delivers the $SYS topics (-sys-interval); nil when off.
+	sys *sysBridge
+	// bytesIn and bytesOut count every connection's bytes, for $SYS.
+	bytesIn, bytesOut atomic.Int64
+	// sysCluster shares the $SYS figures through Redis; nil without one.
+	sysCluster *sysCluster
+	// closers release what New opened beside the bridge (Redis clients).
+	closers []func() error
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -86,15 +97,40 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := newServer(cfg, b, authz, log)
+	live := newLiveAuth(authz)
+	var closers []func() error
+	if cfg.AuthRedis {
+		ru, closeRU, err := newRedisAuth(ctx, cfg, log)
+		if err != nil {
+			_ = b.Close()
+			return nil, err
+		}
+		live, closers = newLiveAuth(ru), append(closers, closeRU)
+	}
+	s := newServer(cfg, b, live, log)
+	s.auth = live
+	s.closers = closers
 	s.hist = h
+	if cfg.SysInterval > 0 {
+		s.sys = newSysBridge(b)
+		s.env.Bridge = s.sys
+		rdb, err := cfg.RedisClient()
+		if err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+		if rdb != nil {
+			s.sysCluster = &sysCluster{rdb: rdb, prefix: cfg.RedisPrefix, node: cfg.NodeID, ttl: 3 * max(cfg.SysInterval, time.Second)}
+			s.closers = append(s.closers, rdb.Close)
+		}
+	}
 	s.env.AckLatency = h.publishAck
 	if cfg.TLSIdentityAsUsername {
 		if s.identity, err = newIdentity(); err != nil {
 			_ = b.Close()
 			return nil, err
 		}
-		s.env.Auth = identityAuth{Authorizer: authz, id: s.identity}
+		s.env.Auth = identityAuth{Authorizer: live, id: s.identity}
 	}
 	return s, nil
 }
@@ -181,8 +217,13 @@ func (s *Server) Stats() map[string]int64 {
 // needed for a server that is never run; calling both is harmless.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		for _, c := range s.closers {
+			if err := c(); err != nil {
+				s.closeErr = errors.Join(s.closeErr, fmt.Errorf("close: %w", err))
+			}
+		}
 		if err := s.bridge.Close(); err != nil {
-			s.closeErr = fmt.Errorf("close bridge: %w", err)
+			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("close bridge: %w", err))
 		}
 	})
 	return s.closeErr
@@ -295,6 +336,9 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 	rctx, stopRefusals := context.WithCancel(context.Background())
 	var background sync.WaitGroup
 	background.Go(func() { s.refusals.run(rctx) })
+	if s.sys != nil {
+		background.Go(func() { s.runSys(ctx) })
+	}
 	var accepting sync.WaitGroup
 	for _, ln := range lns {
 		accepting.Go(func() { s.acceptLoop(ctx, ln) })
@@ -362,6 +406,9 @@ func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 		}
 		if s.identity != nil {
 			conn = s.identity.wrap(conn, s.cfg.MaxPacketSize)
+		}
+		if s.sys != nil {
+			conn = &countingConn{Conn: conn, in: &s.bytesIn, out: &s.bytesOut}
 		}
 		sess := session.New(conn, &env)
 		s.mu.Lock()

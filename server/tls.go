@@ -45,10 +45,10 @@ func (s *Server) listenTLS(certs *listeners.Certificates) (listeners.Listener, e
 	return listeners.NewTLS(inner, certs), nil
 }
 
-// Reload re-reads the TLS certificate, key and client CA files (main calls
-// it on SIGHUP). Connections stay up; new handshakes use the new files. On
-// error the files in force stay and the error says why.
-func (s *Server) Reload() error {
+// reloadCertificates re-reads the TLS certificate, key and client CA files.
+// Connections stay up; new handshakes use the new files. On error the files
+// in force stay and the error says why.
+func (s *Server) reloadCertificates() error {
 	certs := s.certs.Load()
 	if certs == nil {
 		return nil
