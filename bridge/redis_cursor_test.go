@@ -2,10 +2,10 @@ package bridge
 
 import (
 	"fmt"
-	"github.com/bridgemq/server/broker"
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 

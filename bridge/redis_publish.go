@@ -9,8 +9,9 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/broker"
 )
 
 // maxBatch bounds how many queued publishes share one pipeline.
@@ -195,7 +196,7 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 			// Without an id receivers could not drop repeats; never
 			// modify the caller's message, give the envelope one.
 			c := *m
-			c.ID = NewID()
+			c.ID = broker.NewID()
 			m = &c
 		}
 		// Each envelope gets an allocation of its own, never written
@@ -423,13 +424,4 @@ func (r *Redis) queueRetain(ctx context.Context, pipe redis.Pipeliner, m *Messag
 		pipe.SAdd(ctx, r.retainIndexKey(), m.Topic),
 		pipe.Publish(ctx, r.retainCtlChannel(), "+"+m.Topic),
 	}
-}
-
-// NewID returns a fresh message id: a UUIDv7, so ids also sort by time.
-func NewID() ID {
-	u, err := uuid.NewV7()
-	if err != nil {
-		u = uuid.New()
-	}
-	return ID(u)
 }

@@ -153,7 +153,7 @@ func newTestRedis(t testing.TB, srv *redistest.Server, node string, tweak ...fun
 }
 
 func rmsg(topic string, qos byte, payload string) *Message {
-	return &Message{ID: NewID(), Topic: topic, QoS: qos, Payload: []byte(payload), ClientID: "pub", Time: time.Now()}
+	return &Message{ID: broker.NewID(), Topic: topic, QoS: qos, Payload: []byte(payload), ClientID: "pub", Time: time.Now()}
 }
 
 func attach(t *testing.T, b Bridge, id string, sub Subscriber, clean bool) *StoredSession {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -48,7 +49,7 @@ func BenchmarkSubscriptions_100k(b *testing.B) {
 		}
 	}
 	b.Run("memory", func(b *testing.B) {
-		m := NewMemory(MemoryOptions{})
+		m := broker.NewMemory(broker.MemoryOptions{})
 		defer m.Close()
 		run(b, m)
 		if n := m.Stats()["subscription_filters"]; n != 0 {

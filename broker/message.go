@@ -3,6 +3,8 @@ package broker
 import (
 	"errors"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // ID uniquely identifies one published message across every replica. A
@@ -141,3 +143,12 @@ var ErrUnavailable = errors.New("bridge unavailable")
 // ErrNotOwner reports a CONNECT for a client id whose session belongs to
 // another user; it is refused with CONNACK 0x05 (not authorized).
 var ErrNotOwner = errors.New("client id belongs to another user")
+
+// NewID returns a fresh message id: a UUIDv7, so ids also sort by time.
+func NewID() ID {
+	u, err := uuid.NewV7()
+	if err != nil {
+		u = uuid.New()
+	}
+	return ID(u)
+}

@@ -61,6 +61,7 @@ var metrics = []metric{
 	{"bridge_publish_not_replicated", prometheus.CounterValue, "QoS 1 and 2 publishes fewer Redis replicas confirmed than -redis-min-replicas-acked."},
 	{"bridge_retained_messages", prometheus.GaugeValue, "Retained messages this replica knows of."},
 	{"bridge_subscription_filters", prometheus.GaugeValue, "Distinct topic filters this replica subscribes to for its clients."},
+	{"bridge_subscriptions", prometheus.GaugeValue, "Subscriptions (client and filter pairs) held on this replica, offline persistent sessions of a single node included."},
 }
 
 // metricName is the Prometheus name of m.

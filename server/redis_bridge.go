@@ -12,18 +12,19 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 )
 
 // newBridge builds the in-process bridge, or the Redis one when configured.
 // Redis publish batches' round trips go to redisLatency.
-func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency prometheus.Observer) (bridge.Bridge, error) {
+func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency prometheus.Observer) (*broker.Broker, error) {
 	client, err := cfg.RedisClient()
 	if err != nil {
 		return nil, err
 	}
 	if client == nil {
 		log.Info("single node: no Redis configured")
-		return bridge.NewMemory(bridge.MemoryOptions{
+		return broker.NewMemory(broker.MemoryOptions{
 			MaxQueued:     cfg.MaxQueuedMessages,
 			MessageExpiry: cfg.MessageExpiry,
 			SessionExpiry: cfg.SessionExpiry,
@@ -58,7 +59,7 @@ func (c *Config) redisSource() string {
 
 // newRedisBridge starts the Redis bridge on client. Redis must answer at
 // start-up; once running, a replica survives Redis going away.
-func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger, redisLatency prometheus.Observer) (bridge.Bridge, error) {
+func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger, redisLatency prometheus.Observer) (*broker.Broker, error) {
 	b, _, err := bridge.NewRedisBroker(ctx, bridge.RedisOptions{
 		Client:        client,
 		Prefix:        cfg.RedisPrefix,

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/listeners"
 	"github.com/bridgemq/server/session"
 )
@@ -28,12 +29,12 @@ type Server struct {
 	cfg    *Config
 	env    *session.Env
 	log    *slog.Logger
-	bridge bridge.Bridge
+	broker *broker.Broker // the node's core, over the in-memory or the Redis store
 	// auth is the authorizer the sessions ask, which Reload swaps; nil
 	// for a server built without one (tests).
 	auth *liveAuth
-	// sys holds and delivers the $SYS topics (-sys-interval); nil when off.
-	sys *sysBridge
+	// sys is on when the $SYS topics are published (-sys-interval).
+	sys bool
 	// bytesIn and bytesOut count every connection's bytes, for $SYS.
 	bytesIn, bytesOut atomic.Int64
 	// sysCluster shares the $SYS figures through Redis; nil without one.
@@ -112,8 +113,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	s.closers = closers
 	s.hist = h
 	if cfg.SysInterval > 0 {
-		s.sys = newSysBridge(b)
-		s.env.Bridge = s.sys
+		s.sys = true
 		rdb, err := cfg.RedisClient()
 		if err != nil {
 			_ = s.Close()
@@ -136,17 +136,17 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 }
 
 // newServer wires a server from its configuration, bridge and authorizer.
-func newServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.Logger) *Server {
+func newServer(cfg *Config, b *broker.Broker, auth session.Authorizer, log *slog.Logger) *Server {
 	refusals := newRefusalLimiter(log.Handler(), refusalWindow, refusalBurst, refusalGlobalBurst, refusalMaxKeys)
 	// Every line of the server and its sessions names the replica.
 	log = slog.New(&refusalHandler{inner: log.Handler(), lim: refusals}).With("node", cfg.NodeID)
 	return &Server{
 		cfg:      cfg,
 		log:      log,
-		bridge:   b,
+		broker:   b,
 		refusals: refusals,
 		env: &session.Env{
-			Bridge: b,
+			Broker: b,
 			Auth:   auth,
 			Stats:  &session.Stats{},
 			Log:    log,
@@ -207,7 +207,7 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 // bridge's under "bridge_".
 func (s *Server) Stats() map[string]int64 {
 	out := s.env.Stats.Snapshot()
-	for k, v := range s.bridge.Stats() {
+	for k, v := range s.broker.Stats() {
 		out["bridge_"+k] = v
 	}
 	return out
@@ -222,7 +222,7 @@ func (s *Server) Close() error {
 				s.closeErr = errors.Join(s.closeErr, fmt.Errorf("close: %w", err))
 			}
 		}
-		if err := s.bridge.Close(); err != nil {
+		if err := s.broker.Close(); err != nil {
 			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("close bridge: %w", err))
 		}
 	})
@@ -336,7 +336,7 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 	rctx, stopRefusals := context.WithCancel(context.Background())
 	var background sync.WaitGroup
 	background.Go(func() { s.refusals.run(rctx) })
-	if s.sys != nil {
+	if s.sys {
 		background.Go(func() { s.runSys(ctx) })
 	}
 	var accepting sync.WaitGroup
@@ -407,7 +407,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 		if s.identity != nil {
 			conn = s.identity.wrap(conn, s.cfg.MaxPacketSize)
 		}
-		if s.sys != nil {
+		if s.sys {
 			conn = &countingConn{Conn: conn, in: &s.bytesIn, out: &s.bytesOut}
 		}
 		sess := session.New(conn, &env)
@@ -460,7 +460,7 @@ func (s *Server) httpHandler() http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := s.bridge.Ready(ctx); err != nil {
+		if err := s.broker.Ready(ctx); err != nil {
 			http.Error(w, "bridge not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 	"github.com/bridgemq/server/topics"
 )
@@ -164,11 +165,18 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		// is the only refusal the client notices.
 		return fmt.Errorf("%w: PUBLISH topic: %w", ErrLimit, err)
 	}
-	if !s.env.Auth.CanWrite(s.clientID, s.username, p.Topic) {
+	// The $SYS tree is the server's own (each node publishes its figures
+	// there, PublishLocal): no client may pass its own off as them.
+	sys := p.Topic == "$SYS" || strings.HasPrefix(p.Topic, "$SYS/")
+	if sys || !s.env.Auth.CanWrite(s.clientID, s.username, p.Topic) {
 		// Acknowledged as 3.1.1 requires, then dropped; 5.0 says why
 		// (0x87, section 3.4.2.1).
 		s.env.Stats.PublishDenied.Add(1)
-		s.logger().Info("publish refused by ACL", "topic", p.Topic)
+		if sys {
+			s.logger().Info("publish to $SYS refused", "topic", p.Topic)
+		} else {
+			s.logger().Info("publish refused by ACL", "topic", p.Topic)
+		}
 		if s.version == packets.Version5 {
 			s.refusePublish(p.QoS, p.PacketID, packets.NotAuthorized, "not authorized to publish to this topic")
 			return nil
@@ -176,7 +184,7 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		s.accepted(p.QoS, p.PacketID, read, nil)
 		return nil
 	}
-	msg := &bridge.Message{
+	msg := &broker.Message{
 		ID:       newMessageID(),
 		Topic:    p.Topic,
 		Payload:  p.Payload,
@@ -205,7 +213,7 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		a.done = a.answer
 	}
 	a.s, a.held, a.qos, a.id, a.read = s, held, p.QoS, p.PacketID, read
-	s.env.Bridge.PublishAsync(ctx, msg, a.done)
+	s.env.Broker.PublishAsync(ctx, msg, a.done)
 	return nil
 }
 
@@ -387,7 +395,7 @@ func (s *Session) onPubcomp(id uint16) {
 func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	cfg := &s.env.Config
 	codes := make([]packets.ReasonCode, len(p.Subscriptions))
-	want := make([]bridge.Subscription, 0, len(p.Subscriptions))
+	want := make([]broker.Subscription, 0, len(p.Subscriptions))
 	at := make([]int, 0, len(p.Subscriptions)) // index in codes of each of want
 	v5 := s.version == packets.Version5
 	// refuse sets the SUBACK code of filter i: 3.1.1 has only 0x80; 5.0
@@ -427,7 +435,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 			refuse(i, packets.NotAuthorized, "not authorized")
 			continue
 		}
-		want = append(want, bridge.Subscription{Filter: sub.Filter, QoS: min(sub.QoS, 2)})
+		want = append(want, broker.Subscription{Filter: sub.Filter, QoS: min(sub.QoS, 2)})
 		at = append(at, i)
 	}
 	if cfg.MaxSubscriptions > 0 {
@@ -460,7 +468,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	}
 	ok := make([]bool, len(want))
 	if len(want) > 1 {
-		if err := s.env.Bridge.SubscribeMany(ctx, s.clientID, want); err != nil {
+		if err := s.env.Broker.SubscribeMany(ctx, s.clientID, want); err != nil {
 			s.logger().Error("subscribe", "filters", len(want), "err", err)
 		} else {
 			for k := range ok {
@@ -469,7 +477,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		}
 	} else {
 		for k, w := range want {
-			if err := s.env.Bridge.Subscribe(ctx, s.clientID, w.Filter, w.QoS); err != nil {
+			if err := s.env.Broker.Subscribe(ctx, s.clientID, w.Filter, w.QoS); err != nil {
 				s.logger().Error("subscribe", "filter", w.Filter, "err", err)
 				continue
 			}
@@ -542,7 +550,7 @@ func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) err
 			}
 			continue
 		}
-		if err := s.env.Bridge.Unsubscribe(ctx, s.clientID, f); err != nil {
+		if err := s.env.Broker.Unsubscribe(ctx, s.clientID, f); err != nil {
 			s.logger().Error("unsubscribe", "filter", f, "err", err)
 		}
 	}

@@ -1,7 +1,7 @@
 // Package session is one client connection's state machine: CONNECT,
 // keep-alive, QoS 0/1/2 flows in both directions, packet identifiers, the
 // inflight window, the will, takeover, and resending on reconnect. It talks
-// to other clients only through a bridge.Bridge.
+// to other clients only through the node's broker core (Broker).
 package session
 
 import (
@@ -18,7 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -96,9 +96,26 @@ type Config struct {
 	ServerKeepAlive time.Duration
 }
 
+// Broker is what a session needs of its node's broker core
+// (*broker.Broker, over either store): attach and detach, subscriptions,
+// publishing, wills and retained reads.
+type Broker interface {
+	Attach(ctx context.Context, clientID, owner string, sub broker.Subscriber, clean bool, will *broker.Message) (*broker.StoredSession, error)
+	Detach(ctx context.Context, clientID string, sub broker.Subscriber, state *broker.StoredSession) error
+	Subscribe(ctx context.Context, clientID, filter string, qos byte) error
+	SubscribeMany(ctx context.Context, clientID string, subs []broker.Subscription) error
+	Unsubscribe(ctx context.Context, clientID, filter string) error
+	PublishAsync(ctx context.Context, msg *broker.Message, done func(error))
+	PublishWill(ctx context.Context, clientID string, sub broker.Subscriber, will *broker.Message) (bool, error)
+	RetainedTopics(ctx context.Context, filter string) ([]string, error)
+	RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*broker.Message, int, error)
+}
+
+var _ Broker = (*broker.Broker)(nil)
+
 // Env is what every session of a server shares.
 type Env struct {
-	Bridge bridge.Bridge
+	Broker Broker
 	Auth   Authorizer
 	Config Config
 	Stats  *Stats
@@ -141,7 +158,7 @@ type Session struct {
 	version   packets.Version
 	clean     bool
 	keepAlive time.Duration
-	will      *bridge.Message
+	will      *broker.Message
 	// maxInflight is Config.MaxInflight, or the client's smaller Receive
 	// Maximum (5.0).
 	maxInflight int
@@ -208,7 +225,7 @@ type Session struct {
 
 // outgoing is a message waiting to be sent to this client.
 type outgoing struct {
-	msg    *bridge.Message
+	msg    *broker.Message
 	qos    byte
 	retain bool // RETAIN=1: sent because of a new subscription [MQTT-3.3.1-8]
 }
@@ -380,7 +397,7 @@ func (s *Session) stopReason() error {
 	return nil
 }
 
-// TakeOver implements bridge.Subscriber: a new connection with the same
+// TakeOver implements broker.Subscriber: a new connection with the same
 // client id ends this one [MQTT-3.1.4-2]. It returns once this session's
 // state is stored.
 func (s *Session) TakeOver() {
@@ -436,7 +453,7 @@ func (s *Session) end(ctx context.Context) {
 	if s.will != nil && !graceful && !errors.Is(reason, ErrServerShutdown) {
 		s.publishWill(ctx)
 	}
-	var state *bridge.StoredSession
+	var state *broker.StoredSession
 	snap := s.snapshot()
 	if !s.clean {
 		state = snap
@@ -447,7 +464,7 @@ func (s *Session) end(ctx context.Context) {
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := s.env.Bridge.Detach(dctx, s.clientID, s, state); err != nil {
+	if err := s.env.Broker.Detach(dctx, s.clientID, s, state); err != nil {
 		s.logger().Error("store session", "err", err)
 	}
 	s.mu.Lock()
@@ -471,7 +488,7 @@ func (s *Session) publishWill(ctx context.Context) {
 	defer cancel()
 	// Another replica may have published it already, having declared
 	// this one dead; a refused will is retried by the bridge.
-	published, err := s.env.Bridge.PublishWill(pctx, s.clientID, s, w)
+	published, err := s.env.Broker.PublishWill(pctx, s.clientID, s, w)
 	if err != nil {
 		s.logger().Error("publish will; retrying", "topic", w.Topic, "err", err)
 	}

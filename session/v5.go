@@ -8,7 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -321,12 +321,12 @@ func (s *Session) sendDisconnect(reason error) {
 // travel with the message (section 3.3.2.3); nil when it has none. The
 // Topic Alias and Subscription Identifiers are the connection's, not the
 // message's, and Will Delay Interval is the will's.
-func messageProperties(p *packets.Properties) *bridge.Properties {
+func messageProperties(p *packets.Properties) *broker.Properties {
 	if p == nil || (p.PayloadFormatIndicator == nil && p.MessageExpiryInterval == nil && p.ContentType == "" &&
 		p.ResponseTopic == "" && len(p.CorrelationData) == 0 && len(p.UserProperties) == 0) {
 		return nil
 	}
-	m := &bridge.Properties{
+	m := &broker.Properties{
 		PayloadFormat:   p.PayloadFormatIndicator,
 		MessageExpiry:   p.MessageExpiryInterval,
 		ContentType:     p.ContentType,
@@ -334,9 +334,9 @@ func messageProperties(p *packets.Properties) *bridge.Properties {
 		CorrelationData: p.CorrelationData,
 	}
 	if len(p.UserProperties) > 0 {
-		m.UserProperties = make([]bridge.UserProperty, len(p.UserProperties))
+		m.UserProperties = make([]broker.UserProperty, len(p.UserProperties))
 		for i, u := range p.UserProperties {
-			m.UserProperties[i] = bridge.UserProperty{Name: u.Name, Value: u.Value}
+			m.UserProperties[i] = broker.UserProperty{Name: u.Name, Value: u.Value}
 		}
 	}
 	return m
@@ -346,7 +346,7 @@ func messageProperties(p *packets.Properties) *bridge.Properties {
 // client: the message's own, unchanged [MQTT-3.3.2-4] [MQTT-3.3.2-17]
 // [MQTT-3.3.2-18], with what remains of its Message Expiry Interval
 // [MQTT-3.3.2-6]. nil for a 3.1.1 client and for a message without any.
-func (s *Session) publishProperties(msg *bridge.Message, remaining uint32) *packets.Properties {
+func (s *Session) publishProperties(msg *broker.Message, remaining uint32) *packets.Properties {
 	mp := msg.Properties
 	if mp == nil || s.version != packets.Version5 {
 		return nil

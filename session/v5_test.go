@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -142,7 +142,7 @@ func TestOpenInbound_ReceiveMaximum_MQTT_3_3_4_7(t *testing.T) {
 			s := newTestSession(t, 2, 10)
 			s.version = tt.version
 			if tt.restored != nil {
-				s.restore(&bridge.StoredSession{AwaitingRelease: tt.restored})
+				s.restore(&broker.StoredSession{AwaitingRelease: tt.restored})
 			}
 			for i, o := range tt.ops {
 				var err error
@@ -172,9 +172,9 @@ func TestOpenInbound_ReceiveMaximum_MQTT_3_3_4_7(t *testing.T) {
 func TestFill_ClientMaximumPacketSize_MQTT_3_1_2_25(t *testing.T) {
 	s := newTestSession5(t, 10, 10)
 	s.v5.maxPacket = 64
-	big := &bridge.Message{Topic: "t", Payload: bytes.Repeat([]byte("x"), 100), QoS: 1}
-	exact := &bridge.Message{Topic: "t", Payload: bytes.Repeat([]byte("y"), 64-8), QoS: 1} // 1+1 header, 3 topic, 2 id, 1 props
-	for _, m := range []*bridge.Message{big, message("small", 1), exact, big} {
+	big := &broker.Message{Topic: "t", Payload: bytes.Repeat([]byte("x"), 100), QoS: 1}
+	exact := &broker.Message{Topic: "t", Payload: bytes.Repeat([]byte("y"), 64-8), QoS: 1} // 1+1 header, 3 topic, 2 id, 1 props
+	for _, m := range []*broker.Message{big, message("small", 1), exact, big} {
 		s.enqueue(outgoing{msg: m, qos: 1})
 	}
 	got := decodeAll5(t, s.fill(nil, false))
@@ -231,7 +231,7 @@ func TestFill_TopicAliasesToClient_MQTT_3_3_2_11(t *testing.T) {
 func TestFill_TopicAliasNotSetByADroppedPublish(t *testing.T) {
 	s := newTestSession5(t, 10, 10)
 	s.v5.aliasMaxOut, s.v5.maxPacket = 5, 40
-	s.enqueue(outgoing{msg: &bridge.Message{Topic: "a", Payload: bytes.Repeat([]byte("x"), 50)}})
+	s.enqueue(outgoing{msg: &broker.Message{Topic: "a", Payload: bytes.Repeat([]byte("x"), 50)}})
 	s.enqueue(outgoing{msg: message("a", 0)})
 	got := decodeAll5(t, s.fill(nil, false))
 	if len(got) != 1 {
@@ -299,10 +299,10 @@ func TestReasonString_WellFormedAndBounded(t *testing.T) {
 func TestRestore_InflightTooLargeForTheClientIsDropped_MQTT_3_1_2_25(t *testing.T) {
 	s := newTestSession5(t, 10, 10)
 	s.v5.maxPacket = 50
-	big := &bridge.Message{Topic: "t", Payload: bytes.Repeat([]byte("x"), 60), QoS: 1}
-	s.restore(&bridge.StoredSession{Inflight: []bridge.Inflight{
-		{PacketID: 1, Delivery: bridge.Delivery{Message: big, QoS: 1}},
-		{PacketID: 2, Delivery: bridge.Delivery{Message: message("small", 1), QoS: 1}},
+	big := &broker.Message{Topic: "t", Payload: bytes.Repeat([]byte("x"), 60), QoS: 1}
+	s.restore(&broker.StoredSession{Inflight: []broker.Inflight{
+		{PacketID: 1, Delivery: broker.Delivery{Message: big, QoS: 1}},
+		{PacketID: 2, Delivery: broker.Delivery{Message: message("small", 1), QoS: 1}},
 	}})
 	got := decodeAll5(t, s.fill(nil, false))
 	if len(got) != 1 || got[0].(*packets.Publish).PacketID != 2 || !got[0].(*packets.Publish).Dup {
