@@ -313,7 +313,7 @@ type redisCounters struct {
 	replayed, replays, decodeErrors       atomic.Int64
 	willsSent                             atomic.Int64
 	queueTrimmed, replayTrimmed           atomic.Int64
-	streamTrims                           atomic.Int64
+	streamTrims, deadNodeChecks           atomic.Int64
 	takeovers, republished                atomic.Int64
 	claimConflicts, notReplicated         atomic.Int64
 }
@@ -510,6 +510,7 @@ func (r *Redis) Stats() map[string]int64 {
 		"offline_queue_trimmed":           s.queueTrimmed.Load(),
 		"replay_trimmed":                  s.replayTrimmed.Load(),
 		"stream_byte_trims":               s.streamTrims.Load(),
+		"dead_node_checks":                s.deadNodeChecks.Load(),
 		"wills_published":                 s.willsSent.Load(),
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),
