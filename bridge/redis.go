@@ -103,7 +103,8 @@ type RedisOptions struct {
 //
 // Keys and channels, under the prefix (EMQX's names where EMQX has one):
 //
-//	<p>client:<id>      hash  state 1/0, online_at, offline_at, node, conn
+//	<p>client:<id>      hash  state 1/0, online_at, offline_at, node, conn,
+//	                          owner, peerhost (the client's address)
 //	<p>node:<node>      hash  client id → connect time, per replica
 //	<p>alive:<node>     string with TTL NodeTTL, refreshed every TTL/3: the
 //	                    node's token, or a reaper's tombstone
@@ -240,6 +241,7 @@ type redisClient struct {
 	// published [MQTT-4.5.0-1] (see eligibleGrant).
 	since map[string]time.Time
 	sub   Subscriber // the connection, ended by a takeover
+	addr  string     // the client's address, for the client record
 	conn  string     // this connection's id in the client record
 	clean bool
 	// subs mirrors the core's subscriptions of the client (Claim's stored

@@ -46,6 +46,8 @@ func (s *liveSub) Deliver(m *Message, qos byte) bool {
 // (idleSub does).
 func (s *liveSub) Idle() bool { return false }
 
+func (s *liveSub) RemoteAddr() string { return "127.0.0.1:1" }
+
 func (s *liveSub) TakeOver() {
 	s.mu.Lock()
 	s.takenOver = true

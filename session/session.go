@@ -397,6 +397,10 @@ func (s *Session) stopReason() error {
 	return nil
 }
 
+// RemoteAddr implements broker.Subscriber: the client's address, the real
+// one behind a PROXY header.
+func (s *Session) RemoteAddr() string { return s.conn.RemoteAddr().String() }
+
 // TakeOver implements broker.Subscriber: a new connection with the same
 // client id ends this one [MQTT-3.1.4-2]. It returns once this session's
 // state is stored.
