@@ -94,6 +94,10 @@ type Config struct {
 	// ServerKeepAlive, when not 0, is the keep-alive a 5.0 client is told
 	// to use, in whole seconds (-server-keep-alive).
 	ServerKeepAlive time.Duration
+	// ServerReference, when set, is where a 5.0 client is sent when the
+	// server drains: its DISCONNECT says 0x9C, Use another server, with
+	// this Server Reference (-server-reference), instead of 0x8B.
+	ServerReference string
 }
 
 // Broker is what a session needs of its node's broker core
