@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistopo"
 	"github.com/bridgemq/server/packets"
@@ -66,7 +67,7 @@ func streamKeys(t testing.TB, addr string) map[string]bool {
 			t.Fatalf("xrange shard %d on %s: %v", sh, addr, err)
 		}
 		for _, e := range entries {
-			var m bridge.Message
+			var m broker.Message
 			env, _ := e.Values["e"].(string)
 			if _, err := bridge.DecodeEnvelope(env, &m); err != nil {
 				t.Fatalf("stream entry %s does not decode: %v", e.ID, err)

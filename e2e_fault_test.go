@@ -976,8 +976,13 @@ func TestFault_SlowSubscriberDoesNotStallOthers(t *testing.T) {
 		pub.window = 64
 		start := time.Now()
 		// A bounded rate: the normal subscriber must keep up by itself, or
-		// its own queue (-max-queued-messages) overflows, which would say
-		// nothing about the stalled one.
+		// its own queue overflows, which would say nothing about the
+		// stalled one. Its bound is the byte bound (8 MiB, about 8,000 of
+		// these messages), not the default 1,000 messages: on a loaded
+		// machine (two cores, -race, other tests) the test's own client
+		// was seen starved for the quarter second 1,000 messages take to
+		// arrive, so the count bound measured the machine. The stalled
+		// subscriber's 20 MiB still overflows the byte bound.
 		if err := pub.run(ctx, total, 4000, start.Add(time.Minute)); err != nil {
 			t.Errorf("publisher: %v", err)
 		}
@@ -996,5 +1001,5 @@ func TestFault_SlowSubscriberDoesNotStallOthers(t *testing.T) {
 		if dropped <= 0 {
 			t.Errorf("mqtt_dropped_qos0_queue_full_total = %v, want > 0: the stalled subscriber's queue must be bounded", dropped)
 		}
-	}, "-http", "127.0.0.1:0")
+	}, "-http", "127.0.0.1:0", "-max-queued-messages", "20000")
 }

@@ -48,7 +48,8 @@ func expectDisconnect(t *testing.T, c *mqtttest.Client, code packets.ReasonCode)
 // [MQTT-3.2.2-9] .. [MQTT-3.2.2-17], [MQTT-3.1.3-7]: a 5.0 CONNECT gets a
 // 5.0 CONNACK stating the server's limits truthfully: Receive Maximum is
 // -max-inflight, Maximum QoS absent (2), Retain Available, Maximum Packet
-// Size -max-packet-size, Topic Alias Maximum 0, wildcards available,
+// Size -max-packet-size, Topic Alias Maximum -topic-alias-maximum (10 by
+// default), wildcards available,
 // Subscription Identifiers and Shared Subscriptions not available; an
 // empty client id is assigned one, returned in the CONNACK.
 func TestV5_ConnackStatesServerLimits_MQTT_3_2_2_9(t *testing.T) {
@@ -71,7 +72,7 @@ func TestV5_ConnackStatesServerLimits_MQTT_3_2_2_9(t *testing.T) {
 			}
 		}
 		check("Receive Maximum", p.ReceiveMaximum, 7)
-		check("Topic Alias Maximum", p.TopicAliasMaximum, 0)
+		check("Topic Alias Maximum", p.TopicAliasMaximum, 10)
 		if p.MaximumQoS != nil {
 			t.Errorf("Maximum QoS = %d, want absent (QoS 2 served)", *p.MaximumQoS)
 		}
@@ -84,6 +85,9 @@ func TestV5_ConnackStatesServerLimits_MQTT_3_2_2_9(t *testing.T) {
 		}
 		if !strings.HasPrefix(p.AssignedClientIdentifier, "auto-") {
 			t.Errorf("Assigned Client Identifier = %q, want one for the empty id [MQTT-3.1.3-7]", p.AssignedClientIdentifier)
+		}
+		if p.ServerKeepAlive != nil {
+			t.Errorf("Server Keep Alive %d without -server-keep-alive [MQTT-3.2.2-22]", *p.ServerKeepAlive)
 		}
 		if ack.SessionPresent {
 			t.Error("session present on a clean start [MQTT-3.2.2-2]")
@@ -190,7 +194,10 @@ func TestV5_ReadErrors_DisconnectWithReasonCode_MQTT_4_13_1(t *testing.T) {
 		{"property not allowed in PUBLISH", pt.Packet(0x30, pt.Str("a"), pt.Props(0x11, pt.U32(1)), "x"), packets.MalformedPacket},
 		{"payload format indicator twice", pt.Packet(0x30, pt.Str("a"), pt.Props(0x01, 1, 0x01, 1), "x"), packets.ProtocolError},
 		{"packet too large", pt.Packet(0x30, pt.Str("a"), pt.Props(), big), packets.PacketTooLarge},
-		{"topic alias", pt.Packet(0x30, pt.Str("a"), pt.Props(0x23, pt.U16(1)), "x"), packets.TopicAliasInvalid},
+		{"topic alias above the maximum MQTT-3.3.2-9", pt.Packet(0x30, pt.Str("a"), pt.Props(0x23, pt.U16(11)), "x"), packets.TopicAliasInvalid},
+		{"topic alias 0 MQTT-3.3.2-8", pt.Packet(0x30, pt.Str("a"), pt.Props(0x23, pt.U16(0)), "x"), packets.TopicAliasInvalid},
+		{"empty topic with an unknown alias", pt.Packet(0x30, pt.Str(""), pt.Props(0x23, pt.U16(1)), "x"), packets.ProtocolError},
+		{"empty topic without alias", pt.Packet(0x30, pt.Str(""), pt.Props(), "x"), packets.ProtocolError},
 		{"second CONNECT", pt.Packet(0x10, pt.ConnectHead("MQTT", 5, 0x02), pt.Props(), pt.Str("c")), packets.ProtocolError},
 	}
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
@@ -232,6 +239,22 @@ func TestV5_ServerShutdown_Disconnect0x8B(t *testing.T) {
 	c, _ := connect5(t, ts.Addr(), unique(t, "c"), 30)
 	go ts.Stop(t)
 	expectDisconnect(t, c, packets.ServerShuttingDown)
+}
+
+// Section 4.11: with -server-reference, a draining server sends its 5.0
+// clients DISCONNECT 0x9C (Use another server) naming where to go.
+func TestV5_ServerShutdown_Disconnect0x9CWithServerReference(t *testing.T) {
+	ts := startServer(t, "-server-reference", "mqtt.example:1883")
+	c, _ := connect5(t, ts.Addr(), unique(t, "c"), 30)
+	go ts.Stop(t)
+	_, got := c.ExpectClosed(waitTimeout)
+	if len(got) == 0 {
+		t.Fatal("closed without DISCONNECT, want DISCONNECT 0x9C")
+	}
+	d, ok := got[len(got)-1].(*packets.Disconnect)
+	if !ok || d.ReasonCode != packets.UseAnotherServer || d.Properties == nil || d.Properties.ServerReference != "mqtt.example:1883" {
+		t.Fatalf("got %s before the close, want DISCONNECT 0x9C with Server Reference mqtt.example:1883", mqtttest.Describe(got))
+	}
 }
 
 // Section 3.14.2.1: DISCONNECT 0x04 (Disconnect with Will Message) ends

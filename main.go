@@ -3,7 +3,8 @@
 // -redis-url it runs as a single node with nothing else to install.
 //
 // The server itself lives in package server; this command only turns flags
-// and MQTT_* environment variables into a server.Config and runs it.
+// and MQTT_* environment variables into a server.Config and runs it. Its
+// "user" subcommand manages the users kept in Redis for -auth-redis.
 package main
 
 import (
@@ -19,6 +20,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "user" {
+		os.Exit(runUser(os.Args[2:], os.Getenv, os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
 }
 

@@ -11,7 +11,11 @@
 //     evaluated the way Mosquitto 2.0's default security does it: deny rules
 //     first, then grants, the client's own rules before the patterns.
 //
-// Authorizer combines both with the allow_anonymous setting and is what the
+// RedisUsers reads users and their ACL from Redis instead, in EMQX's layout
+// (mqtt_user:<name>, mqtt_acl:<name>), shared by every replica and cached by
+// each until a notice on UsersChannel; UserAdmin writes them.
+//
+// Authorizer combines both files with the allow_anonymous setting and is what the
 // session layer calls on CONNECT, SUBSCRIBE, PUBLISH and per delivered message.
 // Passwords and ACL are immutable once parsed and safe for concurrent use; a
 // configuration reload builds new ones and swaps the pointers.

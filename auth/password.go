@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -37,6 +40,10 @@ const (
 	// hashPBKDF2 is Mosquitto 2.x "$7$<iterations>$<salt>$<hash>":
 	// PKCS5_PBKDF2_HMAC(password, salt, iterations, sha512, 64).
 	hashPBKDF2
+	// hashSaltedSHA256 is EMQX's "sha256" password_hash_algorithm with
+	// salt_position "prefix": hex(SHA-256(salt + password)), the salt in a
+	// field of its own (only found in Redis user records).
+	hashSaltedSHA256
 )
 
 // passwordHash is one decoded password file entry.
@@ -61,6 +68,11 @@ func (h *passwordHash) digest(password []byte) []byte {
 			return nil
 		}
 		return key
+	case hashSaltedSHA256:
+		d := sha256.New()
+		d.Write(h.salt)
+		d.Write(password)
+		return d.Sum(nil)
 	}
 	return nil
 }
@@ -183,6 +195,12 @@ func (p *Passwords) Check(username string, password []byte) bool {
 	if p != nil {
 		h, known = p.users[username]
 	}
+	return checkHash(h, known, password)
+}
+
+// checkHash reports whether password matches h. When the user is not
+// known, a decoy is hashed instead so that the answer takes as long.
+func checkHash(h passwordHash, known bool, password []byte) bool {
 	if !known {
 		h = decoy
 	}
@@ -202,3 +220,36 @@ func (p *Passwords) Len() int {
 // trimBlanks removes what C's isspace counts as blank from both ends, as
 // Mosquitto's misc__trimblanks does.
 func trimBlanks(s string) string { return strings.Trim(s, " \t\n\v\f\r") }
+
+// HashPassword returns password hashed as mosquitto_passwd 2.0 does by
+// default: "$7$101$<salt>$<hash>", PBKDF2-HMAC-SHA512 over a random 12-byte
+// salt, both base64. A password file line is "user:" followed by it.
+func HashPassword(password string) (string, error) {
+	if strings.IndexByte(password, 0) >= 0 {
+		return "", fmt.Errorf("%w: a password cannot hold a NUL byte", ErrInvalidHash)
+	}
+	salt := make([]byte, saltLen)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("salt: %w", err)
+	}
+	key, err := pbkdf2.Key(sha512.New, password, salt, defaultIterations, hashLen)
+	if err != nil {
+		return "", fmt.Errorf("pbkdf2: %w", err)
+	}
+	return fmt.Sprintf("$7$%d$%s$%s", defaultIterations, base64.StdEncoding.EncodeToString(salt), base64.StdEncoding.EncodeToString(key)), nil
+}
+
+// parseStoredHash decodes a Redis user record's password_hash and salt
+// fields: a mosquitto_passwd hash ("$7$…" or "$6$…", which carries its own
+// salt, so the salt field is ignored), or EMQX's salted SHA-256 as 64 hex
+// digits (salt_position prefix).
+func parseStoredHash(stored, salt string) (passwordHash, error) {
+	if strings.HasPrefix(stored, "$") {
+		return parseHash(stored)
+	}
+	sum, err := hex.DecodeString(stored)
+	if err != nil || len(sum) != sha256.Size {
+		return passwordHash{}, fmt.Errorf("%w: want $7$…, $6$… or 64 hex digits of salted SHA-256", ErrUnsupportedHash)
+	}
+	return passwordHash{kind: hashSaltedSHA256, salt: []byte(salt), hash: sum}, nil
+}

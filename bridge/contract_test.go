@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -26,7 +27,7 @@ type contractOptions struct {
 // contract runs fn against a fresh Memory and a fresh Redis bridge.
 func contract(t *testing.T, o contractOptions, fn func(t *testing.T, b Bridge)) {
 	t.Run("memory", func(t *testing.T) {
-		m := NewMemory(MemoryOptions{MaxQueued: o.maxQueued, MessageExpiry: o.expiry})
+		m := broker.NewMemory(broker.MemoryOptions{MaxQueued: o.maxQueued, MessageExpiry: o.expiry})
 		t.Cleanup(func() { _ = m.Close() })
 		fn(t, m)
 	})

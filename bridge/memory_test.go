@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bridgemq/server/broker"
 )
 
 // recorder is a Subscriber that records what it is given.
@@ -28,6 +30,8 @@ func (r *recorder) Deliver(msg *Message, qos byte) bool {
 
 // Idle implements Subscriber: a recorder never says its client caught up.
 func (r *recorder) Idle() bool { return false }
+
+func (r *recorder) RemoteAddr() string { return "" }
 
 func (r *recorder) TakeOver() {
 	r.mu.Lock()
@@ -68,7 +72,7 @@ func TestMemory_DeliversOnceAtHighestGrantedQoS_MQTT_3_3_5_1(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := NewMemory(MemoryOptions{})
+			m := broker.NewMemory(broker.MemoryOptions{})
 			ctx := context.Background()
 			r := &recorder{}
 			if _, err := m.Attach(ctx, "c", "", r, true, nil); err != nil {
@@ -95,7 +99,7 @@ func TestMemory_DeliversOnceAtHighestGrantedQoS_MQTT_3_3_5_1(t *testing.T) {
 
 func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 	ctx := context.Background()
-	m := NewMemory(MemoryOptions{MaxQueued: 3})
+	m := broker.NewMemory(broker.MemoryOptions{MaxQueued: 3})
 	r := &recorder{}
 	if _, err := m.Attach(ctx, "p", "", r, false, nil); err != nil {
 		t.Fatal(err)
@@ -139,7 +143,7 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 
 func TestMemory_CleanSessionDiscardsStoredState_MQTT_3_1_2_6(t *testing.T) {
 	ctx := context.Background()
-	m := NewMemory(MemoryOptions{})
+	m := broker.NewMemory(broker.MemoryOptions{})
 	r := &recorder{}
 	_, _ = m.Attach(ctx, "c", "", r, false, nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
@@ -157,7 +161,7 @@ func TestMemory_CleanSessionDiscardsStoredState_MQTT_3_1_2_6(t *testing.T) {
 
 func TestMemory_TakeOverEndsPreviousConnection_MQTT_3_1_4_2(t *testing.T) {
 	ctx := context.Background()
-	m := NewMemory(MemoryOptions{})
+	m := broker.NewMemory(broker.MemoryOptions{})
 	old := &recorder{}
 	old.onTake = func() { _ = m.Detach(ctx, "dup", old, &StoredSession{}) }
 	if _, err := m.Attach(ctx, "dup", "", old, false, nil); err != nil {
@@ -185,7 +189,7 @@ func TestMemory_TakeOverEndsPreviousConnection_MQTT_3_1_4_2(t *testing.T) {
 
 func TestMemory_DeliveryRefusedDuringDetachIsKept(t *testing.T) {
 	ctx := context.Background()
-	m := NewMemory(MemoryOptions{})
+	m := broker.NewMemory(broker.MemoryOptions{})
 	r := &recorder{}
 	_, _ = m.Attach(ctx, "c", "", r, false, nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
@@ -200,7 +204,7 @@ func TestMemory_DeliveryRefusedDuringDetachIsKept(t *testing.T) {
 
 func TestMemory_RetainedStoreAndClear_MQTT_3_3_1_10(t *testing.T) {
 	ctx := context.Background()
-	m := NewMemory(MemoryOptions{})
+	m := broker.NewMemory(broker.MemoryOptions{})
 	for _, tp := range []string{"r/a", "r/b", "r/c/d", "other"} {
 		mm := msg(tp, 1)
 		mm.Retain = true
@@ -220,7 +224,7 @@ func TestMemory_RetainedStoreAndClear_MQTT_3_3_1_10(t *testing.T) {
 
 func TestMemory_QueuedMessagesExpire(t *testing.T) {
 	ctx := context.Background()
-	m := NewMemory(MemoryOptions{MessageExpiry: time.Minute})
+	m := broker.NewMemory(broker.MemoryOptions{MessageExpiry: time.Minute})
 	r := &recorder{}
 	_, _ = m.Attach(ctx, "c", "", r, false, nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)

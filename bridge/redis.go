@@ -18,7 +18,6 @@ import (
 
 	"github.com/bridgemq/server/bridge/pattern"
 	"github.com/bridgemq/server/broker"
-	"github.com/bridgemq/server/topics"
 )
 
 // streamShards is the number of Redis streams QoS ≥ 1 messages are appended
@@ -65,8 +64,9 @@ type RedisOptions struct {
 	// (so it holds whichever replica it was last on); zero keeps it.
 	SessionExpiry time.Duration
 	// MaxQueued bounds the messages returned for one offline session: the
-	// newest are kept, the older ones dropped and counted (as Memory does,
-	// see broker.OfflineQueue). Default DefaultMaxQueued.
+	// newest are kept, the older ones dropped and counted (the core's
+	// broker.OfflineQueue, which NewRedisBroker builds with it). Default
+	// DefaultMaxQueued.
 	MaxQueued int
 	// MaxPatterns bounds the Redis patterns this replica subscribes
 	// (Redis pays for every pattern on every PUBLISH). Default
@@ -95,16 +95,24 @@ type RedisOptions struct {
 	PublishLatency interface{ Observe(float64) }
 }
 
-// Redis is the Bridge that lets any number of replicas act as one broker.
+// Redis lets any number of replicas act as one broker: it is both the
+// broker.Cluster and the broker.Store of each replica's local core
+// (NewRedisBroker). The core matches every message to its local clients;
+// Redis carries messages between replicas, keeps what outlives a
+// connection, and applies its cursor rules to each delivery (Gate).
 //
 // Keys and channels, under the prefix (EMQX's names where EMQX has one):
 //
-//	<p>client:<id>      hash  state 1/0, online_at, offline_at, node, conn
+//	<p>client:<id>      hash  state 1/0, online_at, offline_at, node, conn,
+//	                          owner, peerhost (the client's address)
 //	<p>node:<node>      hash  client id → connect time, per replica
 //	<p>alive:<node>     string with TTL NodeTTL, refreshed every TTL/3: the
 //	                    node's token, or a reaper's tombstone
 //	<p>willclaim:<conn> string with TTL 24h: the will of connection conn is
 //	                    (being) published by the replica named
+//	<p>wills:delayed    sorted set  client ids whose delayed will waits,
+//	                    by due time (redis_willdelay.go)
+//	<p>willdelay:<id>   string  that will's envelope
 //	<p>nodes            set   registered replicas, checked by the reaper
 //	<p>sub:<id>         hash  filter → QoS of a persistent session
 //	<p>session:<id>     hash  state (inflight, queued, awaiting PUBREL),
@@ -122,38 +130,35 @@ type RedisOptions struct {
 // The EMQX names therefore work unchanged in Redis Cluster.
 //
 // Live fan-out: a message is PUBLISHed to "<prefix>msg:<topic>"; each
-// replica SUBSCRIBEs or PSUBSCRIBEs (pattern.PatternSet) what its local
-// clients need, re-matches every message against its local trie and drops
-// repeats. A QoS ≥ 1 message is also appended to a capped stream, by the same
-// Lua script, so that a replica whose subscription connection dropped
-// replays what it missed, and an offline persistent session finds its
-// messages on reconnect by reading the streams from its cursor.
+// replica SUBSCRIBEs or PSUBSCRIBEs (pattern.PatternSet) what its core
+// routes (Route), drops repeats, and hands every message to the core,
+// which re-matches it against its trie (Receiver.Receive). A QoS ≥ 1
+// message is also appended to a capped stream, by the same Lua script, so
+// that a replica whose subscription connection dropped replays what it
+// missed, and an offline persistent session finds its messages on
+// reconnect by reading the streams from its cursor.
 //
-// Lock order. A goroutine that holds several of these takes them in this
-// order, and none is held across a Redis round trip unless it says so:
+// Lock order. The core's locks come first (see package broker): Gate,
+// Leave, Subscribing, Unsubscribing and the checkpoint's due and mark run
+// under a client's delivery lock and take mu. The bridge never calls into
+// the core while it holds one of its own locks, and none is held across a
+// Redis round trip unless it says so:
 //
-//	clientLock(id)  per client id, held for a whole Attach (round trips
-//	                included); a takeover handler waits on it only for a
-//	                connection that has already claimed the id
 //	psMu            held while a PatternSet change is computed and its
 //	                SUBSCRIBE/UNSUBSCRIBE commands are written
-//	mu              clients, the trie, lastSeen: the delivery lock; a
-//	                message's fan-out and the lastSeen it raises run under
-//	                one hold, lastSeen raised after the last client
-//	Subscriber      Deliver and Idle run under mu and take the
-//	                connection's own lock (session.Session.mu), so a
-//	                Subscriber never calls into the bridge while holding it
+//	mu              conns, detaching, lastSeen and every redisClient; the
+//	                reader raises lastSeen under it once the core has
+//	                handed a message to every local client
 //
-// attachMu (guards the clientLock table) and waitMu (barrier, pong and
-// takeover-ack waiters) are leaves: nothing else is taken while they are
-// held.
+// waitMu (barrier, pong and takeover-ack waiters) is a leaf: nothing else
+// is taken while it is held.
 type Redis struct {
 	rdb        redis.UniversalClient
 	prefix     string
 	msgPrefix  string
 	node       string
 	ttl        time.Duration
-	queue      broker.OfflineQueue // MaxQueued and MessageExpiry
+	queue      broker.OfflineQueue // the core's (Bind): MaxQueued and MessageExpiry
 	sessionTTL time.Duration
 	// streamArgs are the leading arguments of every publishScript call:
 	// the count cap and MessageExpiry in ms.
@@ -190,28 +195,33 @@ type Redis struct {
 	pongs    map[string]chan struct{} // PING barriers in flight
 	acks     map[string]chan struct{} // takeover acknowledgements awaited
 
-	mu      sync.Mutex // guards clients, lastSeen and delivery
-	clients map[string]*redisClient
-	// detaching holds, per client id, a channel closed once a Detach that
-	// has already unregistered the client has stored its session: a
-	// takeover waits for it so it never reads a session being written.
-	detaching map[string]chan struct{}
-	// claiming holds, per client id, the connection id an Attach on this
-	// node has claimed in Redis while it is still attaching.
-	claiming map[string]string
-	trie     *topics.Trie[string]
-	lastSeen [streamShards]streamID
-	seenGen  uint64          // counts changes of lastSeen
-	matched  map[string]byte // reused by the reader under mu
+	// core is the local broker core every message is handed to (Bind).
+	core broker.Receiver
+	// retainedNames is the retained index read at start-up, handed to the
+	// core's mirror by Bind.
+	retainedNames []string
+
+	mu sync.Mutex // guards conns, detaching, lastSeen and each redisClient
+	// conns holds what the bridge keeps for each connection of this node,
+	// from Claim until Leave: its connection id, its cursor rules and the
+	// Subscriber a takeover ends. The core owns the registry and the
+	// fan-out; this is the Redis side of each of its entries.
+	conns map[string]*redisClient
+	// detaching holds, per client id, a connection that has left (Leave)
+	// and whose session Save is still storing: a takeover or a new Claim
+	// waits for it (its done channel) so it never reads a session being
+	// written.
+	detaching map[string]*redisClient
+	lastSeen  [streamShards]streamID
+	seenGen   uint64 // counts changes of lastSeen
 	// oldMsg is the message whose age old holds (see oldLocked); under mu.
 	oldMsg *Message
 	old    bool
 
-	recent   recentIDs                                 // reader goroutine only
-	retained atomic.Pointer[topics.Retained[struct{}]] // mirror of the retained index
+	recent recentIDs // reader goroutine only
 
-	attachMu sync.Mutex
-	attaches map[string]*clientLock // serialises Attach per client id
+	closeOnce sync.Once
+	closeErr  error
 
 	stats redisCounters
 
@@ -223,7 +233,9 @@ type Redis struct {
 	conflict      atomic.Pointer[error] // set while another replica holds this node id
 }
 
-// redisClient is a client connection attached to this replica.
+// redisClient is what the Redis bridge keeps for one connection of this
+// node, from Claim to Leave: the Redis side of one of the core's registry
+// entries. Its fields are guarded by Redis.mu.
 type redisClient struct {
 	id    string
 	owner string // the username that created the session
@@ -233,14 +245,30 @@ type redisClient struct {
 	// restarted) reach a filter only if it existed when they were
 	// published [MQTT-4.5.0-1] (see eligibleGrant).
 	since map[string]time.Time
-	sub   Subscriber
-	conn  string // this connection's id in the client record
+	sub   Subscriber // the connection, ended by a takeover
+	addr  string     // the client's address, for the client record
+	conn  string     // this connection's id in the client record
 	clean bool
-	subs  map[string]byte
-	late  []Delivery // refused by a closing connection, for its Detach
-	will  *Message   // published if the connection ends without DISCONNECT
+	// subs mirrors the core's subscriptions of the client (Claim's stored
+	// ones, then Cluster.Subscribing and Unsubscribing), for the replay
+	// and for eligibleGrant.
+	subs map[string]byte
+	will *Message // published if the connection ends without DISCONNECT
 
-	// While Attach replays a persistent session's streams, live messages
+	// cursor is the stored cursor Claim found (hasCursor), where Resume
+	// replays from.
+	cursor    [streamShards]streamID
+	hasCursor bool
+	// attached is closed once Resume or Abandon has run: a takeover
+	// asked for a connection still attaching waits for it. resumed tells
+	// which.
+	attached chan struct{}
+	resumed  bool
+	// left is the cursor Leave took; done is closed once Save stored it.
+	left [streamShards]streamID
+	done chan struct{}
+
+	// While Resume replays a persistent session's streams, live messages
 	// with a stream id wait in pending; skip then holds, per shard, the
 	// last stream id the replay returned, so that live copies of
 	// replayed messages are not delivered twice.
@@ -257,7 +285,7 @@ type redisClient struct {
 	// older than that, however far this replica's own position (lastSeen)
 	// lags on a shard it had no subscription on.
 	floor [streamShards]streamID
-	// gated is, per shard, the last stream id gateLocked decided for this
+	// gated is, per shard, the last stream id Gate decided for this
 	// connection. lastSeen moves only after a message's fan-out, so a
 	// cursor taken while one is under way covers it through gated if the
 	// gate saw it for this client, and leaves it to the replay if not.
@@ -269,8 +297,7 @@ type redisClient struct {
 // ended), the last id the gate decided for c (gated), c's floor and where
 // its replay ended. Everything up to it reached c, is in the state stored
 // with it, or was never c's; everything after it is read again from the
-// streams. It is the rule broker.Cluster.Leave applies once the core does
-// the fan-out. r.mu is held.
+// streams. Leave takes it. r.mu is held.
 func (r *Redis) cursorLocked(c *redisClient) [streamShards]streamID {
 	cur := r.lastSeen
 	raise(&cur, &c.gated)
@@ -288,14 +315,14 @@ type pendingDelivery struct {
 }
 
 type redisCounters struct {
-	published, publishErrors, qos0Dropped atomic.Int64
-	received, delivered, deduplicated     atomic.Int64
-	replayed, replays, decodeErrors       atomic.Int64
-	queuedDropped, expired, willsSent     atomic.Int64
-	queueTrimmed, replayTrimmed           atomic.Int64
-	streamTrims                           atomic.Int64
-	takeovers, republished                atomic.Int64
-	claimConflicts, notReplicated         atomic.Int64
+	published, publishErrors, qos0Dropped   atomic.Int64
+	received, delivered, deduplicated       atomic.Int64
+	replayed, replays, decodeErrors         atomic.Int64
+	willsSent, willsDelayed, willsCancelled atomic.Int64
+	queueTrimmed, replayTrimmed             atomic.Int64
+	streamTrims, deadNodeChecks             atomic.Int64
+	takeovers, republished                  atomic.Int64
+	claimConflicts, notReplicated           atomic.Int64
 }
 
 // NewRedis connects a Redis bridge: it subscribes its control channels,
@@ -345,17 +372,12 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		expected:   make(map[string]int),
 		pongs:      make(map[string]chan struct{}),
 		acks:       make(map[string]chan struct{}),
-		clients:    make(map[string]*redisClient),
-		detaching:  make(map[string]chan struct{}),
-		claiming:   make(map[string]string),
-		trie:       topics.NewTrie[string](),
-		matched:    make(map[string]byte),
+		conns:      make(map[string]*redisClient),
+		detaching:  make(map[string]*redisClient),
 		recent:     newRecentIDs(1 << 16),
-		attaches:   make(map[string]*clientLock),
 		token:      randomToken(),
 		beatNow:    make(chan struct{}, 1),
 	}
-	r.queue = broker.OfflineQueue{Max: o.MaxQueued, Expiry: o.MessageExpiry, Dropped: &r.stats.queuedDropped, Expired: &r.stats.expired}
 	if cc, ok := o.Client.(*redis.ClusterClient); ok {
 		watchClusterTopology(ctx, cc)
 	}
@@ -392,7 +414,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		err = r.initStreams(ctx)
 	}
 	if err == nil {
-		err = r.loadRetainedIndex(ctx)
+		r.retainedNames, err = r.readRetainedIndex(ctx)
 	}
 	if err == nil {
 		err = r.joinCluster(ctx)
@@ -402,12 +424,11 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
-	r.wg.Add(5)
+	r.wg.Add(4)
 	go r.trimLoop()
-	go r.readLoop()
 	go r.publishLoop()
 	go r.nodeLoop()
-	go r.checkpointLoop()
+	go r.dueWillsLoop()
 	if err := r.reapPreviousRun(ctx); err != nil {
 		_ = r.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
@@ -433,6 +454,31 @@ func (r *Redis) subscribeControl(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Bind implements broker.Cluster: the core's mirror of the retained topic
+// names gets the index read at start-up, and the reader, which hands every
+// message to the core, and the checkpoint loop start. Announcements made
+// since the index was read wait in the subscription for the reader.
+func (r *Redis) Bind(core broker.Receiver) {
+	r.core = core
+	r.queue = core.Queue()
+	core.ReplaceRetained(r.retainedNames)
+	r.retainedNames = nil
+	r.wg.Add(2)
+	go r.readLoop()
+	go r.checkpointLoop()
+}
+
+// NewRedisBroker returns the local broker core of a replica with the Redis
+// bridge as both its Store and its Cluster.
+func NewRedisBroker(ctx context.Context, o RedisOptions) (*broker.Broker, *Redis, error) {
+	r, err := NewRedis(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := broker.New(r, r, broker.Options{MaxQueued: o.MaxQueued, MessageExpiry: o.MessageExpiry})
+	return b, r, nil
 }
 
 // NodeID returns the name this replica registered under.
@@ -470,31 +516,36 @@ func (r *Redis) Stats() map[string]int64 {
 		"replayed":                        s.replayed.Load(),
 		"replays":                         s.replays.Load(),
 		"decode_errors":                   s.decodeErrors.Load(),
-		"offline_queue_dropped":           s.queuedDropped.Load(),
-		"offline_queue_expired":           s.expired.Load(),
 		"offline_queue_trimmed":           s.queueTrimmed.Load(),
 		"replay_trimmed":                  s.replayTrimmed.Load(),
 		"stream_byte_trims":               s.streamTrims.Load(),
+		"dead_node_checks":                s.deadNodeChecks.Load(),
 		"wills_published":                 s.willsSent.Load(),
+		"wills_delayed":                   s.willsDelayed.Load(),
+		"wills_cancelled":                 s.willsCancelled.Load(),
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),
 		"republished_after_redis_restart": s.republished.Load(),
 		"publish_not_replicated":          s.notReplicated.Load(),
-		"retained_messages":               int64(r.retained.Load().Len()),
-		"subscription_filters":            int64(r.trie.Filters()),
 	}
 }
 
 // Close stops the bridge's goroutines and its subscription. Messages
 // already accepted by Publish are in Redis; clients still attached are left
 // to the other replicas, which publish their wills once this node's
-// liveness key expires.
+// liveness key expires. The core closes it twice, as its Cluster and as
+// its Store: the second call returns the first's result.
 func (r *Redis) Close() error {
+	r.closeOnce.Do(func() { r.closeErr = r.close() })
+	return r.closeErr
+}
+
+func (r *Redis) close() error {
 	r.cancel()
 	err := r.ps.Close()
 	r.wg.Wait()
 	r.mu.Lock()
-	idle := len(r.clients) == 0
+	idle := len(r.conns) == 0
 	r.mu.Unlock()
 	if idle {
 		// Nothing to reap: leave the registry at once.

@@ -3,8 +3,8 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,11 +18,13 @@ import (
 // other takes it over [MQTT-3.1.4-2]. It also removes the record's expiry.
 // The record also names the username that holds the id while it is
 // connected, so that of two users racing for a new id the second is refused.
-// KEYS[1] client; ARGV expected conn, conn, node, online_at, owner.
+// It records the client's address (peerhost, EMQX's name; the real one
+// behind a PROXY header). KEYS[1] client; ARGV expected conn, conn, node,
+// online_at, owner, peerhost.
 var casClaimScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 if (cur or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', '1', 'online_at', ARGV[4], 'node', ARGV[3], 'conn', ARGV[2], 'owner', ARGV[5])
+redis.call('HSET', KEYS[1], 'state', '1', 'online_at', ARGV[4], 'node', ARGV[3], 'conn', ARGV[2], 'owner', ARGV[5], 'peerhost', ARGV[6])
 redis.call('PERSIST', KEYS[1])
 return 1
 `)
@@ -31,49 +33,117 @@ return 1
 // other replicas keep claiming.
 const maxClaimAttempts = 8
 
-// Attach implements Bridge.
+// Claim implements broker.Store.
 //
-// The client id is first claimed in Redis by a compare-and-set on its
-// record, after ending the connection the record names: on this node by
-// calling its TakeOver, on another live node by a control message that node
-// answers once the old connection has stored its session [MQTT-3.1.4-2]. A
+// The client id is claimed in Redis by a compare-and-set on its record,
+// after ending the connection the record names on another live node by a
+// control message that node answers once the old connection has stored its
+// session [MQTT-3.1.4-2] (the core has already ended one on this node). A
 // CONNECT that lost a race to another replica takes the winner over and
-// claims again. A persistent session then gets its subscriptions routed
-// here before its streams are replayed from the stored cursor, and live
-// messages that race with the replay are held back and merged by stream id,
-// so that none is lost and none is returned twice.
-func (r *Redis) Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*StoredSession, error) {
-	unlock := r.lockClient(clientID)
-	defer unlock()
-	r.mu.Lock()
-	local := r.clients[clientID]
-	r.mu.Unlock()
-	if local != nil && local.owner != owner {
-		// Refused before anything is touched, the live connection included.
-		return nil, fmt.Errorf("attach %q: %w: user %q may not take over the connection of user %q", clientID, ErrNotOwner, owner, local.owner)
-	}
-	if err := r.takeOverLocal(clientID); err != nil {
-		return nil, err
-	}
-	c := &redisClient{id: clientID, owner: owner, sub: sub, conn: randomToken(), clean: clean, subs: make(map[string]byte), will: willCopy(will)}
+// claims again. The stored session is returned with its subscriptions for
+// the core to route; until Resume has replayed its streams, live messages
+// for it wait in the gate (see Gate).
+func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*StoredSession, error) {
+	// A Detach of this id that is still storing its session is waited
+	// for, so that the claim reads what it stored.
+	r.waitDetached(clientID)
+	c := &redisClient{id: clientID, owner: owner, sub: sub, addr: sub.RemoteAddr(), conn: randomToken(), clean: clean,
+		subs: make(map[string]byte), will: willCopy(will), attached: make(chan struct{})}
 	got, err := r.claim(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("attach %q: %w", clientID, err)
+		return nil, fmt.Errorf("claim %q: %w", clientID, err)
 	}
-	defer func() {
-		r.mu.Lock()
-		delete(r.claiming, clientID)
-		r.mu.Unlock()
-	}()
-	stored, err := r.attachClaimed(ctx, c, got, will)
-	if err != nil {
-		// Leave the record offline so the next CONNECT need not wait for
-		// a takeover nobody can answer.
-		now := strconv.FormatInt(time.Now().Unix(), 10)
-		_ = detachScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.clientKey(clientID)}, c.conn, now, r.recordTTL(false)).Err()
-		return nil, fmt.Errorf("attach %q: %w", clientID, err)
+	var stored *StoredSession
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !clean {
+		stored, c.cursor, c.hasCursor = r.parseSession(clientID, got.sub, got.session, c.subs)
+		c.replaying = c.hasCursor
+		c.floor = c.cursor
+		if !c.hasCursor {
+			// A new session starts where the streams ended before it was
+			// claimed, never at this replica's own position, which may
+			// lie far in the past for a shard it had no subscription on
+			// [MQTT-4.5.0-1].
+			c.floor = got.ends
+		}
+	}
+	if stored != nil {
+		stored.Subscriptions = maps.Clone(c.subs)
 	}
 	return stored, nil
+}
+
+// Resume implements broker.Store: it stores the connection's record and
+// will, and replays what a resumed session missed from its stored cursor,
+// merged by stream id with the live messages the gate held back meanwhile,
+// so that none is lost and none is returned twice.
+func (r *Redis) Resume(ctx context.Context, clientID string, stored *StoredSession) (*StoredSession, error) {
+	r.mu.Lock()
+	c := r.conns[clientID]
+	r.mu.Unlock()
+	if c == nil {
+		return nil, fmt.Errorf("resume %q: not claimed on this node", clientID)
+	}
+	out, err := r.resume(ctx, c, stored)
+	if err != nil {
+		return nil, fmt.Errorf("resume %q: %w", clientID, err)
+	}
+	r.mu.Lock()
+	c.resumed = true
+	r.mu.Unlock()
+	close(c.attached)
+	return out, nil
+}
+
+func (r *Redis) resume(ctx context.Context, c *redisClient, stored *StoredSession) (*StoredSession, error) {
+	if !c.clean && !c.hasCursor && len(c.subs) > 0 {
+		// Stored subscriptions without a cursor: they begin now.
+		if err := r.startFloor(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	var loaded *[streamShards]streamID
+	if c.hasCursor {
+		loaded = &c.cursor
+	}
+	if err := r.claimRecord(ctx, c, c.will, loaded); err != nil {
+		return nil, err
+	}
+	if c.clean || stored == nil {
+		r.endReplay(c, nil)
+		return nil, nil
+	}
+	if c.hasCursor {
+		replayed, ends, err := r.replaySession(ctx, c, c.cursor)
+		if err != nil {
+			return nil, err
+		}
+		stored.Queued = append(stored.Queued, replayed...)
+		stored.Queued = append(stored.Queued, r.endReplay(c, &ends)...)
+	}
+	stored.Queued = r.queue.Bound(stored.Queued)
+	return stored, nil
+}
+
+// Abandon implements broker.Store: the connection that claimed clientID
+// leaves the bridge, and its client record goes offline, so that the next
+// CONNECT need not wait for a takeover nobody can answer. The session
+// stays stored as Claim found it.
+func (r *Redis) Abandon(ctx context.Context, clientID string) {
+	r.mu.Lock()
+	c := r.conns[clientID]
+	if c == nil || c.resumed {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.conns, clientID)
+	r.mu.Unlock()
+	close(c.attached)
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	if err := detachScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.clientKey(clientID)}, c.conn, now, r.recordTTL(false)).Err(); err != nil {
+		r.log.Warn("client record not marked offline after failed attach", "client", clientID, "err", err)
+	}
 }
 
 // claimRead is what Attach read in the round trip that preceded its claim:
@@ -139,22 +209,29 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 				}
 			}
 		}
-		// Marked before the claim: once Redis names this connection, a
-		// takeover for it may arrive at once, and must wait for this
-		// Attach rather than find nothing to end.
+		// Registered before the claim: once Redis names this connection,
+		// a takeover for it may arrive at once, and must wait for this
+		// attach (c.attached) rather than find nothing to end.
 		r.mu.Lock()
-		r.claiming[c.id] = c.conn
+		r.conns[c.id] = c
 		r.mu.Unlock()
 		now := strconv.FormatInt(time.Now().Unix(), 10)
-		won, err := casClaimScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, rec["conn"], c.conn, r.node, now, c.owner).Int()
+		won, err := casClaimScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, rec["conn"], c.conn, r.node, now, c.owner, c.addr).Int()
 		if err == nil && won == 1 {
 			if orphan != "" && orphan == rec["conn"] && got.session["conn"] == orphan {
-				r.publishOrphanWill(c.id, orphan, got.session["will"])
+				r.publishOrphanWill(c.id, orphan, got.session["will"], got.session["will_delay"])
+			}
+			// A new connection before a delayed will was due: it is not
+			// sent [MQTT-3.1.3-9].
+			if err := r.cancelDelayedWill(ctx, c.id); err != nil {
+				r.log.Warn("delayed will not cancelled", "client", c.id, "err", err)
 			}
 			return got, nil
 		}
 		r.mu.Lock()
-		delete(r.claiming, c.id)
+		if r.conns[c.id] == c {
+			delete(r.conns, c.id)
+		}
 		r.mu.Unlock()
 		if err != nil {
 			return nil, unavailable("claim client record", err)
@@ -162,63 +239,6 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		r.stats.claimConflicts.Add(1)
 	}
 	return nil, fmt.Errorf("claim client record: still changing hands after %d attempts: %w", maxClaimAttempts, ErrUnavailable)
-}
-
-// attachClaimed routes the subscriptions of the session c has claimed,
-// stores its connection and replays what it missed.
-func (r *Redis) attachClaimed(ctx context.Context, c *redisClient, got *claimRead, will *Message) (*StoredSession, error) {
-	var stored *StoredSession
-	var cursor [streamShards]streamID
-	hasCursor := false
-	if !c.clean {
-		stored, cursor, hasCursor = r.parseSession(c.id, got.sub, got.session, c.subs)
-		c.replaying = hasCursor
-		c.floor = cursor
-		if !hasCursor {
-			// A new session starts where the streams ended before it was
-			// claimed, never at this replica's own position, which may
-			// lie far in the past for a shard it had no subscription on
-			// [MQTT-4.5.0-1].
-			c.floor = got.ends
-		}
-	}
-	if err := r.register(ctx, c); err != nil {
-		return nil, err
-	}
-	if !c.clean && !hasCursor && len(c.subs) > 0 {
-		// Stored subscriptions without a cursor: they begin now.
-		if err := r.startFloor(ctx, c); err != nil {
-			r.forget(ctx, c)
-			return nil, err
-		}
-	}
-	var loaded *[streamShards]streamID
-	if hasCursor {
-		loaded = &cursor
-	}
-	if err := r.claimRecord(ctx, c, will, loaded); err != nil {
-		r.forget(ctx, c)
-		return nil, err
-	}
-	if c.clean || stored == nil {
-		r.endReplay(c, nil)
-		return nil, nil
-	}
-	if hasCursor {
-		replayed, ends, err := r.replaySession(ctx, c, cursor)
-		if err != nil {
-			r.forget(ctx, c)
-			return nil, err
-		}
-		stored.Queued = append(stored.Queued, replayed...)
-		stored.Queued = append(stored.Queued, r.endReplay(c, &ends)...)
-	}
-	stored.Queued = r.queue.Bound(stored.Queued)
-	stored.Subscriptions = make(map[string]byte, len(c.subs))
-	for f, q := range c.subs {
-		stored.Subscriptions[f] = q
-	}
-	return stored, nil
 }
 
 // startFloor raises c's floor to every stream's current end. The barrier
@@ -238,33 +258,6 @@ func (r *Redis) startFloor(ctx context.Context, c *redisClient) error {
 	c.checkGen = r.seenGen - 1 // the next checkpoint stores the raised floor
 	r.mu.Unlock()
 	return nil
-}
-
-// lockClient serialises Attach for one client id on this node.
-func (r *Redis) lockClient(clientID string) (unlock func()) {
-	r.attachMu.Lock()
-	l := r.attaches[clientID]
-	if l == nil {
-		l = &clientLock{}
-		r.attaches[clientID] = l
-	}
-	l.refs++
-	r.attachMu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		r.attachMu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(r.attaches, clientID)
-		}
-		r.attachMu.Unlock()
-	}
-}
-
-// clientLock is a per-client-id mutex, dropped when nobody holds or waits.
-type clientLock struct {
-	mu   sync.Mutex
-	refs int // guarded by Redis.attachMu
 }
 
 // parseSession reads a persistent session's stored subscriptions (sub)
@@ -301,43 +294,6 @@ func (r *Redis) parseSession(clientID string, sub, h map[string]string, subs map
 	return stored, cursor, hasCursor
 }
 
-// register makes c a local client and routes its subscriptions, returning
-// once Redis routes them here. Routing goes in chunks (see route), so a
-// session with many filters never holds up other clients' deliveries;
-// while it routes, live messages for c wait in c.pending (a resumed
-// session) or reach it through the filters routed so far, as if they had
-// been subscribed one by one.
-func (r *Redis) register(ctx context.Context, c *redisClient) error {
-	r.mu.Lock()
-	r.clients[c.id] = c
-	filters := filterList(c.subs)
-	r.mu.Unlock()
-	changed, err := r.route(ctx, c, filters)
-	if err == nil && changed {
-		err = r.barrier(ctx)
-	}
-	if err != nil {
-		r.forget(ctx, c)
-		return err
-	}
-	return nil
-}
-
-// forget undoes register after a failed Attach.
-func (r *Redis) forget(ctx context.Context, c *redisClient) {
-	r.mu.Lock()
-	if r.clients[c.id] != c {
-		r.mu.Unlock()
-		return
-	}
-	delete(r.clients, c.id)
-	filters := filterList(c.subs)
-	r.mu.Unlock()
-	if err := r.unroute(ctx, c, filters); err != nil {
-		r.log.Warn("unsubscribe after failed attach", "client", c.id, "err", err)
-	}
-}
-
 // claimRecord writes the session's owner, connection and will, and the
 // node's client index, for the connection that claimed the client id.
 func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, loaded *[streamShards]streamID) error {
@@ -368,7 +324,9 @@ func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, 
 			fields = append(fields, "cursor", encodeCursor(&cursor))
 		}
 		if will != nil {
-			fields = append(fields, "will", AppendEnvelope(nil, will, ""))
+			// will_delay is what a survivor waits before publishing the
+			// will of a connection whose replica died (ms; 0: at once).
+			fields = append(fields, "will", AppendEnvelope(nil, will, ""), "will_delay", will.WillDelay.Milliseconds())
 		} else {
 			p.HDel(ctx, sk, "will")
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -65,7 +66,7 @@ func waitStreamsWithin(t testing.TB, rdb *redis.Client, limit int64) (bytes, ent
 
 // publishAll publishes msgs through b concurrently (so that batches form,
 // as under load) and fails on any error.
-func publishAll(t testing.TB, b *Redis, msgs []*Message) {
+func publishAll(t testing.TB, b *testNode, msgs []*Message) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(msgs))
@@ -106,7 +107,7 @@ func TestRedis_StreamsBoundedByBytes(t *testing.T) {
 	payload := make([]byte, 512<<10)
 	var msgs []*Message
 	for i := range n {
-		msgs = append(msgs, &Message{ID: NewID(), Topic: fmt.Sprintf("big%d/x", i%8), QoS: 1, Payload: payload, Time: time.Now()})
+		msgs = append(msgs, &Message{ID: broker.NewID(), Topic: fmt.Sprintf("big%d/x", i%8), QoS: 1, Payload: payload, Time: time.Now()})
 	}
 	publishAll(t, b, msgs)
 
@@ -130,7 +131,7 @@ func TestRedis_StreamsBoundedByBytes(t *testing.T) {
 	// the oldest go first, across shards.
 	msgs = msgs[:0]
 	for range 600 {
-		msgs = append(msgs, &Message{ID: NewID(), Topic: "busy/x", QoS: 1, Payload: payload[:48<<10], Time: time.Now()})
+		msgs = append(msgs, &Message{ID: broker.NewID(), Topic: "busy/x", QoS: 1, Payload: payload[:48<<10], Time: time.Now()})
 	}
 	publishAll(t, b, msgs)
 	mem, _ = waitStreamsWithin(t, rdb, limit)
@@ -159,7 +160,7 @@ func TestRedis_StreamsTrimmedByAge(t *testing.T) {
 	// MINID ~ trims them one by one.
 	payload := make([]byte, 8<<10)
 	for range 5 {
-		publish(t, b, &Message{ID: NewID(), Topic: "age/x", QoS: 1, Payload: payload, Time: time.Now()})
+		publish(t, b, &Message{ID: broker.NewID(), Topic: "age/x", QoS: 1, Payload: payload, Time: time.Now()})
 	}
 	last := rdb.XRevRangeN(ctx, key, "+", "-", 1).Val()
 	if len(last) != 1 {
@@ -168,7 +169,7 @@ func TestRedis_StreamsTrimmedByAge(t *testing.T) {
 	old, _ := parseStreamID(last[0].ID)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		publish(t, b, &Message{ID: NewID(), Topic: "age/x", QoS: 1, Payload: []byte("tick"), Time: time.Now()})
+		publish(t, b, &Message{ID: broker.NewID(), Topic: "age/x", QoS: 1, Payload: []byte("tick"), Time: time.Now()})
 		first := rdb.XRangeN(ctx, key, "-", "+", 1).Val()
 		if id, _ := parseStreamID(first[0].ID); id.after(old) {
 			break
@@ -197,7 +198,7 @@ func TestRedis_OfflineSessionTrimmedIsCounted(t *testing.T) {
 	payload := make([]byte, 256<<10)
 	var msgs []*Message
 	for range 20 { // 5 MiB on one shard
-		msgs = append(msgs, &Message{ID: NewID(), Topic: "gap/x", QoS: 1, Payload: payload, Time: time.Now()})
+		msgs = append(msgs, &Message{ID: broker.NewID(), Topic: "gap/x", QoS: 1, Payload: payload, Time: time.Now()})
 	}
 	publishAll(t, b, msgs)
 	waitStreamsWithin(t, newClient(t, srv), budget*5/4)
@@ -289,7 +290,7 @@ func TestRedis_PublishScriptCost(t *testing.T) {
 			payload := make([]byte, size)
 			msgs := make([]*Message, flatN)
 			for i := range msgs {
-				msgs[i] = &Message{ID: NewID(), Topic: "cost/x", QoS: 1, Payload: payload, Time: time.Now()}
+				msgs[i] = &Message{ID: broker.NewID(), Topic: "cost/x", QoS: 1, Payload: payload, Time: time.Now()}
 			}
 			_ = rdb.ConfigResetStat(context.Background())
 			publishAll(t, b, msgs)
@@ -297,7 +298,7 @@ func TestRedis_PublishScriptCost(t *testing.T) {
 			flat, flatTrim := st["evalsha"], trimmerCost(st)
 			_ = rdb.ConfigResetStat(context.Background())
 			for range singleN {
-				publish(t, b, &Message{ID: NewID(), Topic: "cost/x", QoS: 1, Payload: payload, Time: time.Now()})
+				publish(t, b, &Message{ID: broker.NewID(), Topic: "cost/x", QoS: 1, Payload: payload, Time: time.Now()})
 			}
 			st = commandStats(t, rdb)
 			single, singleTrim := st["evalsha"], trimmerCost(st)
@@ -323,7 +324,7 @@ func TestRedis_BlipReplayTrimmedIsCounted(t *testing.T) {
 	payload := make([]byte, 256<<10)
 	var msgs []*Message
 	for range 20 { // 5 MiB on one shard
-		msgs = append(msgs, &Message{ID: NewID(), Topic: "blip/x", QoS: 1, Payload: payload, Time: time.Now()})
+		msgs = append(msgs, &Message{ID: broker.NewID(), Topic: "blip/x", QoS: 1, Payload: payload, Time: time.Now()})
 	}
 	publishAll(t, pub, msgs)
 	waitStreamsWithin(t, newClient(t, srv), budget*5/4)

@@ -33,30 +33,33 @@ func (r *Redis) checkpointLoop() {
 }
 
 // checkpoint stores, for every connected persistent session whose client
-// has acknowledged everything delivered to it (Subscriber.Idle), this replica's
-// current stream position: every message up to it was delivered to the
-// session (delivery happens under r.mu, where the position is read), so a
-// later replay may start there. A session that replayed its streams at
-// attach never goes below where that replay ended.
+// has acknowledged everything delivered to it (the core's Checkpoint asks
+// Subscriber.Idle under the client's delivery lock), its cursor as it is
+// now (cursorLocked): every message up to it was delivered to the session,
+// so a later replay may start there. A session that replayed its streams at
+// attach never goes below where that replay ended; one whose position has
+// not moved since its last checkpoint costs nothing.
 func (r *Redis) checkpoint(ctx context.Context) error {
 	type mark struct {
 		id     string
 		cursor [streamShards]streamID
 	}
 	var marks []mark
-	r.mu.Lock()
-	for id, c := range r.clients {
-		if c.clean || c.replaying || c.checkGen == r.seenGen {
-			continue
-		}
-		if !c.sub.Idle() {
-			continue
-		}
-		m := mark{id: id, cursor: r.cursorLocked(c)}
-		c.checkGen = r.seenGen
-		marks = append(marks, m)
+	due := func(id string) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		c := r.conns[id]
+		return c != nil && !c.clean && !c.replaying && c.checkGen != r.seenGen
 	}
-	r.mu.Unlock()
+	take := func(id string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if c := r.conns[id]; c != nil {
+			marks = append(marks, mark{id: id, cursor: r.cursorLocked(c)})
+			c.checkGen = r.seenGen
+		}
+	}
+	r.core.Checkpoint(due, take)
 	if len(marks) == 0 {
 		return nil
 	}

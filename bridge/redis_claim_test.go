@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -69,7 +70,7 @@ func TestBridges_SessionOwnedByItsUser_Issue7_2(t *testing.T) {
 		name string
 		a, b Bridge
 	}{
-		{"memory", NewMemory(MemoryOptions{}), nil},
+		{"memory", broker.NewMemory(broker.MemoryOptions{}), nil},
 		{"redis", newTestRedis(t, srv, "a"), newTestRedis(t, srv, "b")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
-	"github.com/bridgemq/server/topics"
 )
 
 // These tests give Redis a history before the session under test exists:
@@ -197,15 +197,17 @@ type posSub struct {
 }
 
 func (p *posSub) Deliver(*Message, byte) bool {
-	// deliverLocal holds r.mu: read the fields directly.
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
 	p.seen = append(p.seen, p.r.lastSeen[p.shard])
 	cur := p.r.cursorLocked(p.c)
 	p.cursor = append(p.cursor, cur[p.shard])
 	return true
 }
 
-func (p *posSub) Idle() bool { return true }
-func (p *posSub) TakeOver()  {}
+func (p *posSub) Idle() bool         { return true }
+func (p *posSub) TakeOver()          {}
+func (p *posSub) RemoteAddr() string { return "" }
 
 // The replica's position (lastSeen) moves only once a message's fan-out
 // has ended, and a session's cursor still covers every message the gate
@@ -213,15 +215,15 @@ func (p *posSub) TakeOver()  {}
 // what reached the client and leaves the rest to the replay, so a leaving
 // client neither loses a QoS ≥ 1 message nor gets it twice.
 func TestRedis_CursorCoversGatedNotInFlight(t *testing.T) {
-	r := &Redis{clients: make(map[string]*redisClient), trie: topics.NewTrie[string](), matched: make(map[string]byte)}
+	r := &Redis{conns: make(map[string]*redisClient)}
 	m := rmsg("t/x", 1, "one")
 	shard := shardOf(m.Topic)
 	r.lastSeen[shard] = streamID{ms: 5}
 	c := &redisClient{id: "c", subs: map[string]byte{"t/#": 1}}
 	p := &posSub{r: r, c: c, shard: shard}
 	c.sub = p
-	r.clients["c"] = c
-	r.trie.Subscribe("t/#", "c", 1)
+	r.conns["c"] = c
+	r.core = &gateCore{r: r, id: "c", sub: p, granted: 1}
 
 	if !r.deliverLocal(m, shard, streamID{ms: 7}) {
 		t.Fatal("a new stream id was dropped as a repeat")
@@ -249,5 +251,21 @@ func TestRedis_CursorCoversGatedNotInFlight(t *testing.T) {
 	other.floor[shard] = streamID{ms: 9}
 	if cur := r.cursorLocked(other); cur[shard] != (streamID{ms: 9}) {
 		t.Fatalf("cursor below the floor: %v, want 9-0", cur[shard])
+	}
+}
+
+// gateCore is a core of one client, matched by every message: it asks the
+// bridge's gate, as broker.Broker.Receive does, then delivers.
+type gateCore struct {
+	broker.Broker // for the Receiver methods the test does not use
+	r             *Redis
+	id            string
+	sub           Subscriber
+	granted       byte
+}
+
+func (g *gateCore) Receive(m *Message, pos broker.Position) {
+	if q, ok := g.r.Gate(g.id, m, pos, g.granted); ok {
+		g.sub.Deliver(m, min(q, m.QoS))
 	}
 }

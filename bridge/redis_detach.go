@@ -31,57 +31,69 @@ func (r *Redis) recordTTL(persistent bool) string {
 	return strconv.FormatInt(r.sessionTTL.Milliseconds(), 10)
 }
 
-// Detach implements Bridge. The stream cursor stored with a persistent
-// session is this replica's last seen id per shard at the moment the
-// connection stopped receiving: everything after it is found again on
-// reconnect, everything before it was delivered or is in state.
-func (r *Redis) Detach(ctx context.Context, clientID string, sub Subscriber, state *StoredSession) error {
+// Leave implements broker.Cluster: the connection of clientID stops
+// receiving, under the core's delivery lock, and its session's cursor is
+// taken now: this replica's last seen id per shard, raised by what the gate
+// decided for it (cursorLocked). Everything after it is found again on
+// reconnect; everything before it was delivered, is in the state the core
+// saves next, or was never the session's.
+func (r *Redis) Leave(clientID string) {
 	r.mu.Lock()
-	c := r.clients[clientID]
-	if c == nil || c.sub != sub {
-		r.mu.Unlock()
-		return nil // taken over: the new connection owns the record
+	defer r.mu.Unlock()
+	c := r.conns[clientID]
+	if c == nil {
+		return
 	}
-	delete(r.clients, clientID)
-	done := make(chan struct{})
-	r.detaching[clientID] = done
+	delete(r.conns, clientID)
+	c.left = r.cursorLocked(c)
+	c.done = make(chan struct{})
+	// A new connection with its id waits for Save (waitDetached) before
+	// it claims anything.
+	r.detaching[clientID] = c
+}
+
+// Save implements broker.Store: it stores what the end of the connection
+// that left (Leave) changes in Redis. A nil state ends the session and
+// removes what is stored for it. If Redis refuses, it keeps trying in the
+// background and returns the first error.
+func (r *Redis) Save(ctx context.Context, clientID string, state *StoredSession) error {
+	r.mu.Lock()
+	c := r.detaching[clientID]
+	r.mu.Unlock()
+	if c == nil {
+		return nil // never claimed here: nothing of it is stored
+	}
 	defer func() {
 		r.mu.Lock()
-		if r.detaching[clientID] == done {
+		if r.detaching[clientID] == c {
 			delete(r.detaching, clientID)
 		}
 		r.mu.Unlock()
-		close(done)
+		close(c.done)
 	}()
-	cursor := r.cursorLocked(c)
-	filters := filterList(c.subs)
-	late := c.late
-	for _, p := range c.pending {
-		late = append(late, p.d)
-	}
-	r.mu.Unlock()
-	// c is no longer a client: deliveries skip its remaining trie entries
-	// while they are removed chunk by chunk, and a new connection with its
-	// id waits for this Detach (r.detaching) before it routes anything.
-	if err := r.unroute(ctx, c, filters); err != nil {
-		r.log.Warn("unsubscribe on detach", "client", clientID, "err", err)
-	}
-
 	var st *StoredSession
 	if state != nil {
 		s := *state
-		s.Queued = r.queue.Bound(append(append([]Delivery(nil), state.Queued...), late...))
 		st = &s
 	}
-	if err := r.storeDetach(ctx, c, st, &cursor); err != nil {
+	if err := r.storeDetach(ctx, c, st, &c.left); err != nil {
 		// Redis refused or could not be reached: the connection is gone
 		// all the same, so its records must follow, or its will would stay
 		// armed for a reaper and its keys would never expire.
-		r.retryDetach(c, st, cursor)
-		return fmt.Errorf("detach %q: %w (retrying in the background)", clientID, err)
+		r.retryDetach(c, st, c.left)
+		return fmt.Errorf("save session %q: %w (retrying in the background)", clientID, err)
 	}
 	return nil
 }
+
+// Enqueue implements broker.Store: never called, since the Redis store
+// does not RoutesOffline: an offline session's messages are read from the
+// streams when it returns.
+func (r *Redis) Enqueue(string, Delivery) {}
+
+// RoutesOffline implements broker.Store: false, the streams hold what an
+// offline session misses.
+func (r *Redis) RoutesOffline() bool { return false }
 
 // storeDetach writes what the end of c's connection changes in Redis, each
 // step guarded by c's connection id so that it touches nothing a newer
@@ -212,11 +224,11 @@ func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *StoredSess
 	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0", "owner", c.owner)
 		p.HDel(ctx, sk, "will")
-		// The bridge's own record of the subscriptions is the truth.
+		// The core's record of the subscriptions is the truth.
 		p.Del(ctx, r.subKey(c.id))
-		if len(c.subs) > 0 {
-			args := make([]any, 0, 2*len(c.subs))
-			for f, q := range c.subs {
+		if len(st.Subscriptions) > 0 {
+			args := make([]any, 0, 2*len(st.Subscriptions))
+			for f, q := range st.Subscriptions {
 				args = append(args, f, int(q))
 			}
 			p.HSet(ctx, r.subKey(c.id), args...)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -63,7 +64,7 @@ func TestRedis_KeysExpireAfterSessionsEnd_Issue7_11(t *testing.T) {
 }
 
 func TestMemory_SessionExpires_Issue7_11(t *testing.T) {
-	m := NewMemory(MemoryOptions{SessionExpiry: 200 * time.Millisecond})
+	m := broker.NewMemory(broker.MemoryOptions{SessionExpiry: 200 * time.Millisecond})
 	t.Cleanup(func() { _ = m.Close() })
 	s := newLiveSub()
 	attach(t, m, "p", s, false)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -68,11 +69,12 @@ return 0
 
 // reRegisterClientScript makes the client record say the connection is
 // online here, unless the record belongs to another connection. KEYS[1]
-// client; ARGV conn, node, online_at. Returns 1 when written.
+// client; ARGV conn, node, online_at, owner, peerhost. Returns 1 when
+// written.
 var reRegisterClientScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 if cur and cur ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1], 'owner', ARGV[4])
+redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1], 'owner', ARGV[4], 'peerhost', ARGV[5])
 redis.call('PERSIST', KEYS[1])
 if redis.call('HEXISTS', KEYS[1], 'online_at') == 0 then redis.call('HSET', KEYS[1], 'online_at', ARGV[3]) end
 return 1
@@ -217,6 +219,7 @@ type liveClient struct {
 	conn   string
 	clean  bool
 	owner  string
+	addr   string
 	cursor [streamShards]streamID // where a replay of its session may start
 	will   *Message
 	subs   map[string]byte
@@ -228,28 +231,17 @@ type liveClient struct {
 // picked up by the next pass.
 func (r *Redis) reconcile(ctx context.Context) error {
 	r.mu.Lock()
-	all := make([]*liveClient, 0, len(r.clients))
-	for id, c := range r.clients {
-		subs := make(map[string]byte, len(c.subs))
-		for f, q := range c.subs {
-			subs[f] = q
-		}
-		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner,
-			cursor: r.cursorLocked(c), will: c.will, subs: subs})
-	}
-	r.mu.Unlock()
-	r.attachMu.Lock()
+	all := make([]*liveClient, 0, len(r.conns))
 	busy := false
-	kept := all[:0]
-	for _, l := range all {
-		if r.attaches[l.id] != nil {
-			busy = true
+	for id, c := range r.conns {
+		if !c.resumed {
+			busy = true // still attaching: the next pass picks it up
 			continue
 		}
-		kept = append(kept, l)
+		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner, addr: c.addr,
+			cursor: r.cursorLocked(c), will: c.will, subs: maps.Clone(c.subs)})
 	}
-	all = kept
-	r.attachMu.Unlock()
+	r.mu.Unlock()
 
 	now := strconv.FormatInt(time.Now().Unix(), 10)
 	const chunk = 256
@@ -277,7 +269,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 					l.status = 1
 					continue
 				}
-				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner)
+				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr)
 			}
 			return nil
 		})
@@ -289,7 +281,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 				continue
 			}
 			if redis.HasErrorPrefix(recs[i].Err(), "NOSCRIPT") {
-				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner)
+				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr)
 			}
 			n, err := recs[i].Int()
 			if err != nil {
@@ -354,7 +346,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 	r.mu.Lock()
 	var gone []*liveClient
 	for _, l := range all {
-		if l.status == 0 && r.clients[l.id] != l.c {
+		if l.status == 0 && r.conns[l.id] != l.c {
 			gone = append(gone, l)
 		}
 	}
@@ -370,7 +362,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 
 	for _, l := range closing {
 		r.mu.Lock()
-		still := r.clients[l.id] == l.c
+		still := r.conns[l.id] == l.c
 		r.mu.Unlock()
 		if !still {
 			continue
@@ -402,19 +394,21 @@ func noScript(cmds []*redis.Cmd) bool {
 	return true
 }
 
-// PublishWill implements Bridge: exactly one of the connection's own
-// replica and a replica that declared it dead publishes the will
+// PublishWill implements broker.Cluster: exactly one of the connection's
+// own replica and a replica that declared it dead publishes the will
 // [MQTT-3.1.2-8], decided by a claim on the connection id.
 func (r *Redis) PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error) {
 	r.mu.Lock()
 	conn := ""
-	if c := r.clients[clientID]; c != nil && c.sub == sub {
+	if c := r.conns[clientID]; c != nil && c.sub == sub {
+		conn = c.conn
+	} else if c := r.detaching[clientID]; c != nil && c.sub == sub {
 		conn = c.conn
 	}
 	r.mu.Unlock()
 	if conn == "" {
 		// Not attached (Attach failed): nobody else knows of this will.
-		err := r.Publish(ctx, will)
+		err := r.publish(ctx, will)
 		if err == nil {
 			r.stats.willsSent.Add(1)
 			return true, nil
@@ -427,8 +421,17 @@ func (r *Redis) PublishWill(ctx context.Context, clientID string, sub Subscriber
 		r.log.Info("will already published by a replica that declared this one dead", "client", clientID)
 		return false, nil
 	}
+	if err == nil && will.WillDelay > 0 {
+		if err = r.delayWill(ctx, clientID, will, will.WillDelay); err == nil {
+			return false, nil
+		}
+		// Redis refused the schedule: this replica waits out the delay
+		// itself (a reconnection can no longer cancel it), then publishes.
+		r.retryWillAfter(clientID, will, will.WillDelay)
+		return false, err
+	}
 	if err == nil {
-		if err = r.Publish(ctx, will); err == nil {
+		if err = r.publish(ctx, will); err == nil {
 			r.stats.willsSent.Add(1)
 			return true, nil
 		}
@@ -476,7 +479,7 @@ func (r *Redis) retryWill(clientID, conn string, will *Message) {
 				claimed = err == nil
 			}
 			if err == nil {
-				if err = r.Publish(ctx, will); isNotReplicated(err) {
+				if err = r.publish(ctx, will); isNotReplicated(err) {
 					err = nil // published, if not yet on enough Redis replicas
 				}
 			}

@@ -9,8 +9,9 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/broker"
 )
 
 // maxBatch bounds how many queued publishes share one pipeline.
@@ -83,12 +84,12 @@ func (r *Redis) loadScripts(ctx context.Context) error {
 	return nil
 }
 
-// Publish implements Bridge. It queues msg for the publisher goroutine,
+// publish is PublishAsync, waited for. It queues msg for the publisher goroutine,
 // which sends many messages per round trip, and returns once Redis has
 // accepted it: for QoS ≥ 1 that means it is in the shard's stream. When
 // Redis cannot be reached the error wraps ErrUnavailable; a QoS 0 message is
 // then dropped and counted.
-func (r *Redis) Publish(ctx context.Context, msg *Message) error {
+func (r *Redis) publish(ctx context.Context, msg *Message) error {
 	result := make(chan error, 1)
 	r.PublishAsync(ctx, msg, func(err error) { result <- err })
 	select {
@@ -104,7 +105,7 @@ func (r *Redis) Publish(ctx context.Context, msg *Message) error {
 	}
 }
 
-// PublishAsync implements Bridge: Publish without waiting. done
+// PublishAsync implements broker.Cluster: publish without waiting. done
 // receives what Publish would have returned; calls for messages queued by
 // one goroutine come in the order they were queued.
 func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)) {
@@ -195,7 +196,7 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 			// Without an id receivers could not drop repeats; never
 			// modify the caller's message, give the envelope one.
 			c := *m
-			c.ID = NewID()
+			c.ID = broker.NewID()
 			m = &c
 		}
 		// Each envelope gets an allocation of its own, never written
@@ -445,13 +446,4 @@ func (r *Redis) queueRetain(ctx context.Context, pipe redis.Pipeliner, m *Messag
 		pipe.SAdd(ctx, r.retainIndexKey(), m.Topic),
 		pipe.Publish(ctx, r.retainCtlChannel(), "+"+m.Topic),
 	}
-}
-
-// NewID returns a fresh message id: a UUIDv7, so ids also sort by time.
-func NewID() ID {
-	u, err := uuid.NewV7()
-	if err != nil {
-		u = uuid.New()
-	}
-	return ID(u)
 }

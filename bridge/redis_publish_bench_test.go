@@ -8,13 +8,15 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
 // BenchmarkRedisPublishSync measures the publish path through the Redis
 // bridge against a real redis-server (skipped without one, failed with
-// CI=true) as synchronous MQTT publishers drive it: the envelope, the
-// batcher, the pipeline with its script call, and the answer. An op is one
+// CI=true) as synchronous MQTT publishers drive it: the local core's
+// publish, the envelope, the batcher, the pipeline with its script call,
+// and the answer. An op is one
 // message. With P publishers each waits for its
 // message's answer before the next, as an MQTT client with one message in
 // flight waits for its PUBACK; P of them let the batcher put up to P
@@ -36,7 +38,7 @@ func BenchmarkRedisPublishSync(b *testing.B) {
 			payload := make([]byte, 64)
 			// Warm up: scripts loaded, connections dialled.
 			for range 10 {
-				if err := r.Publish(ctx, &Message{ID: NewID(), Topic: "bench/warm", QoS: bc.qos, Payload: payload}); err != nil {
+				if err := r.Publish(ctx, &Message{ID: broker.NewID(), Topic: "bench/warm", QoS: bc.qos, Payload: payload}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -52,7 +54,7 @@ func BenchmarkRedisPublishSync(b *testing.B) {
 					defer wg.Done()
 					topic := "bench/" + strconv.Itoa(p)
 					for next.Add(1) <= int64(b.N) {
-						m := &Message{ID: NewID(), Topic: topic, QoS: bc.qos, Payload: payload}
+						m := &Message{ID: broker.NewID(), Topic: topic, QoS: bc.qos, Payload: payload}
 						if err := r.Publish(ctx, m); err != nil {
 							errs <- err
 							return

@@ -123,53 +123,57 @@ func (r *Redis) receiveEnvelope(payload string) {
 	r.deliverLocal(m, shardOf(m.Topic), sid)
 }
 
-// deliverLocal hands m to every local client with a matching subscription,
-// once each, at the highest QoS granted among its matches [MQTT-3.3.5-1].
-// shard is -1 for a message without a stream id (QoS 0). A message whose
-// stream id is not after the last one seen on its shard was handled before
-// (Redis sends one copy per matching channel and pattern, and a replay may
-// overlap live delivery): it is dropped.
+// deliverLocal hands m to the core, which matches it to the local clients
+// (broker.Receiver.Receive), and then moves this replica's position on
+// m's shard past it. shard is -1 for a message without a stream id (QoS
+// 0). A message whose stream id is not after the last one seen on its
+// shard was handled before (Redis sends one copy per matching channel and
+// pattern, and a replay may overlap live delivery): it is dropped. It runs
+// on the reader goroutine only, the one writer of lastSeen.
 func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if shard >= 0 && !sid.after(r.lastSeen[shard]) {
-		r.stats.deduplicated.Add(1)
-		return false
-	}
-	// The trie re-matches: Redis's '*' also matches '/', and a generalised
-	// pattern over-delivers.
-	r.trie.Subscribers(m.Topic, r.matched)
-	pos := positionOf(shard, sid)
-	for id, granted := range r.matched {
-		c := r.clients[id]
-		if c == nil {
-			continue
-		}
-		granted, ok := r.gateLocked(c, m, pos, granted)
-		if !ok {
-			continue
-		}
-		qos := min(granted, m.QoS)
-		r.stats.delivered.Add(1)
-		if !c.sub.Deliver(m, qos) && qos > 0 {
-			c.late = append(c.late, Delivery{Message: m, QoS: qos})
+	if shard >= 0 {
+		r.mu.Lock()
+		stale := !sid.after(r.lastSeen[shard])
+		r.mu.Unlock()
+		if stale {
+			r.stats.deduplicated.Add(1)
+			return false
 		}
 	}
-	clear(r.matched)
+	r.core.Receive(m, positionOf(shard, sid))
 	if shard >= 0 {
 		// The replica's position moves only once every local client has
 		// been handed m: a session's cursor (cursorLocked) covers what the
 		// gate saw for it, never a message still on its way to it.
+		r.mu.Lock()
 		r.lastSeen[shard] = sid
 		r.seenGen++
+		r.mu.Unlock()
 	}
 	return true
+}
+
+// Gate implements broker.Cluster with gateLocked, for the connection of
+// clientID on this node.
+func (r *Redis) Gate(clientID string, m *Message, pos broker.Position, granted byte) (byte, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.conns[clientID]
+	if c == nil {
+		// Not claimed through this bridge: no cursor rule applies.
+		return granted, true
+	}
+	granted, ok := r.gateLocked(c, m, pos, granted)
+	if ok {
+		r.stats.delivered.Add(1)
+	}
+	return granted, ok
 }
 
 // gateLocked applies the replay and cursor rules of one local client to
 // one message it matches, at granted, the highest QoS among its matching
 // subscriptions: the part of a delivery that stays with Redis when the
-// local broker core does the matching (broker.Cluster.Gate). It returns the
+// core does the matching (broker.Cluster.Gate). It returns the
 // grant to deliver at, or false when the message does not go to the client
 // now: every matching filter is newer than an old message [MQTT-4.5.0-1];
 // the session is replaying its streams (the message waits in c.pending,

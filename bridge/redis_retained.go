@@ -8,34 +8,39 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/bridgemq/server/topics"
 )
 
-// loadRetainedIndex reads the set of retained topic names with SSCAN (the
-// index, not a keyspace SCAN) into a fresh local mirror and swaps it in. It
-// runs before the reader starts and then only on the reader goroutine, so
-// no announcement is applied to a mirror about to be replaced.
-func (r *Redis) loadRetainedIndex(ctx context.Context) error {
-	fresh := topics.NewRetained[struct{}]()
+// readRetainedIndex reads the set of retained topic names with SSCAN (the
+// index, not a keyspace SCAN).
+func (r *Redis) readRetainedIndex(ctx context.Context) ([]string, error) {
+	var all []string
 	var cursor uint64
 	for {
 		names, next, err := r.rdb.SScan(ctx, r.retainIndexKey(), cursor, "", 1000).Result()
 		if err != nil {
-			return unavailable("load retained index", err)
+			return nil, unavailable("load retained index", err)
 		}
-		for _, n := range names {
-			fresh.Set(n, struct{}{})
-		}
+		all = append(all, names...)
 		if cursor = next; cursor == 0 {
-			break
+			return all, nil
 		}
 	}
-	r.retained.Store(fresh)
+}
+
+// loadRetainedIndex reads the retained index and makes it the core's
+// mirror. It runs on the reader goroutine, which also applies the
+// announcements, so that none is applied to a mirror about to be replaced
+// (broker.Receiver.ReplaceRetained).
+func (r *Redis) loadRetainedIndex(ctx context.Context) error {
+	names, err := r.readRetainedIndex(ctx)
+	if err != nil {
+		return err
+	}
+	r.core.ReplaceRetained(names)
 	return nil
 }
 
-// applyRetainAnnouncement keeps the local index current: "+topic" or
+// applyRetainAnnouncement keeps the core's mirror current: "+topic" or
 // "-topic".
 func (r *Redis) applyRetainAnnouncement(a string) {
 	if len(a) < 2 {
@@ -43,55 +48,38 @@ func (r *Redis) applyRetainAnnouncement(a string) {
 	}
 	switch a[0] {
 	case '+':
-		r.retained.Load().Set(a[1:], struct{}{})
+		r.core.RetainedChanged(a[1:], true)
 	case '-':
-		r.retained.Load().Delete(a[1:])
+		r.core.RetainedChanged(a[1:], false)
 	}
 }
 
-// Retained returns the retained messages whose topics match filter, all at
-// once: the local index finds the matching topics in
-// O(matches), then one pipelined HGETALL per topic reads them.
-func (r *Redis) Retained(ctx context.Context, filter string) ([]*Message, error) {
-	names, err := r.RetainedTopics(ctx, filter)
+// RetainedSizes implements broker.Store: one pipelined HSTRLEN per topic
+// measures the payloads, so that no more than a page's bytes is read into
+// memory (a topic with none counts 0). A payload replaced by a larger one
+// before RetainedRead can take the page past its bound by that difference,
+// at most one -max-packet-size per message.
+func (r *Redis) RetainedSizes(ctx context.Context, names []string) ([]int, error) {
+	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, n := range names {
+			p.HStrLen(ctx, r.retainKey(n), "payload")
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, err
+		return nil, unavailable("measure retained messages", err)
 	}
-	out, _, err := r.RetainedMessages(ctx, names, 0)
-	if err != nil {
-		return nil, fmt.Errorf("retained %q: %w", filter, err)
+	out := make([]int, len(cmds))
+	for i, c := range cmds {
+		out[i] = int(c.(*redis.IntCmd).Val())
 	}
 	return out, nil
 }
 
-// RetainedTopics implements Bridge from the local mirror of the
-// retained index, in O(matches) and without a round trip.
-func (r *Redis) RetainedTopics(_ context.Context, filter string) ([]string, error) {
-	if err := topics.ValidateFilter(filter); err != nil {
-		return nil, fmt.Errorf("retained %q: %w", filter, err)
-	}
-	var names []string
-	r.retained.Load().Match(filter, func(topic string, _ struct{}) { names = append(names, topic) })
-	return names, nil
-}
-
-// RetainedMessages implements Bridge: with maxBytes, one pipelined
-// HSTRLEN per topic measures the payloads first, so that no more than a
-// page's bytes (and at most one message beyond, when the first alone is
-// larger) is ever read into memory; then one pipelined HGETALL per topic
-// of the page. A payload replaced by a larger one between the two round
-// trips can take the page past maxBytes by that difference, at most one
-// -max-packet-size per message.
-func (r *Redis) RetainedMessages(ctx context.Context, names []string, maxBytes int) ([]*Message, int, error) {
+// RetainedRead implements broker.Store: one pipelined HGETALL per topic.
+func (r *Redis) RetainedRead(ctx context.Context, names []string) ([]*Message, error) {
 	if len(names) == 0 {
-		return nil, 0, nil
-	}
-	if maxBytes > 0 && len(names) > 1 {
-		n, err := r.retainedPrefix(ctx, names, maxBytes)
-		if err != nil {
-			return nil, 0, err
-		}
-		names = names[:n]
+		return nil, nil
 	}
 	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, n := range names {
@@ -100,7 +88,7 @@ func (r *Redis) RetainedMessages(ctx context.Context, names []string, maxBytes i
 		return nil
 	})
 	if err != nil {
-		return nil, 0, unavailable("read retained messages", err)
+		return nil, unavailable("read retained messages", err)
 	}
 	out := make([]*Message, 0, len(names))
 	for i, c := range cmds {
@@ -115,28 +103,7 @@ func (r *Redis) RetainedMessages(ctx context.Context, names []string, maxBytes i
 		}
 		out = append(out, m)
 	}
-	return out, len(names), nil
-}
-
-// retainedPrefix returns how many of names, in order, have payloads that
-// add up to at most maxBytes (at least one).
-func (r *Redis) retainedPrefix(ctx context.Context, names []string, maxBytes int) (int, error) {
-	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, n := range names {
-			p.HStrLen(ctx, r.retainKey(n), "payload")
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, unavailable("measure retained messages", err)
-	}
-	size := 0
-	for i, c := range cmds {
-		if size += int(c.(*redis.IntCmd).Val()); size > maxBytes && i > 0 {
-			return i, nil
-		}
-	}
-	return len(names), nil
+	return out, nil
 }
 
 // retainedMessage reads an EMQX-layout retained hash.
@@ -160,5 +127,3 @@ func retainedMessage(h map[string]string) (*Message, error) {
 	}
 	return m, nil
 }
-
-var _ Bridge = (*Redis)(nil)

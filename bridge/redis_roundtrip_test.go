@@ -45,10 +45,11 @@ func TestRedis_RoundTripsPerConnectAndPublish(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 500 * time.Millisecond})
 	client.AddHook(hook)
 	t.Cleanup(func() { _ = client.Close() })
-	r, err := NewRedis(context.Background(), RedisOptions{Client: client, NodeID: "rt", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b, rb, err := NewRedisBroker(context.Background(), RedisOptions{Client: client, NodeID: "rt", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := &testNode{Broker: b, Redis: rb}
 	t.Cleanup(func() { _ = r.Close() })
 	ctx := context.Background()
 	time.Sleep(100 * time.Millisecond) // let start-up traffic (liveness, index load) pass

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,38 +15,20 @@ import (
 // reads the client record, in case the answer was lost.
 const takeoverPoll = 50 * time.Millisecond
 
-// takeOverLocal ends the connection of clientID on this node, outside the
-// bridge's locks since its Detach takes them.
-func (r *Redis) takeOverLocal(clientID string) error {
-	for attempt := 0; ; attempt++ {
-		r.mu.Lock()
-		old := r.clients[clientID]
-		r.mu.Unlock()
-		if old == nil {
-			r.waitDetached(clientID)
-			return nil
-		}
-		if attempt > 3 {
-			return fmt.Errorf("attach %q: previous connection did not detach", clientID)
-		}
-		r.stats.takeovers.Add(1)
-		old.sub.TakeOver()
-	}
-}
-
-// waitDetached waits, at most takeoverTimeout, for a Detach of clientID
-// that is storing its session on this node.
+// waitDetached waits, at most takeoverTimeout, for a connection of
+// clientID that has left this node (Leave) and whose session is being
+// stored (Save).
 func (r *Redis) waitDetached(clientID string) {
 	r.mu.Lock()
-	done := r.detaching[clientID]
+	c := r.detaching[clientID]
 	r.mu.Unlock()
-	if done == nil {
+	if c == nil {
 		return
 	}
 	t := time.NewTimer(takeoverTimeout)
 	defer t.Stop()
 	select {
-	case <-done:
+	case <-c.done:
 	case <-t.C:
 		r.log.Warn("session store still running; proceeding", "client", clientID)
 	}
@@ -110,7 +93,7 @@ func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string)
 // does [MQTT-3.1.2-8]: once, claimed by connection like every will, so
 // that neither a reaper nor the old node, should it come back, sends it
 // again; in the background, retried until Redis takes it.
-func (r *Redis) publishOrphanWill(clientID, conn, env string) {
+func (r *Redis) publishOrphanWill(clientID, conn, env, delayMS string) {
 	if env == "" {
 		return
 	}
@@ -119,7 +102,39 @@ func (r *Redis) publishOrphanWill(clientID, conn, env string) {
 		r.log.Error("dropping stored will that does not decode", "client", clientID, "err", err)
 		return
 	}
+	if ms, _ := strconv.ParseInt(delayMS, 10, 64); ms > 0 {
+		// The new connection has claimed the id: a delayed will of the
+		// old one would be cancelled by it at once [MQTT-3.1.3-9].
+		return
+	}
 	r.retryWill(clientID, conn, will)
+}
+
+// endConnection ends this node's connection conn of clientID (any, when
+// conn is empty) for another node's takeover, and returns once its session
+// is stored. A connection that has claimed the id and is still attaching
+// is waited for (it waits for no other node once it has claimed).
+func (r *Redis) endConnection(clientID, conn string) {
+	r.mu.Lock()
+	old := r.conns[clientID]
+	r.mu.Unlock()
+	if old != nil && (conn == "" || conn == old.conn) {
+		t := time.NewTimer(takeoverTimeout)
+		select {
+		case <-old.attached:
+		case <-t.C:
+			r.log.Warn("connection asked for by a takeover still attaching; proceeding", "client", clientID)
+		}
+		t.Stop()
+		r.mu.Lock()
+		still := r.conns[clientID] == old
+		r.mu.Unlock()
+		if still {
+			old.sub.TakeOver() // returns after its Detach stored the session
+			return
+		}
+	}
+	r.waitDetached(clientID)
 }
 
 // control handles a message on this node's control channel. It runs on the
@@ -137,24 +152,7 @@ func (r *Redis) control(payload string) {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.mu.Lock()
-			old := r.clients[c.Client]
-			claimed := r.claiming[c.Client]
-			r.mu.Unlock()
-			if old == nil && c.Conn != "" && c.Conn == claimed {
-				// The connection asked for has claimed the id and is still
-				// attaching: wait for its Attach (which waits for no other
-				// node once it has claimed), then end it.
-				r.lockClient(c.Client)()
-				r.mu.Lock()
-				old = r.clients[c.Client]
-				r.mu.Unlock()
-			}
-			if old != nil && (c.Conn == "" || c.Conn == old.conn) {
-				old.sub.TakeOver() // returns after its Detach stored the session
-			} else {
-				r.waitDetached(c.Client)
-			}
+			r.endConnection(c.Client, c.Conn)
 			b, _ := json.Marshal(control{Op: "ack", Token: c.Token})
 			ctx, cancel := context.WithTimeout(r.ctx, takeoverTimeout)
 			defer cancel()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -44,6 +45,8 @@ func (s *liveSub) Deliver(m *Message, qos byte) bool {
 // Idle implements Subscriber: a liveSub never says its client caught up
 // (idleSub does).
 func (s *liveSub) Idle() bool { return false }
+
+func (s *liveSub) RemoteAddr() string { return "127.0.0.1:1" }
 
 func (s *liveSub) TakeOver() {
 	s.mu.Lock()
@@ -86,7 +89,25 @@ func (s *liveSub) waitFor(t *testing.T, n int) []Delivery {
 // settle gives in-flight pub/sub messages time to arrive, for tests that
 // check nothing more arrives from a source they cannot fence (a reaper on
 // another replica, say). Prefer fence.
-func settle() { time.Sleep(150 * time.Millisecond) }
+// afterDeadNodeChecks returns once each of nodes has run n more rounds of
+// its dead-node check (wills of dead replicas are published there), so that
+// a test that checks a will was published once has given every survivor
+// the chance to publish it again.
+func afterDeadNodeChecks(t *testing.T, n int64, nodes ...*testNode) {
+	t.Helper()
+	start := make([]int64, len(nodes))
+	for i, nd := range nodes {
+		start[i] = nd.Redis.Stats()["dead_node_checks"]
+	}
+	waitUntil(t, 30*time.Second, func() string {
+		for i, nd := range nodes {
+			if got := nd.Redis.Stats()["dead_node_checks"] - start[i]; got < n {
+				return fmt.Sprintf("%s ran %d dead-node checks, want %d", nd.NodeID(), got, n)
+			}
+		}
+		return ""
+	})
+}
 
 // fence returns once every message pub accepted before the call has been
 // through recv's reader: a QoS 1 message published by pub afterwards (one
@@ -114,7 +135,26 @@ func newClient(t testing.TB, srv *redistest.Server) *redis.Client {
 	return c
 }
 
-func newTestRedis(t testing.TB, srv *redistest.Server, node string, tweak ...func(*RedisOptions)) *Redis {
+// testNode is a replica as the tests drive it: the local broker core, with
+// the Redis bridge as its Store and Cluster, for the tests that look inside.
+type testNode struct {
+	*broker.Broker
+	*Redis
+}
+
+// The methods both halves have are the core's.
+
+func (n *testNode) Close() error                    { return n.Broker.Close() }
+func (n *testNode) Stats() map[string]int64         { return n.Broker.Stats() }
+func (n *testNode) Ready(ctx context.Context) error { return n.Broker.Ready(ctx) }
+func (n *testNode) PublishAsync(ctx context.Context, m *Message, done func(error)) {
+	n.Broker.PublishAsync(ctx, m, done)
+}
+func (n *testNode) PublishWill(ctx context.Context, id string, sub Subscriber, will *Message) (bool, error) {
+	return n.Broker.PublishWill(ctx, id, sub, will)
+}
+
+func newTestRedis(t testing.TB, srv *redistest.Server, node string, tweak ...func(*RedisOptions)) *testNode {
 	t.Helper()
 	o := RedisOptions{
 		Client: newClient(t, srv),
@@ -124,16 +164,17 @@ func newTestRedis(t testing.TB, srv *redistest.Server, node string, tweak ...fun
 	for _, f := range tweak {
 		f(&o)
 	}
-	r, err := NewRedis(context.Background(), o)
+	b, r, err := NewRedisBroker(context.Background(), o)
 	if err != nil {
 		t.Fatalf("NewRedis(%s): %v", node, err)
 	}
-	t.Cleanup(func() { _ = r.Close() })
-	return r
+	n := &testNode{Broker: b, Redis: r}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
 }
 
 func rmsg(topic string, qos byte, payload string) *Message {
-	return &Message{ID: NewID(), Topic: topic, QoS: qos, Payload: []byte(payload), ClientID: "pub", Time: time.Now()}
+	return &Message{ID: broker.NewID(), Topic: topic, QoS: qos, Payload: []byte(payload), ClientID: "pub", Time: time.Now()}
 }
 
 func attach(t *testing.T, b Bridge, id string, sub Subscriber, clean bool) *StoredSession {

@@ -76,6 +76,9 @@ type Broker struct {
 	subs     *topics.Trie[*client]
 	matches  sync.Pool                                 // of map[*client]byte, reused by Receive
 	retained atomic.Pointer[topics.Retained[struct{}]] // replaced whole by ReplaceRetained
+	// local holds the retained messages of this node alone (PublishLocal:
+	// the $SYS figures), which neither the Store nor the Cluster sees.
+	local *topics.Retained[*Message]
 
 	queuedDropped atomic.Int64
 	expired       atomic.Int64
@@ -129,6 +132,7 @@ func New(store Store, cluster Cluster, o Options) *Broker {
 		subs:       topics.NewTrie[*client](),
 	}
 	b.retained.Store(topics.NewRetained[struct{}]())
+	b.local = topics.NewRetained[*Message]()
 	b.queue = b.OfflineQueue(o)
 	b.matches.New = func() any { return make(map[*client]byte) }
 	cluster.Bind(b)
@@ -189,14 +193,29 @@ func (b *Broker) PublishAsync(ctx context.Context, msg *Message, done func(error
 // for this connection (a node that declared this one dead did): then it
 // returns false and nil. Exactly one node publishes a will.
 func (b *Broker) PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error) {
-	ok, err := b.store.ClaimWill(ctx, clientID, sub)
-	if err != nil || !ok {
-		return false, err
-	}
-	if err := b.Publish(ctx, will); err != nil {
+	ok, err := b.cluster.PublishWill(ctx, clientID, sub, will)
+	if err != nil {
 		return false, fmt.Errorf("publish will: %w", err)
 	}
-	return true, nil
+	return ok, nil
+}
+
+// Queue implements Receiver.
+func (b *Broker) Queue() OfflineQueue { return b.queue }
+
+// PublishLocal hands msg to this node's matching clients only, and keeps it
+// as this node's own retained message of its topic when msg.Retain is set:
+// it reaches neither the other nodes nor the Store. A node's $SYS figures go
+// this way, since each replica publishes its own.
+func (b *Broker) PublishLocal(msg *Message) {
+	if msg.Retain {
+		if len(msg.Payload) == 0 {
+			b.local.Delete(msg.Topic)
+		} else {
+			b.local.Set(msg.Topic, msg)
+		}
+	}
+	b.Receive(msg, NoPosition)
 }
 
 // Receive implements Receiver: each matching local client receives msg
@@ -256,6 +275,7 @@ func (b *Broker) Stats() map[string]int64 {
 		"offline_queue_expired": b.expired.Load(),
 		"retained_messages":     int64(b.retained.Load().Len()),
 		"subscription_filters":  int64(b.subs.Filters()),
+		"subscriptions":         int64(b.subs.Subscriptions()),
 	}
 	maps.Copy(out, b.store.Stats())
 	maps.Copy(out, b.cluster.Stats())

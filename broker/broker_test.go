@@ -30,6 +30,8 @@ func (s *sink) Deliver(m *Message, qos byte) bool {
 
 func (s *sink) Idle() bool { return false }
 
+func (s *sink) RemoteAddr() string { return "" }
+
 func (s *sink) TakeOver() {
 	if s.onTake != nil {
 		s.onTake()
@@ -223,7 +225,7 @@ func (s *streamStore) RoutesOffline() bool { return false }
 
 // Claim reads the stored session without removing it, as the Redis store
 // does: it stays stored until the next Save.
-func (s *streamStore) Claim(_ context.Context, clientID, _ string, clean bool, _ *Message) (*StoredSession, error) {
+func (s *streamStore) Claim(_ context.Context, clientID, _ string, _ Subscriber, clean bool, _ *Message) (*StoredSession, error) {
 	st := s.saved[clientID]
 	if clean {
 		delete(s.saved, clientID)
@@ -567,5 +569,52 @@ func TestRetained_ReplaceAndValidate(t *testing.T) {
 		if _, err := b.RetainedTopics(ctx, bad); err == nil {
 			t.Errorf("filter %q was not refused", bad)
 		}
+	}
+}
+
+// A message published on this node alone (a $SYS figure) reaches its
+// matching local clients and is this node's retained message of its topic,
+// read beside the Store's in topic order and paged by the same byte bound;
+// the Store never sees it.
+func TestPublishLocal_DeliveredAndRetainedHereOnly(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	ctx := context.Background()
+	s := &sink{}
+	mustAttach(t, b, "c", "", s, true)
+	if err := b.Subscribe(ctx, "c", "$SYS/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	stored := message("m/a", 0, "stored")
+	stored.Retain = true
+	if err := b.Publish(ctx, stored); err != nil {
+		t.Fatal(err)
+	}
+	sys := message("$SYS/broker/uptime", 0, "12 seconds")
+	sys.Retain = true
+	b.PublishLocal(sys)
+	if d := s.deliveries(); len(d) != 1 || d[0].Message != sys || d[0].QoS != 0 {
+		t.Fatalf("subscriber got %+v, want the local message once at QoS 0", d)
+	}
+	if st, _ := b.store.RetainedRead(ctx, []string{sys.Topic}); len(st) != 0 {
+		t.Fatalf("the Store holds the local message: %+v", st)
+	}
+	if names, _ := b.RetainedTopics(ctx, "#"); len(names) != 1 || names[0] != "m/a" {
+		t.Fatalf("RetainedTopics(#) = %v, want m/a alone [MQTT-4.7.2-1]", names)
+	}
+	names := []string{"m/a", sys.Topic, "m/none"}
+	got, n, err := b.RetainedMessages(ctx, names, 0)
+	if err != nil || n != 3 || len(got) != 2 || got[0] != stored || got[1] != sys {
+		t.Fatalf("RetainedMessages(%v) = %v, %d, %v; want stored then local, 3 read", names, got, n, err)
+	}
+	// A page bound of 7 bytes holds "stored" (6) and stops before the
+	// local message's 10.
+	if got, n, _ := b.RetainedMessages(ctx, names, 7); n != 1 || len(got) != 1 || got[0] != stored {
+		t.Fatalf("paged RetainedMessages = %v, %d; want the first topic alone", got, n)
+	}
+	clear := message(sys.Topic, 0, "")
+	clear.Retain = true
+	b.PublishLocal(clear)
+	if names, _ := b.RetainedTopics(ctx, "$SYS/#"); len(names) != 0 {
+		t.Fatalf("after an empty local message: %v retained, want none [MQTT-3.3.1-10]", names)
 	}
 }

@@ -3,6 +3,8 @@ package broker
 import (
 	"errors"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // ID uniquely identifies one published message across every replica. A
@@ -25,6 +27,11 @@ type Message struct {
 	// Properties are the MQTT 5.0 properties that travel with the message;
 	// nil for none (every message a 3.1.1 client publishes).
 	Properties *Properties
+	// WillDelay is, for a will, how long after its connection ended it is
+	// published unless a new connection with its client id arrives first
+	// (the Will Delay Interval, cut to what remains of the session)
+	// [MQTT-3.1.3-9]; zero publishes it at once. Other messages have none.
+	WillDelay time.Duration
 }
 
 // Properties are the MQTT 5.0 properties of an application message that
@@ -84,6 +91,9 @@ type Subscriber interface {
 	// It must not block and is called with the broker's delivery lock
 	// held, like Deliver.
 	Idle() bool
+	// RemoteAddr is the client's address (the real one when a load
+	// balancer sent a PROXY header), for the cluster's client record.
+	RemoteAddr() string
 }
 
 // StoredSession is the stored state of a persistent session (a connection is
@@ -141,3 +151,12 @@ var ErrUnavailable = errors.New("bridge unavailable")
 // ErrNotOwner reports a CONNECT for a client id whose session belongs to
 // another user; it is refused with CONNACK 0x05 (not authorized).
 var ErrNotOwner = errors.New("client id belongs to another user")
+
+// NewID returns a fresh message id: a UUIDv7, so ids also sort by time.
+func NewID() ID {
+	u, err := uuid.NewV7()
+	if err != nil {
+		u = uuid.New()
+	}
+	return ID(u)
+}

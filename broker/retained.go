@@ -40,6 +40,9 @@ func (b *Broker) RetainedTopics(_ context.Context, filter string) ([]string, err
 	b.retained.Load().Match(filter, func(topic string, _ struct{}) {
 		out = append(out, topic)
 	})
+	b.local.Match(filter, func(topic string, _ *Message) {
+		out = append(out, topic)
+	})
 	return out, nil
 }
 
@@ -54,6 +57,9 @@ func (b *Broker) RetainedMessages(ctx context.Context, topics []string, maxBytes
 	if len(topics) == 0 {
 		return nil, 0, nil
 	}
+	if b.local.Len() > 0 {
+		return b.retainedMixed(ctx, topics, maxBytes)
+	}
 	n := len(topics)
 	if maxBytes > 0 && n > 1 {
 		sizes, err := b.store.RetainedSizes(ctx, topics)
@@ -67,6 +73,67 @@ func (b *Broker) RetainedMessages(ctx context.Context, topics []string, maxBytes
 		return nil, 0, fmt.Errorf("retained messages: %w", err)
 	}
 	return msgs, n, nil
+}
+
+// retainedMixed is RetainedMessages while this node holds retained
+// messages of its own (PublishLocal): those come from memory, the others
+// from the Store, in the order of topics.
+func (b *Broker) retainedMixed(ctx context.Context, topics []string, maxBytes int) ([]*Message, int, error) {
+	local := make([]*Message, len(topics))
+	var stored []string
+	for i, t := range topics {
+		if m, ok := b.local.Get(t); ok {
+			local[i] = m
+		} else {
+			stored = append(stored, t)
+		}
+	}
+	n := len(topics)
+	if maxBytes > 0 && n > 1 {
+		sizes := make([]int, len(topics))
+		var storedSizes []int
+		if len(stored) > 0 {
+			var err error
+			if storedSizes, err = b.store.RetainedSizes(ctx, stored); err != nil {
+				return nil, 0, fmt.Errorf("retained messages: %w", err)
+			}
+		}
+		j := 0
+		for i := range topics {
+			if local[i] != nil {
+				sizes[i] = len(local[i].Payload)
+			} else {
+				sizes[i] = storedSizes[j]
+				j++
+			}
+		}
+		n = pagePrefix(sizes, maxBytes)
+	}
+	stored = stored[:0]
+	for i := range n {
+		if local[i] == nil {
+			stored = append(stored, topics[i])
+		}
+	}
+	var read []*Message
+	if len(stored) > 0 {
+		var err error
+		if read, err = b.store.RetainedRead(ctx, stored); err != nil {
+			return nil, 0, fmt.Errorf("retained messages: %w", err)
+		}
+	}
+	out := make([]*Message, 0, n)
+	j := 0
+	for i := range n {
+		switch {
+		case local[i] != nil:
+			out = append(out, local[i])
+		case j < len(read) && read[j].Topic == topics[i]:
+			out = append(out, read[j])
+			j++
+		}
+	}
+	return out, n, nil
 }
 
 // pagePrefix returns how many of sizes, in order, add up to at most

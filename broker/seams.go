@@ -35,6 +35,14 @@ type Receiver interface {
 	// from the goroutine that calls RetainedChanged, so that no change
 	// falls between the load and the swap.
 	ReplaceRetained(names []string)
+	// Checkpoint visits the live persistent sessions of this node (see
+	// Broker.Checkpoint): a cluster that stores session cursors brings
+	// them forward with it.
+	Checkpoint(due func(clientID string) bool, mark func(clientID string))
+	// Queue is the offline queue's rule (bound and expiry), counted in
+	// the core's statistics, for a store that builds offline queues
+	// itself (from the Redis streams) to apply.
+	Queue() OfflineQueue
 }
 
 // Cluster is the seam between the core and the other nodes: a single node
@@ -93,6 +101,14 @@ type Cluster interface {
 	// subscriptions; the core caps the result by msg.QoS. It runs under
 	// the client's delivery lock and must not block.
 	Gate(clientID string, msg *Message, pos Position, granted byte) (qos byte, deliver bool)
+	// PublishWill publishes will, due because sub's connection of
+	// clientID ended without DISCONNECT [MQTT-3.1.2-8], unless it was
+	// already published for this connection (a node that declared this
+	// one dead did): then it returns false and nil. Exactly one node
+	// publishes a will. A will the cluster cannot publish now is retried
+	// in the background until it is published or the cluster closes; the
+	// first error is returned.
+	PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error)
 	// Leave tells the cluster that clientID's live connection on this node
 	// stops receiving: no message Gate has not passed for it before Leave
 	// reaches it. It runs under the client's delivery lock (and the
@@ -119,15 +135,18 @@ type Store interface {
 	// False (the Redis streams): the store finds the messages itself when
 	// the session is claimed again, and Enqueue is never called.
 	RoutesOffline() bool
-	// Claim makes owner's new connection the holder of clientID's stored
-	// session and returns it, nil when there is none. With clean it
-	// discards it and returns nil [MQTT-3.1.2-6]. A session that belongs
-	// to another user is refused with ErrNotOwner, changing nothing. will
-	// is kept to be published if this node dies with the connection open.
-	// For a store that RoutesOffline it runs under the client's delivery
-	// lock, so that no message falls between the stored queue and the new
-	// connection.
-	Claim(ctx context.Context, clientID, owner string, clean bool, will *Message) (*StoredSession, error)
+	// Claim makes owner's new connection sub the holder of clientID's
+	// stored session and returns it, nil when there is none. With clean
+	// it discards it and returns nil [MQTT-3.1.2-6]. A session that
+	// belongs to another user is refused with ErrNotOwner, changing
+	// nothing. A store shared by several nodes first ends a connection of
+	// clientID on another node [MQTT-3.1.4-2], and keeps sub to end it
+	// when another node asks. will is kept to be published if this node
+	// dies with the connection open. For a store that RoutesOffline it
+	// runs under the client's delivery lock, so that no message falls
+	// between the stored queue and the new connection; otherwise under
+	// the attach lock alone, since it may wait for another node.
+	Claim(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*StoredSession, error)
 	// Resume completes a successful Claim once the core has registered
 	// the client and routed the stored subscriptions (Claim's, with the
 	// client's own): a store that does not RoutesOffline records the
@@ -158,10 +177,6 @@ type Store interface {
 	// DropSubscription removes filter from clientID's stored
 	// subscriptions.
 	DropSubscription(ctx context.Context, clientID, filter string) error
-	// ClaimWill reports whether sub's connection of clientID may publish
-	// its will now: false when another node already did (it declared
-	// this one dead). Exactly one node publishes a will [MQTT-3.1.2-8].
-	ClaimWill(ctx context.Context, clientID string, sub Subscriber) (bool, error)
 	// RetainedSizes returns the payload size of the retained message of
 	// each of topics, -1 for a topic that has none.
 	RetainedSizes(ctx context.Context, topics []string) ([]int, error)

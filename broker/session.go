@@ -182,7 +182,17 @@ func (b *Broker) dropLocked(ctx context.Context, c *client) {
 // not hold yet (a store that keeps no offline routes returns them), for the
 // caller to route once c.mu is released.
 func (b *Broker) claimLocked(ctx context.Context, c *client, sub Subscriber, clean bool, will *Message) (stored *StoredSession, restored []string, err error) {
-	stored, err = b.store.Claim(ctx, c.id, c.owner, clean, will)
+	if b.store.RoutesOffline() {
+		stored, err = b.store.Claim(ctx, c.id, c.owner, sub, clean, will)
+	} else {
+		// A shared store may wait for another node to end the client's
+		// connection there: not under the delivery lock, which the
+		// cluster's receiver may need meanwhile. c is not live, and the
+		// attach lock keeps every other Attach of its id away.
+		c.mu.Unlock()
+		stored, err = b.store.Claim(ctx, c.id, c.owner, sub, clean, will)
+		c.mu.Lock()
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("attach %q: %w", c.id, err)
 	}

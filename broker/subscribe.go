@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/bridgemq/server/topics"
 )
 
 // client returns the registry entry of clientID.
@@ -38,6 +40,11 @@ func (b *Broker) SubscribeMany(ctx context.Context, clientID string, subs []Subs
 
 func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscription) error {
 	at := time.Now()
+	for _, s := range subs {
+		if err := topics.ValidateFilter(s.Filter); err != nil {
+			return err // [MQTT-4.7.1-2] [MQTT-4.7.1-3]
+		}
+	}
 	c, err := b.client(clientID)
 	if err != nil {
 		return err

@@ -96,6 +96,7 @@ func TestReadPacket_ErrorsCarryTheirReasonCode(t *testing.T) {
 		packets.ErrProtocol:            packets.ProtocolError,
 		packets.ErrPacketTooLarge:      packets.PacketTooLarge,
 		packets.ErrUnsupportedProtocol: packets.UnsupportedProtocolVersion,
+		packets.ErrTopicAliasInvalid:   packets.TopicAliasInvalid,
 	}
 	for _, tc := range packetstest.All() {
 		code, ok := want[tc.Err]
@@ -119,7 +120,7 @@ func TestReadPacket_ErrorsCarryTheirReasonCode(t *testing.T) {
 
 func TestReadPacket_MalformedErrorsSayWhy(t *testing.T) {
 	for _, tc := range packetstest.All() {
-		if tc.Err != packets.ErrMalformed && tc.Err != packets.ErrProtocol {
+		if tc.Err != packets.ErrMalformed && tc.Err != packets.ErrProtocol && tc.Err != packets.ErrTopicAliasInvalid {
 			continue
 		}
 		_, err := tc.Read()

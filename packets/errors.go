@@ -41,6 +41,11 @@ var (
 	// *Connect holding ProtocolName and ProtocolVersion so the server can
 	// answer CONNACK 0x01 (3.1.1) or 0x84 (5.0) [MQTT-3.1.2-2].
 	ErrUnsupportedProtocol error = &ReasonError{UnsupportedProtocolVersion, "unsupported protocol"}
+
+	// ErrTopicAliasInvalid reports a PUBLISH with a Topic Alias of 0, which
+	// is not permitted [MQTT-3.3.2-8] (Reason Code 0x94, as for an alias
+	// above the receiver's Topic Alias Maximum, which the session checks).
+	ErrTopicAliasInvalid error = &ReasonError{TopicAliasInvalid, "topic alias invalid"}
 )
 
 // CodeOf returns the Reason Code err maps to, and false when err wraps none

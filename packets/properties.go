@@ -223,8 +223,15 @@ func (p *Properties) decodeOne(s *scanner, id PropertyID) error {
 	case PropTopicAliasMaximum:
 		return s.uint16Prop(&p.TopicAliasMaximum, "topic alias maximum", false)
 	case PropTopicAlias:
-		// A Topic Alias of 0 is not permitted [MQTT-3.3.2-8].
-		return s.uint16Prop(&p.TopicAlias, "topic alias", true)
+		// A Topic Alias of 0 is not permitted [MQTT-3.3.2-8]: the receiver
+		// answers DISCONNECT 0x94, not the Protocol Error of other zeros.
+		if err := s.uint16Prop(&p.TopicAlias, "topic alias", false); err != nil {
+			return err
+		}
+		if *p.TopicAlias == 0 {
+			return fmt.Errorf("%w: %s: topic alias 0 [MQTT-3.3.2-8]", ErrTopicAliasInvalid, s.typ)
+		}
+		return nil
 	case PropContentType:
 		return s.strProp(&p.ContentType, "content type")
 	case PropResponseTopic:

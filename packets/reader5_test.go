@@ -192,3 +192,20 @@ func TestAppend5_RefusesWhatTheReaderRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishSize5_IsTheEncodedLength: the size a server compares with a
+// client's Maximum Packet Size is what AppendPublish5 writes, across the
+// lengths where the Remaining Length and Property Length grow a byte.
+func TestPublishSize5_IsTheEncodedLength(t *testing.T) {
+	alias := uint16(3)
+	for _, payload := range []int{0, 100, 127, 128, 16383, 16384, 70000} {
+		for _, props := range []*Properties{nil, {TopicAlias: &alias}, {ContentType: strings.Repeat("c", 130)}} {
+			for qos := byte(0); qos <= 2; qos++ {
+				p := &Publish{QoS: qos, PacketID: 1, Topic: "a/b", Payload: make([]byte, payload), Properties: props}
+				if got, want := PublishSize5(p), len(AppendPublish5(nil, p)); got != want {
+					t.Errorf("payload %d props %+v QoS %d: PublishSize5 = %d, encoded %d", payload, props, qos, got, want)
+				}
+			}
+		}
+	}
+}

@@ -51,6 +51,8 @@ type Config struct {
 	ACLFile             string         // -acl-file
 	PasswordFile        string         // -password-file
 	AllowAnonymous      bool           // -allow-anonymous, default true
+	AuthRedis           bool           // -auth-redis: users and ACL from Redis (mqtt_user:, mqtt_acl:)
+	SysInterval         time.Duration  // -sys-interval, default 10s; 0 = no $SYS topics
 	MaxPacketSize       int            // -max-packet-size bytes, default 1048576 (1MiB)
 	MaxQueuedBytes      int            // -max-queued-bytes, default 8MiB; 0 = no bound
 	ConnectTimeout      time.Duration  // -connect-timeout, default 10s
@@ -63,6 +65,9 @@ type Config struct {
 	MaxSubscriptions    int            // -max-subscriptions-per-client, default 1000; 0 = unlimited
 	MaxTopicLength      int            // -max-topic-length bytes, default 65535, 1..65535
 	MaxTopicLevels      int            // -max-topic-levels, default 128, 1..32768
+	TopicAliasMaximum   int            // -topic-alias-maximum, default 10, 0..65535; 0 = no topic aliases from clients
+	ServerKeepAlive     int            // -server-keep-alive seconds, default 0 = the client's keep-alive, 0..65535 (MQTT 5.0)
+	ServerReference     string         // -server-reference: where 5.0 clients are sent when this replica drains (DISCONNECT 0x9C); "" = 0x8B
 	DrainTimeout        time.Duration  // -drain-timeout, default 10s
 	LogLevel            string         // -log-level debug|info|warn|error, default info
 	LogFormat           string         // -log-format text|json, default text
@@ -209,6 +214,10 @@ func options() []option {
 			set: func(c *Config, v string) error { c.PasswordFile = v; return checkReadable(v) }},
 		{name: "allow-anonymous", def: "true", usage: "accept clients that send no username",
 			set: func(c *Config, v string) error { return setBool(&c.AllowAnonymous, v) }},
+		{name: "auth-redis", def: "false", usage: "read users (mqtt_user:<name>) and their ACL (mqtt_acl:<name>) from the replicas' Redis, shared by every replica; changes apply at once (see the user subcommand); not with -password-file or -acl-file",
+			set: func(c *Config, v string) error { return setBool(&c.AuthRedis, v) }},
+		{name: "sys-interval", def: "10s", arg: "duration", usage: "how often this replica publishes its $SYS/broker/... figures (Mosquitto's names), retained and delivered on this replica only; 0 = no $SYS topics",
+			set: func(c *Config, v string) error { return setDuration(&c.SysInterval, v, 0) }},
 		{name: "max-packet-size", def: "1MiB", arg: "size", usage: "largest packet accepted, in bytes or with a KiB/MiB suffix, 16..268435455",
 			set: func(c *Config, v string) error { return setSize(&c.MaxPacketSize, v) }},
 		{name: "connect-timeout", def: "10s", arg: "duration", usage: "how long a new connection may take to send CONNECT",
@@ -235,6 +244,12 @@ func options() []option {
 			set: func(c *Config, v string) error { return setInt(&c.MaxTopicLength, v, 1, 65535) }},
 		{name: "max-topic-levels", def: "128", arg: "n", usage: "most levels in a topic name or filter, 1..32768; beyond it as for -max-topic-length",
 			set: func(c *Config, v string) error { return setInt(&c.MaxTopicLevels, v, 1, 32768) }},
+		{name: "topic-alias-maximum", def: "10", arg: "n", usage: "Topic Alias Maximum an MQTT 5.0 client is given in CONNACK: how many topic aliases it may use on one connection, 0..65535 (0 = none)",
+			set: func(c *Config, v string) error { return setInt(&c.TopicAliasMaximum, v, 0, 65535) }},
+		{name: "server-keep-alive", def: "0", arg: "seconds", usage: "keep-alive the server imposes on MQTT 5.0 clients (Server Keep Alive in CONNACK), 0..65535; 0 = the client's own",
+			set: func(c *Config, v string) error { return setInt(&c.ServerKeepAlive, v, 0, 65535) }},
+		{name: "server-reference", def: "", arg: "host:port", usage: "where MQTT 5.0 clients should reconnect when this replica drains: its DISCONNECT says 0x9C (use another server) with this Server Reference, usually the load balancer's address; empty = 0x8B (server shutting down)",
+			set: func(c *Config, v string) error { c.ServerReference = v; return nil }},
 		{name: "drain-timeout", def: "10s", arg: "duration", usage: "how long SIGTERM waits for clients to leave before closing them (0 = at once)",
 			set: func(c *Config, v string) error { return setDuration(&c.DrainTimeout, v, 0) }},
 		{name: "tls-listen", def: "", arg: "host:port", usage: "MQTT over TLS listener address, conventionally :8883 (needs -tls-cert and -tls-key); empty = off",
@@ -420,6 +435,15 @@ func (c *Config) validate() error {
 	if len(modes) == 0 && (c.RedisUsername != "" || c.RedisPassword != "") {
 		return errors.New("-redis-username/-redis-password: no Redis configured (-redis-sentinel-master or -redis-cluster)")
 	}
+	if c.AuthRedis && len(modes) == 0 {
+		return errors.New("-auth-redis: no Redis configured (-redis-url, -redis-sentinel-master or -redis-cluster)")
+	}
+	if c.AuthRedis && c.PasswordFile != "" {
+		return errors.New("-auth-redis: cannot be combined with -password-file; users come from Redis")
+	}
+	if c.AuthRedis && c.ACLFile != "" {
+		return errors.New("-auth-redis: cannot be combined with -acl-file; the ACL comes from Redis")
+	}
 	if c.RedisMinReplicasAcked > 0 && len(modes) == 0 {
 		return errors.New("-redis-min-replicas-acked: no Redis configured (-redis-url or -redis-sentinel-master)")
 	}
@@ -501,7 +525,8 @@ func Usage(w io.Writer) {
 	b.WriteString("Usage: server [flags]\n\n")
 	b.WriteString("An MQTT 3.1 and 3.1.1 server; replicas share state through Redis, or run as\n")
 	b.WriteString("one node without it. Every flag can also be set by its MQTT_* environment variable;\n")
-	b.WriteString("a flag given on the command line wins. Durations: 500ms, 10s, 1m30s.\n\n")
+	b.WriteString("a flag given on the command line wins. Durations: 500ms, 10s, 1m30s.\n")
+	b.WriteString("\"server user -h\" manages the users kept in Redis for -auth-redis.\n\n")
 	for _, o := range options() {
 		if o.arg == "" {
 			fmt.Fprintf(&b, "  -%s\n", o.name)

@@ -63,7 +63,9 @@ func TestParseConfig_Defaults(t *testing.T) {
 		MaxSubscriptions:  1000,
 		MaxTopicLength:    65535,
 		MaxTopicLevels:    128,
+		TopicAliasMaximum: 10,
 		DrainTimeout:      10 * time.Second,
+		SysInterval:       10 * time.Second,
 		LogLevel:          "info",
 		LogFormat:         "text",
 
@@ -131,11 +133,17 @@ func settings(t *testing.T) []setting {
 		{"max-topic-length", "256", func(c *Config) any { return c.MaxTopicLength }, 256},
 		{"max-topic-levels", "32768", func(c *Config) any { return c.MaxTopicLevels }, 32768},
 		{"max-topic-levels", "8", func(c *Config) any { return c.MaxTopicLevels }, 8},
+		{"topic-alias-maximum", "0", func(c *Config) any { return c.TopicAliasMaximum }, 0},
+		{"topic-alias-maximum", "65535", func(c *Config) any { return c.TopicAliasMaximum }, 65535},
+		{"server-keep-alive", "60", func(c *Config) any { return c.ServerKeepAlive }, 60},
+		{"server-reference", "lb.example:1883", func(c *Config) any { return c.ServerReference }, "lb.example:1883"},
 		{"drain-timeout", "0s", func(c *Config) any { return c.DrainTimeout }, time.Duration(0)},
 		{"log-level", "debug", func(c *Config) any { return c.LogLevel }, "debug"},
 		{"log-level", "WARN", func(c *Config) any { return c.LogLevel }, "warn"},
 		{"log-level", "error", func(c *Config) any { return c.LogLevel }, "error"},
 		{"log-format", "json", func(c *Config) any { return c.LogFormat }, "json"},
+		{"sys-interval", "1m", func(c *Config) any { return c.SysInterval }, time.Minute},
+		{"sys-interval", "0", func(c *Config) any { return c.SysInterval }, time.Duration(0)},
 	}
 }
 
@@ -293,6 +301,9 @@ func TestParseConfig_Errors(t *testing.T) {
 		{"max-topic-length big", []string{"-max-topic-length", "65536"}, nil, `-max-topic-length: 65536 is outside 1..65535`},
 		{"max-topic-levels zero", nil, map[string]string{"MQTT_MAX_TOPIC_LEVELS": "0"}, `MQTT_MAX_TOPIC_LEVELS (for -max-topic-levels): 0 is outside 1..32768`},
 		{"max-topic-levels text", []string{"-max-topic-levels", "deep"}, nil, `-max-topic-levels: "deep" is not a whole number`},
+		{"topic-alias-maximum big", []string{"-topic-alias-maximum", "65536"}, nil, `-topic-alias-maximum: 65536 is outside 0..65535`},
+		{"topic-alias-maximum env", nil, map[string]string{"MQTT_TOPIC_ALIAS_MAXIMUM": "-1"}, `MQTT_TOPIC_ALIAS_MAXIMUM (for -topic-alias-maximum): -1 is outside 0..65535`},
+		{"server-keep-alive text", []string{"-server-keep-alive", "1m"}, nil, `-server-keep-alive: "1m" is not a whole number`},
 		{"drain-timeout negative", []string{"-drain-timeout", "-1s"}, nil, `-drain-timeout: -1s is negative`},
 		{"log-level bad", nil, map[string]string{"MQTT_LOG_LEVEL": "loud"}, `MQTT_LOG_LEVEL (for -log-level): "loud" is not one of debug, info, warn, error`},
 		{"log-format bad", []string{"-log-format", "xml"}, nil, `-log-format: "xml" is not one of text, json`},
@@ -472,5 +483,34 @@ func TestParseConfig_WSListen(t *testing.T) {
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("args %q env %v: error %v, want %q", tt.args, tt.env, err, tt.want)
 		}
+	}
+}
+
+func TestParseConfig_AuthRedis(t *testing.T) {
+	if c := mustParse(t, []string{"-redis-url", "redis://h"}, map[string]string{"MQTT_AUTH_REDIS": "true"}); !c.AuthRedis {
+		t.Error("MQTT_AUTH_REDIS=true did not set AuthRedis")
+	}
+	if c := mustParse(t, []string{"-auth-redis", "-redis-cluster", "a:1"}, nil); !c.AuthRedis {
+		t.Error("-auth-redis did not set AuthRedis")
+	}
+	acl, pw := readableFile(t, "acl"), readableFile(t, "passwords")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"without redis", []string{"-auth-redis"}, nil, "-auth-redis: no Redis configured (-redis-url, -redis-sentinel-master or -redis-cluster)"},
+		{"env not a boolean", []string{"-redis-url", "redis://h"}, map[string]string{"MQTT_AUTH_REDIS": "yes"}, `MQTT_AUTH_REDIS (for -auth-redis): "yes" is not a boolean (true or false)`},
+		{"with a password file", []string{"-auth-redis", "-redis-url", "redis://h", "-password-file", pw}, nil, "-auth-redis: cannot be combined with -password-file; users come from Redis"},
+		{"with an acl file", []string{"-auth-redis", "-redis-url", "redis://h", "-acl-file", acl}, nil, "-auth-redis: cannot be combined with -acl-file; the ACL comes from Redis"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig(tt.args, env(tt.env), &bytes.Buffer{})
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("error %v, want %s", err, tt.want)
+			}
+		})
 	}
 }

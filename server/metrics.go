@@ -6,8 +6,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/bridgemq/server/bridge"
 )
 
 // metric is one of the server's Prometheus series: the key it has in
@@ -39,6 +37,7 @@ var metrics = []metric{
 	{"delivery_denied", prometheus.CounterValue, "Messages not sent because the ACL denies the client reading their topic."},
 	{"dropped_stale_live", prometheus.CounterValue, "Live messages not newer than the retained message just sent on their topic."},
 	{"dropped_expired", prometheus.CounterValue, "Messages not sent because their MQTT 5.0 Message Expiry Interval had passed."},
+	{"dropped_too_large", prometheus.CounterValue, "Messages not sent because the PUBLISH exceeds the MQTT 5.0 client's Maximum Packet Size."},
 	{"wills_published", prometheus.CounterValue, "Will messages published by this replica's sessions."},
 
 	{"bridge_published", prometheus.CounterValue, "Messages the Redis bridge published."},
@@ -55,13 +54,17 @@ var metrics = []metric{
 	{"bridge_offline_queue_trimmed", prometheus.CounterValue, "Offline session replays that started before the stream's first entry."},
 	{"bridge_replay_trimmed", prometheus.CounterValue, "Blip replays that started before the stream's first entry, per shard."},
 	{"bridge_stream_byte_trims", prometheus.CounterValue, "Stream trims made by -redis-stream-max-bytes."},
-	{"bridge_wills_published", prometheus.CounterValue, "Will messages the Redis bridge published (including those of dead replicas' clients)."},
+	{"bridge_dead_node_checks", prometheus.CounterValue, "Rounds of the check for dead replicas (whose wills and sessions a survivor takes over)."},
+	{"bridge_wills_published", prometheus.CounterValue, "Will messages published by this node's broker (with Redis, including those of dead replicas' clients and delayed wills that came due)."},
+	{"bridge_wills_delayed", prometheus.CounterValue, "Wills with a Will Delay Interval that began waiting for it in Redis."},
+	{"bridge_wills_cancelled", prometheus.CounterValue, "Delayed wills cancelled because the client connected again before they were due [MQTT-3.1.3-9]."},
 	{"bridge_takeovers", prometheus.CounterValue, "Session takeovers across replicas."},
 	{"bridge_claim_conflicts", prometheus.CounterValue, "Client record claims retried because another connection claimed it at the same time."},
 	{"bridge_republished_after_redis_restart", prometheus.CounterValue, "Messages published again after Redis restarted or failed over."},
 	{"bridge_publish_not_replicated", prometheus.CounterValue, "QoS 1 and 2 publishes fewer Redis replicas confirmed than -redis-min-replicas-acked."},
 	{"bridge_retained_messages", prometheus.GaugeValue, "Retained messages this replica knows of."},
 	{"bridge_subscription_filters", prometheus.GaugeValue, "Distinct topic filters this replica subscribes to for its clients."},
+	{"bridge_subscriptions", prometheus.GaugeValue, "Subscriptions (client and filter pairs) held on this replica, offline persistent sessions of a single node included."},
 }
 
 // metricName is the Prometheus name of m.
@@ -145,8 +148,8 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		if s.hist.publishAck != nil {
 			reg.MustRegister(s.hist.publishAck)
 		}
-		// The in-process bridge has no Redis round trip to show.
-		if _, ok := s.bridge.(*bridge.Redis); ok && s.hist.redisPublish != nil {
+		// A single node has no Redis round trip to show (New leaves it nil).
+		if s.hist.redisPublish != nil {
 			reg.MustRegister(s.hist.redisPublish)
 		}
 		s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 )
 
 // redisProtocol is the RESP version the server's Redis client speaks: 2.
@@ -23,14 +24,14 @@ const redisProtocol = 2
 
 // newBridge builds the in-process bridge, or the Redis one when configured.
 // Redis publish batches' round trips go to redisLatency.
-func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency prometheus.Observer) (bridge.Bridge, error) {
+func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency prometheus.Observer) (*broker.Broker, error) {
 	client, err := cfg.RedisClient()
 	if err != nil {
 		return nil, err
 	}
 	if client == nil {
 		log.Info("single node: no Redis configured")
-		return bridge.NewMemory(bridge.MemoryOptions{
+		return broker.NewMemory(broker.MemoryOptions{
 			MaxQueued:     cfg.MaxQueuedMessages,
 			MessageExpiry: cfg.MessageExpiry,
 			SessionExpiry: cfg.SessionExpiry,
@@ -41,6 +42,11 @@ func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency 
 		return nil, fmt.Errorf("%s: %w", cfg.redisSource(), err)
 	}
 	return b, nil
+}
+
+// usesRedis reports whether a Redis topology is configured.
+func (c *Config) usesRedis() bool {
+	return c.RedisURL != "" || c.RedisSentinelMaster != "" || len(c.RedisCluster) > 0
 }
 
 // redisSource names the flag that chose the Redis topology, for errors.
@@ -60,8 +66,8 @@ func (c *Config) redisSource() string {
 
 // newRedisBridge starts the Redis bridge on client. Redis must answer at
 // start-up; once running, a replica survives Redis going away.
-func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger, redisLatency prometheus.Observer) (bridge.Bridge, error) {
-	b, err := bridge.NewRedis(ctx, bridge.RedisOptions{
+func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger, redisLatency prometheus.Observer) (*broker.Broker, error) {
+	b, _, err := bridge.NewRedisBroker(ctx, bridge.RedisOptions{
 		Client:        client,
 		Prefix:        cfg.RedisPrefix,
 		NodeID:        cfg.NodeID,

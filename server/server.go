@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/listeners"
 	"github.com/bridgemq/server/session"
 )
@@ -28,7 +29,18 @@ type Server struct {
 	cfg    *Config
 	env    *session.Env
 	log    *slog.Logger
-	bridge bridge.Bridge
+	broker *broker.Broker // the node's core, over the in-memory or the Redis store
+	// auth is the authorizer the sessions ask, which Reload swaps; nil
+	// for a server built without one (tests).
+	auth *liveAuth
+	// sys is on when the $SYS topics are published (-sys-interval).
+	sys bool
+	// bytesIn and bytesOut count every connection's bytes, for $SYS.
+	bytesIn, bytesOut atomic.Int64
+	// sysCluster shares the $SYS figures through Redis; nil without one.
+	sysCluster *sysCluster
+	// closers release what New opened beside the bridge (Redis clients).
+	closers []func() error
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -46,9 +58,8 @@ type Server struct {
 	addr  net.Addr
 	addrs map[string]net.Addr // by Protocol, once ready
 
-	certs    atomic.Pointer[listeners.Certificates] // -tls-listen's, once Run opened it
-	identity *identity                              // -tls-identity-as-username; nil when off
-	http     net.Addr
+	certs atomic.Pointer[listeners.Certificates] // -tls-listen's, once Run opened it
+	http  net.Addr
 
 	closeOnce sync.Once
 	closeErr  error
@@ -76,6 +87,9 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, &ConfigError{err}
 	}
 	h := newHistograms(cfg.NodeID)
+	if !cfg.usesRedis() {
+		h.redisPublish = nil // no Redis round trip to show
+	}
 	b, err := newBridge(ctx, cfg, log, h.redisPublish)
 	if errors.Is(err, bridge.ErrNodeIDInUse) {
 		return nil, &ConfigError{fmt.Errorf("-node-id %s: %w", cfg.NodeID, err)}
@@ -83,31 +97,48 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := newServer(cfg, b, authz, log)
-	s.hist = h
-	s.env.AckLatency = h.publishAck
-	if cfg.TLSIdentityAsUsername {
-		if s.identity, err = newIdentity(); err != nil {
+	live := newLiveAuth(authz)
+	var closers []func() error
+	if cfg.AuthRedis {
+		ru, closeRU, err := newRedisAuth(ctx, cfg, log)
+		if err != nil {
 			_ = b.Close()
 			return nil, err
 		}
-		s.env.Auth = identityAuth{Authorizer: authz, id: s.identity}
+		live, closers = newLiveAuth(ru), append(closers, closeRU)
 	}
+	s := newServer(cfg, b, live, log)
+	s.auth = live
+	s.closers = closers
+	s.hist = h
+	if cfg.SysInterval > 0 {
+		s.sys = true
+		rdb, err := cfg.RedisClient()
+		if err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+		if rdb != nil {
+			s.sysCluster = &sysCluster{rdb: rdb, prefix: cfg.RedisPrefix, node: cfg.NodeID, ttl: 3 * max(cfg.SysInterval, time.Second)}
+			s.closers = append(s.closers, rdb.Close)
+		}
+	}
+	s.env.AckLatency = h.publishAck
 	return s, nil
 }
 
 // newServer wires a server from its configuration, bridge and authorizer.
-func newServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.Logger) *Server {
+func newServer(cfg *Config, b *broker.Broker, auth session.Authorizer, log *slog.Logger) *Server {
 	refusals := newRefusalLimiter(log.Handler(), refusalWindow, refusalBurst, refusalGlobalBurst, refusalMaxKeys)
 	// Every line of the server and its sessions names the replica.
 	log = slog.New(&refusalHandler{inner: log.Handler(), lim: refusals}).With("node", cfg.NodeID)
 	return &Server{
 		cfg:      cfg,
 		log:      log,
-		bridge:   b,
+		broker:   b,
 		refusals: refusals,
 		env: &session.Env{
-			Bridge: b,
+			Broker: b,
 			Auth:   auth,
 			Stats:  &session.Stats{},
 			Log:    log,
@@ -126,6 +157,11 @@ func newServer(cfg *Config, b bridge.Bridge, auth session.Authorizer, log *slog.
 				MaxTopicLength:   cfg.MaxTopicLength,
 				MaxTopicLevels:   cfg.MaxTopicLevels,
 				SessionExpiry:    cfg.SessionExpiry,
+
+				// MQTT 5.0 only.
+				TopicAliasMaximum: cfg.TopicAliasMaximum,
+				ServerKeepAlive:   time.Duration(cfg.ServerKeepAlive) * time.Second,
+				ServerReference:   cfg.ServerReference,
 			},
 		},
 		sessions: make(map[*session.Session]struct{}),
@@ -164,7 +200,7 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 // bridge's under "bridge_".
 func (s *Server) Stats() map[string]int64 {
 	out := s.env.Stats.Snapshot()
-	for k, v := range s.bridge.Stats() {
+	for k, v := range s.broker.Stats() {
 		out["bridge_"+k] = v
 	}
 	return out
@@ -174,8 +210,13 @@ func (s *Server) Stats() map[string]int64 {
 // needed for a server that is never run; calling both is harmless.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		if err := s.bridge.Close(); err != nil {
-			s.closeErr = fmt.Errorf("close bridge: %w", err)
+		for _, c := range s.closers {
+			if err := c(); err != nil {
+				s.closeErr = errors.Join(s.closeErr, fmt.Errorf("close: %w", err))
+			}
+		}
+		if err := s.broker.Close(); err != nil {
+			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("close bridge: %w", err))
 		}
 	})
 	return s.closeErr
@@ -288,6 +329,9 @@ func (s *Server) Serve(ctx context.Context, lns ...listeners.Listener) error {
 	rctx, stopRefusals := context.WithCancel(context.Background())
 	var background sync.WaitGroup
 	background.Go(func() { s.refusals.run(rctx) })
+	if s.sys {
+		background.Go(func() { s.runSys(ctx) })
+	}
 	var accepting sync.WaitGroup
 	for _, ln := range lns {
 		accepting.Go(func() { s.acceptLoop(ctx, ln) })
@@ -330,6 +374,9 @@ func listenerName(ln listeners.Listener) string {
 func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 	env := *s.env
 	env.Log = s.log.With("listener", listenerName(ln))
+	if s.cfg.TLSIdentityAsUsername && strings.HasSuffix(ln.Protocol(), "tls") {
+		env.Identity = certificateIdentity
+	}
 	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -353,8 +400,8 @@ func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 			_ = conn.Close()
 			continue
 		}
-		if s.identity != nil {
-			conn = s.identity.wrap(conn, s.cfg.MaxPacketSize)
+		if s.sys {
+			conn = &countingConn{Conn: conn, in: &s.bytesIn, out: &s.bytesOut}
 		}
 		sess := session.New(conn, &env)
 		s.mu.Lock()
@@ -406,7 +453,7 @@ func (s *Server) httpHandler() http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := s.bridge.Ready(ctx); err != nil {
+		if err := s.broker.Ready(ctx); err != nil {
 			http.Error(w, "bridge not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -50,9 +50,9 @@ func BenchmarkFanout_1000Subscribers(b *testing.B) {
 
 func benchmarkFanout(b *testing.B, n int, qos byte) {
 	ctx := context.Background()
-	br := bridge.NewMemory(bridge.MemoryOptions{})
+	br := broker.NewMemory(broker.MemoryOptions{})
 	env := &Env{
-		Bridge: br,
+		Broker: br,
 		Auth:   AllowAll{},
 		Stats:  &Stats{},
 		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -78,7 +78,7 @@ func benchmarkFanout(b *testing.B, n int, qos byte) {
 			s.stop(nil)
 		}
 	}()
-	msg := &bridge.Message{Topic: "bench/1/data", Payload: make([]byte, 64), QoS: qos}
+	msg := &broker.Message{Topic: "bench/1/data", Payload: make([]byte, 64), QoS: qos}
 	perMessage := int64(2 + 2 + len(msg.Topic) + len(msg.Payload))
 	if qos > 0 {
 		perMessage += 2
@@ -122,9 +122,9 @@ func BenchmarkInboundPublish(b *testing.B) {
 	for _, qos := range []byte{0, 1} {
 		b.Run(fmt.Sprintf("qos%d", qos), func(b *testing.B) {
 			ctx := context.Background()
-			br := bridge.NewMemory(bridge.MemoryOptions{})
+			br := broker.NewMemory(broker.MemoryOptions{})
 			env := &Env{
-				Bridge: br,
+				Broker: br,
 				Auth:   AllowAll{},
 				Stats:  &Stats{},
 				Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),

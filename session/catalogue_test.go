@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 	"github.com/bridgemq/server/packets/packetstest"
 )
@@ -28,7 +28,7 @@ func servePipe(t *testing.T, maxPacket int) *pipeClient {
 	client, server := net.Pipe()
 	t.Cleanup(func() { _ = client.Close() })
 	env := &Env{
-		Bridge: bridge.NewMemory(bridge.MemoryOptions{}),
+		Broker: broker.NewMemory(broker.MemoryOptions{}),
 		Auth:   AllowAll{},
 		Stats:  &Stats{},
 		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -10,14 +10,14 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 	"github.com/bridgemq/server/topics"
 )
 
 // handshake reads and answers CONNECT. On refusal it returns the CONNACK to
 // send (nil when the connection is to be closed without one) and the reason.
-func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.StoredSession, error) {
+func (s *Session) handshake(ctx context.Context) (*packets.Connack, *broker.StoredSession, error) {
 	_ = s.conn.SetReadDeadline(time.Now().Add(s.env.Config.ConnectTimeout))
 	p, err := s.r.ReadPacket()
 	if c, ok := p.(*packets.Connect); ok && err != nil && c.ProtocolVersion == packets.Version5 && c.ProtocolName == packets.ProtocolNameMQTT {
@@ -81,6 +81,10 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 		}
 	}
 
+	if v5 {
+		s.responseInformation(c, props5)
+	}
+
 	if c.Will != nil {
 		if err := topics.ValidateTopicName(c.Will.Topic); err != nil {
 			return nil, nil, fmt.Errorf("%w: will topic: %w [MQTT-3.1.3-10]", ErrProtocolViolation, err)
@@ -90,7 +94,7 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 			// without CONNACK, as for an invalid will topic.
 			return nil, nil, fmt.Errorf("%w: will topic: %w", ErrLimit, err)
 		}
-		s.will = &bridge.Message{
+		s.will = &broker.Message{
 			Topic:    c.Will.Topic,
 			Payload:  c.Will.Payload,
 			QoS:      c.Will.QoS,
@@ -102,9 +106,21 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 			// sets Time).
 			Properties: messageProperties(c.Will.Properties),
 		}
+		if wp := c.Will.Properties; wp != nil && wp.WillDelayInterval != nil {
+			s.will.WillDelay = s.willDelay(time.Duration(*wp.WillDelayInterval) * time.Second)
+		}
 	}
 
-	if code := s.env.Auth.Authenticate(c.UsernameFlag, c.Username, c.PasswordFlag, c.Password); code != packets.Accepted {
+	if s.env.Identity != nil {
+		// The connection proves who the user is; the CONNECT's
+		// credentials are not asked about.
+		name, err := s.env.Identity(s.conn)
+		if err != nil {
+			s.env.Stats.ConnectsDenied.Add(1)
+			return &packets.Connack{ReturnCode: packets.RefusedNotAuthorized}, nil, fmt.Errorf("client identity: %w", err)
+		}
+		s.username = name
+	} else if code := s.env.Auth.Authenticate(c.UsernameFlag, c.Username, c.PasswordFlag, c.Password); code != packets.Accepted {
 		s.env.Stats.ConnectsDenied.Add(1)
 		return &packets.Connack{ReturnCode: code}, nil, fmt.Errorf("authentication failed for user %q (CONNACK 0x%02x)", c.Username, code)
 	}
@@ -118,8 +134,8 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 	if will != nil && !s.env.Auth.CanWrite(s.clientID, s.username, will.Topic) {
 		will = nil
 	}
-	stored, err := s.env.Bridge.Attach(actx, s.clientID, s.username, s, s.clean, will)
-	if errors.Is(err, bridge.ErrNotOwner) {
+	stored, err := s.env.Broker.Attach(actx, s.clientID, s.username, s, s.clean, will)
+	if errors.Is(err, broker.ErrNotOwner) {
 		// A session belongs to the user that created it: another user may
 		// neither resume it nor take its connection over.
 		s.env.Stats.ConnectsDenied.Add(1)
@@ -140,7 +156,7 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *bridge.Stor
 // when the writer sends them; an unacknowledged PUBLISH on a topic the
 // client may no longer read is not re-sent (a PUBREL still is: the client
 // already has that message).
-func (s *Session) restore(stored *bridge.StoredSession) {
+func (s *Session) restore(stored *broker.StoredSession) {
 	if stored == nil {
 		return
 	}
@@ -151,10 +167,17 @@ func (s *Session) restore(stored *bridge.StoredSession) {
 		s.subs[f] = q
 	}
 	for _, id := range stored.AwaitingRelease {
-		s.awaitingRel[id] = true
+		s.awaitingRel[id] = flowAccepted
 	}
 	for _, in := range stored.Inflight {
 		if !in.Released && !s.mayRead(in.Message.Topic) {
+			continue
+		}
+		if !in.Released && s.v5.maxPacket > 0 && packets.PublishSize5(&packets.Publish{QoS: in.QoS, Topic: in.Message.Topic,
+			Payload: in.Message.Payload, Properties: s.publishProperties(in.Message, 1)}) > s.v5.maxPacket {
+			// Too large for the client's Maximum Packet Size: as if sent
+			// and acknowledged [MQTT-3.1.2-25].
+			s.env.Stats.DroppedTooLarge.Add(1)
 			continue
 		}
 		s.seq++
@@ -192,25 +215,25 @@ func (s *Session) restore(stored *bridge.StoredSession) {
 
 // snapshot hands over the session's state; later deliveries are refused
 // (and kept by the bridge) so nothing falls between snapshot and Detach.
-func (s *Session) snapshot() *bridge.StoredSession {
+func (s *Session) snapshot() *broker.StoredSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.snapshotted = true
-	st := &bridge.StoredSession{Subscriptions: make(map[string]byte, len(s.subs)), Expiry: s.expiry}
+	st := &broker.StoredSession{Subscriptions: make(map[string]byte, len(s.subs)), Expiry: s.expiry}
 	for f, q := range s.subs {
 		st.Subscriptions[f] = q
 	}
-	for id, accepted := range s.awaitingRel {
-		if !accepted {
+	for id, rel := range s.awaitingRel {
+		if rel&flowAccepted == 0 {
 			continue // the client re-sends it: it was never acknowledged
 		}
 		st.AwaitingRelease = append(st.AwaitingRelease, id)
 	}
-	st.Inflight = make([]bridge.Inflight, 0, len(s.inflight))
+	st.Inflight = make([]broker.Inflight, 0, len(s.inflight))
 	for id, in := range s.inflight {
-		st.Inflight = append(st.Inflight, bridge.Inflight{
+		st.Inflight = append(st.Inflight, broker.Inflight{
 			PacketID: id,
-			Delivery: bridge.Delivery{Message: in.msg, QoS: in.qos, Retain: in.retain},
+			Delivery: broker.Delivery{Message: in.msg, QoS: in.qos, Retain: in.retain},
 			Released: in.released,
 		})
 	}
@@ -218,7 +241,7 @@ func (s *Session) snapshot() *bridge.StoredSession {
 	for _, list := range [][]outgoing{s.pending, s.held} {
 		for _, o := range list {
 			if o.qos > 0 {
-				st.Queued = append(st.Queued, bridge.Delivery{Message: o.msg, QoS: o.qos, Retain: o.retain})
+				st.Queued = append(st.Queued, broker.Delivery{Message: o.msg, QoS: o.qos, Retain: o.retain})
 			}
 		}
 	}
@@ -241,8 +264,8 @@ func randomPrefix() (p [8]byte) {
 	return p
 }
 
-func newMessageID() bridge.ID {
-	var id bridge.ID
+func newMessageID() broker.ID {
+	var id broker.ID
 	copy(id[:8], idPrefix[:])
 	binary.BigEndian.PutUint64(id[8:], idCounter.Add(1))
 	return id

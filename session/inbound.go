@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 	"github.com/bridgemq/server/topics"
 )
@@ -128,16 +129,24 @@ func (s *Session) releaseGate() {
 func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 	s.env.Stats.PublishReceived.Add(1)
 	if p.Properties != nil && p.Properties.TopicAlias != nil {
-		// [MQTT-3.3.2-9] Topic Alias Maximum is 0: no alias is valid.
-		return fmt.Errorf("%w: topic alias %d [MQTT-3.3.2-9]", ErrTopicAliasInvalid, *p.Properties.TopicAlias)
+		if err := s.resolveAlias(p); err != nil {
+			return err
+		}
 	}
 	var read time.Time // for Env.AckLatency
 	if p.QoS > 0 && s.env.AckLatency != nil {
 		read = time.Now()
 	}
 	if err := topics.ValidateTopicName(p.Topic); err != nil {
-		// [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not empty.
+		// [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not
+		// empty, which in 5.0 means without a Topic Alias either (section
+		// 3.3.2.1).
 		return fmt.Errorf("%w: PUBLISH topic: %w", ErrProtocolViolation, err)
+	}
+	if p.QoS > 0 {
+		if dup, err := s.openInbound(p.QoS, p.PacketID); err != nil || dup {
+			return err
+		}
 	}
 	if err := topics.CheckLimits(p.Topic, s.env.Config.MaxTopicLength, s.env.Config.MaxTopicLevels); err != nil {
 		s.env.Stats.PublishRefused.Add(1)
@@ -149,44 +158,33 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 			// 5.0 refuses the one PUBLISH: Topic Name Invalid, "not
 			// accepted by this Server" (section 3.4.2.1).
 			s.logger().Info("publish refused", "reason", err.Error())
-			s.refusePublish(p.QoS, p.PacketID, packets.TopicNameInvalid)
+			s.refusePublish(p.QoS, p.PacketID, packets.TopicNameInvalid, err.Error())
 			return nil
 		}
 		// 3.1.1 has no negative PUBACK or PUBREC: closing the connection
 		// is the only refusal the client notices.
 		return fmt.Errorf("%w: PUBLISH topic: %w", ErrLimit, err)
 	}
-	if p.QoS == 2 {
-		s.mu.Lock()
-		accepted, seen := s.awaitingRel[p.PacketID]
-		s.mu.Unlock()
-		if seen {
-			// [MQTT-4.3.3-2] a re-sent PUBLISH before PUBREL is not
-			// delivered again; acknowledge it again, or let the pending
-			// acceptance of the first copy send the PUBREC.
-			if accepted {
-				s.sendAck(&packets.Pubrec{PacketID: p.PacketID})
-			}
-			return nil
-		}
-		s.mu.Lock()
-		s.allocMaps()
-		s.awaitingRel[p.PacketID] = false
-		s.mu.Unlock()
-	}
-	if !s.env.Auth.CanWrite(s.clientID, s.username, p.Topic) {
+	// The $SYS tree is the server's own (each node publishes its figures
+	// there, PublishLocal): no client may pass its own off as them.
+	sys := p.Topic == "$SYS" || strings.HasPrefix(p.Topic, "$SYS/")
+	if sys || !s.env.Auth.CanWrite(s.clientID, s.username, p.Topic) {
 		// Acknowledged as 3.1.1 requires, then dropped; 5.0 says why
 		// (0x87, section 3.4.2.1).
 		s.env.Stats.PublishDenied.Add(1)
-		s.logger().Info("publish refused by ACL", "topic", p.Topic)
+		if sys {
+			s.logger().Info("publish to $SYS refused", "topic", p.Topic)
+		} else {
+			s.logger().Info("publish refused by ACL", "topic", p.Topic)
+		}
 		if s.version == packets.Version5 {
-			s.refusePublish(p.QoS, p.PacketID, packets.NotAuthorized)
+			s.refusePublish(p.QoS, p.PacketID, packets.NotAuthorized, "not authorized to publish to this topic")
 			return nil
 		}
 		s.accepted(p.QoS, p.PacketID, read, nil)
 		return nil
 	}
-	msg := &bridge.Message{
+	msg := &broker.Message{
 		ID:       newMessageID(),
 		Topic:    p.Topic,
 		Payload:  p.Payload,
@@ -215,7 +213,7 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		a.done = a.answer
 	}
 	a.s, a.held, a.qos, a.id, a.read = s, held, p.QoS, p.PacketID, read
-	s.env.Bridge.PublishAsync(ctx, msg, a.done)
+	s.env.Broker.PublishAsync(ctx, msg, a.done)
 	return nil
 }
 
@@ -271,40 +269,86 @@ func (s *Session) accepted(qos byte, id uint16, read time.Time, err error) {
 	}
 	switch qos {
 	case 1:
+		s.rxUnacked.Add(-1) // before the PUBACK: the client may send again once it has it
 		s.sendAck(&packets.Puback{PacketID: id})
 	case 2:
 		s.mu.Lock()
-		if _, ok := s.awaitingRel[id]; ok {
-			s.awaitingRel[id] = true
+		if st, ok := s.awaitingRel[id]; ok {
+			s.awaitingRel[id] = st | flowAccepted
 		}
 		s.mu.Unlock()
 		s.sendAck(&packets.Pubrec{PacketID: id})
 	}
 }
 
+// openInbound starts the flow of an inbound QoS 1 or 2 PUBLISH. A QoS 2
+// PUBLISH re-sent before its PUBREL is a duplicate: it is not delivered
+// again [MQTT-4.3.3-2] but acknowledged again, or left to the pending
+// acceptance of the first copy to acknowledge. A 5.0 client that starts
+// more flows than the server's Receive Maximum without their ending gets
+// DISCONNECT 0x93 [MQTT-3.3.4-7] (section 3.3.4). Reader goroutine only:
+// it alone adds to rxUnacked, so the check and the add need no lock.
+func (s *Session) openInbound(qos byte, id uint16) (dup bool, err error) {
+	if qos == 2 {
+		s.mu.Lock()
+		st, seen := s.awaitingRel[id]
+		s.mu.Unlock()
+		if seen {
+			if st&flowAccepted != 0 {
+				s.sendAck(&packets.Pubrec{PacketID: id})
+			}
+			return true, nil
+		}
+	}
+	if s.version == packets.Version5 {
+		if n, limit := s.rxUnacked.Load(), serverReceiveMaximum(&s.env.Config); int(n) >= limit {
+			return false, fmt.Errorf("%w: %d QoS 1 and 2 PUBLISH packets unacknowledged, the Receive Maximum is %d [MQTT-3.3.4-7]",
+				ErrReceiveMaximumExceeded, n+1, limit)
+		}
+	}
+	s.rxUnacked.Add(1)
+	if qos == 2 {
+		s.mu.Lock()
+		s.allocMaps()
+		s.awaitingRel[id] = flowCounted
+		s.mu.Unlock()
+	}
+	return false, nil
+}
+
 // refusePublish answers a 5.0 QoS 1/2 PUBLISH the server does not accept
-// with a PUBACK or PUBREC carrying code (0x80 or above): that ends the
-// flow, for QoS 2 too [MQTT-4.3.3-4], and the message is dropped.
-func (s *Session) refusePublish(qos byte, id uint16, code packets.ReasonCode) {
+// with a PUBACK or PUBREC carrying code (0x80 or above) and, when the
+// client wants problem information, reason: that ends the flow, for QoS 2
+// too [MQTT-4.3.3-4], and the message is dropped.
+func (s *Session) refusePublish(qos byte, id uint16, code packets.ReasonCode, reason string) {
+	props := s.reasonProperties(reason)
 	switch qos {
 	case 1:
-		s.sendAck(&packets.Puback{PacketID: id, ReasonCode: code})
+		s.rxUnacked.Add(-1)
+		s.sendAck(&packets.Puback{PacketID: id, ReasonCode: code, Properties: props})
 	case 2:
 		s.mu.Lock()
+		if s.awaitingRel[id]&flowCounted != 0 {
+			s.rxUnacked.Add(-1)
+		}
 		delete(s.awaitingRel, id)
 		s.mu.Unlock()
-		s.sendAck(&packets.Pubrec{PacketID: id, ReasonCode: code})
+		s.sendAck(&packets.Pubrec{PacketID: id, ReasonCode: code, Properties: props})
 	}
 }
 
 func (s *Session) onPubrel(id uint16) {
 	s.mu.Lock()
-	_, known := s.awaitingRel[id]
+	st, known := s.awaitingRel[id]
 	delete(s.awaitingRel, id)
 	s.mu.Unlock()
+	if st&flowCounted != 0 {
+		s.rxUnacked.Add(-1) // the flow ends with this PUBCOMP
+	}
 	ack := &packets.Pubcomp{PacketID: id} // [MQTT-4.3.3-11]
 	if !known && s.version == packets.Version5 {
 		ack.ReasonCode = packets.PacketIdentifierNotFound // section 3.7.2.1
+		ack.Properties = s.reasonProperties("no QoS 2 message awaits release with this packet identifier")
 	}
 	s.sendAck(ack)
 }
@@ -351,42 +395,47 @@ func (s *Session) onPubcomp(id uint16) {
 func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	cfg := &s.env.Config
 	codes := make([]packets.ReasonCode, len(p.Subscriptions))
-	want := make([]bridge.Subscription, 0, len(p.Subscriptions))
+	want := make([]broker.Subscription, 0, len(p.Subscriptions))
 	at := make([]int, 0, len(p.Subscriptions)) // index in codes of each of want
 	v5 := s.version == packets.Version5
 	// refuse sets the SUBACK code of filter i: 3.1.1 has only 0x80; 5.0
-	// says why (section 3.9.3).
-	refuse := func(i int, code5 packets.ReasonCode) {
+	// says why (section 3.9.3), and the packet's Reason String (there is
+	// one per packet, not per filter) tells the first refusal.
+	var why string
+	refuse := func(i int, code5 packets.ReasonCode, reason string) {
 		if v5 {
 			codes[i] = code5
+			if why == "" {
+				why = fmt.Sprintf("filter %d refused: %s", i+1, reason)
+			}
 		}
 	}
 	for i, sub := range p.Subscriptions {
 		codes[i] = packets.SubackFailure
 		if err := topics.ValidateFilter(sub.Filter); err != nil {
 			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", err.Error())
-			refuse(i, packets.TopicFilterInvalid)
+			refuse(i, packets.TopicFilterInvalid, err.Error())
 			continue
 		}
 		if v5 && isShared(sub.Filter) {
 			// Shared Subscription Available is 0 in CONNACK.
 			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", "shared subscriptions are not supported")
-			refuse(i, packets.SharedSubscriptionsNotSupported)
+			refuse(i, packets.SharedSubscriptionsNotSupported, "shared subscriptions are not supported")
 			continue
 		}
 		if err := topics.CheckLimits(sub.Filter, cfg.MaxTopicLength, cfg.MaxTopicLevels); err != nil {
 			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", err.Error())
 			s.env.Stats.SubscribeRefused.Add(1)
-			refuse(i, packets.TopicFilterInvalid)
+			refuse(i, packets.TopicFilterInvalid, err.Error())
 			continue
 		}
 		if !s.env.Auth.CanSubscribe(s.clientID, s.username, sub.Filter) {
 			s.env.Stats.SubscribeDenied.Add(1)
 			s.logger().Info("subscription refused by ACL", "filter", sub.Filter)
-			refuse(i, packets.NotAuthorized)
+			refuse(i, packets.NotAuthorized, "not authorized")
 			continue
 		}
-		want = append(want, bridge.Subscription{Filter: sub.Filter, QoS: min(sub.QoS, 2)})
+		want = append(want, broker.Subscription{Filter: sub.Filter, QoS: min(sub.QoS, 2)})
 		at = append(at, i)
 	}
 	if cfg.MaxSubscriptions > 0 {
@@ -404,7 +453,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 					s.logger().Info("subscription refused", "filter", truncate(w.Filter),
 						"reason", fmt.Sprintf("client holds %d subscriptions, the -max-subscriptions-per-client limit", held+len(fresh)))
 					s.env.Stats.SubscribeRefused.Add(1)
-					refuse(at[k], packets.QuotaExceeded)
+					refuse(at[k], packets.QuotaExceeded, fmt.Sprintf("more than %d subscriptions", cfg.MaxSubscriptions))
 					continue
 				}
 				if fresh == nil {
@@ -419,7 +468,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	}
 	ok := make([]bool, len(want))
 	if len(want) > 1 {
-		if err := s.env.Bridge.SubscribeMany(ctx, s.clientID, want); err != nil {
+		if err := s.env.Broker.SubscribeMany(ctx, s.clientID, want); err != nil {
 			s.logger().Error("subscribe", "filters", len(want), "err", err)
 		} else {
 			for k := range ok {
@@ -428,7 +477,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		}
 	} else {
 		for k, w := range want {
-			if err := s.env.Bridge.Subscribe(ctx, s.clientID, w.Filter, w.QoS); err != nil {
+			if err := s.env.Broker.Subscribe(ctx, s.clientID, w.Filter, w.QoS); err != nil {
 				s.logger().Error("subscribe", "filter", w.Filter, "err", err)
 				continue
 			}
@@ -448,7 +497,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		granted = append(granted, packets.Subscription{Filter: w.Filter, QoS: w.QoS})
 	}
 	s.mu.Unlock()
-	s.sendSubackAndRetained(ctx, p.PacketID, codes, granted)
+	s.sendSubackAndRetained(ctx, p.PacketID, codes, granted, why)
 	return nil
 }
 
@@ -457,7 +506,8 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 // [MQTT-3.3.1-6]. Their first page is read before the SUBACK is queued, so
 // it holds the retained messages of the moment the subscription was made;
 // live messages arriving meanwhile wait and go after it (see retained.go).
-func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []packets.ReasonCode, granted []packets.Subscription) {
+// reason, when not empty, is the 5.0 SUBACK's Reason String.
+func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []packets.ReasonCode, granted []packets.Subscription, reason string) {
 	s.mu.Lock()
 	hold := len(granted) > 0 && !s.fetching
 	if hold {
@@ -466,7 +516,7 @@ func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []
 	s.mu.Unlock()
 	feeds := s.retainedFeeds(ctx, granted)
 	s.mu.Lock()
-	s.ctrl = s.appendAck(s.ctrl, &packets.Suback{PacketID: id, ReturnCodes: codes})
+	s.ctrl = s.appendAck(s.ctrl, &packets.Suback{PacketID: id, ReturnCodes: codes, Properties: s.reasonProperties(reason)})
 	s.startFeedsLocked(ctx, feeds)
 	if hold && !s.feeding {
 		s.releaseHeldLocked()
@@ -500,7 +550,7 @@ func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) err
 			}
 			continue
 		}
-		if err := s.env.Bridge.Unsubscribe(ctx, s.clientID, f); err != nil {
+		if err := s.env.Broker.Unsubscribe(ctx, s.clientID, f); err != nil {
 			s.logger().Error("unsubscribe", "filter", f, "err", err)
 		}
 	}

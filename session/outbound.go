@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -16,7 +16,7 @@ const (
 	keptWriteBuffer = 8 << 10
 )
 
-// Deliver implements bridge.Subscriber. It never blocks: the message joins
+// Deliver implements broker.Subscriber. It never blocks: the message joins
 // the bounded pending queue, or is dropped and counted when the queue is
 // full. It refuses (returns false) once the connection has ended: the
 // message then belongs to the state about to be handed to Detach.
@@ -24,7 +24,7 @@ const (
 // A message the client may not read is dropped here, so that it takes no
 // room in the queue; the writer checks again (see fill), because stored,
 // replayed and held-back messages reach the queue without passing here.
-func (s *Session) Deliver(msg *bridge.Message, qos byte) bool {
+func (s *Session) Deliver(msg *broker.Message, qos byte) bool {
 	if !s.mayRead(msg.Topic) {
 		return true
 	}
@@ -41,7 +41,7 @@ func (s *Session) mayRead(topic string) bool {
 	return false
 }
 
-// Idle implements bridge.Subscriber: nothing delivered is waiting to be sent or
+// Idle implements broker.Subscriber: nothing delivered is waiting to be sent or
 // acknowledged.
 func (s *Session) Idle() bool {
 	s.mu.Lock()
@@ -94,12 +94,12 @@ func (s *Session) enqueue(o outgoing) bool {
 
 // queuedSize is what a message counts against -max-queued-bytes: its topic
 // and payload, which is what the queue keeps alive.
-func queuedSize(m *bridge.Message) int { return len(m.Topic) + len(m.Payload) }
+func queuedSize(m *broker.Message) int { return len(m.Topic) + len(m.Payload) }
 
 // bytesFullLocked reports whether m would take the queue past
 // MaxQueuedBytes. A queue that is empty takes any message, so that one
 // larger than the bound is still delivered. s.mu is held.
-func (s *Session) bytesFullLocked(m *bridge.Message) bool {
+func (s *Session) bytesFullLocked(m *broker.Message) bool {
 	limit := s.env.Config.MaxQueuedBytes
 	return limit > 0 && s.queuedBytes > 0 && s.queuedBytes+queuedSize(m) > limit
 }
@@ -115,9 +115,9 @@ func (s *Session) sendAck(p packets.Packet) {
 	}
 }
 
-// appendAck encodes p in the connection's protocol version.
+// appendAck encodes p in the connection's protocol version (see encode).
 func (s *Session) appendAck(dst []byte, p packets.Packet) []byte {
-	out, err := packets.AppendVersion(dst, p, s.version)
+	out, err := s.encode(dst, p)
 	if err != nil {
 		// Only a bug can make an ack unencodable.
 		panic(fmt.Sprintf("encode %T: %v", p, err))
@@ -249,10 +249,16 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 			}
 			p.Properties = s.publishProperties(o.msg, remaining)
 		}
+		if o.qos > 0 && len(s.inflight) >= s.maxInflight {
+			break
+		}
+		if s.v5.shapesPublish() && !s.shapePublishLocked(&p) {
+			// Too large for the client: dropped, as if sent [MQTT-3.1.2-25].
+			s.queuedBytes -= queuedSize(o.msg)
+			s.env.Stats.DroppedTooLarge.Add(1)
+			continue
+		}
 		if o.qos > 0 {
-			if len(s.inflight) >= s.maxInflight {
-				break
-			}
 			p.PacketID = s.allocateID()
 			s.seq++
 			s.allocMaps()
@@ -311,8 +317,8 @@ func (s *Session) allocateID() uint16 {
 }
 
 // sortInflight orders a snapshot's inflight messages as they were first sent.
-func sortInflight(list []bridge.Inflight, byID map[uint16]inflight) {
-	slices.SortFunc(list, func(a, b bridge.Inflight) int {
+func sortInflight(list []broker.Inflight, byID map[uint16]inflight) {
+	slices.SortFunc(list, func(a, b broker.Inflight) int {
 		sa, sb := byID[a.PacketID].seq, byID[b.PacketID].seq
 		switch {
 		case sa < sb:

@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -83,7 +83,7 @@ type feed struct {
 	// the retained messages of the moment of subscribing are the ones
 	// sent (a later read could find one already replaced or cleared);
 	// firstRead is how many of topics it covers.
-	first     []*bridge.Message
+	first     []*broker.Message
 	firstRead int
 	cancelled bool // the subscription was removed or made again
 }
@@ -95,7 +95,7 @@ func (f *feed) remaining() int {
 // retainedMark is a retained message queued recently, against which the
 // live messages on its topic are compared.
 type retainedMark struct {
-	id     bridge.ID
+	id     broker.ID
 	time   time.Time // when it was published
 	queued time.Time // when it was queued here
 }
@@ -107,10 +107,10 @@ func (s *Session) retainedFeeds(ctx context.Context, granted []packets.Subscript
 	for _, g := range granted {
 		f := &feed{filter: g.Filter, qos: g.QoS}
 		var err error
-		f.topics, err = s.env.Bridge.RetainedTopics(ctx, g.Filter)
+		f.topics, err = s.env.Broker.RetainedTopics(ctx, g.Filter)
 		if n := min(len(f.topics), retainedPage, max(1, s.env.Config.MaxQueued/2)); err == nil && n > 0 {
 			var read int
-			f.first, read, err = s.env.Bridge.RetainedMessages(ctx, f.topics[:n], retainedPageBytes)
+			f.first, read, err = s.env.Broker.RetainedMessages(ctx, f.topics[:n], retainedPageBytes)
 			f.firstRead = max(1, read)
 		}
 		if err != nil {
@@ -215,7 +215,7 @@ func (s *Session) feedLoop(ctx context.Context, cancel context.CancelFunc) {
 		s.mu.Unlock()
 
 		rctx, rcancel := context.WithTimeout(ctx, retainedReadTimeout)
-		msgs, read, err := s.env.Bridge.RetainedMessages(rctx, names, retainedPageBytes)
+		msgs, read, err := s.env.Broker.RetainedMessages(rctx, names, retainedPageBytes)
 		rcancel()
 
 		s.mu.Lock()
@@ -288,7 +288,7 @@ func (s *Session) unlockAndWrite() {
 
 // queueRetainedLocked queues a page of f's retained messages and marks the
 // recent ones against older live copies. s.mu is held.
-func (s *Session) queueRetainedLocked(f *feed, msgs []*bridge.Message) {
+func (s *Session) queueRetainedLocked(f *feed, msgs []*broker.Message) {
 	now := time.Now()
 	for _, m := range msgs {
 		if !s.mayRead(m.Topic) {
@@ -348,7 +348,7 @@ func (s *Session) releaseHeldLocked() {
 
 // staleLocked reports whether live message m is not newer than a retained
 // message on its topic queued within retainedGuard. s.mu is held.
-func (s *Session) staleLocked(m *bridge.Message) bool {
+func (s *Session) staleLocked(m *broker.Message) bool {
 	now := time.Now()
 	s.sweepMarksLocked(now)
 	mk, ok := s.retainedMarks[m.Topic] // a nil map finds nothing
@@ -371,11 +371,11 @@ func (s *Session) staleLocked(m *bridge.Message) bool {
 // publish times decide, at the millisecond a stored retained message keeps,
 // and a tie counts as newer: a message is dropped only when it is known to
 // be older.
-func newerThan(m *bridge.Message, id bridge.ID, t time.Time) bool {
+func newerThan(m *broker.Message, id broker.ID, t time.Time) bool {
 	if m.ID == id {
 		return false
 	}
-	if id != (bridge.ID{}) && [8]byte(m.ID[:8]) == [8]byte(id[:8]) {
+	if id != (broker.ID{}) && [8]byte(m.ID[:8]) == [8]byte(id[:8]) {
 		return binary.BigEndian.Uint64(m.ID[8:]) > binary.BigEndian.Uint64(id[8:])
 	}
 	return m.Time.UnixMilli() >= t.UnixMilli()
@@ -387,7 +387,7 @@ func newerThan(m *bridge.Message, id bridge.ID, t time.Time) bool {
 // and go out with RETAIN=1 on the session's return [MQTT-3.3.1-8]. Like
 // any queued message, QoS 0 ones are not kept, and the queue's bound holds.
 // The feeders have stopped.
-func (s *Session) storeLeftoverRetained(ctx context.Context, state *bridge.StoredSession) {
+func (s *Session) storeLeftoverRetained(ctx context.Context, state *broker.StoredSession) {
 	s.mu.Lock()
 	feeds := s.leftoverFeeds
 	s.leftoverFeeds = nil
@@ -397,12 +397,12 @@ func (s *Session) storeLeftoverRetained(ctx context.Context, state *bridge.Store
 		if f.cancelled || f.qos == 0 || room <= 0 {
 			continue
 		}
-		var msgs []*bridge.Message
+		var msgs []*broker.Message
 		names := f.topics[f.next:]
 		names = names[:min(len(names), room)]
 		for len(names) > 0 {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retainedReadTimeout)
-			page, read, err := s.env.Bridge.RetainedMessages(rctx, names, retainedPageBytes)
+			page, read, err := s.env.Broker.RetainedMessages(rctx, names, retainedPageBytes)
 			cancel()
 			if err != nil {
 				s.logger().Error("retained messages owed to the session not stored", "filter", f.filter, "unsent", len(names), "err", err)
@@ -416,7 +416,7 @@ func (s *Session) storeLeftoverRetained(ctx context.Context, state *bridge.Store
 			if qos == 0 || room <= 0 || !s.mayRead(m.Topic) {
 				continue
 			}
-			state.Queued = append(state.Queued, bridge.Delivery{Message: m, QoS: qos, Retain: true})
+			state.Queued = append(state.Queued, broker.Delivery{Message: m, QoS: qos, Retain: true})
 			room--
 		}
 	}

@@ -11,14 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
 // pagingBridge is the in-process bridge with its RetainedMessages observed:
 // the largest page read, and optionally a gate each read waits at.
 type pagingBridge struct {
-	*bridge.Memory
+	*broker.Broker
 	mu      sync.Mutex
 	maxPage int
 	// maxPageBytes is the largest sum of payloads one read returned.
@@ -31,7 +31,7 @@ type pagingBridge struct {
 	free int
 }
 
-func (b *pagingBridge) RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*bridge.Message, int, error) {
+func (b *pagingBridge) RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*broker.Message, int, error) {
 	b.mu.Lock()
 	free := b.free > 0
 	b.free--
@@ -42,7 +42,7 @@ func (b *pagingBridge) RetainedMessages(ctx context.Context, topics []string, ma
 	if b.release != nil && !free {
 		<-b.release
 	}
-	msgs, n, err := b.Memory.RetainedMessages(ctx, topics, maxBytes)
+	msgs, n, err := b.Broker.RetainedMessages(ctx, topics, maxBytes)
 	size := 0
 	for _, m := range msgs {
 		size += len(m.Payload)
@@ -57,8 +57,8 @@ func (b *pagingBridge) RetainedMessages(ctx context.Context, topics []string, ma
 
 // idOf returns a message id as newMessageID makes them: an 8-byte process
 // prefix, then a counter.
-func idOf(prefix byte, counter uint64) bridge.ID {
-	var id bridge.ID
+func idOf(prefix byte, counter uint64) broker.ID {
+	var id broker.ID
 	id[0] = prefix
 	binary.BigEndian.PutUint64(id[8:], counter)
 	return id
@@ -67,17 +67,17 @@ func idOf(prefix byte, counter uint64) bridge.ID {
 // subscribeRetained starts the retained messages of a new subscription as
 // onSubscribe does.
 func subscribeRetained(ctx context.Context, s *Session, g packets.Subscription) {
-	s.sendSubackAndRetained(ctx, 1, []packets.ReasonCode{packets.GrantedQoS(g.QoS)}, []packets.Subscription{g})
+	s.sendSubackAndRetained(ctx, 1, []packets.ReasonCode{packets.GrantedQoS(g.QoS)}, []packets.Subscription{g}, "")
 }
 
 // servedSession is a started session on one end of a pipe, attached to br
 // as clientID, whose other end the test reads.
-func servedSession(t *testing.T, br bridge.Bridge, maxInflight, maxQueued int) (*Session, net.Conn) {
+func servedSession(t *testing.T, br Broker, maxInflight, maxQueued int) (*Session, net.Conn) {
 	t.Helper()
 	a, b := net.Pipe()
 	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
 	env := &Env{
-		Bridge: br,
+		Broker: br,
 		Auth:   AllowAll{},
 		Stats:  &Stats{},
 		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -103,10 +103,10 @@ func servedSession(t *testing.T, br bridge.Bridge, maxInflight, maxQueued int) (
 // is counted as dropped for a full queue (issue 5).
 func TestSendRetained_AllSentInBoundedPages_MQTT_3_3_1_6(t *testing.T) {
 	const n, maxQueued = 3000, 40
-	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{})}
+	br := &pagingBridge{Broker: broker.NewMemory(broker.MemoryOptions{})}
 	ctx := context.Background()
 	for i := range n {
-		if err := br.Publish(ctx, &bridge.Message{Topic: fmt.Sprintf("r/%d", i), Payload: []byte("v"), QoS: 1, Retain: true}); err != nil {
+		if err := br.Publish(ctx, &broker.Message{Topic: fmt.Sprintf("r/%d", i), Payload: []byte("v"), QoS: 1, Retain: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,17 +155,17 @@ func TestSendRetained_AllSentInBoundedPages_MQTT_3_3_1_6(t *testing.T) {
 func TestEnqueue_DropsLiveNotNewerThanRetained_Issue6(t *testing.T) {
 	s := newTestSession(t, 10, 100)
 	now := time.Now()
-	retained := &bridge.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("r"), QoS: 1, Retain: true, Time: now}
+	retained := &broker.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("r"), QoS: 1, Retain: true, Time: now}
 	s.mu.Lock()
-	s.queueRetainedLocked(&feed{qos: 1}, []*bridge.Message{retained})
+	s.queueRetainedLocked(&feed{qos: 1}, []*broker.Message{retained})
 	s.mu.Unlock()
 
-	live := func(id bridge.ID, topic string, at time.Time) *bridge.Message {
-		return &bridge.Message{ID: id, Topic: topic, Payload: []byte("l"), QoS: 1, Time: at}
+	live := func(id broker.ID, topic string, at time.Time) *broker.Message {
+		return &broker.Message{ID: id, Topic: topic, Payload: []byte("l"), QoS: 1, Time: at}
 	}
 	tests := []struct {
 		name string
-		msg  *bridge.Message
+		msg  *broker.Message
 		kept bool
 	}{
 		// [MQTT-3.3.1-9]: it matched an established subscription.
@@ -209,9 +209,9 @@ func TestEnqueue_DropsLiveNotNewerThanRetained_Issue6(t *testing.T) {
 	// A retained message published long ago has nothing older on its way:
 	// it sets no guard.
 	s2 := newTestSession(t, 10, 100)
-	old := &bridge.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("r"), Retain: true, Time: now.Add(-2 * retainedFresh)}
+	old := &broker.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("r"), Retain: true, Time: now.Add(-2 * retainedFresh)}
 	s2.mu.Lock()
-	s2.queueRetainedLocked(&feed{qos: 1}, []*bridge.Message{old})
+	s2.queueRetainedLocked(&feed{qos: 1}, []*broker.Message{old})
 	s2.mu.Unlock()
 	if s2.retainedMarks != nil {
 		t.Error("a retained message published long ago was marked")
@@ -222,16 +222,16 @@ func TestEnqueue_DropsLiveNotNewerThanRetained_Issue6(t *testing.T) {
 // holding its topic's retained message is being read waits, and goes after
 // the retained message; an older one that arrives meanwhile is dropped.
 func TestSendRetained_LiveDuringPageReadGoesAfterRetained_Issue6(t *testing.T) {
-	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{}),
+	br := &pagingBridge{Broker: broker.NewMemory(broker.MemoryOptions{}),
 		entered: make(chan struct{}), release: make(chan struct{})}
 	ctx := context.Background()
 	now := time.Now()
-	retained := &bridge.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("10"), QoS: 1, Retain: true, Time: now}
+	retained := &broker.Message{ID: idOf(1, 10), Topic: "t", Payload: []byte("10"), QoS: 1, Retain: true, Time: now}
 	if err := br.Publish(ctx, retained); err != nil {
 		t.Fatal(err)
 	}
 	s := newTestSession(t, 10, 100) // not started: the queue stays observable
-	s.env.Bridge = br
+	s.env.Broker = br
 	// The first page is read before the SUBACK, by the SUBSCRIBE's own
 	// goroutine; live messages arrive while it reads.
 	subscribed := make(chan struct{})
@@ -240,8 +240,8 @@ func TestSendRetained_LiveDuringPageReadGoesAfterRetained_Issue6(t *testing.T) {
 		subscribeRetained(ctx, s, packets.Subscription{Filter: "t", QoS: 1})
 	}()
 	<-br.entered
-	s.Deliver(&bridge.Message{ID: idOf(1, 11), Topic: "t", Payload: []byte("11"), QoS: 1, Time: now}, 1)
-	s.Deliver(&bridge.Message{ID: idOf(1, 9), Topic: "t", Payload: []byte("9"), QoS: 1, Time: now}, 1)
+	s.Deliver(&broker.Message{ID: idOf(1, 11), Topic: "t", Payload: []byte("11"), QoS: 1, Time: now}, 1)
+	s.Deliver(&broker.Message{ID: idOf(1, 9), Topic: "t", Payload: []byte("9"), QoS: 1, Time: now}, 1)
 	s.mu.Lock()
 	early := len(s.pending)
 	s.mu.Unlock()
@@ -282,25 +282,25 @@ func queueWhenFed(t *testing.T, s *Session) []outgoing {
 // [MQTT-3.10.4-2] once a subscription is removed, no more of its retained
 // messages are added, and live messages held during the read go out.
 func TestOnUnsubscribe_StopsRetainedFeed_MQTT_3_10_4_2(t *testing.T) {
-	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{}),
+	br := &pagingBridge{Broker: broker.NewMemory(broker.MemoryOptions{}),
 		entered: make(chan struct{}), release: make(chan struct{}), free: 1}
 	ctx := context.Background()
 	// 300 retained messages: the first page (retainedPage, 256) is read
 	// with the SUBACK; the feeder is in the middle of reading the rest.
 	for i := range 300 {
-		if err := br.Publish(ctx, &bridge.Message{Topic: fmt.Sprintf("t/%d", i), Payload: []byte("r"), QoS: 1, Retain: true}); err != nil {
+		if err := br.Publish(ctx, &broker.Message{Topic: fmt.Sprintf("t/%d", i), Payload: []byte("r"), QoS: 1, Retain: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s := newTestSession(t, 10, 2000) // not started: the queue stays observable
-	s.env.Bridge = br
+	s.env.Broker = br
 	s.mu.Lock()
 	s.allocMaps()
 	s.subs["t/#"] = 1
 	s.mu.Unlock()
 	subscribeRetained(ctx, s, packets.Subscription{Filter: "t/#", QoS: 1})
 	<-br.entered
-	s.Deliver(&bridge.Message{Topic: "other", Payload: []byte("live"), QoS: 1}, 1)
+	s.Deliver(&broker.Message{Topic: "other", Payload: []byte("live"), QoS: 1}, 1)
 	if err := s.onUnsubscribe(ctx, &packets.Unsubscribe{PacketID: 1, Filters: []string{"t/#"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -325,11 +325,11 @@ func TestOnUnsubscribe_StopsRetainedFeed_MQTT_3_10_4_2(t *testing.T) {
 // [MQTT-3.3.1-6].
 func TestSendRetained_PagesBoundedByBytes_MQTT_3_3_1_6(t *testing.T) {
 	const n, size, maxQueued = 60, 300 << 10, 1000
-	br := &pagingBridge{Memory: bridge.NewMemory(bridge.MemoryOptions{})}
+	br := &pagingBridge{Broker: broker.NewMemory(broker.MemoryOptions{})}
 	ctx := context.Background()
 	payload := make([]byte, size)
 	for i := range n {
-		if err := br.Publish(ctx, &bridge.Message{Topic: fmt.Sprintf("big/%d", i), Payload: payload, QoS: 0, Retain: true}); err != nil {
+		if err := br.Publish(ctx, &broker.Message{Topic: fmt.Sprintf("big/%d", i), Payload: payload, QoS: 0, Retain: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

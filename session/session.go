@@ -1,7 +1,7 @@
 // Package session is one client connection's state machine: CONNECT,
 // keep-alive, QoS 0/1/2 flows in both directions, packet identifiers, the
 // inflight window, the will, takeover, and resending on reconnect. It talks
-// to other clients only through a bridge.Bridge.
+// to other clients only through the node's broker core (Broker).
 package session
 
 import (
@@ -18,7 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -57,7 +57,9 @@ type Config struct {
 	NodeID         string
 	MaxPacketSize  int
 	ConnectTimeout time.Duration
-	// MaxInflight bounds outgoing QoS 1/2 messages awaiting acknowledgement.
+	// MaxInflight bounds outgoing QoS 1/2 messages awaiting acknowledgement;
+	// it is also the Receive Maximum a 5.0 client is given, and held to, for
+	// its own QoS 1/2 PUBLISH packets [MQTT-3.3.4-7].
 	MaxInflight int
 	// MaxQueued bounds messages waiting to be written to one connection;
 	// beyond it new messages are dropped and counted, QoS 0 and QoS 1/2
@@ -87,11 +89,38 @@ type Config struct {
 	// SessionExpiry is how long a persistent session is kept offline
 	// (-session-expiry; 0 = for ever), stated to 5.0 clients in CONNACK.
 	SessionExpiry time.Duration
+	// TopicAliasMaximum is the Topic Alias Maximum a 5.0 client is given
+	// in CONNACK (-topic-alias-maximum; 0 = it may use none).
+	TopicAliasMaximum int
+	// ServerKeepAlive, when not 0, is the keep-alive a 5.0 client is told
+	// to use, in whole seconds (-server-keep-alive).
+	ServerKeepAlive time.Duration
+	// ServerReference, when set, is where a 5.0 client is sent when the
+	// server drains: its DISCONNECT says 0x9C, Use another server, with
+	// this Server Reference (-server-reference), instead of 0x8B.
+	ServerReference string
 }
+
+// Broker is what a session needs of its node's broker core
+// (*broker.Broker, over either store): attach and detach, subscriptions,
+// publishing, wills and retained reads.
+type Broker interface {
+	Attach(ctx context.Context, clientID, owner string, sub broker.Subscriber, clean bool, will *broker.Message) (*broker.StoredSession, error)
+	Detach(ctx context.Context, clientID string, sub broker.Subscriber, state *broker.StoredSession) error
+	Subscribe(ctx context.Context, clientID, filter string, qos byte) error
+	SubscribeMany(ctx context.Context, clientID string, subs []broker.Subscription) error
+	Unsubscribe(ctx context.Context, clientID, filter string) error
+	PublishAsync(ctx context.Context, msg *broker.Message, done func(error))
+	PublishWill(ctx context.Context, clientID string, sub broker.Subscriber, will *broker.Message) (bool, error)
+	RetainedTopics(ctx context.Context, filter string) ([]string, error)
+	RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*broker.Message, int, error)
+}
+
+var _ Broker = (*broker.Broker)(nil)
 
 // Env is what every session of a server shares.
 type Env struct {
-	Bridge bridge.Bridge
+	Broker Broker
 	Auth   Authorizer
 	Config Config
 	Stats  *Stats
@@ -104,6 +133,12 @@ type Env struct {
 	// PUBLISH to queueing its PUBACK or PUBREC for the writer (a
 	// prometheus.Histogram fits).
 	AckLatency Observer
+	// Identity, when set, names the user of a connection from what the
+	// connection itself proves (a verified client certificate:
+	// -tls-identity-as-username): the username is what it returns and the
+	// CONNECT's user name and password are not checked. An error refuses
+	// the CONNECT as not authorized.
+	Identity func(conn net.Conn) (username string, err error)
 }
 
 // Observer takes one measurement; prometheus.Observer is one.
@@ -134,10 +169,17 @@ type Session struct {
 	version   packets.Version
 	clean     bool
 	keepAlive time.Duration
-	will      *bridge.Message
+	will      *broker.Message
 	// maxInflight is Config.MaxInflight, or the client's smaller Receive
 	// Maximum (5.0).
 	maxInflight int
+	// v5 is what a 5.0 CONNECT asked of the connection (v5.go).
+	v5 conn5
+	// rxUnacked counts the inbound QoS 1 and 2 PUBLISH packets of this
+	// connection whose flow the server has not ended (PUBACK, PUBREC
+	// 0x80+, PUBCOMP), for the Receive Maximum [MQTT-3.3.4-7].
+	rxUnacked atomic.Int32
+
 	// connectExpiry is the Session Expiry Interval of a 5.0 CONNECT, in
 	// seconds; expiry is how long the stored session is kept when shorter
 	// than Config.SessionExpiry (0: that bound). Reader goroutine; expiry
@@ -154,7 +196,7 @@ type Session struct {
 	seq         uint64 // orders inflight entries for resending
 	nextID      uint16
 	subs        map[string]byte
-	awaitingRel map[uint16]bool // inbound QoS 2 ids → accepted by the bridge
+	awaitingRel map[uint16]flow // inbound QoS 2 ids awaiting PUBREL
 	pubPending  atomic.Int32    // PUBLISH packets the bridge has not answered
 	pubRoom     chan struct{}   // cap 1: an answer wakes a reader over maxPendingPublishes
 	gateBytes   int64           // Env.Inflight bytes taken for the PUBLISH just read; reader only
@@ -194,10 +236,24 @@ type Session struct {
 
 // outgoing is a message waiting to be sent to this client.
 type outgoing struct {
-	msg    *bridge.Message
+	msg    *broker.Message
 	qos    byte
 	retain bool // RETAIN=1: sent because of a new subscription [MQTT-3.3.1-8]
 }
+
+// flow is what the server knows of the QoS 2 flow of an inbound PUBLISH
+// awaiting PUBREL.
+type flow uint8
+
+const (
+	// flowAccepted: the bridge has the message, PUBREC 0x00 is sent.
+	flowAccepted flow = 1 << iota
+	// flowCounted: the PUBLISH arrived on this connection and counts
+	// against the Receive Maximum until PUBCOMP (one restored from a
+	// stored session does not: the quota starts afresh with each
+	// connection, section 4.9).
+	flowCounted
+)
 
 // inflight is an outgoing QoS 1/2 message awaiting acknowledgement.
 type inflight struct {
@@ -242,7 +298,9 @@ func (s *Session) Serve(ctx context.Context, onDone func()) {
 		if connack != nil {
 			if s.version == packets.Version5 {
 				connack.ReturnCode = connackCode5(connack.ReturnCode)
-				connack.Properties = nil
+				// A CONNACK carries a Reason String whatever the client
+				// asked [MQTT-3.1.2-29].
+				connack.Properties = &packets.Properties{ReasonString: refusalReason(connack.ReturnCode, err)}
 			}
 			if s.writeNow(connack) {
 				<-s.wturn
@@ -321,7 +379,7 @@ func (s *Session) allocMaps() {
 	if s.inflight == nil {
 		s.inflight = make(map[uint16]inflight)
 		s.subs = make(map[string]byte)
-		s.awaitingRel = make(map[uint16]bool)
+		s.awaitingRel = make(map[uint16]flow)
 	}
 }
 
@@ -350,7 +408,11 @@ func (s *Session) stopReason() error {
 	return nil
 }
 
-// TakeOver implements bridge.Subscriber: a new connection with the same
+// RemoteAddr implements broker.Subscriber: the client's address, the real
+// one behind a PROXY header.
+func (s *Session) RemoteAddr() string { return s.conn.RemoteAddr().String() }
+
+// TakeOver implements broker.Subscriber: a new connection with the same
 // client id ends this one [MQTT-3.1.4-2]. It returns once this session's
 // state is stored.
 func (s *Session) TakeOver() {
@@ -368,7 +430,7 @@ func (s *Session) Done() <-chan struct{} { return s.finished }
 // reports whether it was written, and then leaves the write turn to the
 // caller to give back.
 func (s *Session) writeNow(p packets.Packet) bool {
-	buf, err := packets.AppendVersion(nil, p, s.version)
+	buf, err := s.encode(nil, p)
 	if err != nil {
 		s.logger().Error("encode packet", "err", err)
 		return false
@@ -406,7 +468,7 @@ func (s *Session) end(ctx context.Context) {
 	if s.will != nil && !graceful && !errors.Is(reason, ErrServerShutdown) {
 		s.publishWill(ctx)
 	}
-	var state *bridge.StoredSession
+	var state *broker.StoredSession
 	snap := s.snapshot()
 	if !s.clean {
 		state = snap
@@ -417,7 +479,7 @@ func (s *Session) end(ctx context.Context) {
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := s.env.Bridge.Detach(dctx, s.clientID, s, state); err != nil {
+	if err := s.env.Broker.Detach(dctx, s.clientID, s, state); err != nil {
 		s.logger().Error("store session", "err", err)
 	}
 	s.mu.Lock()
@@ -437,17 +499,38 @@ func (s *Session) publishWill(ctx context.Context) {
 	}
 	w.Time = time.Now()
 	w.ID = newMessageID()
+	w.WillDelay = s.willDelay(w.WillDelay)
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	// Another replica may have published it already, having declared
 	// this one dead; a refused will is retried by the bridge.
-	published, err := s.env.Bridge.PublishWill(pctx, s.clientID, s, w)
+	published, err := s.env.Broker.PublishWill(pctx, s.clientID, s, w)
 	if err != nil {
 		s.logger().Error("publish will; retrying", "topic", w.Topic, "err", err)
 	}
 	if published {
 		s.env.Stats.WillsPublished.Add(1)
 	}
+}
+
+// willDelay is how long the will waits for a new connection with the
+// client id: its Will Delay Interval, but no longer than the session lasts
+// [MQTT-3.1.3-9]: a session that ends with the connection publishes it at
+// once, a stored one when it expires, if that comes first.
+func (s *Session) willDelay(asked time.Duration) time.Duration {
+	if asked <= 0 || s.clean {
+		return 0
+	}
+	s.mu.Lock()
+	expiry := s.expiry
+	s.mu.Unlock()
+	if expiry > 0 {
+		asked = min(asked, expiry)
+	}
+	if limit := s.env.Config.SessionExpiry; limit > 0 {
+		asked = min(asked, limit)
+	}
+	return asked
 }
 
 // describe turns the end-of-connection error into a short reason.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -20,7 +20,7 @@ func newTestSession(t *testing.T, maxInflight, maxQueued int) *Session {
 	a, b := net.Pipe()
 	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
 	env := &Env{
-		Bridge: bridge.NewMemory(bridge.MemoryOptions{}),
+		Broker: broker.NewMemory(broker.MemoryOptions{}),
 		Auth:   AllowAll{},
 		Stats:  &Stats{},
 		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -29,8 +29,8 @@ func newTestSession(t *testing.T, maxInflight, maxQueued int) *Session {
 	return New(a, env)
 }
 
-func message(topic string, qos byte) *bridge.Message {
-	return &bridge.Message{Topic: topic, Payload: []byte("p"), QoS: qos}
+func message(topic string, qos byte) *broker.Message {
+	return &broker.Message{Topic: topic, Payload: []byte("p"), QoS: qos}
 }
 
 // decodeAll decodes every packet in buf.
@@ -188,13 +188,13 @@ func TestSnapshot_KeepsSendOrderAndRefusesLaterDeliveries(t *testing.T) {
 func TestRestore_ResendsInflightWithDupAndQueuesStoredAheadOfLive_MQTT_4_4_0_1(t *testing.T) {
 	s := newTestSession(t, 10, 100)
 	s.enqueue(outgoing{msg: message("live", 1), qos: 1}) // delivered between Attach and restore
-	s.restore(&bridge.StoredSession{
+	s.restore(&broker.StoredSession{
 		Subscriptions: map[string]byte{"#": 1},
-		Inflight: []bridge.Inflight{
-			{PacketID: 7, Delivery: bridge.Delivery{Message: message("unacked", 1), QoS: 1}},
-			{PacketID: 9, Delivery: bridge.Delivery{Message: message("released", 2), QoS: 2}, Released: true},
+		Inflight: []broker.Inflight{
+			{PacketID: 7, Delivery: broker.Delivery{Message: message("unacked", 1), QoS: 1}},
+			{PacketID: 9, Delivery: broker.Delivery{Message: message("released", 2), QoS: 2}, Released: true},
 		},
-		Queued:          []bridge.Delivery{{Message: message("queued", 1), QoS: 1}},
+		Queued:          []broker.Delivery{{Message: message("queued", 1), QoS: 1}},
 		AwaitingRelease: []uint16{42},
 	})
 	got := decodeAll(t, s.fill(nil, false))
@@ -229,7 +229,7 @@ func TestServe_PanicClosesThatConnectionOnly(t *testing.T) {
 	client, server := net.Pipe()
 	defer client.Close()
 	env := &Env{
-		Bridge: bridge.NewMemory(bridge.MemoryOptions{}),
+		Broker: broker.NewMemory(broker.MemoryOptions{}),
 		Auth:   panicAuth{},
 		Stats:  &Stats{},
 		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -270,14 +270,14 @@ func (denyTopics) ChecksReads() bool                 { return true }
 func TestFill_ReadACLAppliesToRestoredAndQueuedMessages_Issue1(t *testing.T) {
 	s := newTestSession(t, 10, 100)
 	s.env.Auth = denyTopics{denied: map[string]bool{"public/secret": true}}
-	s.restore(&bridge.StoredSession{
+	s.restore(&broker.StoredSession{
 		Subscriptions: map[string]byte{"public/#": 1},
-		Inflight: []bridge.Inflight{
-			{PacketID: 3, Delivery: bridge.Delivery{Message: message("public/secret", 1), QoS: 1}},
-			{PacketID: 4, Delivery: bridge.Delivery{Message: message("public/ok", 1), QoS: 1}},
-			{PacketID: 5, Delivery: bridge.Delivery{Message: message("public/secret", 2), QoS: 2}, Released: true},
+		Inflight: []broker.Inflight{
+			{PacketID: 3, Delivery: broker.Delivery{Message: message("public/secret", 1), QoS: 1}},
+			{PacketID: 4, Delivery: broker.Delivery{Message: message("public/ok", 1), QoS: 1}},
+			{PacketID: 5, Delivery: broker.Delivery{Message: message("public/secret", 2), QoS: 2}, Released: true},
 		},
-		Queued: []bridge.Delivery{
+		Queued: []broker.Delivery{
 			{Message: message("public/secret", 1), QoS: 1},
 			{Message: message("public/ok", 1), QoS: 1},
 		},

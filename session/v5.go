@@ -6,8 +6,9 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 
-	"github.com/bridgemq/server/bridge"
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -17,9 +18,36 @@ import (
 // before it closes a connection.
 
 // ErrTopicAliasInvalid ends a 5.0 connection whose PUBLISH carries a Topic
-// Alias: this server announces Topic Alias Maximum 0 (section 3.2.2.3.8), so
-// any alias is beyond it [MQTT-3.3.2-9].
+// Alias above the Topic Alias Maximum CONNACK gave it [MQTT-3.3.2-9]
+// (section 3.2.2.3.8): DISCONNECT 0x94. An alias of 0 [MQTT-3.3.2-8] is
+// refused by the packet reader with the same code.
 var ErrTopicAliasInvalid = errors.New("topic alias invalid")
+
+// ErrReceiveMaximumExceeded ends a 5.0 connection that has more QoS 1 and
+// 2 PUBLISH packets unacknowledged than the Receive Maximum CONNACK gave
+// it [MQTT-3.3.4-7]: DISCONNECT 0x93.
+var ErrReceiveMaximumExceeded = errors.New("receive maximum exceeded")
+
+// conn5 is what a 5.0 CONNECT asked of the connection, and the state of
+// the features it enables. The zero value is a 3.1.1 connection's.
+type conn5 struct {
+	// maxPacket is the client's Maximum Packet Size: nothing larger is
+	// sent to it [MQTT-3.1.2-24]; 0 = no limit but the protocol's.
+	maxPacket int
+	// problemInfo is the client's Request Problem Information: without it
+	// no Reason String goes on anything but CONNACK and DISCONNECT
+	// [MQTT-3.1.2-29].
+	problemInfo bool
+	// aliasesIn maps the Topic Aliases the client set to their topics;
+	// made on first use, per connection [MQTT-3.3.2-7]. Reader only.
+	aliasesIn map[uint16]string
+	// aliasMaxOut is how many Topic Aliases the server uses towards the
+	// client: the client's Topic Alias Maximum [MQTT-3.3.2-11], at most
+	// Config.TopicAliasMaximum; aliasesOut the topics it has given one,
+	// under Session.mu.
+	aliasMaxOut uint16
+	aliasesOut  map[string]uint16
+}
 
 // ErrSubscriptionIdentifiers ends a 5.0 connection whose SUBSCRIBE carries
 // a Subscription Identifier: CONNACK says they are not available (section
@@ -48,14 +76,27 @@ var errDisconnectWithWill = errors.New("client sent DISCONNECT with will message
 func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 	cfg := &s.env.Config
 	var expiry uint32
-	if c.Properties != nil {
-		if c.Properties.SessionExpiryInterval != nil {
-			expiry = *c.Properties.SessionExpiryInterval
+	s.v5.problemInfo = true // the default of Request Problem Information (section 3.1.2.11.7)
+	if cp := c.Properties; cp != nil {
+		if cp.SessionExpiryInterval != nil {
+			expiry = *cp.SessionExpiryInterval
 		}
-		if rm := c.Properties.ReceiveMaximum; rm != nil && int(*rm) < s.maxInflight {
+		if rm := cp.ReceiveMaximum; rm != nil && int(*rm) < s.maxInflight {
 			// [MQTT-3.3.4-9] no more unacknowledged QoS 1/2 PUBLISH
 			// packets than the client's Receive Maximum.
 			s.maxInflight = int(*rm)
+		}
+		if mp := cp.MaximumPacketSize; mp != nil && uint64(*mp) <= packets.MaxRemainingLength+5 {
+			s.v5.maxPacket = int(*mp) // [MQTT-3.1.2-24]
+		}
+		if rp := cp.RequestProblemInformation; rp != nil {
+			s.v5.problemInfo = *rp == 1
+		}
+		if am := cp.TopicAliasMaximum; am != nil {
+			// [MQTT-3.1.2-26] never more aliases than the client takes; and
+			// no more than the server takes from a client, which bounds
+			// the topics a connection keeps for them.
+			s.v5.aliasMaxOut = uint16(min(int(*am), cfg.TopicAliasMaximum))
 		}
 	}
 	s.clean = c.CleanSession || expiry == 0
@@ -64,17 +105,24 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 		s.expiry = sessionExpiry(expiry, cfg.SessionExpiry)
 	}
 	one, zero := byte(1), byte(0)
-	aliases := uint16(0)
 	p := &packets.Properties{
-		// The server's Receive Maximum is its inflight window.
-		ReceiveMaximum: ptr(uint16(min(cfg.MaxInflight, math.MaxUint16))),
+		// The server's Receive Maximum is its inflight window, and is
+		// enforced on the client [MQTT-3.3.4-7] (openInbound).
+		ReceiveMaximum: ptr(uint16(serverReceiveMaximum(cfg))),
 		// Maximum QoS is omitted: QoS 2 is served [MQTT-3.2.2-9].
 		RetainAvailable: &one,
-		// Topic aliases are not supported yet: none may be used.
-		TopicAliasMaximum:               &aliases,
+		// The client may use aliases 1 to -topic-alias-maximum
+		// [MQTT-3.3.2-12]; 0 says it may use none (section 3.2.2.3.8).
+		TopicAliasMaximum:               ptr(uint16(cfg.TopicAliasMaximum)),
 		WildcardSubscriptionAvailable:   &one,
 		SubscriptionIdentifierAvailable: &zero,
 		SharedSubscriptionAvailable:     &zero,
+	}
+	if ka := cfg.ServerKeepAlive; ka > 0 && s.keepAlive != ka {
+		// [MQTT-3.2.2-21] the client uses the Server Keep Alive instead of
+		// its own [MQTT-3.1.2-21], 0 included; so does the server.
+		p.ServerKeepAlive = ptr(uint16(min(ka/time.Second, math.MaxUint16)))
+		s.keepAlive = ka
 	}
 	if cfg.MaxPacketSize > 0 && cfg.MaxPacketSize <= packets.MaxRemainingLength {
 		// -max-packet-size bounds the Remaining Length, which is less than
@@ -92,6 +140,57 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 		p.SessionExpiryInterval = ptr(uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32-1)))
 	}
 	return p
+}
+
+// serverReceiveMaximum is the Receive Maximum CONNACK gives a 5.0 client:
+// the server's inflight window, -max-inflight (section 3.2.2.3.3).
+func serverReceiveMaximum(cfg *Config) int { return max(1, min(cfg.MaxInflight, math.MaxUint16)) }
+
+// responseInformation answers a CONNECT's Request Response Information of
+// 1 (section 3.1.2.11.6; with 0 or none, none is returned [MQTT-3.1.2-28])
+// with a topic prefix the client may build response
+// topics on: "resp/<client id>/". The server grants nothing with it: the
+// ACL still decides who may publish and subscribe there. None is returned
+// for a client id that would make it an invalid topic (a wildcard in it),
+// or a string too long.
+func (s *Session) responseInformation(c *packets.Connect, p *packets.Properties) {
+	if c.Properties == nil || c.Properties.RequestResponseInformation == nil || *c.Properties.RequestResponseInformation != 1 {
+		return
+	}
+	info := "resp/" + s.clientID + "/"
+	if strings.ContainsAny(s.clientID, "+#") || len(info) > math.MaxUint16 {
+		return
+	}
+	p.ResponseInformation = info
+}
+
+// resolveAlias applies the Topic Alias of an inbound 5.0 PUBLISH (section
+// 3.3.2.3.4) and takes it off the packet: the alias is the connection's,
+// never the message's, so nothing downstream sees it. With a topic it
+// sets the alias; with an empty topic it is replaced by the alias's.
+func (s *Session) resolveAlias(p *packets.Publish) error {
+	alias := *p.Properties.TopicAlias
+	p.Properties.TopicAlias = nil
+	if limit := s.env.Config.TopicAliasMaximum; int(alias) > limit {
+		return fmt.Errorf("%w: topic alias %d is above the Topic Alias Maximum %d [MQTT-3.3.2-9]", ErrTopicAliasInvalid, alias, limit)
+	}
+	if p.Topic != "" {
+		if s.v5.aliasesIn == nil {
+			s.v5.aliasesIn = make(map[uint16]string)
+		}
+		s.v5.aliasesIn[alias] = p.Topic
+		return nil
+	}
+	topic, ok := s.v5.aliasesIn[alias]
+	if !ok {
+		// "It is a Protocol Error" to use an alias with no mapping on the
+		// connection (section 3.3.2.3.4); mappings do not outlive the
+		// connection [MQTT-3.3.2-7].
+		return fmt.Errorf("%w: topic alias %d with an empty topic name, and no topic set for it on this connection (section 3.3.2.3.4)",
+			ErrProtocolViolation, alias)
+	}
+	p.Topic = topic
+	return nil
 }
 
 // sessionExpiry is how long a session asking for seconds is kept: that,
@@ -169,6 +268,8 @@ func disconnectCode(reason error) (packets.ReasonCode, bool) {
 		return packets.KeepAliveTimeout, true
 	case errors.Is(reason, ErrTopicAliasInvalid):
 		return packets.TopicAliasInvalid, true
+	case errors.Is(reason, ErrReceiveMaximumExceeded):
+		return packets.ReceiveMaximumExceeded, true
 	case errors.Is(reason, ErrSubscriptionIdentifiers):
 		return packets.SubscriptionIdentifiersNotSupported, true
 	case errors.Is(reason, ErrProtocolViolation):
@@ -204,7 +305,17 @@ func (s *Session) sendDisconnect(reason error) {
 	if !s.connacked.Load() || s.version != packets.Version5 {
 		return
 	}
-	buf, err := packets.Append5(nil, &packets.Disconnect{ReasonCode: code})
+	// A Reason String goes on a DISCONNECT whatever the client asked
+	// [MQTT-3.1.2-29], unless it would make the packet too large for the
+	// client [MQTT-3.14.2-3].
+	d := &packets.Disconnect{ReasonCode: code, Properties: &packets.Properties{ReasonString: refusalReason(code, reason)}}
+	if ref := s.env.Config.ServerReference; code == packets.ServerShuttingDown && ref != "" {
+		// The replica drains: the client is told where to go instead
+		// (section 4.11).
+		d.ReasonCode, d.Properties.ServerReference = packets.UseAnotherServer, ref
+		d.Properties.ReasonString = "this server is draining; use " + ref
+	}
+	buf, err := s.encode(nil, d)
 	if err != nil {
 		return
 	}
@@ -216,12 +327,12 @@ func (s *Session) sendDisconnect(reason error) {
 // travel with the message (section 3.3.2.3); nil when it has none. The
 // Topic Alias and Subscription Identifiers are the connection's, not the
 // message's, and Will Delay Interval is the will's.
-func messageProperties(p *packets.Properties) *bridge.Properties {
+func messageProperties(p *packets.Properties) *broker.Properties {
 	if p == nil || (p.PayloadFormatIndicator == nil && p.MessageExpiryInterval == nil && p.ContentType == "" &&
 		p.ResponseTopic == "" && len(p.CorrelationData) == 0 && len(p.UserProperties) == 0) {
 		return nil
 	}
-	m := &bridge.Properties{
+	m := &broker.Properties{
 		PayloadFormat:   p.PayloadFormatIndicator,
 		MessageExpiry:   p.MessageExpiryInterval,
 		ContentType:     p.ContentType,
@@ -229,9 +340,9 @@ func messageProperties(p *packets.Properties) *bridge.Properties {
 		CorrelationData: p.CorrelationData,
 	}
 	if len(p.UserProperties) > 0 {
-		m.UserProperties = make([]bridge.UserProperty, len(p.UserProperties))
+		m.UserProperties = make([]broker.UserProperty, len(p.UserProperties))
 		for i, u := range p.UserProperties {
-			m.UserProperties[i] = bridge.UserProperty{Name: u.Name, Value: u.Value}
+			m.UserProperties[i] = broker.UserProperty{Name: u.Name, Value: u.Value}
 		}
 	}
 	return m
@@ -241,7 +352,7 @@ func messageProperties(p *packets.Properties) *bridge.Properties {
 // client: the message's own, unchanged [MQTT-3.3.2-4] [MQTT-3.3.2-17]
 // [MQTT-3.3.2-18], with what remains of its Message Expiry Interval
 // [MQTT-3.3.2-6]. nil for a 3.1.1 client and for a message without any.
-func (s *Session) publishProperties(msg *bridge.Message, remaining uint32) *packets.Properties {
+func (s *Session) publishProperties(msg *broker.Message, remaining uint32) *packets.Properties {
 	mp := msg.Properties
 	if mp == nil || s.version != packets.Version5 {
 		return nil
@@ -262,4 +373,167 @@ func (s *Session) publishProperties(msg *bridge.Message, remaining uint32) *pack
 		}
 	}
 	return p
+}
+
+// maxReasonString bounds the Reason Strings the server sends, in bytes:
+// they are for a person reading a log, not for the wire's 64 KiB.
+const maxReasonString = 256
+
+// reasonProperties are the properties of an acknowledgement that refuses
+// something, carrying reason as its Reason String: nil for a 3.1.1 client,
+// and for a 5.0 client that asked for no problem information, which gets
+// a Reason String on CONNACK and DISCONNECT only [MQTT-3.1.2-29].
+func (s *Session) reasonProperties(reason string) *packets.Properties {
+	if s.version != packets.Version5 || !s.v5.problemInfo || reason == "" {
+		return nil
+	}
+	return &packets.Properties{ReasonString: reasonString(reason)}
+}
+
+// refusalReason is the Reason String of a CONNACK or DISCONNECT that
+// refuses or ends a connection for err with code: what the client did
+// wrong, from err; for refusals whose cause is the server's business
+// (credentials, the ACL, Redis), only what the code says, so that nothing
+// about the server's state or its other users leaks.
+func refusalReason(code packets.ReasonCode, err error) string {
+	switch code {
+	case packets.ClientIdentifierNotValid:
+		return "client identifier not allowed"
+	case packets.BadUserNameOrPassword:
+		return "bad user name or password"
+	case packets.NotAuthorized:
+		return "not authorized"
+	case packets.ServerUnavailable:
+		return "server unavailable, try again later"
+	case packets.SessionTakenOver:
+		return "session taken over by another connection"
+	case packets.ServerShuttingDown:
+		return "server shutting down"
+	}
+	if err == nil {
+		return ""
+	}
+	return reasonString(err.Error())
+}
+
+// reasonString makes text a Reason String: well-formed UTF-8 without
+// control characters (section 1.5.4), at most maxReasonString bytes.
+func reasonString(text string) string {
+	text = strings.Map(func(r rune) rune {
+		if r < 0x20 || (r >= 0x7F && r <= 0x9F) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, text)
+	if len(text) <= maxReasonString {
+		return text
+	}
+	cut := maxReasonString
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return text[:cut]
+}
+
+// encode appends p, a packet other than an outgoing message, in the
+// connection's protocol version. A 5.0 packet larger than the client's
+// Maximum Packet Size loses its Reason String and User Properties
+// [MQTT-3.1.2-24] (sections 3.2.2.3.9, 3.4.2.2.2 and the like: "MUST NOT
+// send this property if it would increase the size ... beyond the Maximum
+// Packet Size").
+func (s *Session) encode(dst []byte, p packets.Packet) ([]byte, error) {
+	if s.version != packets.Version5 {
+		return packets.Append(dst, p)
+	}
+	out, err := packets.Append5(dst, p)
+	if err != nil || s.v5.maxPacket == 0 || len(out)-len(dst) <= s.v5.maxPacket {
+		return out, err
+	}
+	props := diagnosticProperties(p)
+	if props == nil || (props.ReasonString == "" && len(props.UserProperties) == 0) {
+		return out, nil // nothing the server may leave out
+	}
+	props.ReasonString, props.UserProperties = "", nil
+	return packets.Append5(out[:len(dst)], p)
+}
+
+// diagnosticProperties returns the properties of p where the server puts
+// Reason Strings; nil for other packets.
+func diagnosticProperties(p packets.Packet) *packets.Properties {
+	switch p := p.(type) {
+	case *packets.Connack:
+		return p.Properties
+	case *packets.Puback:
+		return p.Properties
+	case *packets.Pubrec:
+		return p.Properties
+	case *packets.Pubrel:
+		return p.Properties
+	case *packets.Pubcomp:
+		return p.Properties
+	case *packets.Suback:
+		return p.Properties
+	case *packets.Unsuback:
+		return p.Properties
+	case *packets.Disconnect:
+		return p.Properties
+	}
+	return nil
+}
+
+// shapesPublish reports whether outgoing PUBLISH packets need
+// shapePublishLocked: the client set a Maximum Packet Size or takes Topic
+// Aliases.
+func (c *conn5) shapesPublish() bool { return c.maxPacket > 0 || c.aliasMaxOut > 0 }
+
+// shapePublishLocked fits an outgoing PUBLISH to what the 5.0 client
+// asked. It reports false for one larger than the client's Maximum Packet
+// Size, which is not to be sent [MQTT-3.1.2-24] but dropped as if it had
+// been [MQTT-3.1.2-25]. Otherwise, when the client takes Topic Aliases,
+// it gives the topic one. s.mu is held; the PUBLISH is written next.
+func (s *Session) shapePublishLocked(p *packets.Publish) bool {
+	size := 0
+	if s.v5.maxPacket > 0 {
+		if size = packets.PublishSize5(p); size > s.v5.maxPacket {
+			return false
+		}
+	}
+	if s.v5.aliasMaxOut > 0 {
+		s.aliasLocked(p, size)
+	}
+	return true
+}
+
+// aliasOverhead bounds what a Topic Alias adds to a PUBLISH: the property
+// (3 bytes), and a byte more in each of the Property Length and the
+// Remaining Length.
+const aliasOverhead = 5
+
+// aliasLocked gives p's topic a Topic Alias (section 3.3.2.3.4). The
+// first aliases go to the first topics sent, for the connection's life:
+// the first PUBLISH of a topic carries the topic and sets its alias, the
+// later ones an empty topic and the alias. Once the client's Topic Alias
+// Maximum is used up, other topics go in full: no alias above it is ever
+// sent [MQTT-3.3.2-11]. size is p's encoded size, 0 when not measured. The
+// mapping is made here, so p must be sent: s.mu is held and fill writes p
+// next.
+func (s *Session) aliasLocked(p *packets.Publish, size int) {
+	alias, known := s.v5.aliasesOut[p.Topic]
+	if !known {
+		if len(s.v5.aliasesOut) >= int(s.v5.aliasMaxOut) || (s.v5.maxPacket > 0 && size+aliasOverhead > s.v5.maxPacket) {
+			return
+		}
+		if s.v5.aliasesOut == nil {
+			s.v5.aliasesOut = make(map[string]uint16)
+		}
+		alias = uint16(len(s.v5.aliasesOut) + 1)
+		s.v5.aliasesOut[p.Topic] = alias
+	}
+	if p.Properties == nil {
+		p.Properties = &packets.Properties{}
+	}
+	p.Properties.TopicAlias = &alias
+	if known {
+		p.Topic = ""
+	}
 }

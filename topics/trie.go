@@ -12,6 +12,7 @@ type Trie[K comparable] struct {
 	mu      sync.RWMutex
 	root    trieNode[K]
 	filters int
+	subs    int // (filter, key) pairs
 }
 
 type trieNode[K comparable] struct {
@@ -45,6 +46,9 @@ func (t *Trie[K]) Subscribe(filter string, key K, qos byte) (newFilter bool) {
 	newFilter = len(n.subs) == 0
 	if newFilter {
 		t.filters++
+	}
+	if _, had := n.subs[key]; !had {
+		t.subs++
 	}
 	n.subs[key] = qos
 	return newFilter
@@ -135,6 +139,7 @@ func (t *Trie[K]) Unsubscribe(filter string, key K) (removed, filterEmpty bool) 
 		return false, false
 	}
 	delete(n.subs, key)
+	t.subs--
 	if len(n.subs) > 0 {
 		return true, false
 	}
@@ -194,6 +199,13 @@ func (t *Trie[K]) Subscribers(topic string, dst map[K]byte) {
 			dst[key] = qos
 		}
 	})
+}
+
+// Subscriptions returns the number of subscriptions: (filter, key) pairs.
+func (t *Trie[K]) Subscriptions() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.subs
 }
 
 // Filters returns the number of distinct filters with at least one

@@ -41,8 +41,13 @@ func TestTrie_SubscribeReplaces_MQTT_3_8_4_3(t *testing.T) {
 	if want := map[string]byte{"c1": 2, "c2": 1}; n != 2 || !maps.Equal(got, want) {
 		t.Fatalf("Match = %v in %d calls, want %v in 2", got, n, want)
 	}
-	if tr.Filters() != 1 {
-		t.Fatalf("Filters = %d, want 1", tr.Filters())
+	if tr.Filters() != 1 || tr.Subscriptions() != 2 {
+		t.Fatalf("Filters = %d, Subscriptions = %d, want 1 and 2 (a replaced subscription counts once)", tr.Filters(), tr.Subscriptions())
+	}
+	tr.Unsubscribe("a/+", "c1")
+	tr.Unsubscribe("a/+", "c1") // not subscribed any more: no change
+	if tr.Subscriptions() != 1 {
+		t.Fatalf("Subscriptions after one unsubscribe = %d, want 1", tr.Subscriptions())
 	}
 }
 

@@ -43,7 +43,8 @@ func (s *Server) ListenerAddr(protocol string) string {
 	return ""
 }
 
-// Reload re-reads the replica's TLS files, as SIGHUP does to a process.
+// Reload re-reads the replica's password, ACL and TLS files, as SIGHUP does
+// to a process.
 func (s *Server) Reload() error { return s.srv.Reload() }
 
 // NodeID is the replica's -node-id.

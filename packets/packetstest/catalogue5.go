@@ -113,7 +113,7 @@ func cases5() []Case {
 			Want: &packets.Publish{QoS: 2, Retain: true, PacketID: 0xFFFF, Payload: []byte("x"), Properties: &packets.Properties{TopicAlias: Ptr[uint16](1)}}},
 		{Name: "v5_publish_empty_payload", Raw: Packet(0x31, Str("t"), Props()),
 			Want: &packets.Publish{Retain: true, Topic: "t"}},
-		{Name: "v5_publish_topic_alias_0_MQTT_3_3_2_8", Raw: Packet(0x30, Str("t"), Props(0x23, U16(0))), Err: packets.ErrProtocol},
+		{Name: "v5_publish_topic_alias_0_MQTT_3_3_2_8", Raw: Packet(0x30, Str("t"), Props(0x23, U16(0))), Err: packets.ErrTopicAliasInvalid},
 		{Name: "v5_publish_subscription_identifier_0", Raw: Packet(0x30, Str("t"), Props(0x0B, 0)), Err: packets.ErrProtocol},
 		{Name: "v5_publish_subscription_identifier_five_bytes_MQTT_1_5_5", Raw: Packet(0x30, Str("t"), Props(0x0B, 0x80, 0x80, 0x80, 0x80, 0x01)),
 			Err: packets.ErrMalformed},
