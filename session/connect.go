@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -153,6 +154,7 @@ func (s *Session) restore(stored *broker.StoredSession) {
 	s.allocMaps()
 	for f, q := range stored.Subscriptions {
 		s.subs[f] = q
+		s.setOptionsLocked(f, stored.Options[f])
 	}
 	for _, id := range stored.AwaitingRelease {
 		s.awaitingRel[id] = flowAccepted
@@ -211,6 +213,7 @@ func (s *Session) snapshot() *broker.StoredSession {
 	for f, q := range s.subs {
 		st.Subscriptions[f] = q
 	}
+	st.Options = maps.Clone(s.subOpts)
 	for id, rel := range s.awaitingRel {
 		if rel&flowAccepted == 0 {
 			continue // the client re-sends it: it was never acknowledged
