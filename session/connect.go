@@ -183,11 +183,15 @@ func (s *Session) restore(stored *broker.StoredSession) {
 			// still re-sent [MQTT-3.3.2-5], with an expiry of what is left,
 			// at least 1 s.
 			_, remaining := in.Message.Expired(time.Now())
-			s.ctrl = s.appendPublish(s.ctrl, &packets.Publish{
+			p := &packets.Publish{
 				Dup: true, QoS: in.QoS, Retain: in.Retain, Topic: in.Message.Topic,
 				PacketID: in.PacketID, Payload: in.Message.Payload,
 				Properties: s.publishProperties(in.Message, max(remaining, 1)),
-			})
+			}
+			if s.subOpts != nil {
+				s.resendOptionsLocked(in.Message, p)
+			}
+			s.ctrl = s.appendPublish(s.ctrl, p)
 		}
 		if in.PacketID > s.nextID {
 			s.nextID = in.PacketID

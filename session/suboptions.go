@@ -45,6 +45,16 @@ func sendsRetained(o broker.SubOptions, existed bool) bool {
 	return true
 }
 
+// resendOptionsLocked gives p, the re-sending of msg unacknowledged when
+// the session was stored, the Subscription Identifiers of the matching
+// subscriptions [MQTT-3.3.4-3]; its QoS and RETAIN flag were settled when
+// it was first sent [MQTT-4.4.0-1]. s.mu is held and s.subOpts is not nil.
+func (s *Session) resendOptionsLocked(msg *broker.Message, p *packets.Publish) {
+	// As a retained message sent on subscribe: neither No Local nor
+	// Retain As Published applies, so only the identifiers change.
+	s.applyOptionsLocked(&outgoing{msg: msg, qos: p.QoS, retain: true}, p)
+}
+
 // applyOptionsLocked applies the options of the client's subscriptions
 // matching o's topic to o, about to be sent as p; s.mu is held and
 // s.subOpts is not nil. It returns false when o is not to be sent: every

@@ -115,3 +115,32 @@ func TestSetOptions_ZeroOptionsKeepNoMap(t *testing.T) {
 		t.Fatalf("options left after a plain resubscribe: %v", s.subOpts)
 	}
 }
+
+// [MQTT-3.3.4-3] a persistent session comes back with its options: the
+// unacknowledged message re-sent with DUP=1 and the queued one carry the
+// identifiers of the stored subscriptions, and No Local still holds.
+func TestRestore_SubscriptionIdentifiersOnResentAndQueued_MQTT_3_3_4_3(t *testing.T) {
+	s := newTestSession5(t, 10, 100)
+	s.clientID = "me"
+	own := message("t/own", 1)
+	own.ClientID = "me"
+	s.restore(&broker.StoredSession{
+		Subscriptions: map[string]byte{"t/#": 1, "t/+": 1},
+		Options:       map[string]broker.SubOptions{"t/#": {ID: 4, NoLocal: true}},
+		Inflight:      []broker.Inflight{{PacketID: 7, Delivery: broker.Delivery{Message: message("t/unacked", 1), QoS: 1}}},
+		Queued:        []broker.Delivery{{Message: own, QoS: 1}, {Message: message("t/queued", 1), QoS: 1}},
+	})
+	var got []string
+	for _, p := range decodeAll5(t, s.fill(nil, false)) {
+		pub := p.(*packets.Publish)
+		var ids []uint32
+		if pub.Properties != nil {
+			ids = pub.Properties.SubscriptionIdentifiers
+		}
+		got = append(got, fmt.Sprintf("%s dup=%v ids=%v", pub.Topic, pub.Dup, ids))
+	}
+	want := []string{"t/unacked dup=true ids=[4]", "t/own dup=false ids=[]", "t/queued dup=false ids=[4]"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("sent %v, want %v", got, want)
+	}
+}
