@@ -137,11 +137,11 @@ func TestV5_NoLocal_OwnPublicationsNotSent_MQTT_3_8_3_3(t *testing.T) {
 	})
 }
 
-// [MQTT-3.3.1-12] a subscription with Retain As Published gets live
-// messages with the RETAIN flag they were published with; [MQTT-3.3.1-13]
+// [MQTT-3.3.1-13] a subscription with Retain As Published gets live
+// messages with the RETAIN flag they were published with; [MQTT-3.3.1-12]
 // without it, RETAIN is 0 on live delivery. paho.golang publishes, from
 // the other replica.
-func TestV5_RetainAsPublished_MQTT_3_3_1_12(t *testing.T) {
+func TestV5_RetainAsPublished_MQTT_3_3_1_13(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		topic := unique(t, "rap")
 		sub, _ := connect5(t, d.sub().Addr(), unique(t, "sub"), 30)
@@ -204,9 +204,9 @@ func TestV5_RetainHandling_MQTT_3_3_1_9(t *testing.T) {
 	})
 }
 
-// [MQTT-3.3.4-3] [MQTT-3.3.4-5] a message matching two subscriptions
+// [MQTT-3.3.4-3] [MQTT-3.3.4-4] a message matching two subscriptions
 // with different identifiers is sent once with both; one matching only
-// the subscription without an identifier carries none [MQTT-3.3.4-4]
+// the subscription without an identifier carries none
 // (section 3.8.2.1.2); the retained message sent on subscribe carries
 // the identifier of its SUBSCRIBE. The subscriber is on the other replica
 // from the publisher; a paho.golang subscriber (which keeps one identifier

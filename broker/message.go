@@ -151,7 +151,7 @@ type SubOptions struct {
 	// this subscription [MQTT-3.8.3-3].
 	NoLocal bool
 	// RetainAsPublished: live messages keep the RETAIN flag they were
-	// published with [MQTT-3.3.1-12]; otherwise it is 0 [MQTT-3.3.1-13].
+	// published with [MQTT-3.3.1-13]; otherwise it is 0 [MQTT-3.3.1-12].
 	RetainAsPublished bool
 	// RetainHandling: 0 sends the retained messages when subscribing
 	// [MQTT-3.3.1-9], 1 only when the subscription did not exist before

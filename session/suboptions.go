@@ -62,10 +62,10 @@ func (s *Session) resendOptionsLocked(msg *broker.Message, p *packets.Publish) {
 // publication [MQTT-3.8.3-3]. Otherwise, when some matching subscriptions
 // were left out by No Local, o goes at the highest QoS of the others
 // [MQTT-3.3.5-1]; a live message keeps its RETAIN flag when a matching
-// subscription has Retain As Published [MQTT-3.3.1-12] (and has 0
-// otherwise [MQTT-3.3.1-13]); and p carries the Subscription Identifiers
+// subscription has Retain As Published [MQTT-3.3.1-13] (and has 0
+// otherwise [MQTT-3.3.1-12]); and p carries the Subscription Identifiers
 // of the matching subscriptions that have one [MQTT-3.3.4-3]
-// [MQTT-3.3.4-4] [MQTT-3.3.4-5].
+// [MQTT-3.3.4-4], in one copy.
 //
 // A retained message sent because of a new subscription (o.retain) is not
 // a publication being forwarded: No Local leaves it alone.

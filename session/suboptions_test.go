@@ -47,6 +47,8 @@ func TestFill_AppliesSubscriptionOptions_MQTT_3_8_3_3(t *testing.T) {
 		{name: "every matching identifier, in order", subs: []sub{{"a/#", 1, broker.SubOptions{ID: 9}}, {"a/+", 1, broker.SubOptions{ID: 3}},
 			{"#", 1, broker.SubOptions{}}, {"x", 1, broker.SubOptions{ID: 4}}},
 			from: "other", qos: 1, wantSent: true, wantQoS: 1, wantIDs: []uint32{3, 9}},
+		{name: "an identifier used twice is sent twice (section 3.3.4)", subs: []sub{{"a/#", 1, broker.SubOptions{ID: 5}}, {"a/b", 1, broker.SubOptions{ID: 5}}},
+			from: "other", qos: 1, wantSent: true, wantQoS: 1, wantIDs: []uint32{5, 5}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
