@@ -7,6 +7,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -16,9 +17,11 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/internal/haproxytest"
 	"github.com/bridgemq/server/internal/mqtttest"
+	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -136,6 +139,25 @@ func TestProxy_HeaderGivesClientAddress(t *testing.T) {
 			}
 			waitConnectedFrom(t, &logs, id, src.String())
 		})
+	}
+}
+
+// The EMQX client record in Redis names the client's real address
+// (peerhost), not the load balancer's, while it is connected.
+func TestProxy_ClientRecordHasClientAddress(t *testing.T) {
+	rs := redistest.Start(t)
+	srv := startRedisReplica(t, rs.URL(), "px", "-proxy-protocol", "127.0.0.0/8")
+	src := &net.TCPAddr{IP: net.IPv4(203, 0, 113, 9), Port: 40123}
+	c := dialWithHeader(t, srv.Addr(), 2, src, nil)
+	id := unique(t, "rec")
+	if ack, err := connectRaw(c, id); err != nil || ack == nil || ack.ReturnCode != packets.Accepted {
+		t.Fatalf("CONNECT: %+v, %v", ack, err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer func() { _ = rdb.Close() }()
+	rec := rdb.HGetAll(context.Background(), "mqtt:client:"+id).Val()
+	if rec["state"] != "1" || rec["peerhost"] != src.String() {
+		t.Fatalf("client record %v, want state 1 and peerhost %s", rec, src)
 	}
 }
 

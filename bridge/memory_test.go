@@ -31,6 +31,8 @@ func (r *recorder) Deliver(msg *Message, qos byte) bool {
 // Idle implements Subscriber: a recorder never says its client caught up.
 func (r *recorder) Idle() bool { return false }
 
+func (r *recorder) RemoteAddr() string { return "" }
+
 func (r *recorder) TakeOver() {
 	r.mu.Lock()
 	r.takenOver++

@@ -103,7 +103,8 @@ type RedisOptions struct {
 //
 // Keys and channels, under the prefix (EMQX's names where EMQX has one):
 //
-//	<p>client:<id>      hash  state 1/0, online_at, offline_at, node, conn
+//	<p>client:<id>      hash  state 1/0, online_at, offline_at, node, conn,
+//	                          owner, peerhost (the client's address)
 //	<p>node:<node>      hash  client id → connect time, per replica
 //	<p>alive:<node>     string with TTL NodeTTL, refreshed every TTL/3: the
 //	                    node's token, or a reaper's tombstone
@@ -242,6 +243,7 @@ type redisClient struct {
 	// published [MQTT-4.5.0-1] (see eligibleGrant).
 	since map[string]time.Time
 	sub   Subscriber // the connection, ended by a takeover
+	addr  string     // the client's address, for the client record
 	conn  string     // this connection's id in the client record
 	clean bool
 	// subs mirrors the core's subscriptions of the client (Claim's stored
@@ -318,7 +320,7 @@ type redisCounters struct {
 	replayed, replays, decodeErrors       atomic.Int64
 	willsSent                             atomic.Int64
 	queueTrimmed, replayTrimmed           atomic.Int64
-	streamTrims                           atomic.Int64
+	streamTrims, deadNodeChecks           atomic.Int64
 	takeovers, republished                atomic.Int64
 	claimConflicts, notReplicated         atomic.Int64
 }
@@ -515,6 +517,7 @@ func (r *Redis) Stats() map[string]int64 {
 		"offline_queue_trimmed":           s.queueTrimmed.Load(),
 		"replay_trimmed":                  s.replayTrimmed.Load(),
 		"stream_byte_trims":               s.streamTrims.Load(),
+		"dead_node_checks":                s.deadNodeChecks.Load(),
 		"wills_published":                 s.willsSent.Load(),
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),

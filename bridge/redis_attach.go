@@ -18,11 +18,13 @@ import (
 // other takes it over [MQTT-3.1.4-2]. It also removes the record's expiry.
 // The record also names the username that holds the id while it is
 // connected, so that of two users racing for a new id the second is refused.
-// KEYS[1] client; ARGV expected conn, conn, node, online_at, owner.
+// It records the client's address (peerhost, EMQX's name; the real one
+// behind a PROXY header). KEYS[1] client; ARGV expected conn, conn, node,
+// online_at, owner, peerhost.
 var casClaimScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 if (cur or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', '1', 'online_at', ARGV[4], 'node', ARGV[3], 'conn', ARGV[2], 'owner', ARGV[5])
+redis.call('HSET', KEYS[1], 'state', '1', 'online_at', ARGV[4], 'node', ARGV[3], 'conn', ARGV[2], 'owner', ARGV[5], 'peerhost', ARGV[6])
 redis.call('PERSIST', KEYS[1])
 return 1
 `)
@@ -45,7 +47,7 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 	// A Detach of this id that is still storing its session is waited
 	// for, so that the claim reads what it stored.
 	r.waitDetached(clientID)
-	c := &redisClient{id: clientID, owner: owner, sub: sub, conn: randomToken(), clean: clean,
+	c := &redisClient{id: clientID, owner: owner, sub: sub, addr: sub.RemoteAddr(), conn: randomToken(), clean: clean,
 		subs: make(map[string]byte), will: willCopy(will), attached: make(chan struct{})}
 	got, err := r.claim(ctx, c)
 	if err != nil {
@@ -215,7 +217,7 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		r.conns[c.id] = c
 		r.mu.Unlock()
 		now := strconv.FormatInt(time.Now().Unix(), 10)
-		won, err := casClaimScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, rec["conn"], c.conn, r.node, now, c.owner).Int()
+		won, err := casClaimScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, rec["conn"], c.conn, r.node, now, c.owner, c.addr).Int()
 		if err == nil && won == 1 {
 			if orphan != "" && orphan == rec["conn"] && got.session["conn"] == orphan {
 				r.publishOrphanWill(c.id, orphan, got.session["will"])

@@ -205,8 +205,9 @@ func (p *posSub) Deliver(*Message, byte) bool {
 	return true
 }
 
-func (p *posSub) Idle() bool { return true }
-func (p *posSub) TakeOver()  {}
+func (p *posSub) Idle() bool         { return true }
+func (p *posSub) TakeOver()          {}
+func (p *posSub) RemoteAddr() string { return "" }
 
 // The replica's position (lastSeen) moves only once a message's fan-out
 // has ended, and a session's cursor still covers every message the gate

@@ -75,7 +75,7 @@ func TestRedis_RepublishesAcceptedMessagesAfterRedisRestart(t *testing.T) {
 		}
 		return ""
 	})
-	time.Sleep(200 * time.Millisecond)
+	fence(t, a, b) // a copy delivered twice would have arrived before the fence
 	seen := map[string]int{}
 	for _, d := range sub.deliveries() {
 		seen[d.Message.Topic]++

@@ -69,11 +69,12 @@ return 0
 
 // reRegisterClientScript makes the client record say the connection is
 // online here, unless the record belongs to another connection. KEYS[1]
-// client; ARGV conn, node, online_at. Returns 1 when written.
+// client; ARGV conn, node, online_at, owner, peerhost. Returns 1 when
+// written.
 var reRegisterClientScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 if cur and cur ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1], 'owner', ARGV[4])
+redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1], 'owner', ARGV[4], 'peerhost', ARGV[5])
 redis.call('PERSIST', KEYS[1])
 if redis.call('HEXISTS', KEYS[1], 'online_at') == 0 then redis.call('HSET', KEYS[1], 'online_at', ARGV[3]) end
 return 1
@@ -218,6 +219,7 @@ type liveClient struct {
 	conn   string
 	clean  bool
 	owner  string
+	addr   string
 	cursor [streamShards]streamID // where a replay of its session may start
 	will   *Message
 	subs   map[string]byte
@@ -237,7 +239,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 			busy = true // still attaching: the next pass picks it up
 			continue
 		}
-		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner,
+		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner, addr: c.addr,
 			cursor: r.cursorLocked(c), will: c.will, subs: maps.Clone(c.subs), opts: maps.Clone(c.opts)})
 	}
 	r.mu.Unlock()
@@ -268,7 +270,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 					l.status = 1
 					continue
 				}
-				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner)
+				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr)
 			}
 			return nil
 		})
@@ -280,7 +282,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 				continue
 			}
 			if redis.HasErrorPrefix(recs[i].Err(), "NOSCRIPT") {
-				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner)
+				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr)
 			}
 			n, err := recs[i].Int()
 			if err != nil {

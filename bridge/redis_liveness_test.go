@@ -162,7 +162,7 @@ func TestRedis_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 		}
 		return ""
 	})
-	settle()
+	afterDeadNodeChecks(t, 2, b)
 	if got := willPayloads(watcher); len(got) != 2 || got[0] != "c1 gone" || got[1] != "c2 gone" {
 		t.Fatalf("wills delivered = %q, want c1's then c2's, once each", got)
 	}
@@ -255,7 +255,7 @@ func TestRedis_ReapedLiveReplicaPublishesWillOnce(t *testing.T) {
 		}
 		return ""
 	})
-	settle()
+	afterDeadNodeChecks(t, 2, b)
 	if got := willPayloads(watcher); len(got) != 2 || got[0] != "c1 gone" || got[1] != "c3 gone" {
 		t.Fatalf("wills delivered = %q, want c1's once, then c3's once", got)
 	}
@@ -294,7 +294,7 @@ func TestRedis_DuplicateNodeIDRefused(t *testing.T) {
 	again := newTestRedis(t, srv, "n1", fast)
 	t.Logf("restart under the same id started after %s", time.Since(start).Round(time.Millisecond))
 	watcher.waitFor(t, 1)
-	settle()
+	afterDeadNodeChecks(t, 2, other, again)
 	if got := willPayloads(watcher); len(got) != 1 {
 		t.Fatalf("wills = %q, want the previous run's client's, once", got)
 	}

@@ -54,6 +54,7 @@ func (r *Redis) nodeLoop() {
 				r.log.Warn("dead node check failed", "err", err)
 			}
 			cancel()
+			r.stats.deadNodeChecks.Add(1)
 		}
 	}
 }

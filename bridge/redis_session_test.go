@@ -338,7 +338,7 @@ func TestRedis_DeadNodeWillPublishedOnce(t *testing.T) {
 	_ = dying.Close() // leaves p1 attached; its liveness key expires
 
 	watcher.waitFor(t, 1)
-	time.Sleep(time.Second) // several more reaper rounds on both replicas
+	afterDeadNodeChecks(t, 3, b, c) // both survivors had the chance to publish it again
 	if d := watcher.deliveries(); len(d) != 1 || string(d[0].Message.Payload) != "gone" {
 		t.Fatalf("wills delivered = %d, want exactly p1's", len(d))
 	}

@@ -46,6 +46,8 @@ func (s *liveSub) Deliver(m *Message, qos byte) bool {
 // (idleSub does).
 func (s *liveSub) Idle() bool { return false }
 
+func (s *liveSub) RemoteAddr() string { return "127.0.0.1:1" }
+
 func (s *liveSub) TakeOver() {
 	s.mu.Lock()
 	s.takenOver = true
@@ -87,7 +89,25 @@ func (s *liveSub) waitFor(t *testing.T, n int) []Delivery {
 // settle gives in-flight pub/sub messages time to arrive, for tests that
 // check nothing more arrives from a source they cannot fence (a reaper on
 // another replica, say). Prefer fence.
-func settle() { time.Sleep(150 * time.Millisecond) }
+// afterDeadNodeChecks returns once each of nodes has run n more rounds of
+// its dead-node check (wills of dead replicas are published there), so that
+// a test that checks a will was published once has given every survivor
+// the chance to publish it again.
+func afterDeadNodeChecks(t *testing.T, n int64, nodes ...*testNode) {
+	t.Helper()
+	start := make([]int64, len(nodes))
+	for i, nd := range nodes {
+		start[i] = nd.Redis.Stats()["dead_node_checks"]
+	}
+	waitUntil(t, 30*time.Second, func() string {
+		for i, nd := range nodes {
+			if got := nd.Redis.Stats()["dead_node_checks"] - start[i]; got < n {
+				return fmt.Sprintf("%s ran %d dead-node checks, want %d", nd.NodeID(), got, n)
+			}
+		}
+		return ""
+	})
+}
 
 // fence returns once every message pub accepted before the call has been
 // through recv's reader: a QoS 1 message published by pub afterwards (one

@@ -30,6 +30,8 @@ func (s *sink) Deliver(m *Message, qos byte) bool {
 
 func (s *sink) Idle() bool { return false }
 
+func (s *sink) RemoteAddr() string { return "" }
+
 func (s *sink) TakeOver() {
 	if s.onTake != nil {
 		s.onTake()

@@ -86,6 +86,9 @@ type Subscriber interface {
 	// It must not block and is called with the broker's delivery lock
 	// held, like Deliver.
 	Idle() bool
+	// RemoteAddr is the client's address (the real one when a load
+	// balancer sent a PROXY header), for the cluster's client record.
+	RemoteAddr() string
 }
 
 // StoredSession is the stored state of a persistent session (a connection is

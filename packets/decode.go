@@ -36,47 +36,50 @@ func decodeIDPacket(s *scanner) (Packet, error) {
 	return s.acks.ack(s.typ, id, 0, nil), nil
 }
 
-// decodeSubscribe: a packet id, then one or more filter/QoS pairs
-// [MQTT-3.8.3-3]; the QoS byte has its six reserved bits 0 and QoS <= 2
-// [MQTT-3-8.3-4].
-func decodeSubscribe(s *scanner) (Packet, error) {
-	id, err := s.packetID()
+// decodeSubscribe: a packet id, for 5.0 properties, then one or more
+// filters, each with its options: 3.1.1 a QoS byte with its six reserved
+// bits 0 and QoS <= 2 [MQTT-3-8.3-4]; 5.0 the subscription options (section
+// 3.8.3.1). No filter at all is malformed in 3.1.1 [MQTT-3.8.3-3], a
+// protocol error in 5.0 [MQTT-3.8.3-2].
+func decodeSubscribe(s *scanner, v5 bool) (Packet, error) {
+	id, props, err := requestHead(s, TypeSubscribe, v5, "no topic filter [MQTT-3.8.3-3]", "no topic filter [MQTT-3.8.3-2]")
 	if err != nil {
 		return nil, err
 	}
-	if s.remaining() == 0 {
-		return nil, s.malformed("no topic filter [MQTT-3.8.3-3]")
-	}
 	// Each pair takes at least 4 bytes (length, one byte, QoS): the
 	// capacity is bounded by the body, which the Reader has bounded.
-	p := &Subscribe{PacketID: id, Subscriptions: make([]Subscription, 0, min(s.remaining()/4, 16))}
+	p := &Subscribe{PacketID: id, Properties: props, Subscriptions: make([]Subscription, 0, min(s.remaining()/4, 16))}
 	for s.remaining() > 0 {
 		f, err := s.filter()
 		if err != nil {
 			return nil, err
 		}
-		qos, err := s.byte("requested QoS")
+		o, err := s.byte("subscription options")
 		if err != nil {
 			return nil, err
 		}
-		if qos&0xFC != 0 || qos > 2 {
-			return nil, s.malformed("requested QoS byte %08b: reserved bits set or QoS above 2 [MQTT-3-8.3-4]", qos)
+		sub := Subscription{Filter: f, QoS: o}
+		if v5 {
+			err = subscriptionOptions(s, &sub, o)
+		} else if o&0xFC != 0 || o > 2 {
+			err = s.malformed("requested QoS byte %08b: reserved bits set or QoS above 2 [MQTT-3-8.3-4]", o)
 		}
-		p.Subscriptions = append(p.Subscriptions, Subscription{Filter: f, QoS: qos})
+		if err != nil {
+			return nil, err
+		}
+		p.Subscriptions = append(p.Subscriptions, sub)
 	}
 	return p, nil
 }
 
-// decodeUnsubscribe: a packet id, then one or more filters [MQTT-3.10.3-2].
-func decodeUnsubscribe(s *scanner) (Packet, error) {
-	id, err := s.packetID()
+// decodeUnsubscribe: a packet id, for 5.0 properties, then one or more
+// filters [MQTT-3.10.3-2] (a protocol error in 5.0 when there is none).
+func decodeUnsubscribe(s *scanner, v5 bool) (Packet, error) {
+	id, props, err := requestHead(s, TypeUnsubscribe, v5, "no topic filter [MQTT-3.10.3-2]", "no topic filter [MQTT-3.10.3-2]")
 	if err != nil {
 		return nil, err
 	}
-	if s.remaining() == 0 {
-		return nil, s.malformed("no topic filter [MQTT-3.10.3-2]")
-	}
-	p := &Unsubscribe{PacketID: id, Filters: make([]string, 0, min(s.remaining()/3, 16))}
+	p := &Unsubscribe{PacketID: id, Properties: props, Filters: make([]string, 0, min(s.remaining()/3, 16))}
 	for s.remaining() > 0 {
 		f, err := s.filter()
 		if err != nil {
@@ -85,6 +88,30 @@ func decodeUnsubscribe(s *scanner) (Packet, error) {
 		p.Filters = append(p.Filters, f)
 	}
 	return p, nil
+}
+
+// requestHead reads what SUBSCRIBE and UNSUBSCRIBE start with: the packet
+// id and, for 5.0, the properties; a body with nothing after them is
+// malformed (3.1.1, empty31) or a protocol error (5.0, empty5).
+func requestHead(s *scanner, t Type, v5 bool, empty31, empty5 string) (uint16, *Properties, error) {
+	id, err := s.packetID()
+	if err != nil {
+		return 0, nil, err
+	}
+	var props *Properties
+	if v5 {
+		if props, err = decodeProperties(s, t); err != nil {
+			return 0, nil, err
+		}
+	}
+	switch {
+	case s.remaining() > 0:
+		return id, props, nil
+	case v5:
+		return 0, nil, s.protocol("%s", empty5)
+	default:
+		return 0, nil, s.malformed("%s", empty31)
+	}
 }
 
 // decodeSuback: a packet id, then one return code per filter of the

@@ -27,11 +27,11 @@ func decode5(h fixedHeader, body []byte, owned bool, acks *ackBlocks) (Packet, e
 	case TypePuback, TypePubrec, TypePubrel, TypePubcomp:
 		return decodeAck5(&s)
 	case TypeSubscribe:
-		return decodeSubscribe5(&s)
+		return decodeSubscribe(&s, true)
 	case TypeSuback, TypeUnsuback:
 		return decodeCodes5(&s)
 	case TypeUnsubscribe:
-		return decodeUnsubscribe5(&s)
+		return decodeUnsubscribe(&s, true)
 	case TypePingreq, TypePingresp:
 		return decodeEmpty(&s)
 	case TypeDisconnect, TypeAuth:
@@ -144,72 +144,24 @@ const (
 // sharedPrefix starts a Shared Subscription's filter (section 4.8.2).
 const sharedPrefix = "$share/"
 
-// decodeSubscribe5: a packet id, properties, then one or more filters with
-// their subscription options [MQTT-3.8.3-2].
-func decodeSubscribe5(s *scanner) (Packet, error) {
-	id, err := s.packetID()
-	if err != nil {
-		return nil, err
+// subscriptionOptions reads a 5.0 subscription options byte o into sub
+// (section 3.8.3.1).
+func subscriptionOptions(s *scanner, sub *Subscription, o byte) error {
+	sub.QoS, sub.NoLocal = o&optQoS, o&optNoLocal != 0
+	sub.RetainAsPublished, sub.RetainHandling = o&optRetainAsPublished != 0, (o&optRetainHandling)>>4
+	switch {
+	case o&optReserved != 0:
+		return s.malformed("subscription options %08b: reserved bits set [MQTT-3.8.3-5]", o)
+	case sub.QoS == 3:
+		return s.malformed("subscription options %08b: QoS 3 (section 3.8.3.1)", o)
+	case sub.RetainHandling == 3:
+		// "It is a Protocol Error to send a Retain Handling value of 3"
+		// (section 3.8.3.1).
+		return s.protocol("subscription options %08b: retain handling 3", o)
+	case sub.NoLocal && strings.HasPrefix(sub.Filter, sharedPrefix):
+		return s.protocol("No Local on shared subscription %q [MQTT-3.8.3-4]", sub.Filter)
 	}
-	props, err := decodeProperties(s, TypeSubscribe)
-	if err != nil {
-		return nil, err
-	}
-	if s.remaining() == 0 {
-		return nil, s.protocol("no topic filter [MQTT-3.8.3-2]")
-	}
-	p := &Subscribe{PacketID: id, Properties: props, Subscriptions: make([]Subscription, 0, min(s.remaining()/4, 16))}
-	for s.remaining() > 0 {
-		f, err := s.filter()
-		if err != nil {
-			return nil, err
-		}
-		o, err := s.byte("subscription options")
-		if err != nil {
-			return nil, err
-		}
-		sub := Subscription{Filter: f, QoS: o & optQoS, NoLocal: o&optNoLocal != 0,
-			RetainAsPublished: o&optRetainAsPublished != 0, RetainHandling: (o & optRetainHandling) >> 4}
-		switch {
-		case o&optReserved != 0:
-			return nil, s.malformed("subscription options %08b: reserved bits set [MQTT-3.8.3-5]", o)
-		case sub.QoS == 3:
-			return nil, s.malformed("subscription options %08b: QoS 3 (section 3.8.3.1)", o)
-		case sub.RetainHandling == 3:
-			// "It is a Protocol Error to send a Retain Handling value of 3"
-			// (section 3.8.3.1).
-			return nil, s.protocol("subscription options %08b: retain handling 3", o)
-		case sub.NoLocal && strings.HasPrefix(f, sharedPrefix):
-			return nil, s.protocol("No Local on shared subscription %q [MQTT-3.8.3-4]", f)
-		}
-		p.Subscriptions = append(p.Subscriptions, sub)
-	}
-	return p, nil
-}
-
-// decodeUnsubscribe5: a packet id, properties, then one or more filters
-// [MQTT-3.10.3-2].
-func decodeUnsubscribe5(s *scanner) (Packet, error) {
-	id, err := s.packetID()
-	if err != nil {
-		return nil, err
-	}
-	props, err := decodeProperties(s, TypeUnsubscribe)
-	if err != nil {
-		return nil, err
-	}
-	if s.remaining() == 0 {
-		return nil, s.protocol("no topic filter [MQTT-3.10.3-2]")
-	}
-	p := &Unsubscribe{PacketID: id, Properties: props, Filters: make([]string, 0, min(s.remaining()/3, 16))}
-	for s.remaining() > 0 {
-		f, err := s.filter()
-		if err != nil {
-			return nil, err
-		}
-		p.Filters = append(p.Filters, f)
-	}
-	return p, nil
+	return nil
 }
 
 // decodeCodes5 reads SUBACK and UNSUBACK: a packet id, properties, then one

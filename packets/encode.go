@@ -3,6 +3,7 @@ package packets
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // errNilPacket is returned by Append for a nil packet.
@@ -76,12 +77,12 @@ func Append(dst []byte, p Packet) ([]byte, error) {
 		if p == nil {
 			break
 		}
-		return appendConnect(dst, p)
+		return appendConnect(dst, p, false)
 	case *Subscribe:
 		if p == nil {
 			break
 		}
-		return appendSubscribe(dst, p)
+		return appendSubscribe(dst, p, false)
 	case *Suback:
 		if p == nil {
 			break
@@ -91,7 +92,7 @@ func Append(dst []byte, p Packet) ([]byte, error) {
 		if p == nil {
 			break
 		}
-		return appendUnsubscribe(dst, p)
+		return appendUnsubscribe(dst, p, false)
 	case *Pingreq:
 		return append(dst, byte(TypePingreq)<<4, 0), nil
 	case *Pingresp:
@@ -152,28 +153,51 @@ func checkLen[S string | []byte](t Type, field string, s S) error {
 	return nil
 }
 
-func appendConnect(dst []byte, p *Connect) ([]byte, error) {
+// appendConnect encodes a CONNECT in the 3.1/3.1.1 layout or, with v5,
+// the 5.0 one (section 3.1), which adds the properties and the will's
+// properties and lets a password come without a user name.
+func appendConnect(dst []byte, p *Connect, v5 bool) ([]byte, error) {
 	name := p.ProtocolName
 	if name == "" {
 		name = ProtocolNameMQTT
-		if p.ProtocolVersion == Version31 {
+		if p.ProtocolVersion == Version31 && !v5 {
 			name = ProtocolNameMQIsdp
 		}
 	}
+	level := byte(p.ProtocolVersion)
+	if v5 {
+		level = byte(Version5)
+	}
 	username := p.UsernameFlag || p.Username != ""
 	password := p.PasswordFlag || len(p.Password) > 0
-	if password && !username {
+	if password && !username && !v5 {
 		return dst, fmt.Errorf("encoding CONNECT: %w: password without user name [MQTT-3.1.2-22]", ErrMalformed)
 	}
 	var flags byte
 	if p.CleanSession {
 		flags |= connectCleanSession
 	}
+	np, nw := 0, 0
+	var err error
+	if v5 {
+		if np, err = checkProperties(p.Properties, TypeConnect); err != nil {
+			return dst, err
+		}
+	}
 	n := 2 + len(name) + 1 + 1 + 2 + 2 + len(p.ClientID)
-	err := errors.Join(checkLen(TypeConnect, "protocol name", name), checkLen(TypeConnect, "client identifier", p.ClientID))
+	if v5 {
+		n += varintLen(np) + np
+	}
+	err = errors.Join(checkLen(TypeConnect, "protocol name", name), checkLen(TypeConnect, "client identifier", p.ClientID))
 	if w := p.Will; w != nil {
 		if w.QoS > 2 {
 			return dst, fmt.Errorf("encoding CONNECT: %w: will QoS %d [MQTT-3.1.2-14]", ErrMalformed, w.QoS)
+		}
+		if v5 {
+			if nw, err = checkProperties(w.Properties, willProperties); err != nil {
+				return dst, err
+			}
+			n += varintLen(nw) + nw
 		}
 		flags |= connectWill | w.QoS<<3
 		if w.Retain {
@@ -200,9 +224,15 @@ func appendConnect(dst []byte, p *Connect) ([]byte, error) {
 		return dst, err
 	}
 	dst = appendString(dst, name)
-	dst = append(dst, byte(p.ProtocolVersion), flags, byte(p.KeepAlive>>8), byte(p.KeepAlive))
+	dst = append(dst, level, flags, byte(p.KeepAlive>>8), byte(p.KeepAlive))
+	if v5 {
+		dst = appendProperties(dst, p.Properties, np)
+	}
 	dst = appendString(dst, p.ClientID)
 	if w := p.Will; w != nil {
+		if v5 {
+			dst = appendProperties(dst, w.Properties, nw)
+		}
 		dst = appendString(dst, w.Topic)
 		dst = appendString(dst, w.Payload)
 	}
@@ -215,32 +245,71 @@ func appendConnect(dst []byte, p *Connect) ([]byte, error) {
 	return dst, nil
 }
 
-func appendSubscribe(dst []byte, p *Subscribe) ([]byte, error) {
+// appendSubscribe encodes a SUBSCRIBE: with v5, its properties and each
+// filter's subscription options (section 3.8.3.1); without, a QoS byte.
+func appendSubscribe(dst []byte, p *Subscribe, v5 bool) ([]byte, error) {
 	if p.PacketID == 0 {
-		return dst, fmt.Errorf("encoding SUBSCRIBE: %w: packet id 0 [MQTT-2.3.1-1]", ErrMalformed)
+		return dst, fmt.Errorf("encoding SUBSCRIBE: %w: packet id 0 [MQTT-2.3.1-1] (5.0: [MQTT-2.2.1-3])", ErrMalformed)
 	}
 	if len(p.Subscriptions) == 0 {
-		return dst, fmt.Errorf("encoding SUBSCRIBE: %w: no topic filter [MQTT-3.8.3-3]", ErrMalformed)
+		return dst, fmt.Errorf("encoding SUBSCRIBE: %w: no topic filter [MQTT-3.8.3-3] (5.0: [MQTT-3.8.3-2])", ErrMalformed)
 	}
-	n := 2
+	np, body, err := requestProperties(p.Properties, TypeSubscribe, v5)
+	if err != nil {
+		return dst, err
+	}
 	for _, s := range p.Subscriptions {
 		if err := checkLen(TypeSubscribe, "topic filter", s.Filter); err != nil {
 			return dst, err
 		}
-		if s.QoS > 2 {
+		switch {
+		case s.QoS > 2:
 			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: requested QoS %d [MQTT-3-8.3-4]", ErrMalformed, s.QoS)
+		case !v5:
+		case s.Filter == "":
+			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: empty topic filter [MQTT-4.7.3-1]", ErrMalformed)
+		case s.RetainHandling > 2:
+			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: retain handling %d (section 3.8.3.1)", ErrMalformed, s.RetainHandling)
+		case s.NoLocal && strings.HasPrefix(s.Filter, sharedPrefix):
+			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: No Local on a shared subscription [MQTT-3.8.3-4]", ErrMalformed)
 		}
-		n += 3 + len(s.Filter)
+		body += 3 + len(s.Filter)
 	}
-	dst, err := appendHeader(dst, TypeSubscribe, flagsRequest, n)
+	dst, err = appendHeader(dst, TypeSubscribe, flagsRequest, body)
 	if err != nil {
 		return dst, err
 	}
 	dst = append(dst, byte(p.PacketID>>8), byte(p.PacketID))
+	if v5 {
+		dst = appendProperties(dst, p.Properties, np)
+	}
 	for _, s := range p.Subscriptions {
-		dst = append(appendString(dst, s.Filter), s.QoS)
+		o := s.QoS
+		if v5 {
+			o |= s.RetainHandling << 4
+			if s.NoLocal {
+				o |= optNoLocal
+			}
+			if s.RetainAsPublished {
+				o |= optRetainAsPublished
+			}
+		}
+		dst = append(appendString(dst, s.Filter), o)
 	}
 	return dst, nil
+}
+
+// requestProperties checks a 5.0 request's properties and returns their
+// length and the length of the packet id and properties together; 3.1.1
+// has none.
+func requestProperties(props *Properties, t Type, v5 bool) (n, head int, err error) {
+	if !v5 {
+		return 0, 2, nil
+	}
+	if n, err = checkProperties(props, t); err != nil {
+		return 0, 0, err
+	}
+	return n, 2 + varintLen(n) + n, nil
 }
 
 func appendSuback(dst []byte, p *Suback) ([]byte, error) {
@@ -266,25 +335,35 @@ func appendSuback(dst []byte, p *Suback) ([]byte, error) {
 	return dst, nil
 }
 
-func appendUnsubscribe(dst []byte, p *Unsubscribe) ([]byte, error) {
+// appendUnsubscribe encodes an UNSUBSCRIBE, with v5 its properties.
+func appendUnsubscribe(dst []byte, p *Unsubscribe, v5 bool) ([]byte, error) {
 	if p.PacketID == 0 {
-		return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: packet id 0 [MQTT-2.3.1-1]", ErrMalformed)
+		return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: packet id 0 [MQTT-2.3.1-1] (5.0: [MQTT-2.2.1-3])", ErrMalformed)
 	}
 	if len(p.Filters) == 0 {
 		return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: no topic filter [MQTT-3.10.3-2]", ErrMalformed)
 	}
-	n := 2
+	np, body, err := requestProperties(p.Properties, TypeUnsubscribe, v5)
+	if err != nil {
+		return dst, err
+	}
 	for _, f := range p.Filters {
 		if err := checkLen(TypeUnsubscribe, "topic filter", f); err != nil {
 			return dst, err
 		}
-		n += 2 + len(f)
+		if v5 && f == "" {
+			return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: empty topic filter [MQTT-4.7.3-1]", ErrMalformed)
+		}
+		body += 2 + len(f)
 	}
-	dst, err := appendHeader(dst, TypeUnsubscribe, flagsRequest, n)
+	dst, err = appendHeader(dst, TypeUnsubscribe, flagsRequest, body)
 	if err != nil {
 		return dst, err
 	}
 	dst = append(dst, byte(p.PacketID>>8), byte(p.PacketID))
+	if v5 {
+		dst = appendProperties(dst, p.Properties, np)
+	}
 	for _, f := range p.Filters {
 		dst = appendString(dst, f)
 	}

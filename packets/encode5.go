@@ -1,9 +1,7 @@
 package packets
 
 import (
-	"errors"
 	"fmt"
-	"strings"
 )
 
 // AppendVersion appends the encoding of p in the wire format of protocol
@@ -71,12 +69,12 @@ func Append5(dst []byte, p Packet) ([]byte, error) {
 		if p == nil {
 			break
 		}
-		return appendConnect5(dst, p)
+		return appendConnect(dst, p, true)
 	case *Subscribe:
 		if p == nil {
 			break
 		}
-		return appendSubscribe5(dst, p)
+		return appendSubscribe(dst, p, true)
 	case *Suback:
 		if p == nil {
 			break
@@ -86,7 +84,7 @@ func Append5(dst []byte, p Packet) ([]byte, error) {
 		if p == nil {
 			break
 		}
-		return appendUnsubscribe5(dst, p)
+		return appendUnsubscribe(dst, p, true)
 	case *Unsuback:
 		if p == nil {
 			break
@@ -260,153 +258,6 @@ func appendCodes5(dst []byte, t Type, id uint16, codes []ReasonCode, props *Prop
 	dst = appendProperties(append(dst, byte(id>>8), byte(id)), props, n)
 	for _, c := range codes {
 		dst = append(dst, byte(c))
-	}
-	return dst, nil
-}
-
-func appendSubscribe5(dst []byte, p *Subscribe) ([]byte, error) {
-	if p.PacketID == 0 {
-		return dst, fmt.Errorf("encoding SUBSCRIBE: %w: packet id 0 [MQTT-2.2.1-3]", ErrMalformed)
-	}
-	if len(p.Subscriptions) == 0 {
-		return dst, fmt.Errorf("encoding SUBSCRIBE: %w: no topic filter [MQTT-3.8.3-2]", ErrMalformed)
-	}
-	n, err := checkProperties(p.Properties, TypeSubscribe)
-	if err != nil {
-		return dst, err
-	}
-	body := 2 + varintLen(n) + n
-	for _, s := range p.Subscriptions {
-		if err := checkLen(TypeSubscribe, "topic filter", s.Filter); err != nil {
-			return dst, err
-		}
-		switch {
-		case s.Filter == "":
-			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: empty topic filter [MQTT-4.7.3-1]", ErrMalformed)
-		case s.QoS > 2:
-			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: QoS %d (section 3.8.3.1)", ErrMalformed, s.QoS)
-		case s.RetainHandling > 2:
-			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: retain handling %d (section 3.8.3.1)", ErrMalformed, s.RetainHandling)
-		case s.NoLocal && strings.HasPrefix(s.Filter, sharedPrefix):
-			return dst, fmt.Errorf("encoding SUBSCRIBE: %w: No Local on a shared subscription [MQTT-3.8.3-4]", ErrMalformed)
-		}
-		body += 3 + len(s.Filter)
-	}
-	dst, err = appendHeader(dst, TypeSubscribe, flagsRequest, body)
-	if err != nil {
-		return dst, err
-	}
-	dst = appendProperties(append(dst, byte(p.PacketID>>8), byte(p.PacketID)), p.Properties, n)
-	for _, s := range p.Subscriptions {
-		o := s.QoS | s.RetainHandling<<4
-		if s.NoLocal {
-			o |= optNoLocal
-		}
-		if s.RetainAsPublished {
-			o |= optRetainAsPublished
-		}
-		dst = append(appendString(dst, s.Filter), o)
-	}
-	return dst, nil
-}
-
-func appendUnsubscribe5(dst []byte, p *Unsubscribe) ([]byte, error) {
-	if p.PacketID == 0 {
-		return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: packet id 0 [MQTT-2.2.1-3]", ErrMalformed)
-	}
-	if len(p.Filters) == 0 {
-		return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: no topic filter [MQTT-3.10.3-2]", ErrMalformed)
-	}
-	n, err := checkProperties(p.Properties, TypeUnsubscribe)
-	if err != nil {
-		return dst, err
-	}
-	body := 2 + varintLen(n) + n
-	for _, f := range p.Filters {
-		if err := checkLen(TypeUnsubscribe, "topic filter", f); err != nil {
-			return dst, err
-		}
-		if f == "" {
-			return dst, fmt.Errorf("encoding UNSUBSCRIBE: %w: empty topic filter [MQTT-4.7.3-1]", ErrMalformed)
-		}
-		body += 2 + len(f)
-	}
-	dst, err = appendHeader(dst, TypeUnsubscribe, flagsRequest, body)
-	if err != nil {
-		return dst, err
-	}
-	dst = appendProperties(append(dst, byte(p.PacketID>>8), byte(p.PacketID)), p.Properties, n)
-	for _, f := range p.Filters {
-		dst = appendString(dst, f)
-	}
-	return dst, nil
-}
-
-// appendConnect5 encodes a level 5 CONNECT (section 3.1): unlike 3.1.1 a
-// password may come without a user name.
-func appendConnect5(dst []byte, p *Connect) ([]byte, error) {
-	name := p.ProtocolName
-	if name == "" {
-		name = ProtocolNameMQTT
-	}
-	username := p.UsernameFlag || p.Username != ""
-	password := p.PasswordFlag || len(p.Password) > 0
-	var flags byte
-	if p.CleanSession {
-		flags |= connectCleanSession
-	}
-	np, err := checkProperties(p.Properties, TypeConnect)
-	if err != nil {
-		return dst, err
-	}
-	n := 2 + len(name) + 1 + 1 + 2 + varintLen(np) + np + 2 + len(p.ClientID)
-	err = errors.Join(checkLen(TypeConnect, "protocol name", name), checkLen(TypeConnect, "client identifier", p.ClientID))
-	nw := 0
-	if w := p.Will; w != nil {
-		if w.QoS > 2 {
-			return dst, fmt.Errorf("encoding CONNECT: %w: will QoS %d (section 3.1.2.6)", ErrMalformed, w.QoS)
-		}
-		if nw, err = checkProperties(w.Properties, willProperties); err != nil {
-			return dst, err
-		}
-		flags |= connectWill | w.QoS<<3
-		if w.Retain {
-			flags |= connectWillRetain
-		}
-		n += varintLen(nw) + nw + 4 + len(w.Topic) + len(w.Payload)
-		err = errors.Join(err, checkLen(TypeConnect, "will topic", w.Topic), checkLen(TypeConnect, "will payload", w.Payload))
-	}
-	if username {
-		flags |= connectUsername
-		n += 2 + len(p.Username)
-		err = errors.Join(err, checkLen(TypeConnect, "user name", p.Username))
-	}
-	if password {
-		flags |= connectPassword
-		n += 2 + len(p.Password)
-		err = errors.Join(err, checkLen(TypeConnect, "password", p.Password))
-	}
-	if err != nil {
-		return dst, err
-	}
-	dst, err = appendHeader(dst, TypeConnect, 0, n)
-	if err != nil {
-		return dst, err
-	}
-	dst = appendString(dst, name)
-	dst = append(dst, byte(Version5), flags, byte(p.KeepAlive>>8), byte(p.KeepAlive))
-	dst = appendProperties(dst, p.Properties, np)
-	dst = appendString(dst, p.ClientID)
-	if w := p.Will; w != nil {
-		dst = appendProperties(dst, w.Properties, nw)
-		dst = appendString(dst, w.Topic)
-		dst = appendString(dst, w.Payload)
-	}
-	if username {
-		dst = appendString(dst, p.Username)
-	}
-	if password {
-		dst = appendString(dst, p.Password)
 	}
 	return dst, nil
 }

@@ -191,11 +191,11 @@ func decode(h fixedHeader, body []byte, owned, accept5 bool, acks *ackBlocks) (P
 	case TypePuback, TypePubrec, TypePubrel, TypePubcomp, TypeUnsuback:
 		return decodeIDPacket(&s)
 	case TypeSubscribe:
-		return decodeSubscribe(&s)
+		return decodeSubscribe(&s, false)
 	case TypeSuback:
 		return decodeSuback(&s)
 	case TypeUnsubscribe:
-		return decodeUnsubscribe(&s)
+		return decodeUnsubscribe(&s, false)
 	case TypePingreq, TypePingresp, TypeDisconnect:
 		return decodeEmpty(&s)
 	}

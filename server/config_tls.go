@@ -46,9 +46,10 @@ func (c *Config) validateTLS() error {
 		return errors.New("-tls-identity-as-username: needs -tls-listen")
 	}
 	if c.TLSIdentityAsUsername && c.WSSListen != "" {
-		// The identity is read from a *tls.Conn's CONNECT; over wss the
-		// CONNECT arrives inside WebSocket messages and would be judged
-		// by its own username and password instead.
+		// The identity is read from the -tls-listen connection's
+		// certificate; a wss connection is a WebSocket over an HTTP
+		// server's TLS, whose certificate the session cannot reach, and
+		// would be judged by its CONNECT's username and password instead.
 		return errors.New("-tls-identity-as-username: not supported with -wss-listen")
 	}
 	if c.TLSListen == "" && c.WSSListen == "" {

@@ -54,6 +54,7 @@ var metrics = []metric{
 	{"bridge_offline_queue_trimmed", prometheus.CounterValue, "Offline session replays that started before the stream's first entry."},
 	{"bridge_replay_trimmed", prometheus.CounterValue, "Blip replays that started before the stream's first entry, per shard."},
 	{"bridge_stream_byte_trims", prometheus.CounterValue, "Stream trims made by -redis-stream-max-bytes."},
+	{"bridge_dead_node_checks", prometheus.CounterValue, "Rounds of the check for dead replicas (whose wills and sessions a survivor takes over)."},
 	{"bridge_wills_published", prometheus.CounterValue, "Will messages the Redis bridge published (including those of dead replicas' clients)."},
 	{"bridge_takeovers", prometheus.CounterValue, "Session takeovers across replicas."},
 	{"bridge_claim_conflicts", prometheus.CounterValue, "Client record claims retried because another connection claimed it at the same time."},

@@ -58,9 +58,8 @@ type Server struct {
 	addr  net.Addr
 	addrs map[string]net.Addr // by Protocol, once ready
 
-	certs    atomic.Pointer[listeners.Certificates] // -tls-listen's, once Run opened it
-	identity *identity                              // -tls-identity-as-username; nil when off
-	http     net.Addr
+	certs atomic.Pointer[listeners.Certificates] // -tls-listen's, once Run opened it
+	http  net.Addr
 
 	closeOnce sync.Once
 	closeErr  error
@@ -125,13 +124,6 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.env.AckLatency = h.publishAck
-	if cfg.TLSIdentityAsUsername {
-		if s.identity, err = newIdentity(); err != nil {
-			_ = b.Close()
-			return nil, err
-		}
-		s.env.Auth = identityAuth{Authorizer: live, id: s.identity}
-	}
 	return s, nil
 }
 
@@ -381,6 +373,9 @@ func listenerName(ln listeners.Listener) string {
 func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 	env := *s.env
 	env.Log = s.log.With("listener", listenerName(ln))
+	if s.cfg.TLSIdentityAsUsername && strings.HasSuffix(ln.Protocol(), "tls") {
+		env.Identity = certificateIdentity
+	}
 	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -403,9 +398,6 @@ func (s *Server) acceptLoop(ctx context.Context, ln listeners.Listener) {
 			env.Log.Warn("connection refused: -max-connections reached", "remote", listeners.PeerAddr(conn).String(), "max", max)
 			_ = conn.Close()
 			continue
-		}
-		if s.identity != nil {
-			conn = s.identity.wrap(conn, s.cfg.MaxPacketSize)
 		}
 		if s.sys {
 			conn = &countingConn{Conn: conn, in: &s.bytesIn, out: &s.bytesOut}

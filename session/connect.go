@@ -109,7 +109,16 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *broker.Stor
 		}
 	}
 
-	if code := s.env.Auth.Authenticate(c.UsernameFlag, c.Username, c.PasswordFlag, c.Password); code != packets.Accepted {
+	if s.env.Identity != nil {
+		// The connection proves who the user is; the CONNECT's
+		// credentials are not asked about.
+		name, err := s.env.Identity(s.conn)
+		if err != nil {
+			s.env.Stats.ConnectsDenied.Add(1)
+			return &packets.Connack{ReturnCode: packets.RefusedNotAuthorized}, nil, fmt.Errorf("client identity: %w", err)
+		}
+		s.username = name
+	} else if code := s.env.Auth.Authenticate(c.UsernameFlag, c.Username, c.PasswordFlag, c.Password); code != packets.Accepted {
 		s.env.Stats.ConnectsDenied.Add(1)
 		return &packets.Connack{ReturnCode: code}, nil, fmt.Errorf("authentication failed for user %q (CONNACK 0x%02x)", c.Username, code)
 	}

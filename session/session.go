@@ -128,6 +128,12 @@ type Env struct {
 	// PUBLISH to queueing its PUBACK or PUBREC for the writer (a
 	// prometheus.Histogram fits).
 	AckLatency Observer
+	// Identity, when set, names the user of a connection from what the
+	// connection itself proves (a verified client certificate:
+	// -tls-identity-as-username): the username is what it returns and the
+	// CONNECT's user name and password are not checked. An error refuses
+	// the CONNECT as not authorized.
+	Identity func(conn net.Conn) (username string, err error)
 }
 
 // Observer takes one measurement; prometheus.Observer is one.
@@ -397,6 +403,10 @@ func (s *Session) stopReason() error {
 	}
 	return nil
 }
+
+// RemoteAddr implements broker.Subscriber: the client's address, the real
+// one behind a PROXY header.
+func (s *Session) RemoteAddr() string { return s.conn.RemoteAddr().String() }
 
 // TakeOver implements broker.Subscriber: a new connection with the same
 // client id ends this one [MQTT-3.1.4-2]. It returns once this session's
