@@ -208,7 +208,9 @@ func TestV5_RetainHandling_MQTT_3_3_1_9(t *testing.T) {
 // with different identifiers is sent once with both; one matching only
 // the subscription without an identifier carries none
 // (section 3.8.2.1.2); the retained message sent on subscribe carries
-// the identifier of its SUBSCRIBE. The subscriber is on the other replica
+// the identifier of its SUBSCRIBE alone, not those of older subscriptions
+// it also matches, which did not cause it to flow (section 3.3.4). The
+// subscriber is on the other replica
 // from the publisher; a paho.golang subscriber (which keeps one identifier
 // per message) gets its own.
 func TestV5_SubscriptionIdentifiers_Overlapping_MQTT_3_3_4_3(t *testing.T) {
@@ -247,6 +249,14 @@ func TestV5_SubscriptionIdentifiers_Overlapping_MQTT_3_3_4_3(t *testing.T) {
 			"/a/y(retain=false ids=[7])", "/n/x(retain=false ids=[7 300])"}
 		if g := describePubs(append(retained, publishesUntil(t, sub, "fence")...)); !slices.Equal(g, want) {
 			t.Fatalf("got %v, want %v", g, want)
+		}
+		sub.Send(&packets.Subscribe{PacketID: 9, Subscriptions: []packets.Subscription{{Filter: topic + "/+", QoS: 1}},
+			Properties: &packets.Properties{SubscriptionIdentifiers: []uint32{8}}})
+		again := subacks(t, sub, 1)
+		pub.Publish(4, 1, topic+"/fence", "fence2", false)
+		again = append(again, publishesUntil(t, sub, "fence2")...)
+		if g, want := describePubs(again), []string{"retained(retain=true ids=[8])"}; !slices.Equal(g, want) {
+			t.Fatalf("on the second SUBSCRIBE got %v, want %v", g, want)
 		}
 		for _, w := range []string{"/a/x", "/a/y"} {
 			m := receive(t, got)

@@ -508,7 +508,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		}
 	}
 	s.mu.Unlock()
-	s.sendSubackAndRetained(ctx, p.PacketID, codes, granted, why)
+	s.sendSubackAndRetained(ctx, p.PacketID, codes, granted, id, why)
 	return nil
 }
 
@@ -517,8 +517,9 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 // [MQTT-3.3.1-6]. Their first page is read before the SUBACK is queued, so
 // it holds the retained messages of the moment the subscription was made;
 // live messages arriving meanwhile wait and go after it (see retained.go).
-// reason, when not empty, is the 5.0 SUBACK's Reason String.
-func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []packets.ReasonCode, granted []packets.Subscription, reason string) {
+// reason, when not empty, is the 5.0 SUBACK's Reason String; subID is the
+// SUBSCRIBE's Subscription Identifier, 0 for none.
+func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []packets.ReasonCode, granted []packets.Subscription, subID uint32, reason string) {
 	s.mu.Lock()
 	hold := len(granted) > 0 && !s.fetching
 	if hold {
@@ -526,6 +527,9 @@ func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []
 	}
 	s.mu.Unlock()
 	feeds := s.retainedFeeds(ctx, granted)
+	for _, f := range feeds {
+		f.subID = subID
+	}
 	s.mu.Lock()
 	s.ctrl = s.appendAck(s.ctrl, &packets.Suback{PacketID: id, ReturnCodes: codes, Properties: s.reasonProperties(reason)})
 	s.startFeedsLocked(ctx, feeds)

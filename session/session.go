@@ -235,6 +235,12 @@ type outgoing struct {
 	msg    *broker.Message
 	qos    byte
 	retain bool // RETAIN=1: sent because of a new subscription [MQTT-3.3.1-8]
+	// fed is set for a retained message a feed of this connection sends
+	// because of a new subscription; subID is then the Subscription
+	// Identifier of its SUBSCRIBE, the only one it carries (section 3.3.4).
+	// They fit in the struct's padding: it stays 16 bytes.
+	fed   bool
+	subID uint32
 }
 
 // flow is what the server knows of the QoS 2 flow of an inbound PUBLISH

@@ -67,9 +67,22 @@ func (s *Session) resendOptionsLocked(msg *broker.Message, p *packets.Publish) {
 // of the matching subscriptions that have one [MQTT-3.3.4-3]
 // [MQTT-3.3.4-4], in one copy.
 //
-// A retained message sent because of a new subscription (o.retain) is not
-// a publication being forwarded: No Local leaves it alone.
+// A retained message sent because of a new subscription (o.fed, or
+// o.retain when it waited in a stored session) is not a publication being
+// forwarded: No Local leaves it alone.
 func (s *Session) applyOptionsLocked(o *outgoing, p *packets.Publish) bool {
+	if o.fed {
+		// Sent because of one new subscription: it carries that
+		// SUBSCRIBE's identifier alone, not those of other subscriptions
+		// it also matches, which did not cause it to flow (section 3.3.4).
+		if o.subID != 0 && s.version == packets.Version5 {
+			if p.Properties == nil {
+				p.Properties = &packets.Properties{}
+			}
+			p.Properties.SubscriptionIdentifiers = []uint32{o.subID}
+		}
+		return true
+	}
 	own := !o.retain && o.msg.ClientID != "" && o.msg.ClientID == s.clientID
 	var ids []uint32
 	var best byte

@@ -25,6 +25,8 @@ func TestFill_AppliesSubscriptionOptions_MQTT_3_8_3_3(t *testing.T) {
 		from        string // the publisher's client id
 		retain      bool   // published with RETAIN=1
 		onSubscribe bool   // a retained message sent because of a new subscription
+		stored      bool   // ... that waited in a stored session
+		feedID      uint32 // the identifier of the SUBSCRIBE that made the feed
 		qos         byte   // the QoS the core chose
 		wantSent    bool
 		wantQoS     byte
@@ -40,6 +42,14 @@ func TestFill_AppliesSubscriptionOptions_MQTT_3_8_3_3(t *testing.T) {
 			from: "me", qos: 2, wantSent: true, wantQoS: 0, wantIDs: []uint32{2}},
 		{name: "no local leaves a retained message sent on subscribe alone", subs: []sub{{"a/#", 1, broker.SubOptions{NoLocal: true}}},
 			from: "me", retain: true, onSubscribe: true, qos: 1, wantSent: true, wantQoS: 1, wantRetain: true},
+		{name: "no local leaves a stored retained message alone", subs: []sub{{"a/#", 1, broker.SubOptions{NoLocal: true, ID: 6}}},
+			from: "me", retain: true, stored: true, qos: 1, wantSent: true, wantQoS: 1, wantRetain: true, wantIDs: []uint32{6}},
+		{name: "a retained message sent on subscribe carries its SUBSCRIBE's identifier alone (section 3.3.4)",
+			subs: []sub{{"a/#", 1, broker.SubOptions{ID: 1}}, {"a/b", 1, broker.SubOptions{ID: 2}}},
+			from: "other", retain: true, onSubscribe: true, feedID: 2, qos: 1, wantSent: true, wantQoS: 1, wantRetain: true, wantIDs: []uint32{2}},
+		{name: "a retained message sent on subscribe without identifier carries none",
+			subs: []sub{{"a/#", 1, broker.SubOptions{ID: 1}}, {"a/b", 1, broker.SubOptions{}}},
+			from: "other", retain: true, onSubscribe: true, qos: 1, wantSent: true, wantQoS: 1, wantRetain: true},
 		{name: "retain as published keeps RETAIN=1", subs: []sub{{"a/#", 1, broker.SubOptions{RetainAsPublished: true}}},
 			from: "other", retain: true, qos: 1, wantSent: true, wantQoS: 1, wantRetain: true},
 		{name: "without retain as published a live message has RETAIN=0", subs: []sub{{"a/#", 1, broker.SubOptions{ID: 5}}},
@@ -62,7 +72,10 @@ func TestFill_AppliesSubscriptionOptions_MQTT_3_8_3_3(t *testing.T) {
 			}
 			s.mu.Unlock()
 			msg := &broker.Message{Topic: "a/b", Payload: []byte("p"), QoS: 2, Retain: tt.retain, ClientID: tt.from}
-			s.enqueue(outgoing{msg: msg, qos: tt.qos, retain: tt.onSubscribe})
+			o := outgoing{msg: msg, qos: tt.qos, retain: tt.onSubscribe || tt.stored, fed: tt.onSubscribe, subID: tt.feedID}
+			s.mu.Lock()
+			s.pending = append(s.pending, o) // as a feed or a restored session queues it
+			s.mu.Unlock()
 			got := decodeAll5(t, s.fill(nil, false))
 			if !tt.wantSent {
 				if len(got) != 0 {
