@@ -241,6 +241,22 @@ func TestV5_ServerShutdown_Disconnect0x8B(t *testing.T) {
 	expectDisconnect(t, c, packets.ServerShuttingDown)
 }
 
+// Section 4.11: with -server-reference, a draining server sends its 5.0
+// clients DISCONNECT 0x9C (Use another server) naming where to go.
+func TestV5_ServerShutdown_Disconnect0x9CWithServerReference(t *testing.T) {
+	ts := startServer(t, "-server-reference", "mqtt.example:1883")
+	c, _ := connect5(t, ts.Addr(), unique(t, "c"), 30)
+	go ts.Stop(t)
+	_, got := c.ExpectClosed(waitTimeout)
+	if len(got) == 0 {
+		t.Fatal("closed without DISCONNECT, want DISCONNECT 0x9C")
+	}
+	d, ok := got[len(got)-1].(*packets.Disconnect)
+	if !ok || d.ReasonCode != packets.UseAnotherServer || d.Properties == nil || d.Properties.ServerReference != "mqtt.example:1883" {
+		t.Fatalf("got %s before the close, want DISCONNECT 0x9C with Server Reference mqtt.example:1883", mqtttest.Describe(got))
+	}
+}
+
 // Section 3.14.2.1: DISCONNECT 0x04 (Disconnect with Will Message) ends
 // the connection and publishes the will; DISCONNECT 0x00 discards it
 // [MQTT-3.14.4-3]. The will's subscriber is on the other replica.

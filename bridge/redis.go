@@ -110,6 +110,9 @@ type RedisOptions struct {
 //	                    node's token, or a reaper's tombstone
 //	<p>willclaim:<conn> string with TTL 24h: the will of connection conn is
 //	                    (being) published by the replica named
+//	<p>wills:delayed    sorted set  client ids whose delayed will waits,
+//	                    by due time (redis_willdelay.go)
+//	<p>willdelay:<id>   string  that will's envelope
 //	<p>nodes            set   registered replicas, checked by the reaper
 //	<p>sub:<id>         hash  filter → QoS of a persistent session, or its
 //	                          5.0 options byte and ":<subscription id>"
@@ -315,14 +318,14 @@ type pendingDelivery struct {
 }
 
 type redisCounters struct {
-	published, publishErrors, qos0Dropped atomic.Int64
-	received, delivered, deduplicated     atomic.Int64
-	replayed, replays, decodeErrors       atomic.Int64
-	willsSent                             atomic.Int64
-	queueTrimmed, replayTrimmed           atomic.Int64
-	streamTrims, deadNodeChecks           atomic.Int64
-	takeovers, republished                atomic.Int64
-	claimConflicts, notReplicated         atomic.Int64
+	published, publishErrors, qos0Dropped   atomic.Int64
+	received, delivered, deduplicated       atomic.Int64
+	replayed, replays, decodeErrors         atomic.Int64
+	willsSent, willsDelayed, willsCancelled atomic.Int64
+	queueTrimmed, replayTrimmed             atomic.Int64
+	streamTrims, deadNodeChecks             atomic.Int64
+	takeovers, republished                  atomic.Int64
+	claimConflicts, notReplicated           atomic.Int64
 }
 
 // NewRedis connects a Redis bridge: it subscribes its control channels,
@@ -423,10 +426,11 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
-	r.wg.Add(3)
+	r.wg.Add(4)
 	go r.trimLoop()
 	go r.publishLoop()
 	go r.nodeLoop()
+	go r.dueWillsLoop()
 	if err := r.reapPreviousRun(ctx); err != nil {
 		_ = r.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
@@ -519,6 +523,8 @@ func (r *Redis) Stats() map[string]int64 {
 		"stream_byte_trims":               s.streamTrims.Load(),
 		"dead_node_checks":                s.deadNodeChecks.Load(),
 		"wills_published":                 s.willsSent.Load(),
+		"wills_delayed":                   s.willsDelayed.Load(),
+		"wills_cancelled":                 s.willsCancelled.Load(),
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),
 		"republished_after_redis_restart": s.republished.Load(),

@@ -220,7 +220,12 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		won, err := casClaimScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, rec["conn"], c.conn, r.node, now, c.owner, c.addr).Int()
 		if err == nil && won == 1 {
 			if orphan != "" && orphan == rec["conn"] && got.session["conn"] == orphan {
-				r.publishOrphanWill(c.id, orphan, got.session["will"])
+				r.publishOrphanWill(c.id, orphan, got.session["will"], got.session["will_delay"])
+			}
+			// A new connection before a delayed will was due: it is not
+			// sent [MQTT-3.1.3-9].
+			if err := r.cancelDelayedWill(ctx, c.id); err != nil {
+				r.log.Warn("delayed will not cancelled", "client", c.id, "err", err)
 			}
 			return got, nil
 		}
@@ -321,7 +326,9 @@ func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, 
 			fields = append(fields, "cursor", encodeCursor(&cursor))
 		}
 		if will != nil {
-			fields = append(fields, "will", AppendEnvelope(nil, will, ""))
+			// will_delay is what a survivor waits before publishing the
+			// will of a connection whose replica died (ms; 0: at once).
+			fields = append(fields, "will", AppendEnvelope(nil, will, ""), "will_delay", will.WillDelay.Milliseconds())
 		} else {
 			p.HDel(ctx, sk, "will")
 		}

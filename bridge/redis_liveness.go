@@ -418,6 +418,15 @@ func (r *Redis) PublishWill(ctx context.Context, clientID string, sub Subscriber
 		r.log.Info("will already published by a replica that declared this one dead", "client", clientID)
 		return false, nil
 	}
+	if err == nil && will.WillDelay > 0 {
+		if err = r.delayWill(ctx, clientID, will, will.WillDelay); err == nil {
+			return false, nil
+		}
+		// Redis refused the schedule: this replica waits out the delay
+		// itself (a reconnection can no longer cancel it), then publishes.
+		r.retryWillAfter(clientID, will, will.WillDelay)
+		return false, err
+	}
 	if err == nil {
 		if err = r.publish(ctx, will); err == nil {
 			r.stats.willsSent.Add(1)

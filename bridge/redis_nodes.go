@@ -163,7 +163,7 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 			continue // already offline
 		}
 		conn, _ := rec[2].(string)
-		sess, err := r.rdb.HMGet(ctx, r.sessionKey(id), "will", "conn", "clean").Result()
+		sess, err := r.rdb.HMGet(ctx, r.sessionKey(id), "will", "conn", "clean", "will_delay").Result()
 		if err != nil {
 			return unavailable("read will", err)
 		}
@@ -175,6 +175,13 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 				r.log.Error("dropping stored will that does not decode", "client", id, "err", err)
 			} else if won, err := r.claimWill(ctx, conn); err != nil {
 				return err
+			} else if delay := storedDelay(sess[3]); won && delay > 0 {
+				// [MQTT-3.1.3-9] a delayed will waits its delay from now
+				// (when its connection was found gone), for the client to
+				// come back on any replica.
+				if err := r.delayWill(ctx, id, will, delay); err != nil {
+					r.retryWillAfter(id, will, delay)
+				}
 			} else if won {
 				// Not replicated is still published: retrying would send it twice.
 				if err := r.publish(ctx, will); err != nil && !isNotReplicated(err) {
@@ -212,6 +219,13 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 		return unavailable("remove dead node", err)
 	}
 	return nil
+}
+
+// storedDelay reads a session hash's will_delay (ms), zero when absent.
+func storedDelay(v any) time.Duration {
+	str, _ := v.(string)
+	ms, _ := strconv.ParseInt(str, 10, 64)
+	return time.Duration(max(ms, 0)) * time.Millisecond
 }
 
 // expireOffline gives the keys of a client that went offline without a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,13 +93,18 @@ func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string)
 // does [MQTT-3.1.2-8]: once, claimed by connection like every will, so
 // that neither a reaper nor the old node, should it come back, sends it
 // again; in the background, retried until Redis takes it.
-func (r *Redis) publishOrphanWill(clientID, conn, env string) {
+func (r *Redis) publishOrphanWill(clientID, conn, env, delayMS string) {
 	if env == "" {
 		return
 	}
 	will := new(Message)
 	if _, err := DecodeEnvelope(env, will); err != nil {
 		r.log.Error("dropping stored will that does not decode", "client", clientID, "err", err)
+		return
+	}
+	if ms, _ := strconv.ParseInt(delayMS, 10, 64); ms > 0 {
+		// The new connection has claimed the id: a delayed will of the
+		// old one would be cancelled by it at once [MQTT-3.1.3-9].
 		return
 	}
 	r.retryWill(clientID, conn, will)

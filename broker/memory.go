@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,7 +24,7 @@ type MemoryOptions struct {
 // NewMemory returns a single node with no external service: the core, an
 // in-memory Store and a loopback Cluster. Nothing survives a restart.
 func NewMemory(o MemoryOptions) *Broker {
-	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message), wills: make(map[string]*time.Timer)}
 	b := New(st, &loopback{store: st}, Options(o))
 	st.queue = b.queue
 	return b
@@ -37,6 +38,11 @@ type memStore struct {
 	mu       sync.Mutex
 	sessions map[string]*memSession
 	retained map[string]*Message
+	// wills holds the delayed wills waiting for their delay, by client
+	// id; a new connection with the id stops one (Claim).
+	wills map[string]*time.Timer
+
+	willsSent atomic.Int64 // wills published, delayed ones included
 }
 
 // memSession is a persistent session stored while its client is offline.
@@ -56,6 +62,11 @@ func (s *memStore) Claim(_ context.Context, clientID, owner string, _ Subscriber
 	ss := s.sessions[clientID]
 	if ss != nil && ss.owner != owner {
 		return nil, fmt.Errorf("%w: user %q may not use the session of user %q", ErrNotOwner, owner, ss.owner)
+	}
+	if t := s.wills[clientID]; t != nil && t.Stop() {
+		// [MQTT-3.1.3-9] a new connection before the Will Delay
+		// Interval has passed: the will is not sent.
+		delete(s.wills, clientID)
 	}
 	if clean || ss == nil {
 		// [MQTT-3.1.2-6] a clean session discards any previous one.
@@ -150,10 +161,46 @@ func (s *memStore) RetainedRead(_ context.Context, topics []string) ([]*Message,
 }
 
 // Stats implements Store; the core counts the offline queues.
-func (s *memStore) Stats() map[string]int64 { return nil }
+func (s *memStore) Stats() map[string]int64 {
+	return map[string]int64{"wills_published": s.willsSent.Load()}
+}
 
-// Close implements Store.
-func (s *memStore) Close() error { return nil }
+// Close implements Store: delayed wills still waiting are dropped with
+// the node, as every other state of a single node is.
+func (s *memStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, t := range s.wills {
+		t.Stop()
+		delete(s.wills, id)
+	}
+	return nil
+}
+
+// delayWill publishes will with publish after its WillDelay, unless Claim
+// stops it first.
+func (s *memStore) delayWill(clientID string, will *Message, publish func(*Message)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.wills[clientID]; old != nil {
+		old.Stop()
+	}
+	var t *time.Timer
+	t = time.AfterFunc(will.WillDelay, func() {
+		s.mu.Lock()
+		mine := s.wills[clientID] == t
+		if mine {
+			delete(s.wills, clientID)
+		}
+		s.mu.Unlock()
+		if mine {
+			w := *will
+			w.Time, w.WillDelay = time.Now(), 0
+			publish(&w)
+		}
+	})
+	s.wills[clientID] = t
+}
 
 // loopback is the Cluster of a single node: every message goes straight
 // back to the core.
@@ -207,10 +254,21 @@ func (l *loopback) Gate(_ string, _ *Message, _ Position, granted byte) (byte, b
 }
 
 // PublishWill implements Cluster: a single node is the only one that can
-// publish the will, so it always does, at once.
-func (l *loopback) PublishWill(ctx context.Context, _ string, _ Subscriber, will *Message) (bool, error) {
+// publish the will, so it always does: at once, or after its WillDelay
+// unless the client connects again first (then it reports false).
+func (l *loopback) PublishWill(ctx context.Context, clientID string, _ Subscriber, will *Message) (bool, error) {
+	if will.WillDelay > 0 {
+		l.store.delayWill(clientID, will, func(w *Message) {
+			l.store.willsSent.Add(1)
+			l.PublishAsync(context.Background(), w, func(error) {})
+		})
+		return false, nil
+	}
 	var err error
 	l.PublishAsync(ctx, will, func(e error) { err = e })
+	if err == nil {
+		l.store.willsSent.Add(1)
+	}
 	return err == nil, err
 }
 

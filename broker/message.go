@@ -27,6 +27,11 @@ type Message struct {
 	// Properties are the MQTT 5.0 properties that travel with the message;
 	// nil for none (every message a 3.1.1 client publishes).
 	Properties *Properties
+	// WillDelay is, for a will, how long after its connection ended it is
+	// published unless a new connection with its client id arrives first
+	// (the Will Delay Interval, cut to what remains of the session)
+	// [MQTT-3.1.3-9]; zero publishes it at once. Other messages have none.
+	WillDelay time.Duration
 }
 
 // Properties are the MQTT 5.0 properties of an application message that

@@ -67,6 +67,7 @@ type Config struct {
 	MaxTopicLevels      int            // -max-topic-levels, default 128, 1..32768
 	TopicAliasMaximum   int            // -topic-alias-maximum, default 10, 0..65535; 0 = no topic aliases from clients
 	ServerKeepAlive     int            // -server-keep-alive seconds, default 0 = the client's keep-alive, 0..65535 (MQTT 5.0)
+	ServerReference     string         // -server-reference: where 5.0 clients are sent when this replica drains (DISCONNECT 0x9C); "" = 0x8B
 	DrainTimeout        time.Duration  // -drain-timeout, default 10s
 	LogLevel            string         // -log-level debug|info|warn|error, default info
 	LogFormat           string         // -log-format text|json, default text
@@ -247,6 +248,8 @@ func options() []option {
 			set: func(c *Config, v string) error { return setInt(&c.TopicAliasMaximum, v, 0, 65535) }},
 		{name: "server-keep-alive", def: "0", arg: "seconds", usage: "keep-alive the server imposes on MQTT 5.0 clients (Server Keep Alive in CONNACK), 0..65535; 0 = the client's own",
 			set: func(c *Config, v string) error { return setInt(&c.ServerKeepAlive, v, 0, 65535) }},
+		{name: "server-reference", def: "", arg: "host:port", usage: "where MQTT 5.0 clients should reconnect when this replica drains: its DISCONNECT says 0x9C (use another server) with this Server Reference, usually the load balancer's address; empty = 0x8B (server shutting down)",
+			set: func(c *Config, v string) error { c.ServerReference = v; return nil }},
 		{name: "drain-timeout", def: "10s", arg: "duration", usage: "how long SIGTERM waits for clients to leave before closing them (0 = at once)",
 			set: func(c *Config, v string) error { return setDuration(&c.DrainTimeout, v, 0) }},
 		{name: "tls-listen", def: "", arg: "host:port", usage: "MQTT over TLS listener address, conventionally :8883 (needs -tls-cert and -tls-key); empty = off",

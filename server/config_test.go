@@ -136,6 +136,7 @@ func settings(t *testing.T) []setting {
 		{"topic-alias-maximum", "0", func(c *Config) any { return c.TopicAliasMaximum }, 0},
 		{"topic-alias-maximum", "65535", func(c *Config) any { return c.TopicAliasMaximum }, 65535},
 		{"server-keep-alive", "60", func(c *Config) any { return c.ServerKeepAlive }, 60},
+		{"server-reference", "lb.example:1883", func(c *Config) any { return c.ServerReference }, "lb.example:1883"},
 		{"drain-timeout", "0s", func(c *Config) any { return c.DrainTimeout }, time.Duration(0)},
 		{"log-level", "debug", func(c *Config) any { return c.LogLevel }, "debug"},
 		{"log-level", "WARN", func(c *Config) any { return c.LogLevel }, "warn"},

@@ -161,6 +161,7 @@ func newServer(cfg *Config, b *broker.Broker, auth session.Authorizer, log *slog
 				// MQTT 5.0 only.
 				TopicAliasMaximum: cfg.TopicAliasMaximum,
 				ServerKeepAlive:   time.Duration(cfg.ServerKeepAlive) * time.Second,
+				ServerReference:   cfg.ServerReference,
 			},
 		},
 		sessions: make(map[*session.Session]struct{}),

@@ -107,6 +107,9 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *broker.Stor
 			// sets Time).
 			Properties: messageProperties(c.Will.Properties),
 		}
+		if wp := c.Will.Properties; wp != nil && wp.WillDelayInterval != nil {
+			s.will.WillDelay = s.willDelay(time.Duration(*wp.WillDelayInterval) * time.Second)
+		}
 	}
 
 	if s.env.Identity != nil {

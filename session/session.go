@@ -94,6 +94,10 @@ type Config struct {
 	// ServerKeepAlive, when not 0, is the keep-alive a 5.0 client is told
 	// to use, in whole seconds (-server-keep-alive).
 	ServerKeepAlive time.Duration
+	// ServerReference, when set, is where a 5.0 client is sent when the
+	// server drains: its DISCONNECT says 0x9C, Use another server, with
+	// this Server Reference (-server-reference), instead of 0x8B.
+	ServerReference string
 }
 
 // Broker is what a session needs of its node's broker core
@@ -501,6 +505,7 @@ func (s *Session) publishWill(ctx context.Context) {
 	}
 	w.Time = time.Now()
 	w.ID = newMessageID()
+	w.WillDelay = s.willDelay(w.WillDelay)
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	// Another replica may have published it already, having declared
@@ -512,6 +517,26 @@ func (s *Session) publishWill(ctx context.Context) {
 	if published {
 		s.env.Stats.WillsPublished.Add(1)
 	}
+}
+
+// willDelay is how long the will waits for a new connection with the
+// client id: its Will Delay Interval, but no longer than the session lasts
+// [MQTT-3.1.3-9]: a session that ends with the connection publishes it at
+// once, a stored one when it expires, if that comes first.
+func (s *Session) willDelay(asked time.Duration) time.Duration {
+	if asked <= 0 || s.clean {
+		return 0
+	}
+	s.mu.Lock()
+	expiry := s.expiry
+	s.mu.Unlock()
+	if expiry > 0 {
+		asked = min(asked, expiry)
+	}
+	if limit := s.env.Config.SessionExpiry; limit > 0 {
+		asked = min(asked, limit)
+	}
+	return asked
 }
 
 // describe turns the end-of-connection error into a short reason.

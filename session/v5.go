@@ -302,6 +302,12 @@ func (s *Session) sendDisconnect(reason error) {
 	// [MQTT-3.1.2-29], unless it would make the packet too large for the
 	// client [MQTT-3.14.2-3].
 	d := &packets.Disconnect{ReasonCode: code, Properties: &packets.Properties{ReasonString: refusalReason(code, reason)}}
+	if ref := s.env.Config.ServerReference; code == packets.ServerShuttingDown && ref != "" {
+		// The replica drains: the client is told where to go instead
+		// (section 4.11).
+		d.ReasonCode, d.Properties.ServerReference = packets.UseAnotherServer, ref
+		d.Properties.ReasonString = "this server is draining; use " + ref
+	}
 	buf, err := s.encode(nil, d)
 	if err != nil {
 		return

@@ -1,0 +1,139 @@
+package bridge
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Delayed wills (the MQTT 5.0 Will Delay Interval) wait in Redis, so that
+// a new connection with the client id cancels one whichever replica it
+// lands on, and a survivor publishes one whose replica died meanwhile, at
+// the time it was due [MQTT-3.1.3-9]:
+//
+//	<p>wills:delayed      sorted set  client id, scored by when its will is due (unix ms)
+//	<p>willdelay:<id>     string      the will's envelope, until published or cancelled
+//
+// Of the two that remove a client id from the set, a replica publishing
+// it and a Claim cancelling it, exactly one does (ZREM), so the will is
+// published once or not at all.
+
+// dueWillsEvery is how often each replica looks for delayed wills that
+// are due: a will is published at most this late.
+const dueWillsEvery = 250 * time.Millisecond
+
+func (r *Redis) delayedWillsKey() string         { return r.prefix + "wills:delayed" }
+func (r *Redis) delayedWillKey(id string) string { return r.prefix + "willdelay:" + id }
+
+// delayWill stores will to be published after delay, unless a new
+// connection with clientID arrives first (cancelDelayedWill).
+func (r *Redis) delayWill(ctx context.Context, clientID string, will *Message, delay time.Duration) error {
+	w := *will
+	w.WillDelay = 0
+	due := time.Now().Add(delay)
+	// The envelope outlives its due time by an hour, so that a replica
+	// down for a while still finds it; after that nothing is left behind.
+	if err := r.rdb.Set(ctx, r.delayedWillKey(clientID), AppendEnvelope(nil, &w, ""), delay+time.Hour).Err(); err != nil {
+		return unavailable("store delayed will", err)
+	}
+	if err := r.rdb.ZAdd(ctx, r.delayedWillsKey(), redis.Z{Score: float64(due.UnixMilli()), Member: clientID}).Err(); err != nil {
+		return unavailable("schedule delayed will", err)
+	}
+	r.stats.willsDelayed.Add(1)
+	return nil
+}
+
+// cancelDelayedWill cancels the delayed will of clientID, if one waits: a
+// new connection arrived before its delay passed [MQTT-3.1.3-9].
+func (r *Redis) cancelDelayedWill(ctx context.Context, clientID string) error {
+	n, err := r.rdb.ZRem(ctx, r.delayedWillsKey(), clientID).Result()
+	if err != nil {
+		return unavailable("cancel delayed will", err)
+	}
+	if n == 0 {
+		return nil // none, or a replica is publishing it: it was due
+	}
+	r.stats.willsCancelled.Add(1)
+	if err := r.rdb.Del(ctx, r.delayedWillKey(clientID)).Err(); err != nil {
+		return unavailable("remove cancelled will", err)
+	}
+	return nil
+}
+
+// publishDueWills publishes the delayed wills that are due, each by the
+// replica that takes it off the set first.
+func (r *Redis) publishDueWills(ctx context.Context) error {
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	ids, err := r.rdb.ZRangeByScore(ctx, r.delayedWillsKey(), &redis.ZRangeBy{Min: "-inf", Max: now, Count: 100}).Result()
+	if err != nil {
+		return unavailable("read due wills", err)
+	}
+	for _, id := range ids {
+		n, err := r.rdb.ZRem(ctx, r.delayedWillsKey(), id).Result()
+		if err != nil {
+			return unavailable("take due will", err)
+		}
+		if n == 0 {
+			continue // cancelled, or another replica took it
+		}
+		env, err := r.rdb.GetDel(ctx, r.delayedWillKey(id)).Result()
+		if err == redis.Nil {
+			r.log.Warn("due will has no message left; not published", "client", id)
+			continue
+		}
+		if err != nil {
+			// Taken off the set: only this replica can publish it now.
+			r.log.Warn("due will not read; dropped", "client", id, "err", err)
+			continue
+		}
+		will := new(Message)
+		if _, err := DecodeEnvelope(env, will); err != nil {
+			r.log.Error("dropping delayed will that does not decode", "client", id, "err", err)
+			continue
+		}
+		will.Time = time.Now() // its Message Expiry Interval counts from now
+		r.retryWill(id, "", will)
+	}
+	return nil
+}
+
+// dueWillsLoop runs publishDueWills every dueWillsEvery until Close.
+func (r *Redis) dueWillsLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(dueWillsEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+		if err := r.publishDueWills(ctx); err != nil && r.ctx.Err() == nil {
+			r.log.Warn("delayed wills not checked", "err", err)
+		}
+		cancel()
+	}
+}
+
+// retryWillAfter publishes will after delay from this replica, for a will
+// Redis refused to keep.
+func (r *Redis) retryWillAfter(clientID string, will *Message, delay time.Duration) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.ctx.Done():
+			r.log.Error("delayed will not published: bridge closed before it was due", "client", clientID)
+			return
+		}
+		w := *will
+		w.Time, w.WillDelay = time.Now(), 0
+		r.retryWill(clientID, "", &w)
+	}()
+}
