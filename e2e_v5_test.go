@@ -50,7 +50,7 @@ func expectDisconnect(t *testing.T, c *mqtttest.Client, code packets.ReasonCode)
 // -max-inflight, Maximum QoS absent (2), Retain Available, Maximum Packet
 // Size -max-packet-size, Topic Alias Maximum -topic-alias-maximum (10 by
 // default), wildcards available,
-// Subscription Identifiers and Shared Subscriptions not available; an
+// Subscription Identifiers available [MQTT-3.3.4-3], Shared Subscriptions not; an
 // empty client id is assigned one, returned in the CONNACK.
 func TestV5_ConnackStatesServerLimits_MQTT_3_2_2_9(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
@@ -78,7 +78,7 @@ func TestV5_ConnackStatesServerLimits_MQTT_3_2_2_9(t *testing.T) {
 		}
 		checkByte("Retain Available", p.RetainAvailable, 1)
 		checkByte("Wildcard Subscription Available", p.WildcardSubscriptionAvailable, 1)
-		checkByte("Subscription Identifiers Available", p.SubscriptionIdentifierAvailable, 0)
+		checkByte("Subscription Identifiers Available", p.SubscriptionIdentifierAvailable, 1)
 		checkByte("Shared Subscription Available", p.SharedSubscriptionAvailable, 0)
 		if p.MaximumPacketSize == nil || *p.MaximumPacketSize != 4096 {
 			t.Errorf("Maximum Packet Size = %v, want 4096", deref(p.MaximumPacketSize))
@@ -532,18 +532,6 @@ func TestV5_PubrelUnknownID_Pubcomp0x92_MQTT_4_3_3_11(t *testing.T) {
 		if comp := mqtttest.Expect[*packets.Pubcomp](c); comp.PacketID != 77 || comp.ReasonCode != packets.PacketIdentifierNotFound {
 			t.Fatalf("PUBCOMP %+v, want id 77 reason 0x92", comp)
 		}
-	})
-}
-
-// Section 3.8.2.1.2: CONNACK says Subscription Identifiers are not
-// available, so a SUBSCRIBE with one ends the connection with DISCONNECT
-// 0xA1.
-func TestV5_SubscriptionIdentifier_Disconnect0xA1(t *testing.T) {
-	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		c, _ := connect5(t, d.sub().Addr(), unique(t, "c"), 30)
-		c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "a", QoS: 1}},
-			Properties: &packets.Properties{SubscriptionIdentifiers: []uint32{7}}})
-		expectDisconnect(t, c, packets.SubscriptionIdentifiersNotSupported)
 	})
 }
 

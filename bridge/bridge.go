@@ -32,6 +32,8 @@ type (
 	Inflight = broker.Inflight
 	// Subscription is broker.Subscription.
 	Subscription = broker.Subscription
+	// SubOptions is broker.SubOptions.
+	SubOptions = broker.SubOptions
 )
 
 // ErrUnavailable is broker.ErrUnavailable: the shared store cannot be

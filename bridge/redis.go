@@ -114,7 +114,9 @@ type RedisOptions struct {
 //	                    by due time (redis_willdelay.go)
 //	<p>willdelay:<id>   string  that will's envelope
 //	<p>nodes            set   registered replicas, checked by the reaper
-//	<p>sub:<id>         hash  filter → QoS of a persistent session
+//	<p>sub:<id>         hash  filter → QoS of a persistent session, or its
+//	                          5.0 options byte and ":<subscription id>"
+//	                          (see encodeSubscription)
 //	<p>session:<id>     hash  state (inflight, queued, awaiting PUBREL),
 //	                          cursor (last stream id per shard), will, conn, clean
 //	<p>retain:<topic>   hash  id, from, qos, topic, retain, payload, ts
@@ -253,6 +255,9 @@ type redisClient struct {
 	// ones, then Cluster.Subscribing and Unsubscribing), for the replay
 	// and for eligibleGrant.
 	subs map[string]byte
+	// opts mirrors the options of the subscriptions that have any, for
+	// the stored record (see encodeSubscription).
+	opts map[string]SubOptions
 	will *Message // published if the connection ends without DISCONNECT
 
 	// cursor is the stored cursor Claim found (hasCursor), where Resume

@@ -57,7 +57,7 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !clean {
-		stored, c.cursor, c.hasCursor = r.parseSession(clientID, got.sub, got.session, c.subs)
+		stored, c.cursor, c.hasCursor = r.parseSession(clientID, got.sub, got.session, c)
 		c.replaying = c.hasCursor
 		c.floor = c.cursor
 		if !c.hasCursor {
@@ -70,6 +70,7 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 	}
 	if stored != nil {
 		stored.Subscriptions = maps.Clone(c.subs)
+		stored.Options = maps.Clone(c.opts)
 	}
 	return stored, nil
 }
@@ -261,18 +262,19 @@ func (r *Redis) startFloor(ctx context.Context, c *redisClient) error {
 }
 
 // parseSession reads a persistent session's stored subscriptions (sub)
-// into subs and its stored state (session). stored is nil when nothing is
-// stored.
-func (r *Redis) parseSession(clientID string, sub, h map[string]string, subs map[string]byte) (stored *StoredSession, cursor [streamShards]streamID, hasCursor bool) {
-	for f, q := range sub {
-		n, err := strconv.Atoi(q)
-		if err != nil || n < 0 || n > 2 || topics.ValidateFilter(f) != nil {
-			r.log.Error("skipping malformed stored subscription", "client", clientID, "filter", f, "qos", q)
+// into c's subs and opts, and its stored state (session). stored is nil
+// when nothing is stored.
+func (r *Redis) parseSession(clientID string, sub, h map[string]string, c *redisClient) (stored *StoredSession, cursor [streamShards]streamID, hasCursor bool) {
+	for f, v := range sub {
+		q, o, err := decodeSubscription(v)
+		if err != nil || topics.ValidateFilter(f) != nil {
+			r.log.Error("skipping malformed stored subscription", "client", clientID, "filter", f, "qos", v)
 			continue
 		}
-		subs[f] = byte(n)
+		c.subs[f] = q
+		c.setOptions(f, o)
 	}
-	if len(subs) == 0 && h["state"] == "" && h["cursor"] == "" {
+	if len(c.subs) == 0 && h["state"] == "" && h["cursor"] == "" {
 		return nil, cursor, false
 	}
 	stored = &StoredSession{}

@@ -227,11 +227,7 @@ func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *StoredSess
 		// The core's record of the subscriptions is the truth.
 		p.Del(ctx, r.subKey(c.id))
 		if len(st.Subscriptions) > 0 {
-			args := make([]any, 0, 2*len(st.Subscriptions))
-			for f, q := range st.Subscriptions {
-				args = append(args, f, int(q))
-			}
-			p.HSet(ctx, r.subKey(c.id), args...)
+			p.HSet(ctx, r.subKey(c.id), subscriptionArgs(st.Subscriptions, st.Options)...)
 		}
 		ttl := r.sessionTTL
 		if st.Expiry > 0 && (ttl == 0 || st.Expiry < ttl) {

@@ -223,6 +223,7 @@ type liveClient struct {
 	cursor [streamShards]streamID // where a replay of its session may start
 	will   *Message
 	subs   map[string]byte
+	opts   map[string]SubOptions
 	status int // 0 re-register, 1 will claimed, 2 taken over
 }
 
@@ -239,7 +240,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 			continue
 		}
 		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner, addr: c.addr,
-			cursor: r.cursorLocked(c), will: c.will, subs: maps.Clone(c.subs)})
+			cursor: r.cursorLocked(c), will: c.will, subs: maps.Clone(c.subs), opts: maps.Clone(c.opts)})
 	}
 	r.mu.Unlock()
 
@@ -308,11 +309,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 				sess[i] = reRegisterSessionScript.EvalSha(ctx, p, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner)
 				p.HSet(ctx, r.nodeKey(r.node), l.id, now)
 				if !l.clean && len(l.subs) > 0 {
-					args := make([]any, 0, 2*len(l.subs))
-					for f, q := range l.subs {
-						args = append(args, f, int(q))
-					}
-					p.HSet(ctx, r.subKey(l.id), args...)
+					p.HSet(ctx, r.subKey(l.id), subscriptionArgs(l.subs, l.opts)...)
 				}
 			}
 			return nil

@@ -111,6 +111,9 @@ func TestRedis_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	subscribe(t, a, "c2", "c2/inbox", 1)
+	if err := a.SubscribeMany(context.Background(), "c2", []Subscription{{Filter: "c2/opts", QoS: 1, Options: SubOptions{NoLocal: true, ID: 42}}}); err != nil {
+		t.Fatal(err)
+	}
 
 	srv.Restart(t) // empty: no client record, node index, will or subscription left
 	rdb := newClient(t, srv)
@@ -130,6 +133,9 @@ func TestRedis_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 		}
 		if q := rdb.HGet(ctx, "mqtt:sub:c2", "c2/inbox").Val(); q != "1" {
 			return fmt.Sprintf("mqtt:sub:c2 c2/inbox = %q, want 1", q)
+		}
+		if q := rdb.HGet(ctx, "mqtt:sub:c2", "c2/opts").Val(); q != "5:42" {
+			return fmt.Sprintf("mqtt:sub:c2 c2/opts = %q, want 5:42 (options and identifier kept)", q)
 		}
 		if rdb.Exists(ctx, "mqtt:alive:a").Val() != 1 || !rdb.SIsMember(ctx, "mqtt:nodes", "a").Val() {
 			return "node a not registered"

@@ -73,6 +73,7 @@ func (r *Redis) Subscribing(clientID string, subs []Subscription, fresh []bool, 
 	}
 	for i, s := range subs {
 		c.subs[s.Filter] = s.QoS
+		c.setOptions(s.Filter, s.Options)
 		if fresh[i] && !at.IsZero() {
 			c.markSince(s.Filter, at)
 		}
@@ -85,6 +86,7 @@ func (r *Redis) Unsubscribing(clientID, filter string) {
 	defer r.mu.Unlock()
 	if c := r.conns[clientID]; c != nil {
 		delete(c.subs, filter)
+		delete(c.opts, filter)
 		delete(c.since, filter)
 	}
 }
@@ -132,7 +134,7 @@ func (r *Redis) SaveSubscriptions(ctx context.Context, clientID string, subs []S
 	}
 	args := make([]any, 0, 2*len(subs))
 	for _, s := range subs {
-		args = append(args, s.Filter, int(s.QoS))
+		args = append(args, s.Filter, encodeSubscription(s.QoS, s.Options))
 	}
 	if err := r.rdb.HSet(ctx, r.subKey(clientID), args...).Err(); err != nil {
 		return unavailable("store subscriptions", err)

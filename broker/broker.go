@@ -93,6 +93,9 @@ type client struct {
 	live  Subscriber // nil while offline
 	clean bool
 	subs  map[string]byte
+	// opts holds the options of the filters of subs that have any; nil
+	// while none has (see SubOptions).
+	opts map[string]SubOptions
 	// offline is set while the stored session of a Store that
 	// RoutesOffline waits here for its client, its subscriptions matched.
 	offline      bool

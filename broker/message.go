@@ -101,6 +101,9 @@ type Subscriber interface {
 type StoredSession struct {
 	// Subscriptions maps each topic filter to its granted QoS.
 	Subscriptions map[string]byte
+	// Options maps the filters of Subscriptions that have 5.0 options or a
+	// Subscription Identifier to them; nil when none has.
+	Options map[string]SubOptions
 	// Inflight holds outgoing QoS 1/2 messages sent but not yet completed, in
 	// the order they were first sent; they are re-sent with DUP=1 on
 	// reconnect [MQTT-4.4.0-1].
@@ -138,11 +141,38 @@ type Inflight struct {
 	Released bool
 }
 
-// Subscription is one filter of a SUBSCRIBE packet with the QoS to grant.
+// Subscription is one filter of a SUBSCRIBE packet with the QoS to grant
+// and, for MQTT 5.0, its subscription options.
 type Subscription struct {
-	Filter string
-	QoS    byte
+	Filter  string
+	QoS     byte
+	Options SubOptions
 }
+
+// SubOptions are the MQTT 5.0 options of one subscription (section
+// 3.8.3.1) and the Subscription Identifier of the SUBSCRIBE that made it
+// (section 3.8.2.1.2). The zero value is a 3.1.1 subscription: what most
+// clients hold, and what costs nothing on the fan-out. The core only keeps
+// them with the session; the connection applies them to what it sends.
+type SubOptions struct {
+	// NoLocal: messages this client published are not sent to it through
+	// this subscription [MQTT-3.8.3-3].
+	NoLocal bool
+	// RetainAsPublished: live messages keep the RETAIN flag they were
+	// published with [MQTT-3.3.1-13]; otherwise it is 0 [MQTT-3.3.1-12].
+	RetainAsPublished bool
+	// RetainHandling: 0 sends the retained messages when subscribing
+	// [MQTT-3.3.1-9], 1 only when the subscription did not exist before
+	// [MQTT-3.3.1-10], 2 never [MQTT-3.3.1-11].
+	RetainHandling byte
+	// ID is the Subscription Identifier, sent with every message matched
+	// through this subscription [MQTT-3.3.4-3]; 0 for none.
+	ID uint32
+}
+
+// IsZero reports whether o is a subscription without options or
+// identifier.
+func (o SubOptions) IsZero() bool { return o == SubOptions{} }
 
 // ErrUnavailable reports that the shared store cannot be reached; the
 // operation may succeed when retried later.

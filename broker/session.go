@@ -203,10 +203,12 @@ func (b *Broker) claimLocked(ctx context.Context, c *client, sub Subscriber, cle
 	for f, q := range stored.Subscriptions {
 		if _, ok := c.subs[f]; !ok {
 			c.subs[f] = q
+			c.setOptions(f, stored.Options[f])
 			restored = append(restored, f)
 		}
 	}
 	stored.Subscriptions = maps.Clone(c.subs)
+	stored.Options = maps.Clone(c.opts)
 	stored.Queued = b.queue.DropExpired(stored.Queued)
 	return stored, restored, nil
 }
@@ -260,7 +262,7 @@ func (b *Broker) Detach(ctx context.Context, clientID string, sub Subscriber, st
 		// stay matched: messages for the session go to Store.Enqueue.
 		defer b.mu.Unlock()
 		defer c.mu.Unlock()
-		state.Subscriptions = nil
+		state.Subscriptions, state.Options = nil, nil
 		c.offline, c.offlineSince, c.expiry = true, time.Now(), state.Expiry
 		if err := b.store.Save(ctx, clientID, state); err != nil {
 			return fmt.Errorf("detach %q: %w", clientID, err)
@@ -273,6 +275,7 @@ func (b *Broker) Detach(ctx context.Context, clientID string, sub Subscriber, st
 	gone = c
 	if state != nil {
 		state.Subscriptions = maps.Clone(c.subs)
+		state.Options = maps.Clone(c.opts)
 	}
 	var err error
 	if b.store.RoutesOffline() {

@@ -74,9 +74,10 @@ func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscrip
 	}
 	for i, s := range subs {
 		q, had := c.subs[s.Filter]
-		prev[i] = prevSub{s.Filter, q, had}
+		prev[i] = prevSub{s.Filter, q, c.opts[s.Filter], had}
 		isNew[i] = !had // a filter named twice is new the first time only
 		c.subs[s.Filter] = s.QoS
+		c.setOptions(s.Filter, s.Options)
 	}
 	// Before the trie matches the new filters: Gate, under c.mu, sees
 	// their start with the first message they match.
@@ -108,7 +109,21 @@ func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscrip
 type prevSub struct {
 	filter string
 	qos    byte
+	opts   SubOptions
 	had    bool
+}
+
+// setOptions records the options of c's subscription to filter; c.mu is
+// held. A client that never uses options keeps no map.
+func (c *client) setOptions(filter string, o SubOptions) {
+	if o.IsZero() {
+		delete(c.opts, filter)
+		return
+	}
+	if c.opts == nil {
+		c.opts = make(map[string]SubOptions)
+	}
+	c.opts[filter] = o
 }
 
 // undoSubscribe restores c's subscriptions to the filters of prev as they
@@ -126,12 +141,14 @@ func (b *Broker) undoSubscribe(ctx context.Context, c *client, prev []prevSub) {
 		p := prev[i]
 		if p.had {
 			c.subs[p.filter] = p.qos
-			b.cluster.Subscribing(c.id, []Subscription{{Filter: p.filter, QoS: p.qos}}, []bool{false}, time.Time{})
+			c.setOptions(p.filter, p.opts)
+			b.cluster.Subscribing(c.id, []Subscription{{Filter: p.filter, QoS: p.qos, Options: p.opts}}, []bool{false}, time.Time{})
 			b.subs.Subscribe(p.filter, c, p.qos)
 			continue
 		}
 		if _, ok := c.subs[p.filter]; ok {
 			delete(c.subs, p.filter)
+			delete(c.opts, p.filter)
 			b.cluster.Unsubscribing(c.id, p.filter)
 		}
 		if _, last := b.subs.Unsubscribe(p.filter, c); last {
@@ -145,7 +162,7 @@ func (b *Broker) undoSubscribe(ctx context.Context, c *client, prev []prevSub) {
 	if persistent {
 		for i := len(prev) - 1; i >= 0; i-- {
 			if p := prev[i]; p.had {
-				_ = b.store.SaveSubscriptions(ctx, c.id, []Subscription{{Filter: p.filter, QoS: p.qos}})
+				_ = b.store.SaveSubscriptions(ctx, c.id, []Subscription{{Filter: p.filter, QoS: p.qos, Options: p.opts}})
 			} else {
 				_ = b.store.DropSubscription(ctx, c.id, p.filter)
 			}
@@ -169,6 +186,7 @@ func (b *Broker) Unsubscribe(ctx context.Context, clientID, filter string) error
 	_, had := c.subs[filter]
 	if had {
 		delete(c.subs, filter)
+		delete(c.opts, filter)
 		b.cluster.Unsubscribing(clientID, filter)
 	}
 	_, last := b.subs.Unsubscribe(filter, c)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -165,6 +166,7 @@ func (s *Session) restore(stored *broker.StoredSession) {
 	s.allocMaps()
 	for f, q := range stored.Subscriptions {
 		s.subs[f] = q
+		s.setOptionsLocked(f, stored.Options[f])
 	}
 	for _, id := range stored.AwaitingRelease {
 		s.awaitingRel[id] = flowAccepted
@@ -193,11 +195,15 @@ func (s *Session) restore(stored *broker.StoredSession) {
 			// still re-sent [MQTT-3.3.2-5], with an expiry of what is left,
 			// at least 1 s.
 			_, remaining := in.Message.Expired(time.Now())
-			s.ctrl = s.appendPublish(s.ctrl, &packets.Publish{
+			p := &packets.Publish{
 				Dup: true, QoS: in.QoS, Retain: in.Retain, Topic: in.Message.Topic,
 				PacketID: in.PacketID, Payload: in.Message.Payload,
 				Properties: s.publishProperties(in.Message, max(remaining, 1)),
-			})
+			}
+			if s.subOpts != nil {
+				s.resendOptionsLocked(in.Message, p)
+			}
+			s.ctrl = s.appendPublish(s.ctrl, p)
 		}
 		if in.PacketID > s.nextID {
 			s.nextID = in.PacketID
@@ -223,6 +229,7 @@ func (s *Session) snapshot() *broker.StoredSession {
 	for f, q := range s.subs {
 		st.Subscriptions[f] = q
 	}
+	st.Options = maps.Clone(s.subOpts)
 	for id, rel := range s.awaitingRel {
 		if rel&flowAccepted == 0 {
 			continue // the client re-sends it: it was never acknowledged

@@ -63,11 +63,6 @@ func (s *Session) handle(ctx context.Context, p packets.Packet) error {
 	case *packets.Pubcomp:
 		s.onPubcomp(p.PacketID)
 	case *packets.Subscribe:
-		if p.Properties != nil && len(p.Properties.SubscriptionIdentifiers) > 0 {
-			// Subscription Identifiers Available is 0 in CONNACK: one in a
-			// SUBSCRIBE is answered DISCONNECT 0xA1 (section 3.8.2.1.2).
-			return fmt.Errorf("%w: SUBSCRIBE with a subscription identifier", ErrSubscriptionIdentifiers)
-		}
 		return s.onSubscribe(ctx, p)
 	case *packets.Unsubscribe:
 		return s.onUnsubscribe(ctx, p)
@@ -398,6 +393,10 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 	want := make([]broker.Subscription, 0, len(p.Subscriptions))
 	at := make([]int, 0, len(p.Subscriptions)) // index in codes of each of want
 	v5 := s.version == packets.Version5
+	var id uint32 // [MQTT-3.8.2.1.2] one per SUBSCRIBE, 0 (a protocol error) refused by the reader
+	if p.Properties != nil && len(p.Properties.SubscriptionIdentifiers) > 0 {
+		id = p.Properties.SubscriptionIdentifiers[0]
+	}
 	// refuse sets the SUBACK code of filter i: 3.1.1 has only 0x80; 5.0
 	// says why (section 3.9.3), and the packet's Reason String (there is
 	// one per packet, not per filter) tells the first refusal.
@@ -435,7 +434,8 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 			refuse(i, packets.NotAuthorized, "not authorized")
 			continue
 		}
-		want = append(want, broker.Subscription{Filter: sub.Filter, QoS: min(sub.QoS, 2)})
+		want = append(want, broker.Subscription{Filter: sub.Filter, QoS: min(sub.QoS, 2), Options: broker.SubOptions{
+			NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, ID: id}})
 		at = append(at, i)
 	}
 	if cfg.MaxSubscriptions > 0 {
@@ -466,6 +466,14 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		s.mu.Unlock()
 		want, at = allowed, kept
 	}
+	// Retain Handling 1 sends retained messages only to a subscription
+	// that did not exist before this SUBSCRIBE [MQTT-3.3.1-10].
+	existed := make([]bool, len(want))
+	s.mu.Lock()
+	for k, w := range want {
+		_, existed[k] = s.subs[w.Filter]
+	}
+	s.mu.Unlock()
 	ok := make([]bool, len(want))
 	if len(want) > 1 {
 		if err := s.env.Broker.SubscribeMany(ctx, s.clientID, want); err != nil {
@@ -477,14 +485,14 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		}
 	} else {
 		for k, w := range want {
-			if err := s.env.Broker.Subscribe(ctx, s.clientID, w.Filter, w.QoS); err != nil {
+			if err := s.env.Broker.SubscribeMany(ctx, s.clientID, want[k:k+1]); err != nil {
 				s.logger().Error("subscribe", "filter", w.Filter, "err", err)
 				continue
 			}
 			ok[k] = true
 		}
 	}
-	var granted []packets.Subscription
+	var granted []packets.Subscription // those that get retained messages
 	s.mu.Lock()
 	s.allocMaps()
 	for k, w := range want {
@@ -493,11 +501,14 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 			continue
 		}
 		s.subs[w.Filter] = w.QoS // [MQTT-3.8.4-3] replaces an identical filter
+		s.setOptionsLocked(w.Filter, w.Options)
 		codes[at[k]] = packets.GrantedQoS(w.QoS)
-		granted = append(granted, packets.Subscription{Filter: w.Filter, QoS: w.QoS})
+		if sendsRetained(w.Options, existed[k]) {
+			granted = append(granted, packets.Subscription{Filter: w.Filter, QoS: w.QoS})
+		}
 	}
 	s.mu.Unlock()
-	s.sendSubackAndRetained(ctx, p.PacketID, codes, granted, why)
+	s.sendSubackAndRetained(ctx, p.PacketID, codes, granted, id, why)
 	return nil
 }
 
@@ -506,8 +517,9 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 // [MQTT-3.3.1-6]. Their first page is read before the SUBACK is queued, so
 // it holds the retained messages of the moment the subscription was made;
 // live messages arriving meanwhile wait and go after it (see retained.go).
-// reason, when not empty, is the 5.0 SUBACK's Reason String.
-func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []packets.ReasonCode, granted []packets.Subscription, reason string) {
+// reason, when not empty, is the 5.0 SUBACK's Reason String; subID is the
+// SUBSCRIBE's Subscription Identifier, 0 for none.
+func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []packets.ReasonCode, granted []packets.Subscription, subID uint32, reason string) {
 	s.mu.Lock()
 	hold := len(granted) > 0 && !s.fetching
 	if hold {
@@ -515,6 +527,9 @@ func (s *Session) sendSubackAndRetained(ctx context.Context, id uint16, codes []
 	}
 	s.mu.Unlock()
 	feeds := s.retainedFeeds(ctx, granted)
+	for _, f := range feeds {
+		f.subID = subID
+	}
 	s.mu.Lock()
 	s.ctrl = s.appendAck(s.ctrl, &packets.Suback{PacketID: id, ReturnCodes: codes, Properties: s.reasonProperties(reason)})
 	s.startFeedsLocked(ctx, feeds)
@@ -542,6 +557,7 @@ func (s *Session) onUnsubscribe(ctx context.Context, p *packets.Unsubscribe) err
 		s.mu.Lock()
 		_, had := s.subs[f]
 		delete(s.subs, f)
+		delete(s.subOpts, f)
 		s.cancelFeedLocked(f) // [MQTT-3.10.4-2] no more messages for it
 		s.mu.Unlock()
 		if !had {

@@ -249,6 +249,10 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 			}
 			p.Properties = s.publishProperties(o.msg, remaining)
 		}
+		if s.subOpts != nil && !s.applyOptionsLocked(&o, &p) {
+			s.queuedBytes -= queuedSize(o.msg) // [MQTT-3.8.3-3] No Local
+			continue
+		}
 		if o.qos > 0 && len(s.inflight) >= s.maxInflight {
 			break
 		}

@@ -75,6 +75,7 @@ const (
 type feed struct {
 	filter string
 	qos    byte
+	subID  uint32 // the Subscription Identifier of its SUBSCRIBE, 0 for none
 	// topics are the names of the matching topics, whose messages are
 	// read page by page; next is the first not yet read.
 	topics []string
@@ -294,7 +295,7 @@ func (s *Session) queueRetainedLocked(f *feed, msgs []*broker.Message) {
 		if !s.mayRead(m.Topic) {
 			continue // takes no room; the writer checks again
 		}
-		s.pending = append(s.pending, outgoing{msg: m, qos: min(m.QoS, f.qos), retain: true})
+		s.pending = append(s.pending, outgoing{msg: m, qos: min(m.QoS, f.qos), retain: true, fed: true, subID: f.subID})
 		s.queuedBytes += queuedSize(m)
 		if m.Time.IsZero() || now.Sub(m.Time) > retainedFresh {
 			continue

@@ -67,7 +67,7 @@ func idOf(prefix byte, counter uint64) broker.ID {
 // subscribeRetained starts the retained messages of a new subscription as
 // onSubscribe does.
 func subscribeRetained(ctx context.Context, s *Session, g packets.Subscription) {
-	s.sendSubackAndRetained(ctx, 1, []packets.ReasonCode{packets.GrantedQoS(g.QoS)}, []packets.Subscription{g}, "")
+	s.sendSubackAndRetained(ctx, 1, []packets.ReasonCode{packets.GrantedQoS(g.QoS)}, []packets.Subscription{g}, 0, "")
 }
 
 // servedSession is a started session on one end of a pipe, attached to br

@@ -196,14 +196,15 @@ type Session struct {
 	seq         uint64 // orders inflight entries for resending
 	nextID      uint16
 	subs        map[string]byte
-	awaitingRel map[uint16]flow // inbound QoS 2 ids awaiting PUBREL
-	pubPending  atomic.Int32    // PUBLISH packets the bridge has not answered
-	pubRoom     chan struct{}   // cap 1: an answer wakes a reader over maxPendingPublishes
-	gateBytes   int64           // Env.Inflight bytes taken for the PUBLISH just read; reader only
-	snapshotted bool            // the state has been handed over; Deliver refuses
-	started     bool            // CONNACK is written: the writer may run
-	halted      bool            // the connection is closing: no writer starts again
-	writing     bool            // a writer goroutine is running
+	subOpts     map[string]broker.SubOptions // options of the subs that have any; nil while none has
+	awaitingRel map[uint16]flow              // inbound QoS 2 ids awaiting PUBREL
+	pubPending  atomic.Int32                 // PUBLISH packets the bridge has not answered
+	pubRoom     chan struct{}                // cap 1: an answer wakes a reader over maxPendingPublishes
+	gateBytes   int64                        // Env.Inflight bytes taken for the PUBLISH just read; reader only
+	snapshotted bool                         // the state has been handed over; Deliver refuses
+	started     bool                         // CONNACK is written: the writer may run
+	halted      bool                         // the connection is closing: no writer starts again
+	writing     bool                         // a writer goroutine is running
 	wbuf        []byte
 	wake        chan struct{} // cap 1: wakes a running writer
 	// wturn (cap 1) is held by whoever writes to the socket once CONNACK
@@ -239,6 +240,12 @@ type outgoing struct {
 	msg    *broker.Message
 	qos    byte
 	retain bool // RETAIN=1: sent because of a new subscription [MQTT-3.3.1-8]
+	// fed is set for a retained message a feed of this connection sends
+	// because of a new subscription; subID is then the Subscription
+	// Identifier of its SUBSCRIBE, the only one it carries (section 3.3.4).
+	// They fit in the struct's padding: it stays 16 bytes.
+	fed   bool
+	subID uint32
 }
 
 // flow is what the server knows of the QoS 2 flow of an inbound PUBLISH

@@ -49,11 +49,6 @@ type conn5 struct {
 	aliasesOut  map[string]uint16
 }
 
-// ErrSubscriptionIdentifiers ends a 5.0 connection whose SUBSCRIBE carries
-// a Subscription Identifier: CONNACK says they are not available (section
-// 3.8.2.1.2), and the DISCONNECT says 0xA1.
-var ErrSubscriptionIdentifiers = errors.New("subscription identifiers not supported")
-
 // isShared reports whether filter is a Shared Subscription (section
 // 4.8.2), which this server does not serve yet.
 func isShared(filter string) bool { return strings.HasPrefix(filter, "$share/") }
@@ -115,7 +110,7 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 		// [MQTT-3.3.2-12]; 0 says it may use none (section 3.2.2.3.8).
 		TopicAliasMaximum:               ptr(uint16(cfg.TopicAliasMaximum)),
 		WildcardSubscriptionAvailable:   &one,
-		SubscriptionIdentifierAvailable: &zero,
+		SubscriptionIdentifierAvailable: &one, // [MQTT-3.3.4-3]
 		SharedSubscriptionAvailable:     &zero,
 	}
 	if ka := cfg.ServerKeepAlive; ka > 0 && s.keepAlive != ka {
@@ -270,8 +265,6 @@ func disconnectCode(reason error) (packets.ReasonCode, bool) {
 		return packets.TopicAliasInvalid, true
 	case errors.Is(reason, ErrReceiveMaximumExceeded):
 		return packets.ReceiveMaximumExceeded, true
-	case errors.Is(reason, ErrSubscriptionIdentifiers):
-		return packets.SubscriptionIdentifiersNotSupported, true
 	case errors.Is(reason, ErrProtocolViolation):
 		return packets.ProtocolError, true
 	case errors.Is(reason, ErrLimit):
