@@ -269,6 +269,11 @@ type redisClient struct {
 	// which.
 	attached chan struct{}
 	resumed  bool
+	// superseded is set once another node has taken the client id over
+	// (its takeover request reached this node): Gate passes nothing more,
+	// and cut, the cursor at that moment, is the one Leave stores.
+	superseded bool
+	cut        [streamShards]streamID
 	// left is the cursor Leave took; done is closed once Save stored it.
 	left [streamShards]streamID
 	done chan struct{}

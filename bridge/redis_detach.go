@@ -46,6 +46,9 @@ func (r *Redis) Leave(clientID string) {
 	}
 	delete(r.conns, clientID)
 	c.left = r.cursorLocked(c)
+	if c.superseded {
+		c.left = c.cut
+	}
 	c.done = make(chan struct{})
 	// A new connection with its id waits for Save (waitDetached) before
 	// it claims anything.

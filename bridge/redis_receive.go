@@ -182,6 +182,11 @@ func (r *Redis) Gate(clientID string, m *Message, pos broker.Position, granted b
 // the message was delivered, held back for c's state, or is not c's, so c's
 // cursor may pass it. r.mu is held.
 func (r *Redis) gateLocked(c *redisClient, m *Message, pos broker.Position, granted byte) (byte, bool) {
+	if c.superseded {
+		// Taken over elsewhere: the session lives there now, and reads
+		// this message again from the cursor cut when it was taken.
+		return 0, false
+	}
 	var sid streamID
 	if pos.Shard >= 0 {
 		sid = streamID{pos.Seq[0], pos.Seq[1]}
