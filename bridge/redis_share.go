@@ -250,6 +250,8 @@ func (r *Redis) claimDue() {
 	})
 	var giveBack []string
 	var retry []shareClaim
+	var lost int
+	var lastErr error
 	for k, c := range batch {
 		won, err := cmds[k].Result()
 		switch {
@@ -259,7 +261,7 @@ func (r *Redis) claimDue() {
 				retry = append(retry, c)
 			} else {
 				r.stats.shareLost.Add(1)
-				r.log.Warn("shared subscription message not claimed", "group", c.group, "err", err)
+				lost, lastErr = lost+1, err
 			}
 		case won:
 			r.stats.shareClaimed.Add(1)
@@ -267,6 +269,9 @@ func (r *Redis) claimDue() {
 				giveBack = append(giveBack, r.shareClaimKey(c.msg, c.group))
 			}
 		}
+	}
+	if lost > 0 {
+		r.log.Warn("shared subscription messages not claimed after retries", "messages", lost, "err", lastErr)
 	}
 	if len(giveBack) > 0 {
 		_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
