@@ -310,3 +310,47 @@ func TestShare_RetainedNotSentOnSharedSubscribe(t *testing.T) {
 		}
 	})
 }
+
+// A persistent member keeps its shared subscription in its stored session
+// and rejoins the group when it comes back, on the other replica; while no
+// member was connected, the group's messages were not kept for it (the
+// README's choice: a member counts only while connected). A 5.0 member's
+// messages through the shared subscription carry its Subscription
+// Identifier [MQTT-3.3.4-3].
+func TestShare_PersistentMemberRejoinsOnReconnect_MQTT_3_3_4_3(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "t")
+		filter := "$share/g/" + topic
+		id := unique(t, "member")
+		expiry := uint32(300)
+		c, _ := connectSession5(t, d.servers[0].Addr(), id, false, &expiry)
+		c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: filter, QoS: 1}},
+			Properties: &packets.Properties{SubscriptionIdentifiers: []uint32{7}}})
+		if ack := mqtttest.Expect[*packets.Suback](c); ack.ReturnCodes[0] != packets.GrantedQoS1 {
+			t.Fatalf("SUBACK %x", ack.ReturnCodes)
+		}
+		c.Send(&packets.Disconnect{})
+		c.ExpectClosed(waitTimeout)
+		pub, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
+		pub.PublishQoS1(1, topic, "while away")
+		back, ack := connectSession5(t, d.servers[len(d.servers)-1].Addr(), id, false, &expiry)
+		if !ack.SessionPresent {
+			t.Fatal("CONNACK session present 0, want the stored session")
+		}
+		for i := range 5 {
+			pub.PublishQoS1(uint16(i+2), topic, fmt.Sprint(i))
+		}
+		got := back.PublishesUntil("4")
+		if len(got) != 4 {
+			t.Fatalf("rejoined member got %d messages before the last, want 4 (nothing from while it was away)", len(got))
+		}
+		for i, p := range got {
+			if string(p.Payload) != fmt.Sprint(i) {
+				t.Fatalf("message %d is %q, want %q", i, p.Payload, fmt.Sprint(i))
+			}
+			if p.Properties == nil || len(p.Properties.SubscriptionIdentifiers) != 1 || p.Properties.SubscriptionIdentifiers[0] != 7 {
+				t.Fatalf("message %q without Subscription Identifier 7: %+v", p.Payload, p.Properties)
+			}
+		}
+	})
+}
