@@ -232,7 +232,7 @@ func (b *Broker) PublishLocal(msg *Message) {
 			b.local.Set(msg.Topic, msg)
 		}
 	}
-	b.Receive(msg, NoPosition)
+	b.receive(msg, NoPosition, true)
 }
 
 // Receive implements Receiver: each matching local client receives msg
@@ -241,7 +241,12 @@ func (b *Broker) PublishLocal(msg *Message) {
 // shared subscription group on this node is offered it (share.go), which
 // the cluster gives to one node's member alone. It is the only place a
 // message is matched to local clients.
-func (b *Broker) Receive(msg *Message, pos Position) {
+func (b *Broker) Receive(msg *Message, pos Position) { b.receive(msg, pos, false) }
+
+// receive is Receive; local is set for a message of this node alone
+// (PublishLocal), which its shared subscription groups take without asking
+// the cluster.
+func (b *Broker) receive(msg *Message, pos Position, local bool) {
 	matched := b.matches.Get().(map[*client]byte)
 	b.subs.Subscribers(msg.Topic, matched)
 	for c, granted := range matched {
@@ -250,7 +255,7 @@ func (b *Broker) Receive(msg *Message, pos Position) {
 	clear(matched)
 	b.matches.Put(matched)
 	if b.shareCount.Load() > 0 {
-		b.receiveShared(msg)
+		b.receiveShared(msg, local)
 	}
 }
 

@@ -119,11 +119,17 @@ func (b *Broker) unsubscribeLocked(c *client, filter string) string {
 
 // receiveShared offers msg to every group on this node whose filter it
 // matches: the cluster decides whether this node takes it for the group
-// (Cluster.ClaimShared), and if so the next live member gets it.
-func (b *Broker) receiveShared(msg *Message) {
+// (Cluster.ClaimShared), and if so the next live member gets it. A local
+// message (PublishLocal: this node's $SYS figures) reaches no other node,
+// so its groups take it without asking.
+func (b *Broker) receiveShared(msg *Message, local bool) {
 	var groups []*shareGroup
 	b.shareTrie.Match(msg.Topic, func(g *shareGroup, _ byte) { groups = append(groups, g) })
 	for _, g := range groups {
+		if local {
+			b.deliverShared(g, msg)
+			continue
+		}
 		b.cluster.ClaimShared(g.key, msg, func() bool { return b.deliverShared(g, msg) })
 	}
 }

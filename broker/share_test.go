@@ -214,3 +214,20 @@ func TestShare_ClusterDecidesAndRoutes(t *testing.T) {
 		t.Fatalf("routes %v members %v after m1 left and m2 left h, want a/# routed once (g)", cl.routes, cl.members)
 	}
 }
+
+// A message of this node alone (PublishLocal: its $SYS figures) goes to
+// its shared groups without the cluster's claim: no other node has it.
+func TestShare_LocalMessageTakenWithoutClaim(t *testing.T) {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message), wills: make(map[string]*time.Timer)}
+	cl := &claims{loopback: &loopback{store: st}, routes: make(map[string]int), members: make(map[string]int)}
+	b := New(st, cl, Options{})
+	st.queue = b.queue
+	s := &sink{}
+	mustAttach(t, b, "m", "", s, true)
+	subscribeAll(t, b, "m", "$share/g/$SYS/#")
+	b.PublishLocal(&Message{ID: NewID(), Topic: "$SYS/broker/uptime", Payload: []byte("1")})
+	b.Receive(&Message{ID: NewID(), Topic: "$SYS/broker/uptime", Payload: []byte("2")}, NoPosition)
+	if got := s.deliveries(); len(got) != 1 || string(got[0].Message.Payload) != "1" {
+		t.Fatalf("got %+v, want the local message alone (the cluster refuses the other)", got)
+	}
+}
