@@ -86,6 +86,8 @@ func (r *Redis) receive(m *redis.Message) {
 		r.applyRetainAnnouncement(m.Payload)
 	case m.Channel == r.nodeCtlChannel(r.node):
 		r.control(m.Payload)
+	case m.Channel == r.shareCtlChannel():
+		signal(r.shares.reread)
 	}
 }
 
@@ -247,7 +249,7 @@ func eligibleGrant(c *redisClient, m *Message) (byte, bool) {
 		if at, ok := c.since[f]; ok && at.After(limit) {
 			continue
 		}
-		if topics.Match(f, m.Topic) {
+		if topics.MatchSubscription(f, m.Topic) {
 			best, found = max(best, q), true
 		}
 	}
