@@ -252,15 +252,20 @@ type redisClient struct {
 	id    string
 	owner string // the username that created the session
 	// since holds when this connection subscribed each filter it added
-	// itself; filters restored with a stored session have none. Old
+	// itself; filters restored with a stored session have none, and old
+	// messages reach them only if published after storedAt, when the
+	// session was stored (see eligibleGrant). Old
 	// messages (a blip's replay, the window re-published after Redis
 	// restarted) reach a filter only if it existed when they were
 	// published [MQTT-4.5.0-1] (see eligibleGrant).
 	since map[string]time.Time
-	sub   Subscriber // the connection, ended by a takeover
-	addr  string     // the client's address, for the client record
-	conn  string     // this connection's id in the client record
-	clean bool
+	// storedAt is when the session this connection resumed was stored
+	// (its stored_at); zero for a new session.
+	storedAt time.Time
+	sub      Subscriber // the connection, ended by a takeover
+	addr     string     // the client's address, for the client record
+	conn     string     // this connection's id in the client record
+	clean    bool
 	// subs mirrors the core's subscriptions of the client (Claim's stored
 	// ones, then Cluster.Subscribing and Unsubscribing), for the replay
 	// and for eligibleGrant.

@@ -274,6 +274,13 @@ func (r *Redis) parseSession(clientID string, sub, h map[string]string, c *redis
 		c.subs[f] = q
 		c.setOptions(f, o)
 	}
+	if ms, err := strconv.ParseInt(h["stored_at"], 10, 64); err == nil && ms > 0 {
+		// What the session held when it was stored reached it (or is in
+		// its state, or after its cursor): an old message published again
+		// (after Redis restarted empty) must not reach it once more
+		// through a restored filter, whichever replica it resumes on.
+		c.storedAt = time.UnixMilli(ms)
+	}
 	if len(c.subs) == 0 && h["state"] == "" && h["cursor"] == "" {
 		return nil, cursor, false
 	}

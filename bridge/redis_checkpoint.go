@@ -43,6 +43,7 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 	type mark struct {
 		id     string
 		cursor [streamShards]streamID
+		at     time.Time
 	}
 	var marks []mark
 	due := func(id string) bool {
@@ -55,7 +56,7 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if c := r.conns[id]; c != nil {
-			marks = append(marks, mark{id: id, cursor: r.cursorLocked(c)})
+			marks = append(marks, mark{id: id, cursor: r.cursorLocked(c), at: time.Now()})
 			c.checkGen = r.seenGen
 		}
 	}
@@ -65,7 +66,7 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 	}
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i := range marks {
-			p.HSet(ctx, r.sessionKey(marks[i].id), "cursor", encodeCursor(&marks[i].cursor))
+			p.HSet(ctx, r.sessionKey(marks[i].id), "cursor", encodeCursor(&marks[i].cursor), "stored_at", marks[i].at.UnixMilli())
 		}
 		return nil
 	})

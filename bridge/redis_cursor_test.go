@@ -161,18 +161,21 @@ func TestRedis_OldMessageNotDeliveredToNewerFilter_MQTT_4_5_0_1(t *testing.T) {
 	a := newTestRedis(t, srv, "a")
 	pub := newTestRedis(t, srv, "pub")
 
-	// p's filter comes back with its stored session: it existed before.
+	// p's filter comes back with its stored session: it existed since
+	// the session was stored, before the old message.
 	restored := newLiveSub()
 	attach(t, a, "p", restored, false)
 	subscribe(t, a, "p", "old/#", 1)
 	_, restored = resume(t, a, "p", restored)
+	time.Sleep(lateMessage + 200*time.Millisecond) // the scenario: the session was stored this long ago
 
 	fresh := newLiveSub()
 	attach(t, a, "n", fresh, true)
 	subscribe(t, a, "n", "old/#", 1)
 
-	stale := rmsg("old/x", 1, "published 10s ago")
-	stale.Time = time.Now().Add(-10 * time.Second)
+	// Old (past lateMessage), but published after p's session was stored.
+	stale := rmsg("old/x", 1, "published a while ago")
+	stale.Time = time.Now().Add(-lateMessage - 100*time.Millisecond)
 	publish(t, pub, stale)
 	publish(t, pub, rmsg("old/x", 1, "now"))
 	fresh.waitFor(t, 1)

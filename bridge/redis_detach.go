@@ -225,7 +225,8 @@ func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *StoredSess
 		return nil
 	}
 	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0", "owner", c.owner)
+		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0", "owner", c.owner,
+			"stored_at", time.Now().UnixMilli())
 		p.HDel(ctx, sk, "will")
 		// The core's record of the subscriptions is the truth.
 		p.Del(ctx, r.subKey(c.id))

@@ -141,3 +141,46 @@ func TestRedis_CloseWithEpochCheckQueued(t *testing.T) {
 		t.Fatalf("%d of 2 queued requests answered", answered)
 	}
 }
+
+// A persistent session that received messages on one replica and resumed
+// on another before Redis restarted empty does not get them again when the
+// first replica publishes them again (the republish keeps their original
+// time): what its session held when it was stored is older than that
+// [MQTT-4.3.3-x: QoS 2 exactly once].
+func TestRedis_RepublishAfterRestartSkipsWhatAMovedSessionHad(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	a := newTestRedis(t, srv, "a")
+	b := newTestRedis(t, srv, "b")
+	first := newLiveSub()
+	attach(t, a, "s", first, false)
+	subscribe(t, a, "s", "rm/#", 2)
+	const n = 10
+	for i := range n {
+		publish(t, a, rmsg("rm/"+strconv.Itoa(i), 2, "x"))
+	}
+	first.waitFor(t, n)
+	detach(t, a, "s", first, &StoredSession{})
+	moved := newLiveSub()
+	attach(t, b, "s", moved, false)
+	// The republish only reaches messages older than lateMessage by then.
+	time.Sleep(lateMessage + 100*time.Millisecond)
+
+	srv.Restart(t)
+	eventually(t, func() string {
+		if err := a.Publish(ctx, rmsg("other/after", 1, "x")); err != nil {
+			return "publish after restart: " + err.Error()
+		}
+		return ""
+	})
+	eventually(t, func() string {
+		if got := a.Stats()["republished_after_redis_restart"]; got < n {
+			return fmt.Sprintf("republished %d, want at least %d", got, n)
+		}
+		return ""
+	})
+	fence(t, a, b)
+	if got := moved.deliveries(); len(got) != 0 {
+		t.Fatalf("the session on b got %d messages it had already received on a", len(got))
+	}
+}

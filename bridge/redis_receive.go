@@ -196,7 +196,7 @@ func (r *Redis) gateLocked(c *redisClient, m *Message, pos broker.Position, gran
 			c.gated[pos.Shard] = sid
 		}
 	}
-	if c.since != nil && r.oldLocked(m) {
+	if (c.since != nil || !c.storedAt.IsZero()) && r.oldLocked(m) {
 		var ok bool
 		if granted, ok = eligibleGrant(c, m); !ok {
 			return 0, false
@@ -239,14 +239,25 @@ func positionOf(shard int, sid streamID) broker.Position {
 const lateMessage = time.Second
 
 // eligibleGrant is the highest QoS among c's filters matching m that
-// existed when m was published (within lateMessage); false when none did.
-// Only old messages pay for it. r.mu is held.
+// existed when m was published, false when none did [MQTT-4.5.0-1]. A
+// filter c subscribed itself counts from when it did, within lateMessage
+// (the replicas' clocks may differ). A filter restored with a stored
+// session counts from when that session was stored, exactly: an old
+// message published before then reached the session already, is in its
+// state, or was read again from the streams when it resumed (the skip
+// drops live copies of those), so a copy published again after Redis
+// restarted empty is the only one still arriving, and it is a repeat.
+// Only old messages pay for this. r.mu is held.
 func eligibleGrant(c *redisClient, m *Message) (byte, bool) {
 	var best byte
 	found := false
 	limit := m.Time.Add(lateMessage)
 	for f, q := range c.subs {
-		if at, ok := c.since[f]; ok && at.After(limit) {
+		if at, ok := c.since[f]; ok {
+			if at.After(limit) {
+				continue
+			}
+		} else if !c.storedAt.IsZero() && !m.Time.After(c.storedAt) {
 			continue
 		}
 		if topics.MatchSubscription(f, m.Topic) {
