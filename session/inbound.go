@@ -32,7 +32,13 @@ func (s *Session) readLoop(ctx context.Context) error {
 			_ = s.conn.SetReadDeadline(time.Time{})
 		}
 		s.releaseGate() // what the last packet took and did not hand on
-		p, err := s.r.ReadPacket()
+		// Await, not ReadPacket, is where an idle connection waits: a
+		// shallow stack (see packets.Reader.Await).
+		err := s.r.Await()
+		var p packets.Packet
+		if err == nil {
+			p, err = s.r.ReadPacket()
+		}
 		if err != nil {
 			select {
 			case <-s.closed:
