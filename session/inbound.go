@@ -204,7 +204,11 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 	s.gateBytes = 0
 	// Keep reading while the message travels; at most maxPendingPublishes
 	// wait at once, then the reader waits for an answer too. Only the
-	// reader adds, so at most one answer finds it waiting.
+	// reader adds, so at most one answer finds it waiting. The channel is
+	// made before the first PUBLISH is handed on, so every answer sees it.
+	if s.pubRoom == nil {
+		s.pubRoom = make(chan struct{}, 1)
+	}
 	if s.pubPending.Add(1) > maxPendingPublishes {
 		<-s.pubRoom
 	}
