@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestAppend_AppendsToDst(t *testing.T) {
@@ -253,5 +254,35 @@ func TestReader_GateRunsBeforeBody(t *testing.T) {
 	// read-ahead of the fixed header is.
 	if read := src.n - len(ping); read >= 64<<10 {
 		t.Fatalf("%d bytes of the PUBLISH read before the gate said no", read)
+	}
+}
+
+func TestReader_AwaitReadsOnlyWhenNothingIsBuffered(t *testing.T) {
+	ping, _ := Append(nil, &Pingreq{})
+	puback, _ := Append(nil, &Puback{PacketID: 9})
+	src := &countingReader{r: bytes.NewReader(append(append([]byte{}, ping...), puback...))}
+	r := NewReader(src, 0)
+	if err := r.Await(); err != nil {
+		t.Fatalf("Await on two packets: %v", err)
+	}
+	if src.n != len(ping)+len(puback) {
+		t.Fatalf("Await read %d bytes, want the %d on offer", src.n, len(ping)+len(puback))
+	}
+	for _, want := range []Type{TypePingreq, TypePuback} {
+		if err := r.Await(); err != nil {
+			t.Fatalf("Await before %s: %v", want, err)
+		}
+		p, err := r.ReadPacket()
+		if err != nil || p.Type() != want {
+			t.Fatalf("ReadPacket after Await = %v, %v; want %s", p, err, want)
+		}
+	}
+	// A clean end between packets is io.EOF itself, as ReadPacket says.
+	if err := r.Await(); err != io.EOF {
+		t.Fatalf("Await at the end: %v, want io.EOF", err)
+	}
+	failing := NewReader(iotest.ErrReader(io.ErrClosedPipe), 0)
+	if err := failing.Await(); !errors.Is(err, io.ErrClosedPipe) || err == io.ErrClosedPipe {
+		t.Fatalf("Await on a failing stream: %v, want the read error wrapped", err)
 	}
 }
