@@ -261,8 +261,10 @@ type redisClient struct {
 	will *Message // published if the connection ends without DISCONNECT
 
 	// cursor is the stored cursor Claim found (hasCursor), where Resume
-	// replays from.
-	cursor    [streamShards]streamID
+	// replays from. Like left, a pointer: the 256 bytes of each array
+	// are needed by few connections, or only at their end, and a
+	// replica holds one redisClient per connection.
+	cursor    *[streamShards]streamID
 	hasCursor bool
 	// attached is closed once Resume or Abandon has run: a takeover
 	// asked for a connection still attaching waits for it. resumed tells
@@ -270,7 +272,7 @@ type redisClient struct {
 	attached chan struct{}
 	resumed  bool
 	// left is the cursor Leave took; done is closed once Save stored it.
-	left [streamShards]streamID
+	left *[streamShards]streamID
 	done chan struct{}
 
 	// While Resume replays a persistent session's streams, live messages
