@@ -286,3 +286,53 @@ func TestReader_AwaitReadsOnlyWhenNothingIsBuffered(t *testing.T) {
 		t.Fatalf("Await on a failing stream: %v, want the read error wrapped", err)
 	}
 }
+
+func TestReader_ReleaseDropsAnEmptyBufferAndAwaitStartsAgain(t *testing.T) {
+	var stream []byte
+	var want []Packet
+	for i, p := range []Packet{
+		&Pingreq{},
+		&Publish{QoS: 1, PacketID: 3, Topic: "a/b", Payload: bytes.Repeat([]byte("p"), 300)},
+		&Pingreq{},
+		&Puback{PacketID: 4},
+	} {
+		b, err := Append(nil, p)
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		stream = append(stream, b...)
+		want = append(want, p)
+	}
+	for _, src := range []struct {
+		name string
+		r    io.Reader
+	}{
+		{"one read", bytes.NewReader(stream)},
+		{"one byte per read", iotest.OneByteReader(bytes.NewReader(stream))},
+		{"half reads", iotest.HalfReader(bytes.NewReader(stream))},
+	} {
+		t.Run(src.name, func(t *testing.T) {
+			r := NewReader(src.r, 0)
+			for i := range want {
+				r.Release()
+				if err := r.Await(); err != nil {
+					t.Fatalf("Await before packet %d: %v", i, err)
+				}
+				p, err := r.ReadPacket()
+				if err != nil || p.Type() != want[i].Type() {
+					t.Fatalf("packet %d = %v, %v; want %s", i, p, err, want[i].Type())
+				}
+				if pub, ok := p.(*Publish); ok && len(pub.Payload) != 300 {
+					t.Fatalf("PUBLISH payload %d bytes, want 300", len(pub.Payload))
+				}
+			}
+			r.Release()
+			if r.br.buf != nil {
+				t.Fatalf("Release at the end of the stream kept a %d-byte buffer", len(r.br.buf))
+			}
+			if err := r.Await(); err != io.EOF {
+				t.Fatalf("Await at the end: %v, want io.EOF", err)
+			}
+		})
+	}
+}

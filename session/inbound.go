@@ -53,6 +53,9 @@ func (s *Session) readLoop(ctx context.Context) error {
 		if err := s.handle(ctx, p); err != nil {
 			return err
 		}
+		if p.Type() == packets.TypePingreq {
+			s.r.Release() // the client had nothing else to send: it is idle
+		}
 	}
 }
 

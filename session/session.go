@@ -332,6 +332,7 @@ func (s *Session) Serve(ctx context.Context, onDone func()) {
 // the will when due and hands the session to the bridge.
 func (s *Session) run(ctx context.Context) {
 	defer s.recoverPanic()
+	s.r.Release() // most connections wait after CONNECT
 	err := s.readLoop(ctx)
 	s.stop(err)
 	s.writers.Wait()
