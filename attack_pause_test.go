@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -58,5 +59,59 @@ func TestAttack_ZombieDetachExpiresLiveSession(t *testing.T) {
 		if rdb.Exists(ctx, k).Val() == 0 {
 			t.Errorf("%s deleted by Redis while its session is connected on zb", k)
 		}
+	}
+}
+
+// ATTACK: a replica paused longer than a takeover waits (5 s) but shorter
+// than -node-ttl: the client connects elsewhere and is taken over without
+// an answer. When the replica resumes, its reader still holds the backlog
+// of messages for the superseded connection. README "one connection per
+// client id ... QoS 2 exactly once": the superseded connection gets
+// nothing after the new CONNACK, and the new one gets every message.
+func TestAttack_PausedReplicaSendsNothingToSupersededConnection(t *testing.T) {
+	rs := redistest.Start(t)
+	// Not reaped during the pause: -node-ttl well above the takeover wait.
+	a := mqtttest.StartProcess(t, rs.URL(), "pa", "-node-ttl", "20s")
+	b := mqtttest.StartProcess(t, rs.URL(), "pb", "-node-ttl", "20s")
+	old := mqtttest.Dial(t, b.Addr())
+	old.MustConnect(&packets.Connect{ClientID: "dev-p", KeepAlive: 60})
+	old.Subscribe(1, packets.Subscription{Filter: "ps/#", QoS: 2})
+	_ = b.Cmd.Process.Signal(syscall.SIGSTOP)
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = b.Cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	nw := mqtttest.Dial(t, a.Addr())
+	// The CONNACK waits out the unanswered takeover (5 s).
+	nw.Send(&packets.Connect{ProtocolVersion: packets.Version311, ClientID: "dev-p", KeepAlive: 60})
+	p, err := nw.Read(waitTimeout + 10*time.Second)
+	if ack, ok := p.(*packets.Connack); err != nil || !ok || ack.ReturnCode != packets.Accepted || !ack.SessionPresent {
+		t.Fatalf("new connection: %v %+v, want CONNACK accepted with the session present", err, p)
+	}
+	pub := mqtttest.Dial(t, a.Addr())
+	pub.MustConnect(&packets.Connect{ClientID: "pub-p", CleanSession: true, KeepAlive: 60})
+	// Enough that the paused replica's reader, which handles the
+	// takeover request first and then these, would hand some to the old
+	// connection before it is closed.
+	const n = 300
+	for i := range n {
+		pub.PublishQoS1(uint16(i+1), "ps/x", fmt.Sprintf("m%d", i))
+	}
+	pub.PublishQoS1(n+1, "ps/x", "fence")
+	if got := nw.PublishesUntil("fence"); len(got) != n {
+		t.Fatalf("new connection got %d messages before the fence, want %d", len(got), n)
+	}
+	_ = b.Cmd.Process.Signal(syscall.SIGCONT)
+	resumed = true
+	_, got := old.ExpectClosed(waitTimeout + 10*time.Second)
+	for _, p := range got {
+		if pp, ok := p.(*packets.Publish); ok {
+			t.Errorf("superseded connection got PUBLISH %s %q after its session moved", pp.Topic, pp.Payload)
+		}
+	}
+	if !nw.Alive(time.Second) {
+		t.Fatal("new connection closed")
 	}
 }

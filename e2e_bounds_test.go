@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/internal/loadgen"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
@@ -270,16 +271,16 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tally := newSeqTally()
-	sub := newSeqSubscriber(unique(t, "sub"), "stall/#", tally, q.Addr())
-	subDone := sub.start(t, ctx, 0, nil)
+	tally := loadgen.NewTally()
+	sub := loadgen.NewSubscriber(unique(t, "sub"), "stall/#", tally, q.Addr())
+	subDone := sub.Start(t, ctx, 0, nil)
 
-	var pubs []*seqPublisher
+	var pubs []*loadgen.Publisher
 	for i := range 8 {
-		pub := newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("stall/p%d", i), dialer(p.Addr()))
-		pub.padding = 256 << 10
-		pub.window = 64
-		pub.ackTimeout = stall + 10*time.Second // patient devices: the stall, not reconnects, is measured
+		pub := loadgen.NewPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("stall/p%d", i), dialer(p.Addr()))
+		pub.Padding = 256 << 10
+		pub.Window = 64
+		pub.AckTimeout = stall + 10*time.Second // patient devices: the stall, not reconnects, is measured
 		pubs = append(pubs, pub)
 	}
 	base := procRSS(t, p.Cmd.Process.Pid)
@@ -296,7 +297,7 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 		faultDone <- rdb.ClientPause(ctx, stall).Err()
 	}()
 	// 20 msg/s each: 40 MiB/s in all, 120 MiB offered during a 3 s stall.
-	errs := runPublishers(ctx, pubs, 1<<30, 20, time.Now().Add(stall+3*time.Second))
+	errs := loadgen.RunPublishers(ctx, pubs, 1<<30, 20, time.Now().Add(stall+3*time.Second))
 	if err := <-faultDone; err != nil {
 		t.Fatalf("CLIENT PAUSE: %v", err)
 	}
@@ -305,7 +306,7 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 			t.Errorf("publisher: %v", err)
 		}
 	}
-	sum := awaitDelivery(pubs, tally, 15*time.Second)
+	sum := loadgen.AwaitDelivery(pubs, tally, 15*time.Second, quietWindow)
 	peak := w.peak()
 	cancel()
 	<-subDone
@@ -313,10 +314,10 @@ func TestBounds_RedisStallBackPressuresPublishers(t *testing.T) {
 	rise := peak - base
 	t.Logf("stall %s, 8 × 256 KiB publishers, -max-inflight-bytes %s: %s; RSS %.1f MiB before, peak %.1f MiB, +%.1f MiB; %v PUBLISH bodies waited",
 		stall, inflight, sum, float64(base)/mib, float64(peak)/mib, float64(rise)/mib, throttled)
-	if sum.lost != 0 {
-		t.Errorf("%d acknowledged messages never delivered, first: %v", sum.lost, sum.firstLost)
+	if sum.Lost != 0 {
+		t.Errorf("%d acknowledged messages never delivered, first: %v", sum.Lost, sum.FirstLost)
 	}
-	if sum.acked == 0 {
+	if sum.Acked == 0 {
 		t.Error("nothing acknowledged")
 	}
 	if throttled == 0 && stall > 0 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bridgemq/server/bridge"
 	"github.com/bridgemq/server/broker"
+	"github.com/bridgemq/server/internal/loadgen"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistopo"
 	"github.com/bridgemq/server/packets"
@@ -72,7 +73,7 @@ func streamKeys(t testing.TB, addr string) map[string]bool {
 			if _, err := bridge.DecodeEnvelope(env, &m); err != nil {
 				t.Fatalf("stream entry %s does not decode: %v", e.ID, err)
 			}
-			keys[payloadKey(m.Payload)] = true
+			keys[loadgen.PayloadKey(m.Payload)] = true
 		}
 	}
 	return keys
@@ -104,24 +105,24 @@ func TestSentinelFailover_LaggingReplica_NoAcknowledgedLoss_Issue7_13(t *testing
 	defer cancel()
 
 	// The offline persistent session: subscribed on B, then gone.
-	offTally := newSeqTally()
-	off := newSeqSubscriber(unique(t, "offline"), "lag/#", offTally, b.Addr())
+	offTally := loadgen.NewTally()
+	off := loadgen.NewSubscriber(unique(t, "offline"), "lag/#", offTally, b.Addr())
 	offCtx, offCancel := context.WithCancel(ctx)
-	offDone := off.start(t, offCtx, 0, nil)
+	offDone := off.Start(t, offCtx, 0, nil)
 	offCancel()
 	<-offDone
 	master := redis.NewClient(&redis.Options{Addr: rt.MasterAddr()})
-	waitClientOffline(t, master, off.id)
+	waitClientOffline(t, master, off.ID())
 	_ = master.Close()
 
-	liveTally := newSeqTally()
-	live := newSeqSubscriber(unique(t, "live"), "lag/#", liveTally, b.Addr())
-	liveDone := live.start(t, ctx, 0, nil)
+	liveTally := loadgen.NewTally()
+	live := loadgen.NewSubscriber(unique(t, "live"), "lag/#", liveTally, b.Addr())
+	liveDone := live.Start(t, ctx, 0, nil)
 
-	var pubs []*seqPublisher
+	var pubs []*loadgen.Publisher
 	for i := range publishers {
-		p := newSeqPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("lag/p%d", i), dialer(a.Addr()))
-		p.padding = padding
+		p := loadgen.NewPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("lag/p%d", i), dialer(a.Addr()))
+		p.Padding = padding
 		pubs = append(pubs, p)
 	}
 	faultErr := make(chan error, 1)
@@ -140,7 +141,7 @@ func TestSentinelFailover_LaggingReplica_NoAcknowledgedLoss_Issue7_13(t *testing
 		}()
 	}()
 	start := time.Now()
-	errs := runPublishers(ctx, pubs, 1<<30, rate, start.Add(time.Second+lag+500*time.Millisecond))
+	errs := loadgen.RunPublishers(ctx, pubs, 1<<30, rate, start.Add(time.Second+lag+500*time.Millisecond))
 	if err := <-faultErr; err != nil {
 		t.Fatalf("failover: %v", err)
 	}
@@ -150,11 +151,11 @@ func TestSentinelFailover_LaggingReplica_NoAcknowledgedLoss_Issue7_13(t *testing
 		}
 	}
 
-	liveSum := awaitDelivery(pubs, liveTally, 10*time.Second)
+	liveSum := loadgen.AwaitDelivery(pubs, liveTally, 10*time.Second, quietWindow)
 	inStreams := streamKeys(t, rt.ReplicaAddr())
 	missing := 0
 	for _, p := range pubs {
-		for _, k := range p.ackedKeys() {
+		for _, k := range p.AckedKeys() {
 			if !inStreams[k] {
 				missing++
 			}
@@ -162,40 +163,32 @@ func TestSentinelFailover_LaggingReplica_NoAcknowledgedLoss_Issue7_13(t *testing
 	}
 
 	// The offline session comes back, on A, after the failover.
-	conn, r, err := off.connect(a.Addr())
+	offDone, err := off.Resume(ctx, a.Addr())
 	if err != nil {
 		t.Fatalf("offline session reconnect: %v", err)
 	}
-	offDone = func() <-chan struct{} {
-		ch := make(chan struct{})
-		go func() {
-			defer close(ch)
-			off.loop(ctx, conn, r, 0, nil)
-		}()
-		return ch
-	}()
-	offSum := awaitDelivery(pubs, offTally, 10*time.Second)
+	offSum := loadgen.AwaitDelivery(pubs, offTally, 10*time.Second, quietWindow)
 	cancel()
 	<-liveDone
 	<-offDone
 
 	t.Logf("failover-lagging-replica: live %s", liveSum)
-	t.Logf("failover-lagging-replica: offline %s session_resumed=%v", offSum, off.noSessionResume == 0)
+	t.Logf("failover-lagging-replica: offline %s session_resumed=%v", offSum, off.Report().NoSessionResume == 0)
 	t.Logf("failover-lagging-replica: acknowledged but missing from the promoted redis's streams: %d; republished by A: %d",
 		missing, bridgeStats(t, a)["republished_after_redis_restart"])
-	if liveSum.acked == 0 || liveSum.sent != liveSum.acked {
-		t.Errorf("sent %d distinct messages, acknowledged %d", liveSum.sent, liveSum.acked)
+	if liveSum.Acked == 0 || liveSum.Sent != liveSum.Acked {
+		t.Errorf("sent %d distinct messages, acknowledged %d", liveSum.Sent, liveSum.Acked)
 	}
-	if liveSum.lost != 0 {
-		t.Errorf("live subscriber on B: %d acknowledged messages never delivered, first: %v", liveSum.lost, liveSum.firstLost)
+	if liveSum.Lost != 0 {
+		t.Errorf("live subscriber on B: %d acknowledged messages never delivered, first: %v", liveSum.Lost, liveSum.FirstLost)
 	}
-	if offSum.lost != 0 {
-		t.Errorf("offline persistent session: %d acknowledged messages never delivered, first: %v", offSum.lost, offSum.firstLost)
+	if offSum.Lost != 0 {
+		t.Errorf("offline persistent session: %d acknowledged messages never delivered, first: %v", offSum.Lost, offSum.FirstLost)
 	}
 	if missing != 0 {
 		t.Errorf("%d acknowledged messages missing from the promoted Redis's streams", missing)
 	}
-	if off.noSessionResume != 0 {
+	if off.Report().NoSessionResume != 0 {
 		t.Errorf("the offline session was not found on reconnect")
 	}
 }

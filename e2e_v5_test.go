@@ -50,7 +50,7 @@ func expectDisconnect(t *testing.T, c *mqtttest.Client, code packets.ReasonCode)
 // -max-inflight, Maximum QoS absent (2), Retain Available, Maximum Packet
 // Size -max-packet-size, Topic Alias Maximum -topic-alias-maximum (10 by
 // default), wildcards available,
-// Subscription Identifiers available [MQTT-3.3.4-3], Shared Subscriptions not; an
+// Subscription Identifiers available [MQTT-3.3.4-3], Shared Subscriptions too; an
 // empty client id is assigned one, returned in the CONNACK.
 func TestV5_ConnackStatesServerLimits_MQTT_3_2_2_9(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
@@ -79,7 +79,7 @@ func TestV5_ConnackStatesServerLimits_MQTT_3_2_2_9(t *testing.T) {
 		checkByte("Retain Available", p.RetainAvailable, 1)
 		checkByte("Wildcard Subscription Available", p.WildcardSubscriptionAvailable, 1)
 		checkByte("Subscription Identifiers Available", p.SubscriptionIdentifierAvailable, 1)
-		checkByte("Shared Subscription Available", p.SharedSubscriptionAvailable, 0)
+		checkByte("Shared Subscription Available", p.SharedSubscriptionAvailable, 1)
 		if p.MaximumPacketSize == nil || *p.MaximumPacketSize != 4096 {
 			t.Errorf("Maximum Packet Size = %v, want 4096", deref(p.MaximumPacketSize))
 		}
@@ -479,8 +479,8 @@ func TestV5_PubackPubrecNotAuthorized_MQTT_3_4_2_1(t *testing.T) {
 }
 
 // Section 3.9.3: a 5.0 SUBACK says why a filter is refused: 0x87 the ACL
-// denies it, 0x8F over -max-topic-levels or not a valid filter, 0x9E a
-// shared subscription (not served yet), 0x97 past
+// denies it, 0x8F over -max-topic-levels or not a valid filter (a shared
+// subscription with a wildcard in its ShareName [MQTT-4.8.2-1]), 0x97 past
 // -max-subscriptions-per-client; 3.1.1 keeps 0x80 for all of them
 // (TestACL_DenySubscribe_Suback0x80).
 func TestV5_SubackReasonCodes_MQTT_3_9_3_2(t *testing.T) {
@@ -492,11 +492,11 @@ func TestV5_SubackReasonCodes_MQTT_3_9_3_2(t *testing.T) {
 			packets.Subscription{Filter: "test/nosubscribe", QoS: 1},
 			packets.Subscription{Filter: "l1/l2/l3/l4/l5", QoS: 1},
 			packets.Subscription{Filter: "bad/#/x", QoS: 1},
-			packets.Subscription{Filter: "$share/g/" + a, QoS: 1},
+			packets.Subscription{Filter: "$share/+/" + a, QoS: 1},
 			packets.Subscription{Filter: b, QoS: 2},
 			packets.Subscription{Filter: unique(t, "c"), QoS: 0})
 		want := []packets.ReasonCode{packets.GrantedQoS1, packets.NotAuthorized, packets.TopicFilterInvalid,
-			packets.TopicFilterInvalid, packets.SharedSubscriptionsNotSupported, packets.GrantedQoS2, packets.QuotaExceeded}
+			packets.TopicFilterInvalid, packets.TopicFilterInvalid, packets.GrantedQoS2, packets.QuotaExceeded}
 		if len(codes) != len(want) {
 			t.Fatalf("SUBACK %v, want %v", codes, want)
 		}

@@ -122,8 +122,14 @@ type RedisOptions struct {
 //	<p>retain:<topic>   hash  id, from, qos, topic, retain, payload, ts
 //	<p>retain_index     set   retained topic names, mirrored by every replica
 //	<p>stream:<0..15>   stream of QoS ≥ 1 envelopes, capped at StreamCap
+//	<p>sharenodes:<group> hash node → "members:unix ms" of a shared
+//	                    subscription group, per replica (redis_share.go)
+//	<p>shareclaim:<msg id>:<group> string with TTL 30 s: the replica that
+//	                    delivers that message to that group
 //	<p>msg:<topic>      channel carrying envelopes
 //	<p>ctl:retain       channel "+topic"/"-topic" index announcements
+//	<p>ctl:share        channel: a replica's shared subscription members
+//	                    changed; every replica reads the counts again
 //	<p>ctl:node:<node>  channel takeover requests and acknowledgements
 //	mqtt_channel        channel EMQX subscribe/unsubscribe events (for prefix "mqtt:")
 //
@@ -227,6 +233,10 @@ type Redis struct {
 
 	stats redisCounters
 
+	// shares is the Redis side of the shared subscription groups
+	// (redis_share.go).
+	shares *redisShares
+
 	// Liveness (redis_liveness.go).
 	token         string                // this run's value in the liveness key
 	beatNow       chan struct{}         // asks the node loop for a heartbeat now
@@ -271,6 +281,12 @@ type redisClient struct {
 	// which.
 	attached chan struct{}
 	resumed  bool
+	// superseded is set once another node has taken the client id over
+	// (its takeover request reached this node): Gate passes nothing more,
+	// and cut, the cursor at that moment, is the one Leave stores (a
+	// pointer, as cursor and left: few connections are ever superseded).
+	superseded bool
+	cut        *[streamShards]streamID
 	// left is the cursor Leave took; done is closed once Save stored it.
 	left *[streamShards]streamID
 	done chan struct{}
@@ -330,6 +346,7 @@ type redisCounters struct {
 	streamTrims, deadNodeChecks             atomic.Int64
 	takeovers, republished                  atomic.Int64
 	claimConflicts, notReplicated           atomic.Int64
+	shareClaimed, shareLost                 atomic.Int64
 }
 
 // NewRedis connects a Redis bridge: it subscribes its control channels,
@@ -384,6 +401,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		recent:     newRecentIDs(1 << 16),
 		token:      randomToken(),
 		beatNow:    make(chan struct{}, 1),
+		shares:     newRedisShares(),
 	}
 	if cc, ok := o.Client.(*redis.ClusterClient); ok {
 		watchClusterTopology(ctx, cc)
@@ -431,7 +449,8 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
-	r.wg.Add(4)
+	r.wg.Add(5)
+	go r.shareLoop()
 	go r.trimLoop()
 	go r.publishLoop()
 	go r.nodeLoop()
@@ -446,7 +465,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 // subscribeControl subscribes the control channels and reads their
 // confirmations itself, before the reader starts.
 func (r *Redis) subscribeControl(ctx context.Context) error {
-	ctl := []string{r.retainCtlChannel(), r.nodeCtlChannel(r.node)}
+	ctl := []string{r.retainCtlChannel(), r.nodeCtlChannel(r.node), r.shareCtlChannel()}
 	r.ps = r.rdb.Subscribe(ctx)
 	if err := r.ps.Subscribe(ctx, ctl...); err != nil {
 		return unavailable("subscribe control channels", err)
@@ -534,6 +553,8 @@ func (r *Redis) Stats() map[string]int64 {
 		"claim_conflicts":                 s.claimConflicts.Load(),
 		"republished_after_redis_restart": s.republished.Load(),
 		"publish_not_replicated":          s.notReplicated.Load(),
+		"shared_claimed":                  s.shareClaimed.Load(),
+		"shared_not_claimed":              s.shareLost.Load(),
 	}
 }
 
@@ -580,6 +601,7 @@ func (r *Redis) retainKey(topic string) string { return r.prefix + "retain:" + t
 func (r *Redis) retainIndexKey() string        { return r.prefix + "retain_index" } // not under retain:, where any topic name may land
 func (r *Redis) streamKey(shard int) string    { return r.prefix + "stream:" + strconv.Itoa(shard) }
 func (r *Redis) retainCtlChannel() string      { return r.prefix + "ctl:retain" }
+func (r *Redis) shareCtlChannel() string       { return r.prefix + "ctl:share" }
 func (r *Redis) nodeCtlChannel(n string) string {
 	return r.prefix + "ctl:node:" + n
 }

@@ -49,7 +49,7 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		c := r.conns[id]
-		return c != nil && !c.clean && !c.replaying && c.checkGen != r.seenGen
+		return c != nil && !c.clean && !c.replaying && !c.superseded && c.checkGen != r.seenGen
 	}
 	take := func(id string) {
 		r.mu.Lock()

@@ -46,6 +46,9 @@ func (r *Redis) Leave(clientID string) {
 	}
 	delete(r.conns, clientID)
 	left := r.cursorLocked(c)
+	if c.superseded {
+		left = *c.cut
+	}
 	c.left = &left
 	c.done = make(chan struct{})
 	// A new connection with its id waits for Save (waitDetached) before

@@ -239,6 +239,9 @@ func (r *Redis) reconcile(ctx context.Context) error {
 			busy = true // still attaching: the next pass picks it up
 			continue
 		}
+		if c.superseded {
+			continue // taken over elsewhere: being closed
+		}
 		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner, addr: c.addr,
 			cursor: r.cursorLocked(c), will: c.will, subs: maps.Clone(c.subs), opts: maps.Clone(c.opts)})
 	}
@@ -369,6 +372,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 		} else {
 			r.log.Warn("closing connection taken over while this replica was declared dead [MQTT-3.1.4-2]", "client", l.id)
 		}
+		r.supersede(l.id, l.conn)
 		r.wg.Add(1)
 		go func(c *redisClient) {
 			defer r.wg.Done()

@@ -86,6 +86,8 @@ func (r *Redis) receive(m *redis.Message) {
 		r.applyRetainAnnouncement(m.Payload)
 	case m.Channel == r.nodeCtlChannel(r.node):
 		r.control(m.Payload)
+	case m.Channel == r.shareCtlChannel():
+		signal(r.shares.reread)
 	}
 }
 
@@ -182,6 +184,11 @@ func (r *Redis) Gate(clientID string, m *Message, pos broker.Position, granted b
 // the message was delivered, held back for c's state, or is not c's, so c's
 // cursor may pass it. r.mu is held.
 func (r *Redis) gateLocked(c *redisClient, m *Message, pos broker.Position, granted byte) (byte, bool) {
+	if c.superseded {
+		// Taken over elsewhere: the session lives there now, and reads
+		// this message again from the cursor cut when it was taken.
+		return 0, false
+	}
 	var sid streamID
 	if pos.Shard >= 0 {
 		sid = streamID{pos.Seq[0], pos.Seq[1]}
@@ -242,7 +249,7 @@ func eligibleGrant(c *redisClient, m *Message) (byte, bool) {
 		if at, ok := c.since[f]; ok && at.After(limit) {
 			continue
 		}
-		if topics.Match(f, m.Topic) {
+		if topics.MatchSubscription(f, m.Topic) {
 			best, found = max(best, q), true
 		}
 	}

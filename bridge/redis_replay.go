@@ -45,11 +45,13 @@ func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [strea
 
 // highestGrant returns the highest QoS among subs' filters matching topic.
 // subs is only written by Subscribe, which waits for Attach to return.
+// Shared Subscriptions are left out: their messages went to a connected
+// member, and are not replayed to a session.
 func highestGrant(subs map[string]byte, topic string) (byte, bool) {
 	var best byte
 	found := false
 	for f, q := range subs {
-		if topics.Match(f, topic) {
+		if !topics.IsShared(f) && topics.Match(f, topic) {
 			found = true
 			best = max(best, q)
 		}

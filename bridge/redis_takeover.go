@@ -137,6 +137,20 @@ func (r *Redis) endConnection(clientID, conn string) {
 	r.waitDetached(clientID)
 }
 
+// supersede marks this node's connection conn of clientID (any, when conn
+// is empty) as taken over elsewhere: the gate passes nothing more to it,
+// and its session's cursor stays where it is now, so that whatever the
+// gate holds back from here on is read again by the connection that took
+// the session (none is lost, none reaches the superseded connection).
+func (r *Redis) supersede(clientID, conn string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.conns[clientID]; c != nil && !c.superseded && (conn == "" || c.conn == conn) {
+		cut := r.cursorLocked(c)
+		c.superseded, c.cut = true, &cut
+	}
+}
+
 // control handles a message on this node's control channel. It runs on the
 // reader goroutine, so a takeover runs on its own.
 func (r *Redis) control(payload string) {
@@ -149,6 +163,11 @@ func (r *Redis) control(payload string) {
 	case "ack":
 		r.signal(r.acks, c.Token)
 	case "takeover":
+		// Another node owns the client id from here on: nothing the
+		// reader hands over after this message (it runs on the reader)
+		// goes to the connection being ended, which may have been
+		// superseded seconds ago while this node was paused.
+		r.supersede(c.Client, c.Conn)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()

@@ -56,7 +56,10 @@ import (
 //	              connection's own lock (session.Session.mu), so a
 //	              Subscriber never calls into the broker while holding it
 //
-// attachMu (the attach lock table) is a leaf.
+// attachMu (the attach lock table) and shareGroup.mu (one shared
+// subscription group's members) are leaves. Cluster.ShareMembers runs
+// under routeMu (and client.mu on a SUBSCRIBE); Cluster.ClaimShared under
+// none.
 type Broker struct {
 	store      Store
 	cluster    Cluster
@@ -73,9 +76,17 @@ type Broker struct {
 	mu      sync.RWMutex // guards clients
 	clients map[string]*client
 
-	subs     *topics.Trie[*client]
-	matches  sync.Pool                                 // of map[*client]byte, reused by Receive
-	retained atomic.Pointer[topics.Retained[struct{}]] // replaced whole by ReplaceRetained
+	subs *topics.Trie[*client]
+	// shareGroups holds this node's shared subscription groups by their
+	// whole "$share/{ShareName}/{filter}" (under routeMu); shareTrie
+	// matches their filters, and shareCount lets Receive skip it while
+	// there are none (share.go).
+	shareGroups map[string]*shareGroup
+	shareTrie   *topics.Trie[*shareGroup]
+	shareCount  atomic.Int64
+	shareSubs   atomic.Int64                              // members of all groups
+	matches     sync.Pool                                 // of map[*client]byte, reused by Receive
+	retained    atomic.Pointer[topics.Retained[struct{}]] // replaced whole by ReplaceRetained
 	// local holds the retained messages of this node alone (PublishLocal:
 	// the $SYS figures), which neither the Store nor the Cluster sees.
 	local *topics.Retained[*Message]
@@ -133,6 +144,9 @@ func New(store Store, cluster Cluster, o Options) *Broker {
 		attaches:   make(map[string]*clientLock),
 		clients:    make(map[string]*client),
 		subs:       topics.NewTrie[*client](),
+
+		shareGroups: make(map[string]*shareGroup),
+		shareTrie:   topics.NewTrie[*shareGroup](),
 	}
 	b.retained.Store(topics.NewRetained[struct{}]())
 	b.local = topics.NewRetained[*Message]()
@@ -218,14 +232,21 @@ func (b *Broker) PublishLocal(msg *Message) {
 			b.local.Set(msg.Topic, msg)
 		}
 	}
-	b.Receive(msg, NoPosition)
+	b.receive(msg, NoPosition, true)
 }
 
 // Receive implements Receiver: each matching local client receives msg
-// once, at the highest QoS granted among its matching subscriptions
-// [MQTT-3.3.5-1], capped by msg.QoS. It is the only place a message is
-// matched to local clients.
-func (b *Broker) Receive(msg *Message, pos Position) {
+// once, at the highest QoS granted among its matching non-shared
+// subscriptions [MQTT-3.3.5-1], capped by msg.QoS; then each matching
+// shared subscription group on this node is offered it (share.go), which
+// the cluster gives to one node's member alone. It is the only place a
+// message is matched to local clients.
+func (b *Broker) Receive(msg *Message, pos Position) { b.receive(msg, pos, false) }
+
+// receive is Receive; local is set for a message of this node alone
+// (PublishLocal), which its shared subscription groups take without asking
+// the cluster.
+func (b *Broker) receive(msg *Message, pos Position, local bool) {
 	matched := b.matches.Get().(map[*client]byte)
 	b.subs.Subscribers(msg.Topic, matched)
 	for c, granted := range matched {
@@ -233,6 +254,9 @@ func (b *Broker) Receive(msg *Message, pos Position) {
 	}
 	clear(matched)
 	b.matches.Put(matched)
+	if b.shareCount.Load() > 0 {
+		b.receiveShared(msg, local)
+	}
 }
 
 // deliver hands msg to c's live connection, or keeps it for c's offline
@@ -279,6 +303,8 @@ func (b *Broker) Stats() map[string]int64 {
 		"retained_messages":     int64(b.retained.Load().Len()),
 		"subscription_filters":  int64(b.subs.Filters()),
 		"subscriptions":         int64(b.subs.Subscriptions()),
+		"shared_groups":         b.shareCount.Load(),
+		"shared_members":        b.shareSubs.Load(),
 	}
 	maps.Copy(out, b.store.Stats())
 	maps.Copy(out, b.cluster.Stats())

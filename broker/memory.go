@@ -253,6 +253,13 @@ func (l *loopback) Gate(_ string, _ *Message, _ Position, granted byte) (byte, b
 	return granted, true
 }
 
+// ClaimShared implements Cluster: the one node takes every message for
+// every group, at once.
+func (l *loopback) ClaimShared(_ string, _ *Message, take func() bool) { take() }
+
+// ShareMembers implements Cluster: a single node spreads nothing.
+func (l *loopback) ShareMembers(string, int) {}
+
 // PublishWill implements Cluster: a single node is the only one that can
 // publish the will, so it always does: at once, or after its WillDelay
 // unless the client connects again first (then it reports false).

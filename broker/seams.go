@@ -101,6 +101,22 @@ type Cluster interface {
 	// subscriptions; the core caps the result by msg.QoS. It runs under
 	// the client's delivery lock and must not block.
 	Gate(clientID string, msg *Message, pos Position, granted byte) (qos byte, deliver bool)
+	// ClaimShared decides whether this node delivers msg, which matches the
+	// filter of group (a whole "$share/{ShareName}/{filter}"), to one of
+	// its local members of that group: for each group, exactly one node
+	// of the cluster takes each message (section 4.8.2). When this node
+	// takes it, the cluster calls take, at once or later from another
+	// goroutine; take hands msg to one live local member and reports false
+	// when none took it, so that a cluster may let another node have it.
+	// It runs on the receive path, with no lock held, and must not block
+	// (a cluster that asks a shared store does so off this goroutine).
+	ClaimShared(group string, msg *Message, take func() bool)
+	// ShareMembers tells the cluster that this node now has members local
+	// members of group (0: none left), for a cluster that spreads a
+	// group's messages over its nodes by their members. It runs under the
+	// core's routeMu (and a client's delivery lock on a SUBSCRIBE) and
+	// must not block.
+	ShareMembers(group string, members int)
 	// PublishWill publishes will, due because sub's connection of
 	// clientID ended without DISCONNECT [MQTT-3.1.2-8], unless it was
 	// already published for this connection (a node that declared this

@@ -142,8 +142,8 @@ func (b *Broker) routeRestored(ctx context.Context, c *client, sub Subscriber, s
 		b.routeMu.Lock()
 		c.mu.Lock()
 		for _, f := range chunk {
-			if b.subs.Subscribe(f, c, c.subs[f]) {
-				fresh = append(fresh, f)
+			if r := b.subscribeLocked(c, f, c.subs[f]); r != "" {
+				fresh = append(fresh, r)
 			}
 		}
 		c.mu.Unlock()
@@ -328,8 +328,8 @@ func (b *Broker) release(ctx context.Context, c *client) {
 	n := 0
 	b.routeMu.Lock()
 	for f := range c.subs {
-		if _, last := b.subs.Unsubscribe(f, c); last {
-			empty = append(empty, f)
+		if r := b.unsubscribeLocked(c, f); r != "" {
+			empty = append(empty, r)
 		}
 		if n++; n%routeChunk == 0 {
 			b.unrouteLocked(ctx, empty)

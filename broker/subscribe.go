@@ -44,6 +44,9 @@ func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscrip
 		if err := topics.ValidateFilter(s.Filter); err != nil {
 			return err // [MQTT-4.7.1-2] [MQTT-4.7.1-3]
 		}
+		if _, _, _, err := topics.ParseShared(s.Filter); err != nil {
+			return err // [MQTT-4.8.2-1] [MQTT-4.8.2-2]
+		}
 	}
 	c, err := b.client(clientID)
 	if err != nil {
@@ -83,8 +86,8 @@ func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscrip
 	// their start with the first message they match.
 	b.cluster.Subscribing(clientID, subs, isNew, at)
 	for _, s := range subs {
-		if b.subs.Subscribe(s.Filter, c, s.QoS) {
-			fresh = append(fresh, s.Filter)
+		if f := b.subscribeLocked(c, s.Filter, s.QoS); f != "" {
+			fresh = append(fresh, f)
 		}
 	}
 	c.mu.Unlock()
@@ -143,7 +146,7 @@ func (b *Broker) undoSubscribe(ctx context.Context, c *client, prev []prevSub) {
 			c.subs[p.filter] = p.qos
 			c.setOptions(p.filter, p.opts)
 			b.cluster.Subscribing(c.id, []Subscription{{Filter: p.filter, QoS: p.qos, Options: p.opts}}, []bool{false}, time.Time{})
-			b.subs.Subscribe(p.filter, c, p.qos)
+			b.subscribeLocked(c, p.filter, p.qos) // routed: it was held
 			continue
 		}
 		if _, ok := c.subs[p.filter]; ok {
@@ -151,8 +154,8 @@ func (b *Broker) undoSubscribe(ctx context.Context, c *client, prev []prevSub) {
 			delete(c.opts, p.filter)
 			b.cluster.Unsubscribing(c.id, p.filter)
 		}
-		if _, last := b.subs.Unsubscribe(p.filter, c); last {
-			empty = append(empty, p.filter)
+		if f := b.unsubscribeLocked(c, p.filter); f != "" {
+			empty = append(empty, f)
 		}
 	}
 	persistent := !c.clean
@@ -189,11 +192,11 @@ func (b *Broker) Unsubscribe(ctx context.Context, clientID, filter string) error
 		delete(c.opts, filter)
 		b.cluster.Unsubscribing(clientID, filter)
 	}
-	_, last := b.subs.Unsubscribe(filter, c)
+	unroute := b.unsubscribeLocked(c, filter)
 	persistent := !c.clean
 	c.mu.Unlock()
-	if had && last {
-		err = b.cluster.Unroute(ctx, []string{filter})
+	if unroute != "" {
+		err = b.cluster.Unroute(ctx, []string{unroute})
 	}
 	b.routeMu.Unlock()
 	if err != nil {

@@ -132,6 +132,11 @@ func NewWebSocket(ln net.Listener, o WebSocketOptions) (*WebSocket, error) {
 		// its own write deadlines.
 		MaxHeaderBytes: webSocketMaxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
+		// The connection under the request, so that an upgraded one can
+		// be closed for certain (wsConn.Close).
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, rawConnKey{}, c)
+		},
 	}
 	go func() {
 		w.serveErr = w.srv.Serve(w.ln)
@@ -183,7 +188,8 @@ func (w *WebSocket) upgrade(rw http.ResponseWriter, r *http.Request) {
 	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
 	// NetConn turns the read limit off; it must be set after it.
 	c.SetReadLimit(w.opts.ReadLimit)
-	conn := &wsConn{Conn: nc}
+	raw, _ := r.Context().Value(rawConnKey{}).(net.Conn)
+	conn := &wsConn{Conn: nc, raw: raw}
 	select {
 	case w.conns <- conn:
 	case <-w.done:
@@ -260,17 +266,37 @@ func (w *WebSocket) Protocol() string { return w.protocol }
 // reports a cancelled context), and Close does not block.
 type wsConn struct {
 	net.Conn
+	raw          net.Conn     // the TCP (or TLS) connection under the WebSocket
 	readDeadline atomic.Int64 // unix nanoseconds; 0 = none
 	closeOnce    sync.Once
 }
+
+// rawConnKey is the request context key of the connection under it.
+type rawConnKey struct{}
+
+// closeHandshakeGrace is how long a closing WebSocket waits for the
+// client's close frame before its connection is closed regardless.
+const closeHandshakeGrace = 2 * time.Second
 
 // Close ends the connection at once: blocked reads and writes return, and
 // the WebSocket close handshake (a close frame, then up to 5 s for the
 // client's) finishes in the background. The library's Close waits for
 // that handshake, which would let a silent client hold up a drain or a
 // session takeover for seconds.
+//
+// The library's handshake first reads out the rest of a frame the client
+// was sending, however long that frame claimed to be and with no deadline:
+// a client stopping in the middle of a frame announced at 2^40 bytes
+// would keep the socket, and its goroutine, forever. After
+// closeHandshakeGrace the connection under the WebSocket is closed,
+// whatever the handshake is doing.
 func (c *wsConn) Close() error {
-	c.closeOnce.Do(func() { go func() { _ = c.Conn.Close() }() })
+	c.closeOnce.Do(func() {
+		go func() { _ = c.Conn.Close() }()
+		if c.raw != nil {
+			time.AfterFunc(closeHandshakeGrace, func() { _ = c.raw.Close() })
+		}
+	})
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package listeners
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -525,5 +526,45 @@ func TestWebSocket_TemporaryAcceptErrorIsRetried(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("Accept called %d times, want the server to retry after a temporary error", i)
 		}
+	}
+}
+
+// A client that stops in the middle of a frame announced as huge must not
+// keep its socket once the server closes the WebSocket: the library's
+// close handshake would read out the rest of that frame with no deadline.
+// The socket is closed within closeHandshakeGrace.
+func TestWebSocket_CloseMidFrameClosesSocket(t *testing.T) {
+	ln := listenWS(t, WebSocketOptions{ReadLimit: 1 << 10})
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "GET " + WebSocketPath + " HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	server := acceptOne(t, ln)
+	// A binary frame announced at 2^40 bytes, masked with a zero key,
+	// then 1,200 bytes of it and nothing more.
+	frame := []byte{0x82, 0xFF, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	frame = append(frame, make([]byte, 1200)...)
+	if _, err := c.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, io.LimitReader(server, 2048)); err == nil {
+		t.Fatal("a frame over the read limit was read whole")
+	}
+	_ = server.Close()
+	_ = c.SetReadDeadline(time.Now().Add(closeHandshakeGrace + 3*time.Second))
+	_, err = io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("socket still open %v after the server closed the WebSocket", closeHandshakeGrace+3*time.Second)
 	}
 }

@@ -64,6 +64,10 @@ var metrics = []metric{
 	{"bridge_publish_not_replicated", prometheus.CounterValue, "QoS 1 and 2 publishes fewer Redis replicas confirmed than -redis-min-replicas-acked."},
 	{"bridge_retained_messages", prometheus.GaugeValue, "Retained messages this replica knows of."},
 	{"bridge_subscription_filters", prometheus.GaugeValue, "Distinct topic filters this replica subscribes to for its clients."},
+	{"bridge_shared_groups", prometheus.GaugeValue, "Shared subscription groups with members on this replica."},
+	{"bridge_shared_members", prometheus.GaugeValue, "Shared subscriptions (client and group pairs) held on this replica."},
+	{"bridge_shared_claimed", prometheus.CounterValue, "Messages this replica claimed in Redis for one of its shared subscription groups."},
+	{"bridge_shared_not_claimed", prometheus.CounterValue, "Shared subscription messages whose claim Redis did not answer after every retry."},
 	{"bridge_subscriptions", prometheus.GaugeValue, "Subscriptions (client and filter pairs) held on this replica, offline persistent sessions of a single node included."},
 }
 

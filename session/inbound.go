@@ -429,11 +429,17 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 			refuse(i, packets.TopicFilterInvalid, err.Error())
 			continue
 		}
-		if v5 && isShared(sub.Filter) {
-			// Shared Subscription Available is 0 in CONNACK.
-			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", "shared subscriptions are not supported")
-			refuse(i, packets.SharedSubscriptionsNotSupported, "shared subscriptions are not supported")
-			continue
+		// A Shared Subscription, from 5.0 and 3.1.1 clients alike (as
+		// Mosquitto and EMQX accept it): a valid ShareName and filter
+		// [MQTT-4.8.2-1] [MQTT-4.8.2-2]; the ACL reads its filter.
+		aclFilter := sub.Filter
+		if _, plain, shared, err := topics.ParseShared(sub.Filter); shared {
+			if err != nil {
+				s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", err.Error())
+				refuse(i, packets.TopicFilterInvalid, err.Error())
+				continue
+			}
+			aclFilter = plain
 		}
 		if err := topics.CheckLimits(sub.Filter, cfg.MaxTopicLength, cfg.MaxTopicLevels); err != nil {
 			s.logger().Info("subscription refused", "filter", truncate(sub.Filter), "reason", err.Error())
@@ -441,7 +447,7 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 			refuse(i, packets.TopicFilterInvalid, err.Error())
 			continue
 		}
-		if !s.env.Auth.CanSubscribe(s.clientID, s.username, sub.Filter) {
+		if !s.env.Auth.CanSubscribe(s.clientID, s.username, aclFilter) {
 			s.env.Stats.SubscribeDenied.Add(1)
 			s.logger().Info("subscription refused by ACL", "filter", sub.Filter)
 			refuse(i, packets.NotAuthorized, "not authorized")
@@ -516,7 +522,9 @@ func (s *Session) onSubscribe(ctx context.Context, p *packets.Subscribe) error {
 		s.subs[w.Filter] = w.QoS // [MQTT-3.8.4-3] replaces an identical filter
 		s.setOptionsLocked(w.Filter, w.Options)
 		codes[at[k]] = packets.GrantedQoS(w.QoS)
-		if sendsRetained(w.Options, existed[k]) {
+		// No retained messages on a Shared Subscription (section 4.8.2;
+		// section 3.3.1.3 sends them for a new non-shared one).
+		if sendsRetained(w.Options, existed[k]) && !isShared(w.Filter) {
 			granted = append(granted, packets.Subscription{Filter: w.Filter, QoS: w.QoS})
 		}
 	}

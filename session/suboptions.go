@@ -88,7 +88,10 @@ func (s *Session) applyOptionsLocked(o *outgoing, p *packets.Publish) bool {
 	var best byte
 	matched, excluded, rap := false, false, false
 	for f, q := range s.subs {
-		if !topics.Match(f, o.msg.Topic) {
+		// A shared subscription matches by its filter: the message may
+		// have come through it, which the connection cannot tell from a
+		// non-shared copy.
+		if !topics.MatchSubscription(f, o.msg.Topic) {
 			continue
 		}
 		opt := s.subOpts[f]

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/topics"
 )
 
 // What this file holds: the MQTT 5.0 parts of the connection's life that
@@ -50,8 +51,8 @@ type conn5 struct {
 }
 
 // isShared reports whether filter is a Shared Subscription (section
-// 4.8.2), which this server does not serve yet.
-func isShared(filter string) bool { return strings.HasPrefix(filter, "$share/") }
+// 4.8.2).
+func isShared(filter string) bool { return topics.IsShared(filter) }
 
 // errDisconnectWithWill ends a connection the client closed with
 // DISCONNECT 0x04: the will is published (section 3.14.2.1).
@@ -99,7 +100,7 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 	if !s.clean && expiry != math.MaxUint32 {
 		s.expiry = sessionExpiry(expiry, cfg.SessionExpiry)
 	}
-	one, zero := byte(1), byte(0)
+	one := byte(1)
 	p := &packets.Properties{
 		// The server's Receive Maximum is its inflight window, and is
 		// enforced on the client [MQTT-3.3.4-7] (openInbound).
@@ -111,7 +112,7 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 		TopicAliasMaximum:               ptr(uint16(cfg.TopicAliasMaximum)),
 		WildcardSubscriptionAvailable:   &one,
 		SubscriptionIdentifierAvailable: &one, // [MQTT-3.3.4-3]
-		SharedSubscriptionAvailable:     &zero,
+		SharedSubscriptionAvailable:     &one, // section 4.8.2, single node and across replicas
 	}
 	if ka := cfg.ServerKeepAlive; ka > 0 && s.keepAlive != ka {
 		// [MQTT-3.2.2-21] the client uses the Server Keep Alive instead of

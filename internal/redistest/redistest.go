@@ -6,6 +6,8 @@ package redistest
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -43,17 +45,32 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("redistest: redis-server not found in PATH (install redis-server to run this test): %v", err)
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("redistest: %v", err)
-	}
-	s := &Server{bin: bin, port: port, dir: t.TempDir()}
-	if err := s.start(); err != nil {
-		t.Fatalf("redistest: %v", err)
+	s := &Server{bin: bin, dir: t.TempDir()}
+	// A port found free may be taken by another process before
+	// redis-server binds it (other test binaries and servers run beside
+	// this one): that one cause is retried, on a new port.
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		s.port = port
+		err = s.start()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 5 {
+			t.Fatalf("redistest: %v", err)
+		}
+		t.Logf("redistest: %v; trying another port", err)
 	}
 	t.Cleanup(s.Stop)
 	return s
 }
+
+// errPortTaken is redis-server refusing its port: another process bound
+// it first.
+var errPortTaken = errors.New("port taken by another process")
 
 // Addr returns the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
@@ -106,6 +123,8 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--loglevel", "warning",
 	)
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
@@ -120,7 +139,10 @@ func (s *Server) start() error {
 		}
 		select {
 		case err := <-exited:
-			return fmt.Errorf("redis-server on port %d exited: %v", s.port, err)
+			if strings.Contains(out.String(), "Address already in use") {
+				return fmt.Errorf("redis-server on port %d: %w", s.port, errPortTaken)
+			}
+			return fmt.Errorf("redis-server on port %d exited: %v: %s", s.port, err, strings.TrimSpace(out.String()))
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -129,6 +151,28 @@ func (s *Server) start() error {
 			return fmt.Errorf("redis-server on port %d did not answer PING within %v", s.port, startTimeout)
 		}
 	}
+}
+
+// lockedBuffer is a redis-server's output, written by the process's copier
+// and read when it exits.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() > 64<<10 {
+		return len(p), nil // enough to say why it stopped
+	}
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // ping sends an inline PING and expects +PONG.

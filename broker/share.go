@@ -1,0 +1,176 @@
+package broker
+
+import (
+	"sync"
+
+	"github.com/bridgemq/server/topics"
+)
+
+// Shared Subscriptions (MQTT 5.0 section 4.8.2, accepted from 3.1.1
+// clients too). A subscription to "$share/{ShareName}/{filter}" makes its
+// client a member of the group named by the whole filter string: each
+// message matching filter goes to one member of the group, cluster-wide.
+// The core keeps the groups apart from the trie (shareTrie, by filter), so
+// the one copy per client of the non-shared fan-out [MQTT-3.3.5-1] is
+// unchanged, and a client holding both kinds gets a message through each.
+// On a match the core asks its Cluster whether this node takes the
+// message for the group (ClaimShared); if so, it hands it to the next live
+// member in turn (round robin). A group's filter is routed through the
+// Cluster like any other, once per group.
+
+// shareGroup is one shared subscription group on this node. Its members
+// are guarded by mu, a leaf lock: the fan-out never holds it while it takes
+// a client's delivery lock.
+type shareGroup struct {
+	key    string // "$share/{ShareName}/{filter}", the group cluster-wide
+	filter string // the filter messages are matched with
+
+	mu      sync.Mutex
+	members []shareMember
+	next    int // round robin: the member the next message tries first
+}
+
+// shareMember is one client of a group, at the QoS it was granted.
+type shareMember struct {
+	c   *client
+	qos byte
+}
+
+// subscribeLocked records c's subscription to filter at qos, in the trie
+// or, for a Shared Subscription, in its group. It returns the filter the
+// cluster must route now ("" for none): a filter new to the trie, or the
+// filter of a new group. routeMu and c.mu are held; filter is valid.
+func (b *Broker) subscribeLocked(c *client, filter string, qos byte) string {
+	_, plain, shared, _ := topics.ParseShared(filter)
+	if !shared {
+		if b.subs.Subscribe(filter, c, qos) {
+			return filter
+		}
+		return ""
+	}
+	g := b.shareGroups[filter]
+	route := ""
+	if g == nil {
+		g = &shareGroup{key: filter, filter: plain}
+		b.shareGroups[filter] = g
+		b.shareTrie.Subscribe(plain, g, 0)
+		b.shareCount.Add(1)
+		route = plain
+	}
+	g.mu.Lock()
+	found := false
+	for i := range g.members {
+		if g.members[i].c == c {
+			g.members[i].qos, found = qos, true // [MQTT-3.8.4-3] replaces
+		}
+	}
+	if !found {
+		g.members = append(g.members, shareMember{c, qos})
+	}
+	n := len(g.members)
+	g.mu.Unlock()
+	if !found {
+		b.shareSubs.Add(1)
+		b.cluster.ShareMembers(filter, n)
+	}
+	return route
+}
+
+// unsubscribeLocked removes c's subscription to filter, if any, from the
+// trie or its group. It returns the filter the cluster must unroute now
+// ("" for none): a filter that lost its last subscriber in the trie, or
+// the filter of a group that lost its last member. routeMu is held.
+func (b *Broker) unsubscribeLocked(c *client, filter string) string {
+	_, plain, shared, err := topics.ParseShared(filter)
+	if !shared {
+		if _, last := b.subs.Unsubscribe(filter, c); last {
+			return filter
+		}
+		return ""
+	}
+	g := b.shareGroups[filter]
+	if err != nil || g == nil {
+		return ""
+	}
+	g.mu.Lock()
+	removed := false
+	for i := range g.members {
+		if g.members[i].c == c {
+			g.members = append(g.members[:i], g.members[i+1:]...)
+			removed = true
+			break
+		}
+	}
+	n := len(g.members)
+	g.mu.Unlock()
+	if !removed {
+		return ""
+	}
+	b.shareSubs.Add(-1)
+	b.cluster.ShareMembers(filter, n)
+	if n > 0 {
+		return ""
+	}
+	delete(b.shareGroups, filter)
+	b.shareTrie.Unsubscribe(plain, g)
+	b.shareCount.Add(-1)
+	return plain
+}
+
+// receiveShared offers msg to every group on this node whose filter it
+// matches: the cluster decides whether this node takes it for the group
+// (Cluster.ClaimShared), and if so the next live member gets it. A local
+// message (PublishLocal: this node's $SYS figures) reaches no other node,
+// so its groups take it without asking.
+func (b *Broker) receiveShared(msg *Message, local bool) {
+	var groups []*shareGroup
+	b.shareTrie.Match(msg.Topic, func(g *shareGroup, _ byte) { groups = append(groups, g) })
+	for _, g := range groups {
+		if local {
+			b.deliverShared(g, msg)
+			continue
+		}
+		b.cluster.ClaimShared(g.key, msg, func() bool { return b.deliverShared(g, msg) })
+	}
+}
+
+// deliverShared hands msg to one live member of g, starting with the next
+// in turn; it reports false when none took it (none is connected, or each
+// connection is closing). A member takes it at the lower of its grant and
+// msg.QoS. The cluster's Gate applies without a stream position: shared
+// subscriptions are never replayed from a session's cursor.
+func (b *Broker) deliverShared(g *shareGroup, msg *Message) bool {
+	g.mu.Lock()
+	tries := len(g.members)
+	g.mu.Unlock()
+	for range tries {
+		g.mu.Lock()
+		if len(g.members) == 0 {
+			g.mu.Unlock()
+			return false
+		}
+		m := g.members[g.next%len(g.members)]
+		g.next = (g.next + 1) % len(g.members)
+		g.mu.Unlock()
+		if b.deliverMember(m.c, msg, m.qos) {
+			return true
+		}
+	}
+	return false
+}
+
+// deliverMember hands msg to c's live connection, under its delivery
+// lock; false when c has none or it is closing (the message then goes to
+// another member, not to c's stored session).
+func (b *Broker) deliverMember(c *client, msg *Message, granted byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.live == nil {
+		return false
+	}
+	granted, ok := b.cluster.Gate(c.id, msg, NoPosition, granted)
+	if !ok {
+		return false // older than c's subscriptions: another member may take it
+	}
+	return c.live.Deliver(msg, min(granted, msg.QoS))
+}

@@ -1,0 +1,233 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bridgemq/server/topics"
+)
+
+// subscribeAll subscribes client id to each filter at QoS 1.
+func subscribeAll(t *testing.T, b *Broker, id string, filters ...string) {
+	t.Helper()
+	for _, f := range filters {
+		if err := b.Subscribe(context.Background(), id, f, 1); err != nil {
+			t.Fatalf("subscribe %s to %s: %v", id, f, err)
+		}
+	}
+}
+
+// publishN publishes n QoS 1 messages on topic and returns them.
+func publishN(t *testing.T, b *Broker, topic string, n int) []*Message {
+	t.Helper()
+	out := make([]*Message, n)
+	for i := range out {
+		out[i] = message(topic, 1, fmt.Sprint(i))
+		out[i].ID = NewID()
+		if err := b.Publish(context.Background(), out[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// Each message goes to exactly one member of the group, in turn, so the
+// members share the load evenly (section 4.8.2).
+func TestShare_EachMessageToOneMemberInTurn_MQTT_4_8_2(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	sinks := []*sink{{}, {}, {}}
+	for i, s := range sinks {
+		id := fmt.Sprint("m", i)
+		mustAttach(t, b, id, "", s, true)
+		subscribeAll(t, b, id, "$share/g/a/+")
+	}
+	msgs := publishN(t, b, "a/b", 300)
+	seen := make(map[ID]int)
+	for i, s := range sinks {
+		got := s.deliveries()
+		if len(got) != 100 {
+			t.Errorf("member %d got %d messages, want 100 (round robin)", i, len(got))
+		}
+		for _, d := range got {
+			seen[d.Message.ID]++
+		}
+	}
+	for _, m := range msgs {
+		if seen[m.ID] != 1 {
+			t.Fatalf("message %s delivered %d times, want exactly once", m.Payload, seen[m.ID])
+		}
+	}
+}
+
+// A client with a shared and a non-shared subscription matching a message
+// gets it through each: the one-copy rule [MQTT-3.3.5-1] is the
+// non-shared fan-out's. Two groups with the same filter each get it.
+func TestShare_SharedAndNonSharedIndependent_MQTT_3_3_5_1(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	both, other, g2 := &sink{}, &sink{}, &sink{}
+	mustAttach(t, b, "both", "", both, true)
+	mustAttach(t, b, "other", "", other, true)
+	mustAttach(t, b, "g2", "", g2, true)
+	subscribeAll(t, b, "both", "$share/g/a/#", "a/#", "a/+")
+	subscribeAll(t, b, "other", "$share/g/a/#")
+	subscribeAll(t, b, "g2", "$share/h/a/#")
+	publishN(t, b, "a/b", 10)
+	if n := len(both.deliveries()); n != 10+5 {
+		t.Errorf("client with both got %d, want 10 non-shared + 5 shared", n)
+	}
+	if n := len(other.deliveries()); n != 5 {
+		t.Errorf("other member got %d, want 5", n)
+	}
+	if n := len(g2.deliveries()); n != 10 {
+		t.Errorf("lone member of another group got %d, want 10", n)
+	}
+}
+
+// A member whose connection is closing (Deliver refuses) or that is
+// offline does not take the group's messages: the next member does. With
+// no member connected the message is not kept for anyone.
+func TestShare_OnlyConnectedMembersTake(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	ctx := context.Background()
+	closing, live, away := &sink{refuse: true}, &sink{}, &sink{}
+	mustAttach(t, b, "closing", "", closing, true)
+	mustAttach(t, b, "live", "", live, true)
+	mustAttach(t, b, "away", "", away, false)
+	subscribeAll(t, b, "closing", "$share/g/t")
+	subscribeAll(t, b, "live", "$share/g/t")
+	subscribeAll(t, b, "away", "$share/g/t")
+	if err := b.Detach(ctx, "away", away, &StoredSession{}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, "t", 9)
+	if n := len(live.deliveries()); n != 9 {
+		t.Fatalf("the one connected member got %d, want all 9", n)
+	}
+	if err := b.Unsubscribe(ctx, "live", "$share/g/t"); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, "t", 3)
+	st := mustAttach(t, b, "away", "", &sink{}, false)
+	if st == nil || len(st.Queued) != 0 {
+		t.Fatalf("offline member's session = %+v, want nothing queued for a shared subscription", st)
+	}
+	if st.Subscriptions["$share/g/t"] != 1 {
+		t.Fatalf("offline member's session lost its shared subscription: %+v", st.Subscriptions)
+	}
+}
+
+// A ShareName that is empty or holds a wildcard, or no filter after it,
+// is refused [MQTT-4.8.2-1] [MQTT-4.8.2-2].
+func TestShare_InvalidShareNameRefused_MQTT_4_8_2_1(t *testing.T) {
+	b := NewMemory(MemoryOptions{})
+	mustAttach(t, b, "c", "", &sink{}, true)
+	for _, f := range []string{"$share//t", "$share/+/t", "$share/g#/t", "$share/g", "$share/g/"} {
+		if err := b.Subscribe(context.Background(), "c", f, 1); !errors.Is(err, topics.ErrInvalidFilter) {
+			t.Errorf("subscribe %q = %v, want ErrInvalidFilter", f, err)
+		}
+	}
+}
+
+// claims is a loopback whose ClaimShared takes only while win is set, and
+// which counts the routes and member counts the core gives it.
+type claims struct {
+	*loopback
+	mu      sync.Mutex
+	win     bool
+	routes  map[string]int
+	members map[string]int
+}
+
+func (c *claims) ClaimShared(_ string, _ *Message, take func() bool) {
+	c.mu.Lock()
+	win := c.win
+	c.mu.Unlock()
+	if win {
+		take()
+	}
+}
+
+func (c *claims) ShareMembers(group string, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.members[group] = n
+}
+
+func (c *claims) Route(_ context.Context, fs []string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range fs {
+		c.routes[f]++
+	}
+	return nil
+}
+
+func (c *claims) Unroute(_ context.Context, fs []string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range fs {
+		c.routes[f]--
+	}
+	return nil
+}
+
+// The core delivers a shared message only when its cluster says this node
+// takes it (exactly once cluster-wide); it routes a group's filter once per
+// group, beside the trie's own route of it, and tells the cluster its
+// member counts.
+func TestShare_ClusterDecidesAndRoutes(t *testing.T) {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message), wills: make(map[string]*time.Timer)}
+	cl := &claims{loopback: &loopback{store: st}, routes: make(map[string]int), members: make(map[string]int)}
+	b := New(st, cl, Options{})
+	st.queue = b.queue
+	ctx := context.Background()
+	s1, s2 := &sink{}, &sink{}
+	mustAttach(t, b, "m1", "", s1, true)
+	mustAttach(t, b, "m2", "", s2, true)
+	subscribeAll(t, b, "m1", "$share/g/a/#", "a/#")
+	subscribeAll(t, b, "m2", "$share/g/a/#", "$share/h/a/#")
+	if cl.routes["a/#"] != 3 || cl.members["$share/g/a/#"] != 2 || cl.members["$share/h/a/#"] != 1 {
+		t.Fatalf("routes %v members %v, want a/# routed 3 times (trie, g, h), g 2 members, h 1", cl.routes, cl.members)
+	}
+	publishN(t, b, "a/b", 4)
+	if n := len(s2.deliveries()); n != 0 {
+		t.Fatalf("member got %d messages the cluster did not let this node take", n)
+	}
+	cl.mu.Lock()
+	cl.win = true
+	cl.mu.Unlock()
+	publishN(t, b, "a/b", 4)
+	if n1, n2 := len(s1.deliveries()), len(s2.deliveries()); n1 != 8+2 || n2 != 2+4 {
+		t.Fatalf("m1 got %d (want 8 non-shared + 2 of g), m2 got %d (want 2 of g + 4 of h)", n1, n2)
+	}
+	if err := b.Unsubscribe(ctx, "m2", "$share/h/a/#"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Detach(ctx, "m1", s1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cl.routes["a/#"] != 1 || cl.members["$share/g/a/#"] != 1 || cl.members["$share/h/a/#"] != 0 {
+		t.Fatalf("routes %v members %v after m1 left and m2 left h, want a/# routed once (g)", cl.routes, cl.members)
+	}
+}
+
+// A message of this node alone (PublishLocal: its $SYS figures) goes to
+// its shared groups without the cluster's claim: no other node has it.
+func TestShare_LocalMessageTakenWithoutClaim(t *testing.T) {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message), wills: make(map[string]*time.Timer)}
+	cl := &claims{loopback: &loopback{store: st}, routes: make(map[string]int), members: make(map[string]int)}
+	b := New(st, cl, Options{})
+	st.queue = b.queue
+	s := &sink{}
+	mustAttach(t, b, "m", "", s, true)
+	subscribeAll(t, b, "m", "$share/g/$SYS/#")
+	b.PublishLocal(&Message{ID: NewID(), Topic: "$SYS/broker/uptime", Payload: []byte("1")})
+	b.Receive(&Message{ID: NewID(), Topic: "$SYS/broker/uptime", Payload: []byte("2")}, NoPosition)
+	if got := s.deliveries(); len(got) != 1 || string(got[0].Message.Payload) != "1" {
+		t.Fatalf("got %+v, want the local message alone (the cluster refuses the other)", got)
+	}
+}
