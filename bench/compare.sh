@@ -5,8 +5,8 @@
 #   bench/compare.sh [-reps N] [-only W1,W2,...] [-out FILE] [-keep]
 #
 # -only runs a subset of the workloads, by name: w1q0 w1q1 s1 s2 s1h w2 w3
-# w4 w5f1 w5f1000 w5f10000 (rows of bench/README.md); e.g. -only s1,s2 for
-# the synchronous publishers alone.
+# w4 w4x w5f1 w5f1000 w5f10000 (rows of bench/README.md); e.g. -only s1,s2
+# for the synchronous publishers alone, -only w4,w4x for idle connections.
 #
 # Servers (Mosquitto, the server, its replicas and their Redis) are pinned to
 # core 0 and the load tool (examples/bench) to core 1. Repetitions are
@@ -81,7 +81,15 @@ if [ "$(nproc)" -lt 2 ]; then
 	log "fewer than 2 cores: servers and load share core 0"
 	LOAD_CPU=0
 fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# Row 4x holds 50,000 connections: root may raise the hard limit (with
+# CAP_SYS_RESOURCE); otherwise the row holds what the limit allows, each
+# process (broker and tool) keeping 1,000 descriptors spare.
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+IDLE_MANY=50000
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_MANY + 1000)) ]; then
+	IDLE_MANY=$(($(ulimit -n) - 1000))
+	log "open files limited to $(ulimit -n): row 4x holds $IDLE_MANY connections, not 50,000"
+fi
 
 log "building the server and the load tool"
 (cd "$ROOT" && go build -o "$WORK/server" . && go build -o "$WORK/bench" ./examples/bench)
@@ -261,17 +269,20 @@ run_load() {
 	log "$TARGET $WL rep $REP: $(jget "$json" throughput | cut -d. -f1) msg/s, lost $(jget "$json" lost), p99 $(jget "$json" latency_p99_us) us, ack p99 $(jget "$json" ack_p99_us) us"
 }
 
-# run_idle N: opens N idle connections (on the subscriber side) and records
-# the server's RSS growth per connection, read while the tool holds them.
+# run_idle N [SOURCES]: opens N idle connections (on the subscriber side,
+# keep-alive 60 s, from the local IPs SOURCES when given) and records the
+# server's RSS growth per connection, read while the tool holds them, and
+# the connections opened per second.
 run_idle() {
 	local n=$1 json="$WORK/$TARGET-$WL-$REP.json" before after i
 	sleep 0.5
 	before=$(rss_kb "$MEM_PID")
-	timeout 120 taskset -c "$LOAD_CPU" "$WORK/bench" -pub-brokers "$SUB" -publishers 0 -subscribers 0 \
-		-idle "$n" -idle-hold 3s -json -id-prefix "$TARGET-$WL-$REP" >"$json" 2>"$json.log" &
+	timeout 180 taskset -c "$LOAD_CPU" "$WORK/bench" -pub-brokers "$SUB" -publishers 0 -subscribers 0 \
+		-idle "$n" -idle-hold 3s -idle-keep-alive 60s -idle-sources "${2:-}" -connect-timeout 30s \
+		-json -id-prefix "$TARGET-$WL-$REP" >"$json" 2>"$json.log" &
 	local tool=$!
 	PIDS+=("$tool")
-	for i in $(seq 600); do
+	for i in $(seq 1200); do
 		grep -q "idle connections open" "$json.log" 2>/dev/null && break
 		kill -0 "$tool" 2>/dev/null || break
 		sleep 0.1
@@ -282,11 +293,12 @@ run_idle() {
 	record idle_connections "$(jget "$json" idle_connections)"
 	record connect_p50_ms "$(jget "$json" connect_p50_ms)"
 	record connect_p99_ms "$(jget "$json" connect_p99_ms)"
+	record connect_per_s "$(jget "$json" idle_connect_per_s)"
 	record rss_kb_per_conn "$(awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.2f", (b - a) / n}')"
 	log "$TARGET $WL rep $REP: $n idle, RSS $before -> $after kB"
 }
 
-ALL_WORKLOADS="w1q0 w1q1 s1 s2 s1h w2 w3 w4 w5f1 w5f1000 w5f10000"
+ALL_WORKLOADS="w1q0 w1q1 s1 s2 s1h w2 w3 w4 w4x w5f1 w5f1000 w5f10000"
 WORKLOADS=$ALL_WORKLOADS
 if [ -n "$ONLY" ]; then
 	WORKLOADS=""
@@ -307,6 +319,7 @@ run_workload() {
 	w2) run_load -publishers 1 -subscribers 100 -count 2000 -size 64 -qos 0 ;;
 	w3) run_load -publishers 10 -subscribers 1 -rate 10000 -duration 10s -size 64 -qos 1 ;;
 	w4) run_idle 5000 ;;
+	w4x) run_idle "$IDLE_MANY" 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8 ;; # spread over source IPs: one reaches one port ~28,000 times, TIME_WAIT of earlier runs included
 	w5f*) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 -topics many \
 		-wildcard-filters "$(( ${WL#w5f} - 1 ))" -connect-timeout 60s ;;
 	esac
@@ -437,7 +450,11 @@ table() {
 	row "3. 10,000 msg/s QoS 1, 10 s: max us" w3 latency_max_us 0
 	row "4. 5,000 idle connections: connect p50 ms" w4 connect_p50_ms 2
 	row "4. 5,000 idle connections: connect p99 ms" w4 connect_p99_ms 2
+	row "4. 5,000 idle connections: connects/s" w4 connect_per_s 0
 	row "4. 5,000 idle connections: RSS KB per connection" w4 rss_kb_per_conn 2
+	row "4x. $IDLE_MANY idle connections: connect p99 ms" w4x connect_p99_ms 2
+	row "4x. $IDLE_MANY idle connections: connects/s" w4x connect_per_s 0
+	row "4x. $IDLE_MANY idle connections: RSS KB per connection" w4x rss_kb_per_conn 2
 	row "5. QoS 1, topics bench/+/data, 1 wildcard filter: msg/s" w5f1 throughput 0
 	row "5. ... + 999 idle wildcard filters (1,000): msg/s" w5f1000 throughput 0
 	row "5. ... + 9,999 idle wildcard filters (10,000): msg/s" w5f10000 throughput 0

@@ -276,8 +276,10 @@ type redisClient struct {
 	will *Message // published if the connection ends without DISCONNECT
 
 	// cursor is the stored cursor Claim found (hasCursor), where Resume
-	// replays from.
-	cursor    [streamShards]streamID
+	// replays from. Like left, a pointer: the 256 bytes of each array
+	// are needed by few connections, or only at their end, and a
+	// replica holds one redisClient per connection.
+	cursor    *[streamShards]streamID
 	hasCursor bool
 	// attached is closed once Resume or Abandon has run: a takeover
 	// asked for a connection still attaching waits for it. resumed tells
@@ -286,11 +288,12 @@ type redisClient struct {
 	resumed  bool
 	// superseded is set once another node has taken the client id over
 	// (its takeover request reached this node): Gate passes nothing more,
-	// and cut, the cursor at that moment, is the one Leave stores.
+	// and cut, the cursor at that moment, is the one Leave stores (a
+	// pointer, as cursor and left: few connections are ever superseded).
 	superseded bool
-	cut        [streamShards]streamID
+	cut        *[streamShards]streamID
 	// left is the cursor Leave took; done is closed once Save stored it.
-	left [streamShards]streamID
+	left *[streamShards]streamID
 	done chan struct{}
 
 	// While Resume replays a persistent session's streams, live messages

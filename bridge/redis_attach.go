@@ -57,9 +57,13 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !clean {
-		stored, c.cursor, c.hasCursor = r.parseSession(clientID, got.sub, got.session, c)
+		var cursor [streamShards]streamID
+		stored, cursor, c.hasCursor = r.parseSession(clientID, got.sub, got.session, c)
 		c.replaying = c.hasCursor
-		c.floor = c.cursor
+		c.floor = cursor
+		if c.hasCursor {
+			c.cursor = &cursor
+		}
 		if !c.hasCursor {
 			// A new session starts where the streams ended before it was
 			// claimed, never at this replica's own position, which may
@@ -106,7 +110,7 @@ func (r *Redis) resume(ctx context.Context, c *redisClient, stored *StoredSessio
 	}
 	var loaded *[streamShards]streamID
 	if c.hasCursor {
-		loaded = &c.cursor
+		loaded = c.cursor
 	}
 	if err := r.claimRecord(ctx, c, c.will, loaded); err != nil {
 		return nil, err
@@ -116,7 +120,7 @@ func (r *Redis) resume(ctx context.Context, c *redisClient, stored *StoredSessio
 		return nil, nil
 	}
 	if c.hasCursor {
-		replayed, ends, err := r.replaySession(ctx, c, c.cursor)
+		replayed, ends, err := r.replaySession(ctx, c, *c.cursor)
 		if err != nil {
 			return nil, err
 		}

@@ -45,10 +45,11 @@ func (r *Redis) Leave(clientID string) {
 		return
 	}
 	delete(r.conns, clientID)
-	c.left = r.cursorLocked(c)
+	left := r.cursorLocked(c)
 	if c.superseded {
-		c.left = c.cut
+		left = *c.cut
 	}
+	c.left = &left
 	c.done = make(chan struct{})
 	// A new connection with its id waits for Save (waitDetached) before
 	// it claims anything.
@@ -79,11 +80,11 @@ func (r *Redis) Save(ctx context.Context, clientID string, state *StoredSession)
 		s := *state
 		st = &s
 	}
-	if err := r.storeDetach(ctx, c, st, &c.left); err != nil {
+	if err := r.storeDetach(ctx, c, st, c.left); err != nil {
 		// Redis refused or could not be reached: the connection is gone
 		// all the same, so its records must follow, or its will would stay
 		// armed for a reaper and its keys would never expire.
-		r.retryDetach(c, st, c.left)
+		r.retryDetach(c, st, *c.left)
 		return fmt.Errorf("save session %q: %w (retrying in the background)", clientID, err)
 	}
 	return nil

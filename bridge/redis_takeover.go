@@ -146,7 +146,8 @@ func (r *Redis) supersede(clientID, conn string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c := r.conns[clientID]; c != nil && !c.superseded && (conn == "" || c.conn == conn) {
-		c.superseded, c.cut = true, r.cursorLocked(c)
+		cut := r.cursorLocked(c)
+		c.superseded, c.cut = true, &cut
 	}
 }
 

@@ -44,6 +44,26 @@ func (b *inbuf) fill() error {
 	return err
 }
 
+// firstRead is how much fillFirst reads before a buffer exists: a
+// PINGREQ, or the start of any other packet.
+const firstRead = 32
+
+// fillFirst is fill for an inbuf without a buffer: it waits for the first
+// bytes in an array on the stack and makes the buffer once they are there.
+func (b *inbuf) fillFirst() error {
+	var first [firstRead]byte
+	n, err := b.src.Read(first[:])
+	if n > 0 {
+		b.buf = make([]byte, smallInput)
+		b.r, b.w = 0, copy(b.buf, first[:n])
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
 // ReadByte implements io.ByteReader.
 func (b *inbuf) ReadByte() (byte, error) {
 	for b.r == b.w {

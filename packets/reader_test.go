@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestAppend_AppendsToDst(t *testing.T) {
@@ -253,5 +254,85 @@ func TestReader_GateRunsBeforeBody(t *testing.T) {
 	// read-ahead of the fixed header is.
 	if read := src.n - len(ping); read >= 64<<10 {
 		t.Fatalf("%d bytes of the PUBLISH read before the gate said no", read)
+	}
+}
+
+func TestReader_AwaitReadsOnlyWhenNothingIsBuffered(t *testing.T) {
+	ping, _ := Append(nil, &Pingreq{})
+	puback, _ := Append(nil, &Puback{PacketID: 9})
+	src := &countingReader{r: bytes.NewReader(append(append([]byte{}, ping...), puback...))}
+	r := NewReader(src, 0)
+	if err := r.Await(); err != nil {
+		t.Fatalf("Await on two packets: %v", err)
+	}
+	if src.n != len(ping)+len(puback) {
+		t.Fatalf("Await read %d bytes, want the %d on offer", src.n, len(ping)+len(puback))
+	}
+	for _, want := range []Type{TypePingreq, TypePuback} {
+		if err := r.Await(); err != nil {
+			t.Fatalf("Await before %s: %v", want, err)
+		}
+		p, err := r.ReadPacket()
+		if err != nil || p.Type() != want {
+			t.Fatalf("ReadPacket after Await = %v, %v; want %s", p, err, want)
+		}
+	}
+	// A clean end between packets is io.EOF itself, as ReadPacket says.
+	if err := r.Await(); err != io.EOF {
+		t.Fatalf("Await at the end: %v, want io.EOF", err)
+	}
+	failing := NewReader(iotest.ErrReader(io.ErrClosedPipe), 0)
+	if err := failing.Await(); !errors.Is(err, io.ErrClosedPipe) || err == io.ErrClosedPipe {
+		t.Fatalf("Await on a failing stream: %v, want the read error wrapped", err)
+	}
+}
+
+func TestReader_ReleaseDropsAnEmptyBufferAndAwaitStartsAgain(t *testing.T) {
+	var stream []byte
+	var want []Packet
+	for i, p := range []Packet{
+		&Pingreq{},
+		&Publish{QoS: 1, PacketID: 3, Topic: "a/b", Payload: bytes.Repeat([]byte("p"), 300)},
+		&Pingreq{},
+		&Puback{PacketID: 4},
+	} {
+		b, err := Append(nil, p)
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		stream = append(stream, b...)
+		want = append(want, p)
+	}
+	for _, src := range []struct {
+		name string
+		r    io.Reader
+	}{
+		{"one read", bytes.NewReader(stream)},
+		{"one byte per read", iotest.OneByteReader(bytes.NewReader(stream))},
+		{"half reads", iotest.HalfReader(bytes.NewReader(stream))},
+	} {
+		t.Run(src.name, func(t *testing.T) {
+			r := NewReader(src.r, 0)
+			for i := range want {
+				r.Release()
+				if err := r.Await(); err != nil {
+					t.Fatalf("Await before packet %d: %v", i, err)
+				}
+				p, err := r.ReadPacket()
+				if err != nil || p.Type() != want[i].Type() {
+					t.Fatalf("packet %d = %v, %v; want %s", i, p, err, want[i].Type())
+				}
+				if pub, ok := p.(*Publish); ok && len(pub.Payload) != 300 {
+					t.Fatalf("PUBLISH payload %d bytes, want 300", len(pub.Payload))
+				}
+			}
+			r.Release()
+			if r.br.buf != nil {
+				t.Fatalf("Release at the end of the stream kept a %d-byte buffer", len(r.br.buf))
+			}
+			if err := r.Await(); err != io.EOF {
+				t.Fatalf("Await at the end: %v, want io.EOF", err)
+			}
+		})
 	}
 }

@@ -32,7 +32,13 @@ func (s *Session) readLoop(ctx context.Context) error {
 			_ = s.conn.SetReadDeadline(time.Time{})
 		}
 		s.releaseGate() // what the last packet took and did not hand on
-		p, err := s.r.ReadPacket()
+		// Await, not ReadPacket, is where an idle connection waits: a
+		// shallow stack (see packets.Reader.Await).
+		err := s.r.Await()
+		var p packets.Packet
+		if err == nil {
+			p, err = s.r.ReadPacket()
+		}
 		if err != nil {
 			select {
 			case <-s.closed:
@@ -46,6 +52,9 @@ func (s *Session) readLoop(ctx context.Context) error {
 		}
 		if err := s.handle(ctx, p); err != nil {
 			return err
+		}
+		if p.Type() == packets.TypePingreq {
+			s.r.Release() // the client had nothing else to send: it is idle
 		}
 	}
 }
@@ -198,7 +207,11 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 	s.gateBytes = 0
 	// Keep reading while the message travels; at most maxPendingPublishes
 	// wait at once, then the reader waits for an answer too. Only the
-	// reader adds, so at most one answer finds it waiting.
+	// reader adds, so at most one answer finds it waiting. The channel is
+	// made before the first PUBLISH is handed on, so every answer sees it.
+	if s.pubRoom == nil {
+		s.pubRoom = make(chan struct{}, 1)
+	}
 	if s.pubPending.Add(1) > maxPendingPublishes {
 		<-s.pubRoom
 	}

@@ -151,6 +151,11 @@ func (s *Session) startWriterLocked() bool {
 	if !s.started || s.halted || (len(s.ctrl) == 0 && len(s.pending) == 0) {
 		return false
 	}
+	if s.wake == nil {
+		// Most connections of a server are idle: they pay for the
+		// channel only once something is written to them.
+		s.wake = make(chan struct{}, 1)
+	}
 	s.writing = true
 	s.writers.Add(1)
 	return true

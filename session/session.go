@@ -199,14 +199,14 @@ type Session struct {
 	subOpts     map[string]broker.SubOptions // options of the subs that have any; nil while none has
 	awaitingRel map[uint16]flow              // inbound QoS 2 ids awaiting PUBREL
 	pubPending  atomic.Int32                 // PUBLISH packets the bridge has not answered
-	pubRoom     chan struct{}                // cap 1: an answer wakes a reader over maxPendingPublishes
+	pubRoom     chan struct{}                // cap 1: an answer wakes a reader over maxPendingPublishes; made by the reader's first PUBLISH
 	gateBytes   int64                        // Env.Inflight bytes taken for the PUBLISH just read; reader only
 	snapshotted bool                         // the state has been handed over; Deliver refuses
 	started     bool                         // CONNACK is written: the writer may run
 	halted      bool                         // the connection is closing: no writer starts again
 	writing     bool                         // a writer goroutine is running
 	wbuf        []byte
-	wake        chan struct{} // cap 1: wakes a running writer
+	wake        chan struct{} // cap 1: wakes a running writer; made with the first writer
 	// wturn (cap 1) is held by whoever writes to the socket once CONNACK
 	// is out: the writer, or a 5.0 DISCONNECT, which keeps it.
 	wturn chan struct{}
@@ -281,9 +281,7 @@ func New(conn net.Conn, env *Env) *Session {
 		r:           r,
 		maxInflight: env.Config.MaxInflight,
 		closed:      make(chan struct{}),
-		wake:        make(chan struct{}, 1),
 		wturn:       make(chan struct{}, 1),
-		pubRoom:     make(chan struct{}, 1),
 		finished:    make(chan struct{}),
 	}
 }
@@ -334,6 +332,7 @@ func (s *Session) Serve(ctx context.Context, onDone func()) {
 // the will when due and hands the session to the bridge.
 func (s *Session) run(ctx context.Context) {
 	defer s.recoverPanic()
+	s.r.Release() // most connections wait after CONNECT
 	err := s.readLoop(ctx)
 	s.stop(err)
 	s.writers.Wait()

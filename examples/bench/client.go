@@ -33,27 +33,48 @@ type conn struct {
 	r   *packets.Reader
 	w   *bufio.Writer
 	buf []byte // scratch for encoding
+	// keepAlive is the CONNECT's keep-alive in seconds; the tool never
+	// pings, so only idle connections held shorter than it set one.
+	keepAlive uint16
 }
 
 // dial opens a TCP connection to addr and completes the MQTT CONNECT /
 // CONNACK exchange within timeout.
 func dial(addr, clientID string, clean bool, timeout time.Duration) (*conn, error) {
+	return dialWith(addr, clientID, clean, timeout, dialOptions{})
+}
+
+// dialOptions are what an idle connection changes from dial's defaults.
+type dialOptions struct {
+	keepAlive uint16   // seconds, sent in CONNECT; 0 = none
+	bufSize   int      // read and write buffers; 0 = ioBufferSize
+	local     net.Addr // source address; nil = the kernel's choice
+}
+
+// dialWith is dial with options.
+func dialWith(addr, clientID string, clean bool, timeout time.Duration, o dialOptions) (*conn, error) {
 	deadline := time.Now().Add(timeout)
-	nc, err := net.DialTimeout("tcp", addr, timeout)
+	d := net.Dialer{Timeout: timeout, LocalAddr: o.local}
+	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dialing %s: %w", addr, err)
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	br := bufio.NewReaderSize(nc, ioBufferSize)
+	size := o.bufSize
+	if size <= 0 {
+		size = ioBufferSize
+	}
+	br := bufio.NewReaderSize(nc, size)
 	c := &conn{
 		nc: nc,
 		br: br,
 		// NewReader keeps br as it is, already buffered, so br.Buffered()
 		// tells how much is waiting behind the packet just decoded.
-		r: packets.NewReader(br, 0),
-		w: bufio.NewWriterSize(nc, ioBufferSize),
+		r:         packets.NewReader(br, 0),
+		w:         bufio.NewWriterSize(nc, size),
+		keepAlive: o.keepAlive,
 	}
 	if err := c.connect(clientID, clean, deadline); err != nil {
 		nc.Close()
@@ -63,13 +84,13 @@ func dial(addr, clientID string, clean bool, timeout time.Duration) (*conn, erro
 }
 
 // connect sends CONNECT and waits for CONNACK [MQTT-3.1.4-5]. Keep alive is
-// 0: the tool's connections may stay silent as long as they like
-// [MQTT-3.1.2-10].
+// c.keepAlive, 0 but for idle connections: the tool's connections may stay
+// silent as long as they like [MQTT-3.1.2-10].
 func (c *conn) connect(clientID string, clean bool, deadline time.Time) error {
 	if err := c.nc.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("setting deadline: %w", err)
 	}
-	err := c.send(&packets.Connect{ProtocolVersion: packets.Version311, CleanSession: clean, ClientID: clientID})
+	err := c.send(&packets.Connect{ProtocolVersion: packets.Version311, CleanSession: clean, ClientID: clientID, KeepAlive: c.keepAlive})
 	if err != nil {
 		return err
 	}

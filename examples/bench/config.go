@@ -37,6 +37,8 @@ type config struct {
 	Idle            int
 	IdleHold        time.Duration
 	IdleConcurrency int
+	IdleKeepAlive   time.Duration
+	IdleSources     []net.Addr
 	ConnectTimeout  time.Duration
 	Drain           time.Duration
 	Progress        time.Duration
@@ -75,6 +77,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.Idle, "idle", 0, "open this many idle connections (over -sub-brokers), report their connect time, hold them -idle-hold")
 	fs.DurationVar(&c.IdleHold, "idle-hold", 10*time.Second, "how long to hold the -idle connections before the workload runs")
 	fs.IntVar(&c.IdleConcurrency, "idle-concurrency", 64, "idle connections being opened at once")
+	fs.DurationVar(&c.IdleKeepAlive, "idle-keep-alive", 60*time.Second, "keep-alive the -idle connections ask for, whole seconds; the tool sends no PINGREQ, so keep -idle-hold below 1.5x it")
+	sources := fs.String("idle-sources", "", "comma list of local IPs the -idle connections dial from, round robin (one source reaches one broker port about 28,000 times)")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "time allowed for dial, CONNACK and SUBACK")
 	fs.DurationVar(&c.Drain, "drain", 5*time.Second, "after the last publish, wait this long at most for the remaining deliveries and acks")
 	fs.DurationVar(&c.Progress, "progress", 0, "print progress to stderr at this interval (0 = off)")
@@ -95,6 +99,16 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		c.SubBrokers = c.PubBrokers
 	} else if c.SubBrokers, err = brokerList(*sub); err != nil {
 		return nil, fmt.Errorf("-sub-brokers: %w", err)
+	}
+	for _, a := range strings.Split(*sources, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		ip := net.ParseIP(a)
+		if ip == nil {
+			return nil, fmt.Errorf("-idle-sources: %q is not an IP address", a)
+		}
+		c.IdleSources = append(c.IdleSources, &net.TCPAddr{IP: ip})
 	}
 	if *qos < 0 || *qos > 2 {
 		return nil, fmt.Errorf("-qos: %d is not 0, 1 or 2", *qos)
@@ -130,6 +144,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("-idle: %d is negative", c.Idle)
 	case c.IdleConcurrency < 1:
 		return fmt.Errorf("-idle-concurrency: %d is below 1", c.IdleConcurrency)
+	case c.IdleKeepAlive < 0 || c.IdleKeepAlive > 65535*time.Second:
+		return fmt.Errorf("-idle-keep-alive: %v is outside 0..65535s", c.IdleKeepAlive)
 	case c.ConnectTimeout <= 0:
 		return fmt.Errorf("-connect-timeout: %v is not positive", c.ConnectTimeout)
 	case c.Drain < 0:

@@ -18,34 +18,47 @@ type connectResult struct {
 // filters is not nil, subscribes connection i to filters(i) (not timed).
 func connectAll(n, parallel int, addrs []string, name func(int) string, cfg *config,
 	filters func(int) []string, hist *Histogram) []connectResult {
+	out, _ := connectEach(n, parallel, hist, func(i int) (*conn, error) {
+		c, err := dial(addrs[i%len(addrs)], name(i), cfg.Clean, cfg.ConnectTimeout)
+		if err == nil && filters != nil {
+			if err = c.subscribe(filters(i), cfg.QoS, time.Now().Add(cfg.ConnectTimeout)); err != nil {
+				c.nc.Close()
+				err = fmt.Errorf("subscribing %s: %w", name(i), err)
+			}
+		}
+		return c, err
+	})
+	return out
+}
+
+// connectEach runs connect(i) for i in [0, n), at most parallel at once,
+// records each success's time in hist, and returns the results and the
+// wall time of the whole.
+func connectEach(n, parallel int, hist *Histogram, connect func(i int) (*conn, error)) ([]connectResult, time.Duration) {
 	out := make([]connectResult, n)
 	times := make([]time.Duration, n)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, parallel)
+	began := time.Now()
 	for i := range n {
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
 			start := time.Now()
-			c, err := dial(addrs[i%len(addrs)], name(i), cfg.Clean, cfg.ConnectTimeout)
+			c, err := connect(i)
 			times[i] = time.Since(start)
-			if err == nil && filters != nil {
-				if err = c.subscribe(filters(i), cfg.QoS, time.Now().Add(cfg.ConnectTimeout)); err != nil {
-					c.nc.Close()
-					err = fmt.Errorf("subscribing %s: %w", name(i), err)
-				}
-			}
 			out[i] = connectResult{c: c, err: err}
 		}()
 	}
 	wg.Wait()
+	wall := time.Since(began)
 	for i, r := range out {
 		if r.err == nil {
 			hist.Record(int64(times[i]))
 		}
 	}
-	return out
+	return out, wall
 }
 
 // firstError returns how many of results failed and the first failure.

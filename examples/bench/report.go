@@ -55,6 +55,9 @@ type report struct {
 	ConnectP50      float64 `json:"connect_p50_ms"`
 	ConnectP99      float64 `json:"connect_p99_ms"`
 	IdleConnections int     `json:"idle_connections"`
+	// IdleConnectRate is -idle over the wall time from the first dial to
+	// the last CONNACK (failures included), -idle-concurrency at once.
+	IdleConnectRate float64 `json:"idle_connect_per_s"`
 
 	// ToolCPUPercent is the tool's own CPU time over the run's wall time:
 	// 100 means one core, the sign that the tool, not the broker, limited the run.
