@@ -96,7 +96,7 @@ func (w *epochWatch) due(batch []pubRequest, now time.Time) (bool, uint64) {
 		return true, gen
 	}
 	for _, req := range batch {
-		if req.msg == nil { // a check asked for
+		if req.check {
 			return true, gen
 		}
 	}
@@ -286,7 +286,7 @@ func (r *Redis) republish(ctx context.Context, entries []ringEntry) error {
 // being published; it never blocks.
 func (r *Redis) askEpochCheck() {
 	select {
-	case r.pubq <- pubRequest{done: func(error) {}}:
+	case r.pubq <- pubRequest{check: true, done: func(error) {}}:
 	default: // the queue is busy: the next batch checks anyway
 	}
 }

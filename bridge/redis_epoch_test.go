@@ -34,7 +34,7 @@ func TestPubRing_BoundedByAgeAndTakenByEpoch(t *testing.T) {
 func TestEpochWatch_ReadsWhenSomethingMayHaveChanged(t *testing.T) {
 	t0 := time.Now()
 	msgs := []pubRequest{{msg: &Message{Topic: "a"}}}
-	check := []pubRequest{{msg: &Message{Topic: "a"}}, {}}
+	check := []pubRequest{{msg: &Message{Topic: "a"}}, {check: true}}
 	for _, c := range []struct {
 		name  string
 		setup func(*epochWatch)
@@ -129,7 +129,7 @@ func TestRedis_RepublishesAcceptedMessagesAfterRedisRestart(t *testing.T) {
 func TestRedis_CloseWithEpochCheckQueued(t *testing.T) {
 	r := &Redis{pubq: make(chan pubRequest, 4)}
 	answered := 0
-	r.pubq <- pubRequest{done: func(error) { answered++ }}
+	r.pubq <- pubRequest{check: true, done: func(error) { answered++ }}
 	r.pubq <- pubRequest{msg: rmsg("t", 1, "x"), done: func(err error) {
 		if err == nil {
 			t.Error("a queued publish was answered with success as the bridge closed")

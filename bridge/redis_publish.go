@@ -69,7 +69,10 @@ return (#ARGV - 2) / 2
 const keepPayloadUpTo = 4 << 10
 
 type pubRequest struct {
-	msg *Message
+	msg *Message // nil exactly when check is set
+	// check marks a request that carries no message: it only makes the
+	// batch it lands in read the Redis epoch (askEpochCheck).
+	check bool
 	// done is called once, by the publisher goroutine, with the outcome. It
 	// must not block: it runs in the order the requests were queued.
 	done func(error)
@@ -168,7 +171,7 @@ func (r *Redis) failQueued() {
 	for {
 		select {
 		case req := <-r.pubq:
-			if req.msg == nil { // an epoch check: nothing to answer for
+			if req.check { // nothing to answer for
 				req.done(nil)
 				continue
 			}
@@ -187,10 +190,10 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 	envs := make([]string, len(batch))
 	channels := make([]string, len(batch))
 	for i, req := range batch {
-		m := req.msg
-		if m == nil {
+		if req.check {
 			continue
 		}
+		m := req.msg
 		channels[i] = r.msgPrefix + m.Topic
 		if m.ID == (ID{}) {
 			// Without an id receivers could not drop repeats; never
@@ -222,10 +225,10 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 	var shards shardBatch
 	needsAck := false // whether a request waits for an acknowledgement
 	for i, req := range batch {
-		m := req.msg
-		if m == nil {
+		if req.check {
 			continue
 		}
+		m := req.msg
 		if m.QoS > 0 {
 			needsAck = true
 			shards.add(shardOf(m.Topic), r.streamArgs, envs[i], channels[i], i)
@@ -279,7 +282,7 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 	}
 	now := time.Now()
 	for i, req := range batch {
-		if req.msg == nil {
+		if req.check {
 			req.done(nil)
 			continue
 		}
