@@ -78,3 +78,58 @@ func TestExamples_PublisherToSubscriber(t *testing.T) {
 		}
 	})
 }
+
+// TestExamples_Paho5PublisherToSubscriber runs the MQTT 5.0 examples
+// (paho.golang's autopaho) against the real broker: the retained message
+// first, then live messages with their User Property and Content Type,
+// which cross replicas unchanged.
+func TestExamples_Paho5PublisherToSubscriber(t *testing.T) {
+	pub := buildExample(t, "publisher5")
+	sub := buildExample(t, "subscriber5")
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		topic := unique(t, "ex5")
+		publish := func(args ...string) {
+			t.Helper()
+			cmd := exec.CommandContext(ctx, pub, append([]string{"-broker", "mqtt://" + d.pub().Addr(), "-topic"}, args...)...)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("publisher5 %v: %v\n%s", args, err, b)
+			}
+		}
+		publish(topic+"/r", "-qos", "1", "-retain", "-message", "kept")
+		defer func() {
+			_ = exec.Command(pub, "-broker", "mqtt://"+d.pub().Addr(), "-topic", topic+"/r", "-retain", "-message", "").Run()
+		}()
+		subCmd := exec.CommandContext(ctx, sub, "-broker", "mqtt://"+d.sub().Addr(), "-topic", topic+"/#", "-qos", "1", "-count", "3")
+		stdout, err := subCmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		subCmd.Stderr = &stderr
+		if err := subCmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := bufio.NewScanner(stdout)
+		next := func() string {
+			t.Helper()
+			if !lines.Scan() {
+				t.Fatalf("subscriber5 output ended: %v\n%s", lines.Err(), stderr.String())
+			}
+			return lines.Text()
+		}
+		if first := next(); first != topic+"/r qos=1 retained kept" {
+			t.Fatalf("first line %q, want the retained message marked retained", first)
+		}
+		publish(topic+"/a", "-qos", "1", "-count", "2", "-message", "hello", "-content-type", "text/plain", "-user", "source=probe-7")
+		for i := range 2 {
+			if line, want := next(), topic+"/a qos=1 hello content-type=text/plain source=probe-7"; line != want {
+				t.Errorf("live line %d: %q, want %q", i, line, want)
+			}
+		}
+		if err := subCmd.Wait(); err != nil {
+			t.Fatalf("subscriber5: %v\n%s", err, stderr.String())
+		}
+	})
+}
