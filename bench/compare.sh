@@ -4,7 +4,7 @@
 #
 #   bench/compare.sh [-reps N] [-only W1,W2,...] [-out FILE] [-keep]
 #
-# -only runs a subset of the workloads, by name: w1q0 w1q1 s1 s2 s1h w2 w3
+# -only runs a subset of the workloads, by name: w1q0 w1q1 w1q1w20 w1q1v5 s1 s2 s1h w2 w3
 # w4 w4x w5f1 w5f1000 w5f10000 (rows of bench/README.md); e.g. -only s1,s2
 # for the synchronous publishers alone, -only w4,w4x for idle connections.
 #
@@ -298,7 +298,7 @@ run_idle() {
 	log "$TARGET $WL rep $REP: $n idle, RSS $before -> $after kB"
 }
 
-ALL_WORKLOADS="w1q0 w1q1 s1 s2 s1h w2 w3 w4 w4x w5f1 w5f1000 w5f10000"
+ALL_WORKLOADS="w1q0 w1q1 w1q1w20 w1q1v5 s1 s2 s1h w2 w3 w4 w4x w5f1 w5f1000 w5f10000"
 WORKLOADS=$ALL_WORKLOADS
 if [ -n "$ONLY" ]; then
 	WORKLOADS=""
@@ -310,6 +310,11 @@ run_workload() {
 	case "$WL" in
 	w1q0) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 0 ;;
 	w1q1) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 ;;
+	# The same over MQTT 5.0, and over 3.1.1 with the same window: a 5.0
+	# client keeps to the server's Receive Maximum, 20 by default on all
+	# three targets, where a 3.1.1 one may keep -inflight 100.
+	w1q1w20) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 -inflight 20 ;;
+	w1q1v5) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 -inflight 20 -protocol 5 ;;
 	s1) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 1 -inflight 1 ;;
 	s2) run_load -publishers 10 -subscribers 1 -count 5000 -size 64 -qos 2 -inflight 1 ;;
 	s1h) # replicas only, behind HAProxy; compared with Mosquitto's s1
@@ -433,6 +438,8 @@ table() {
 	echo "|---|---|---|---|---|---|"
 	row "1. 10 pub x 5,000 -> 1 sub, 64 B, QoS 0: msg/s" w1q0 throughput 0
 	row "1. 10 pub x 5,000 -> 1 sub, 64 B, QoS 1: msg/s" w1q1 throughput 0
+	row "1w. ... QoS 1, window 20 (5.0's Receive Maximum), MQTT 3.1.1: msg/s" w1q1w20 throughput 0
+	row "1w. ... QoS 1, window 20, MQTT 5.0: msg/s" w1q1v5 throughput 0
 	row "1s. 10 synchronous pub (-inflight 1) x 5,000 -> 1 sub, QoS 1: msg/s" s1 throughput 0
 	row "1s. ... QoS 1: publish-to-PUBACK p50 us" s1 ack_p50_us 0
 	row "1s. ... QoS 1: publish-to-PUBACK p99 us" s1 ack_p99_us 0
@@ -478,7 +485,7 @@ table() {
 		echo
 		echo "Redis CPU per published message (replicas, INFO cpu used_cpu_sys+used_cpu_user):"
 		echo
-		for w in w1q0 w1q1 s1 s2 w3 w5f1 w5f1000 w5f10000; do
+		for w in w1q0 w1q1 w1q1w20 w1q1v5 s1 s2 w3 w5f1 w5f1000 w5f10000; do
 			case " $WORKLOADS " in *" $w "*) ;; *) continue ;; esac
 			printf -- '- %s: %s us/msg\n' "$w" "$(fmt "$(median replicas "$w" redis_us_per_msg)" 2)"
 		done

@@ -36,22 +36,23 @@ type conn struct {
 	// keepAlive is the CONNECT's keep-alive in seconds; the tool never
 	// pings, so only idle connections held shorter than it set one.
 	keepAlive uint16
-}
-
-// dial opens a TCP connection to addr and completes the MQTT CONNECT /
-// CONNACK exchange within timeout.
-func dial(addr, clientID string, clean bool, timeout time.Duration) (*conn, error) {
-	return dialWith(addr, clientID, clean, timeout, dialOptions{})
+	version   packets.Version // the wire format: 3.1.1 or 5.0
+	// receiveMax is a 5.0 server's Receive Maximum (CONNACK), 0 when it
+	// stated none: no more QoS 1/2 PUBLISHes may await their
+	// acknowledgement [MQTT-3.3.4-7].
+	receiveMax int
 }
 
 // dialOptions are what an idle connection changes from dial's defaults.
 type dialOptions struct {
-	keepAlive uint16   // seconds, sent in CONNECT; 0 = none
-	bufSize   int      // read and write buffers; 0 = ioBufferSize
-	local     net.Addr // source address; nil = the kernel's choice
+	version   packets.Version // 0 = 3.1.1
+	keepAlive uint16          // seconds, sent in CONNECT; 0 = none
+	bufSize   int             // read and write buffers; 0 = ioBufferSize
+	local     net.Addr        // source address; nil = the kernel's choice
 }
 
-// dialWith is dial with options.
+// dialWith opens a TCP connection to addr and completes the MQTT CONNECT /
+// CONNACK exchange within timeout.
 func dialWith(addr, clientID string, clean bool, timeout time.Duration, o dialOptions) (*conn, error) {
 	deadline := time.Now().Add(timeout)
 	d := net.Dialer{Timeout: timeout, LocalAddr: o.local}
@@ -75,6 +76,10 @@ func dialWith(addr, clientID string, clean bool, timeout time.Duration, o dialOp
 		r:         packets.NewReader(br, 0),
 		w:         bufio.NewWriterSize(nc, size),
 		keepAlive: o.keepAlive,
+		version:   o.version,
+	}
+	if c.version == 0 {
+		c.version = packets.Version311
 	}
 	if err := c.connect(clientID, clean, deadline); err != nil {
 		nc.Close()
@@ -90,10 +95,12 @@ func (c *conn) connect(clientID string, clean bool, deadline time.Time) error {
 	if err := c.nc.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("setting deadline: %w", err)
 	}
-	err := c.send(&packets.Connect{ProtocolVersion: packets.Version311, CleanSession: clean, ClientID: clientID, KeepAlive: c.keepAlive})
+	err := c.send(&packets.Connect{ProtocolVersion: c.version, CleanSession: clean, ClientID: clientID, KeepAlive: c.keepAlive})
 	if err != nil {
 		return err
 	}
+	// A 5.0 server answers, and sends everything after, in 5.0.
+	c.r.SetVersion(c.version)
 	p, err := c.r.ReadPacket()
 	if err != nil {
 		return fmt.Errorf("reading CONNACK: %w", err)
@@ -104,6 +111,9 @@ func (c *conn) connect(clientID string, clean bool, deadline time.Time) error {
 	}
 	if ack.ReturnCode != packets.Accepted {
 		return fmt.Errorf("%w: CONNACK return code %d", errRefused, ack.ReturnCode)
+	}
+	if ack.Properties != nil && ack.Properties.ReceiveMaximum != nil {
+		c.receiveMax = int(*ack.Properties.ReceiveMaximum)
 	}
 	return c.nc.SetDeadline(time.Time{})
 }
@@ -143,7 +153,7 @@ func (c *conn) subscribe(filters []string, qos byte, deadline time.Time) error {
 			return fmt.Errorf("%w: %T instead of SUBACK", errUnexpected, p)
 		}
 		for _, rc := range ack.ReturnCodes {
-			if rc == packets.SubackFailure {
+			if rc >= packets.SubackFailure { // 0x80, and 5.0's other refusals above it
 				return fmt.Errorf("%w: SUBACK %d return code 0x80 [MQTT-3.9.3-2]", errSubscribeFail, ack.PacketID)
 			}
 		}
@@ -155,7 +165,7 @@ func (c *conn) subscribe(filters []string, qos byte, deadline time.Time) error {
 // queue encodes p into the write buffer.
 func (c *conn) queue(p packets.Packet) error {
 	var err error
-	c.buf, err = packets.Append(c.buf[:0], p)
+	c.buf, err = packets.AppendVersion(c.buf[:0], p, c.version)
 	if err != nil {
 		return fmt.Errorf("encoding %T: %w", p, err)
 	}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/bridgemq/server/packets"
 )
 
 // Topic layouts of -topics.
@@ -33,6 +35,7 @@ type config struct {
 	TopicCount      int
 	WildcardFilters int
 	Clean           bool
+	Protocol        int // MQTT protocol level: 4 (3.1.1) or 5
 	Inflight        int
 	Idle            int
 	IdleHold        time.Duration
@@ -73,6 +76,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.TopicCount, "topic-count", 100, "number of topics for -topics many")
 	fs.IntVar(&c.WildcardFilters, "wildcard-filters", 0, "extra distinct wildcard filters idle/<i>/+/x per subscriber that match nothing")
 	fs.BoolVar(&c.Clean, "clean", true, "clean session; -clean=false keeps persistent sessions")
+	fs.IntVar(&c.Protocol, "protocol", 4, "MQTT protocol level every connection speaks: 4 (3.1.1) or 5 (5.0)")
 	fs.IntVar(&c.Inflight, "inflight", 100, "unacknowledged QoS 1/2 messages per publisher, 1..65535")
 	fs.IntVar(&c.Idle, "idle", 0, "open this many idle connections (over -sub-brokers), report their connect time, hold them -idle-hold")
 	fs.DurationVar(&c.IdleHold, "idle-hold", 10*time.Second, "how long to hold the -idle connections before the workload runs")
@@ -117,9 +121,19 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	return c, c.validate()
 }
 
+// version is the wire format of -protocol.
+func (c *config) version() packets.Version {
+	if c.Protocol == 5 {
+		return packets.Version5
+	}
+	return packets.Version311
+}
+
 // validate checks each number against its range; errors name the flag.
 func (c *config) validate() error {
 	switch {
+	case c.Protocol != 4 && c.Protocol != 5:
+		return fmt.Errorf("-protocol: %d is not 4 (MQTT 3.1.1) or 5 (MQTT 5.0)", c.Protocol)
 	case c.Publishers < 0 || c.Publishers > 65535:
 		return fmt.Errorf("-publishers: %d is outside 0..65535", c.Publishers)
 	case c.Subscribers < 0:

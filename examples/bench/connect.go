@@ -19,7 +19,7 @@ type connectResult struct {
 func connectAll(n, parallel int, addrs []string, name func(int) string, cfg *config,
 	filters func(int) []string, hist *Histogram) []connectResult {
 	out, _ := connectEach(n, parallel, hist, func(i int) (*conn, error) {
-		c, err := dial(addrs[i%len(addrs)], name(i), cfg.Clean, cfg.ConnectTimeout)
+		c, err := dialWith(addrs[i%len(addrs)], name(i), cfg.Clean, cfg.ConnectTimeout, dialOptions{version: cfg.version()})
 		if err == nil && filters != nil {
 			if err = c.subscribe(filters(i), cfg.QoS, time.Now().Add(cfg.ConnectTimeout)); err != nil {
 				c.nc.Close()

@@ -130,7 +130,7 @@ func (r *runner) openIdle(ctx context.Context, rep *report) {
 	cfg := r.cfg
 	// Small buffers: the tool's side of 50,000 idle connections would
 	// otherwise hold 6 GB.
-	opts := dialOptions{keepAlive: uint16(cfg.IdleKeepAlive / time.Second), bufSize: 512}
+	opts := dialOptions{version: cfg.version(), keepAlive: uint16(cfg.IdleKeepAlive / time.Second), bufSize: 512}
 	res, wall := connectEach(cfg.Idle, cfg.IdleConcurrency, &r.connect, func(i int) (*conn, error) {
 		o := opts
 		if len(cfg.IdleSources) > 0 {

@@ -37,12 +37,16 @@ type publisher struct {
 func newPublisher(id int, c *conn, cfg *config, run uint16, epoch time.Time) *publisher {
 	p := &publisher{id: id, c: c, cfg: cfg, run: run, epoch: epoch, topics: cfg.publisherTopics(id), readErr: make(chan error, 1)}
 	if cfg.QoS > 0 {
-		p.free = make(chan uint16, cfg.Inflight)
-		for i := 1; i <= cfg.Inflight; i++ {
+		window := cfg.Inflight
+		if c.receiveMax > 0 && c.receiveMax < window {
+			window = c.receiveMax // a 5.0 server's Receive Maximum [MQTT-3.3.4-7]
+		}
+		p.free = make(chan uint16, window)
+		for i := 1; i <= window; i++ {
 			p.free <- uint16(i)
 		}
-		p.release = make(chan uint16, cfg.Inflight)
-		p.sentAt = make([]atomic.Int64, cfg.Inflight+1)
+		p.release = make(chan uint16, window)
+		p.sentAt = make([]atomic.Int64, window+1)
 	}
 	return p
 }
@@ -119,7 +123,11 @@ func (p *publisher) publish(ctx context.Context, count uint64, interval time.Dur
 		if p.cfg.QoS > 0 {
 			p.sentAt[msg.PacketID].Store(now)
 		}
-		p.c.buf = packets.AppendPublish(p.c.buf[:0], msg)
+		if p.c.version == packets.Version5 {
+			p.c.buf = packets.AppendPublish5(p.c.buf[:0], msg)
+		} else {
+			p.c.buf = packets.AppendPublish(p.c.buf[:0], msg)
+		}
 		if _, err := p.c.w.Write(p.c.buf); err != nil {
 			return fmt.Errorf("publisher %d: writing PUBLISH: %w", p.id, err)
 		}
