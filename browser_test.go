@@ -79,7 +79,8 @@ func mqttJSBundle(t *testing.T, npm string) []byte {
 }
 
 // browserPage connects one MQTT.js client per entry of ?brokers= (a JSON
-// object of name → ws:// URL), subscribes each to ?topic= at QoS 1, and
+// object of name → ws:// URL; the names listed in ?v5= speak MQTT 5.0, the
+// others 3.1.1), subscribes each to ?topic= at QoS 1, and
 // records in window.mqttState what happened: per client its state
 // ("connecting", "subscribed", "closed"), granted QoS, the messages it
 // received and any error.
@@ -90,12 +91,13 @@ const browserPage = `<!doctype html>
 const params = new URLSearchParams(location.search);
 const brokers = JSON.parse(params.get("brokers"));
 const topic = params.get("topic");
+const v5 = (params.get("v5") || "").split(",");
 window.mqttState = {};
 for (const [name, url] of Object.entries(brokers)) {
   const st = {state: "connecting", granted: [], messages: [], errors: []};
   window.mqttState[name] = st;
   const client = mqtt.connect(url, {
-    protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 10000,
+    protocolVersion: v5.includes(name) ? 5 : 4, clean: true, reconnectPeriod: 0, connectTimeout: 10000,
     clientId: "browser-" + name + "-" + Math.random().toString(16).slice(2, 10),
   });
   client.on("connect", () => {
@@ -187,9 +189,10 @@ func startChromium(t *testing.T, chromium string) context.Context {
 	return bctx
 }
 
-// MQTT.js in headless Chromium connects over ws:// to one replica and
-// through HAProxy to another, subscribes on both, and receives on both the
-// message a Go client publishes on a third replica.
+// MQTT.js in headless Chromium connects over ws:// to one replica (once
+// with MQTT 3.1.1, once with 5.0) and through HAProxy to another,
+// subscribes on each, and receives on each, once, the message a Go client
+// publishes on a third replica.
 func TestBrowser_MQTTjsOverWebSocketAcrossReplicas(t *testing.T) {
 	chromium := needTool(t, "install Debian's chromium package to run the browser test", "chromium", "chromium-browser")
 	npm := needTool(t, "install npm to fetch MQTT.js for the browser test", "npm")
@@ -220,48 +223,54 @@ func TestBrowser_MQTTjsOverWebSocketAcrossReplicas(t *testing.T) {
 	topic := unique(t, "browser")
 	brokers, _ := json.Marshal(map[string]string{
 		"direct":  direct.WSURL(),
+		"direct5": direct.WSURL(),
 		"proxied": "ws://" + proxy.Addr() + "/mqtt",
 	})
-	pageURL := page.URL + "/?" + url.Values{"brokers": {string(brokers)}, "topic": {topic}}.Encode()
+	pageURL := page.URL + "/?" + url.Values{"brokers": {string(brokers)}, "topic": {topic}, "v5": {"direct5"}}.Encode()
+	names := []string{"direct", "direct5", "proxied"}
 
 	ctx := startChromium(t, chromium)
 	if err := chromedp.Do(ctx, chromedp.Navigate(pageURL)); err != nil {
 		t.Fatalf("load %s: %v", pageURL, err)
 	}
-	st := waitPage(t, ctx, "both clients subscribed", func(st map[string]pageClient) bool {
-		return st["direct"].State == "subscribed" && st["proxied"].State == "subscribed"
+	st := waitPage(t, ctx, "every client subscribed", func(st map[string]pageClient) bool {
+		for _, n := range names {
+			if st[n].State != "subscribed" {
+				return false
+			}
+		}
+		return true
 	})
 	for name, pc := range st {
 		if len(pc.Granted) != 1 || pc.Granted[0] != 1 || len(pc.Errors) != 0 {
 			t.Fatalf("%s: granted %v, errors %v; want QoS 1 and no error", name, pc.Granted, pc.Errors)
 		}
 	}
-	// Each page client is connected to its own replica; nobody is on the
-	// publisher's yet.
-	for _, s := range []*mqtttest.Server{direct, proxied} {
-		if n := s.Stats()["connections"]; n != 1 {
-			t.Fatalf("replica %s has %d connections, want the page's 1", s.NodeID(), n)
+	// The page's clients are on their own replicas (two on the first, one
+	// on the second); nobody is on the publisher's yet.
+	for s, want := range map[*mqtttest.Server]int64{direct: 2, proxied: 1} {
+		if n := s.Stats()["connections"]; n != want {
+			t.Fatalf("replica %s has %d connections, want the page's %d", s.NodeID(), n, want)
 		}
 	}
 
 	pub, _ := connectPaho(t, pahoOpts(publisher, unique(t, "gopub"), true))
 	const payload = "hello from Go on the third replica"
-	_ = 0
 	publish(t, pub, topic, 1, false, payload)
-
-	waitPage(t, ctx, "both clients received the message", func(st map[string]pageClient) bool {
-		return len(st["direct"].Messages) > 0 && len(st["proxied"].Messages) > 0
+	// A fence after it: a duplicate of the message would arrive before it.
+	publish(t, pub, topic, 1, false, "fence")
+	st = waitPage(t, ctx, "every client received the message and the fence", func(st map[string]pageClient) bool {
+		for _, n := range names {
+			if m := st[n].Messages; len(m) == 0 || m[len(m)-1].Payload != "fence" {
+				return false
+			}
+		}
+		return true
 	})
-	// A duplicate would show up within a moment of the first copy.
-	time.Sleep(quietWindow)
-	st, err := readPage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"direct", "proxied"} {
+	for _, name := range names {
 		pc := st[name]
-		if len(pc.Messages) != 1 {
-			t.Fatalf("%s received %d messages, want 1: %+v", name, len(pc.Messages), pc.Messages)
+		if len(pc.Messages) != 2 {
+			t.Fatalf("%s received %d messages before and with the fence, want the message once: %+v", name, len(pc.Messages), pc.Messages)
 		}
 		m := pc.Messages[0]
 		if m.Topic != topic || m.Payload != payload || m.QoS != 1 {
