@@ -23,6 +23,38 @@ func buildExample(t *testing.T, name string) string {
 	return bin
 }
 
+// startLines starts bin with args and returns next, which reads its next
+// line of output (failing the test when the output ends), and wait, which
+// waits for it to exit and fails the test unless it succeeded.
+func startLines(t *testing.T, ctx context.Context, bin string, args ...string) (next func() string, wait func()) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	next = func() string {
+		t.Helper()
+		if !lines.Scan() {
+			t.Fatalf("%s output ended: %v\n%s", filepath.Base(bin), lines.Err(), stderr.String())
+		}
+		return lines.Text()
+	}
+	wait = func() {
+		t.Helper()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("%s: %v\n%s", filepath.Base(bin), err, stderr.String())
+		}
+	}
+	return next, wait
+}
+
 // TestExamples_PublisherToSubscriber runs the example programs against the
 // real broker: a subscriber started after a retained message gets it with
 // its retained mark, and then the messages the publisher sends live.
@@ -45,24 +77,7 @@ func TestExamples_PublisherToSubscriber(t *testing.T) {
 			_ = exec.Command(pub, "-broker", d.pub().URL(), "-topic", "examples/r", "-retain", "-message", "").Run()
 		}()
 
-		subCmd := exec.CommandContext(ctx, sub, "-broker", d.sub().URL(), "-topic", "examples/#", "-qos", "1", "-count", "3")
-		stdout, err := subCmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr bytes.Buffer
-		subCmd.Stderr = &stderr
-		if err := subCmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := bufio.NewScanner(stdout)
-		next := func() string {
-			t.Helper()
-			if !lines.Scan() {
-				t.Fatalf("subscriber output ended: %v\n%s", lines.Err(), stderr.String())
-			}
-			return lines.Text()
-		}
+		next, wait := startLines(t, ctx, sub, "-broker", d.sub().URL(), "-topic", "examples/#", "-qos", "1", "-count", "3")
 		// The retained message arrives once the subscription is in place:
 		// from then on live messages reach the subscriber.
 		if first := next(); !strings.HasPrefix(first, "examples/r qos=1 retained") || !strings.Contains(first, "kept") {
@@ -74,9 +89,7 @@ func TestExamples_PublisherToSubscriber(t *testing.T) {
 				t.Errorf("live line %d: %q, want examples/a at QoS 1", i, line)
 			}
 		}
-		if err := subCmd.Wait(); err != nil {
-			t.Fatalf("subscriber: %v\n%s", err, stderr.String())
-		}
+		wait()
 	})
 }
 
@@ -102,24 +115,7 @@ func TestExamples_Paho5PublisherToSubscriber(t *testing.T) {
 		defer func() {
 			_ = exec.Command(pub, "-broker", "mqtt://"+d.pub().Addr(), "-topic", topic+"/r", "-retain", "-message", "").Run()
 		}()
-		subCmd := exec.CommandContext(ctx, sub, "-broker", "mqtt://"+d.sub().Addr(), "-topic", topic+"/#", "-qos", "1", "-count", "3")
-		stdout, err := subCmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr bytes.Buffer
-		subCmd.Stderr = &stderr
-		if err := subCmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := bufio.NewScanner(stdout)
-		next := func() string {
-			t.Helper()
-			if !lines.Scan() {
-				t.Fatalf("subscriber5 output ended: %v\n%s", lines.Err(), stderr.String())
-			}
-			return lines.Text()
-		}
+		next, wait := startLines(t, ctx, sub, "-broker", "mqtt://"+d.sub().Addr(), "-topic", topic+"/#", "-qos", "1", "-count", "3")
 		if first := next(); first != topic+"/r qos=1 retained kept" {
 			t.Fatalf("first line %q, want the retained message marked retained", first)
 		}
@@ -129,9 +125,7 @@ func TestExamples_Paho5PublisherToSubscriber(t *testing.T) {
 				t.Errorf("live line %d: %q, want %q", i, line, want)
 			}
 		}
-		if err := subCmd.Wait(); err != nil {
-			t.Fatalf("subscriber5: %v\n%s", err, stderr.String())
-		}
+		wait()
 	})
 }
 
