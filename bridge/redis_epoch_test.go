@@ -81,13 +81,7 @@ func TestRedis_RepublishesAcceptedMessagesAfterRedisRestart(t *testing.T) {
 	sub.waitFor(t, n)
 
 	srv.Restart(t)
-	// The next publish reads the new epoch and brings the lost ones back.
-	eventually(t, func() string {
-		if err := a.Publish(ctx, rmsg("rp/after", 1, "x")); err != nil {
-			return "publish after restart: " + err.Error()
-		}
-		return ""
-	})
+	publishAfterRestart(t, a, "rp/after")
 	// rp/after went out while the client dialled the new instance: it
 	// carries the epoch read before it, so it may be published again too.
 	eventually(t, func() string {
@@ -146,10 +140,9 @@ func TestRedis_CloseWithEpochCheckQueued(t *testing.T) {
 // on another before Redis restarted empty does not get them again when the
 // first replica publishes them again (the republish keeps their original
 // time): what its session held when it was stored is older than that
-// [MQTT-4.3.3-x: QoS 2 exactly once].
+// (section 4.3.3, QoS 2: exactly once).
 func TestRedis_RepublishAfterRestartSkipsWhatAMovedSessionHad(t *testing.T) {
 	srv := redistest.Start(t)
-	ctx := context.Background()
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
 	first := newLiveSub()
@@ -167,12 +160,7 @@ func TestRedis_RepublishAfterRestartSkipsWhatAMovedSessionHad(t *testing.T) {
 	time.Sleep(lateMessage + 100*time.Millisecond)
 
 	srv.Restart(t)
-	eventually(t, func() string {
-		if err := a.Publish(ctx, rmsg("other/after", 1, "x")); err != nil {
-			return "publish after restart: " + err.Error()
-		}
-		return ""
-	})
+	publishAfterRestart(t, a, "other/after")
 	eventually(t, func() string {
 		if got := a.Stats()["republished_after_redis_restart"]; got < n {
 			return fmt.Sprintf("republished %d, want at least %d", got, n)
@@ -183,4 +171,17 @@ func TestRedis_RepublishAfterRestartSkipsWhatAMovedSessionHad(t *testing.T) {
 	if got := moved.deliveries(); len(got) != 0 {
 		t.Fatalf("the session on b got %d messages it had already received on a", len(got))
 	}
+}
+
+// publishAfterRestart publishes a QoS 1 message on topic from a until Redis,
+// just restarted, accepts it: the publish reads the new epoch, so a brings
+// back the messages the restart lost.
+func publishAfterRestart(t *testing.T, a *testNode, topic string) {
+	t.Helper()
+	eventually(t, func() string {
+		if err := a.Publish(context.Background(), rmsg(topic, 1, "x")); err != nil {
+			return "publish after restart: " + err.Error()
+		}
+		return ""
+	})
 }
