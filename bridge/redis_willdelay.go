@@ -62,29 +62,67 @@ func (r *Redis) cancelDelayedWill(ctx context.Context, clientID string) error {
 	return nil
 }
 
+// dueWillsBatch is how many due wills one round of publishDueWills takes.
+const dueWillsBatch = 100
+
 // publishDueWills publishes the delayed wills that are due, each by the
-// replica that takes it off the set first.
+// replica that takes it off the set first. It takes them dueWillsBatch at
+// a time, with one pipeline of ZREMs and one of GETDELs per batch, until
+// none is due: a blip that drops 100,000 connections with delayed wills
+// publishes them when due, not at one batch per tick.
 func (r *Redis) publishDueWills(ctx context.Context) error {
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	ids, err := r.rdb.ZRangeByScore(ctx, r.delayedWillsKey(), &redis.ZRangeBy{Min: "-inf", Max: now, Count: 100}).Result()
-	if err != nil {
-		return unavailable("read due wills", err)
+	for {
+		n, err := r.publishDueBatch(ctx)
+		if err != nil || n < dueWillsBatch {
+			return err
+		}
 	}
-	for _, id := range ids {
-		n, err := r.rdb.ZRem(ctx, r.delayedWillsKey(), id).Result()
+}
+
+// publishDueBatch publishes up to dueWillsBatch due wills and returns how
+// many were due.
+func (r *Redis) publishDueBatch(ctx context.Context) (int, error) {
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	ids, err := r.rdb.ZRangeByScore(ctx, r.delayedWillsKey(), &redis.ZRangeBy{Min: "-inf", Max: now, Count: dueWillsBatch}).Result()
+	if err != nil || len(ids) == 0 {
 		if err != nil {
-			return unavailable("take due will", err)
+			err = unavailable("read due wills", err)
 		}
-		if n == 0 {
-			continue // cancelled, or another replica took it
+		return 0, err
+	}
+	rems := make([]*redis.IntCmd, len(ids))
+	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			rems[i] = p.ZRem(ctx, r.delayedWillsKey(), id)
 		}
-		env, err := r.rdb.GetDel(ctx, r.delayedWillKey(id)).Result()
+		return nil
+	}); err != nil {
+		return 0, unavailable("take due wills", err)
+	}
+	var mine []string // taken off the set here: only this replica publishes them
+	for i, id := range ids {
+		if rems[i].Val() == 1 {
+			mine = append(mine, id)
+		}
+	}
+	envs := make([]*redis.StringCmd, len(mine))
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range mine {
+			envs[i] = p.GetDel(ctx, r.delayedWillKey(id))
+		}
+		return nil
+	})
+	if err != nil && err != redis.Nil {
+		r.log.Warn("due wills not read; dropped", "wills", len(mine), "err", err)
+		return len(ids), nil
+	}
+	for i, id := range mine {
+		env, err := envs[i].Result()
 		if err == redis.Nil {
 			r.log.Warn("due will has no message left; not published", "client", id)
 			continue
 		}
 		if err != nil {
-			// Taken off the set: only this replica can publish it now.
 			r.log.Warn("due will not read; dropped", "client", id, "err", err)
 			continue
 		}
@@ -96,7 +134,7 @@ func (r *Redis) publishDueWills(ctx context.Context) error {
 		will.Time = time.Now() // its Message Expiry Interval counts from now
 		r.retryWill(id, "", will)
 	}
-	return nil
+	return len(ids), nil
 }
 
 // dueWillsLoop runs publishDueWills every dueWillsEvery until Close.

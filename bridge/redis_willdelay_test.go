@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -80,5 +81,27 @@ func TestRedis_DelayedWillCancelledByNewConnection_MQTT_3_1_3_9(t *testing.T) {
 	fence(t, a, b)
 	if got := willPayloads(watcher); len(got) != 0 {
 		t.Fatalf("wills delivered = %q, want none", got)
+	}
+}
+
+// Due wills are taken batch after batch until none is due, not one batch
+// per tick: many connections lost at once have their wills when due.
+func TestRedis_DueWillsAllTakenInOneRound(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	a := newTestRedis(t, srv, "a")
+	const n = 3*dueWillsBatch + 7
+	for i := range n {
+		will := rmsg(fmt.Sprintf("wills/many/%d", i), 1, "gone")
+		if err := a.delayWill(ctx, fmt.Sprintf("many-%d", i), will, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(5 * time.Millisecond) // the scenario: every one of them is due
+	if err := a.publishDueWills(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := newClient(t, srv).ZCard(ctx, a.delayedWillsKey()).Val(); left != 0 {
+		t.Fatalf("%d of %d due wills left after one round", left, n)
 	}
 }
