@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"net"
 	"net/http"
 	"strconv"
@@ -14,17 +13,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/bridge"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistopo"
 	"github.com/bridgemq/server/packets"
 )
-
-// topicShard is the bridge's stream shard of a topic's first level.
-func topicShard(first string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(first))
-	return int(h.Sum32() % 16)
-}
 
 // shardNodes returns the master serving slot and one of its replicas.
 func shardNodes(t *testing.T, ctx context.Context, cc *redis.ClusterClient, slot int64) (master, replica string) {
@@ -108,14 +101,14 @@ func TestTopology_ClusterFailoverRecoversFast(t *testing.T) {
 	level := ""
 	for i := 0; i < 200 && level == ""; i++ {
 		l := "fo" + strconv.Itoa(i)
-		if m, _ := shardNodes(t, ctx, cc, slotOf(t, ctx, cc, "mqtt:stream:"+strconv.Itoa(topicShard(l)))); m == aliveMaster {
+		if m, _ := shardNodes(t, ctx, cc, slotOf(t, ctx, cc, bridge.ClusterStreamKey("mqtt:", l))); m == aliveMaster {
 			level = l
 		}
 	}
 	if level == "" {
 		t.Fatal("no topic level with its stream shard on node-a's liveness master")
 	}
-	master, replica := shardNodes(t, ctx, cc, slotOf(t, ctx, cc, "mqtt:stream:"+strconv.Itoa(topicShard(level))))
+	master, replica := shardNodes(t, ctx, cc, slotOf(t, ctx, cc, bridge.ClusterStreamKey("mqtt:", level)))
 
 	flags := []string{"-redis-cluster", strings.Join(c.Addrs(), ","), "-node-ttl", "2s", "-http", "127.0.0.1:0"}
 	reps := map[string]*testServer{

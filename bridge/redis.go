@@ -226,7 +226,16 @@ type Redis struct {
 	oldMsg *Message
 	old    bool
 
-	recent recentIDs // reader goroutine only
+	// readMu is held by a reader while it handles one event: the single
+	// subscription's reader, or, in Redis Cluster, the control channels'
+	// reader and each shard's (redis_shardbus.go), so that one message at
+	// a time is deduplicated, handed to the core and moves lastSeen.
+	readMu sync.Mutex
+	recent recentIDs // under readMu
+	// bus is the sharded bus of Redis Cluster mode; nil for one Redis or
+	// Sentinel, where messages travel on "<prefix>msg:<topic>".
+	bus       *shardBus
+	busPrefix string
 
 	closeOnce sync.Once
 	closeErr  error
@@ -409,7 +418,12 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		shares:     newRedisShares(),
 	}
 	if cc, ok := o.Client.(*redis.ClusterClient); ok {
-		watchClusterTopology(ctx, cc)
+		watchClusterTopology(ctx, cc, &r.epochWatch.dials)
+		if err := checkShardedPubSub(ctx, cc); err != nil {
+			return nil, fmt.Errorf("new redis bridge: %w", err)
+		}
+		r.bus = newShardBus(cc)
+		r.busPrefix = o.Prefix + "bus:"
 	}
 	r.minReplicas = o.MinReplicasAcked
 	r.pubLatency = o.PublishLatency
@@ -604,11 +618,19 @@ func (r *Redis) subKey(id string) string       { return r.prefix + "sub:" + id }
 func (r *Redis) sessionKey(id string) string   { return r.prefix + "session:" + id }
 func (r *Redis) retainKey(topic string) string { return r.prefix + "retain:" + topic }
 func (r *Redis) retainIndexKey() string        { return r.prefix + "retain_index" } // not under retain:, where any topic name may land
-func (r *Redis) streamKey(shard int) string    { return r.prefix + "stream:" + strconv.Itoa(shard) }
 func (r *Redis) retainCtlChannel() string      { return r.prefix + "ctl:retain" }
 func (r *Redis) shareCtlChannel() string       { return r.prefix + "ctl:share" }
 func (r *Redis) nodeCtlChannel(n string) string {
 	return r.prefix + "ctl:node:" + n
+}
+
+// streamKey is shard's stream: "<prefix>stream:<shard>", or in Redis Cluster
+// "<prefix>stream:{<tag>}", in the slot of the shard's channel.
+func (r *Redis) streamKey(shard int) string {
+	if r.bus != nil {
+		return r.prefix + "stream:{" + r.bus.tags[shard] + "}"
+	}
+	return r.prefix + "stream:" + strconv.Itoa(shard)
 }
 
 // eventChannel is EMQX's "mqtt_channel" for the default prefix.

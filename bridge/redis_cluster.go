@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -18,13 +19,20 @@ import (
 // coalesced by go-redis (at most one in flight, then 200 ms apart).
 // Dial errors are watched on every node's own client too: the pub/sub
 // connection dials its node directly when it reconnects.
-func watchClusterTopology(ctx context.Context, cc *redis.ClusterClient) {
+//
+// The dials of every node's client are also counted in dials: the epoch
+// watch reads the epoch again after one (see epochWatch).
+func watchClusterTopology(ctx context.Context, cc *redis.ClusterClient, dials *atomic.Uint64) {
 	h := reloadHook{cc}
 	cc.AddHook(h)
-	cc.OnNewNode(func(c *redis.Client) { c.AddHook(h) })
+	node := func(c *redis.Client) {
+		c.AddHook(h)
+		c.AddHook(dialCounter{dials})
+	}
+	cc.OnNewNode(node)
 	// Nodes the client already knows were created before OnNewNode.
 	_ = cc.ForEachShard(ctx, func(_ context.Context, c *redis.Client) error {
-		c.AddHook(h)
+		node(c)
 		return nil
 	})
 }

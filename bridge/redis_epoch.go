@@ -74,14 +74,14 @@ type epochWatch struct {
 	gen     uint64        // dials when the epoch was last read and found current
 	at      time.Time     // when the batch of that read was sent
 	suspect bool          // a batch failed since
-	always  bool          // Redis Cluster: a batch reads the epoch every time
 }
 
-// watch counts the dials of c. In Redis Cluster mode, where the epoch
-// key's node is one of many, every batch reads the epoch, as before.
+// watch counts the dials of c. In Redis Cluster mode the dials of every
+// node's client are counted (watchClusterTopology adds the counter to
+// each): reading the epoch key in every batch would cost its one master a
+// GET per batch, more than its share of the cluster's work.
 func (w *epochWatch) watch(c redis.UniversalClient) {
 	if _, cluster := c.(*redis.ClusterClient); cluster {
-		w.always = true
 		return
 	}
 	c.AddHook(dialCounter{&w.dials})
@@ -92,7 +92,7 @@ func (w *epochWatch) watch(c redis.UniversalClient) {
 // only.
 func (w *epochWatch) due(batch []pubRequest, now time.Time) (bool, uint64) {
 	gen := w.dials.Load()
-	if w.always || w.suspect || gen != w.gen || now.Sub(w.at) >= epochRecheck {
+	if w.suspect || gen != w.gen || now.Sub(w.at) >= epochRecheck {
 		return true, gen
 	}
 	for _, req := range batch {

@@ -48,7 +48,6 @@ func TestEpochWatch_ReadsWhenSomethingMayHaveChanged(t *testing.T) {
 		{"a dial since", func(w *epochWatch) { w.dials.Add(1) }, msgs, t0, true},
 		{"a failed batch since", func(w *epochWatch) { w.suspect = true }, msgs, t0, true},
 		{"a check asked for", func(*epochWatch) {}, check, t0, true},
-		{"redis cluster", func(w *epochWatch) { w.always = true }, msgs, t0, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var w epochWatch

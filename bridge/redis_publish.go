@@ -49,11 +49,17 @@ func isNotReplicated(err error) bool { return errors.Is(err, ErrNotReplicated) }
 // KEYS[1] stream; ARGV[1] approximate stream cap; ARGV[2] message expiry in
 // ms (0: no age trim); then pairs of envelope without stream id and
 // channel. Returns the number of messages.
-var publishScript = redis.NewScript(`
+//
+// shardPublishScript is the same with SPUBLISH, for Redis Cluster, where
+// the channel is in the stream's slot (redis_shardbus.go).
+var publishScript, shardPublishScript = redis.NewScript(publishBody("PUBLISH")), redis.NewScript(publishBody("SPUBLISH"))
+
+func publishBody(publish string) string {
+	return `
 local key, cap, age = KEYS[1], ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV, 2 do
   local id = redis.call('XADD', key, 'MAXLEN', '~', cap, '*', 'e', ARGV[i])
-  redis.call('PUBLISH', ARGV[i+1], ARGV[i] .. string.char(#id) .. id)
+  redis.call('` + publish + `', ARGV[i+1], ARGV[i] .. string.char(#id) .. id)
 end
 if age > 0 then
   local now = redis.call('TIME')
@@ -61,7 +67,24 @@ if age > 0 then
   if cutoff > 0 then redis.call('XTRIM', key, 'MINID', '~', string.format('%.0f', cutoff)) end
 end
 return (#ARGV - 2) / 2
-`)
+`
+}
+
+// channelOf is the channel a message on topic travels on.
+func (r *Redis) channelOf(topic string) string {
+	if r.bus != nil {
+		return r.busChannel(shardOf(topic))
+	}
+	return r.msgPrefix + topic
+}
+
+// script is the publish script for this Redis: SPUBLISH in Redis Cluster.
+func (r *Redis) script() *redis.Script {
+	if r.bus != nil {
+		return shardPublishScript
+	}
+	return publishScript
+}
 
 // keepPayloadUpTo: a batch lets go of its messages' payloads above this
 // size once their envelopes are built. Smaller ones are not worth the
@@ -79,7 +102,7 @@ type pubRequest struct {
 }
 
 func (r *Redis) loadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{publishScript, detachScript, claimScript, clearWillScript, casClaimScript} {
+	for _, s := range []*redis.Script{r.script(), detachScript, claimScript, clearWillScript, casClaimScript} {
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
 			return unavailable("load lua script", err)
 		}
@@ -194,7 +217,7 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 			continue
 		}
 		m := req.msg
-		channels[i] = r.msgPrefix + m.Topic
+		channels[i] = r.channelOf(m.Topic)
 		if m.ID == (ID{}) {
 			// Without an id receivers could not drop repeats; never
 			// modify the caller's message, give the envelope one.
@@ -233,6 +256,8 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 			needsAck = true
 			shards.add(shardOf(m.Topic), r.streamArgs, envs[i], channels[i], i)
 			r.appended += int64(len(envs[i]))
+		} else if r.bus != nil {
+			first[i] = pipe.SPublish(ctx, channels[i], envs[i])
 		} else {
 			first[i] = pipe.Publish(ctx, channels[i], envs[i])
 		}
@@ -355,7 +380,7 @@ func (b *shardBatch) queue(ctx context.Context, r *Redis, pipe redis.Pipeliner) 
 				r.ageTrimNext[sh] = now.Add(ageTrimEvery)
 			}
 		}
-		b.cmds[sh] = publishScript.EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
+		b.cmds[sh] = r.script().EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)
 	}
 }
 
@@ -374,7 +399,7 @@ func (b *shardBatch) retryNoScript(ctx context.Context, r *Redis, wait bool) *re
 			if pipe == nil {
 				pipe = r.rdb.Pipeline()
 			}
-			b.cmds[sh] = publishScript.Eval(ctx, pipe, []string{r.streamKey(sh)}, b.args[sh]...)
+			b.cmds[sh] = r.script().Eval(ctx, pipe, []string{r.streamKey(sh)}, b.args[sh]...)
 		}
 	}
 	if pipe == nil {

@@ -55,6 +55,7 @@ func (r *Redis) readLoop() {
 			continue
 		}
 		backoff = 10 * time.Millisecond
+		r.readMu.Lock()
 		switch v := v.(type) {
 		case *redis.Subscription:
 			if (v.Kind == "subscribe" || v.Kind == "psubscribe") && !r.confirmed(v.Channel) {
@@ -74,13 +75,14 @@ func (r *Redis) readLoop() {
 			}
 			r.receive(v)
 		}
+		r.readMu.Unlock()
 	}
 }
 
 // receive routes one pub/sub message.
 func (r *Redis) receive(m *redis.Message) {
 	switch {
-	case strings.HasPrefix(m.Channel, r.msgPrefix):
+	case strings.HasPrefix(m.Channel, r.msgPrefix), r.bus != nil && strings.HasPrefix(m.Channel, r.busPrefix):
 		r.receiveEnvelope(m.Payload)
 	case m.Channel == r.retainCtlChannel():
 		r.applyRetainAnnouncement(m.Payload)
@@ -280,19 +282,10 @@ func (r *Redis) replayGap() bool {
 	r.mu.Unlock()
 	r.countTrimmed(ctx, "", seen)
 	for s := range streamShards {
-		r.mu.Lock()
-		from := r.lastSeen[s]
-		r.mu.Unlock()
-		err := r.readStream(ctx, s, from, func(m *Message, sid streamID) {
-			if r.recent.seen(m.ID) {
-				r.stats.deduplicated.Add(1) // e.g. republished after a Redis restart
-				return
-			}
-			if r.deliverLocal(m, s, sid) {
-				r.stats.replayed.Add(1)
-			}
-		})
-		if err != nil {
+		if r.bus != nil {
+			break // each shard's subscription replays its own stream
+		}
+		if err := r.replayStream(ctx, s); err != nil {
 			r.log.Warn("stream replay failed; retrying", "shard", s, "err", err)
 			return false
 		}
@@ -308,4 +301,21 @@ func (r *Redis) replayGap() bool {
 	r.askEpochCheck()
 	r.askBeat()
 	return true
+}
+
+// replayStream delivers every entry of shard's stream after the last id
+// this replica saw. readMu is held.
+func (r *Redis) replayStream(ctx context.Context, shard int) error {
+	r.mu.Lock()
+	from := r.lastSeen[shard]
+	r.mu.Unlock()
+	return r.readStream(ctx, shard, from, func(m *Message, sid streamID) {
+		if r.recent.seen(m.ID) {
+			r.stats.deduplicated.Add(1) // e.g. republished after a Redis restart
+			return
+		}
+		if r.deliverLocal(m, shard, sid) {
+			r.stats.replayed.Add(1)
+		}
+	})
 }

@@ -10,12 +10,16 @@ import (
 	"github.com/bridgemq/server/broker"
 )
 
-// Route implements broker.Cluster: the filters new to this replica join the
-// pattern set, routeChunk at a time, each chunk's SUBSCRIBE or PSUBSCRIBE
+// Route implements broker.Cluster: in Redis Cluster, the shards the filters
+// need are subscribed (routeShards); otherwise the filters new to this
+// replica join the pattern set, routeChunk at a time, each chunk's SUBSCRIBE or PSUBSCRIBE
 // issued before the next, and it returns once Redis routes them here (a
 // barrier), so that a message published after the SUBACK reaches the
 // client.
 func (r *Redis) Route(ctx context.Context, filters []string) error {
+	if r.bus != nil {
+		return r.routeShards(ctx, filters)
+	}
 	changed := false
 	for len(filters) > 0 {
 		chunk := filters[:min(routeChunk, len(filters))]
@@ -40,6 +44,10 @@ func (r *Redis) Route(ctx context.Context, filters []string) error {
 // names and re-subscribes them on reconnect; the core re-matches, so an
 // extra subscription costs bandwidth only) and returns the first.
 func (r *Redis) Unroute(ctx context.Context, filters []string) error {
+	if r.bus != nil {
+		r.unrouteShards(filters)
+		return nil
+	}
 	var first error
 	for len(filters) > 0 {
 		chunk := filters[:min(routeChunk, len(filters))]
