@@ -157,14 +157,22 @@ func rawConnect(name string, level, flags byte, keepAlive uint16, clientID strin
 // it is missing the test fails on CI (CI=true) and is skipped elsewhere.
 func needMosquittoClients(t testing.TB, name string) string {
 	t.Helper()
+	return needProgram(t, name, "mosquitto-clients")
+}
+
+// needProgram returns the path of program name, which Debian package pkg
+// installs. When it is missing the test fails on CI (CI=true) and is
+// skipped elsewhere.
+func needProgram(t testing.TB, name, pkg string) string {
+	t.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {
 		return path
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not installed (apt-get install mosquitto-clients): %v", name, err)
+		t.Fatalf("%s not installed (apt-get install %s): %v", name, pkg, err)
 	}
-	t.Skipf("%s not installed (apt-get install mosquitto-clients)", name)
+	t.Skipf("%s not installed (apt-get install %s)", name, pkg)
 	return ""
 }
 

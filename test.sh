@@ -3,7 +3,8 @@
 # Debian machine, then gofmt, go vet, staticcheck, the race-enabled test suite and a
 # bounded fuzz run of each fuzz target (./packets, ./bridge). Usage: bash ./test.sh
 #
-# Tests start their own redis-server, redis-sentinel, haproxy, mosquitto and headless chromium on free ports,
+# Tests start their own redis-server, redis-sentinel, haproxy, mosquitto and headless chromium on free ports
+# (one runs examples/cluster/run.sh, which starts a Redis Cluster and HAProxy itself),
 # so a system service the Debian packages may auto-start on 6379/1883 does not matter.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -41,12 +42,13 @@ step() {
 install_packages() {
 	local missing=()
 	local cmd
-	for cmd in redis-server redis-sentinel haproxy mosquitto_pub mosquitto_sub mosquitto; do
+	# curl: examples/cluster/run.sh, which a test runs, polls /readyz with it.
+	for cmd in redis-server redis-cli redis-sentinel haproxy curl mosquitto_pub mosquitto_sub mosquitto; do
 		command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 	done
 	local pkgs=()
 	if [ "${#missing[@]}" -ne 0 ]; then
-		pkgs+=(redis-server redis-sentinel haproxy mosquitto-clients mosquitto)
+		pkgs+=(redis-server redis-tools redis-sentinel haproxy curl mosquitto-clients mosquitto)
 	fi
 	# The browser test (browser_test.go) runs MQTT.js, fetched with npm, in headless Chromium.
 	# Each is installed only when missing: a Node.js from another source already ships its own
@@ -58,7 +60,7 @@ install_packages() {
 		fi
 	done
 	if [ "${#pkgs[@]}" -eq 0 ]; then
-		echo "all of redis-server, redis-sentinel, haproxy, mosquitto(-clients), chromium, npm present; skipping apt"
+		echo "all of redis-server, redis-cli, redis-sentinel, haproxy, curl, mosquitto(-clients), chromium, npm present; skipping apt"
 		return 0
 	fi
 	echo "missing: ${missing[*]}"
