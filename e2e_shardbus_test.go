@@ -456,3 +456,96 @@ func (q *qos2Pair) stop(t *testing.T) (acked, got, dups int) {
 	}
 	return acked, got, dups
 }
+
+// BenchmarkShardBus_RedisCPUPerMessage measures what one QoS 1 message
+// costs the Redis Cluster's masters (INFO cpu, user + sys, summed over the
+// three masters) with 0, 1 and 2 replicas subscribed to '#' (every shard):
+// the figures of the capacity model in bench/README.md. Publishers on
+// replica A spread the messages evenly over 100 first-level topics. Run
+// with a fixed count, since each run starts a cluster:
+//
+//	go test -run '^$' -bench ShardBus -benchtime 20000x .
+func BenchmarkShardBus_RedisCPUPerMessage(b *testing.B) {
+	for _, subs := range []int{0, 1, 2} {
+		b.Run(fmt.Sprintf("subscribed_replicas=%d", subs), func(b *testing.B) {
+			benchShardBusCPU(b, subs)
+		})
+	}
+}
+
+func benchShardBusCPU(b *testing.B, subs int) {
+	c := redistopo.StartCluster(b)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	b.Cleanup(func() { _ = cc.Close() })
+	flags := append([]string{"-redis-cluster", strings.Join(c.Addrs(), ",")}, bigQueue...)
+	a, rb := startTopoPair(b, flags...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	tally := loadgen.NewTally()
+	var done []<-chan struct{}
+	for i, srv := range []*testServer{rb, a}[:subs] {
+		s := loadgen.NewSubscriber(fmt.Sprintf("bench-sub-%d-%d", i, time.Now().UnixNano()), "#", tally, topoAddr(srv))
+		done = append(done, s.Start(b, ctx, 0, nil))
+	}
+	const topics = 100
+	per := max(1, b.N/topics)
+	var pubs []*loadgen.Publisher
+	for i := range topics {
+		pubs = append(pubs, loadgen.NewPublisher(fmt.Sprintf("pub%d", i), fmt.Sprintf("cap-%d/x", i), dialer(topoAddr(a))))
+	}
+	cpu := func() map[string]float64 {
+		out := map[string]float64{}
+		var mu sync.Mutex
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			s, err := m.Info(ctx, "cpu").Result()
+			if err != nil {
+				return err
+			}
+			var sum float64
+			for _, line := range strings.Split(s, "\r\n") {
+				k, v, _ := strings.Cut(line, ":")
+				if k == "used_cpu_sys" || k == "used_cpu_user" {
+					f, _ := strconv.ParseFloat(v, 64)
+					sum += f
+				}
+			}
+			mu.Lock()
+			out[m.Options().Addr] = sum
+			mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			b.Fatalf("INFO cpu: %v", err)
+		}
+		return out
+	}
+	before := cpu()
+	b.ResetTimer()
+	for _, err := range loadgen.RunPublishers(ctx, pubs, per, 0, time.Now().Add(10*time.Minute)) {
+		if err != nil {
+			b.Fatalf("publisher: %v", err)
+		}
+	}
+	if subs > 0 {
+		if sum := loadgen.AwaitDelivery(pubs, tally, time.Minute, 0); sum.Lost != 0 {
+			b.Fatalf("%s", sum)
+		}
+	}
+	b.StopTimer()
+	after := cpu()
+	cancel()
+	for _, d := range done {
+		<-d
+	}
+	msgs := float64(per * topics)
+	var total, most float64
+	for addr, v := range after {
+		d := v - before[addr]
+		total += d
+		most = max(most, d)
+	}
+	b.ReportMetric(total/msgs*1e6, "redis_us/msg")
+	b.ReportMetric(most/msgs*1e6, "busiest_master_us/msg")
+	b.ReportMetric(msgs/b.Elapsed().Seconds(), "msg/s")
+}
