@@ -549,3 +549,28 @@ func benchShardBusCPU(b *testing.B, subs int) {
 	b.ReportMetric(most/msgs*1e6, "busiest_master_us/msg")
 	b.ReportMetric(msgs/b.Elapsed().Seconds(), "msg/s")
 }
+
+// clusterDeployment is two in-process replicas (pub on the first, sub on
+// the second) on the Redis Cluster c, under their own key prefix, so that
+// several deployments share one cluster without seeing each other.
+func clusterDeployment(t *testing.T, c *redistopo.Cluster, args ...string) *deployment {
+	t.Helper()
+	prefix := strings.NewReplacer("/", "-", " ", "-").Replace(unique(t, "p")) + ":"
+	flags := append([]string{"-redis-cluster", strings.Join(c.Addrs(), ","), "-redis-prefix", prefix}, args...)
+	a := startTopoReplica(t, "node-a", flags...)
+	b := startTopoReplica(t, "node-b", flags...)
+	return &deployment{name: "redis-cluster-2-replicas", servers: []*testServer{a, b}}
+}
+
+// TestShardBus_Interop runs the Eclipse Paho 3.1.1 interoperability
+// scenarios (e2e_interop_test.go) on two replicas over a six-node Redis
+// Cluster, publishers on one and subscribers on the other: everything
+// that works on one Redis works on the sharded bus.
+func TestShardBus_Interop(t *testing.T) {
+	c := redistopo.StartCluster(t)
+	for _, sc := range interopScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			sc.run(t, clusterDeployment(t, c, "-acl-file", "testdata/e2e_interop.acl"))
+		})
+	}
+}

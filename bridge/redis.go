@@ -236,6 +236,7 @@ type Redis struct {
 	// Sentinel, where messages travel on "<prefix>msg:<topic>".
 	bus       *shardBus
 	busPrefix string
+	bound     chan struct{} // closed by Bind
 
 	closeOnce sync.Once
 	closeErr  error
@@ -413,6 +414,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		conns:      make(map[string]*redisClient),
 		detaching:  make(map[string]*redisClient),
 		recent:     newRecentIDs(1 << 16),
+		bound:      make(chan struct{}),
 		token:      randomToken(),
 		beatNow:    make(chan struct{}, 1),
 		shares:     newRedisShares(),
@@ -485,7 +487,13 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 // confirmations itself, before the reader starts.
 func (r *Redis) subscribeControl(ctx context.Context) error {
 	ctl := []string{r.retainCtlChannel(), r.nodeCtlChannel(r.node), r.shareCtlChannel()}
-	r.ps = r.rdb.Subscribe(ctx)
+	r.ps = r.rdb.Subscribe(ctx) // dials with its first command
+	if r.bus != nil {
+		ctl = ctl[1:] // on sharded pub/sub (subscribeRetainAnnouncements)
+		if err := r.subscribeRetainAnnouncements(ctx); err != nil {
+			return err
+		}
+	}
 	if err := r.ps.Subscribe(ctx, ctl...); err != nil {
 		return unavailable("subscribe control channels", err)
 	}
@@ -510,6 +518,7 @@ func (r *Redis) Bind(core broker.Receiver) {
 	r.queue = core.Queue()
 	core.ReplaceRetained(r.retainedNames)
 	r.retainedNames = nil
+	close(r.bound)
 	r.wg.Add(2)
 	go r.readLoop()
 	go r.checkpointLoop()

@@ -209,8 +209,8 @@ func (r *Redis) retryDetach(c *redisClient, st *StoredSession, cursor [streamSha
 // in one MULTI: a write Redis refuses (for example at maxmemory with
 // noeviction) aborts the whole transaction and leaves the session stored
 // before whole, never half replaced. In Redis Cluster, where the two keys
-// live in different slots, go-redis runs one MULTI per slot: each key is
-// still replaced whole.
+// live in different slots, each key has a MULTI of its own: each is still
+// replaced whole.
 //
 // A connection whose session another connection has meanwhile claimed (it
 // was taken over while this replica was unreachable) stores nothing: the
@@ -225,28 +225,52 @@ func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *StoredSess
 		r.log.Info("session not stored: taken over by another connection", "client", c.id)
 		return nil
 	}
-	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	ttl := r.sessionTTL
+	if st.Expiry > 0 && (ttl == 0 || st.Expiry < ttl) {
+		ttl = st.Expiry // [MQTT-3.1.2-23] the session's own interval
+	}
+	// [MQTT-3.1.2-4] kept while offline, here for as long as
+	// -session-expiry (or the session's shorter interval) allows, by
+	// Redis itself.
+	hash := func(p redis.Pipeliner) {
 		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0", "owner", c.owner,
 			"stored_at", time.Now().UnixMilli())
 		p.HDel(ctx, sk, "will")
+		if ttl > 0 {
+			p.PExpire(ctx, sk, ttl)
+		}
+	}
+	subs := func(p redis.Pipeliner) {
 		// The core's record of the subscriptions is the truth.
 		p.Del(ctx, r.subKey(c.id))
 		if len(st.Subscriptions) > 0 {
 			p.HSet(ctx, r.subKey(c.id), subscriptionArgs(st.Subscriptions, st.Options)...)
 		}
-		ttl := r.sessionTTL
-		if st.Expiry > 0 && (ttl == 0 || st.Expiry < ttl) {
-			ttl = st.Expiry // [MQTT-3.1.2-23] the session's own interval
-		}
 		if ttl > 0 {
-			// [MQTT-3.1.2-4] kept while offline, here for as long as
-			// -session-expiry (or the session's shorter interval) allows,
-			// by Redis itself.
-			p.PExpire(ctx, sk, ttl)
 			p.PExpire(ctx, r.subKey(c.id), ttl)
 		}
-		return nil
-	})
+	}
+	if r.bus == nil {
+		_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			hash(p)
+			subs(p)
+			return nil
+		})
+	} else {
+		// Redis Cluster refuses a MULTI over two slots (CROSSSLOT), and
+		// go-redis sends one: one transaction per key, subscriptions
+		// first, as a single Redis would apply them.
+		_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			subs(p)
+			return nil
+		})
+		if err == nil {
+			_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				hash(p)
+				return nil
+			})
+		}
+	}
 	if err != nil {
 		return unavailable("store session", err)
 	}

@@ -445,7 +445,7 @@ func (r *Redis) queueRetain(ctx context.Context, pipe redis.Pipeliner, m *Messag
 		return []redis.Cmder{
 			pipe.Del(ctx, r.retainKey(m.Topic)),
 			pipe.SRem(ctx, r.retainIndexKey(), m.Topic),
-			pipe.Publish(ctx, r.retainCtlChannel(), "-"+m.Topic),
+			r.announceRetained(ctx, pipe, "-"+m.Topic),
 		}
 	}
 	ts := m.Time
@@ -472,6 +472,15 @@ func (r *Redis) queueRetain(ctx context.Context, pipe redis.Pipeliner, m *Messag
 		"props", props,
 	),
 		pipe.SAdd(ctx, r.retainIndexKey(), m.Topic),
-		pipe.Publish(ctx, r.retainCtlChannel(), "+"+m.Topic),
+		r.announceRetained(ctx, pipe, "+"+m.Topic),
 	}
+}
+
+// announceRetained queues a retained index announcement: on sharded pub/sub
+// in Redis Cluster (see subscribeRetainAnnouncements).
+func (r *Redis) announceRetained(ctx context.Context, pipe redis.Pipeliner, a string) *redis.IntCmd {
+	if r.bus != nil {
+		return pipe.SPublish(ctx, r.retainCtlChannel(), a)
+	}
+	return pipe.Publish(ctx, r.retainCtlChannel(), a)
 }

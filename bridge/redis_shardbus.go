@@ -113,12 +113,16 @@ type shardBus struct {
 	subs [streamShards]*shardSub
 }
 
-// shardSub is the subscription of one shard's channel.
+// shardSub is the subscription of one sharded channel: a stream shard's,
+// or (shard -1) the retained index announcements'.
 type shardSub struct {
 	shard   int
 	channel string
 	ready   chan struct{} // closed once Redis first confirms the subscription
 	cancel  context.CancelFunc
+	// replay reads what the channel may have carried while the
+	// subscription was down; false when Redis could not be read.
+	replay func() bool
 }
 
 func newShardBus(cc *redis.ClusterClient) *shardBus {
@@ -221,10 +225,45 @@ func (r *Redis) unrouteShards(filters []string) {
 // startShardSub starts the subscription of shard; b.mu is held.
 func (r *Redis) startShardSub(shard int) *shardSub {
 	ctx, cancel := context.WithCancel(r.ctx)
-	sub := &shardSub{shard: shard, channel: r.busChannel(shard), ready: make(chan struct{}), cancel: cancel}
+	sub := &shardSub{shard: shard, channel: r.busChannel(shard), ready: make(chan struct{}), cancel: cancel,
+		replay: func() bool { return r.replayShard(shard) }}
 	r.wg.Add(1)
 	go r.shardLoop(ctx, sub)
 	return sub
+}
+
+// subscribeRetainAnnouncements subscribes, in Redis Cluster, the retained
+// index announcements on sharded pub/sub and waits for the confirmation. A
+// classic PUBLISH reaches the other nodes over the cluster bus, after the
+// publisher's PUBACK: a subscribe on another replica just after it would
+// read a mirror without the new topic. A sharded channel lives on one
+// master, which writes each announcement to every subscriber before it
+// answers the publisher, as one Redis does. After a gap the whole index is
+// read again.
+func (r *Redis) subscribeRetainAnnouncements(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(r.ctx)
+	sub := &shardSub{shard: -1, channel: r.retainCtlChannel(), ready: make(chan struct{}), cancel: cancel,
+		replay: func() bool {
+			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+			defer cancel()
+			r.readMu.Lock()
+			defer r.readMu.Unlock()
+			if err := r.loadRetainedIndex(ctx); err != nil {
+				r.log.Warn("retained index reload failed; retrying", "err", err)
+				return false
+			}
+			return true
+		}}
+	r.wg.Add(1)
+	go r.shardLoop(sctx, sub)
+	select {
+	case <-sub.ready:
+		return nil
+	case <-time.After(barrierTimeout):
+		return fmt.Errorf("subscribe %s: no confirmation in %v: %w", sub.channel, barrierTimeout, ErrUnavailable)
+	case <-ctx.Done():
+		return fmt.Errorf("subscribe %s: %w", sub.channel, ctx.Err())
+	}
 }
 
 // shardLoop keeps shard's subscription up until ctx ends: it opens a
@@ -317,21 +356,35 @@ func (r *Redis) readShard(ctx context.Context, ps *redis.PubSub, sub *shardSub, 
 				r.log.Info("redis shard moved; subscribing on its new master", "shard", sub.shard)
 				return true
 			}
-			if gap {
-				gap = !r.replayShard(sub.shard)
+			if gap && r.waitBound(ctx) {
+				gap = !sub.replay()
 			}
 		case *redis.Pong:
-			if gap {
-				gap = !r.replayShard(sub.shard)
+			if gap && r.waitBound(ctx) {
+				gap = !sub.replay()
 			}
 		case *redis.Message:
+			if !r.waitBound(ctx) {
+				return true
+			}
 			if gap {
-				gap = !r.replayShard(sub.shard)
+				gap = !sub.replay()
 			}
 			r.readMu.Lock()
 			r.receive(v)
 			r.readMu.Unlock()
 		}
+	}
+}
+
+// waitBound waits until the core is bound (Bind): the retained
+// announcements' subscription starts before it. False when ctx ended.
+func (r *Redis) waitBound(ctx context.Context) bool {
+	select {
+	case <-r.bound:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
