@@ -26,6 +26,8 @@ type (
 	Subscriber = broker.Subscriber
 	// StoredSession is broker.StoredSession.
 	StoredSession = broker.StoredSession
+	// Lifetime is broker.Lifetime.
+	Lifetime = broker.Lifetime
 	// Delivery is broker.Delivery.
 	Delivery = broker.Delivery
 	// Inflight is broker.Inflight.

@@ -277,7 +277,7 @@ func TestContract_WillPublished_MQTT_3_1_2_8(t *testing.T) {
 		subscribe(t, b, "w", "will/#", 1)
 		will := rmsg("will/c", 1, "gone")
 		c := newLiveSub()
-		if _, err := b.Attach(context.Background(), "c", "", c, true, will); err != nil {
+		if _, err := b.Attach(context.Background(), "c", "", c, broker.CleanSession(true), will); err != nil {
 			t.Fatal(err)
 		}
 		published, err := b.PublishWill(context.Background(), "c", c, will)
@@ -341,4 +341,91 @@ func TestContract_DetachAfterTakeoverChangesNothing_MQTT_3_1_4_2(t *testing.T) {
 		publish(t, b, rmsg("t", 1, "x"))
 		now.waitFor(t, 1)
 	})
+}
+
+// attachLife attaches sub to id with life and fails the test on error.
+func attachLife(t *testing.T, b Bridge, id string, sub Subscriber, life Lifetime) *StoredSession {
+	t.Helper()
+	st, err := b.Attach(context.Background(), id, "", sub, life, nil)
+	if err != nil {
+		t.Fatalf("Attach(%s, %+v): %v", id, life, err)
+	}
+	return st
+}
+
+// Clean Start and persistence are asked apart (MQTT 5.0, sections 3.1.2.4
+// and 3.1.2.11.2): Clean Start discards the stored session
+// [MQTT-3.1.2-4], its absence resumes it [MQTT-3.1.2-5], and whether the
+// session (new or resumed) outlives the connection is Persistent's alone
+// [MQTT-3.1.2-23]. Each case starts from a stored session holding the
+// subscription old/# and one queued message.
+func TestContract_LifetimeCleanStartAndPersistent_MQTT_3_1_2_4(t *testing.T) {
+	cases := []struct {
+		name string
+		life Lifetime
+		// resumed: Attach returns the stored session; kept: a session is
+		// stored after the connection ends, with these subscriptions.
+		resumed bool
+		kept    []string
+	}{
+		{"clean start, persistent: a new session kept", Lifetime{CleanStart: true, Persistent: true}, false, []string{"new/#"}},
+		{"resumed, ends with the connection", Lifetime{Persistent: false}, true, nil},
+		{"clean start, ends with the connection (3.1.1 clean)", broker.CleanSession(true), false, nil},
+		{"resumed and kept (3.1.1 persistent)", broker.CleanSession(false), true, []string{"new/#", "old/#"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
+				s := newLiveSub()
+				attach(t, b, "c", s, false)
+				subscribe(t, b, "c", "old/#", 1)
+				storeOffline(t, b, "c", s)
+				publish(t, b, rmsg("old/q", 1, "queued"))
+				fence(t, b, b)
+
+				s = newLiveSub()
+				st := attachLife(t, b, "c", s, tc.life)
+				if got := st != nil; got != tc.resumed {
+					t.Fatalf("Attach returned %+v, want resumed %v", st, tc.resumed)
+				}
+				if tc.resumed {
+					if got, want := queuedAtQoS(st), []string{"queued@1"}; !slices.Equal(got, want) {
+						t.Fatalf("resumed with queued %v, want %v", got, want)
+					}
+					if _, ok := st.Subscriptions["old/#"]; !ok {
+						t.Fatalf("resumed without its subscription: %v", st.Subscriptions)
+					}
+				}
+				subscribe(t, b, "c", "new/#", 1)
+				publish(t, b, rmsg("old/live", 1, "live"))
+				fence(t, b, b)
+				if got := len(s.deliveries()); tc.resumed != (got == 1) {
+					t.Fatalf("live connection got %d messages on old/#, want %d", got, map[bool]int{true: 1}[tc.resumed])
+				}
+				var state *StoredSession
+				if tc.life.Persistent {
+					state = &StoredSession{}
+				}
+				detach(t, b, "c", s, state)
+
+				back := attach(t, b, "c", newLiveSub(), false)
+				if tc.kept == nil {
+					if back != nil {
+						t.Fatalf("a session that ended with its connection came back: %+v", back)
+					}
+					return
+				}
+				var subs []string
+				if back != nil {
+					for f := range back.Subscriptions {
+						subs = append(subs, f)
+					}
+				}
+				slices.Sort(subs)
+				if !slices.Equal(subs, tc.kept) {
+					t.Fatalf("kept session's subscriptions %v, want %v", subs, tc.kept)
+				}
+			})
+		})
+	}
 }

@@ -75,7 +75,7 @@ func TestMemory_DeliversOnceAtHighestGrantedQoS_MQTT_3_3_5_1(t *testing.T) {
 			m := broker.NewMemory(broker.MemoryOptions{})
 			ctx := context.Background()
 			r := &recorder{}
-			if _, err := m.Attach(ctx, "c", "", r, true, nil); err != nil {
+			if _, err := m.Attach(ctx, "c", "", r, broker.CleanSession(true), nil); err != nil {
 				t.Fatal(err)
 			}
 			for f, q := range tt.subs {
@@ -101,7 +101,7 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 	ctx := context.Background()
 	m := broker.NewMemory(broker.MemoryOptions{MaxQueued: 3})
 	r := &recorder{}
-	if _, err := m.Attach(ctx, "p", "", r, false, nil); err != nil {
+	if _, err := m.Attach(ctx, "p", "", r, broker.CleanSession(false), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Subscribe(ctx, "p", "t/#", 2); err != nil {
@@ -115,7 +115,7 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 		_ = m.Publish(ctx, msg(topic, 1))
 	}
 	r2 := &recorder{}
-	st, err := m.Attach(ctx, "p", "", r2, false, nil)
+	st, err := m.Attach(ctx, "p", "", r2, broker.CleanSession(false), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,11 +145,11 @@ func TestMemory_CleanSessionDiscardsStoredState_MQTT_3_1_2_6(t *testing.T) {
 	ctx := context.Background()
 	m := broker.NewMemory(broker.MemoryOptions{})
 	r := &recorder{}
-	_, _ = m.Attach(ctx, "c", "", r, false, nil)
+	_, _ = m.Attach(ctx, "c", "", r, broker.CleanSession(false), nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
 	_ = m.Detach(ctx, "c", r, &StoredSession{})
 	r2 := &recorder{}
-	st, err := m.Attach(ctx, "c", "", r2, true, nil)
+	st, err := m.Attach(ctx, "c", "", r2, broker.CleanSession(true), nil)
 	if err != nil || st != nil {
 		t.Fatalf("clean attach returned %v, %v; want nil, nil", st, err)
 	}
@@ -164,12 +164,12 @@ func TestMemory_TakeOverEndsPreviousConnection_MQTT_3_1_4_2(t *testing.T) {
 	m := broker.NewMemory(broker.MemoryOptions{})
 	old := &recorder{}
 	old.onTake = func() { _ = m.Detach(ctx, "dup", old, &StoredSession{}) }
-	if _, err := m.Attach(ctx, "dup", "", old, false, nil); err != nil {
+	if _, err := m.Attach(ctx, "dup", "", old, broker.CleanSession(false), nil); err != nil {
 		t.Fatal(err)
 	}
 	_ = m.Subscribe(ctx, "dup", "x", 1)
 	next := &recorder{}
-	st, err := m.Attach(ctx, "dup", "", next, false, nil)
+	st, err := m.Attach(ctx, "dup", "", next, broker.CleanSession(false), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,12 +191,12 @@ func TestMemory_DeliveryRefusedDuringDetachIsKept(t *testing.T) {
 	ctx := context.Background()
 	m := broker.NewMemory(broker.MemoryOptions{})
 	r := &recorder{}
-	_, _ = m.Attach(ctx, "c", "", r, false, nil)
+	_, _ = m.Attach(ctx, "c", "", r, broker.CleanSession(false), nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
 	r.refuse = true // the connection has snapshotted its state
 	_ = m.Publish(ctx, msg("x", 1))
 	_ = m.Detach(ctx, "c", r, &StoredSession{})
-	st, _ := m.Attach(ctx, "c", "", &recorder{}, false, nil)
+	st, _ := m.Attach(ctx, "c", "", &recorder{}, broker.CleanSession(false), nil)
 	if st == nil || len(st.Queued) != 1 || st.Queued[0].Message.Topic != "x" {
 		t.Fatalf("message refused between snapshot and Detach was lost: %+v", st)
 	}
@@ -226,14 +226,14 @@ func TestMemory_QueuedMessagesExpire(t *testing.T) {
 	ctx := context.Background()
 	m := broker.NewMemory(broker.MemoryOptions{MessageExpiry: time.Minute})
 	r := &recorder{}
-	_, _ = m.Attach(ctx, "c", "", r, false, nil)
+	_, _ = m.Attach(ctx, "c", "", r, broker.CleanSession(false), nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
 	_ = m.Detach(ctx, "c", r, &StoredSession{})
 	old := msg("x", 1)
 	old.Time = time.Now().Add(-2 * time.Minute)
 	_ = m.Publish(ctx, old)
 	_ = m.Publish(ctx, msg("x", 1))
-	st, _ := m.Attach(ctx, "c", "", &recorder{}, false, nil)
+	st, _ := m.Attach(ctx, "c", "", &recorder{}, broker.CleanSession(false), nil)
 	if st == nil || len(st.Queued) != 1 {
 		t.Fatalf("want 1 unexpired queued message, got %+v", st)
 	}

@@ -11,7 +11,7 @@ import (
 // (broker.NewMemory) or the Redis bridge (newTestRedis), so that one
 // contract suite checks both.
 type Bridge interface {
-	Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*StoredSession, error)
+	Attach(ctx context.Context, clientID, owner string, sub Subscriber, life Lifetime, will *Message) (*StoredSession, error)
 	Detach(ctx context.Context, clientID string, sub Subscriber, state *StoredSession) error
 	Subscribe(ctx context.Context, clientID, filter string, qos byte) error
 	SubscribeMany(ctx context.Context, clientID string, subs []Subscription) error

@@ -118,7 +118,9 @@ type RedisOptions struct {
 //	                          5.0 options byte and ":<subscription id>"
 //	                          (see encodeSubscription)
 //	<p>session:<id>     hash  state (inflight, queued, awaiting PUBREL),
-//	                          cursor (last stream id per shard), will, conn, clean
+//	                          cursor (last stream id per shard), will, conn,
+//	                          clean, expiry (ms, the session's own interval
+//	                          when shorter than SessionExpiry)
 //	<p>retain:<topic>   hash  id, from, qos, topic, retain, payload, ts
 //	<p>retain_index     set   retained topic names, mirrored by every replica
 //	<p>stream:<0..15>   stream of QoS ≥ 1 envelopes, capped at StreamCap
@@ -275,7 +277,14 @@ type redisClient struct {
 	sub      Subscriber // the connection, ended by a takeover
 	addr     string     // the client's address, for the client record
 	conn     string     // this connection's id in the client record
-	clean    bool
+	// clean is set for a session that ends with its connection (not
+	// Lifetime.Persistent), cleanStart for one that discarded the stored
+	// session (Lifetime.CleanStart): 3.1.1 sets both or neither, 5.0 any
+	// of the four. expiry is the persistent session's own interval
+	// (Lifetime.Expiry; 0: SessionExpiry).
+	clean      bool
+	cleanStart bool
+	expiry     time.Duration
 	// subs mirrors the core's subscriptions of the client (Claim's stored
 	// ones, then Cluster.Subscribing and Unsubscribing), for the replay
 	// and for eligibleGrant.

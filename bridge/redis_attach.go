@@ -43,12 +43,22 @@ const maxClaimAttempts = 8
 // claims again. The stored session is returned with its subscriptions for
 // the core to route; until Resume has replayed its streams, live messages
 // for it wait in the gate (see Gate).
-func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*StoredSession, error) {
+//
+// With life.CleanStart the stored session is not read, and Resume deletes
+// it [MQTT-3.1.2-4]; a persistent one is then stored anew from where the
+// streams end. Without life.Persistent a resumed session ends with this
+// connection [MQTT-3.1.2-23]: Resume removes it from Redis once it has
+// been read, so that nothing of it outlives the connection.
+func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscriber, life Lifetime, will *Message) (*StoredSession, error) {
 	// A Detach of this id that is still storing its session is waited
 	// for, so that the claim reads what it stored.
 	r.waitDetached(clientID)
-	c := &redisClient{id: clientID, owner: owner, sub: sub, addr: sub.RemoteAddr(), conn: randomToken(), clean: clean,
-		subs: make(map[string]byte), will: willCopy(will), attached: make(chan struct{})}
+	c := &redisClient{id: clientID, owner: owner, sub: sub, addr: sub.RemoteAddr(), conn: randomToken(),
+		clean: !life.Persistent, cleanStart: life.CleanStart, subs: make(map[string]byte), will: willCopy(will),
+		attached: make(chan struct{})}
+	if life.Persistent {
+		c.expiry = life.Expiry
+	}
 	got, err := r.claim(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("claim %q: %w", clientID, err)
@@ -56,7 +66,7 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 	var stored *StoredSession
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !clean {
+	if !c.cleanStart {
 		var cursor [streamShards]streamID
 		stored, cursor, c.hasCursor = r.parseSession(clientID, got.sub, got.session, c)
 		c.replaying = c.hasCursor
@@ -64,13 +74,13 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 		if c.hasCursor {
 			c.cursor = &cursor
 		}
-		if !c.hasCursor {
-			// A new session starts where the streams ended before it was
-			// claimed, never at this replica's own position, which may
-			// lie far in the past for a shard it had no subscription on
-			// [MQTT-4.5.0-1].
-			c.floor = got.ends
-		}
+	}
+	if !c.hasCursor && !c.clean {
+		// A new session starts where the streams ended before it was
+		// claimed, never at this replica's own position, which may lie
+		// far in the past for a shard it had no subscription on
+		// [MQTT-4.5.0-1].
+		c.floor = got.ends
 	}
 	if stored != nil {
 		stored.Subscriptions = maps.Clone(c.subs)
@@ -115,7 +125,7 @@ func (r *Redis) resume(ctx context.Context, c *redisClient, stored *StoredSessio
 	if err := r.claimRecord(ctx, c, c.will, loaded); err != nil {
 		return nil, err
 	}
-	if c.clean || stored == nil {
+	if c.cleanStart || stored == nil {
 		r.endReplay(c, nil)
 		return nil, nil
 	}
@@ -127,8 +137,34 @@ func (r *Redis) resume(ctx context.Context, c *redisClient, stored *StoredSessio
 		stored.Queued = append(stored.Queued, replayed...)
 		stored.Queued = append(stored.Queued, r.endReplay(c, &ends)...)
 	}
+	if c.clean {
+		// Resumed by a connection with which it ends [MQTT-3.1.2-5]
+		// [MQTT-3.1.2-23]: all of it is with the connection now.
+		if err := r.dropStored(ctx, c); err != nil {
+			return nil, err
+		}
+	}
 	stored.Queued = r.queue.Bound(stored.Queued)
 	return stored, nil
+}
+
+// dropStored removes from Redis the stored state and subscriptions of the
+// session c resumed and ends with its connection (5.0 Clean Start 0 with
+// a Session Expiry Interval of 0): read by Claim and replayed, they live
+// in the connection now, and nothing of the session may come back after
+// it [MQTT-3.1.2-23], whether the connection detaches or its replica dies.
+// It runs after the replay, so that a failed attach before it leaves the
+// session stored as Claim found it.
+func (r *Redis) dropStored(ctx context.Context, c *redisClient) error {
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, r.sessionKey(c.id), "state", "cursor", "stored_at", "expiry")
+		p.Del(ctx, r.subKey(c.id))
+		return nil
+	})
+	if err != nil {
+		return unavailable("drop resumed session", err)
+	}
+	return nil
 }
 
 // Abandon implements broker.Store: the connection that claimed clientID
@@ -146,7 +182,7 @@ func (r *Redis) Abandon(ctx context.Context, clientID string) {
 	r.mu.Unlock()
 	close(c.attached)
 	now := strconv.FormatInt(time.Now().Unix(), 10)
-	if err := detachScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.clientKey(clientID)}, c.conn, now, r.recordTTL(false)).Err(); err != nil {
+	if err := detachScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.clientKey(clientID)}, c.conn, now, r.recordTTL(nil)).Err(); err != nil {
 		r.log.Warn("client record not marked offline after failed attach", "client", clientID, "err", err)
 	}
 }
@@ -173,8 +209,10 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			recCmd = p.HGetAll(ctx, r.clientKey(c.id))
 			sessCmd = p.HGetAll(ctx, r.sessionKey(c.id))
-			if !c.clean {
+			if !c.cleanStart {
 				subCmd = p.HGetAll(ctx, r.subKey(c.id))
+			}
+			if !c.cleanStart || !c.clean {
 				for s := range streamShards {
 					endCmds[s] = p.XRevRangeN(ctx, r.streamKey(s), "+", "-", 1)
 				}
@@ -204,13 +242,16 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 			}
 			continue
 		}
-		if !c.clean {
+		if subCmd != nil {
 			got.sub = subCmd.Val()
-			for s, cmd := range endCmds {
-				if e := cmd.Val(); len(e) > 0 {
-					if got.ends[s], err = parseStreamID(e[0].ID); err != nil {
-						return nil, fmt.Errorf("read stream ends: %w", err)
-					}
+		}
+		for s, cmd := range endCmds {
+			if cmd == nil {
+				continue
+			}
+			if e := cmd.Val(); len(e) > 0 {
+				if got.ends[s], err = parseStreamID(e[0].ID); err != nil {
+					return nil, fmt.Errorf("read stream ends: %w", err)
 				}
 			}
 		}
@@ -326,15 +367,23 @@ func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, 
 	}
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		sk := r.sessionKey(c.id)
-		if c.clean {
-			// [MQTT-3.1.2-6] a clean session discards any previous one.
+		if c.cleanStart {
+			// [MQTT-3.1.2-4] [MQTT-3.1.2-6] Clean Start discards any
+			// previous session.
 			p.Del(ctx, r.subKey(c.id))
 			p.Del(ctx, sk)
 		}
 		fields := []any{"conn", c.conn, "clean", boolField(c.clean), "owner", c.owner}
 		if !c.clean {
-			// If this node dies, the next connection replays from here.
+			// If this node dies, the next connection replays from here,
+			// and the session is kept for its own interval (expireOffline).
 			fields = append(fields, "cursor", encodeCursor(&cursor))
+			if c.expiry > 0 {
+				fields = append(fields, "expiry", c.expiry.Milliseconds())
+			}
+		}
+		if c.clean || c.expiry <= 0 {
+			p.HDel(ctx, sk, "expiry")
 		}
 		if will != nil {
 			// will_delay is what a survivor waits before publishing the
@@ -345,7 +394,11 @@ func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, 
 		}
 		p.HSet(ctx, sk, fields...)
 		p.Persist(ctx, sk)
-		p.Persist(ctx, r.subKey(c.id))
+		if !c.clean {
+			// A session that ends with its connection keeps the expiry of
+			// what it resumed until Resume drops it (dropStored).
+			p.Persist(ctx, r.subKey(c.id))
+		}
 		p.HSet(ctx, r.nodeKey(r.node), c.id, strconv.FormatInt(now.Unix(), 10))
 		return nil
 	})

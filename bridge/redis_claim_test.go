@@ -39,8 +39,14 @@ func TestRedis_RacingConnectsOneOwner_Issue7_7_MQTT_3_1_4_2(t *testing.T) {
 			var wg sync.WaitGroup
 			var errA, errB error
 			wg.Add(2)
-			go func() { defer wg.Done(); _, errA = a.Attach(context.Background(), id, "", sa, !persistent, nil) }()
-			go func() { defer wg.Done(); _, errB = b.Attach(context.Background(), id, "", sb, !persistent, nil) }()
+			go func() {
+				defer wg.Done()
+				_, errA = a.Attach(context.Background(), id, "", sa, broker.CleanSession(!persistent), nil)
+			}()
+			go func() {
+				defer wg.Done()
+				_, errB = b.Attach(context.Background(), id, "", sb, broker.CleanSession(!persistent), nil)
+			}()
 			wg.Wait()
 			if errA != nil || errB != nil {
 				t.Fatalf("%s: Attach errors a=%v b=%v", id, errA, errB)
@@ -80,13 +86,13 @@ func TestBridges_SessionOwnedByItsUser_Issue7_2(t *testing.T) {
 			}
 			ctx := context.Background()
 			alice := selfDetaching(tc.a, "dev", true)
-			if _, err := tc.a.Attach(ctx, "dev", "alice", alice, false, nil); err != nil {
+			if _, err := tc.a.Attach(ctx, "dev", "alice", alice, broker.CleanSession(false), nil); err != nil {
 				t.Fatal(err)
 			}
 			subscribe(t, tc.a, "dev", "alice/#", 1)
 			for _, clean := range []bool{false, true} {
 				mallory := newLiveSub()
-				_, err := other.Attach(ctx, "dev", "mallory", mallory, clean, nil)
+				_, err := other.Attach(ctx, "dev", "mallory", mallory, broker.CleanSession(clean), nil)
 				if !errors.Is(err, ErrNotOwner) {
 					t.Fatalf("mallory (clean=%v) attaching alice's live session: err = %v, want ErrNotOwner", clean, err)
 				}
@@ -96,12 +102,12 @@ func TestBridges_SessionOwnedByItsUser_Issue7_2(t *testing.T) {
 			}
 			detach(t, tc.a, "dev", alice, &StoredSession{})
 			for _, clean := range []bool{false, true} {
-				if _, err := other.Attach(ctx, "dev", "mallory", newLiveSub(), clean, nil); !errors.Is(err, ErrNotOwner) {
+				if _, err := other.Attach(ctx, "dev", "mallory", newLiveSub(), broker.CleanSession(clean), nil); !errors.Is(err, ErrNotOwner) {
 					t.Fatalf("mallory (clean=%v) attaching alice's stored session: err = %v, want ErrNotOwner", clean, err)
 				}
 			}
 			back := newLiveSub()
-			st, err := other.Attach(ctx, "dev", "alice", back, false, nil)
+			st, err := other.Attach(ctx, "dev", "alice", back, broker.CleanSession(false), nil)
 			if err != nil || st == nil || st.Subscriptions["alice/#"] != 1 {
 				t.Fatalf("alice resuming her session: %+v, %v", st, err)
 			}
@@ -109,7 +115,7 @@ func TestBridges_SessionOwnedByItsUser_Issue7_2(t *testing.T) {
 			if err := other.Detach(ctx, "dev", back, nil); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := other.Attach(ctx, "dev", "mallory", newLiveSub(), true, nil); err != nil {
+			if _, err := other.Attach(ctx, "dev", "mallory", newLiveSub(), broker.CleanSession(true), nil); err != nil {
 				t.Fatalf("mallory after alice's session ended: %v", err)
 			}
 		})

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -204,7 +205,7 @@ func BenchmarkRedisPublish(b *testing.B) {
 			srv := redistest.Start(b)
 			r := newTestRedis(b, srv, "a", func(o *RedisOptions) { o.StreamCap = 10_000 })
 			sub := newLiveSub()
-			if _, err := r.Attach(context.Background(), "c", "", sub, true, nil); err != nil {
+			if _, err := r.Attach(context.Background(), "c", "", sub, broker.CleanSession(true), nil); err != nil {
 				b.Fatal(err)
 			}
 			if err := r.Subscribe(context.Background(), "c", "bench/#", 1); err != nil {

@@ -22,13 +22,24 @@ return 1
 `)
 
 // recordTTL is how long the client record of a connection that ended
-// outlives it: a clean session's a few minutes, a persistent session's as
-// long as the session, so that no key is left forever.
-func (r *Redis) recordTTL(persistent bool) string {
-	if !persistent {
+// outlives it: a clean session's (st nil) a few minutes, a persistent
+// session's as long as the session, so that no key is left forever.
+func (r *Redis) recordTTL(st *StoredSession) string {
+	if st == nil {
 		return strconv.FormatInt(cleanRecordTTL.Milliseconds(), 10)
 	}
-	return strconv.FormatInt(r.sessionTTL.Milliseconds(), 10)
+	return strconv.FormatInt(r.sessionKeep(st.Expiry).Milliseconds(), 10)
+}
+
+// sessionKeep is how long a persistent session whose own interval is
+// expiry (0: none of its own) is kept offline: that interval
+// [MQTT-3.1.2-23], at most SessionExpiry; 0 for ever.
+func (r *Redis) sessionKeep(expiry time.Duration) time.Duration {
+	ttl := r.sessionTTL
+	if expiry > 0 && (ttl == 0 || expiry < ttl) {
+		ttl = expiry
+	}
+	return ttl
 }
 
 // Leave implements broker.Cluster: the connection of clientID stops
@@ -133,7 +144,7 @@ func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *StoredSessi
 		return errors.Join(err, clearWill())
 	}
 	now := strconv.FormatInt(time.Now().Unix(), 10)
-	owned, err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, c.conn, now, r.recordTTL(st != nil)).Int()
+	owned, err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, c.conn, now, r.recordTTL(st)).Int()
 	if err != nil {
 		return unavailable("mark client offline", err)
 	}
@@ -225,13 +236,10 @@ func (r *Redis) storeSession(ctx context.Context, c *redisClient, st *StoredSess
 		r.log.Info("session not stored: taken over by another connection", "client", c.id)
 		return nil
 	}
-	ttl := r.sessionTTL
-	if st.Expiry > 0 && (ttl == 0 || st.Expiry < ttl) {
-		ttl = st.Expiry // [MQTT-3.1.2-23] the session's own interval
-	}
 	// [MQTT-3.1.2-4] kept while offline, here for as long as
 	// -session-expiry (or the session's shorter interval) allows, by
 	// Redis itself.
+	ttl := r.sessionKeep(st.Expiry)
 	hash := func(p redis.Pipeliner) {
 		p.HSet(ctx, sk, "state", appendSessionState(nil, st), "cursor", encodeCursor(cursor), "clean", "0", "owner", c.owner,
 			"stored_at", time.Now().UnixMilli())

@@ -82,13 +82,15 @@ return 1
 
 // reRegisterSessionScript writes the session hash fields a live connection
 // owns, unless the hash belongs to another connection. A stored cursor is
-// kept. KEYS[1] session; ARGV conn, clean, cursor (” none), will (” none).
+// kept. KEYS[1] session; ARGV conn, clean, cursor (” none), will (” none),
+// owner, expiry (ms; ” none).
 var reRegisterSessionScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 if cur and cur ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'conn', ARGV[1], 'clean', ARGV[2], 'owner', ARGV[5])
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'cursor', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'will', ARGV[4]) else redis.call('HDEL', KEYS[1], 'will') end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'expiry', ARGV[6]) else redis.call('HDEL', KEYS[1], 'expiry') end
 return 1
 `)
 
@@ -218,6 +220,7 @@ type liveClient struct {
 	id     string
 	conn   string
 	clean  bool
+	expiry string // the session hash's expiry field, "" for none
 	owner  string
 	addr   string
 	cursor [streamShards]streamID // where a replay of its session may start
@@ -242,8 +245,12 @@ func (r *Redis) reconcile(ctx context.Context) error {
 		if c.superseded {
 			continue // taken over elsewhere: being closed
 		}
-		all = append(all, &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner, addr: c.addr,
-			cursor: r.cursorLocked(c), will: c.will, subs: maps.Clone(c.subs), opts: maps.Clone(c.opts)})
+		l := &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner, addr: c.addr,
+			cursor: r.cursorLocked(c), will: c.will, subs: maps.Clone(c.subs), opts: maps.Clone(c.opts)}
+		if !c.clean && c.expiry > 0 {
+			l.expiry = strconv.FormatInt(c.expiry.Milliseconds(), 10)
+		}
+		all = append(all, l)
 	}
 	r.mu.Unlock()
 
@@ -309,7 +316,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 				if l.will != nil {
 					will = string(AppendEnvelope(nil, l.will, ""))
 				}
-				sess[i] = reRegisterSessionScript.EvalSha(ctx, p, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner)
+				sess[i] = reRegisterSessionScript.EvalSha(ctx, p, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner, l.expiry)
 				p.HSet(ctx, r.nodeKey(r.node), l.id, now)
 				if !l.clean && len(l.subs) > 0 {
 					p.HSet(ctx, r.subKey(l.id), subscriptionArgs(l.subs, l.opts)...)
@@ -329,7 +336,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 				if l.will != nil {
 					will = string(AppendEnvelope(nil, l.will, ""))
 				}
-				sess[i] = reRegisterSessionScript.Run(ctx, r.rdb, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner)
+				sess[i] = reRegisterSessionScript.Run(ctx, r.rdb, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner, l.expiry)
 			}
 			if sess[i] != nil && sess[i].Err() != nil {
 				return unavailable("re-register session", sess[i].Err())

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -103,11 +104,11 @@ func TestRedis_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 
 	w1, w2 := rmsg("wills/c1", 1, "c1 gone"), rmsg("wills/c2", 1, "c2 gone")
 	c1 := newSessionSub(a, "c1", w1)
-	if _, err := a.Attach(context.Background(), "c1", "", c1, true, w1); err != nil {
+	if _, err := a.Attach(context.Background(), "c1", "", c1, broker.CleanSession(true), w1); err != nil {
 		t.Fatal(err)
 	}
 	c2 := newSessionSub(a, "c2", w2)
-	if _, err := a.Attach(context.Background(), "c2", "", c2, false, w2); err != nil {
+	if _, err := a.Attach(context.Background(), "c2", "", c2, broker.CleanSession(false), w2); err != nil {
 		t.Fatal(err)
 	}
 	subscribe(t, a, "c2", "c2/inbox", 1)
@@ -145,7 +146,7 @@ func TestRedis_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 	t.Logf("re-registered %s after the restart", time.Since(start).Round(time.Millisecond))
 
 	// (a) The same client id on b closes c1 on a; c1's will comes once.
-	if _, err := b.Attach(ctx, "c1", "", newLiveSub(), true, nil); err != nil {
+	if _, err := b.Attach(ctx, "c1", "", newLiveSub(), broker.CleanSession(true), nil); err != nil {
 		t.Fatal(err)
 	}
 	if !c1.wasTakenOver() {
@@ -202,11 +203,11 @@ func TestRedis_ReapedLiveReplicaPublishesWillOnce(t *testing.T) {
 
 	w1 := rmsg("wills/c1", 1, "c1 gone")
 	c1 := newSessionSub(a, "c1", w1)
-	if _, err := a.Attach(ctx, "c1", "", c1, true, w1); err != nil {
+	if _, err := a.Attach(ctx, "c1", "", c1, broker.CleanSession(true), w1); err != nil {
 		t.Fatal(err)
 	}
 	c2 := newSessionSub(a, "c2", nil)
-	if _, err := a.Attach(ctx, "c2", "", c2, true, nil); err != nil {
+	if _, err := a.Attach(ctx, "c2", "", c2, broker.CleanSession(true), nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -244,7 +245,7 @@ func TestRedis_ReapedLiveReplicaPublishesWillOnce(t *testing.T) {
 	// A connection made now is a's again: when a dies, b publishes its
 	// will once.
 	w3 := rmsg("wills/c3", 1, "c3 gone")
-	if _, err := a.Attach(ctx, "c3", "", newLiveSub(), true, w3); err != nil {
+	if _, err := a.Attach(ctx, "c3", "", newLiveSub(), broker.CleanSession(true), w3); err != nil {
 		t.Fatal(err)
 	}
 	_ = a.Close()
@@ -286,7 +287,7 @@ func TestRedis_DuplicateNodeIDRefused(t *testing.T) {
 	t.Logf("refused after %s: %v", time.Since(start).Round(time.Millisecond), err)
 
 	// n1 "crashes" with a client attached, and restarts at once.
-	if _, err := first.Attach(context.Background(), "c1", "", newLiveSub(), true, rmsg("wills/c1", 1, "c1 gone")); err != nil {
+	if _, err := first.Attach(context.Background(), "c1", "", newLiveSub(), broker.CleanSession(true), rmsg("wills/c1", 1, "c1 gone")); err != nil {
 		t.Fatal(err)
 	}
 	_ = first.Close()

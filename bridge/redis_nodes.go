@@ -163,7 +163,7 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 			continue // already offline
 		}
 		conn, _ := rec[2].(string)
-		sess, err := r.rdb.HMGet(ctx, r.sessionKey(id), "will", "conn", "clean", "will_delay").Result()
+		sess, err := r.rdb.HMGet(ctx, r.sessionKey(id), "will", "conn", "clean", "will_delay", "expiry").Result()
 		if err != nil {
 			return unavailable("read will", err)
 		}
@@ -196,9 +196,10 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 			return unavailable("mark client of dead node offline", err)
 		}
 		if err == nil {
-			// Offline now: its keys expire as if it had disconnected.
+			// Offline now: its keys expire as if it had disconnected,
+			// a persistent session's after its own interval.
 			clean, _ := sess[2].(string)
-			if err := r.expireOffline(ctx, id, clean != "0"); err != nil {
+			if err := r.expireOffline(ctx, id, clean != "0", storedDelay(sess[4])); err != nil {
 				return err
 			}
 		}
@@ -221,7 +222,8 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 	return nil
 }
 
-// storedDelay reads a session hash's will_delay (ms), zero when absent.
+// storedDelay reads a session hash's will_delay or expiry (ms), zero when
+// absent.
 func storedDelay(v any) time.Duration {
 	str, _ := v.(string)
 	ms, _ := strconv.ParseInt(str, 10, 64)
@@ -230,10 +232,13 @@ func storedDelay(v any) time.Duration {
 
 // expireOffline gives the keys of a client that went offline without a
 // Detach (its replica died) the expiry a Detach would have: a clean
-// session's record lingers briefly, a persistent session for
-// -session-expiry.
-func (r *Redis) expireOffline(ctx context.Context, id string, clean bool) error {
-	if !clean && r.sessionTTL <= 0 {
+// session's record lingers briefly, a persistent session is kept for the
+// interval it was claimed with (expiry, the session hash's field; 0 for a
+// 3.1.1 session or an interval as long as the bound), at most
+// -session-expiry [MQTT-3.1.2-23].
+func (r *Redis) expireOffline(ctx context.Context, id string, clean bool, expiry time.Duration) error {
+	ttl := r.sessionKeep(expiry)
+	if !clean && ttl <= 0 {
 		return nil
 	}
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -242,7 +247,7 @@ func (r *Redis) expireOffline(ctx context.Context, id string, clean bool) error 
 			return nil
 		}
 		for _, k := range []string{r.clientKey(id), r.subKey(id), r.sessionKey(id)} {
-			p.PExpire(ctx, k, r.sessionTTL)
+			p.PExpire(ctx, k, ttl)
 		}
 		return nil
 	})

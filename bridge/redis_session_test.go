@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -326,12 +327,12 @@ func TestRedis_DeadNodeWillPublishedOnce(t *testing.T) {
 	subscribe(t, b, "watcher", "wills/#", 1)
 
 	will := rmsg("wills/p1", 1, "gone")
-	if _, err := dying.Attach(context.Background(), "p1", "", newLiveSub(), true, will); err != nil {
+	if _, err := dying.Attach(context.Background(), "p1", "", newLiveSub(), broker.CleanSession(true), will); err != nil {
 		t.Fatal(err)
 	}
 	// A client that detached cleanly has no will due.
 	quiet := newLiveSub()
-	if _, err := dying.Attach(context.Background(), "p2", "", quiet, true, rmsg("wills/p2", 1, "no")); err != nil {
+	if _, err := dying.Attach(context.Background(), "p2", "", quiet, broker.CleanSession(true), rmsg("wills/p2", 1, "no")); err != nil {
 		t.Fatal(err)
 	}
 	detach(t, dying, "p2", quiet, nil)
@@ -393,5 +394,60 @@ func TestRedis_OfflineReplayReadsEveryPage(t *testing.T) {
 	}
 	if len(got.Queued) != big+small || len(seen) != big+small {
 		t.Fatalf("resumed with %d queued (%d distinct), want %d", len(got.Queued), len(seen), big+small)
+	}
+}
+
+// [MQTT-3.1.2-23] a survivor that reaps a dead replica keeps each of its
+// persistent sessions for the interval it was claimed with, at most
+// SessionExpiry, as a Detach would have; a 3.1.1 persistent session for
+// SessionExpiry; a session that ends with its connection not at all.
+func TestRedis_DeadNodeSessionKeptForItsOwnInterval_MQTT_3_1_2_23(t *testing.T) {
+	srv := redistest.Start(t)
+	opts := func(o *RedisOptions) { o.NodeTTL = 300 * time.Millisecond; o.SessionExpiry = time.Hour }
+	dying := newTestRedis(t, srv, "dying", opts)
+	newTestRedis(t, srv, "survivor", opts)
+	cases := []struct {
+		id       string
+		life     Lifetime
+		min, max time.Duration // the keys' TTL after the reap; 0, 0: none left
+	}{
+		{"short", Lifetime{Persistent: true, Expiry: 5 * time.Second}, 0, 5 * time.Second},
+		{"clean-start-short", Lifetime{CleanStart: true, Persistent: true, Expiry: 5 * time.Second}, 0, 5 * time.Second},
+		{"bound", Lifetime{Persistent: true}, 5 * time.Second, time.Hour},
+		{"v311", broker.CleanSession(false), 5 * time.Second, time.Hour},
+		{"ends-with-connection", Lifetime{}, 0, 0},
+	}
+	rdb := newClient(t, srv)
+	ctx := context.Background()
+	for _, tc := range cases {
+		// Each with a stored session from an earlier connection, which
+		// the reaped connection resumed or discarded.
+		s := newLiveSub()
+		attach(t, dying, tc.id, s, false)
+		subscribe(t, dying, tc.id, "old/"+tc.id, 1)
+		storeOffline(t, dying, tc.id, s)
+		if _, err := dying.Attach(ctx, tc.id, "", newLiveSub(), tc.life, nil); err != nil {
+			t.Fatal(err)
+		}
+		subscribe(t, dying, tc.id, "new/"+tc.id, 1)
+	}
+	_ = dying.Close() // its clients stay attached; its liveness key expires
+
+	waitUntil(t, 10*time.Second, func() string {
+		if rdb.Exists(ctx, "mqtt:node:dying").Val() != 0 {
+			return "dead node not reaped"
+		}
+		return ""
+	})
+	for _, tc := range cases {
+		for _, k := range []string{"mqtt:session:", "mqtt:sub:", "mqtt:client:"} {
+			ttl := rdb.PTTL(ctx, k+tc.id).Val()
+			switch {
+			case tc.max == 0 && k != "mqtt:client:" && ttl != -2:
+				t.Errorf("%s: %s%s left with TTL %v, want gone", tc.id, k, tc.id, ttl)
+			case tc.max > 0 && (ttl <= tc.min || ttl > tc.max):
+				t.Errorf("%s: %s%s TTL %v, want (%v, %v]", tc.id, k, tc.id, ttl, tc.min, tc.max)
+			}
+		}
 	}
 }

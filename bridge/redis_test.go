@@ -179,7 +179,7 @@ func rmsg(topic string, qos byte, payload string) *Message {
 
 func attach(t *testing.T, b Bridge, id string, sub Subscriber, clean bool) *StoredSession {
 	t.Helper()
-	s, err := b.Attach(context.Background(), id, "", sub, clean, nil)
+	s, err := b.Attach(context.Background(), id, "", sub, broker.CleanSession(clean), nil)
 	if err != nil {
 		t.Fatalf("Attach(%s): %v", id, err)
 	}

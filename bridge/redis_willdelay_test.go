@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -28,7 +29,7 @@ func TestRedis_DelayedWillOfDeadReplicaPublishedBySurvivor_MQTT_3_1_3_9(t *testi
 			will := rmsg("wills/c1", 1, "c1 gone")
 			will.WillDelay = delay
 			c1 := newLiveSub()
-			if _, err := a.Attach(ctx, "c1", "", c1, false, will); err != nil {
+			if _, err := a.Attach(ctx, "c1", "", c1, broker.CleanSession(false), will); err != nil {
 				t.Fatal(err)
 			}
 			lost := time.Now()
@@ -66,7 +67,7 @@ func TestRedis_DelayedWillCancelledByNewConnection_MQTT_3_1_3_9(t *testing.T) {
 	will := rmsg("wills/c1", 1, "c1 gone")
 	will.WillDelay = time.Second
 	c1 := newLiveSub()
-	if _, err := a.Attach(ctx, "c1", "", c1, false, will); err != nil {
+	if _, err := a.Attach(ctx, "c1", "", c1, broker.CleanSession(false), will); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := a.PublishWill(ctx, "c1", c1, will); ok || err != nil {

@@ -37,7 +37,7 @@ func BenchmarkSubscriptions_100k(b *testing.B) {
 	run := func(b *testing.B, br Bridge) {
 		sub := newLiveSub()
 		for b.Loop() {
-			if _, err := br.Attach(ctx, "heavy", "", sub, true, nil); err != nil {
+			if _, err := br.Attach(ctx, "heavy", "", sub, broker.CleanSession(true), nil); err != nil {
 				b.Fatal(err)
 			}
 			if err := br.SubscribeMany(ctx, "heavy", subs); err != nil {
@@ -82,7 +82,7 @@ func TestRedis_ChunkedRoutingMatchesTrie_MQTT_3_3_5_1(t *testing.T) {
 	all := manyFilters(6000)
 	a, b := newLiveSub(), newLiveSub()
 	for id, s := range map[string]*liveSub{"A": a, "B": b} {
-		if _, err := r.Attach(ctx, id, "", s, true, nil); err != nil {
+		if _, err := r.Attach(ctx, id, "", s, broker.CleanSession(true), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -50,7 +50,7 @@ func message(topic string, qos byte, payload string) *Message {
 
 func mustAttach(t *testing.T, b *Broker, id, owner string, s Subscriber, clean bool) *StoredSession {
 	t.Helper()
-	st, err := b.Attach(context.Background(), id, owner, s, clean, nil)
+	st, err := b.Attach(context.Background(), id, owner, s, CleanSession(clean), nil)
 	if err != nil {
 		t.Fatalf("attach %s: %v", id, err)
 	}
@@ -95,7 +95,7 @@ func TestAttach_OtherUserRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, clean := range []bool{false, true} {
-		if _, err := b.Attach(ctx, "c", "mallory", &sink{}, clean, nil); !errors.Is(err, ErrNotOwner) {
+		if _, err := b.Attach(ctx, "c", "mallory", &sink{}, CleanSession(clean), nil); !errors.Is(err, ErrNotOwner) {
 			t.Fatalf("attach by another user (clean %v) = %v, want ErrNotOwner", clean, err)
 		}
 	}
@@ -225,9 +225,9 @@ func (s *streamStore) RoutesOffline() bool { return false }
 
 // Claim reads the stored session without removing it, as the Redis store
 // does: it stays stored until the next Save.
-func (s *streamStore) Claim(_ context.Context, clientID, _ string, _ Subscriber, clean bool, _ *Message) (*StoredSession, error) {
+func (s *streamStore) Claim(_ context.Context, clientID, _ string, _ Subscriber, life Lifetime, _ *Message) (*StoredSession, error) {
 	st := s.saved[clientID]
-	if clean {
+	if life.CleanStart {
 		delete(s.saved, clientID)
 		return nil, nil
 	}
@@ -396,7 +396,7 @@ func TestAttach_ResumeOrRouteFailureAbandons(t *testing.T) {
 	st.saved["p"] = &StoredSession{Subscriptions: map[string]byte{"t/#": 1}, Queued: []Delivery{{Message: message("t/x", 1, "q"), QoS: 1}}}
 
 	st.failResume = true
-	if _, err := b.Attach(ctx, "p", "", &sink{}, false, nil); err == nil {
+	if _, err := b.Attach(ctx, "p", "", &sink{}, CleanSession(false), nil); err == nil {
 		t.Fatal("attach succeeded with a failing Resume")
 	}
 	if _, err := b.client("p"); err == nil || b.subs.Filters() != 0 || rc.routed["t/#"] || len(st.abandoned) != 1 {
@@ -406,7 +406,7 @@ func TestAttach_ResumeOrRouteFailureAbandons(t *testing.T) {
 	st.failResume = false
 	fc := &failingCluster{loopback: loopback{store: &st.memStore}, fail: true}
 	b2 := New(st, fc, Options{})
-	if _, err := b2.Attach(ctx, "p", "", &sink{}, false, nil); err == nil {
+	if _, err := b2.Attach(ctx, "p", "", &sink{}, CleanSession(false), nil); err == nil {
 		t.Fatal("attach succeeded with a cluster that refuses routes")
 	}
 	if _, err := b2.client("p"); err == nil || b2.subs.Filters() != 0 || len(st.abandoned) != 2 {

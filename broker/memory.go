@@ -56,7 +56,7 @@ type memSession struct {
 func (s *memStore) RoutesOffline() bool { return true }
 
 // Claim implements Store.
-func (s *memStore) Claim(_ context.Context, clientID, owner string, _ Subscriber, clean bool, _ *Message) (*StoredSession, error) {
+func (s *memStore) Claim(_ context.Context, clientID, owner string, _ Subscriber, life Lifetime, _ *Message) (*StoredSession, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss := s.sessions[clientID]
@@ -68,8 +68,9 @@ func (s *memStore) Claim(_ context.Context, clientID, owner string, _ Subscriber
 		// Interval has passed: the will is not sent.
 		delete(s.wills, clientID)
 	}
-	if clean || ss == nil {
-		// [MQTT-3.1.2-6] a clean session discards any previous one.
+	if life.CleanStart || ss == nil {
+		// [MQTT-3.1.2-4] [MQTT-3.1.2-6] Clean Start discards any
+		// previous session.
 		s.sessions[clientID] = &memSession{owner: owner}
 		return nil, nil
 	}

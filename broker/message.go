@@ -96,6 +96,32 @@ type Subscriber interface {
 	RemoteAddr() string
 }
 
+// Lifetime is what a connection asks of its session: whether it starts
+// from the stored one, and whether, and how long, the session outlives the
+// connection. MQTT 5.0 asks the two apart (Clean Start, Session Expiry
+// Interval); 3.1.1 asks both with CleanSession (see CleanSession).
+type Lifetime struct {
+	// CleanStart discards any stored session before the connection starts
+	// a new one [MQTT-3.1.2-4]; without it a stored session is resumed
+	// [MQTT-3.1.2-5].
+	CleanStart bool
+	// Persistent keeps the session once its connection ends; without it
+	// the session ends with the connection [MQTT-3.1.2-23] (a 5.0 Session
+	// Expiry Interval of 0), resumed or not.
+	Persistent bool
+	// Expiry is how long a persistent session is kept offline when it
+	// asked for less than the store's own bound (-session-expiry); 0 for
+	// that bound. A replica that dies with the connection open leaves the
+	// session to the survivors for this long, as a Detach would.
+	Expiry time.Duration
+}
+
+// CleanSession is the Lifetime of an MQTT 3.1 or 3.1.1 connection: with
+// CleanSession 1 a new session that ends with the connection
+// [MQTT-3.1.2-6], with 0 the stored session resumed and kept for the
+// store's bound [MQTT-3.1.2-4].
+func CleanSession(clean bool) Lifetime { return Lifetime{CleanStart: clean, Persistent: !clean} }
+
 // StoredSession is the stored state of a persistent session (a connection is
 // a session.Session; this is what outlives it) [MQTT-3.1.2-4].
 type StoredSession struct {

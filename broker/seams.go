@@ -152,25 +152,29 @@ type Store interface {
 	// the session is claimed again, and Enqueue is never called.
 	RoutesOffline() bool
 	// Claim makes owner's new connection sub the holder of clientID's
-	// stored session and returns it, nil when there is none. With clean
-	// it discards it and returns nil [MQTT-3.1.2-6]. A session that
-	// belongs to another user is refused with ErrNotOwner, changing
-	// nothing. A store shared by several nodes first ends a connection of
-	// clientID on another node [MQTT-3.1.4-2], and keeps sub to end it
-	// when another node asks. will is kept to be published if this node
-	// dies with the connection open. For a store that RoutesOffline it
-	// runs under the client's delivery lock, so that no message falls
-	// between the stored queue and the new connection; otherwise under
-	// the attach lock alone, since it may wait for another node.
-	Claim(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*StoredSession, error)
+	// stored session and returns it, nil when there is none. With
+	// life.CleanStart it discards it and returns nil [MQTT-3.1.2-4]
+	// [MQTT-3.1.2-6]. life.Persistent and life.Expiry say how long the
+	// session outlives the connection; a shared store keeps them for the
+	// node that reaps this one should it die with the connection open. A
+	// session that belongs to another user is refused with ErrNotOwner,
+	// changing nothing. A store shared by several nodes first ends a
+	// connection of clientID on another node [MQTT-3.1.4-2], and keeps
+	// sub to end it when another node asks. will is kept to be published
+	// if this node dies with the connection open. For a store that
+	// RoutesOffline it runs under the client's delivery lock, so that no
+	// message falls between the stored queue and the new connection;
+	// otherwise under the attach lock alone, since it may wait for
+	// another node.
+	Claim(ctx context.Context, clientID, owner string, sub Subscriber, life Lifetime, will *Message) (*StoredSession, error)
 	// Resume completes a successful Claim once the core has registered
 	// the client and routed the stored subscriptions (Claim's, with the
 	// client's own): a store that does not RoutesOffline records the
 	// connection and finds what the session missed, merging what Gate held
 	// back meanwhile, and returns stored with it. stored is Claim's
-	// result, nil for a clean or new session. It runs under the attach
-	// lock, with no other lock held. On error the core unregisters the
-	// client, unroutes its filters and calls Abandon.
+	// result, nil for a Clean Start or new session. It runs under the
+	// attach lock, with no other lock held. On error the core unregisters
+	// the client, unroutes its filters and calls Abandon.
 	Resume(ctx context.Context, clientID string, stored *StoredSession) (*StoredSession, error)
 	// Abandon undoes a successful Claim whose Attach failed afterwards,
 	// leaving the session stored as Claim found it and the client id

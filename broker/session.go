@@ -12,12 +12,14 @@ import (
 // connection with the same id [MQTT-3.1.4-2]. owner is the username of
 // the connection ("" when anonymous): a session belongs to the user that
 // created it, and while one is stored or connected under another username
-// Attach refuses with ErrNotOwner and changes nothing. With clean it
-// discards any stored session [MQTT-3.1.2-6] and returns nil; otherwise
-// it returns the stored session, or nil when there is none, with its
-// subscriptions routed to sub. will is kept so that it is published if
-// this node dies with the connection open; nil for none.
-func (b *Broker) Attach(ctx context.Context, clientID, owner string, sub Subscriber, clean bool, will *Message) (*StoredSession, error) {
+// Attach refuses with ErrNotOwner and changes nothing. With
+// life.CleanStart it discards any stored session [MQTT-3.1.2-4]
+// [MQTT-3.1.2-6] and returns nil; otherwise it returns the stored session,
+// or nil when there is none, with its subscriptions routed to sub
+// [MQTT-3.1.2-5]. life.Persistent decides whether the session outlives the
+// connection (Detach is then given its state). will is kept so that it is
+// published if this node dies with the connection open; nil for none.
+func (b *Broker) Attach(ctx context.Context, clientID, owner string, sub Subscriber, life Lifetime, will *Message) (*StoredSession, error) {
 	unlock := b.lockClient(clientID)
 	defer unlock()
 	var release []*client // entries replaced here, their subscriptions to drop
@@ -66,17 +68,18 @@ func (b *Broker) Attach(ctx context.Context, clientID, owner string, sub Subscri
 			c.mu.Unlock()
 			continue
 		}
-		if clean && (c.offline || len(c.subs) > 0) {
-			// [MQTT-3.1.2-6] a clean session discards the previous one: a
-			// new entry takes its place, and its subscriptions go after
-			// the locks (Claim discards what the store keeps).
+		if life.CleanStart && (c.offline || len(c.subs) > 0) {
+			// [MQTT-3.1.2-4] [MQTT-3.1.2-6] Clean Start discards the
+			// previous session: a new entry takes its place, and its
+			// subscriptions go after the locks (Claim discards what the
+			// store keeps).
 			c.offline = false
 			c.mu.Unlock()
 			release = append(release, c)
 			c = b.newClientLocked(clientID, owner)
 		}
 		b.mu.Unlock()
-		stored, restored, err := b.claimLocked(ctx, c, sub, clean, will)
+		stored, restored, err := b.claimLocked(ctx, c, sub, life, will)
 		unused := err != nil && c.live == nil && !c.offline && len(c.subs) == 0
 		c.mu.Unlock()
 		if unused {
@@ -181,23 +184,26 @@ func (b *Broker) dropLocked(ctx context.Context, c *client) {
 // connection; c.mu is held. restored lists the stored subscriptions c did
 // not hold yet (a store that keeps no offline routes returns them), for the
 // caller to route once c.mu is released.
-func (b *Broker) claimLocked(ctx context.Context, c *client, sub Subscriber, clean bool, will *Message) (stored *StoredSession, restored []string, err error) {
+func (b *Broker) claimLocked(ctx context.Context, c *client, sub Subscriber, life Lifetime, will *Message) (stored *StoredSession, restored []string, err error) {
 	if b.store.RoutesOffline() {
-		stored, err = b.store.Claim(ctx, c.id, c.owner, sub, clean, will)
+		stored, err = b.store.Claim(ctx, c.id, c.owner, sub, life, will)
 	} else {
 		// A shared store may wait for another node to end the client's
 		// connection there: not under the delivery lock, which the
 		// cluster's receiver may need meanwhile. c is not live, and the
 		// attach lock keeps every other Attach of its id away.
 		c.mu.Unlock()
-		stored, err = b.store.Claim(ctx, c.id, c.owner, sub, clean, will)
+		stored, err = b.store.Claim(ctx, c.id, c.owner, sub, life, will)
 		c.mu.Lock()
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("attach %q: %w", c.id, err)
 	}
-	c.live, c.clean, c.offline = sub, clean, false
-	if clean || stored == nil {
+	// A session resumed without Persistent (5.0 Clean Start 0 with a
+	// Session Expiry Interval of 0) is clean from here on: it ends with
+	// this connection [MQTT-3.1.2-23].
+	c.live, c.clean, c.offline = sub, !life.Persistent, false
+	if life.CleanStart || stored == nil {
 		return nil, nil, nil
 	}
 	for f, q := range stored.Subscriptions {

@@ -64,7 +64,7 @@ func benchmarkFanout(b *testing.B, n int, qos byte) {
 		conns[i] = newSinkConn()
 		s := New(conns[i], env)
 		s.clientID = fmt.Sprintf("sub-%d", i)
-		if _, err := br.Attach(ctx, s.clientID, "", s, true, nil); err != nil {
+		if _, err := br.Attach(ctx, s.clientID, "", s, broker.CleanSession(true), nil); err != nil {
 			b.Fatal(err)
 		}
 		if err := br.Subscribe(ctx, s.clientID, "bench/+/data", qos); err != nil {
@@ -135,7 +135,7 @@ func BenchmarkInboundPublish(b *testing.B) {
 			newSession := func(id string) *Session {
 				s := New(newSinkConn(), env)
 				s.clientID = id
-				if _, err := br.Attach(ctx, id, "", s, true, nil); err != nil {
+				if _, err := br.Attach(ctx, id, "", s, broker.CleanSession(true), nil); err != nil {
 					b.Fatal(err)
 				}
 				s.started = true

@@ -46,7 +46,7 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *broker.Stor
 	}
 	s.version = c.ProtocolVersion
 	s.r.SetVersion(c.ProtocolVersion)
-	s.clean = c.CleanSession
+	s.clean, s.cleanStart = c.CleanSession, c.CleanSession
 	s.keepAlive = time.Duration(c.KeepAlive) * time.Second
 	s.clientID = c.ClientID
 	if c.UsernameFlag {
@@ -135,7 +135,8 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *broker.Stor
 	if will != nil && !s.env.Auth.CanWrite(s.clientID, s.username, will.Topic) {
 		will = nil
 	}
-	stored, err := s.env.Broker.Attach(actx, s.clientID, s.username, s, s.clean, will)
+	life := broker.Lifetime{CleanStart: s.cleanStart, Persistent: !s.clean, Expiry: s.expiry}
+	stored, err := s.env.Broker.Attach(actx, s.clientID, s.username, s, life, will)
 	if errors.Is(err, broker.ErrNotOwner) {
 		// A session belongs to the user that created it: another user may
 		// neither resume it nor take its connection over.
@@ -145,9 +146,10 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *broker.Stor
 	if err != nil {
 		return &packets.Connack{ReturnCode: packets.RefusedServerUnavailable}, nil, fmt.Errorf("attach session: %w", err)
 	}
-	// [MQTT-3.2.2-1] clean session: session present 0; [MQTT-3.2.2-2] a
-	// resumed session: 1; [MQTT-3.2.2-3] no stored session: 0.
-	present := !s.clean && stored != nil
+	// [MQTT-3.2.2-1] [MQTT-3.2.2-2] Clean Start (clean session): session
+	// present 0; [MQTT-3.2.2-3] a resumed session: 1, whether or not it
+	// outlives this connection [MQTT-3.1.2-5]; no stored session: 0.
+	present := !s.cleanStart && stored != nil
 	return &packets.Connack{SessionPresent: present, Properties: props5}, stored, nil
 }
 

@@ -85,7 +85,7 @@ func servedSession(t *testing.T, br Broker, maxInflight, maxQueued int) (*Sessio
 	}
 	s := New(a, env)
 	s.clientID = "sub"
-	if _, err := br.Attach(context.Background(), s.clientID, "", s, true, nil); err != nil {
+	if _, err := br.Attach(context.Background(), s.clientID, "", s, broker.CleanSession(true), nil); err != nil {
 		t.Fatal(err)
 	}
 	s.started = true

@@ -105,7 +105,7 @@ type Config struct {
 // (*broker.Broker, over either store): attach and detach, subscriptions,
 // publishing, wills and retained reads.
 type Broker interface {
-	Attach(ctx context.Context, clientID, owner string, sub broker.Subscriber, clean bool, will *broker.Message) (*broker.StoredSession, error)
+	Attach(ctx context.Context, clientID, owner string, sub broker.Subscriber, life broker.Lifetime, will *broker.Message) (*broker.StoredSession, error)
 	Detach(ctx context.Context, clientID string, sub broker.Subscriber, state *broker.StoredSession) error
 	Subscribe(ctx context.Context, clientID, filter string, qos byte) error
 	SubscribeMany(ctx context.Context, clientID string, subs []broker.Subscription) error
@@ -164,12 +164,17 @@ type Session struct {
 	// lgHasClient records that lg carries the client id.
 	lgHasClient bool
 
-	clientID  string
-	username  string
-	version   packets.Version
-	clean     bool
-	keepAlive time.Duration
-	will      *broker.Message
+	clientID string
+	username string
+	version  packets.Version
+	// clean is set when the session ends with the connection (3.1.1
+	// CleanSession 1, a 5.0 Session Expiry Interval of 0); cleanStart when
+	// the CONNECT discarded any stored session (CleanSession 1, 5.0 Clean
+	// Start 1). 3.1.1 sets both or neither; 5.0 may set one alone.
+	clean      bool
+	cleanStart bool
+	keepAlive  time.Duration
+	will       *broker.Message
 	// maxInflight is Config.MaxInflight, or the client's smaller Receive
 	// Maximum (5.0).
 	maxInflight int

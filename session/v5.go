@@ -61,14 +61,16 @@ var errDisconnectWithWill = errors.New("client sent DISCONNECT with will message
 // connect5 applies what a 5.0 CONNECT asks of the session and returns the
 // CONNACK properties that state the server's limits (section 3.2.2.3).
 //
-// Sessions: a 5.0 session outlives its connection when the client asks for
-// both Clean Start 0 and a Session Expiry Interval above 0; it is then kept
-// for that interval [MQTT-3.1.2-23], at most -session-expiry, and CONNACK
-// states the bound when it is shorter than what was asked. Clean Start 1
-// with an interval above 0 ends the session with the connection (the
-// bridge cannot yet discard a session and keep the new one), and CONNACK
-// says 0 (section 3.2.2.3.2); an interval of 0 ends it anyway
-// [MQTT-3.1.2-23].
+// Sessions: Clean Start and the Session Expiry Interval ask two things
+// apart. Clean Start 1 discards any stored session and starts a new one
+// [MQTT-3.1.2-4]; Clean Start 0 resumes the stored one, if any
+// [MQTT-3.1.2-5]. A Session Expiry Interval above 0 keeps the session,
+// new or resumed, for that interval once the connection ends, at most
+// -session-expiry, and CONNACK states the bound when it is shorter than
+// what was asked (section 3.2.2.3.2); an interval of 0 (or none) ends the
+// session with the connection [MQTT-3.1.2-23], a resumed one included.
+// s.cleanStart carries the first, s.clean (the session ends with the
+// connection) the second.
 func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 	cfg := &s.env.Config
 	var expiry uint32
@@ -95,7 +97,7 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 			s.v5.aliasMaxOut = uint16(min(int(*am), cfg.TopicAliasMaximum))
 		}
 	}
-	s.clean = c.CleanSession || expiry == 0
+	s.clean = expiry == 0 // [MQTT-3.1.2-23]; s.cleanStart is the CONNECT's flag
 	s.connectExpiry = expiry
 	if !s.clean && expiry != math.MaxUint32 {
 		s.expiry = sessionExpiry(expiry, cfg.SessionExpiry)
@@ -129,10 +131,7 @@ func (s *Session) connect5(c *packets.Connect) *packets.Properties {
 	// Section 3.2.2.3.2: the interval the server uses, when not the
 	// client's.
 	capped := cfg.SessionExpiry > 0 && (expiry == math.MaxUint32 || time.Duration(expiry)*time.Second > cfg.SessionExpiry)
-	switch {
-	case expiry > 0 && s.clean:
-		p.SessionExpiryInterval = ptr(uint32(0))
-	case expiry > 0 && capped:
+	if expiry > 0 && capped {
 		p.SessionExpiryInterval = ptr(uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32-1)))
 	}
 	return p
@@ -201,8 +200,8 @@ func sessionExpiry(seconds uint32, limit time.Duration) time.Duration {
 
 // onDisconnect5 applies the Session Expiry Interval of a 5.0 DISCONNECT
 // (section 3.14.2.2.2): 0 ends the session with the connection, another
-// value replaces the CONNECT's; one above 0 after a CONNECT's 0 is a
-// protocol error [MQTT-3.14.2-2].
+// value replaces the CONNECT's, whatever its Clean Start; one above 0
+// after a CONNECT's 0 is a protocol error [MQTT-3.14.2-2].
 func (s *Session) onDisconnect5(p *packets.Disconnect) error {
 	if p.Properties == nil || p.Properties.SessionExpiryInterval == nil {
 		return nil
@@ -211,19 +210,16 @@ func (s *Session) onDisconnect5(p *packets.Disconnect) error {
 	if s.connectExpiry == 0 && v != 0 {
 		return fmt.Errorf("%w: DISCONNECT sets a session expiry after CONNECT's 0 [MQTT-3.14.2-2]", ErrProtocolViolation)
 	}
-	if s.clean {
-		return nil // a Clean Start session is not kept (see connect5)
-	}
-	if v == 0 {
+	s.mu.Lock() // the retained feeder reads clean under it
+	defer s.mu.Unlock()
+	if s.clean || v == 0 {
 		s.clean = true // [MQTT-3.1.2-23] the session ends with the connection
 		return nil
 	}
-	s.mu.Lock()
 	s.expiry = 0
 	if v != math.MaxUint32 {
 		s.expiry = sessionExpiry(v, s.env.Config.SessionExpiry)
 	}
-	s.mu.Unlock()
 	return nil
 }
 

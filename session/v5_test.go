@@ -379,3 +379,92 @@ func deref[T any](p *T) any {
 	}
 	return *p
 }
+
+// connect5 asks Clean Start and the Session Expiry Interval apart: Clean
+// Start is the CONNECT's flag alone [MQTT-3.1.2-4] [MQTT-3.1.2-5], and an
+// interval above 0 keeps the session, new or resumed, for that interval
+// cut to -session-expiry [MQTT-3.1.2-23]; CONNACK states an interval only
+// when it is not the client's (section 3.2.2.3.2), never 0 for a Clean
+// Start session.
+func TestConnect5_CleanStartAndSessionExpiry_MQTT_3_1_2_4(t *testing.T) {
+	tests := []struct {
+		name       string
+		cleanStart bool
+		expiry     *uint32 // nil: absent
+		bound      time.Duration
+		clean      bool          // the session ends with the connection
+		kept       time.Duration // s.expiry: 0 for the bound
+		connack    any           // CONNACK's Session Expiry Interval
+	}{
+		{"clean start, no interval", true, nil, time.Hour, true, 0, "absent"},
+		{"clean start, interval kept", true, new(uint32(60)), time.Hour, false, time.Minute, "absent"},
+		{"clean start, interval cut", true, new(uint32(7200)), time.Hour, false, time.Hour, uint32(3600)},
+		{"resume, no interval", false, nil, time.Hour, true, 0, "absent"},
+		{"resume, interval 0", false, new(uint32(0)), time.Hour, true, 0, "absent"},
+		{"resume, interval kept", false, new(uint32(60)), time.Hour, false, time.Minute, "absent"},
+		{"resume, never cut to the bound", false, new(uint32(0xFFFFFFFF)), time.Hour, false, 0, uint32(3600)},
+		{"clean start, never and no bound", true, new(uint32(0xFFFFFFFF)), 0, false, 0, "absent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestSession(t, 10, 10)
+			s.version = packets.Version5
+			s.env.Config.SessionExpiry = tt.bound
+			s.clean, s.cleanStart = tt.cleanStart, tt.cleanStart // as handshake sets them
+			var props *packets.Properties
+			if tt.expiry != nil {
+				props = &packets.Properties{SessionExpiryInterval: tt.expiry}
+			}
+			p := s.connect5(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: tt.cleanStart, Properties: props})
+			if s.clean != tt.clean || s.cleanStart != tt.cleanStart || s.expiry != tt.kept {
+				t.Errorf("clean %v, clean start %v, expiry %s; want %v, %v, %s", s.clean, s.cleanStart, s.expiry, tt.clean, tt.cleanStart, tt.kept)
+			}
+			if got := deref(p.SessionExpiryInterval); got != tt.connack {
+				t.Errorf("CONNACK Session Expiry Interval %v, want %v", got, tt.connack)
+			}
+		})
+	}
+}
+
+// onDisconnect5 applies a DISCONNECT's Session Expiry Interval to a session
+// whatever its Clean Start (section 3.14.2.2.2): 0 ends it
+// [MQTT-3.1.2-23], another value replaces the CONNECT's, cut to
+// -session-expiry; one above 0 after a CONNECT's 0 is a protocol error
+// [MQTT-3.14.2-2].
+func TestOnDisconnect5_SessionExpiry_MQTT_3_14_2_2(t *testing.T) {
+	tests := []struct {
+		name       string
+		cleanStart bool
+		connect    uint32
+		disconnect uint32
+		clean      bool
+		kept       time.Duration
+		err        error
+	}{
+		{"clean start session shortened", true, 600, 5, false, 5 * time.Second, nil},
+		{"clean start session lengthened, cut", true, 5, 7200, false, time.Hour, nil},
+		{"clean start session ended", true, 600, 0, true, 10 * time.Minute, nil},
+		{"resumed session ended", false, 600, 0, true, 10 * time.Minute, nil},
+		{"never", false, 600, 0xFFFFFFFF, false, 0, nil},
+		{"interval after CONNECT's 0", true, 0, 60, true, 0, ErrProtocolViolation},
+		{"interval after CONNECT's 0, resumed", false, 0, 60, true, 0, ErrProtocolViolation},
+		{"0 after CONNECT's 0", false, 0, 0, true, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestSession(t, 10, 10)
+			s.version = packets.Version5
+			s.env.Config.SessionExpiry = time.Hour
+			s.clean, s.cleanStart = tt.cleanStart, tt.cleanStart
+			s.connect5(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: tt.cleanStart,
+				Properties: &packets.Properties{SessionExpiryInterval: new(tt.connect)}})
+			err := s.onDisconnect5(&packets.Disconnect{Properties: &packets.Properties{SessionExpiryInterval: new(tt.disconnect)}})
+			if !errors.Is(err, tt.err) || (err == nil) != (tt.err == nil) {
+				t.Fatalf("err %v, want %v", err, tt.err)
+			}
+			if s.clean != tt.clean || s.expiry != tt.kept {
+				t.Errorf("clean %v, expiry %s; want %v, %s", s.clean, s.expiry, tt.clean, tt.kept)
+			}
+		})
+	}
+}
