@@ -54,46 +54,66 @@ func untilFence(t *testing.T, pub *mqtttest.Client, topic string, got <-chan sha
 }
 
 // Section 4.8.2: a member whose session ends with its connection (a 3.1.1
-// clean session, the network dropped) while it holds QoS 1 messages of the
-// group, some sent and not acknowledged, the rest queued, does not lose
-// them: the other member, on the other replica, gets every message, each
-// exactly once (it acknowledges all it gets: no DUP re-send is due).
-func TestShare_CleanMemberDropsUnacked_AnotherMemberGetsAll_MQTT_4_8_2(t *testing.T) {
-	forEachDeployment(t, func(t *testing.T, d *deployment) {
-		topic := unique(t, "t")
-		filter := "$share/" + unique(t, "g") + "/" + topic
-		got := make(chan shareDelivery, 8192)
-		gone := mqtttest.Dial(t, d.servers[0].Addr())
-		gone.MustConnect(&packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, ClientID: unique(t, "gone"), KeepAlive: 30})
-		if codes := gone.Subscribe(1, packets.Subscription{Filter: filter, QoS: 1}); codes[0] != packets.GrantedQoS1 {
-			t.Fatalf("SUBACK %x", codes)
-		}
-		shareMember5(t, d.servers[len(d.servers)-1].Addr(), filter, 1, got)
-		pub, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
-		const n = 200
-		publishRange(pub, topic, 0, n)
-		// Its window full, unacknowledged: the rest of its share is queued.
-		readUnacked(t, gone, handbackWindow)
-		_ = gone.Conn.Close() // the network drops: no DISCONNECT
-		seen, _ := collectShared(t, got, sharePayloads(0, n), 2)
-		untilFence(t, pub, topic, got, seen)
-		for i := range n {
-			if k := seen[fmt.Sprint(i)]; k != 1 {
-				t.Errorf("message %d reached the member that stayed %d times, want exactly once", i, k)
-			}
-		}
-		if len(seen) != n {
-			t.Errorf("the member that stayed got %d distinct messages, want %d", len(seen), n)
-		}
-		if handed := statSum(d, "bridge_shared_handed_back"); handed < handbackWindow {
-			t.Errorf("%d messages handed back, want at least the %d in flight", handed, handbackWindow)
-		}
-		// Across replicas they went through the group's list in Redis to
-		// the member on the other replica.
-		if taken := statSum(d, "bridge_shared_taken_over"); len(d.servers) > 1 && taken < handbackWindow {
-			t.Errorf("the other replica took %d handed-off messages from Redis, want at least %d", taken, handbackWindow)
-		}
-	}, handbackArgs...)
+// clean session) while it holds QoS 1 messages of the group, some sent and
+// not acknowledged, the rest queued, does not lose them, however the
+// connection ends: the other member, on the other replica, gets every
+// message, each exactly once (it acknowledges all it gets: no DUP re-send
+// is due).
+func TestShare_CleanMemberGoesAwayUnacked_AnotherMemberGetsAll_MQTT_4_8_2(t *testing.T) {
+	ways := []struct {
+		name  string
+		leave func(t *testing.T, d *deployment, gone *mqtttest.Client, id string)
+	}{
+		{"network drop", func(_ *testing.T, _ *deployment, gone *mqtttest.Client, _ string) { _ = gone.Conn.Close() }},
+		{"DISCONNECT", func(_ *testing.T, _ *deployment, gone *mqtttest.Client, _ string) { gone.Send(&packets.Disconnect{}) }},
+		{"takeover", func(t *testing.T, d *deployment, _ *mqtttest.Client, id string) {
+			// [MQTT-3.1.4-2] a new clean connection with its client id, on
+			// the other replica: the old session ends, and the new one is
+			// no member of the group.
+			c := mqtttest.Dial(t, d.servers[len(d.servers)-1].Addr())
+			c.MustConnect(&packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, ClientID: id, KeepAlive: 30})
+		}},
+	}
+	for _, way := range ways {
+		t.Run(way.name, func(t *testing.T) {
+			forEachDeployment(t, func(t *testing.T, d *deployment) {
+				topic := unique(t, "t")
+				filter := "$share/" + unique(t, "g") + "/" + topic
+				got := make(chan shareDelivery, 8192)
+				id := unique(t, "gone")
+				gone := mqtttest.Dial(t, d.servers[0].Addr())
+				gone.MustConnect(&packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, ClientID: id, KeepAlive: 30})
+				if codes := gone.Subscribe(1, packets.Subscription{Filter: filter, QoS: 1}); codes[0] != packets.GrantedQoS1 {
+					t.Fatalf("SUBACK %x", codes)
+				}
+				shareMember5(t, d.servers[len(d.servers)-1].Addr(), filter, 1, got)
+				pub, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
+				const n = 200
+				publishRange(pub, topic, 0, n)
+				// Its window full, unacknowledged: the rest of its share is queued.
+				readUnacked(t, gone, handbackWindow)
+				way.leave(t, d, gone, id)
+				seen, _ := collectShared(t, got, sharePayloads(0, n), 2)
+				untilFence(t, pub, topic, got, seen)
+				for i := range n {
+					if k := seen[fmt.Sprint(i)]; k != 1 {
+						t.Errorf("message %d reached the member that stayed %d times, want exactly once", i, k)
+					}
+				}
+				if len(seen) != n {
+					t.Errorf("the member that stayed got %d distinct messages, want %d", len(seen), n)
+				}
+				if handed := statSum(d, "bridge_shared_handed_back"); handed < handbackWindow {
+					t.Errorf("%d messages handed back, want at least the %d in flight", handed, handbackWindow)
+				}
+				// Across replicas they went through the group's list in
+				// Redis to the member on the other replica.
+				if taken := statSum(d, "bridge_shared_taken_over"); len(d.servers) > 1 && taken < handbackWindow {
+					t.Errorf("the other replica took %d handed-off messages from Redis, want at least %d", taken, handbackWindow)
+				}
+			}, handbackArgs...)
+		})
+	}
 }
 
 // Section 4.8.2: a persistent member (5.0, Session Expiry 300 s) that goes
