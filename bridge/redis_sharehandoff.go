@@ -139,11 +139,13 @@ func (r *Redis) drainShares() {
 		return nil
 	})
 	var again bool
+	var failed int
+	var lastErr error
 	for i, g := range groups {
 		envs, err := cmds[i].Result()
 		if err != nil {
 			if !errors.Is(err, redis.Nil) {
-				r.log.Warn("shared subscription hand-offs not read", "group", g, "err", err)
+				failed, lastErr = failed+1, err // read again at the next look
 			}
 			continue
 		}
@@ -156,6 +158,9 @@ func (r *Redis) drainShares() {
 			s.mu.Unlock()
 			again = true
 		}
+	}
+	if failed > 0 {
+		r.log.Warn("shared subscription hand-offs not read", "groups", failed, "err", lastErr)
 	}
 	if again {
 		signal(s.wake)
@@ -183,6 +188,9 @@ func (r *Redis) takeShared(group string, envs []string) (back []string) {
 // returnShared puts envs back at the head of group's list, in order, for
 // the next look of any replica with members.
 func (r *Redis) returnShared(ctx context.Context, group string, envs []string) {
+	if len(envs) == 0 {
+		return
+	}
 	rev := make([]any, len(envs))
 	for i, env := range envs {
 		rev[len(envs)-1-i] = env // LPUSH puts the last pushed first
