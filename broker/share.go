@@ -139,16 +139,21 @@ func (b *Broker) receiveShared(msg *Message, local bool) {
 
 // deliverShared hands msg to one live member of g, starting with the next
 // in turn; it reports false when none took it (none is connected, or each
-// connection is closing). A member takes it at the lower of its grant and
-// msg.QoS. The cluster's Gate applies without a stream position: shared
-// subscriptions are never replayed from a session's cursor. A message
-// handed off (another member went away without completing it) skips the
-// Gate: it went through the group's subscription when it was published,
-// however old it is now, and is not the new member's replay.
+// connection is closing), for the cluster to offer it to another node. A
+// member takes it at the lower of its grant and msg.QoS. The cluster's
+// Gate applies without a stream position: shared subscriptions are never
+// replayed from a session's cursor. When the Gate holds it back from every
+// member (a message replayed or delayed past a second, older than each
+// member's subscription), it is owed to none, here or elsewhere: that
+// counts as done. A message handed off (another member went away without
+// completing it) skips the Gate: it went through the group's subscription
+// when it was published, however old it is now, and is not the new
+// member's replay.
 func (b *Broker) deliverShared(g *shareGroup, msg *Message, handoff bool) bool {
 	g.mu.Lock()
 	tries := len(g.members)
 	g.mu.Unlock()
+	gated := 0
 	for range tries {
 		g.mu.Lock()
 		if len(g.members) == 0 {
@@ -158,34 +163,53 @@ func (b *Broker) deliverShared(g *shareGroup, msg *Message, handoff bool) bool {
 		m := g.members[g.next%len(g.members)]
 		g.next = (g.next + 1) % len(g.members)
 		g.mu.Unlock()
-		if b.deliverMember(g, m.c, msg, m.qos, handoff) {
+		switch b.deliverMember(g, m.c, msg, m.qos, handoff) {
+		case memberTook:
 			return true
+		case memberGated:
+			gated++
 		}
 	}
-	return false
+	return tries > 0 && gated == tries
 }
 
+// memberResult is what one member did with a shared message.
+type memberResult uint8
+
+const (
+	memberTook    memberResult = iota
+	memberGated                // the cluster's Gate held it back: older than the member's subscriptions
+	memberRefused              // not connected, or its connection is closing
+)
+
 // deliverMember hands msg to c's live connection, under its delivery
-// lock; false when c has none or it is closing (the message then goes to
-// another member, not to c's stored session). A connection that keeps
-// each shared message's group (ShareSubscriber) is told g's.
-func (b *Broker) deliverMember(g *shareGroup, c *client, msg *Message, granted byte, handoff bool) bool {
+// lock. A member that is not connected, or whose connection is closing,
+// refuses it (the message then goes to another member, not to c's stored
+// session). A connection that keeps each shared message's group
+// (ShareSubscriber) is told g's.
+func (b *Broker) deliverMember(g *shareGroup, c *client, msg *Message, granted byte, handoff bool) memberResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.live == nil {
-		return false
+		return memberRefused
 	}
 	if !handoff {
 		var ok bool
 		if granted, ok = b.cluster.Gate(c.id, msg, NoPosition, granted); !ok {
-			return false // older than c's subscriptions: another member may take it
+			return memberGated // another member, subscribed before it, may take it
 		}
 	}
 	qos := min(granted, msg.QoS)
+	var took bool
 	if ss, ok := c.live.(ShareSubscriber); ok {
-		return ss.DeliverShared(msg, qos, g.key)
+		took = ss.DeliverShared(msg, qos, g.key)
+	} else {
+		took = c.live.Deliver(msg, qos)
 	}
-	return c.live.Deliver(msg, qos)
+	if !took {
+		return memberRefused
+	}
+	return memberTook
 }
 
 // ShareSubscriber is a Subscriber that keeps, with each message a shared

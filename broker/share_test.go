@@ -241,6 +241,11 @@ type handoffs struct {
 	err               error
 	gateRefuses       bool
 	got               map[string][]*Message
+	took              []bool // what each take of ClaimShared reported
+}
+
+func (h *handoffs) ClaimShared(_ string, _ *Message, take func() bool) {
+	h.took = append(h.took, take())
 }
 
 func (h *handoffs) SharedElsewhere(string) bool { return h.elsewhere }
@@ -377,5 +382,40 @@ func TestShare_DeliverSharedSkipsGateAndNamesGroup(t *testing.T) {
 	}
 	if got := m.deliveries(); len(got) != 1 || string(got[0].Message.Payload) != "handed" || m.groups[0] != "$share/h/a/b" {
 		t.Fatalf("got %+v groups %v, want the handed message through $share/h/a/b", got, m.groups)
+	}
+}
+
+// What the core tells its cluster when it takes a message for a group: a
+// member closing its connection leaves it to another node (the cluster
+// hands it off), but a message the Gate holds back from every member
+// (older than each one's subscription) is owed to none: it is not offered
+// elsewhere either.
+func TestShare_TakeReportsWhetherAnotherNodeShouldHaveIt(t *testing.T) {
+	tests := []struct {
+		name        string
+		gateRefuses bool
+		closing     bool
+		want        bool
+		delivered   int
+	}{
+		{name: "a live member takes it", want: true, delivered: 1},
+		{name: "the only member is closing: another node should", closing: true, want: false},
+		{name: "the Gate holds it back from every member: done", gateRefuses: true, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := handoffs{gateRefuses: tt.gateRefuses}
+			b := newHandoffBroker(&h)
+			m := &sink{refuse: tt.closing}
+			mustAttach(t, b, "m", "", m, true)
+			subscribeAll(t, b, "m", "$share/g/t")
+			b.Receive(message("t", 1, "x"), NoPosition)
+			if len(h.took) != 1 || h.took[0] != tt.want {
+				t.Fatalf("take reported %v, want [%v]", h.took, tt.want)
+			}
+			if n := len(m.deliveries()); n != tt.delivered {
+				t.Fatalf("member got %d, want %d", n, tt.delivered)
+			}
+		})
 	}
 }
