@@ -128,10 +128,15 @@ type RedisOptions struct {
 //	                    subscription group, per replica (redis_share.go)
 //	<p>shareclaim:<msg id>:<group> string with TTL 30 s: the replica that
 //	                    delivers that message to that group
+//	<p>sharequeue:<group> list with TTL 30 s: envelopes of messages handed
+//	                    off to that group, for a replica with members to
+//	                    take (redis_sharehandoff.go)
 //	<p>msg:<topic>      channel carrying envelopes
 //	<p>ctl:retain       channel "+topic"/"-topic" index announcements
 //	<p>ctl:share        channel: a replica's shared subscription members
 //	                    changed; every replica reads the counts again
+//	<p>ctl:sharequeue   channel: a group's list of handed-off messages
+//	                    grew; replicas with members take from it
 //	<p>ctl:node:<node>  channel takeover requests and acknowledgements
 //	mqtt_channel        channel EMQX subscribe/unsubscribe events (for prefix "mqtt:")
 //
@@ -371,6 +376,7 @@ type redisCounters struct {
 	takeovers, republished                  atomic.Int64
 	claimConflicts, notReplicated           atomic.Int64
 	shareClaimed, shareLost                 atomic.Int64
+	shareHandedOff, shareTakenOver          atomic.Int64
 }
 
 // NewRedis connects a Redis bridge: it subscribes its control channels,
@@ -495,7 +501,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 // subscribeControl subscribes the control channels and reads their
 // confirmations itself, before the reader starts.
 func (r *Redis) subscribeControl(ctx context.Context) error {
-	ctl := []string{r.retainCtlChannel(), r.nodeCtlChannel(r.node), r.shareCtlChannel()}
+	ctl := []string{r.retainCtlChannel(), r.nodeCtlChannel(r.node), r.shareCtlChannel(), r.shareQueueChannel()}
 	r.ps = r.rdb.Subscribe(ctx) // dials with its first command
 	if r.bus != nil {
 		ctl = ctl[1:] // on sharded pub/sub (subscribeRetainAnnouncements)
@@ -592,6 +598,8 @@ func (r *Redis) Stats() map[string]int64 {
 		"publish_not_replicated":          s.notReplicated.Load(),
 		"shared_claimed":                  s.shareClaimed.Load(),
 		"shared_not_claimed":              s.shareLost.Load(),
+		"shared_handed_off":               s.shareHandedOff.Load(),
+		"shared_taken_over":               s.shareTakenOver.Load(),
 	}
 }
 

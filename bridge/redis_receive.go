@@ -90,6 +90,8 @@ func (r *Redis) receive(m *redis.Message) {
 		r.control(m.Payload)
 	case m.Channel == r.shareCtlChannel():
 		signal(r.shares.reread)
+	case m.Channel == r.shareQueueChannel():
+		r.shareQueued(m.Payload)
 	}
 }
 

@@ -64,9 +64,12 @@ type redisShares struct {
 	// due holds the claims to send now, in order; later those whose
 	// fallback time has not come yet, in order (one delay for all).
 	due, later []shareClaim
-	wake       chan struct{} // cap 1: claims queued
-	refresh    chan struct{} // cap 1: this replica's member counts changed
-	reread     chan struct{} // cap 1: another replica's changed (ctl:share)
+	// drain holds the groups whose list of handed-off messages this
+	// replica looks at next (redis_sharehandoff.go).
+	drain   map[string]struct{}
+	wake    chan struct{} // cap 1: claims queued, or a list to look at
+	refresh chan struct{} // cap 1: this replica's member counts changed
+	reread  chan struct{} // cap 1: another replica's changed (ctl:share)
 	// changed is set with refresh: the next refresh announces it on
 	// ctl:share, so that the other replicas read the counts at once.
 	changed bool
@@ -92,6 +95,7 @@ func newRedisShares() *redisShares {
 		local:   make(map[string]int),
 		gone:    make(map[string]struct{}),
 		remote:  make(map[string][]shareNode),
+		drain:   make(map[string]struct{}),
 		wake:    make(chan struct{}, 1),
 		refresh: make(chan struct{}, 1),
 		reread:  make(chan struct{}, 1),
@@ -213,16 +217,23 @@ func (r *Redis) shareLoop() {
 			r.refreshShares()
 		case <-tick.C:
 			r.refreshShares()
+			r.drainAllShares()
 		}
 		r.claimDue()
+		r.drainShares()
 	}
 }
 
 // claimDue claims every queued claim whose time has come, in one
 // pipeline, and delivers the won ones. A claim Redis did not answer is
 // tried again after shareFallback, at most shareClaimTries times. A won
-// message that no local member could take (the last one just left)
-// gives its claim back, so that another replica's fallback takes it.
+// message that no local member could take (the last one just left) is
+// handed off to the group's list in Redis, for a replica with members
+// to take (redis_sharehandoff.go). Its claim stays: giving the claim
+// back for the others' fallback to take lost the message whenever the
+// fallbacks had already tried, which those of every other replica do at
+// once, 50 ms after the message, when it is the claim of a fallback that
+// is given back.
 func (r *Redis) claimDue() {
 	s := r.shares
 	now := time.Now()
@@ -248,7 +259,8 @@ func (r *Redis) claimDue() {
 		}
 		return nil
 	})
-	var giveBack []string
+	handOff := make(map[string][]*Message)
+	var groups []string // of handOff, in the order of their first message
 	var retry []shareClaim
 	var lost int
 	var lastErr error
@@ -266,20 +278,21 @@ func (r *Redis) claimDue() {
 		case won:
 			r.stats.shareClaimed.Add(1)
 			if !c.take() {
-				giveBack = append(giveBack, r.shareClaimKey(c.msg, c.group))
+				if handOff[c.group] == nil {
+					groups = append(groups, c.group)
+				}
+				handOff[c.group] = append(handOff[c.group], c.msg)
 			}
 		}
 	}
 	if lost > 0 {
 		r.log.Warn("shared subscription messages not claimed after retries", "messages", lost, "err", lastErr)
 	}
-	if len(giveBack) > 0 {
-		_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range giveBack {
-				p.Del(ctx, k)
-			}
-			return nil
-		})
+	for _, g := range groups {
+		if err := r.pushShared(ctx, g, handOff[g]); err != nil {
+			r.stats.shareLost.Add(int64(len(handOff[g])))
+			r.log.Warn("shared subscription messages won without a member lost", "group", g, "messages", len(handOff[g]), "err", err)
+		}
 	}
 	if len(retry) > 0 {
 		s.mu.Lock()

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -78,5 +79,57 @@ func TestRedis_Share_FallbackTakesWhatThePreferredReplicaLeaves(t *testing.T) {
 	fence(t, a, b)
 	if got := len(sb.deliveries()); got != n {
 		t.Fatalf("b's member got %d, want each of %d once", got, n)
+	}
+}
+
+// A replica that wins a message's claim and finds no member to take it
+// (its last member's connection is closing) does not lose it. Here x
+// announces members its core does not have, so that it is preferred for
+// nearly every message and claims none; a and b both claim at the
+// fallback, at the same moment. Giving the claim back (DEL) lost every
+// message a won: b's fallback had already failed. The message goes to the
+// group's list in Redis instead, and b's member gets every one, once.
+func TestRedis_Share_ClaimWonWithoutMemberIsHandedOff_MQTT_4_8_2(t *testing.T) {
+	srv := redistest.Start(t)
+	x := newTestRedis(t, srv, "x")
+	a := newTestRedis(t, srv, "a")
+	b := newTestRedis(t, srv, "b")
+	const group = "$share/g/t"
+	x.Redis.ShareMembers(group, 50)
+	sa, sb := newLiveSub(), newLiveSub()
+	sa.refuse = true // a's member: its connection is closing
+	attach(t, a, "ma", sa, true)
+	attach(t, b, "mb", sb, true)
+	subscribe(t, a, "ma", group, 1)
+	subscribe(t, b, "mb", group, 1)
+	for _, n := range []*testNode{a, b} {
+		waitUntil(t, 10*time.Second, func() string {
+			n.Redis.shares.mu.Lock()
+			defer n.Redis.shares.mu.Unlock()
+			if len(n.Redis.shares.remote[group]) != 2 {
+				return fmt.Sprintf("%s sees %v, want x and the other", n.Redis.node, n.Redis.shares.remote[group])
+			}
+			return ""
+		})
+	}
+	const n = 100
+	for i := range n {
+		publish(t, a, rmsg("t", 1, fmt.Sprint(i)))
+	}
+	sb.waitFor(t, n)
+	fence(t, a, b)
+	fence(t, b, a)
+	seen := make(map[string]int)
+	for _, d := range sb.deliveries() {
+		seen[string(d.Message.Payload)]++
+	}
+	if len(seen) != n || len(sb.deliveries()) != n {
+		t.Fatalf("b's member got %d deliveries of %d distinct messages, want each of %d once", len(sb.deliveries()), len(seen), n)
+	}
+	if a.Redis.Stats()["shared_handed_off"] == 0 {
+		t.Fatal("a won no claim: the test did not exercise the hand-off")
+	}
+	if left := a.Redis.rdb.LLen(context.Background(), a.Redis.shareQueueKey(group)).Val(); left != 0 {
+		t.Fatalf("%d messages left in the group's list", left)
 	}
 }

@@ -58,8 +58,8 @@ import (
 //
 // attachMu (the attach lock table) and shareGroup.mu (one shared
 // subscription group's members) are leaves. Cluster.ShareMembers runs
-// under routeMu (and client.mu on a SUBSCRIBE); Cluster.ClaimShared under
-// none.
+// under routeMu (and client.mu on a SUBSCRIBE); Cluster.ClaimShared,
+// SharedElsewhere and HandOffShared under none.
 type Broker struct {
 	store      Store
 	cluster    Cluster
@@ -93,6 +93,9 @@ type Broker struct {
 
 	queuedDropped atomic.Int64
 	expired       atomic.Int64
+	// shareHandedBack counts the messages HandBack gave another member;
+	// shareDropped those of ended sessions that no member took.
+	shareHandedBack, shareDropped atomic.Int64
 }
 
 // client is everything the core knows about one client id on this node.
@@ -305,6 +308,8 @@ func (b *Broker) Stats() map[string]int64 {
 		"subscriptions":         int64(b.subs.Subscriptions()),
 		"shared_groups":         b.shareCount.Load(),
 		"shared_members":        b.shareSubs.Load(),
+		"shared_handed_back":    b.shareHandedBack.Load(),
+		"shared_dropped":        b.shareDropped.Load(),
 	}
 	maps.Copy(out, b.store.Stats())
 	maps.Copy(out, b.cluster.Stats())

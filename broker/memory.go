@@ -261,6 +261,14 @@ func (l *loopback) ClaimShared(_ string, _ *Message, take func() bool) { take() 
 // ShareMembers implements Cluster: a single node spreads nothing.
 func (l *loopback) ShareMembers(string, int) {}
 
+// SharedElsewhere implements Cluster: a single node has no other.
+func (l *loopback) SharedElsewhere(string) bool { return false }
+
+// HandOffShared implements Cluster: there is no other node to hand to.
+func (l *loopback) HandOffShared(context.Context, string, []*Message) (bool, error) {
+	return false, nil
+}
+
 // PublishWill implements Cluster: a single node is the only one that can
 // publish the will, so it always does: at once, or after its WillDelay
 // unless the client connects again first (then it reports false).

@@ -43,6 +43,12 @@ type Receiver interface {
 	// the core's statistics, for a store that builds offline queues
 	// itself (from the Redis streams) to apply.
 	Queue() OfflineQueue
+	// DeliverShared hands msg, which another node handed off for group (a
+	// whole "$share/{ShareName}/{filter}": a member there went away
+	// without acknowledging it, or that node won it and had no member
+	// left), to the next live member of group on this node. It reports
+	// false when no local member took it (section 4.8.2).
+	DeliverShared(group string, msg *Message) bool
 }
 
 // Cluster is the seam between the core and the other nodes: a single node
@@ -117,6 +123,17 @@ type Cluster interface {
 	// core's routeMu (and a client's delivery lock on a SUBSCRIBE) and
 	// must not block.
 	ShareMembers(group string, members int)
+	// SharedElsewhere reports whether the cluster knows of a connected
+	// member of group on another node (as last read): a persistent member
+	// that goes away keeps what no member can take (share.go, HandBack).
+	// It must not block.
+	SharedElsewhere(group string) bool
+	// HandOffShared gives msgs, which no live member of group on this node
+	// can take, to the group's members on the other nodes, where one member
+	// gets each (Receiver.DeliverShared), in order. It reports false, with
+	// nothing done, when the cluster has no other node. It runs with no
+	// lock held and may wait for the cluster.
+	HandOffShared(ctx context.Context, group string, msgs []*Message) (bool, error)
 	// PublishWill publishes will, due because sub's connection of
 	// clientID ended without DISCONNECT [MQTT-3.1.2-8], unless it was
 	// already published for this connection (a node that declared this

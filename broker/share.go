@@ -1,6 +1,9 @@
 package broker
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/bridgemq/server/topics"
@@ -127,22 +130,30 @@ func (b *Broker) receiveShared(msg *Message, local bool) {
 	b.shareTrie.Match(msg.Topic, func(g *shareGroup, _ byte) { groups = append(groups, g) })
 	for _, g := range groups {
 		if local {
-			b.deliverShared(g, msg)
+			b.deliverShared(g, msg, false)
 			continue
 		}
-		b.cluster.ClaimShared(g.key, msg, func() bool { return b.deliverShared(g, msg) })
+		b.cluster.ClaimShared(g.key, msg, func() bool { return b.deliverShared(g, msg, false) })
 	}
 }
 
 // deliverShared hands msg to one live member of g, starting with the next
 // in turn; it reports false when none took it (none is connected, or each
-// connection is closing). A member takes it at the lower of its grant and
-// msg.QoS. The cluster's Gate applies without a stream position: shared
-// subscriptions are never replayed from a session's cursor.
-func (b *Broker) deliverShared(g *shareGroup, msg *Message) bool {
+// connection is closing), for the cluster to offer it to another node. A
+// member takes it at the lower of its grant and msg.QoS. The cluster's
+// Gate applies without a stream position: shared subscriptions are never
+// replayed from a session's cursor. When the Gate holds it back from every
+// member (a message replayed or delayed past a second, older than each
+// member's subscription), it is owed to none, here or elsewhere: that
+// counts as done. A message handed off (another member went away without
+// completing it) skips the Gate: it went through the group's subscription
+// when it was published, however old it is now, and is not the new
+// member's replay.
+func (b *Broker) deliverShared(g *shareGroup, msg *Message, handoff bool) bool {
 	g.mu.Lock()
 	tries := len(g.members)
 	g.mu.Unlock()
+	gated := 0
 	for range tries {
 		g.mu.Lock()
 		if len(g.members) == 0 {
@@ -152,25 +163,143 @@ func (b *Broker) deliverShared(g *shareGroup, msg *Message) bool {
 		m := g.members[g.next%len(g.members)]
 		g.next = (g.next + 1) % len(g.members)
 		g.mu.Unlock()
-		if b.deliverMember(m.c, msg, m.qos) {
+		switch b.deliverMember(g, m.c, msg, m.qos, handoff) {
+		case memberTook:
 			return true
+		case memberGated:
+			gated++
 		}
 	}
-	return false
+	return tries > 0 && gated == tries
 }
 
+// memberResult is what one member did with a shared message.
+type memberResult uint8
+
+const (
+	memberTook    memberResult = iota
+	memberGated                // the cluster's Gate held it back: older than the member's subscriptions
+	memberRefused              // not connected, or its connection is closing
+)
+
 // deliverMember hands msg to c's live connection, under its delivery
-// lock; false when c has none or it is closing (the message then goes to
-// another member, not to c's stored session).
-func (b *Broker) deliverMember(c *client, msg *Message, granted byte) bool {
+// lock. A member that is not connected, or whose connection is closing,
+// refuses it (the message then goes to another member, not to c's stored
+// session). A connection that keeps each shared message's group
+// (ShareSubscriber) is told g's.
+func (b *Broker) deliverMember(g *shareGroup, c *client, msg *Message, granted byte, handoff bool) memberResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.live == nil {
-		return false
+		return memberRefused
 	}
-	granted, ok := b.cluster.Gate(c.id, msg, NoPosition, granted)
-	if !ok {
-		return false // older than c's subscriptions: another member may take it
+	if !handoff {
+		var ok bool
+		if granted, ok = b.cluster.Gate(c.id, msg, NoPosition, granted); !ok {
+			return memberGated // another member, subscribed before it, may take it
+		}
 	}
-	return c.live.Deliver(msg, min(granted, msg.QoS))
+	qos := min(granted, msg.QoS)
+	var took bool
+	if ss, ok := c.live.(ShareSubscriber); ok {
+		took = ss.DeliverShared(msg, qos, g.key)
+	} else {
+		took = c.live.Deliver(msg, qos)
+	}
+	if !took {
+		return memberRefused
+	}
+	return memberTook
+}
+
+// ShareSubscriber is a Subscriber that keeps, with each message a shared
+// subscription group hands it, the group's name: when its connection
+// ends it gives back, through Broker.HandBack, what it had not sent or
+// not seen acknowledged, for another member to take (section 4.8.2). A
+// Subscriber without it gets the group's messages through Deliver, and
+// keeps them.
+type ShareSubscriber interface {
+	Subscriber
+	// DeliverShared is Deliver for a message group handed over.
+	DeliverShared(msg *Message, qos byte, group string) bool
+}
+
+// SharedDelivery is a message a shared subscription group handed one of
+// its members, with the group: "$share/{ShareName}/{filter}".
+type SharedDelivery struct {
+	Group string
+	Delivery
+}
+
+// HandBack gives each of ds, the messages shared subscription groups
+// handed a member whose connection has ended and which that connection
+// neither sent nor saw acknowledged, to another member of the same group
+// (section 4.8.2): a live member on this node first (round robin; the
+// ended connection refuses), then, through the cluster, a member on
+// another node. With keep (a persistent session, which would get them
+// back when it returns) a message goes to the cluster only when it knows
+// of a member there, so that none waits in the cluster for a member that
+// may never come while its session could have it; without keep (the
+// session ends with its connection) the cluster takes all it can, and
+// what nobody takes is lost with the session, counted. taken[i] reports
+// whether ds[i] went to another member: the caller keeps the others, or
+// loses them. It runs with no lock held, before the member's Detach.
+func (b *Broker) HandBack(ctx context.Context, ds []SharedDelivery, keep bool) (taken []bool, err error) {
+	taken = make([]bool, len(ds))
+	rest := make(map[string][]int) // group → ds not taken on this node, in order
+	var groups []string
+	for i, d := range ds {
+		if b.DeliverShared(d.Group, d.Message) {
+			taken[i] = true
+			continue
+		}
+		if rest[d.Group] == nil {
+			groups = append(groups, d.Group)
+		}
+		rest[d.Group] = append(rest[d.Group], i)
+	}
+	var errs []error
+	for _, group := range groups {
+		idx := rest[group]
+		if keep && !b.cluster.SharedElsewhere(group) {
+			continue
+		}
+		msgs := make([]*Message, len(idx))
+		for k, i := range idx {
+			msgs[k] = ds[i].Message
+		}
+		ok, err := b.cluster.HandOffShared(ctx, group, msgs)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("hand back %d messages of %s: %w", len(msgs), group, err))
+		}
+		if ok && err == nil {
+			for _, i := range idx {
+				taken[i] = true
+			}
+		}
+	}
+	n := 0
+	for _, t := range taken {
+		if t {
+			n++
+		}
+	}
+	b.shareHandedBack.Add(int64(n))
+	if !keep {
+		b.shareDropped.Add(int64(len(ds) - n))
+	}
+	return taken, errors.Join(errs...)
+}
+
+// DeliverShared implements Receiver: msg goes to the next live member of
+// group on this node, as a handed-off message (no Gate). The group is
+// found by matching msg's topic, which matches its filter.
+func (b *Broker) DeliverShared(group string, msg *Message) bool {
+	var g *shareGroup
+	b.shareTrie.Match(msg.Topic, func(m *shareGroup, _ byte) {
+		if m.key == group {
+			g = m
+		}
+	})
+	return g != nil && b.deliverShared(g, msg, true)
 }

@@ -231,3 +231,191 @@ func TestShare_LocalMessageTakenWithoutClaim(t *testing.T) {
 		t.Fatalf("got %+v, want the local message alone (the cluster refuses the other)", got)
 	}
 }
+
+// handoffs is a loopback that stands for other nodes: it knows of members
+// elsewhere when elsewhere is set, and takes what is handed off to it when
+// accept is set (refusing with err when set).
+type handoffs struct {
+	*loopback
+	elsewhere, accept bool
+	err               error
+	gateRefuses       bool
+	got               map[string][]*Message
+	took              []bool // what each take of ClaimShared reported
+}
+
+func (h *handoffs) ClaimShared(_ string, _ *Message, take func() bool) {
+	h.took = append(h.took, take())
+}
+
+func (h *handoffs) SharedElsewhere(string) bool { return h.elsewhere }
+
+func (h *handoffs) HandOffShared(_ context.Context, group string, msgs []*Message) (bool, error) {
+	if h.err != nil {
+		return false, h.err
+	}
+	if !h.accept {
+		return false, nil
+	}
+	h.got[group] = append(h.got[group], msgs...)
+	return true, nil
+}
+
+func (h *handoffs) Gate(_ string, _ *Message, _ Position, granted byte) (byte, bool) {
+	return granted, !h.gateRefuses
+}
+
+func newHandoffBroker(h *handoffs) *Broker {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message), wills: make(map[string]*time.Timer)}
+	h.loopback = &loopback{store: st}
+	h.got = make(map[string][]*Message)
+	b := New(st, h, Options{})
+	st.queue = b.queue
+	return b
+}
+
+// Section 4.8.2: what a member leaves unacknowledged or unsent when its
+// connection ends goes to another member of its group: one on this node
+// first, else one on another node through the cluster; a persistent
+// member keeps what no member can take, a clean one loses it (counted).
+func TestShare_HandBack_MQTT_4_8_2(t *testing.T) {
+	tests := []struct {
+		name       string
+		otherHere  bool // another live member of the group on this node
+		cluster    handoffs
+		keep       bool
+		wantTaken  bool
+		wantHere   int // messages the other member here got
+		wantSent   int // messages handed to the cluster
+		wantDrop   int64
+		wantErr    bool
+		wantHanded int64
+	}{
+		{name: "another member on this node takes them", otherHere: true, wantTaken: true, wantHere: 3, wantHanded: 3},
+		{name: "persistent, none here nor elsewhere: kept", keep: true},
+		{name: "persistent, a member elsewhere: handed off", keep: true, cluster: handoffs{elsewhere: true, accept: true}, wantTaken: true, wantSent: 3, wantHanded: 3},
+		{name: "clean, none here: handed off whatever the cluster knows", cluster: handoffs{accept: true}, wantTaken: true, wantSent: 3, wantHanded: 3},
+		{name: "clean, no other node: lost, counted", wantDrop: 3},
+		{name: "clean, the cluster fails: lost, counted", cluster: handoffs{accept: true, err: errors.New("redis down")}, wantDrop: 3, wantErr: true},
+		{name: "a member here before the cluster", otherHere: true, cluster: handoffs{elsewhere: true, accept: true}, wantTaken: true, wantHere: 3, wantHanded: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.cluster
+			b := newHandoffBroker(&h)
+			ctx := context.Background()
+			gone := &sink{refuse: true} // its connection has ended
+			mustAttach(t, b, "gone", "", gone, !tt.keep)
+			subscribeAll(t, b, "gone", "$share/g/t")
+			other := &sink{}
+			if tt.otherHere {
+				mustAttach(t, b, "other", "", other, true)
+				subscribeAll(t, b, "other", "$share/g/t")
+			}
+			var ds []SharedDelivery
+			for i := range 3 {
+				ds = append(ds, SharedDelivery{Group: "$share/g/t", Delivery: Delivery{Message: message("t", 1, fmt.Sprint(i)), QoS: 1}})
+			}
+			taken, err := b.HandBack(ctx, ds, tt.keep)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("HandBack error %v, want error %v", err, tt.wantErr)
+			}
+			for i, tk := range taken {
+				if tk != tt.wantTaken {
+					t.Fatalf("taken[%d] = %v, want %v", i, tk, tt.wantTaken)
+				}
+			}
+			if got := other.deliveries(); len(got) != tt.wantHere {
+				t.Fatalf("the other member here got %d, want %d", len(got), tt.wantHere)
+			}
+			sent := h.got["$share/g/t"]
+			if len(sent) != tt.wantSent {
+				t.Fatalf("the cluster got %d, want %d", len(sent), tt.wantSent)
+			}
+			for i, m := range sent {
+				if m != ds[i].Message {
+					t.Fatalf("handed off %q at %d, want the member's messages in order", m.Payload, i)
+				}
+			}
+			st := b.Stats()
+			if st["shared_dropped"] != tt.wantDrop || st["shared_handed_back"] != tt.wantHanded {
+				t.Fatalf("shared_dropped %d, shared_handed_back %d; want %d and %d", st["shared_dropped"], st["shared_handed_back"], tt.wantDrop, tt.wantHanded)
+			}
+		})
+	}
+}
+
+// groupSink is a ShareSubscriber: it records the group of each shared
+// message.
+type groupSink struct {
+	sink
+	groups []string
+}
+
+func (g *groupSink) DeliverShared(m *Message, qos byte, group string) bool {
+	g.mu.Lock()
+	g.groups = append(g.groups, group)
+	g.mu.Unlock()
+	return g.Deliver(m, qos)
+}
+
+// A message another node hands off (DeliverShared) goes to a live member
+// of the group here even when the Gate would hold back a message that old
+// from a new subscription: it went through the group's subscription when
+// it was published. The member learns the group (ShareSubscriber), which
+// a plain member (Receive) does too.
+func TestShare_DeliverSharedSkipsGateAndNamesGroup(t *testing.T) {
+	h := handoffs{gateRefuses: true}
+	b := newHandoffBroker(&h)
+	m := &groupSink{}
+	mustAttach(t, b, "m", "", m, true)
+	subscribeAll(t, b, "m", "$share/g/a/+", "$share/h/a/b")
+	b.Receive(message("a/b", 1, "gated"), NoPosition)
+	if n := len(m.deliveries()); n != 0 {
+		t.Fatalf("the Gate refused, yet the member got %d", n)
+	}
+	if !b.DeliverShared("$share/h/a/b", message("a/b", 1, "handed")) {
+		t.Fatal("DeliverShared found no member")
+	}
+	if b.DeliverShared("$share/x/a/b", message("a/b", 1, "no such group")) {
+		t.Fatal("DeliverShared took a message for a group this node does not have")
+	}
+	if got := m.deliveries(); len(got) != 1 || string(got[0].Message.Payload) != "handed" || m.groups[0] != "$share/h/a/b" {
+		t.Fatalf("got %+v groups %v, want the handed message through $share/h/a/b", got, m.groups)
+	}
+}
+
+// What the core tells its cluster when it takes a message for a group: a
+// member closing its connection leaves it to another node (the cluster
+// hands it off), but a message the Gate holds back from every member
+// (older than each one's subscription) is owed to none: it is not offered
+// elsewhere either.
+func TestShare_TakeReportsWhetherAnotherNodeShouldHaveIt(t *testing.T) {
+	tests := []struct {
+		name        string
+		gateRefuses bool
+		closing     bool
+		want        bool
+		delivered   int
+	}{
+		{name: "a live member takes it", want: true, delivered: 1},
+		{name: "the only member is closing: another node should", closing: true, want: false},
+		{name: "the Gate holds it back from every member: done", gateRefuses: true, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := handoffs{gateRefuses: tt.gateRefuses}
+			b := newHandoffBroker(&h)
+			m := &sink{refuse: tt.closing}
+			mustAttach(t, b, "m", "", m, true)
+			subscribeAll(t, b, "m", "$share/g/t")
+			b.Receive(message("t", 1, "x"), NoPosition)
+			if len(h.took) != 1 || h.took[0] != tt.want {
+				t.Fatalf("take reported %v, want [%v]", h.took, tt.want)
+			}
+			if n := len(m.deliveries()); n != tt.delivered {
+				t.Fatalf("member got %d, want %d", n, tt.delivered)
+			}
+		})
+	}
+}

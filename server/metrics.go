@@ -67,7 +67,11 @@ var metrics = []metric{
 	{"bridge_shared_groups", prometheus.GaugeValue, "Shared subscription groups with members on this replica."},
 	{"bridge_shared_members", prometheus.GaugeValue, "Shared subscriptions (client and group pairs) held on this replica."},
 	{"bridge_shared_claimed", prometheus.CounterValue, "Messages this replica claimed in Redis for one of its shared subscription groups."},
-	{"bridge_shared_not_claimed", prometheus.CounterValue, "Shared subscription messages whose claim Redis did not answer after every retry."},
+	{"bridge_shared_not_claimed", prometheus.CounterValue, "Shared subscription messages whose claim Redis did not answer after every retry, or that Redis did not take when handed off."},
+	{"bridge_shared_handed_back", prometheus.CounterValue, "Shared subscription messages a member left unsent or unacknowledged when its connection ended, given to another member of the group (section 4.8.2)."},
+	{"bridge_shared_dropped", prometheus.CounterValue, "Shared subscription messages a member left unsent or unacknowledged when its session ended with its connection, which no other member could take."},
+	{"bridge_shared_handed_off", prometheus.CounterValue, "Shared subscription messages this replica put in a group's list in Redis for the members on other replicas."},
+	{"bridge_shared_taken_over", prometheus.CounterValue, "Shared subscription messages this replica took from a group's list in Redis and gave to one of its members."},
 	{"bridge_subscriptions", prometheus.GaugeValue, "Subscriptions (client and filter pairs) held on this replica, offline persistent sessions of a single node included."},
 }
 

@@ -223,11 +223,13 @@ func (s *Session) restore(stored *broker.StoredSession) {
 
 // snapshot hands over the session's state; later deliveries are refused
 // (and kept by the bridge) so nothing falls between snapshot and Detach.
-func (s *Session) snapshot() *broker.StoredSession {
+// shared lists the messages of the state that a shared subscription group
+// handed this connection and that may go to another member (share.go).
+func (s *Session) snapshot() (st *broker.StoredSession, shared []sharedEntry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.snapshotted = true
-	st := &broker.StoredSession{Subscriptions: make(map[string]byte, len(s.subs)), Expiry: s.expiry}
+	st = &broker.StoredSession{Subscriptions: make(map[string]byte, len(s.subs)), Expiry: s.expiry}
 	for f, q := range s.subs {
 		st.Subscriptions[f] = q
 	}
@@ -247,9 +249,17 @@ func (s *Session) snapshot() *broker.StoredSession {
 		})
 	}
 	sortInflight(st.Inflight, s.inflight)
+	for i, in := range st.Inflight {
+		if o := s.inflight[in.PacketID]; handsBack(o.outgoing, true) {
+			shared = append(shared, sharedEntry{group: s.shareNames[o.subID], inflight: true, index: i})
+		}
+	}
 	for _, list := range [][]outgoing{s.pending, s.held} {
 		for _, o := range list {
 			if o.qos > 0 {
+				if handsBack(o, false) {
+					shared = append(shared, sharedEntry{group: s.shareNames[o.subID], index: len(st.Queued)})
+				}
 				st.Queued = append(st.Queued, broker.Delivery{Message: o.msg, QoS: o.qos, Retain: o.retain})
 			}
 		}
@@ -257,7 +267,7 @@ func (s *Session) snapshot() *broker.StoredSession {
 	s.pending, s.held, s.queuedBytes = nil, nil, 0
 	s.leftoverFeeds = s.feeds
 	s.feeds, s.retainedMarks = nil, nil
-	return st
+	return st, shared
 }
 
 // idPrefix makes message ids unique across processes; idCounter across the

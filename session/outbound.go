@@ -31,6 +31,28 @@ func (s *Session) Deliver(msg *broker.Message, qos byte) bool {
 	return s.enqueue(outgoing{msg: msg, qos: qos})
 }
 
+// DeliverShared implements broker.ShareSubscriber: Deliver for a message
+// the shared subscription group handed this connection, which keeps the
+// group with it so that, if the connection ends before the message is
+// sent or acknowledged, it goes back to the group (share.go).
+func (s *Session) DeliverShared(msg *broker.Message, qos byte, group string) bool {
+	if !s.mayRead(msg.Topic) {
+		return true
+	}
+	s.mu.Lock()
+	i, ok := s.shareIndex[group]
+	if !ok {
+		if s.shareIndex == nil {
+			s.shareIndex = make(map[string]uint32)
+		}
+		i = uint32(len(s.shareNames))
+		s.shareIndex[group] = i
+		s.shareNames = append(s.shareNames, group)
+	}
+	s.mu.Unlock()
+	return s.enqueue(outgoing{msg: msg, qos: qos, shared: true, subID: i})
+}
+
 // mayRead applies the read ACL in force now to a message about to be
 // delivered, and counts a refusal.
 func (s *Session) mayRead(topic string) bool {

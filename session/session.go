@@ -112,6 +112,7 @@ type Broker interface {
 	Unsubscribe(ctx context.Context, clientID, filter string) error
 	PublishAsync(ctx context.Context, msg *broker.Message, done func(error))
 	PublishWill(ctx context.Context, clientID string, sub broker.Subscriber, will *broker.Message) (bool, error)
+	HandBack(ctx context.Context, ds []broker.SharedDelivery, keep bool) ([]bool, error)
 	RetainedTopics(ctx context.Context, filter string) ([]string, error)
 	RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*broker.Message, int, error)
 }
@@ -232,6 +233,13 @@ type Session struct {
 	marksSweep    time.Time               // when retainedMarks is next swept
 	feeders       sync.WaitGroup
 
+	// Shared subscriptions (share.go), under mu: shareNames holds the
+	// groups that handed this connection messages, indexed by
+	// outgoing.subID; shareIndex finds a name's index. Nil until the
+	// first such message.
+	shareNames []string
+	shareIndex map[string]uint32
+
 	closeOnce  sync.Once
 	closed     chan struct{} // closed when the connection is being torn down
 	finished   chan struct{} // closed when Detach has returned
@@ -248,9 +256,14 @@ type outgoing struct {
 	// fed is set for a retained message a feed of this connection sends
 	// because of a new subscription; subID is then the Subscription
 	// Identifier of its SUBSCRIBE, the only one it carries (section 3.3.4).
-	// They fit in the struct's padding: it stays 16 bytes.
-	fed   bool
-	subID uint32
+	// shared is set for a message a shared subscription group handed this
+	// connection (DeliverShared); subID is then the group's index in
+	// Session.shareNames, so that the message can go back to the group
+	// when the connection ends (HandBack). A message is never both. They
+	// fit in the struct's padding: it stays 16 bytes.
+	fed    bool
+	shared bool
+	subID  uint32
 }
 
 // flow is what the server knows of the QoS 2 flow of an inbound PUBLISH
@@ -480,7 +493,10 @@ func (s *Session) end(ctx context.Context) {
 		s.publishWill(ctx)
 	}
 	var state *broker.StoredSession
-	snap := s.snapshot()
+	snap, shared := s.snapshot()
+	if len(shared) > 0 {
+		s.handBack(ctx, snap, shared)
+	}
 	if !s.clean {
 		state = snap
 		// Retained messages owed to a new subscription and not yet sent

@@ -155,7 +155,7 @@ func TestDeliver_AfterConnectionEndedLeavesMessageToStoredSession(t *testing.T) 
 	if got := s.env.Stats.DroppedQueueFull.Load() + s.env.Stats.DroppedQoS0.Load(); got != 0 {
 		t.Errorf("%d messages dropped as queue-full after the connection ended; want them left to the stored session", got)
 	}
-	if st := s.snapshot(); len(st.Queued) != 3 {
+	if st, _ := s.snapshot(); len(st.Queued) != 3 {
 		t.Errorf("snapshot holds %d queued messages, want the 3 accepted before the end", len(st.Queued))
 	}
 }
@@ -169,7 +169,7 @@ func TestSnapshot_KeepsSendOrderAndRefusesLaterDeliveries(t *testing.T) {
 	s.onPuback(2)
 	s.enqueue(outgoing{msg: message("d", 1), qos: 1})
 	s.enqueue(outgoing{msg: message("q0", 0), qos: 0})
-	st := s.snapshot()
+	st, _ := s.snapshot()
 	var inflight []string
 	for _, in := range st.Inflight {
 		inflight = append(inflight, in.Message.Topic)
