@@ -19,7 +19,9 @@ import (
 
 	"github.com/bridgemq/server/bridge"
 	"github.com/bridgemq/server/internal/loadgen"
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistopo"
+	"github.com/bridgemq/server/packets"
 )
 
 // startShardedPair starts a six-node Redis Cluster, replicas node-a and
@@ -572,5 +574,97 @@ func TestShardBus_Interop(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			sc.run(t, clusterDeployment(t, c, "-acl-file", "testdata/e2e_interop.acl"))
 		})
+	}
+}
+
+// TestShardBus_DeadReplicaWillPublishedOnce SIGKILLs a replica process on
+// the Redis Cluster while a client with a will is connected to it: a
+// survivor publishes the will exactly once [MQTT-3.1.2-8], on the sharded
+// bus, to a subscriber on the survivor.
+func TestShardBus_DeadReplicaWillPublishedOnce(t *testing.T) {
+	c := redistopo.StartCluster(t)
+	flags := []string{"-redis-cluster", strings.Join(c.Addrs(), ",")}
+	a := mqtttest.StartProcess(t, "", "da", flags...)
+	b := mqtttest.StartProcess(t, "", "db", flags...)
+	w := mqtttest.Dial(t, b.Addr())
+	w.MustConnect(&packets.Connect{ClientID: unique(t, "watcher"), CleanSession: true, KeepAlive: 60})
+	w.Subscribe(1, packets.Subscription{Filter: "will/#", QoS: 1})
+	v := mqtttest.Dial(t, a.Addr())
+	v.MustConnect(&packets.Connect{ClientID: unique(t, "victim"), CleanSession: true, KeepAlive: 60,
+		Will: &packets.Will{Topic: "will/victim", Payload: []byte("died"), QoS: 1}})
+	a.Kill(t)
+	wills := 0
+	// The reaper comes once the liveness key expires (-node-ttl 2s); a
+	// second copy would come within another TTL.
+	for {
+		p, err := w.Read(6 * time.Second)
+		if err != nil {
+			break
+		}
+		if pub, ok := p.(*packets.Publish); ok {
+			wills++
+			w.Send(&packets.Puback{PacketID: pub.PacketID})
+		}
+	}
+	if wills != 1 {
+		t.Errorf("the dead replica's client's will was published %d times, want exactly 1 [MQTT-3.1.2-8]", wills)
+	}
+}
+
+// TestShardBus_SharedSubscriptionAcrossReplicas: members of one group on
+// both replicas of the Redis Cluster share 1,000 QoS 1 messages, each
+// exactly once, neither more than 1.5 times its fair share [MQTT-4.8.2].
+func TestShardBus_SharedSubscriptionAcrossReplicas(t *testing.T) {
+	_, _, a, b := startShardedPair(t)
+	const n = 1000
+	var mu sync.Mutex
+	got := map[string]int{}
+	per := map[string]int{}
+	for _, srv := range []*testServer{a, b} {
+		name := srv.Addr()
+		c, _ := connectPaho(t, pahoOptsAt(srv.Addr(), unique(t, "member"), true))
+		tok := c.Subscribe("$share/g/jobs/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+			mu.Lock()
+			got[string(m.Payload())]++
+			per[name]++
+			mu.Unlock()
+		})
+		if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("subscribe: %v", tok.Error())
+		}
+	}
+	pub, _ := connectPaho(t, pahoOptsAt(a.Addr(), unique(t, "pub"), true))
+	for i := range n {
+		if tok := pub.Publish(fmt.Sprintf("jobs/%d", i%10), 1, false, strconv.Itoa(i)); !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		mu.Lock()
+		done := len(got) == n
+		mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(quietWindow)
+	mu.Lock()
+	defer mu.Unlock()
+	dups := 0
+	for _, k := range got {
+		if k > 1 {
+			dups++
+		}
+	}
+	t.Logf("shared: %d distinct of %d, %d delivered twice, per member %v", len(got), n, dups, per)
+	if len(got) != n || dups != 0 {
+		t.Errorf("%d of %d messages delivered, %d more than once: want each exactly once", len(got), n, dups)
+	}
+	for m, k := range per {
+		if k > n/2*3/2 {
+			t.Errorf("member on %s got %d of %d: more than 1.5 times its fair share", m, k, n)
+		}
 	}
 }

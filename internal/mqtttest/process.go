@@ -86,7 +86,8 @@ func (p *Process) LogTail(n int) string {
 }
 
 // StartProcess runs the server binary (built from the repository root, the
-// test's working directory) as replica node on the Redis at redisURL, with
+// test's working directory) as replica node on the Redis at redisURL (none
+// when empty: args name it, e.g. -redis-cluster), with
 // -node-ttl 2s and extra flags args, on free loopback ports, waits until
 // /readyz answers 200 and kills the process at cleanup. If the test failed,
 // the tail of the replica's output is logged.
@@ -135,10 +136,11 @@ func launch(t testing.TB, bin, redisURL, node string, args []string) (*Process, 
 		return nil, fmt.Errorf("replica log: %w", err)
 	}
 	defer logFile.Close() // the child holds its own descriptor
-	all := append([]string{
-		"-listen", p.addr, "-http", p.http, "-redis-url", redisURL,
-		"-node-id", node, "-node-ttl", "2s", "-log-level", "debug",
-	}, args...)
+	all := []string{"-listen", p.addr, "-http", p.http, "-node-id", node, "-node-ttl", "2s", "-log-level", "debug"}
+	if redisURL != "" {
+		all = append(all, "-redis-url", redisURL)
+	}
+	all = append(all, args...)
 	p.Cmd = exec.Command(bin, all...)
 	redistest.DieWithTest(p.Cmd)
 	p.Cmd.Stdout, p.Cmd.Stderr = logFile, logFile
