@@ -352,8 +352,8 @@ func qosSet(ms []*paho.Publish) []byte {
 }
 
 // test_basic: connect, disconnect, connect again; a subscriber at QoS 2
-// gets what it publishes at QoS 0, 1 and 2, each once at its own QoS
-// [MQTT-3.3.4-1] [MQTT-4.3.3-1]; a second CONNECT on a connection is a
+// gets what it publishes at QoS 0, 1 and 2, each once at the QoS it was
+// published at [MQTT-3.8.4-8]; a second CONNECT on a connection is a
 // Protocol Error [MQTT-3.1.0-2]; a CONNECT with another protocol name is
 // not served [MQTT-3.1.2-1].
 func TestInterop5_Basic_MQTT_3_1_0_2(t *testing.T) {
@@ -400,11 +400,12 @@ func TestInterop5_Basic_MQTT_3_1_0_2(t *testing.T) {
 }
 
 // test_retained_message: retained messages published at QoS 0, 1 and 2
-// with user properties reach a later subscription to +/+ with RETAIN set
-// [MQTT-3.3.1-9], at the QoS they were published at, with their user
-// properties in order [MQTT-3.3.2-17] [MQTT-3.3.2-18]; an empty retained
-// message removes one [MQTT-3.3.1-10].
-func TestInterop5_RetainedMessages_MQTT_3_3_1_9(t *testing.T) {
+// with user properties are stored [MQTT-3.3.1-5] and reach a later
+// subscription to +/+ [MQTT-3.3.1-9] with RETAIN set (section 3.3.1.3),
+// at the QoS they were published at, with their user properties in order
+// [MQTT-3.3.2-17] [MQTT-3.3.2-18]; an empty retained message removes one
+// [MQTT-3.3.1-6] [MQTT-3.3.1-7].
+func TestInterop5_RetainedMessages_MQTT_3_3_1_5(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		a := mustPaho5(t, d.pub(), connect5p(unique(t, "myclientid"), true, nil), nil)
 		for qos, topic := range interopTopics[1:4] {
@@ -418,7 +419,7 @@ func TestInterop5_RetainedMessages_MQTT_3_3_1_9(t *testing.T) {
 		}
 		for _, m := range got {
 			if !m.Retain {
-				t.Fatalf("retained message on %s without RETAIN [MQTT-3.3.1-9]", m.Topic)
+				t.Fatalf("retained message on %s without RETAIN (section 3.3.1.3)", m.Topic)
 			}
 			if want := fmt.Sprintf("qos %d", m.QoS); string(m.Payload) != want {
 				t.Fatalf("retained %q delivered at QoS %d", m.Payload, m.QoS)
@@ -444,7 +445,7 @@ func TestInterop5_RetainedMessages_MQTT_3_3_1_9(t *testing.T) {
 
 // test_will_message: a connection lost without DISCONNECT has its will
 // published [MQTT-3.1.2-8], with the will's user properties in order
-// [MQTT-3.3.2-18], to a subscriber on another replica.
+// [MQTT-3.1.3-10], to a subscriber on another replica.
 func TestInterop5_WillMessage_MQTT_3_1_2_8(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		b := mustPaho5(t, d.sub(), connect5p(unique(t, "myclientid2"), true, nil), nil)
@@ -519,10 +520,7 @@ func TestInterop5_AssignedClientID_MQTT_3_1_3_7(t *testing.T) {
 }
 
 // offlineQueueing is test_offline_message_queueing, the session opened by
-// first and resumed by resume: a session kept for its Session Expiry
-// Interval gets, on its return on another replica, the QoS 1 and 2
-// messages that arrived while it was away [MQTT-3.1.2-5], and the QoS 0
-// one or not.
+// first and resumed by resume.
 func offlineQueueing(t *testing.T, d *deployment, first, resume func(id string) *paho.Connect) {
 	id := unique(t, "myclientid")
 	a := mustPaho5(t, d.sub(), first(id), nil)
@@ -552,6 +550,11 @@ func suiteResume(id string) *paho.Connect  { return connect5p(id, false, nil) }
 func freshSession(id string) *paho.Connect { return connect5p(id, false, u32p(99999)) }
 func freshResume(id string) *paho.Connect  { return connect5p(id, false, u32p(99999)) }
 
+// test_offline_message_queueing: a session kept for its Session Expiry
+// Interval [MQTT-3.1.2-23] is resumed [MQTT-3.1.2-5] on another replica
+// with the QoS 1 and 2 messages that arrived while it was away, and the
+// QoS 0 one or not. The suite opens it with Clean Start 1 and resumes it
+// with no interval (gap (a), both halves).
 func TestInterop5_OfflineMessageQueueing_MQTT_3_1_2_5(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		t.Run("clean start 0 and the interval on each connect", func(t *testing.T) {
@@ -729,9 +732,9 @@ func TestInterop5_RedeliveryOnReconnect_MQTT_4_4_0_1(t *testing.T) {
 }
 
 // test_subscribe_failure: a SUBSCRIBE to a filter the server does not
-// authorise gets SUBACK 0x87 (Not authorized) for it (section 3.9.3);
-// the suite's 0x80 is the 3.1.1 code.
-func TestInterop5_SubscribeFailure_MQTT_3_9_3_1(t *testing.T) {
+// authorise gets SUBACK 0x87 (Not authorized) for it [MQTT-3.9.3-2]
+// (section 3.9.3); the suite's 0x80 is the 3.1.1 code.
+func TestInterop5_SubscribeFailure_MQTT_3_9_3_2(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		a := mustPaho5(t, d.sub(), connect5p(unique(t, "myclientid"), true, nil), nil)
 		codes := a.subscribe(t, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: interopNoSubscribe, QoS: 2}}})
@@ -756,8 +759,9 @@ func TestInterop5_DollarTopics_MQTT_4_7_2_1(t *testing.T) {
 	})
 }
 
-// test_unsubscribe: after UNSUBSCRIBE (UNSUBACK 0x00), no new message
-// of the removed subscription is sent [MQTT-3.10.4-1]; the others stay.
+// test_unsubscribe: UNSUBSCRIBE deletes the subscription whose filter it
+// names [MQTT-3.10.4-1] (UNSUBACK 0x00) and no new message of it is sent
+// [MQTT-3.10.4-2]; the others stay.
 func TestInterop5_Unsubscribe_MQTT_3_10_4_1(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		b := mustPaho5(t, d.sub(), connect5p(unique(t, "myclientid2"), true, nil), nil)
@@ -791,7 +795,7 @@ func sessionPresent(t *testing.T, ep endpoint, id string, expiry uint32) (*clien
 // test_session_expiry. A session with Session Expiry Interval 0 ends
 // with its connection [MQTT-3.1.2-23]; one with an interval outlives it
 // for that long and no longer; a DISCONNECT can change the interval
-// [MQTT-3.14.2-2 aside]: to longer, and to 0, which ends the session at
+// (section 3.14.2.2.2): to longer, and to 0, which ends the session at
 // once. Intervals are 1 s; one sleep goes half a second past
 // them (the expiry is kept to the millisecond). The suite opens
 // each session with Clean Start 1 and an interval above 0: that part is
@@ -903,10 +907,7 @@ func TestInterop5_PayloadFormat_MQTT_3_3_2_4(t *testing.T) {
 }
 
 // publicationExpiry is test_publication_expiry, the subscriber's session
-// opened by first and resumed by resume: messages for an offline session whose Message
-// Expiry Interval (1 s) passes while they wait are not delivered
-// [MQTT-3.3.2-5]; the others are, with the interval less the time waited
-// [MQTT-3.3.2-6].
+// opened by first and resumed by resume.
 func publicationExpiry(t *testing.T, d *deployment, first, resume func(id string) *paho.Connect) {
 	id := unique(t, "myclientid2")
 	b := mustPaho5(t, d.sub(), first(id), nil)
@@ -940,6 +941,11 @@ func publicationExpiry(t *testing.T, d *deployment, first, resume func(id string
 	b.leave(t, &paho.Disconnect{Properties: &paho.DisconnectProperties{SessionExpiryInterval: u32p(0)}})
 }
 
+// test_publication_expiry: messages for an offline session whose Message
+// Expiry Interval (1 s) passes while they wait are not delivered
+// [MQTT-3.3.2-5]; the others are, with the interval less the time waited
+// [MQTT-3.3.2-6]. The suite opens the session with Clean Start 1 and
+// resumes it with no interval (gap (a), both halves).
 func TestInterop5_PublicationExpiry_MQTT_3_3_2_5(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		t.Parallel()
@@ -1104,7 +1110,7 @@ func TestInterop5_RequestResponse_MQTT_3_3_2_15(t *testing.T) {
 // connection [MQTT-3.3.2-7]: on the next one an empty topic with that
 // alias is a Protocol Error (section 3.3.2.3.4). The client asks for no
 // aliases from the server (Topic Alias Maximum 0) and gets none
-// [MQTT-3.3.2-10]. The session that keeps the subscription is opened and
+// [MQTT-3.1.2-27]. The session that keeps the subscription is opened and
 // resumed as the suite does, and on a fresh id (gap (a)).
 func TestInterop5_ClientTopicAlias_MQTT_3_3_2_8(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
@@ -1158,12 +1164,13 @@ func clientTopicAlias(t *testing.T, d *deployment, first, resume func(id string)
 	a.disconnected(t, byte(packets.ProtocolError))
 }
 
-// test_server_topic_alias: a client with Topic Alias Maximum 1 may get
-// aliases up to 1 [MQTT-3.3.2-10]; this server uses one: the first
-// message carries the topic and sets the alias, the next ones only the
-// alias. A client with no Topic Alias Maximum, or 0, gets none
-// [MQTT-3.3.2-10] (section 3.1.2.11.5).
-func TestInterop5_ServerTopicAlias_MQTT_3_3_2_10(t *testing.T) {
+// test_server_topic_alias: a client with Topic Alias Maximum 1 gets no
+// alias above 1 [MQTT-3.3.2-11] [MQTT-3.1.2-26]. Using one is the
+// server's choice; the suite expects it and this server makes it: the
+// first message carries the topic and sets the alias, the next ones only
+// the alias. A client with no Topic Alias Maximum, or 0, gets none
+// [MQTT-3.1.2-27].
+func TestInterop5_ServerTopicAlias_MQTT_3_3_2_11(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		cp := connect5p(unique(t, "myclientid"), true, nil)
 		cp.Properties = &paho.ConnectProperties{TopicAliasMaximum: u16p(1)}
@@ -1210,8 +1217,8 @@ func TestInterop5_ServerTopicAlias_MQTT_3_3_2_10(t *testing.T) {
 
 // test_maximum_packet_size: a PUBLISH over the Maximum Packet Size the
 // server stated gets DISCONNECT 0x95 (section 3.2.2.3.6, 4.13); a message
-// over the client's Maximum Packet Size is not sent to it [MQTT-3.1.2-25],
-// one under it is.
+// over the client's Maximum Packet Size is not sent to it [MQTT-3.1.2-24]
+// but dropped [MQTT-3.1.2-25], one under it is.
 func TestInterop5_MaximumPacketSize_MQTT_3_1_2_25(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		a := mustPaho5(t, d.pub(), connect5p(unique(t, "myclientid"), true, nil), nil)
@@ -1316,14 +1323,15 @@ func TestInterop5_FlowControlServerReceiveMaximum_MQTT_3_3_4_7(t *testing.T) {
 }
 
 // test_will_delay: a will waits for its Will Delay Interval, or for the
-// end of the session if that comes first [MQTT-3.1.3-9]. Delay 1 s with
+// end of the session if that comes first [MQTT-3.1.2-8] (section
+// 3.1.3.2.2). Delay 1 s with
 // the session kept 2 s: at 1 s. Delay 10 s with Session Expiry 0: at
 // once. Delay 10 s with the session kept 1 s: at 1 s. The three clients
 // lose their connections, without DISCONNECT, at the same time. The suite
 // connects them with Clean Start 1 (gap (a): their sessions would end at
 // once, and the wills with them); fresh ids with Clean Start 0 keep the
 // same sessions.
-func TestInterop5_WillDelay_MQTT_3_1_3_9(t *testing.T) {
+func TestInterop5_WillDelay_MQTT_3_1_2_8(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		t.Parallel()
 		t.Run("clean start 0", func(t *testing.T) { willDelay(t, d, false) })
@@ -1370,10 +1378,11 @@ func willDelay(t *testing.T, d *deployment, cleanStart bool) {
 }
 
 // test_shared_subscriptions: two clients each with a non-shared
-// subscription and a share in $share/sharename: each gets every message
-// of the non-shared one, and each message of the shared one reaches
-// exactly one of them [MQTT-4.8.2-2] (section 4.8.2).
-func TestInterop5_SharedSubscriptions_MQTT_4_8_2_2(t *testing.T) {
+// subscription and a share in $share/sharename [MQTT-4.8.2-1]: each gets
+// every message of the non-shared one, and each message of the shared one
+// reaches exactly one of them (section 4.8.2), at the QoS granted
+// [MQTT-4.8.2-3]. The suite sends one message at QoS 0; here ten at QoS 1.
+func TestInterop5_SharedSubscriptions_MQTT_4_8_2_3(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		const n = 10
 		shared, sharedTopic := "$share/sharename/client_test5/x", "client_test5/x"
@@ -1395,14 +1404,17 @@ func TestInterop5_SharedSubscriptions_MQTT_4_8_2_2(t *testing.T) {
 		seen := map[string]int{}
 		deadline := time.After(waitTimeout)
 		for len(seen) < n {
+			var m *paho.Publish
 			select {
-			case m := <-a.msgs:
-				seen[string(m.Payload)]++
-			case m := <-b.msgs:
-				seen[string(m.Payload)]++
+			case m = <-a.msgs:
+			case m = <-b.msgs:
 			case <-deadline:
 				t.Fatalf("the group got %d of %d messages: %v", len(seen), n, seen)
 			}
+			if m.QoS != 1 {
+				t.Fatalf("%q delivered at QoS %d, want 1: published at 1, granted 2", m.Payload, m.QoS)
+			}
+			seen[string(m.Payload)]++
 		}
 		// No copy of a message a second time, on either member.
 		select {
