@@ -24,11 +24,11 @@ var (
 	interopNoSubscribe = "test/nosubscribe"
 )
 
-// interop runs f against every deployment started with the suite's ACL,
-// and through HAProxy in front of three replicas, where the suite's clients
-// land on different replicas.
-func interop(t *testing.T, f func(t *testing.T, d *deployment)) {
-	args := []string{"-acl-file", "testdata/e2e_interop.acl"}
+// interop runs f against every deployment started with the suite's ACL
+// and any extra flags, and through HAProxy in front of three replicas,
+// where the suite's clients land on different replicas.
+func interop(t *testing.T, f func(t *testing.T, d *deployment), extra ...string) {
+	args := append([]string{"-acl-file", "testdata/e2e_interop.acl"}, extra...)
 	forEachDeployment(t, f, args...)
 	t.Run("haproxy-3-replicas", func(t *testing.T) {
 		f(t, startBehindHAProxy(t, 3, args...))
