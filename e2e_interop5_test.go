@@ -21,7 +21,6 @@ import (
 	"net"
 	"net/url"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,27 +34,11 @@ import (
 	pt "github.com/bridgemq/server/packets/packetstest"
 )
 
-// Known gap (a), being fixed separately: its two missing behaviours. The
-// part of a scenario that needs one is skipped, naming it, until the fix
-// lands; the scenario's other parts run, and where the suite needs the
-// gap only to keep a session, the same sequence runs beside it on fresh
-// ids with Clean Start 0 and the interval on every CONNECT, which the
-// specification makes equivalent [MQTT-3.1.2-6].
-const (
-	// Today the server answers Session Expiry Interval 0 and ends the
-	// session with the connection.
-	gapCleanStartWithExpiry = "known gap (a): CONNECT with Clean Start 1 and Session Expiry Interval > 0 does not yet " +
-		"start a new session that persists after the connection [MQTT-3.1.2-4] [MQTT-3.1.2-23]"
-	// Today the server starts a new session instead.
-	gapResumeWithExpiry0 = "known gap (a): CONNECT with Clean Start 0 and Session Expiry Interval 0 (or none) does not yet " +
-		"resume the stored session [MQTT-3.1.2-5]"
-)
-
-// skipGap skips the rest of t, which needs the behaviours gaps describe.
-func skipGap(t *testing.T, gaps ...string) {
-	t.Helper()
-	t.Skip(strings.Join(gaps, "; "))
-}
+// Where the suite opens a session with Clean Start 1 and an interval, or
+// resumes one with no interval [MQTT-3.1.2-4] [MQTT-3.1.2-5], the scenario
+// runs "as the suite" and, beside it, on fresh ids with Clean Start 0 and
+// the interval on every CONNECT, which the specification makes equivalent
+// [MQTT-3.1.2-6].
 
 // client5 is a paho.golang client of a scenario: what it receives goes to
 // msgs, a DISCONNECT from the server to gone.
@@ -554,14 +537,13 @@ func freshResume(id string) *paho.Connect  { return connect5p(id, false, u32p(99
 // Interval [MQTT-3.1.2-23] is resumed [MQTT-3.1.2-5] on another replica
 // with the QoS 1 and 2 messages that arrived while it was away, and the
 // QoS 0 one or not. The suite opens it with Clean Start 1 and resumes it
-// with no interval (gap (a), both halves).
+// with no interval (the "as the suite" part).
 func TestInterop5_OfflineMessageQueueing_MQTT_3_1_2_5(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		t.Run("clean start 0 and the interval on each connect", func(t *testing.T) {
 			offlineQueueing(t, d, freshSession, freshResume)
 		})
 		t.Run("as the suite", func(t *testing.T) {
-			skipGap(t, gapCleanStartWithExpiry, gapResumeWithExpiry0)
 			offlineQueueing(t, d, suiteSession, suiteResume)
 		})
 	})
@@ -798,16 +780,14 @@ func sessionPresent(t *testing.T, ep endpoint, id string, expiry uint32) (*clien
 // (section 3.14.2.2.2): to longer, and to 0, which ends the session at
 // once. Intervals are 1 s; one sleep goes half a second past
 // them (the expiry is kept to the millisecond). The suite opens
-// each session with Clean Start 1 and an interval above 0: that part is
-// gap (a); here the same sequence first opens fresh sessions with Clean
-// Start 0, which the specification makes equivalent for an id with no
+// each session with Clean Start 1 and an interval above 0; here the same
+// sequence also opens fresh sessions with Clean Start 0, which the specification makes equivalent for an id with no
 // session [MQTT-3.1.2-6].
 func TestInterop5_SessionExpiry_MQTT_3_1_2_23(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		t.Parallel()
 		t.Run("fresh sessions with clean start 0", func(t *testing.T) { sessionExpiry(t, d, false) })
 		t.Run("as the suite", func(t *testing.T) {
-			skipGap(t, gapCleanStartWithExpiry)
 			sessionExpiry(t, d, true)
 		})
 	})
@@ -945,7 +925,7 @@ func publicationExpiry(t *testing.T, d *deployment, first, resume func(id string
 // Expiry Interval (1 s) passes while they wait are not delivered
 // [MQTT-3.3.2-5]; the others are, with the interval less the time waited
 // [MQTT-3.3.2-6]. The suite opens the session with Clean Start 1 and
-// resumes it with no interval (gap (a), both halves).
+// resumes it with no interval (the "as the suite" part).
 func TestInterop5_PublicationExpiry_MQTT_3_3_2_5(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		t.Parallel()
@@ -953,7 +933,6 @@ func TestInterop5_PublicationExpiry_MQTT_3_3_2_5(t *testing.T) {
 			publicationExpiry(t, d, freshSession, freshResume)
 		})
 		t.Run("as the suite", func(t *testing.T) {
-			skipGap(t, gapCleanStartWithExpiry, gapResumeWithExpiry0)
 			publicationExpiry(t, d, suiteSession, suiteResume)
 		})
 	})
@@ -1111,7 +1090,7 @@ func TestInterop5_RequestResponse_MQTT_3_3_2_15(t *testing.T) {
 // alias is a Protocol Error (section 3.3.2.3.4). The client asks for no
 // aliases from the server (Topic Alias Maximum 0) and gets none
 // [MQTT-3.1.2-27]. The session that keeps the subscription is opened and
-// resumed as the suite does, and on a fresh id (gap (a)).
+// resumed as the suite does, and on a fresh id.
 func TestInterop5_ClientTopicAlias_MQTT_3_3_2_8(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		a := mustPaho5(t, d.pub(), connect5p(unique(t, "myclientid"), true, nil), nil)
@@ -1123,7 +1102,6 @@ func TestInterop5_ClientTopicAlias_MQTT_3_3_2_8(t *testing.T) {
 			clientTopicAlias(t, d, freshSession, freshResume)
 		})
 		t.Run("as the suite", func(t *testing.T) {
-			skipGap(t, gapCleanStartWithExpiry, gapResumeWithExpiry0)
 			clientTopicAlias(t, d, suiteSession, suiteResume)
 		})
 	})
@@ -1328,15 +1306,13 @@ func TestInterop5_FlowControlServerReceiveMaximum_MQTT_3_3_4_7(t *testing.T) {
 // the session kept 2 s: at 1 s. Delay 10 s with Session Expiry 0: at
 // once. Delay 10 s with the session kept 1 s: at 1 s. The three clients
 // lose their connections, without DISCONNECT, at the same time. The suite
-// connects them with Clean Start 1 (gap (a): their sessions would end at
-// once, and the wills with them); fresh ids with Clean Start 0 keep the
+// connects them with Clean Start 1; fresh ids with Clean Start 0 keep the
 // same sessions.
 func TestInterop5_WillDelay_MQTT_3_1_2_8(t *testing.T) {
 	interop(t, func(t *testing.T, d *deployment) {
 		t.Parallel()
 		t.Run("clean start 0", func(t *testing.T) { willDelay(t, d, false) })
 		t.Run("as the suite", func(t *testing.T) {
-			skipGap(t, gapCleanStartWithExpiry)
 			willDelay(t, d, true)
 		})
 	})
