@@ -668,3 +668,122 @@ func TestShardBus_SharedSubscriptionAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestShardBus_LaggingReplicaPromoted_OfflineSessionGetsEverything: the
+// Redis replica of a shard's master is paused (SIGSTOP) while replica A
+// acknowledges QoS 1 messages on that shard for an offline persistent
+// session of replica B; the master is then SIGKILLed and the lagging
+// replica takes over (CLUSTER FAILOVER TAKEOVER), without the messages.
+// Every acknowledged message must still reach the session when it returns
+// [MQTT-4.3.2-2]: A publishes its recent messages of that shard again when
+// it sees that the shard has a new master.
+func TestShardBus_LaggingReplicaPromoted_OfflineSessionGetsEverything(t *testing.T) {
+	c, cc, a, b := startShardedPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	level := levelOnSlot(t, ctx, cc, "lag", 512)
+	master, replica := shardNodes(t, ctx, cc, 512)
+	rc := redis.NewClient(&redis.Options{Addr: replica, MaxRetries: -1})
+	t.Cleanup(func() { _ = rc.Close() })
+	for {
+		info, err := rc.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replica %s never synced with %s: %v", replica, master, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	subID := unique(t, "offline")
+	s := mqtttest.Dial(t, topoAddr(b))
+	s.MustConnect(&packets.Connect{ClientID: subID, CleanSession: false, KeepAlive: 60})
+	s.Subscribe(1, packets.Subscription{Filter: level + "/#", QoS: 1})
+	s.Send(&packets.Disconnect{})
+	s.ExpectClosed(waitTimeout)
+
+	if !c.Pause(replica) {
+		t.Fatalf("no cluster node at %s", replica)
+	}
+	paused := true
+	defer func() {
+		if paused {
+			c.Resume(replica)
+		}
+	}()
+	// What the master already wrote to the paused replica's socket would
+	// still reach it once resumed: the master drops its replica link, and
+	// the paused replica cannot dial it again.
+	mc := redis.NewClient(&redis.Options{Addr: master})
+	if err := mc.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
+		t.Fatalf("CLIENT KILL TYPE replica on %s: %v", master, err)
+	}
+	_ = mc.Close()
+	const n = 50
+	p := mqtttest.Dial(t, topoAddr(a))
+	p.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 60})
+	for i := range n {
+		p.PublishQoS1(uint16(i+1), level+"/x", fmt.Sprintf("m%d", i)) // waits for the PUBACK
+	}
+	if !c.Kill(master) {
+		t.Fatalf("no cluster node at %s", master)
+	}
+	c.Resume(replica)
+	paused = false
+	for {
+		// TAKEOVER needs no votes: the lagging replica becomes master now.
+		_ = rc.Do(ctx, "CLUSTER", "FAILOVER", "TAKEOVER").Err()
+		role, err := rc.Do(ctx, "ROLE").Slice()
+		if err == nil && len(role) > 0 && role[0] == "master" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replica %s never became master: %v %v", replica, role, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n, err := rc.XLen(ctx, bridge.ClusterStreamKey("mqtt:", level)).Result(); err != nil || n >= 50 {
+		t.Fatalf("the promoted replica's stream holds %d entries (%v): it did not lag, the test proves nothing", n, err)
+	}
+	// Service back on the shard: A has its new master.
+	for i := 0; ; i++ {
+		if probeConnectPublish(topoAddr(a), fmt.Sprintf("%s-%d", unique(t, "probe"), i), level+"/probe", time.Second) == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("A never acknowledged a publish on the shard after the takeover")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	s = mqtttest.Dial(t, topoAddr(b))
+	if ack := s.MustConnect(&packets.Connect{ClientID: subID, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("the offline session was not found")
+	}
+	got := map[string]bool{}
+	for deadline := time.Now().Add(10 * time.Second); len(got) < n && time.Now().Before(deadline); {
+		pk, err := s.Read(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if pub, ok := pk.(*packets.Publish); ok {
+			if pub.QoS > 0 {
+				s.Send(&packets.Puback{PacketID: pub.PacketID})
+			}
+			if strings.HasSuffix(pub.Topic, "/x") {
+				got[string(pub.Payload)] = true
+			}
+		}
+	}
+	if len(got) != n {
+		var missing []string
+		for i := range n {
+			if !got[fmt.Sprintf("m%d", i)] {
+				missing = append(missing, fmt.Sprintf("m%d", i))
+			}
+		}
+		t.Errorf("the session got %d of the %d acknowledged messages; missing %v [MQTT-4.3.2-2]", len(got), n, missing)
+	}
+	t.Logf("A republished %d messages", a.Stats()["bridge_republished_after_redis_restart"])
+}

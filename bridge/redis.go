@@ -198,6 +198,9 @@ type Redis struct {
 	// ageTrimNext is, per shard, when this publisher next asks its script
 	// call to trim the stream by age; publisher goroutine only.
 	ageTrimNext [streamShards]time.Time
+	// shardMasters is, in Redis Cluster, the master each shard's recent
+	// messages went to (checkShardMasters); publisher goroutine only.
+	shardMasters [streamShards]string
 	// appended counts the envelope bytes appended to the streams since the
 	// trimmer was last asked to measure them; publisher goroutine only.
 	appended int64

@@ -154,12 +154,22 @@ func (p *pubRing) add(e ringEntry) {
 	}
 }
 
+// takeShard removes and returns the entries of shard.
+func (p *pubRing) takeShard(shard int) []ringEntry {
+	return p.take(func(e *ringEntry) bool { return e.shard == shard })
+}
+
 // takeEpoch removes and returns the entries accepted under epoch.
 func (p *pubRing) takeEpoch(epoch string) []ringEntry {
+	return p.take(func(e *ringEntry) bool { return e.epoch == epoch })
+}
+
+// take removes and returns the entries which match.
+func (p *pubRing) take(match func(*ringEntry) bool) []ringEntry {
 	var out []ringEntry
 	kept := p.entries[:0]
 	for _, e := range p.entries {
-		if e.epoch == epoch {
+		if match(&e) {
 			out = append(out, e)
 			p.bytes -= len(e.env)
 		} else {
@@ -288,5 +298,50 @@ func (r *Redis) askEpochCheck() {
 	select {
 	case r.pubq <- pubRequest{check: true, done: func(error) {}}:
 	default: // the queue is busy: the next batch checks anyway
+	}
+}
+
+// In Redis Cluster each shard's stream lives on the master of its slot, and
+// the epoch key on one master only: a failover of another master, where the
+// promoted replica lacks what the old master accepted after the replica's
+// last read, leaves the epoch unchanged. The publisher therefore also
+// remembers, per shard, the master it writes to, and checks it whenever it
+// reads the epoch (checkShardMasters). When a shard's master changed (a
+// failover, or a slot moved by resharding), the shard's messages of the
+// window are published again to the new master; receivers drop the copies
+// they delivered (live by message id, a session's replay by message id
+// too), so a migration that lost nothing costs only duplicates that go
+// nowhere.
+
+// checkShardMasters compares each shard's master, from the client's slot
+// map, with the one its recent messages went to, and republishes the
+// shard's window on a change. Publisher goroutine only.
+func (r *Redis) checkShardMasters(ctx context.Context) {
+	for s := range streamShards {
+		m, err := r.bus.cc.MasterForKey(ctx, r.streamKey(s))
+		if err != nil {
+			continue
+		}
+		addr := m.Options().Addr
+		was := r.shardMasters[s]
+		if was == "" || was == addr {
+			r.shardMasters[s] = addr
+			continue
+		}
+		lost := r.ring.takeShard(s)
+		if err := r.republish(ctx, lost); err != nil {
+			for _, e := range lost {
+				r.ring.add(e)
+			}
+			r.log.Warn("stream shard moved to another master; republishing its recent messages failed, will retry", "shard", s, "messages", len(lost), "err", err)
+			continue
+		}
+		r.log.Warn("stream shard moved to another master, maybe without our messages; republished those it had accepted",
+			"shard", s, "messages", len(lost), "from", was, "to", addr)
+		r.stats.republished.Add(int64(len(lost)))
+		for _, e := range lost {
+			r.ring.add(e)
+		}
+		r.shardMasters[s] = addr
 	}
 }

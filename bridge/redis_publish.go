@@ -304,6 +304,9 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 				r.epochWatch.confirmed(dials, sent)
 			}
 		}
+		if r.bus != nil {
+			r.checkShardMasters(ctx)
+		}
 	}
 	now := time.Now()
 	for i, req := range batch {

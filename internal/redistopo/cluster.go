@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -117,6 +118,23 @@ func (c *Cluster) Kill(addr string) bool {
 		if n.addr == addr {
 			n.stop()
 			return true
+		}
+	}
+	return false
+}
+
+// Pause stops the node at addr with SIGSTOP: it keeps its connections but
+// reads nothing, so a replica falls behind its master. It reports false
+// when no node has that address.
+func (c *Cluster) Pause(addr string) bool { return c.signal(addr, syscall.SIGSTOP) }
+
+// Resume continues a paused node with SIGCONT.
+func (c *Cluster) Resume(addr string) bool { return c.signal(addr, syscall.SIGCONT) }
+
+func (c *Cluster) signal(addr string, sig syscall.Signal) bool {
+	for _, n := range c.nodes {
+		if n.addr == addr {
+			return n.cmd.Process.Signal(sig) == nil
 		}
 	}
 	return false
