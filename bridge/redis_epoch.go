@@ -40,8 +40,8 @@ import (
 // are lost as before; -redis-min-replicas-acked (RedisOptions.
 // MinReplicasAcked) closes that gap by acknowledging only what a replica
 // has confirmed. In Redis Cluster mode the replication id is not read (a
-// keyless INFO would reach an arbitrary node): there only the epoch key's
-// own master is watched.
+// keyless INFO would reach an arbitrary node): the epoch key's own master
+// is watched, and each shard's master by checkShardMasters.
 const (
 	ringAge   = 10 * time.Second
 	ringBytes = 16 << 20
