@@ -156,11 +156,16 @@ type RedisOptions struct {
 // Lock order. The core's locks come first (see package broker): Gate,
 // Leave, Subscribing, Unsubscribing and the checkpoint's due and mark run
 // under a client's delivery lock and take mu. The bridge never calls into
-// the core while it holds one of its own locks, and none is held across a
-// Redis round trip unless it says so:
+// the core while it holds one of its own locks, but readMu, and none is
+// held across a Redis round trip unless it says so:
 //
+//	readMu          outermost: a reader holds it while it hands one message
+//	                to the core (core locks, then mu) or replays a stream
+//	                (Redis round trips); taken under no other lock
 //	psMu            held while a PatternSet change is computed and its
 //	                SUBSCRIBE/UNSUBSCRIBE commands are written
+//	bus.mu          Redis Cluster: the shards' needs and subscriptions;
+//	                takes nothing else
 //	mu              conns, detaching, lastSeen and every redisClient; the
 //	                reader raises lastSeen under it once the core has
 //	                handed a message to every local client
