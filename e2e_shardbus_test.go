@@ -787,3 +787,16 @@ func TestShardBus_LaggingReplicaPromoted_OfflineSessionGetsEverything(t *testing
 	}
 	t.Logf("A republished %d messages", a.Stats()["bridge_republished_after_redis_restart"])
 }
+
+// TestShardBus_Interop5 runs the Eclipse Paho MQTT 5.0 interoperability
+// scenarios (e2e_interop5_test.go) on two replicas over a six-node Redis
+// Cluster, publishers on one and subscribers on the other.
+func TestShardBus_Interop5(t *testing.T) {
+	c := redistopo.StartCluster(t)
+	for _, sc := range interop5Scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			args := append([]string{"-acl-file", "testdata/e2e_interop.acl"}, sc.flags...)
+			sc.run(t, clusterDeployment(t, c, args...))
+		})
+	}
+}
