@@ -230,6 +230,7 @@ func levelOnSlot(t *testing.T, ctx context.Context, cc *redis.ClusterClient, pre
 // message arrives twice [MQTT-4.3.3-2]; B's subscription follows the slot to
 // its new master.
 func TestShardBus_ReshardDuringQoS1Load(t *testing.T) {
+	t.Parallel() // waits on Redis failovers and timers, little CPU
 	_, cc, a, b := startShardedPair(t, bigQueue...)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -304,6 +305,7 @@ func TestShardBus_ReshardDuringQoS1Load(t *testing.T) {
 // [MQTT-4.3.2-2], and A takes a CONNECT and acknowledges a QoS 1 PUBLISH on
 // the shard within 2 s of Redis promoting the master's replica.
 func TestShardBus_MasterFailoverDuringQoS1Load(t *testing.T) {
+	t.Parallel() // waits on Redis failovers and timers, little CPU
 	c, cc, a, b := startShardedPair(t, bigQueue...)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -582,6 +584,7 @@ func TestShardBus_Interop(t *testing.T) {
 // survivor publishes the will exactly once [MQTT-3.1.2-8], on the sharded
 // bus, to a subscriber on the survivor.
 func TestShardBus_DeadReplicaWillPublishedOnce(t *testing.T) {
+	t.Parallel() // waits on Redis failovers and timers, little CPU
 	c := redistopo.StartCluster(t)
 	flags := []string{"-redis-cluster", strings.Join(c.Addrs(), ",")}
 	a := mqtttest.StartProcess(t, "", "da", flags...)
@@ -678,6 +681,7 @@ func TestShardBus_SharedSubscriptionAcrossReplicas(t *testing.T) {
 // [MQTT-4.3.2-2]: A publishes its recent messages of that shard again when
 // it sees that the shard has a new master.
 func TestShardBus_LaggingReplicaPromoted_OfflineSessionGetsEverything(t *testing.T) {
+	t.Parallel() // waits on Redis failovers and timers, little CPU
 	c, cc, a, b := startShardedPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
