@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -803,4 +804,89 @@ func TestShardBus_Interop5(t *testing.T) {
 			sc.run(t, clusterDeployment(t, c, args...))
 		})
 	}
+}
+
+// BenchmarkShardBus_OneMasterAtItsLimit holds one master of the Redis
+// Cluster at its limit, to check the capacity model (bench/README.md): two
+// Redis bridges (no MQTT, so that the load generator costs little) publish
+// QoS 1 messages with 4,096 in flight on first-level topics whose shards
+// are all on that master, nobody subscribed. It reports the messages a
+// second, the master's CPU use (1 = one full core) and its CPU per message.
+//
+//	go test -run '^$' -bench OneMasterAtItsLimit -benchtime 400000x .
+func BenchmarkShardBus_OneMasterAtItsLimit(b *testing.B) {
+	c := redistopo.StartCluster(b)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	b.Cleanup(func() { _ = cc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// Two bridges: one bridge's publisher goroutine alone cannot keep a
+	// master busy.
+	var bridges []*bridge.Redis
+	for i := range 2 {
+		r, err := bridge.NewRedis(ctx, bridge.RedisOptions{Client: cc, NodeID: fmt.Sprintf("bench-%d", i), Logger: testLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = r.Close() })
+		bridges = append(bridges, r)
+	}
+
+	masterOf := clusterMasterOf(&testing.T{}, ctx, cc)
+	target := masterOf[512]
+	var levels []string
+	for i := 0; len(levels) < 20 && i < 10000; i++ {
+		l := "sat" + strconv.Itoa(i)
+		n, err := cc.ClusterKeySlot(ctx, bridge.ClusterStreamKey("mqtt:", l)).Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if masterOf[n] == target {
+			levels = append(levels, l)
+		}
+	}
+	mc := redis.NewClient(&redis.Options{Addr: target})
+	b.Cleanup(func() { _ = mc.Close() })
+	cpu := func() float64 {
+		s, err := mc.Info(ctx, "cpu").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var sum float64
+		for _, line := range strings.Split(s, "\r\n") {
+			k, v, _ := strings.Cut(line, ":")
+			if k == "used_cpu_sys" || k == "used_cpu_user" {
+				f, _ := strconv.ParseFloat(v, 64)
+				sum += f
+			}
+		}
+		return sum
+	}
+	payload := make([]byte, 64)
+	window := make(chan struct{}, 4096)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	before := cpu()
+	b.ResetTimer()
+	for i := range b.N {
+		window <- struct{}{}
+		wg.Add(1)
+		bridges[i%2].PublishAsync(ctx, &bridge.Message{Topic: levels[i%len(levels)] + "/x", QoS: 1, Payload: payload}, func(err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+			<-window
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	used := cpu() - before
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d publishes failed", n)
+	}
+	secs := b.Elapsed().Seconds()
+	b.ReportMetric(float64(b.N)/secs, "msg/s")
+	b.ReportMetric(used/secs, "master_cores")
+	b.ReportMetric(used/float64(b.N)*1e6, "master_us/msg")
 }
