@@ -49,6 +49,26 @@ func shardNodes(t *testing.T, ctx context.Context, cc *redis.ClusterClient, slot
 	return master, replica
 }
 
+// syncedShardNodes is shardNodes, once the replica has finished its first
+// sync with the master (a replica that never did does not fail over), and
+// a client of the replica, closed at cleanup.
+func syncedShardNodes(t *testing.T, ctx context.Context, cc *redis.ClusterClient, slot int64) (master, replica string, rc *redis.Client) {
+	t.Helper()
+	master, replica = shardNodes(t, ctx, cc, slot)
+	rc = redis.NewClient(&redis.Options{Addr: replica, MaxRetries: -1})
+	t.Cleanup(func() { _ = rc.Close() })
+	for {
+		info, err := rc.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return master, replica, rc
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replica %s never synced with %s: %v", replica, master, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // probeConnectPublish connects a fresh client to addr and publishes one
 // QoS 1 message on topic, waiting at most d for CONNACK and PUBACK.
 func probeConnectPublish(addr, clientID, topic string, d time.Duration) error {

@@ -311,20 +311,7 @@ func TestShardBus_MasterFailoverDuringQoS1Load(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	level := levelOnSlot(t, ctx, cc, "fl", 512)
-	master, replica := shardNodes(t, ctx, cc, 512)
-	rc := redis.NewClient(&redis.Options{Addr: replica, MaxRetries: -1})
-	t.Cleanup(func() { _ = rc.Close() })
-	// A replica that never finished its first sync does not fail over.
-	for {
-		info, err := rc.Info(ctx, "replication").Result()
-		if err == nil && strings.Contains(info, "master_link_status:up") {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("replica %s never synced with %s: %v", replica, master, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	master, _, rc := syncedShardNodes(t, ctx, cc, 512)
 
 	tally := loadgen.NewTally()
 	// level/+ takes the publishers' level/p<i>, not the probes' level/probe/x.
@@ -687,19 +674,7 @@ func TestShardBus_LaggingReplicaPromoted_OfflineSessionGetsEverything(t *testing
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	level := levelOnSlot(t, ctx, cc, "lag", 512)
-	master, replica := shardNodes(t, ctx, cc, 512)
-	rc := redis.NewClient(&redis.Options{Addr: replica, MaxRetries: -1})
-	t.Cleanup(func() { _ = rc.Close() })
-	for {
-		info, err := rc.Info(ctx, "replication").Result()
-		if err == nil && strings.Contains(info, "master_link_status:up") {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("replica %s never synced with %s: %v", replica, master, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	master, replica, rc := syncedShardNodes(t, ctx, cc, 512)
 
 	subID := unique(t, "offline")
 	s := mqtttest.Dial(t, topoAddr(b))
