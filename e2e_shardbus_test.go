@@ -737,6 +737,7 @@ func TestShardBus_LaggingReplicaPromoted_OfflineSessionGetsEverything(t *testing
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	before, _ := cc.HGetAll(ctx, "mqtt:session:"+subID).Result()
 	s = mqtttest.Dial(t, topoAddr(b))
 	if ack := s.MustConnect(&packets.Connect{ClientID: subID, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
 		t.Fatal("the offline session was not found")
@@ -764,6 +765,12 @@ func TestShardBus_LaggingReplicaPromoted_OfflineSessionGetsEverything(t *testing
 			}
 		}
 		t.Errorf("the session got %d of the %d acknowledged messages; missing %v [MQTT-4.3.2-2]", len(got), n, missing)
+		entries, err := rc.XRange(context.Background(), bridge.ClusterStreamKey("mqtt:", level), "-", "+").Result()
+		var ids []string
+		for _, e := range entries {
+			ids = append(ids, e.ID)
+		}
+		t.Logf("the shard's stream on %s: %d entries (%v) %v; session before: cursor %s stored_at %s; B: %v", replica, len(entries), err, ids, before["cursor"], before["stored_at"], b.Stats())
 	}
 	t.Logf("A republished %d messages", a.Stats()["bridge_republished_after_redis_restart"])
 }

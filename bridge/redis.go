@@ -449,6 +449,9 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		}
 		r.bus = newShardBus(cc)
 		r.busPrefix = o.Prefix + "bus:"
+		if err := r.checkShardSlots(); err != nil {
+			return nil, fmt.Errorf("new redis bridge: %w", err)
+		}
 	}
 	r.minReplicas = o.MinReplicasAcked
 	r.pubLatency = o.PublishLatency

@@ -144,6 +144,22 @@ func (r *Redis) busChannel(shard int) string {
 	return r.busPrefix + "{" + r.bus.tags[shard] + "}"
 }
 
+// checkShardSlots makes sure each shard's stream and bus channel share a
+// slot, as the publish script needs (it appends to the one and SPUBLISHes
+// on the other). A prefix with a '{' it does not close ("x{") starts a
+// hash tag that runs into the key's own "{tag}", so the two names hash
+// differently and every publish on a shard whose two slots sit on
+// different masters would fail: such a prefix is refused at start.
+func (r *Redis) checkShardSlots() error {
+	for s := range streamShards {
+		if stream, bus := r.streamKey(s), r.busChannel(s); keySlot(stream) != keySlot(bus) {
+			return fmt.Errorf("prefix %q: shard %d's stream %q (slot %d) and channel %q (slot %d) are in different slots of the Redis Cluster; close its '{' with a '}' or leave braces out",
+				r.prefix, s, stream, keySlot(stream), bus, keySlot(bus))
+		}
+	}
+	return nil
+}
+
 // filterShard is the one shard every topic filter matches lies on, false
 // when its first level is a wildcard.
 func filterShard(filter string) (int, bool) {

@@ -3,6 +3,7 @@ package redistopo
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -126,12 +127,15 @@ func (c *Cluster) Kill(addr string) bool {
 // Pause stops the node at addr with SIGSTOP: it keeps its connections but
 // reads nothing, so a replica falls behind its master. It reports false
 // when no node has that address.
-func (c *Cluster) Pause(addr string) bool { return c.signal(addr, syscall.SIGSTOP) }
+func (c *Cluster) Pause(addr string) bool { return c.Signal(addr, syscall.SIGSTOP) }
 
 // Resume continues a paused node with SIGCONT.
-func (c *Cluster) Resume(addr string) bool { return c.signal(addr, syscall.SIGCONT) }
+func (c *Cluster) Resume(addr string) bool { return c.Signal(addr, syscall.SIGCONT) }
 
-func (c *Cluster) signal(addr string, sig syscall.Signal) bool {
+// Signal sends sig to the node listening on addr (SIGSTOP pauses it as a
+// stalled host would, SIGCONT resumes it). It reports false when no node
+// has that address or it has exited.
+func (c *Cluster) Signal(addr string, sig os.Signal) bool {
 	for _, n := range c.nodes {
 		if n.addr == addr {
 			return n.cmd.Process.Signal(sig) == nil
