@@ -121,8 +121,12 @@ type shardSub struct {
 	ready   chan struct{} // closed once Redis first confirms the subscription
 	cancel  context.CancelFunc
 	// replay reads what the channel may have carried while the
-	// subscription was down; false when Redis could not be read.
-	replay func() bool
+	// subscription was down; false when Redis could not be read. With
+	// rewind, the shard moved to another master (see rewindWindow).
+	replay func(rewind bool) bool
+	// owner is the master the subscription was last confirmed on; the
+	// shard's goroutine only.
+	owner string
 }
 
 func newShardBus(cc *redis.ClusterClient) *shardBus {
@@ -242,7 +246,7 @@ func (r *Redis) unrouteShards(filters []string) {
 func (r *Redis) startShardSub(shard int) *shardSub {
 	ctx, cancel := context.WithCancel(r.ctx)
 	sub := &shardSub{shard: shard, channel: r.busChannel(shard), ready: make(chan struct{}), cancel: cancel,
-		replay: func() bool { return r.replayShard(shard) }}
+		replay: func(rewind bool) bool { return r.replayShard(shard, rewind) }}
 	r.wg.Add(1)
 	go r.shardLoop(ctx, sub)
 	return sub
@@ -259,7 +263,7 @@ func (r *Redis) startShardSub(shard int) *shardSub {
 func (r *Redis) subscribeRetainAnnouncements(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(r.ctx)
 	sub := &shardSub{shard: -1, channel: r.retainCtlChannel(), ready: make(chan struct{}), cancel: cancel,
-		replay: func() bool {
+		replay: func(bool) bool {
 			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
 			defer cancel()
 			r.readMu.Lock()
@@ -322,6 +326,7 @@ func (r *Redis) shardLoop(ctx context.Context, sub *shardSub) {
 // next live message.
 func (r *Redis) readShard(ctx context.Context, ps *redis.PubSub, sub *shardSub, gap bool) bool {
 	confirmed := false
+	rewind := false
 	failures := 0
 	for {
 		v, err := ps.ReceiveTimeout(ctx, healthInterval)
@@ -366,6 +371,13 @@ func (r *Redis) readShard(ctx context.Context, ps *redis.PubSub, sub *shardSub, 
 				default:
 					close(sub.ready)
 				}
+				if m, err := r.bus.cc.MasterForKey(ctx, sub.channel); err == nil {
+					owner := m.Options().Addr
+					if sub.owner != "" && owner != sub.owner {
+						gap, rewind = true, true
+					}
+					sub.owner = owner
+				}
 			case "sunsubscribe":
 				// The slot left this master (resharding): subscribe on
 				// its new owner and read what was published meanwhile.
@@ -373,18 +385,21 @@ func (r *Redis) readShard(ctx context.Context, ps *redis.PubSub, sub *shardSub, 
 				return true
 			}
 			if gap && r.waitBound(ctx) {
-				gap = !sub.replay()
+				gap = !sub.replay(rewind)
+				rewind = rewind && gap
 			}
 		case *redis.Pong:
 			if gap && r.waitBound(ctx) {
-				gap = !sub.replay()
+				gap = !sub.replay(rewind)
+				rewind = rewind && gap
 			}
 		case *redis.Message:
 			if !r.waitBound(ctx) {
 				return true
 			}
 			if gap {
-				gap = !sub.replay()
+				gap = !sub.replay(rewind)
+				rewind = rewind && gap
 			}
 			r.readMu.Lock()
 			r.receive(v)
@@ -404,14 +419,35 @@ func (r *Redis) waitBound(ctx context.Context) bool {
 	}
 }
 
+// rewindWindow is how far back a shard's stream is read again when the
+// shard moved to another master. Stream ids are ordered within one master's
+// history only: a demoted master that was paused, not killed, may still
+// append (and send) a message it had buffered, with an id later than those
+// the promoted replica gave meanwhile; this replica's position then lies
+// past messages it never saw. Reading the window again finds them;
+// messages already handled are dropped by id (recentIDs). It matches the
+// publishers' republish window (ringAge).
+const rewindWindow = ringAge
+
 // replayShard reads shard's stream after the last id this replica saw and
-// delivers what it missed. It reports false when Redis could not be read.
-func (r *Redis) replayShard(shard int) bool {
+// delivers what it missed; with rewind, from rewindWindow before it. It
+// reports false when Redis could not be read.
+func (r *Redis) replayShard(shard int, rewind bool) bool {
 	ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
 	defer cancel()
 	r.readMu.Lock()
 	defer r.readMu.Unlock()
 	r.stats.replays.Add(1)
+	if rewind {
+		r.mu.Lock()
+		if ms := uint64(rewindWindow.Milliseconds()); r.lastSeen[shard].ms > ms {
+			r.lastSeen[shard] = streamID{ms: r.lastSeen[shard].ms - ms}
+		} else {
+			r.lastSeen[shard] = streamID{}
+		}
+		r.mu.Unlock()
+		r.log.Info("redis shard on a new master; reading its recent stream again", "shard", shard)
+	}
 	if err := r.replayStream(ctx, shard); err != nil {
 		r.log.Warn("shard stream replay failed; retrying", "shard", shard, "err", err)
 		return false
