@@ -444,3 +444,161 @@ func TestAttack10_ShareAllMembersLeaveAtOnce(t *testing.T) {
 		_ = j.Conn.Close()
 	}
 }
+
+// A 600 s session taken over by a Clean Start 0 connection with interval
+// 0, which disconnects at once, on the other replica: the session ends
+// with that connection [MQTT-3.1.2-23], and the old connection's end
+// (storing its session for 600 s) must not bring it back, 20 times over.
+func TestAttack10_TakeoverThenEndDoesNotResurrect(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		id := unique(t, "c")
+		for i := range 20 {
+			a, _ := connectSession5(t, d.servers[i%len(d.servers)].Addr(), id, true, u32(600))
+			a.Subscribe(1, packets.Subscription{Filter: id, QoS: 1})
+			b, ack := connectSession5(t, d.servers[(i+1)%len(d.servers)].Addr(), id, false, nil)
+			if !ack.SessionPresent {
+				t.Fatalf("attempt %d: takeover of a 600 s session: Session Present 0", i)
+			}
+			b.Send(&packets.Disconnect{})
+			b.ExpectClosed(waitTimeout)
+			a.ExpectClosed(waitTimeout)
+			c, ack := connectSession5(t, d.servers[i%len(d.servers)].Addr(), id, false, nil)
+			if ack.SessionPresent {
+				t.Fatalf("attempt %d: the session ended by an interval-0 connection came back", i)
+			}
+			c.Send(&packets.Disconnect{})
+			c.ExpectClosed(waitTimeout)
+		}
+	})
+}
+
+// A DISCONNECT asking 600 s after a CONNECT with interval 0 is a
+// protocol error (DISCONNECT 0x82) [MQTT-3.14.2-2]; the session must still
+// end with the connection, not be kept for the 600 s.
+func TestAttack10_ProtocolErrorIntervalDoesNotKeep(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		id := unique(t, "c")
+		for round := 1; round <= rounds; round++ {
+			a, _ := connectSession5(t, d.servers[0].Addr(), id, false, nil)
+			a.Subscribe(1, packets.Subscription{Filter: id, QoS: 1})
+			a.Send(&packets.Disconnect{Properties: &packets.Properties{SessionExpiryInterval: u32(600)}})
+			expectDisconnect(t, a, 0x82)
+			time.Sleep(200 * time.Millisecond)
+			c, ack := connectSession5(t, d.sub().Addr(), id, false, nil)
+			if ack.SessionPresent {
+				t.Fatalf("round %d: a session with interval 0 kept after a DISCONNECT asking 600 s (protocol error)", round)
+			}
+			c.Send(&packets.Disconnect{})
+			c.ExpectClosed(waitTimeout)
+		}
+	}, "-max-inflight", "8")
+}
+
+// A member UNSUBSCRIBEs from its group while holding unacknowledged and
+// queued QoS 1 messages, stays connected and acknowledges all it gets:
+// none of the 200 is lost (it gets what it held, the other member the
+// rest).
+func TestAttack10_ShareUnsubscribeWithUnacked(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "t")
+		filter := "$share/" + unique(t, "g") + "/" + topic
+		got := make(chan shareDelivery, 8192)
+		shareMember5(t, d.servers[len(d.servers)-1].Addr(), filter, 1, got)
+		pub, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
+		for round := 1; round <= rounds; round++ {
+			m, _ := connect5(t, d.servers[0].Addr(), unique(t, "m"), 30)
+			m.Subscribe(1, packets.Subscription{Filter: filter, QoS: 1})
+			time.Sleep(1500 * time.Millisecond)
+			base := round * 1000
+			const n = 200
+			publishRange(pub, topic, base, base+n)
+			unacked, ids := readUnacked(t, m, 8)
+			m.Send(&packets.Unsubscribe{PacketID: 2, Filters: []string{filter}})
+			for _, id := range ids {
+				m.Send(&packets.Puback{PacketID: id})
+			}
+			seen := map[string]int{}
+			for _, p := range unacked {
+				seen[p]++
+			}
+			for _, p := range m.Drain(2 * time.Second) {
+				seen[string(p.Payload)]++
+			}
+			ownCount := len(seen)
+			deadline := time.After(3 * time.Second)
+		collect:
+			for {
+				select {
+				case dl := <-got:
+					seen[dl.payload]++
+				case <-deadline:
+					break collect
+				}
+			}
+			var lost []int
+			for i := base; i < base+n; i++ {
+				if seen[fmt.Sprint(i)] == 0 {
+					lost = append(lost, i)
+				}
+			}
+			if len(lost) > 0 {
+				t.Errorf("round %d: %d lost after UNSUBSCRIBE (the member read %d): %v", round, len(lost), ownCount, lost)
+			}
+			m.Send(&packets.Disconnect{})
+		}
+	}, "-max-inflight", "8")
+}
+
+// A shared subscription whose filter starts with a wildcard does not
+// match $SYS topics [MQTT-4.7.2-1].
+func TestAttack10_ShareWildcardNoSys(t *testing.T) {
+	s := startServer(t, "-sys-interval", "1s")
+	c, _ := connect5(t, s.Addr(), unique(t, "c"), 30)
+	c.Subscribe(1, packets.Subscription{Filter: "$share/g/#", QoS: 0}, packets.Subscription{Filter: "$share/g2/+/broker/#", QoS: 0})
+	for _, p := range c.Drain(2500 * time.Millisecond) {
+		t.Errorf("got %s through $share/g/# or $share/g2/+/broker/#", p.Topic)
+	}
+}
+
+// Redis restarted empty while a group's members and a plain subscriber
+// are connected on two replicas, a second after the messages (every claim
+// made): the replicas re-publish what they accepted in the last 10 s,
+// which the receiving replicas drop as copies; neither the group nor the
+// plain subscriber gets them a second time.
+func TestAttack10_ShareAfterRedisRestart(t *testing.T) {
+	c := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Replicas: 2, InProcess: true})
+	topic := unique(t, "t")
+	filter := "$share/" + unique(t, "g") + "/" + topic
+	got := make(chan shareDelivery, 8192)
+	shareMember5(t, c.Servers[0].Addr(), filter, 0, got)
+	shareMember5(t, c.Servers[1].Addr(), filter, 1, got)
+	plain, _ := connect5(t, c.Servers[1].Addr(), unique(t, "plain"), 30)
+	plain.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+	for round := 1; round <= rounds; round++ {
+		pub, _ := connect5(t, c.Servers[round%2].Addr(), unique(t, "pub"), 30)
+		base := round * 1000
+		const n = 300
+		publishRange(pub, topic, base, base+n)
+		collectShared(t, got, sharePayloads(base, base+n), 2)
+		if k := len(plain.Drain(time.Second)); k != n {
+			t.Fatalf("round %d: plain subscriber got %d, want %d", round, k, n)
+		}
+		c.Redis.Restart(t)
+		again := 0
+		deadline := time.After(4 * time.Second)
+	collect:
+		for {
+			select {
+			case <-got:
+				again++
+			case <-deadline:
+				break collect
+			}
+		}
+		plainAgain := len(plain.Drain(time.Second))
+		t.Logf("round %d: after the restart the group got %d again, the plain subscriber %d", round, again, plainAgain)
+		if again > 0 {
+			t.Errorf("round %d: the group got %d of %d messages a second time after Redis restarted", round, again, n)
+		}
+	}
+}
