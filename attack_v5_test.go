@@ -602,3 +602,62 @@ func TestAttack10_ShareAfterRedisRestart(t *testing.T) {
 		}
 	}
 }
+
+// A member with Receive Maximum 1 that never acknowledges shares a group
+// with one that does: round robin still gives it every other message,
+// which wait in its queue while it is connected (it reads one); when it
+// drops, all it held go to the other member: none of 1,000 lost.
+func TestAttack10_ShareReceiveMax1NeverAcks(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		topic := unique(t, "t")
+		filter := "$share/" + unique(t, "g") + "/" + topic
+		got := make(chan shareDelivery, 8192)
+		shareMember5(t, d.servers[len(d.servers)-1].Addr(), filter, 1, got)
+		for round := 1; round <= rounds; round++ {
+			m := mqtttest.Dial(t, d.servers[0].Addr())
+			rm := uint16(1)
+			m.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "slow"), KeepAlive: 30,
+				Properties: &packets.Properties{ReceiveMaximum: &rm}})
+			m.Subscribe(1, packets.Subscription{Filter: filter, QoS: 1})
+			time.Sleep(1500 * time.Millisecond)
+			pub, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
+			base := round * 10000
+			const n = 1000
+			publishRange(pub, topic, base, base+n)
+			var held []string
+			for {
+				p, err := m.Read(500 * time.Millisecond)
+				if err != nil {
+					break
+				}
+				if p, ok := p.(*packets.Publish); ok {
+					held = append(held, string(p.Payload))
+				}
+			}
+			_ = m.Conn.Close()
+			seen := map[string]int{}
+			for _, h := range held {
+				seen[h]++
+			}
+			deadline := time.After(5 * time.Second)
+		collect:
+			for {
+				select {
+				case dl := <-got:
+					seen[dl.payload]++
+				case <-deadline:
+					break collect
+				}
+			}
+			var lost []int
+			for i := base; i < base+n; i++ {
+				if seen[fmt.Sprint(i)] == 0 {
+					lost = append(lost, i)
+				}
+			}
+			if len(lost) > 0 {
+				t.Errorf("round %d: the slow member read %d; %d of %d lost: %v", round, len(held), len(lost), n, lost[:min(10, len(lost))])
+			}
+		}
+	})
+}
