@@ -661,3 +661,44 @@ func TestAttack10_ShareReceiveMax1NeverAcks(t *testing.T) {
 		}
 	})
 }
+
+// DISCONNECT raises a 1 s interval to 0xFFFFFFFF ("never"): with
+// -session-expiry 0 the session's keys get no TTL, with 1h they get the
+// cap; either way the session is there past the first second, on the other
+// replica; then a DISCONNECT of 1 s ends it for the next round.
+func TestAttack10_NeverExpires(t *testing.T) {
+	for _, cap := range []string{"0", "1h"} {
+		t.Run(cap, func(t *testing.T) {
+			c := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Replicas: 2, InProcess: true, Args: []string{"-session-expiry", cap}})
+			rdb := redis.NewClient(&redis.Options{Addr: c.Redis.Addr()})
+			t.Cleanup(func() { _ = rdb.Close() })
+			id := unique(t, "c")
+			for round := 1; round <= rounds; round++ {
+				a, ack := connectSession5(t, c.Servers[round%2].Addr(), id, false, u32(1))
+				if ack.SessionPresent {
+					t.Fatalf("cap %s round %d: Session Present 1: the previous round's session ended with its 1 s interval", cap, round)
+				}
+				leave(t, a, &packets.Disconnect{Properties: &packets.Properties{SessionExpiryInterval: u32(0xFFFFFFFF)}})
+				if cap == "1h" {
+					settled(t, rdb, id)
+				} else {
+					time.Sleep(300 * time.Millisecond) // no TTL to wait for
+				}
+				for _, k := range []string{"mqtt:session:", "mqtt:sub:"} {
+					ttl := rdb.PTTL(context.Background(), k+id).Val()
+					if (cap == "0" && ttl != -1) || (cap == "1h" && (ttl > time.Hour || ttl < 59*time.Minute)) {
+						t.Errorf("cap %s round %d: %s TTL %v", cap, round, k, ttl)
+					}
+				}
+				time.Sleep(1500 * time.Millisecond)
+				b, ack := connectSession5(t, c.Servers[(round+1)%2].Addr(), id, false, u32(0xFFFFFFFF))
+				if !ack.SessionPresent {
+					t.Errorf("cap %s round %d: session gone though DISCONNECT asked never", cap, round)
+				}
+				b.Send(&packets.Disconnect{Properties: &packets.Properties{SessionExpiryInterval: u32(1)}})
+				b.ExpectClosed(waitTimeout)
+				time.Sleep(1500 * time.Millisecond)
+			}
+		})
+	}
+}
