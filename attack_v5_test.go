@@ -96,6 +96,7 @@ func TestAttack10_TakeoverDoesNotShortenNewSession(t *testing.T) {
 // group delivers one copy to its only member, and the plain subscription
 // one more [MQTT-3.3.5-1] (section 4.8.2).
 func TestAttack10_TwoGroupsAndPlain(t *testing.T) {
+	t.Parallel() // counts exactly, bounds nothing by time
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		topic := unique(t, "t")
 		c, _ := connect5(t, d.sub().Addr(), unique(t, "c"), 30)
@@ -189,6 +190,7 @@ func readAcking(c *mqtttest.Client, count *shareCounter, stop <-chan struct{}, d
 // unacknowledged: at QoS 1 another member must get it, at QoS 2 no other
 // may [MQTT-4.8.2-5]. Every message must be read exactly once by the group.
 func TestAttack10_ShareChurnExactCount(t *testing.T) {
+	t.Parallel() // counts exactly, bounds nothing by time
 	for _, qos := range []byte{1, 2} {
 		t.Run(fmt.Sprint("QoS ", qos), func(t *testing.T) { shareChurn(t, qos) })
 	}
@@ -293,6 +295,7 @@ func statsOf(d *deployment) map[string]int64 {
 // toggling: exactly one stays connected, and the session it leaves (600 s)
 // is there afterwards, with the subscription the survivor made.
 func TestAttack10_TakeoverRaceAcrossReplicas(t *testing.T) {
+	t.Parallel() // counts exactly, bounds nothing by time
 	d := startReplicas(t, 2)
 	id := unique(t, "c")
 	for i := range 20 {
@@ -402,6 +405,7 @@ func TestAttack10_ImmediateReconnectAfterDisconnectInterval(t *testing.T) {
 // holding unacknowledged and queued QoS 1 messages; a member that joins
 // within the hand-off list's 30 s gets every one of them.
 func TestAttack10_ShareAllMembersLeaveAtOnce(t *testing.T) {
+	t.Parallel() // counts exactly, bounds nothing by time
 	d := startReplicas(t, 2, "-max-inflight", "8")
 	topic := unique(t, "t")
 	filter := "$share/" + unique(t, "g") + "/" + topic
@@ -499,6 +503,7 @@ func TestAttack10_ProtocolErrorIntervalDoesNotKeep(t *testing.T) {
 // none of the 200 is lost (it gets what it held, the other member the
 // rest).
 func TestAttack10_ShareUnsubscribeWithUnacked(t *testing.T) {
+	t.Parallel() // counts exactly, bounds nothing by time
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		topic := unique(t, "t")
 		filter := "$share/" + unique(t, "g") + "/" + topic
@@ -608,6 +613,7 @@ func TestAttack10_ShareAfterRedisRestart(t *testing.T) {
 // which wait in its queue while it is connected (it reads one); when it
 // drops, all it held go to the other member: none of 1,000 lost.
 func TestAttack10_ShareReceiveMax1NeverAcks(t *testing.T) {
+	t.Parallel() // counts exactly, bounds nothing by time
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		topic := unique(t, "t")
 		filter := "$share/" + unique(t, "g") + "/" + topic
