@@ -96,6 +96,7 @@ func commandCalls(t *testing.T, ctx context.Context, cc *redis.ClusterClient) ma
 // master's share of all the commands Redis ran meanwhile is within ±20% of
 // a third.
 func TestShardBus_LoadSpreadOverMasters(t *testing.T) {
+	t.Parallel() // its own cluster; counts, bounds nothing by time
 	_, cc, a, b := startShardedPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -559,6 +560,7 @@ func clusterDeployment(t *testing.T, c *redistopo.Cluster, args ...string) *depl
 // Cluster, publishers on one and subscribers on the other: everything
 // that works on one Redis works on the sharded bus.
 func TestShardBus_Interop(t *testing.T) {
+	t.Parallel() // its own cluster; counts, bounds nothing by time
 	c := redistopo.StartCluster(t)
 	for _, sc := range interopScenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -606,6 +608,7 @@ func TestShardBus_DeadReplicaWillPublishedOnce(t *testing.T) {
 // both replicas of the Redis Cluster share 1,000 QoS 1 messages, each
 // exactly once, neither more than 1.5 times its fair share [MQTT-4.8.2].
 func TestShardBus_SharedSubscriptionAcrossReplicas(t *testing.T) {
+	t.Parallel() // its own cluster; counts, bounds nothing by time
 	_, _, a, b := startShardedPair(t)
 	const n = 1000
 	var mu sync.Mutex
@@ -799,6 +802,7 @@ func TestShardBus_LaggingReplicaPromoted_OfflineSessionGetsEverything(t *testing
 // scenarios (e2e_interop5_test.go) on two replicas over a six-node Redis
 // Cluster, publishers on one and subscribers on the other.
 func TestShardBus_Interop5(t *testing.T) {
+	t.Parallel() // its own cluster; counts, bounds nothing by time
 	c := redistopo.StartCluster(t)
 	for _, sc := range interop5Scenarios {
 		t.Run(sc.name, func(t *testing.T) {
