@@ -307,6 +307,7 @@ func TestAttack10_TakeoverRaceAcrossReplicas(t *testing.T) {
 				defer wg.Done()
 				// The connection that loses the race may be closed before
 				// its CONNACK: taken over while it was still attaching.
+				c.SetVersion(packets.Version5)
 				c.Send(&packets.Connect{ProtocolVersion: packets.Version5, ClientID: id, CleanSession: (i+j)%2 == 0, KeepAlive: 30,
 					Properties: &packets.Properties{SessionExpiryInterval: u32(600)}})
 				if p, err := c.Read(waitTimeout); err == nil {
