@@ -7,6 +7,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,6 +116,95 @@ func TestAttack13_ZombieMasterWriteHidesAcknowledgedMessages(t *testing.T) {
 	for _, w := range want {
 		if !slices.Contains(ps, w) {
 			t.Errorf("acknowledged %q never delivered; the subscriber got %q [MQTT-4.3.2-2]", w, ps)
+		}
+	}
+}
+
+// TestAttack13_PausedMasterStallsEveryShardsPublishes pauses (SIGSTOP) the
+// master of one shard, sends one QoS 1 PUBLISH on that shard, then 100 ms
+// later one, from another connection, on a topic whose shard is on
+// another, healthy master. What a user saw before: the healthy topic's
+// PUBACK did not come for 10 s, then the connection was closed, because
+// one publisher goroutine per replica sent one batch at a time and waited
+// for it, with a 10 s deadline, on the paused master. Each stream shard
+// now has its own publisher in Redis Cluster mode.
+func TestAttack13_PausedMasterStallsEveryShardsPublishes(t *testing.T) {
+	c, cc, a, _ := startShardedPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	masterOf := clusterMasterOf(t, ctx, cc)
+	level := levelOnSlot(t, ctx, cc, "pm", 512)
+	master := masterOf[512]
+	var other string
+	for _, s := range []int64{5632, 6656, 11776, 12800} {
+		if masterOf[s] != master {
+			other = levelOnSlot(t, ctx, cc, "ok", s)
+			break
+		}
+	}
+	p1 := mqtttest.Dial(t, topoAddr(a))
+	p1.MustConnect(&packets.Connect{ClientID: unique(t, "p1"), CleanSession: true, KeepAlive: 60})
+	p2 := mqtttest.Dial(t, topoAddr(a))
+	p2.MustConnect(&packets.Connect{ClientID: unique(t, "p2"), CleanSession: true, KeepAlive: 60})
+	p2.PublishQoS1(1, other+"/x", "warm")
+	c.Signal(master, syscall.SIGSTOP)
+	defer c.Signal(master, syscall.SIGCONT)
+	p1.Send(&packets.Publish{QoS: 1, PacketID: 7, Topic: level + "/z", Payload: []byte("z")})
+	time.Sleep(100 * time.Millisecond)
+	s := time.Now()
+	p2.Send(&packets.Publish{QoS: 1, PacketID: 10, Topic: other + "/x", Payload: []byte("h")})
+	ack, err := p2.Read(15 * time.Second)
+	if _, ok := ack.(*packets.Puback); !ok || time.Since(s) > time.Second {
+		t.Errorf("QoS 1 PUBLISH on %q (healthy master) answered %T, %v after %v; want a PUBACK within 1s while %s (another shard's master) is paused",
+			other+"/x", ack, err, time.Since(s).Round(time.Millisecond), master)
+	}
+}
+
+// TestAttack13_PausedMasterKeepsOneConnectionsAckOrder: one connection
+// sends a QoS 1 PUBLISH on a shard whose master is paused (SIGSTOP), then
+// one on a shard of a healthy master. The second is accepted by Redis at
+// once (its shard has its own publisher), but its PUBACK must not overtake
+// the first's: PUBACKs go in the order the PUBLISH packets arrived
+// [MQTT-4.6.0-2]. Once the master resumes, both come, in that order.
+func TestAttack13_PausedMasterKeepsOneConnectionsAckOrder(t *testing.T) {
+	t.Parallel() // waits on a paused master, little CPU
+	c, cc, a, _ := startShardedPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	masterOf := clusterMasterOf(t, ctx, cc)
+	level := levelOnSlot(t, ctx, cc, "po", 512)
+	master := masterOf[512]
+	var other string
+	for _, s := range []int64{5632, 6656, 11776, 12800} {
+		if masterOf[s] != master {
+			other = levelOnSlot(t, ctx, cc, "pk", s)
+			break
+		}
+	}
+	p := mqtttest.Dial(t, topoAddr(a))
+	p.MustConnect(&packets.Connect{ClientID: unique(t, "p"), CleanSession: true, KeepAlive: 60})
+	p.PublishQoS1(1, other+"/x", "warm")
+	p.PublishQoS1(2, level+"/x", "warm")
+	c.Signal(master, syscall.SIGSTOP)
+	resumed := false
+	defer func() {
+		if !resumed {
+			c.Signal(master, syscall.SIGCONT)
+		}
+	}()
+	p.Send(&packets.Publish{QoS: 1, PacketID: 7, Topic: level + "/z", Payload: []byte("z")})
+	p.Send(&packets.Publish{QoS: 1, PacketID: 8, Topic: other + "/x", Payload: []byte("h")})
+	if ack, err := p.Read(time.Second); err == nil {
+		t.Fatalf("got %T %+v while the first PUBLISH's master is paused; want nothing yet", ack, ack)
+	}
+	// Shorter than the cluster's node timeout: no failover, the paused
+	// master answers the waiting batch once it runs again.
+	c.Signal(master, syscall.SIGCONT)
+	resumed = true
+	for _, want := range []uint16{7, 8} {
+		ack, err := p.Read(15 * time.Second)
+		if pa, ok := ack.(*packets.Puback); !ok || pa.PacketID != want {
+			t.Fatalf("after resuming: got %T %+v, %v; want the PUBACK of %d (PUBACKs in PUBLISH order)", ack, ack, err, want)
 		}
 	}
 }

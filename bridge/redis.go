@@ -195,20 +195,22 @@ type Redis struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	pubq  chan pubRequest
-	epoch string  // the Redis instance's epoch; publisher goroutine only
-	ring  pubRing // recently accepted messages; publisher goroutine only
-	// epochWatch says when a batch must read the epoch again.
-	epochWatch epochWatch
-	// ageTrimNext is, per shard, when this publisher next asks its script
-	// call to trim the stream by age; publisher goroutine only.
-	ageTrimNext [streamShards]time.Time
-	// shardMasters is, in Redis Cluster, the master each shard's recent
-	// messages went to (checkShardMasters); publisher goroutine only.
-	shardMasters [streamShards]string
+	// pub is the one publisher of one Redis or Sentinel; shardPubs are
+	// Redis Cluster's, one per stream shard (redis_publish.go).
+	pub       *publisher
+	shardPubs [streamShards]*publisher
+	// ackOrder keeps each client's answers in order across shardPubs.
+	ackOrder *ackOrder
+	// clusterEpoch is, in Redis Cluster, the epoch the watcher last read;
+	// epochReads asks it to read again (epochLoop).
+	clusterEpoch atomic.Pointer[string]
+	epochReads   chan struct{}
+	// dials counts the connections the Redis client started to dial
+	// (epochWatch).
+	dials atomic.Uint64
 	// appended counts the envelope bytes appended to the streams since the
-	// trimmer was last asked to measure them; publisher goroutine only.
-	appended int64
+	// trimmer was last asked to measure them.
+	appended atomic.Int64
 
 	ps       *redis.PubSub
 	psMu     sync.Mutex // orders PatternSet changes and their SUBSCRIBE commands
@@ -429,7 +431,6 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		ttl:        o.NodeTTL,
 		sessionTTL: o.SessionExpiry,
 		log:        o.Logger.With("component", "bridge.redis", "node", o.NodeID),
-		pubq:       make(chan pubRequest, 4*maxBatch),
 		patterns:   pattern.NewPatternSet(o.Prefix+"msg:", o.MaxPatterns),
 		expected:   make(map[string]int),
 		pongs:      make(map[string]chan struct{}),
@@ -443,7 +444,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		shares:     newRedisShares(),
 	}
 	if cc, ok := o.Client.(*redis.ClusterClient); ok {
-		watchClusterTopology(ctx, cc, &r.epochWatch.dials)
+		watchClusterTopology(ctx, cc, &r.dials)
 		if err := checkShardedPubSub(ctx, cc); err != nil {
 			return nil, fmt.Errorf("new redis bridge: %w", err)
 		}
@@ -453,6 +454,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 			return nil, fmt.Errorf("new redis bridge: %w", err)
 		}
 	}
+	r.newPublishers()
 	r.minReplicas = o.MinReplicasAcked
 	r.pubLatency = o.PublishLatency
 	if o.StreamMaxBytes < 0 {
@@ -479,9 +481,8 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
-	r.epochWatch.watch(r.rdb)
-	var err error
-	r.epoch, err = r.initEpoch(ctx)
+	watchDials(r.rdb, &r.dials)
+	epoch, err := r.initEpoch(ctx)
 	if err == nil {
 		err = r.initStreams(ctx)
 	}
@@ -496,10 +497,10 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		_ = r.ps.Close()
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
-	r.wg.Add(5)
+	r.startPublishers(epoch)
+	r.wg.Add(4)
 	go r.shareLoop()
 	go r.trimLoop()
-	go r.publishLoop()
 	go r.nodeLoop()
 	go r.dueWillsLoop()
 	if err := r.reapPreviousRun(ctx); err != nil {

@@ -70,26 +70,26 @@ const epochRecheck = 100 * time.Millisecond
 // again with the others of the old epoch, and receivers drop the copies.
 // The recheck is far shorter than ringAge, so the window covers them.
 type epochWatch struct {
-	dials   atomic.Uint64 // connections the client has started to dial, ever
-	gen     uint64        // dials when the epoch was last read and found current
-	at      time.Time     // when the batch of that read was sent
-	suspect bool          // a batch failed since
+	dials   *atomic.Uint64 // connections the client has started to dial, ever (Redis.dials)
+	gen     uint64         // dials when the epoch was last read and found current
+	at      time.Time      // when the batch of that read was sent
+	suspect bool           // a batch failed since
 }
 
-// watch counts the dials of c. In Redis Cluster mode the dials of every
-// node's client are counted (watchClusterTopology adds the counter to
-// each): reading the epoch key in every batch would cost its one master a
-// GET per batch, more than its share of the cluster's work.
-func (w *epochWatch) watch(c redis.UniversalClient) {
+// watchDials counts the dials of c in dials. In Redis Cluster mode the
+// dials of every node's client are counted (watchClusterTopology adds the
+// counter to each): reading the epoch key in every batch would cost its
+// one master a GET per batch, more than its share of the cluster's work.
+func watchDials(c redis.UniversalClient, dials *atomic.Uint64) {
 	if _, cluster := c.(*redis.ClusterClient); cluster {
 		return
 	}
-	c.AddHook(dialCounter{&w.dials})
+	c.AddHook(dialCounter{dials})
 }
 
 // due reports whether the batch must read the epoch, and the dial count
-// to pass to confirmed if the read finds it current. Publisher goroutine
-// only.
+// to pass to confirmed if the read finds it current. Its publisher's
+// goroutine only.
 func (w *epochWatch) due(batch []pubRequest, now time.Time) (bool, uint64) {
 	gen := w.dials.Load()
 	if w.suspect || gen != w.gen || now.Sub(w.at) >= epochRecheck {
@@ -134,7 +134,7 @@ type ringEntry struct {
 }
 
 // pubRing is the recently accepted messages, oldest first, bounded by age
-// and size. It is used by the publisher goroutine only.
+// and size. It is used by its publisher's goroutine only.
 type pubRing struct {
 	entries []ringEntry
 	bytes   int
@@ -239,40 +239,52 @@ func instanceEpoch(epoch, replID string) string {
 	return epoch + "@" + replID
 }
 
-// checkEpoch compares the epoch a batch read with the one this replica
-// knows. On a change it republishes the messages of the old epoch; until
-// that succeeds the old epoch stays current, so the next batch tries again.
-// Publisher goroutine only.
-func (r *Redis) checkEpoch(ctx context.Context, seen string) {
-	if seen == r.epoch && seen != "" {
+// checkEpoch compares the epoch a batch of p read with the one p knows.
+// On a change it republishes the messages of the old epoch; until that
+// succeeds the old epoch stays current, so the next batch tries again. One
+// Redis or Sentinel only (in Redis Cluster see epochLoop); p's goroutine
+// only.
+func (r *Redis) checkEpoch(ctx context.Context, p *publisher, seen string) {
+	if seen == p.epoch && seen != "" {
 		return
 	}
 	now, err := r.initEpoch(ctx)
-	if err != nil || now == r.epoch {
+	if err != nil || now == p.epoch {
 		return
 	}
-	lost := r.ring.takeEpoch(r.epoch)
-	if err := r.republish(ctx, lost); err != nil {
+	if r.adoptEpoch(ctx, p, now) {
+		r.askBeat() // our liveness key and client records went with the data
+	}
+}
+
+// adoptEpoch makes now p's epoch, once the messages of p's window accepted
+// under the old one are published again; false, with the old epoch kept,
+// when that failed. p's goroutine only.
+func (r *Redis) adoptEpoch(ctx context.Context, p *publisher, now string) bool {
+	lost := p.ring.takeEpoch(p.epoch)
+	if err := r.republish(ctx, p, lost); err != nil {
 		for _, e := range lost {
-			r.ring.add(e)
+			p.ring.add(e)
 		}
 		r.log.Warn("redis restarted or failed over; republishing accepted messages failed, will retry", "messages", len(lost), "err", err)
-		return
+		return false
 	}
-	r.log.Warn("redis restarted or failed over, maybe without our messages; republished those it had accepted", "messages", len(lost), "old_epoch", r.epoch, "epoch", now)
+	if p.shard < 0 || len(lost) > 0 {
+		r.log.Warn("redis restarted or failed over, maybe without our messages; republished those it had accepted", "messages", len(lost), "old_epoch", p.epoch, "epoch", now)
+	}
 	r.stats.republished.Add(int64(len(lost)))
 	// They stay in the window under the new epoch: the instance that has
 	// just taken them may fail over in turn before its replica has them.
 	for _, e := range lost {
 		e.epoch = now
-		r.ring.add(e)
+		p.ring.add(e)
 	}
-	r.epoch = now
-	r.askBeat() // our liveness key and client records went with the data
+	p.epoch = now
+	return true
 }
 
 // republish sends entries again, one script call per shard.
-func (r *Redis) republish(ctx context.Context, entries []ringEntry) error {
+func (r *Redis) republish(ctx context.Context, p *publisher, entries []ringEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -281,7 +293,7 @@ func (r *Redis) republish(ctx context.Context, entries []ringEntry) error {
 		shards.add(e.shard, r.streamArgs, e.env, e.channel, i)
 	}
 	pipe := r.rdb.Pipeline()
-	shards.queue(ctx, r, pipe)
+	shards.queue(ctx, r, p, pipe)
 	_, _ = pipe.Exec(ctx)
 	shards.retryNoScript(ctx, r, false)
 	for _, cmd := range shards.cmds {
@@ -292,46 +304,125 @@ func (r *Redis) republish(ctx context.Context, entries []ringEntry) error {
 	return nil
 }
 
-// askEpochCheck makes the publisher check the epoch even when nothing is
+// askEpochCheck makes the publishers check the epoch even when nothing is
 // being published; it never blocks.
 func (r *Redis) askEpochCheck() {
+	if r.bus == nil {
+		r.pub.askCheck()
+		return
+	}
+	for _, p := range r.shardPubs {
+		p.askCheck()
+	}
+}
+
+func (p *publisher) askCheck() {
 	select {
-	case r.pubq <- pubRequest{check: true, done: func(error) {}}:
+	case p.q <- pubRequest{check: true, done: func(error) {}}:
 	default: // the queue is busy: the next batch checks anyway
+	}
+}
+
+// In Redis Cluster the epoch key lives on one master, which need not be
+// the master of any shard a publisher writes: reading it in a shard's
+// batch would make every shard's batches wait for that one master. One
+// goroutine, the epoch watcher, reads it instead, when a publisher asks
+// (askEpochRead: the publisher's epochWatch found a read due), and keeps
+// what it found in clusterEpoch. Each shard's publisher compares that with
+// its own epoch before each batch (adoptClusterEpoch) and, on a change,
+// publishes its window's messages of the old epoch again before the batch,
+// so that a message is only ever tagged with an epoch read before it was
+// sent. A watcher that finds a change wakes every publisher, so that an
+// idle shard's window is republished too.
+
+// askEpochRead asks the epoch watcher to read the epoch; it never blocks.
+func (r *Redis) askEpochRead() {
+	select {
+	case r.epochReads <- struct{}{}:
+	default: // a read is already due
+	}
+}
+
+// epochLoop is the epoch watcher of Redis Cluster mode, until Close.
+func (r *Redis) epochLoop() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.epochReads:
+		case <-r.ctx.Done():
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		r.readClusterEpoch(ctx)
+		cancel()
+	}
+}
+
+// readClusterEpoch reads the epoch key and, when it changed (or is gone:
+// it is created again), makes the new one current and wakes the
+// publishers. A failed read is retried at the next ask.
+func (r *Redis) readClusterEpoch(ctx context.Context) {
+	was := *r.clusterEpoch.Load()
+	seen, err := r.rdb.Get(ctx, r.epochKey()).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return
+	}
+	if seen == was && seen != "" {
+		return
+	}
+	now, err := r.initEpoch(ctx)
+	if err != nil || now == was {
+		return
+	}
+	r.log.Warn("redis epoch changed: the master of the epoch key restarted or failed over", "old_epoch", was, "epoch", now)
+	r.clusterEpoch.Store(&now)
+	r.askEpochCheck()
+	r.askBeat() // our liveness key and client records may have gone with the data
+}
+
+// adoptClusterEpoch brings p to the epoch the watcher last found, before
+// p sends a batch; on failure p keeps its epoch and tries again at its
+// next batch. p's goroutine only.
+func (r *Redis) adoptClusterEpoch(ctx context.Context, p *publisher) {
+	if now := *r.clusterEpoch.Load(); now != p.epoch {
+		r.adoptEpoch(ctx, p, now)
 	}
 }
 
 // In Redis Cluster each shard's stream lives on the master of its slot, and
 // the epoch key on one master only: a failover of another master, where the
 // promoted replica lacks what the old master accepted after the replica's
-// last read, leaves the epoch unchanged. The publisher therefore also
-// remembers, per shard, the master it writes to, and checks it whenever it
-// reads the epoch (checkShardMasters). When a shard's master changed (a
+// last read, leaves the epoch unchanged. Each publisher therefore also
+// remembers, per shard, the master it writes to, and checks it whenever an
+// epoch read is due (checkShardMasters). When a shard's master changed (a
 // failover, or a slot moved by resharding), the shard's messages of the
 // window are published again to the new master; receivers drop the copies
 // they delivered (live by message id, a session's replay by message id
 // too), so a migration that lost nothing costs only duplicates that go
 // nowhere.
 
-// checkShardMasters compares each shard's master, from the client's slot
-// map, with the one its recent messages went to, and republishes the
-// shard's window on a change. Publisher goroutine only.
-func (r *Redis) checkShardMasters(ctx context.Context) {
+// checkShardMasters compares the master of each shard p writes, from the
+// client's slot map, with the one its recent messages went to, and
+// republishes the shard's window on a change. p's goroutine only.
+func (r *Redis) checkShardMasters(ctx context.Context, p *publisher) {
 	for s := range streamShards {
+		if p.shard >= 0 && s != p.shard {
+			continue
+		}
 		m, err := r.bus.cc.MasterForKey(ctx, r.streamKey(s))
 		if err != nil {
 			continue
 		}
 		addr := m.Options().Addr
-		was := r.shardMasters[s]
+		was := p.shardMasters[s]
 		if was == "" || was == addr {
-			r.shardMasters[s] = addr
+			p.shardMasters[s] = addr
 			continue
 		}
-		lost := r.ring.takeShard(s)
-		if err := r.republish(ctx, lost); err != nil {
+		lost := p.ring.takeShard(s)
+		if err := r.republish(ctx, p, lost); err != nil {
 			for _, e := range lost {
-				r.ring.add(e)
+				p.ring.add(e)
 			}
 			r.log.Warn("stream shard moved to another master; republishing its recent messages failed, will retry", "shard", s, "messages", len(lost), "err", err)
 			continue
@@ -340,8 +431,8 @@ func (r *Redis) checkShardMasters(ctx context.Context) {
 			"shard", s, "messages", len(lost), "from", was, "to", addr)
 		r.stats.republished.Add(int64(len(lost)))
 		for _, e := range lost {
-			r.ring.add(e)
+			p.ring.add(e)
 		}
-		r.shardMasters[s] = addr
+		p.shardMasters[s] = addr
 	}
 }

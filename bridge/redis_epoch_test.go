@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func TestEpochWatch_ReadsWhenSomethingMayHaveChanged(t *testing.T) {
 		{"a check asked for", func(*epochWatch) {}, check, t0, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var w epochWatch
+			w := epochWatch{dials: new(atomic.Uint64)}
 			w.dials.Store(3)
 			w.confirmed(3, t0)
 			c.setup(&w)
@@ -120,16 +121,16 @@ func TestRedis_RepublishesAcceptedMessagesAfterRedisRestart(t *testing.T) {
 // TestRedis_CloseWithEpochCheckQueued: an epoch check still queued when the
 // bridge closes is dropped, not answered with a message it does not carry.
 func TestRedis_CloseWithEpochCheckQueued(t *testing.T) {
-	r := &Redis{pubq: make(chan pubRequest, 4)}
+	p := newPublisher(-1, "", new(atomic.Uint64))
 	answered := 0
-	r.pubq <- pubRequest{check: true, done: func(error) { answered++ }}
-	r.pubq <- pubRequest{msg: rmsg("t", 1, "x"), done: func(err error) {
+	p.q <- pubRequest{check: true, done: func(error) { answered++ }}
+	p.q <- pubRequest{msg: rmsg("t", 1, "x"), done: func(err error) {
 		if err == nil {
 			t.Error("a queued publish was answered with success as the bridge closed")
 		}
 		answered++
 	}}
-	r.failQueued()
+	p.failQueued()
 	if answered != 2 {
 		t.Fatalf("%d of 2 queued requests answered", answered)
 	}

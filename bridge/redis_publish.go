@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -101,6 +102,75 @@ type pubRequest struct {
 	done func(error)
 }
 
+// publisher is one publisher goroutine and what it alone reads and
+// writes. One Redis and Sentinel have one, for every shard. Redis Cluster
+// has one per stream shard (shard ≥ 0): the shard's messages go to the
+// shard's master only, so a master that stalls (a paused process, a
+// blackholed link) holds back the batches of its own shards, not those of
+// the shards on healthy masters. A topic is always on one shard, so each
+// topic's messages still leave in the order they were queued.
+type publisher struct {
+	q     chan pubRequest
+	shard int // -1: every shard (one Redis, Sentinel)
+	// epoch is the epoch of the Redis instance the publisher believes it
+	// writes to; its ring's new entries are tagged with it.
+	epoch string
+	ring  pubRing // recently accepted messages
+	// watch says when a batch must read the epoch again (in Redis
+	// Cluster: ask the epoch watcher to, and look at the shard's master).
+	watch epochWatch
+	// ageTrimNext is, per shard, when this publisher next asks its script
+	// call to trim the stream by age.
+	ageTrimNext [streamShards]time.Time
+	// shardMasters is, in Redis Cluster, the master each shard's recent
+	// messages went to (checkShardMasters).
+	shardMasters [streamShards]string
+}
+
+func newPublisher(shard int, epoch string, dials *atomic.Uint64) *publisher {
+	return &publisher{q: make(chan pubRequest, 4*maxBatch), shard: shard, epoch: epoch, watch: epochWatch{dials: dials}}
+}
+
+// publisherOf is the publisher that sends messages on topic.
+func (r *Redis) publisherOf(topic string) *publisher {
+	if r.bus == nil {
+		return r.pub
+	}
+	return r.shardPubs[shardOf(topic)]
+}
+
+// newPublishers makes the publishers, ready for requests; startPublishers
+// starts them.
+func (r *Redis) newPublishers() {
+	if r.bus == nil {
+		r.pub = newPublisher(-1, "", &r.dials)
+		return
+	}
+	r.ackOrder = newAckOrder()
+	r.epochReads = make(chan struct{}, 1)
+	for s := range r.shardPubs {
+		r.shardPubs[s] = newPublisher(s, "", &r.dials)
+	}
+}
+
+// startPublishers starts the publisher goroutines, tagging what they
+// accept with epoch, and in Redis Cluster the epoch watcher.
+func (r *Redis) startPublishers(epoch string) {
+	if r.bus == nil {
+		r.pub.epoch = epoch
+		r.wg.Add(1)
+		go r.publishLoop(r.pub)
+		return
+	}
+	r.clusterEpoch.Store(&epoch)
+	r.wg.Add(len(r.shardPubs) + 1)
+	for _, p := range r.shardPubs {
+		p.epoch = epoch
+		go r.publishLoop(p)
+	}
+	go r.epochLoop()
+}
+
 func (r *Redis) loadScripts(ctx context.Context) error {
 	for _, s := range []*redis.Script{r.script(), detachScript, claimScript, clearWillScript, casClaimScript} {
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
@@ -132,10 +202,20 @@ func (r *Redis) publish(ctx context.Context, msg *Message) error {
 }
 
 // PublishAsync implements broker.Cluster: publish without waiting. done
-// receives what Publish would have returned; calls for messages queued by
-// one goroutine come in the order they were queued.
+// receives what Publish would have returned; calls for messages of one
+// client id queued by one goroutine come in the order they were queued
+// (with one Redis or Sentinel, all of one goroutine's: one publisher
+// answers every message; in Redis Cluster, ackOrder restores each client's
+// order across the shards' publishers, and messages without a client id
+// are answered in order per topic only, so that unrelated publishers never
+// wait for each other).
 func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)) {
 	qos := msg.QoS // not msg: the publisher may let go of its payload
+	p := r.publisherOf(msg.Topic)
+	if r.bus != nil && msg.ClientID != "" {
+		// Several publishers answer: keep the client's order (ackOrder).
+		done = r.ackOrder.queue(msg.ClientID, done)
+	}
 	req := pubRequest{msg: msg, done: func(err error) {
 		if err != nil {
 			err = r.publishFailed(qos, err)
@@ -147,7 +227,7 @@ func (r *Redis) PublishAsync(ctx context.Context, msg *Message, done func(error)
 		return
 	}
 	select {
-	case r.pubq <- req:
+	case p.q <- req:
 	case <-ctx.Done():
 		req.done(fmt.Errorf("publish %q: %w", msg.Topic, ctx.Err()))
 	case <-r.ctx.Done():
@@ -163,37 +243,37 @@ func (r *Redis) publishFailed(qos byte, err error) error {
 	return err
 }
 
-// publishLoop owns the publishing pipeline: it takes one request, drains up
-// to maxBatch-1 more that are already waiting, and sends them together.
-func (r *Redis) publishLoop() {
+// publishLoop runs p: it takes one request, drains up to maxBatch-1 more
+// that are already waiting, and sends them together.
+func (r *Redis) publishLoop(p *publisher) {
 	defer r.wg.Done()
 	batch := make([]pubRequest, 0, maxBatch)
 	for {
 		select {
-		case req := <-r.pubq:
+		case req := <-p.q:
 			batch = append(batch[:0], req)
 		case <-r.ctx.Done():
-			r.failQueued()
+			p.failQueued()
 			return
 		}
 	drain:
 		for len(batch) < maxBatch {
 			select {
-			case req := <-r.pubq:
+			case req := <-p.q:
 				batch = append(batch, req)
 			default:
 				break drain
 			}
 		}
-		r.sendBatch(batch)
+		r.sendBatch(p, batch)
 	}
 }
 
 // failQueued answers requests still queued when the bridge closes.
-func (r *Redis) failQueued() {
+func (p *publisher) failQueued() {
 	for {
 		select {
-		case req := <-r.pubq:
+		case req := <-p.q:
 			if req.check { // nothing to answer for
 				req.done(nil)
 				continue
@@ -205,11 +285,14 @@ func (r *Redis) failQueued() {
 	}
 }
 
-// sendBatch pipelines every request of batch and answers each. A request
-// without a message only asks for the Redis epoch check every batch makes.
-func (r *Redis) sendBatch(batch []pubRequest) {
+// sendBatch pipelines every request of batch, p's, and answers each. A
+// request without a message only asks for the Redis epoch check.
+func (r *Redis) sendBatch(p *publisher, batch []pubRequest) {
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
+	if r.bus != nil {
+		r.adoptClusterEpoch(ctx, p)
+	}
 	envs := make([]string, len(batch))
 	channels := make([]string, len(batch))
 	for i, req := range batch {
@@ -237,16 +320,19 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 	// When due (see epochWatch), read first, on the same connection as the
 	// writes: the epoch of the instance that accepts this batch, and its
 	// replication id.
-	readEpoch, dials := r.epochWatch.due(batch, time.Now())
+	// In Redis Cluster the epoch key is on one master, maybe not this
+	// shard's: the epoch watcher reads it (epochLoop).
+	readEpoch, dials := p.watch.due(batch, time.Now())
 	var epochCmd, replCmd *redis.StringCmd
-	if readEpoch {
+	if readEpoch && r.bus == nil {
 		epochCmd = pipe.Get(ctx, r.epochKey())
 		replCmd = r.queueReplID(ctx, pipe)
 	}
 	first := make([]redis.Cmder, len(batch))      // the command whose result answers each request
 	retained := make([][]redis.Cmder, len(batch)) // the retained-store update, if any
 	var shards shardBatch
-	needsAck := false // whether a request waits for an acknowledgement
+	var appended int64 // envelope bytes appended to the streams
+	needsAck := false  // whether a request waits for an acknowledgement
 	for i, req := range batch {
 		if req.check {
 			continue
@@ -255,7 +341,7 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 		if m.QoS > 0 {
 			needsAck = true
 			shards.add(shardOf(m.Topic), r.streamArgs, envs[i], channels[i], i)
-			r.appended += int64(len(envs[i]))
+			appended += int64(len(envs[i]))
 		} else if r.bus != nil {
 			first[i] = pipe.SPublish(ctx, channels[i], envs[i])
 		} else {
@@ -271,7 +357,7 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 			batch[i].msg = &Message{Topic: m.Topic, QoS: m.QoS}
 		}
 	}
-	shards.queue(ctx, r, pipe)
+	shards.queue(ctx, r, p, pipe)
 	// WAIT last, on the same connection: it counts the replicas that have
 	// every write this connection made so far.
 	var waits []*redis.IntCmd
@@ -279,14 +365,16 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 		waits = append(waits, r.queueWait(ctx, pipe))
 	}
 	sent := time.Now()
-	_, _ = pipe.Exec(ctx)
+	if pipe.Len() > 0 { // not for a batch of checks only
+		_, _ = pipe.Exec(ctx)
+	}
 	if w := shards.retryNoScript(ctx, r, needsAck && r.minReplicas > 0); w != nil {
 		waits = append(waits, w)
 	}
 	if r.pubLatency != nil {
 		r.pubLatency.Observe(time.Since(sent).Seconds())
 	}
-	r.askTrim() // after the appends: the trimmer measures what they added
+	r.askTrim(appended) // after the appends: the trimmer measures what they added
 	replicated := r.replicated(waits)
 	for sh, cmd := range shards.cmds {
 		for _, i := range shards.reqs[sh] {
@@ -294,19 +382,21 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 		}
 	}
 
-	if readEpoch {
+	if readEpoch && r.bus == nil {
 		epoch, epochErr := epochCmd.Result()
 		replID, replErr := replIDOf(replCmd)
 		if (epochErr == nil || errors.Is(epochErr, redis.Nil)) && replErr == nil {
 			seen := instanceEpoch(epoch, replID)
-			r.checkEpoch(ctx, seen)
-			if seen != "" && seen == r.epoch {
-				r.epochWatch.confirmed(dials, sent)
+			r.checkEpoch(ctx, p, seen)
+			if seen != "" && seen == p.epoch {
+				p.watch.confirmed(dials, sent)
 			}
 		}
-		if r.bus != nil {
-			r.checkShardMasters(ctx)
-		}
+	} else if readEpoch {
+		// The watcher retries a read that fails: the publisher only asks.
+		r.askEpochRead()
+		r.checkShardMasters(ctx, p)
+		p.watch.confirmed(dials, sent)
 	}
 	now := time.Now()
 	for i, req := range batch {
@@ -321,7 +411,7 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 			}
 		}
 		if err != nil {
-			r.epochWatch.suspect = true
+			p.watch.suspect = true
 			req.done(unavailable(fmt.Sprintf("publish %q", req.msg.Topic), err))
 			continue
 		}
@@ -331,12 +421,12 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 			continue
 		}
 		if req.msg.QoS > 0 {
-			r.ring.add(ringEntry{env: envs[i], channel: channels[i], shard: shardOf(req.msg.Topic), epoch: r.epoch, at: now})
+			p.ring.add(ringEntry{env: envs[i], channel: channels[i], shard: shardOf(req.msg.Topic), epoch: p.epoch, at: now})
 		}
 		r.stats.published.Add(1)
 		req.done(nil)
 	}
-	if !readEpoch && r.epochWatch.dials.Load() != dials {
+	if !readEpoch && p.watch.dials.Load() != dials {
 		// A connection was dialled while the batch was out, maybe the one
 		// it went out on, to a Redis that restarted or was promoted. Its
 		// messages carry the epoch read before it: checking now publishes
@@ -344,7 +434,11 @@ func (r *Redis) sendBatch(batch []pubRequest) {
 		// that receivers drop). Tagging them with an epoch read after it,
 		// on another connection, could leave out a message that an old
 		// master accepted just before it was demoted.
-		r.checkEpoch(ctx, "")
+		if r.bus == nil {
+			r.checkEpoch(ctx, p, "")
+		} else {
+			r.askEpochRead()
+		}
 	}
 }
 
@@ -369,18 +463,18 @@ func (b *shardBatch) add(shard int, head [2]int64, env, channel string, req int)
 // queue adds the script call of every shard with messages to pipe. The age
 // trim runs in at most one call per shard per ageTrimEvery (from this
 // replica): MINID needs no finer grain, and a call without it costs less.
-// Publisher goroutine only.
-func (b *shardBatch) queue(ctx context.Context, r *Redis, pipe redis.Pipeliner) {
+// p's goroutine only.
+func (b *shardBatch) queue(ctx context.Context, r *Redis, p *publisher, pipe redis.Pipeliner) {
 	now := time.Now()
 	for sh, args := range b.args {
 		if args == nil {
 			continue
 		}
 		if args[1] != int64(0) {
-			if now.Before(r.ageTrimNext[sh]) {
+			if now.Before(p.ageTrimNext[sh]) {
 				args[1] = int64(0)
 			} else {
-				r.ageTrimNext[sh] = now.Add(ageTrimEvery)
+				p.ageTrimNext[sh] = now.Add(ageTrimEvery)
 			}
 		}
 		b.cmds[sh] = r.script().EvalSha(ctx, pipe, []string{r.streamKey(sh)}, args...)

@@ -91,3 +91,34 @@ func TestFilterShard(t *testing.T) {
 		}
 	}
 }
+
+// One Redis or Sentinel keeps one publisher for every topic, with no
+// reordering of answers; Redis Cluster has one publisher per stream shard,
+// so that a stalled master holds back only its own shards' messages.
+func TestPublishers_OnePerShardInClusterModeOnly(t *testing.T) {
+	single := &Redis{}
+	single.newPublishers()
+	if single.pub == nil || single.pub.shard != -1 || single.ackOrder != nil || single.epochReads != nil {
+		t.Fatalf("one Redis: publisher %+v, ack order %v, epoch watcher %v; want one publisher of every shard and nothing else",
+			single.pub, single.ackOrder != nil, single.epochReads != nil)
+	}
+	for s := range single.shardPubs {
+		if single.shardPubs[s] != nil {
+			t.Fatalf("one Redis: shard %d has a publisher of its own", s)
+		}
+	}
+	cluster := &Redis{bus: &shardBus{}}
+	cluster.newPublishers()
+	if cluster.pub != nil || cluster.ackOrder == nil || cluster.epochReads == nil {
+		t.Fatal("Redis Cluster: want shard publishers, an ack order and an epoch watcher, and no single publisher")
+	}
+	for i := range 1000 {
+		topic := "t" + strconv.Itoa(i) + "/x"
+		if single.publisherOf(topic) != single.pub {
+			t.Fatalf("one Redis: %q not on the one publisher", topic)
+		}
+		if p := cluster.publisherOf(topic); p.shard != shardOf(topic) || p != cluster.shardPubs[shardOf(topic)] {
+			t.Fatalf("Redis Cluster: %q (shard %d) on the publisher of shard %d", topic, shardOf(topic), p.shard)
+		}
+	}
+}

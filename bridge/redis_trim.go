@@ -38,14 +38,15 @@ local l = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 return {f[1][1], l[1][1]}
 `)
 
-// askTrim asks the trimmer to measure the streams once this publisher has
-// appended 1/trimCheckFraction of the budget since it last asked; it never
-// blocks. Publisher goroutine only.
-func (r *Redis) askTrim() {
-	if r.streamBudget <= 0 || r.appended < max(1, r.streamBudget/trimCheckFraction) {
+// askTrim counts added, the envelope bytes a batch appended, and asks the
+// trimmer to measure the streams once the publishers have appended
+// 1/trimCheckFraction of the budget since it was last asked; it never
+// blocks.
+func (r *Redis) askTrim(added int64) {
+	if r.streamBudget <= 0 || r.appended.Add(added) < max(1, r.streamBudget/trimCheckFraction) {
 		return
 	}
-	r.appended = 0
+	r.appended.Store(0)
 	select {
 	case r.trimReq <- struct{}{}:
 	default: // a measurement is already due

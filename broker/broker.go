@@ -201,9 +201,9 @@ var waiters = sync.Pool{New: func() any {
 // PublishAsync queues msg as Publish would and calls done with the result
 // Publish would have returned: a connection keeps reading while its
 // messages travel, and acknowledges each one when done reports it
-// accepted. done must not block; the calls for the messages one goroutine
-// queues come in the order it queued them. done may run before
-// PublishAsync returns.
+// accepted. done must not block; the calls for the messages of one
+// (non-empty) client id that one goroutine queues come in the order it
+// queued them. done may run before PublishAsync returns.
 func (b *Broker) PublishAsync(ctx context.Context, msg *Message, done func(error)) {
 	b.cluster.PublishAsync(ctx, msg, done)
 }

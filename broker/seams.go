@@ -63,8 +63,10 @@ type Cluster interface {
 	// message of its topic when msg.Retain is set [MQTT-3.3.1-5]
 	// [MQTT-3.3.1-10]. done reports the result: for QoS 1 and 2, nil means
 	// the message cannot be lost by this node failing. done must not
-	// block; for the messages one goroutine queues, done runs in the order
-	// they were queued, and may run before PublishAsync returns.
+	// block; for the messages of one Message.ClientID (not empty) that one
+	// goroutine queues, done runs in the order they were queued (a
+	// session's acknowledgements [MQTT-4.6.0-2]), and may run before
+	// PublishAsync returns.
 	PublishAsync(ctx context.Context, msg *Message, done func(error))
 	// Route makes messages matching filters reach this node: the core
 	// calls it when a filter gets its first local subscriber, and waits
