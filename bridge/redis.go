@@ -131,6 +131,10 @@ type RedisOptions struct {
 //	<p>sharequeue:<group> list with TTL 30 s: envelopes of messages handed
 //	                    off to that group, for a replica with members to
 //	                    take (redis_sharehandoff.go)
+//	<p>shareowed:<node> hash "<msg id hex>:<group>" → envelope: the QoS ≥ 1
+//	                    shared messages that replica's members took and
+//	                    have not finished; a reaper of the replica moves
+//	                    them to their groups' lists (redis_shareowed.go)
 //	<p>msg:<topic>      channel carrying envelopes
 //	<p>ctl:retain       channel "+topic"/"-topic" index announcements
 //	<p>ctl:share        channel: a replica's shared subscription members
@@ -387,6 +391,7 @@ type redisCounters struct {
 	claimConflicts, notReplicated           atomic.Int64
 	shareClaimed, shareLost                 atomic.Int64
 	shareHandedOff, shareTakenOver          atomic.Int64
+	shareOwedMoved, shareOwedStale          atomic.Int64
 }
 
 // NewRedis connects a Redis bridge: it subscribes its control channels,
@@ -612,6 +617,8 @@ func (r *Redis) Stats() map[string]int64 {
 		"shared_not_claimed":              s.shareLost.Load(),
 		"shared_handed_off":               s.shareHandedOff.Load(),
 		"shared_taken_over":               s.shareTakenOver.Load(),
+		"shared_owed_moved":               s.shareOwedMoved.Load(),
+		"shared_owed_not_forgotten":       s.shareOwedStale.Load(),
 	}
 }
 

@@ -209,6 +209,11 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 			}
 		}
 	}
+	// What its members owed their shared subscription groups goes to
+	// other members (redis_shareowed.go).
+	if err := r.moveOwed(ctx, node); err != nil {
+		return err
+	}
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, r.nodeKey(node))
 		if node != r.node {

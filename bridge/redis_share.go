@@ -66,7 +66,10 @@ type redisShares struct {
 	due, later []shareClaim
 	// drain holds the groups whose list of handed-off messages this
 	// replica looks at next (redis_sharehandoff.go).
-	drain   map[string]struct{}
+	drain map[string]struct{}
+	// done holds the fields to remove from this replica's hash of owed
+	// messages (redis_shareowed.go), in order.
+	done    []string
 	wake    chan struct{} // cap 1: claims queued, or a list to look at
 	refresh chan struct{} // cap 1: this replica's member counts changed
 	reread  chan struct{} // cap 1: another replica's changed (ctl:share)
@@ -88,6 +91,9 @@ type shareClaim struct {
 	take  func() bool
 	at    time.Time // when it may be claimed
 	tries int
+	// owed is set once msg is recorded as owed by this replica's members
+	// (redis_shareowed.go): with the claim, for a preferred one.
+	owed bool
 }
 
 func newRedisShares() *redisShares {
@@ -220,6 +226,9 @@ func (r *Redis) shareLoop() {
 			r.drainAllShares()
 		}
 		r.claimDue()
+		// Before a drain can record a message again that a lost claim
+		// recorded.
+		r.flushDone()
 		r.drainShares()
 	}
 }
@@ -234,6 +243,11 @@ func (r *Redis) shareLoop() {
 // fallbacks had already tried, which those of every other replica do at
 // once, 50 ms after the message, when it is the claim of a fallback that
 // is given back.
+//
+// Every won QoS ≥ 1 message is recorded as owed by this replica's
+// members before any member gets it (redis_shareowed.go): the preferred
+// claims, which mostly win, in the claims' pipeline (a lost one is
+// forgotten again); the others, which mostly lose, once won.
 func (r *Redis) claimDue() {
 	s := r.shares
 	now := time.Now()
@@ -252,41 +266,49 @@ func (r *Redis) claimDue() {
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, barrierTimeout)
 	defer cancel()
+	first := 0 // the preferred claims, first tried, lead the batch
+	for first < len(batch) && batch[first].at.IsZero() {
+		first++
+	}
+	owedKey := r.shareOwedKey(r.node)
 	cmds := make([]*redis.BoolCmd, len(batch))
+	var record *redis.IntCmd
 	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for k, c := range batch {
 			cmds[k] = p.SetNX(ctx, r.shareClaimKey(c.msg, c.group), r.node, shareClaimTTL)
 		}
+		if args := owedValues(batch[:first]); len(args) > 0 {
+			record = p.HSet(ctx, owedKey, args...)
+		}
 		return nil
 	})
-	handOff := make(map[string][]*Message)
-	var groups []string // of handOff, in the order of their first message
-	var retry []shareClaim
-	var lost int
-	var lastErr error
-	for k, c := range batch {
-		won, err := cmds[k].Result()
-		switch {
-		case err != nil:
-			if c.tries++; c.tries < shareClaimTries {
-				c.at = time.Now().Add(shareFallback)
-				retry = append(retry, c)
-			} else {
-				r.stats.shareLost.Add(1)
-				lost, lastErr = lost+1, err
-			}
-		case won:
-			r.stats.shareClaimed.Add(1)
-			if !c.take() {
-				if handOff[c.group] == nil {
-					groups = append(groups, c.group)
-				}
-				handOff[c.group] = append(handOff[c.group], c.msg)
-			}
+	if record != nil && record.Err() == nil {
+		for k := range batch[:first] {
+			batch[k].owed = true
 		}
 	}
-	if lost > 0 {
-		r.log.Warn("shared subscription messages not claimed after retries", "messages", lost, "err", lastErr)
+	won, retry, forget := r.settleClaims(batch, cmds)
+	var late []shareClaim // won, not yet recorded
+	for _, c := range won {
+		if !c.owed {
+			late = append(late, c)
+		}
+	}
+	if args := owedValues(late); len(args) > 0 {
+		if err := r.rdb.HSet(ctx, owedKey, args...).Err(); err != nil {
+			r.log.Warn("shared subscription messages not recorded as owed here", "messages", len(args)/2, "err", err)
+		}
+	}
+	handOff := make(map[string][]*Message)
+	var groups []string // of handOff, in the order of their first message
+	for _, c := range won {
+		r.stats.shareClaimed.Add(1)
+		if !c.take() {
+			if handOff[c.group] == nil {
+				groups = append(groups, c.group)
+			}
+			handOff[c.group] = append(handOff[c.group], c.msg)
+		}
 	}
 	for _, g := range groups {
 		if err := r.pushShared(ctx, g, handOff[g]); err != nil {
@@ -294,12 +316,47 @@ func (r *Redis) claimDue() {
 			r.log.Warn("shared subscription messages won without a member lost", "group", g, "messages", len(handOff[g]), "err", err)
 		}
 	}
+	if len(forget) > 0 {
+		r.forgetOwed(forget)
+	}
 	if len(retry) > 0 {
 		s.mu.Lock()
 		// The retried go after the queued ones: their times are later.
 		s.later = append(s.later, retry...)
 		s.mu.Unlock()
 	}
+}
+
+// settleClaims sorts batch by what Redis answered to each claim (cmds):
+// won, in order; to retry (no answer, fewer than shareClaimTries times);
+// and the fields to forget of those recorded as owed that will not be
+// delivered here (lost, or not answered too often).
+func (r *Redis) settleClaims(batch []shareClaim, cmds []*redis.BoolCmd) (won, retry []shareClaim, forget []string) {
+	var lost int
+	var lastErr error
+	for k, c := range batch {
+		ok, err := cmds[k].Result()
+		switch {
+		case err != nil:
+			if c.tries++; c.tries < shareClaimTries {
+				c.at = time.Now().Add(shareFallback)
+				retry = append(retry, c)
+				continue
+			}
+			r.stats.shareLost.Add(1)
+			lost, lastErr = lost+1, err
+		case ok:
+			won = append(won, c)
+			continue
+		}
+		if c.owed {
+			forget = append(forget, owedField(c.msg, c.group))
+		}
+	}
+	if lost > 0 {
+		r.log.Warn("shared subscription messages not claimed after retries", "messages", lost, "err", lastErr)
+	}
+	return won, retry, forget
 }
 
 // refreshShares writes this replica's member count of each local group,

@@ -58,29 +58,21 @@ func (r *Redis) HandOffShared(ctx context.Context, group string, msgs []*Message
 }
 
 // pushShared appends msgs to group's list of handed-off messages, renews
-// its TTL, and announces the group to every replica.
+// its TTL, announces the group to every replica, and forgets that this
+// replica's members owed them (redis_shareowed.go).
 func (r *Redis) pushShared(ctx context.Context, group string, msgs []*Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
 	envs := make([]any, len(msgs))
+	fields := make([]string, 0, len(msgs))
 	for i, m := range msgs {
 		envs[i] = AppendEnvelope(make([]byte, 0, EnvelopeSize(m)), m, "")
+		if m.QoS > 0 {
+			fields = append(fields, owedField(m, group))
+		}
 	}
-	key := r.shareQueueKey(group)
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.RPush(ctx, key, envs...)
-		p.PExpire(ctx, key, shareHandoffTTL)
-		return nil
-	})
-	if err != nil {
-		return unavailable("hand off shared messages", err)
-	}
-	r.stats.shareHandedOff.Add(int64(len(msgs)))
-	// The announcement only hastens the others: they also look every
-	// shareRefresh.
-	_ = r.rdb.Publish(ctx, r.shareQueueChannel(), group).Err()
-	return nil
+	return r.pushEnvs(ctx, r.node, group, fields, envs)
 }
 
 // shareQueued notes an announcement of group's list: this replica looks
@@ -149,9 +141,9 @@ func (r *Redis) drainShares() {
 			}
 			continue
 		}
-		back := r.takeShared(g, envs)
+		back, fields := r.takeShared(ctx, g, envs)
 		if len(back) > 0 {
-			r.returnShared(ctx, g, back)
+			r.returnShared(ctx, g, back, fields)
 		} else if len(envs) == shareHandoffBatch {
 			s.mu.Lock()
 			s.drain[g] = struct{}{}
@@ -169,25 +161,47 @@ func (r *Redis) drainShares() {
 
 // takeShared hands the messages of envs, from group's list, to the
 // group's live members here, in order, and returns those from the first
-// one no member took.
-func (r *Redis) takeShared(group string, envs []string) (back []string) {
-	for k, env := range envs {
+// one no member took, with their fields in this replica's hash of owed
+// messages. Every message is recorded as owed by this replica's members
+// before any member gets it (redis_shareowed.go).
+func (r *Redis) takeShared(ctx context.Context, group string, envs []string) (back []string, fields []string) {
+	msgs := make([]*Message, 0, len(envs))
+	kept := envs[:0:0]
+	var owed []any
+	for _, env := range envs {
 		m := new(Message)
 		if _, err := DecodeEnvelope(env, m); err != nil {
 			r.stats.decodeErrors.Add(1)
 			continue
 		}
+		msgs, kept = append(msgs, m), append(kept, env)
+		if m.QoS > 0 {
+			owed = append(owed, owedField(m, group), env)
+		}
+	}
+	if len(owed) > 0 {
+		if err := r.rdb.HSet(ctx, r.shareOwedKey(r.node), owed...).Err(); err != nil {
+			r.log.Warn("handed-off shared messages not recorded as owed here", "group", group, "messages", len(owed)/2, "err", err)
+		}
+	}
+	for k, m := range msgs {
 		if !r.core.DeliverShared(group, m) {
-			return envs[k:]
+			for _, m := range msgs[k:] {
+				if m.QoS > 0 {
+					fields = append(fields, owedField(m, group))
+				}
+			}
+			return kept[k:], fields
 		}
 		r.stats.shareTakenOver.Add(1)
 	}
-	return nil
+	return nil, nil
 }
 
 // returnShared puts envs back at the head of group's list, in order, for
-// the next look of any replica with members.
-func (r *Redis) returnShared(ctx context.Context, group string, envs []string) {
+// the next look of any replica with members, and forgets fields, their
+// records as owed here, first (see pushEnvs).
+func (r *Redis) returnShared(ctx context.Context, group string, envs, fields []string) {
 	if len(envs) == 0 {
 		return
 	}
@@ -196,12 +210,16 @@ func (r *Redis) returnShared(ctx context.Context, group string, envs []string) {
 		rev[len(envs)-1-i] = env // LPUSH puts the last pushed first
 	}
 	key := r.shareQueueKey(group)
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.LPush(ctx, key, rev...)
+	var push *redis.IntCmd
+	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if len(fields) > 0 {
+			p.HDel(ctx, r.shareOwedKey(r.node), fields...)
+		}
+		push = p.LPush(ctx, key, rev...)
 		p.PExpire(ctx, key, shareHandoffTTL)
 		return nil
 	})
-	if err != nil {
+	if err := push.Err(); err != nil {
 		r.stats.shareLost.Add(int64(len(envs)))
 		r.log.Warn("shared subscription hand-offs lost", "group", group, "messages", len(envs), "err", fmt.Errorf("give back: %w", err))
 	}

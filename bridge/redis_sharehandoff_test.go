@@ -57,7 +57,7 @@ func TestRedis_Share_HandOffTakesInOrder_ReturnsTheRest_MQTT_4_8_2(t *testing.T)
 				m := rmsg("t", 1, fmt.Sprint(k))
 				envs = append(envs, string(AppendEnvelope(nil, m, "")))
 			}
-			back := a.Redis.takeShared(group, envs)
+			back, fields := a.Redis.takeShared(context.Background(), group, envs)
 			if !slices.Equal(back, envs[tt.accept:]) {
 				t.Fatalf("returned %d messages, want the %d from the first refused", len(back), len(envs)-tt.accept)
 			}
@@ -71,8 +71,8 @@ func TestRedis_Share_HandOffTakesInOrder_ReturnsTheRest_MQTT_4_8_2(t *testing.T)
 			// A group no replica has members of: nobody drains its list.
 			idle := fmt.Sprintf("$share/idle%d/t", i)
 			ctx := context.Background()
-			a.Redis.returnShared(ctx, idle, back)
-			a.Redis.returnShared(ctx, idle, []string{"earlier"})
+			a.Redis.returnShared(ctx, idle, back, fields)
+			a.Redis.returnShared(ctx, idle, []string{"earlier"}, nil)
 			list := a.Redis.rdb.LRange(ctx, a.Redis.shareQueueKey(idle), 0, -1).Val()
 			if want := append([]string{"earlier"}, back...); len(back) > 0 && !slices.Equal(list, want) {
 				t.Fatalf("list holds %d entries, want %d with the last returned at the head, each batch in order", len(list), len(want))

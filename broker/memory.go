@@ -264,6 +264,10 @@ func (l *loopback) ShareMembers(string, int) {}
 // SharedElsewhere implements Cluster: a single node has no other.
 func (l *loopback) SharedElsewhere(string) bool { return false }
 
+// SharedDone implements Cluster: a single node records nothing of what
+// its members owe; nothing survives its process.
+func (l *loopback) SharedDone(context.Context, []SharedDelivery, bool) error { return nil }
+
 // HandOffShared implements Cluster: there is no other node to hand to.
 func (l *loopback) HandOffShared(context.Context, string, []*Message) (bool, error) {
 	return false, nil

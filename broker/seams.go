@@ -136,6 +136,16 @@ type Cluster interface {
 	// nothing done, when the cluster has no other node. It runs with no
 	// lock held and may wait for the cluster.
 	HandOffShared(ctx context.Context, group string, msgs []*Message) (bool, error)
+	// SharedDone tells the cluster that the member of each group of ds
+	// on this node that took its message is done with it: acknowledged
+	// (QoS 1), sent (QoS 2 or 0: it stays with that member
+	// [MQTT-4.8.2-5]), dropped, or kept by a stored session. A cluster
+	// that records what a node's members owe, for another node to give
+	// to other members should this one die, forgets those. With wait it
+	// returns once the cluster has forgotten them (before a QoS 2 message
+	// is written to its member), else at once, the work queued. It runs
+	// with no lock held.
+	SharedDone(ctx context.Context, ds []SharedDelivery, wait bool) error
 	// PublishWill publishes will, due because sub's connection of
 	// clientID ended without DISCONNECT [MQTT-3.1.2-8], unless it was
 	// already published for this connection (a node that declared this

@@ -170,7 +170,12 @@ func (b *Broker) deliverShared(g *shareGroup, msg *Message, handoff bool) bool {
 			gated++
 		}
 	}
-	return tries > 0 && gated == tries
+	if tries > 0 && gated == tries {
+		// Owed to none: the cluster forgets it was this node's.
+		_ = b.cluster.SharedDone(context.Background(), []SharedDelivery{{Group: g.key, Delivery: Delivery{Message: msg}}}, false)
+		return true
+	}
+	return false
 }
 
 // memberResult is what one member did with a shared message.
@@ -289,6 +294,17 @@ func (b *Broker) HandBack(ctx context.Context, ds []SharedDelivery, keep bool) (
 		b.shareDropped.Add(int64(len(ds) - n))
 	}
 	return taken, errors.Join(errs...)
+}
+
+// SharedDone tells the cluster that the members that took ds from their
+// groups are done with them (Cluster.SharedDone): a session calls it when
+// a shared message is acknowledged (QoS 1), sent (QoS 0 and 2, with wait
+// for QoS 2), dropped, or kept by its stored session.
+func (b *Broker) SharedDone(ctx context.Context, ds []SharedDelivery, wait bool) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	return b.cluster.SharedDone(ctx, ds, wait)
 }
 
 // DeliverShared implements Receiver: msg goes to the next live member of

@@ -242,6 +242,12 @@ type handoffs struct {
 	gateRefuses       bool
 	got               map[string][]*Message
 	took              []bool // what each take of ClaimShared reported
+	done              []SharedDelivery
+}
+
+func (h *handoffs) SharedDone(_ context.Context, ds []SharedDelivery, _ bool) error {
+	h.done = append(h.done, ds...)
+	return nil
 }
 
 func (h *handoffs) ClaimShared(_ string, _ *Message, take func() bool) {
@@ -397,10 +403,11 @@ func TestShare_TakeReportsWhetherAnotherNodeShouldHaveIt(t *testing.T) {
 		closing     bool
 		want        bool
 		delivered   int
+		done        int // reported done to the cluster: owed by no member here
 	}{
 		{name: "a live member takes it", want: true, delivered: 1},
 		{name: "the only member is closing: another node should", closing: true, want: false},
-		{name: "the Gate holds it back from every member: done", gateRefuses: true, want: true},
+		{name: "the Gate holds it back from every member: done", gateRefuses: true, want: true, done: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -415,6 +422,9 @@ func TestShare_TakeReportsWhetherAnotherNodeShouldHaveIt(t *testing.T) {
 			}
 			if n := len(m.deliveries()); n != tt.delivered {
 				t.Fatalf("member got %d, want %d", n, tt.delivered)
+			}
+			if len(h.done) != tt.done || (tt.done > 0 && h.done[0].Group != "$share/g/t") {
+				t.Fatalf("reported done %v, want %d of $share/g/t", h.done, tt.done)
 			}
 		})
 	}

@@ -72,6 +72,8 @@ var metrics = []metric{
 	{"bridge_shared_dropped", prometheus.CounterValue, "Shared subscription messages a member left unsent or unacknowledged when its session ended with its connection, which no other member could take."},
 	{"bridge_shared_handed_off", prometheus.CounterValue, "Shared subscription messages this replica put in a group's list in Redis for the members on other replicas."},
 	{"bridge_shared_taken_over", prometheus.CounterValue, "Shared subscription messages this replica took from a group's list in Redis and gave to one of its members."},
+	{"bridge_shared_owed_moved", prometheus.CounterValue, "Shared subscription messages the members of a dead replica owed, which this replica, reaping it, moved to their groups' lists in Redis for other members."},
+	{"bridge_shared_owed_not_forgotten", prometheus.CounterValue, "Shared subscription messages finished by their member whose record in Redis could not be removed while Redis did not answer (a reaper of this replica would give them to another member)."},
 	{"bridge_subscriptions", prometheus.GaugeValue, "Subscriptions (client and filter pairs) held on this replica, offline persistent sessions of a single node included."},
 }
 

@@ -251,14 +251,17 @@ func (s *Session) snapshot() (st *broker.StoredSession, shared []sharedEntry) {
 	sortInflight(st.Inflight, s.inflight)
 	for i, in := range st.Inflight {
 		if o := s.inflight[in.PacketID]; handsBack(o.outgoing, true) {
-			shared = append(shared, sharedEntry{group: s.shareNames[o.subID], inflight: true, index: i})
+			shared = append(shared, sharedEntry{group: s.groupOf(o.outgoing), inflight: true, index: i})
 		}
 	}
 	for _, list := range [][]outgoing{s.pending, s.held} {
 		for _, o := range list {
+			if o.qos == 0 && o.shared {
+				s.shareDropped = append(s.shareDropped, s.sharedDelivery(o))
+			}
 			if o.qos > 0 {
 				if handsBack(o, false) {
-					shared = append(shared, sharedEntry{group: s.shareNames[o.subID], index: len(st.Queued)})
+					shared = append(shared, sharedEntry{group: s.groupOf(o), index: len(st.Queued)})
 				}
 				st.Queued = append(st.Queued, broker.Delivery{Message: o.msg, QoS: o.qos, Retain: o.retain})
 			}

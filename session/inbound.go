@@ -363,10 +363,15 @@ func (s *Session) onPubrel(id uint16) {
 
 func (s *Session) onPuback(id uint16) {
 	s.mu.Lock()
+	var done []broker.SharedDelivery
 	if in, ok := s.inflight[id]; ok && in.qos == 1 {
 		delete(s.inflight, id)
+		if in.shared {
+			done = []broker.SharedDelivery{s.sharedDelivery(in.outgoing)}
+		}
 	}
 	s.mu.Unlock()
+	s.sharedDone(done, false)
 	s.signal()
 }
 

@@ -37,6 +37,7 @@ func (s *Session) Deliver(msg *broker.Message, qos byte) bool {
 // sent or acknowledged, it goes back to the group (share.go).
 func (s *Session) DeliverShared(msg *broker.Message, qos byte, group string) bool {
 	if !s.mayRead(msg.Topic) {
+		s.sharedDone([]broker.SharedDelivery{{Group: group, Delivery: broker.Delivery{Message: msg, QoS: qos}}}, false)
 		return true
 	}
 	s.mu.Lock()
@@ -85,12 +86,12 @@ func (s *Session) enqueue(o outgoing) bool {
 		return false
 	}
 	if s.retainedMarks != nil && s.staleLocked(o.msg) {
-		s.mu.Unlock()
+		s.dropLocked(o)
 		s.env.Stats.DroppedStale.Add(1)
 		return true
 	}
 	if len(s.pending)+len(s.held) >= s.env.Config.MaxQueued || s.bytesFullLocked(o.msg) {
-		s.mu.Unlock()
+		s.dropLocked(o)
 		if o.qos == 0 {
 			s.env.Stats.DroppedQoS0.Add(1)
 		} else {
@@ -112,6 +113,26 @@ func (s *Session) enqueue(o outgoing) bool {
 		go s.writeLoop()
 	}
 	return true
+}
+
+// doneLocked appends o to done when a group handed it to this
+// connection. s.mu is held.
+func (s *Session) doneLocked(done []broker.SharedDelivery, o outgoing) []broker.SharedDelivery {
+	if !o.shared {
+		return done
+	}
+	return append(done, s.sharedDelivery(o))
+}
+
+// dropLocked unlocks s.mu and, for a message a group handed this
+// connection, reports it done: dropped, it is owed to the group no more.
+func (s *Session) dropLocked(o outgoing) {
+	var done []broker.SharedDelivery
+	if o.shared {
+		done = []broker.SharedDelivery{s.sharedDelivery(o)}
+	}
+	s.mu.Unlock()
+	s.sharedDone(done, false)
 }
 
 // queuedSize is what a message counts against -max-queued-bytes: its topic
@@ -202,9 +223,11 @@ func (s *Session) writeLoop() {
 	// than half of WriteTimeout is left, so a write that blocks fails
 	// after between half of WriteTimeout and all of it.
 	var deadline time.Time
+	var done, clearing []broker.SharedDelivery
 	for {
-		buf = s.fill(buf[:0], false)
-		if len(buf) == 0 {
+		buf, done, clearing = s.fillShared(buf[:0], false, done[:0], clearing[:0])
+		if len(buf) == 0 && len(clearing) == 0 {
+			s.sharedDone(done, false)
 			idle.Reset(writerIdle)
 			select {
 			case <-s.wake:
@@ -213,26 +236,50 @@ func (s *Session) writeLoop() {
 				return
 			case <-idle.C:
 			}
-			if buf = s.fill(buf[:0], true); len(buf) == 0 {
+			buf, done, clearing = s.fillShared(buf[:0], true, done[:0], clearing[:0])
+			if len(buf) == 0 && len(clearing) == 0 {
+				s.sharedDone(done, false)
 				return
 			}
 		}
-		select {
-		case s.wturn <- struct{}{}:
-		case <-s.closed:
+		s.sharedDone(done, false)
+		clear(done)
+		if len(buf) > 0 && !s.write(buf, &deadline) {
 			return
 		}
-		if now := time.Now(); deadline.Sub(now) < s.env.Config.WriteTimeout/2 {
-			deadline = now.Add(s.env.Config.WriteTimeout)
-			_ = s.conn.SetWriteDeadline(deadline)
-		}
-		_, err := s.conn.Write(buf)
-		<-s.wturn
-		if err != nil {
-			s.stop(fmt.Errorf("write: %w", err))
-			return
+		if len(clearing) > 0 {
+			// A group's QoS 2 message stays with this member once sent
+			// [MQTT-4.8.2-5]: the cluster forgets it was owed first, so
+			// that no other node gives it to another member should this
+			// one die. Until then it waits in the queue, where it goes
+			// back to the group if the connection ends.
+			s.sharedDone(clearing, true)
+			s.markCleared(len(clearing))
+			clear(clearing)
 		}
 	}
+}
+
+// write writes buf to the socket under the write turn, renewing the
+// write deadline when less than half of WriteTimeout is left. It reports
+// false when the connection is closing or the write failed.
+func (s *Session) write(buf []byte, deadline *time.Time) bool {
+	select {
+	case s.wturn <- struct{}{}:
+	case <-s.closed:
+		return false
+	}
+	if now := time.Now(); deadline.Sub(now) < s.env.Config.WriteTimeout/2 {
+		*deadline = now.Add(s.env.Config.WriteTimeout)
+		_ = s.conn.SetWriteDeadline(*deadline)
+	}
+	_, err := s.conn.Write(buf)
+	<-s.wturn
+	if err != nil {
+		s.stop(fmt.Errorf("write: %w", err))
+		return false
+	}
+	return true
 }
 
 // fill encodes what is ready to send: acknowledgements first, then pending
@@ -248,17 +295,36 @@ func (s *Session) writeLoop() {
 // With exitIfEmpty, finding nothing to send ends the writer's turn under the
 // same lock, so a later signal starts a new writer.
 func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
+	buf, _, _ = s.fillShared(buf, exitIfEmpty, nil, nil)
+	return buf
+}
+
+// fillShared is fill, and appends to done the messages groups handed
+// this connection that it is done with: sent at QoS 0, or dropped (a
+// QoS 1 message is done when acknowledged, onPuback). It stops before a
+// group's QoS 2 message the cluster has not forgotten as owed, and
+// appends it and the next ones the window has room for to clearing: the
+// writer has the cluster forget them (waiting), then sends them.
+func (s *Session) fillShared(buf []byte, exitIfEmpty bool, done, clearing []broker.SharedDelivery) ([]byte, []broker.SharedDelivery, []broker.SharedDelivery) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.shareDropped) > 0 {
+		done = append(done, s.shareDropped...)
+		s.shareDropped = nil
+	}
 	buf = append(buf, s.ctrl...)
 	s.ctrl = s.ctrl[:0]
 	checkReads := s.env.Auth.ChecksReads()
 	var now time.Time // read once per batch, when a message has properties
 	n := 0
-	for ; n < len(s.pending) && len(buf) < maxWriteBatch; n++ {
+	// Once halted the socket is closed: what is not sent stays queued,
+	// where a group's messages go back to the group (a QoS 2 one put in
+	// flight would stay with this member, never sent).
+	for ; !s.halted && n < len(s.pending) && len(buf) < maxWriteBatch; n++ {
 		o := s.pending[n]
 		if checkReads && !s.mayRead(o.msg.Topic) {
 			s.queuedBytes -= queuedSize(o.msg)
+			done = s.doneLocked(done, o)
 			continue
 		}
 		p := packets.Publish{QoS: o.qos, Retain: o.retain, Topic: o.msg.Topic, Payload: o.msg.Payload}
@@ -272,21 +338,29 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 				// to 3.1.1 clients neither.
 				s.queuedBytes -= queuedSize(o.msg)
 				s.env.Stats.DroppedExpired.Add(1)
+				done = s.doneLocked(done, o)
 				continue
 			}
 			p.Properties = s.publishProperties(o.msg, remaining)
 		}
 		if s.subOpts != nil && !s.applyOptionsLocked(&o, &p) {
 			s.queuedBytes -= queuedSize(o.msg) // [MQTT-3.8.3-3] No Local
+			done = s.doneLocked(done, o)
 			continue
 		}
 		if o.qos > 0 && len(s.inflight) >= s.maxInflight {
+			break
+		}
+		if mustClear(o) {
+			// Before shapePublishLocked, which may assign a Topic Alias.
+			clearing = s.clearingLocked(clearing, n)
 			break
 		}
 		if s.v5.shapesPublish() && !s.shapePublishLocked(&p) {
 			// Too large for the client: dropped, as if sent [MQTT-3.1.2-25].
 			s.queuedBytes -= queuedSize(o.msg)
 			s.env.Stats.DroppedTooLarge.Add(1)
+			done = s.doneLocked(done, o)
 			continue
 		}
 		if o.qos > 0 {
@@ -296,6 +370,9 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 			s.inflight[p.PacketID] = inflight{outgoing: o, seq: s.seq}
 		}
 		s.queuedBytes -= queuedSize(o.msg)
+		if o.qos == 0 {
+			done = s.doneLocked(done, o)
+		}
 		buf = s.appendPublish(buf, &p)
 		s.env.Stats.Delivered.Add(1)
 	}
@@ -313,14 +390,14 @@ func (s *Session) fill(buf []byte, exitIfEmpty bool) []byte {
 			s.pending = s.pending[n:]
 		}
 	}
-	if len(buf) == 0 && exitIfEmpty {
+	if len(buf) == 0 && len(clearing) == 0 && exitIfEmpty {
 		// Nothing to send: the writer exits; keep a small buffer for the next.
 		s.writing = false
 		if cap(buf) <= keptWriteBuffer {
 			s.wbuf = buf
 		}
 	}
-	return buf
+	return buf, done, clearing
 }
 
 // appendPublish encodes an outgoing PUBLISH in the connection's protocol

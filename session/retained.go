@@ -339,6 +339,7 @@ func (s *Session) releaseHeldLocked() {
 		if s.retainedMarks != nil && s.staleLocked(o.msg) {
 			s.env.Stats.DroppedStale.Add(1)
 			s.queuedBytes -= queuedSize(o.msg)
+			s.shareDropped = s.doneLocked(s.shareDropped, o)
 			continue
 		}
 		s.pending = append(s.pending, o)

@@ -113,6 +113,7 @@ type Broker interface {
 	PublishAsync(ctx context.Context, msg *broker.Message, done func(error))
 	PublishWill(ctx context.Context, clientID string, sub broker.Subscriber, will *broker.Message) (bool, error)
 	HandBack(ctx context.Context, ds []broker.SharedDelivery, keep bool) ([]bool, error)
+	SharedDone(ctx context.Context, ds []broker.SharedDelivery, wait bool) error
 	RetainedTopics(ctx context.Context, filter string) ([]string, error)
 	RetainedMessages(ctx context.Context, topics []string, maxBytes int) ([]*broker.Message, int, error)
 }
@@ -239,6 +240,10 @@ type Session struct {
 	// first such message.
 	shareNames []string
 	shareIndex map[string]uint32
+	// shareDropped holds group messages dropped under mu (queued at QoS
+	// 0 by the snapshot, stale after a page of retained messages) until
+	// the writer or end reports them done (Broker.SharedDone).
+	shareDropped []broker.SharedDelivery
 
 	closeOnce  sync.Once
 	closed     chan struct{} // closed when the connection is being torn down
@@ -259,7 +264,8 @@ type outgoing struct {
 	// shared is set for a message a shared subscription group handed this
 	// connection (DeliverShared); subID is then the group's index in
 	// Session.shareNames, so that the message can go back to the group
-	// when the connection ends (HandBack). A message is never both. They
+	// when the connection ends (HandBack), with shareCleared set once a
+	// QoS 2 one may be sent (share.go). A message is never both. They
 	// fit in the struct's padding: it stays 16 bytes.
 	fed    bool
 	shared bool
@@ -493,10 +499,7 @@ func (s *Session) end(ctx context.Context) {
 		s.publishWill(ctx)
 	}
 	var state *broker.StoredSession
-	snap, shared := s.snapshot()
-	if len(shared) > 0 {
-		s.handBack(ctx, snap, shared)
-	}
+	snap := s.handOver(ctx)
 	if !s.clean {
 		state = snap
 		// Retained messages owed to a new subscription and not yet sent

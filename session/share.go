@@ -50,10 +50,27 @@ func handsBack(o outgoing, inflight bool) bool {
 	return !inflight || o.qos == 1
 }
 
+// handOver takes the session's state (snapshot) and gives what its
+// groups handed it back to them (handBack); the rest, which stays in the
+// stored session or is lost with it, this node's members no longer owe
+// their groups (sharedDone).
+func (s *Session) handOver(ctx context.Context) *broker.StoredSession {
+	snap, shared := s.snapshot()
+	s.mu.Lock()
+	done := s.shareDropped
+	s.shareDropped = nil
+	s.mu.Unlock()
+	if len(shared) > 0 {
+		done = append(done, s.handBack(ctx, snap, shared)...)
+	}
+	s.sharedDone(done, false)
+	return snap
+}
+
 // handBack gives the messages of shared, entries of st, back to their
 // groups, and takes those another member took out of st: a persistent
-// session keeps only what nobody took.
-func (s *Session) handBack(ctx context.Context, st *broker.StoredSession, shared []sharedEntry) {
+// session keeps only what nobody took. It returns what nobody took.
+func (s *Session) handBack(ctx context.Context, st *broker.StoredSession, shared []sharedEntry) (left []broker.SharedDelivery) {
 	ds := make([]broker.SharedDelivery, len(shared))
 	for i, e := range shared {
 		var d broker.Delivery
@@ -73,6 +90,7 @@ func (s *Session) handBack(ctx context.Context, st *broker.StoredSession, shared
 	var goneInflight, goneQueued map[int]bool
 	for i, e := range shared {
 		if !taken[i] {
+			left = append(left, ds[i])
 			continue
 		}
 		if e.inflight {
@@ -89,6 +107,78 @@ func (s *Session) handBack(ctx context.Context, st *broker.StoredSession, shared
 	}
 	st.Inflight = dropIndexes(st.Inflight, goneInflight)
 	st.Queued = dropIndexes(st.Queued, goneQueued)
+	return left
+}
+
+// shareCleared, in the subID of a message a group handed this connection
+// at QoS 2, says the cluster has forgotten that this node's members owe
+// it (sharedDone, waited for): it may be sent. Group indexes stay far
+// below it.
+const shareCleared uint32 = 1 << 31
+
+// groupOf returns the group that handed o to this connection. s.mu is
+// held.
+func (s *Session) groupOf(o outgoing) string { return s.shareNames[o.subID&^shareCleared] }
+
+// sharedDelivery is o, a message a group handed this connection, with
+// its group. s.mu is held.
+func (s *Session) sharedDelivery(o outgoing) broker.SharedDelivery {
+	return broker.SharedDelivery{Group: s.groupOf(o), Delivery: broker.Delivery{Message: o.msg, QoS: o.qos}}
+}
+
+// mustClear reports whether o is a group's QoS 2 message the cluster has
+// not yet forgotten as owed: it waits in the queue until it has.
+func mustClear(o outgoing) bool { return o.shared && o.qos == 2 && o.subID&shareCleared == 0 }
+
+// clearingLocked appends to clearing the group QoS 2 messages of
+// s.pending[n:] to clear before they are sent, as many as the inflight
+// window has room for (at least one). s.mu is held.
+func (s *Session) clearingLocked(clearing []broker.SharedDelivery, n int) []broker.SharedDelivery {
+	room := max(1, s.maxInflight-len(s.inflight))
+	for _, o := range s.pending[n:] {
+		if len(clearing) == room {
+			break
+		}
+		if mustClear(o) {
+			clearing = append(clearing, s.sharedDelivery(o))
+		}
+	}
+	return clearing
+}
+
+// markCleared marks the first k group QoS 2 messages of the queue still
+// to clear as cleared: those clearingLocked listed, which stay first
+// (the writer alone takes from the queue, and only what comes before).
+func (s *Session) markCleared(k int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := 0; i < len(s.pending) && k > 0; i++ {
+		if mustClear(s.pending[i]) {
+			s.pending[i].subID |= shareCleared
+			k--
+		}
+	}
+}
+
+// sharedDone reports to the broker that this connection is done with ds,
+// messages its groups handed it (broker.Broker.SharedDone): a cluster
+// forgets that this node's members owe them. With wait it returns once
+// the cluster has (a QoS 2 message is about to be sent: then it stays
+// with this member [MQTT-4.8.2-5], and no other node may give it to
+// another member should this one die).
+func (s *Session) sharedDone(ds []broker.SharedDelivery, wait bool) {
+	if len(ds) == 0 {
+		return
+	}
+	ctx := context.Background()
+	if wait {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.env.Config.WriteTimeout)
+		defer cancel()
+	}
+	if err := s.env.Broker.SharedDone(ctx, ds, wait); err != nil {
+		s.logger().Warn("shared subscription messages sent not forgotten in the cluster", "messages", len(ds), "err", err)
+	}
 }
 
 // dropIndexes returns list without the entries whose index is in gone,

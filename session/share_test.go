@@ -26,6 +26,20 @@ func (b *handBackBroker) HandBack(_ context.Context, ds []broker.SharedDelivery,
 	return taken, nil
 }
 
+// fillCleared is the writer's fill with a cluster that forgets at once
+// what a group's QoS 2 messages were owed (markCleared).
+func fillCleared(s *Session) []byte {
+	var out []byte
+	for {
+		buf, _, clearing := s.fillShared(nil, false, nil, nil)
+		out = append(out, buf...)
+		if len(clearing) == 0 {
+			return out
+		}
+		s.markCleared(len(clearing))
+	}
+}
+
 // payloads lists the payloads of ds.
 func payloads[T any](list []T, msg func(T) *broker.Message) []string {
 	out := []string{}
@@ -88,7 +102,7 @@ func TestHandBack_WhatGoesBackToTheGroup_MQTT_4_8_2(t *testing.T) {
 						s.DeliverShared(m, d.qos, d.group)
 					}
 				}
-				s.fill(nil, false) // sends the first window messages
+				fillCleared(s) // sends the first window messages
 				for id := uint16(1); id <= uint16(tt.pubrec); id++ {
 					s.onPubrec(id, 0)
 				}
@@ -141,4 +155,168 @@ func groupOf(in []delivery, m *broker.Message) string {
 		}
 	}
 	return "?"
+}
+
+// doneBroker records what a session reports done with (SharedDone) and
+// hands back, taking all of it or none.
+type doneBroker struct {
+	handBackBroker
+	done []string // payloads, in order; "wait:" before those waited for
+}
+
+func (b *doneBroker) SharedDone(_ context.Context, ds []broker.SharedDelivery, wait bool) error {
+	for _, d := range ds {
+		p := string(d.Message.Payload)
+		if wait {
+			p = "wait:" + p
+		}
+		b.done = append(b.done, p)
+	}
+	return nil
+}
+
+// sharedIn is a message a test hands a session: at qos, from a message
+// of msgQoS, through group ("": not shared).
+type sharedIn struct {
+	payload     string
+	msgQoS, qos byte
+	group       string
+}
+
+// Section 4.8.2 across replicas: a member's node records what its members
+// owe their groups, for a survivor to give to other members should the
+// node die; the session reports when a member is done with a group's
+// message, so that the record is removed: a QoS 1 message when
+// acknowledged, a QoS 2 message before it is written (it then stays with
+// the member [MQTT-4.8.2-5]: waited for), a QoS 0 delivery when sent; one
+// dropped; at the end what nobody else took, and what the session drops.
+// A non-shared message is never reported.
+func TestSharedDone_WhenAMemberIsDoneWithAGroupsMessage_MQTT_4_8_2(t *testing.T) {
+	const g = "$share/g/t"
+	tests := []struct {
+		name              string
+		window, maxQueued int
+		in                []sharedIn
+		takeAll           bool
+		wantQueue         []string // reported when delivered (dropped)
+		wantFill          []string // returned done by the writer's fill
+		wantClear         []string // held back by the fill until the cluster forgot them
+		noAck             bool     // the member sends no PUBACK
+		wantAck           []string // reported on PUBACK of packet id 1
+		wantEnd           []string // reported when the connection ends
+	}{
+		{
+			name: "QoS 1 when acknowledged", window: 1, maxQueued: 10,
+			in:      []sharedIn{{"a", 1, 1, g}},
+			wantAck: []string{"a"},
+		},
+		{
+			name: "QoS 2 before it is written, waited for; then it stays", window: 2, maxQueued: 10,
+			in:        []sharedIn{{"a", 1, 1, g}, {"b", 2, 2, g}, {"c", 2, 2, g}, {"d", 2, 2, g}},
+			wantClear: []string{"b"}, wantAck: []string{"a"}, wantEnd: []string{"c", "d"},
+		},
+		{
+			name: "QoS 2: as many cleared at once as the window has room for", window: 3, maxQueued: 10,
+			in:        []sharedIn{{"a", 2, 2, g}, {"b", 1, 1, g}, {"c", 2, 2, g}, {"d", 2, 2, g}},
+			wantClear: []string{"a", "c", "d"}, wantEnd: []string{"b", "d"},
+		},
+		{
+			name: "QoS 0 grant of a QoS 1 message when sent", window: 1, maxQueued: 10,
+			in:       []sharedIn{{"a", 1, 0, g}},
+			wantFill: []string{"a"},
+		},
+		{
+			name: "dropped for a full queue when delivered", window: 1, maxQueued: 1,
+			in:        []sharedIn{{"a", 1, 1, g}, {"b", 1, 1, g}},
+			wantQueue: []string{"b"}, wantAck: []string{"a"},
+		},
+		{
+			name: "at the end what nobody took, and the dropped QoS 0", window: 1, maxQueued: 10, noAck: true,
+			in:      []sharedIn{{"a", 1, 1, g}, {"b", 1, 1, g}, {"c", 1, 0, g}},
+			wantEnd: []string{"c", "a", "b"},
+		},
+		{
+			name: "at the end nothing another member took", window: 1, maxQueued: 10, takeAll: true, noAck: true,
+			in:      []sharedIn{{"a", 1, 1, g}, {"b", 1, 1, g}, {"c", 1, 0, g}},
+			wantEnd: []string{"c"},
+		},
+		{
+			name: "non-shared never", window: 2, maxQueued: 10,
+			in: []sharedIn{{"a", 1, 1, ""}, {"b", 2, 2, ""}, {"c", 0, 0, ""}},
+		},
+	}
+	str := func(v []string) string { return fmt.Sprint(append([]string{}, v...)) }
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestSession(t, tt.window, tt.maxQueued)
+			b := &doneBroker{handBackBroker: handBackBroker{Broker: broker.NewMemory(broker.MemoryOptions{}), takeAll: tt.takeAll}}
+			s.env.Broker = b
+			for _, d := range tt.in {
+				m := &broker.Message{Topic: "t", Payload: []byte(d.payload), QoS: d.msgQoS}
+				if d.group == "" {
+					s.Deliver(m, d.qos)
+				} else {
+					s.DeliverShared(m, d.qos, d.group)
+				}
+			}
+			if str(b.done) != str(tt.wantQueue) {
+				t.Fatalf("reported done when delivered %v, want %v", b.done, tt.wantQueue)
+			}
+			b.done = nil
+			_, done, clearing := s.fillShared(nil, false, nil, nil)
+			msg := func(d broker.SharedDelivery) *broker.Message { return d.Message }
+			if got := payloads(done, msg); str(got) != str(tt.wantFill) {
+				t.Fatalf("fill reports done %v, want %v", got, tt.wantFill)
+			}
+			if got := payloads(clearing, msg); str(got) != str(tt.wantClear) {
+				t.Fatalf("fill holds back %v to clear, want %v", got, tt.wantClear)
+			}
+			if len(clearing) > 0 {
+				before := len(s.inflight)
+				s.markCleared(len(clearing))
+				if _, done, clearing = s.fillShared(nil, false, nil, nil); len(done)+len(clearing) > 0 {
+					t.Fatalf("once cleared, fill reports %d done and holds back %d", len(done), len(clearing))
+				}
+				if sent := len(s.inflight) - before; sent == 0 {
+					t.Fatal("nothing sent once cleared")
+				}
+			}
+			if !tt.noAck {
+				s.onPuback(1)
+			}
+			if str(b.done) != str(tt.wantAck) {
+				t.Fatalf("reported done on PUBACK %v, want %v", b.done, tt.wantAck)
+			}
+			b.done = nil
+			s.handOver(context.Background())
+			if str(b.done) != str(tt.wantEnd) {
+				t.Fatalf("reported done at the end %v, want %v", b.done, tt.wantEnd)
+			}
+		})
+	}
+}
+
+// A connection that is closing (its socket closed) puts nothing more in
+// flight: a group's QoS 2 message put in flight then would stay with this
+// member, never sent [MQTT-4.8.2-5]; left queued, it goes back to the
+// group.
+func TestFill_ClosingConnectionKeepsGroupMessagesQueued_MQTT_4_8_2(t *testing.T) {
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprint("QoS ", qos), func(t *testing.T) {
+			s := newTestSession(t, 10, 10)
+			hb := &handBackBroker{Broker: broker.NewMemory(broker.MemoryOptions{}), takeAll: true}
+			s.env.Broker = hb
+			s.DeliverShared(&broker.Message{Topic: "t", Payload: []byte("a"), QoS: qos}, qos, "$share/g/t")
+			s.mu.Lock()
+			s.halted = true
+			s.mu.Unlock()
+			if buf := fillCleared(s); len(buf) != 0 || len(s.inflight) != 0 {
+				t.Fatalf("a closing connection wrote %d bytes, %d in flight", len(buf), len(s.inflight))
+			}
+			s.handOver(context.Background())
+			if got := payloads(hb.got, func(d broker.SharedDelivery) *broker.Message { return d.Message }); fmt.Sprint(got) != "[a]" {
+				t.Fatalf("handed back %v, want [a]", got)
+			}
+		})
+	}
 }
