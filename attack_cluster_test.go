@@ -86,16 +86,7 @@ func TestAttack13_ZombieMasterWriteHidesAcknowledgedMessages(t *testing.T) {
 		}
 	}()
 	p1.Send(&packets.Publish{QoS: 1, PacketID: 7, Topic: level + "/z", Payload: []byte("z")})
-	for {
-		role, err := rc.Do(ctx, "ROLE").Slice()
-		if err == nil && len(role) > 0 && role[0] == "master" {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("the paused master's replica was never promoted")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitPromoted(t, ctx, rc, false)
 	want := []string{"x1", "x2", "x3", "x4", "x5"}
 	for i, p := range want {
 		p2.Send(&packets.Publish{QoS: 1, PacketID: uint16(10 + i), Topic: level + "/x", Payload: []byte(p)})
@@ -132,16 +123,7 @@ func TestAttack13_PausedMasterStallsEveryShardsPublishes(t *testing.T) {
 	c, cc, a, _ := startShardedPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	masterOf := clusterMasterOf(t, ctx, cc)
-	level := levelOnSlot(t, ctx, cc, "pm", 512)
-	master := masterOf[512]
-	var other string
-	for _, s := range []int64{5632, 6656, 11776, 12800} {
-		if masterOf[s] != master {
-			other = levelOnSlot(t, ctx, cc, "ok", s)
-			break
-		}
-	}
+	level, other, master := levelsOnTwoMasters(t, ctx, cc, "pm", "ok")
 	p1 := mqtttest.Dial(t, topoAddr(a))
 	p1.MustConnect(&packets.Connect{ClientID: unique(t, "p1"), CleanSession: true, KeepAlive: 60})
 	p2 := mqtttest.Dial(t, topoAddr(a))
@@ -171,16 +153,7 @@ func TestAttack13_PausedMasterKeepsOneConnectionsAckOrder(t *testing.T) {
 	c, cc, a, _ := startShardedPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	masterOf := clusterMasterOf(t, ctx, cc)
-	level := levelOnSlot(t, ctx, cc, "po", 512)
-	master := masterOf[512]
-	var other string
-	for _, s := range []int64{5632, 6656, 11776, 12800} {
-		if masterOf[s] != master {
-			other = levelOnSlot(t, ctx, cc, "pk", s)
-			break
-		}
-	}
+	level, other, master := levelsOnTwoMasters(t, ctx, cc, "po", "pk")
 	p := mqtttest.Dial(t, topoAddr(a))
 	p.MustConnect(&packets.Connect{ClientID: unique(t, "p"), CleanSession: true, KeepAlive: 60})
 	p.PublishQoS1(1, other+"/x", "warm")

@@ -69,6 +69,42 @@ func syncedShardNodes(t *testing.T, ctx context.Context, cc *redis.ClusterClient
 	}
 }
 
+// waitPromoted waits until the Redis behind rc is a master; with takeover
+// it first asks it to take over (CLUSTER FAILOVER TAKEOVER needs no votes)
+// on every try.
+func waitPromoted(t *testing.T, ctx context.Context, rc *redis.Client, takeover bool) {
+	t.Helper()
+	for {
+		if takeover {
+			_ = rc.Do(ctx, "CLUSTER", "FAILOVER", "TAKEOVER").Err()
+		}
+		role, err := rc.Do(ctx, "ROLE").Slice()
+		if err == nil && len(role) > 0 && role[0] == "master" {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s never became master: %v %v", rc.Options().Addr, role, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// levelsOnTwoMasters returns a first topic level on the shard of slot 512,
+// one on a shard of another master (names from prefixes a and b), and the
+// master of slot 512.
+func levelsOnTwoMasters(t *testing.T, ctx context.Context, cc *redis.ClusterClient, a, b string) (level, other, master string) {
+	t.Helper()
+	masterOf := clusterMasterOf(t, ctx, cc)
+	level, master = levelOnSlot(t, ctx, cc, a, 512), masterOf[512]
+	for _, s := range []int64{5632, 6656, 11776, 12800} {
+		if masterOf[s] != master {
+			return level, levelOnSlot(t, ctx, cc, b, s), master
+		}
+	}
+	t.Fatal("every shard slot tried is on one master")
+	return "", "", ""
+}
+
 // probeConnectPublish connects a fresh client to addr and publishes one
 // QoS 1 message on topic, waiting at most d for CONNACK and PUBACK.
 func probeConnectPublish(addr, clientID, topic string, d time.Duration) error {

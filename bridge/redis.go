@@ -453,7 +453,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		if err := checkShardedPubSub(ctx, cc); err != nil {
 			return nil, fmt.Errorf("new redis bridge: %w", err)
 		}
-		r.bus = newShardBus(cc)
+		r.bus = newShardBus(cc, o.Prefix)
 		r.busPrefix = o.Prefix + "bus:"
 		if err := r.checkShardSlots(); err != nil {
 			return nil, fmt.Errorf("new redis bridge: %w", err)
@@ -673,7 +673,7 @@ func (r *Redis) nodeCtlChannel(n string) string {
 // "<prefix>stream:{<tag>}", in the slot of the shard's channel.
 func (r *Redis) streamKey(shard int) string {
 	if r.bus != nil {
-		return r.prefix + "stream:{" + r.bus.tags[shard] + "}"
+		return r.bus.streams[shard]
 	}
 	return r.prefix + "stream:" + strconv.Itoa(shard)
 }

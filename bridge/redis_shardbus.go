@@ -104,8 +104,10 @@ func shardTags() [streamShards]string {
 // shardBus is this replica's side of the sharded bus: which shards its
 // routed filters need, and the subscription of each.
 type shardBus struct {
-	cc   *redis.ClusterClient
-	tags [streamShards]string
+	cc *redis.ClusterClient
+	// streams and channels are each shard's stream key and channel, named
+	// once: the publish path names one per message.
+	streams, channels [streamShards]string
 
 	mu   sync.Mutex // guards need, all and subs
 	need [streamShards]int
@@ -129,8 +131,13 @@ type shardSub struct {
 	owner string
 }
 
-func newShardBus(cc *redis.ClusterClient) *shardBus {
-	return &shardBus{cc: cc, tags: clusterTags()}
+func newShardBus(cc *redis.ClusterClient, prefix string) *shardBus {
+	b := &shardBus{cc: cc}
+	for s, tag := range clusterTags() {
+		b.streams[s] = prefix + "stream:{" + tag + "}"
+		b.channels[s] = prefix + "bus:{" + tag + "}"
+	}
+	return b
 }
 
 // clusterTags is shardTags, computed once.
@@ -144,9 +151,7 @@ func ClusterStreamKey(prefix, topic string) string {
 }
 
 // busChannel is shard's channel in Redis Cluster.
-func (r *Redis) busChannel(shard int) string {
-	return r.busPrefix + "{" + r.bus.tags[shard] + "}"
-}
+func (r *Redis) busChannel(shard int) string { return r.bus.channels[shard] }
 
 // checkShardSlots makes sure each shard's stream and bus channel share a
 // slot, as the publish script needs (it appends to the one and SPUBLISHes
