@@ -167,7 +167,10 @@ func TestUserCommand_UsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no redis", []string{"add", "x", "-password", "p"}, "-redis-url: needed"},
+		{"no redis", []string{"add", "x", "-password", "p"}, "no Redis: -redis-url, -redis-sentinel-master or -redis-cluster"},
+		{"two topologies", []string{"add", "x", "-redis-url", "redis://127.0.0.1:1", "-redis-cluster", "127.0.0.1:2"}, "-redis-cluster: cannot be combined with -redis-url"},
+		{"bad cluster seeds", []string{"del", "x", "-redis-cluster", "nohost"}, "-redis-cluster:"},
+		{"sentinel without addrs", []string{"del", "x", "-redis-sentinel-master", "m"}, "-redis-sentinel-master: needs -redis-sentinel-addrs"},
 		{"no name", []string{"add", "-redis-url", "redis://127.0.0.1:1"}, "need a command and a user name"},
 		{"unknown command", []string{"rename", "x", "y", "-redis-url", "redis://127.0.0.1:1"}, "unknown command"},
 		{"bad url", []string{"del", "x", "-redis-url", "http://x"}, "-redis-url:"},
@@ -179,6 +182,64 @@ func TestUserCommand_UsageErrors(t *testing.T) {
 			if code != 2 || !strings.Contains(errOut.String(), tt.want) {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errOut.String(), tt.want)
 			}
+		})
+	}
+}
+
+// The user subcommand reaches a Redis Cluster as the replicas do, by its
+// seed nodes (-redis-cluster, or MQTT_REDIS_CLUSTER): a user it adds logs
+// in on both replicas within a second, its rule applies across them, and
+// its removal refuses it on both. Each of its commands touches one key, so
+// the user's record and rules may live on different masters.
+func TestAuthRedis_UserCommandOnRedisCluster(t *testing.T) {
+	c, _, a, b := startShardedPair(t, "-auth-redis", "-allow-anonymous=false")
+	seeds := strings.Join(c.Addrs(), ",")
+	user := func(env bool, args ...string) {
+		t.Helper()
+		getenv := func(string) string { return "" }
+		if env {
+			getenv = func(k string) string {
+				if k == "MQTT_REDIS_CLUSTER" {
+					return seeds
+				}
+				return ""
+			}
+		} else {
+			args = append(args, "-redis-cluster", seeds)
+		}
+		var out, errOut bytes.Buffer
+		if code := runUser(args, getenv, strings.NewReader(""), &out, &errOut); code != 0 {
+			t.Fatalf("user %v: exit %d: %s", args, code, errOut.String())
+		}
+	}
+	addrs := []string{a.Addr(), b.Addr()}
+	start := time.Now()
+	user(false, "add", "gina", "-password", "pw")
+	clients := make([]*mqtttest.Client, 2)
+	for i, addr := range addrs {
+		withinASecond(t, start, "added user accepted on "+addr, func() bool {
+			conn, code := connectAs(t, addr, "gina", "pw")
+			clients[i] = conn
+			return code == packets.Accepted
+		})
+	}
+	user(true, "acl", "gina", "g/#", "all")
+	start = time.Now()
+	for i, addr := range addrs {
+		withinASecond(t, start, "granted rule applies on "+addr, func() bool {
+			return clients[i].Subscribe(1, packets.Subscription{Filter: "g/#", QoS: 1})[0] == packets.GrantedQoS1
+		})
+	}
+	clients[1].Send(&packets.Publish{QoS: 1, PacketID: 2, Topic: "g/x", Payload: []byte("across")})
+	if got := clients[0].PublishesUntil("across"); len(got) != 0 {
+		t.Fatalf("got %v before the message", describePublishes(got))
+	}
+	start = time.Now()
+	user(false, "del", "gina")
+	for _, addr := range addrs {
+		withinASecond(t, start, "removed user refused on "+addr, func() bool {
+			_, code := connectAs(t, addr, "gina", "pw")
+			return code == packets.RefusedBadUsernamePassword
 		})
 	}
 }

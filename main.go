@@ -1,4 +1,4 @@
-// Command server is an MQTT 3.1.1 broker whose replicas are stateless and
+// Command server is an MQTT 3.1, 3.1.1 and 5.0 broker whose replicas are stateless and
 // scale out behind a TCP load balancer, bridged through Redis. With no
 // -redis-url it runs as a single node with nothing else to install.
 //

@@ -12,9 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/bridgemq/server/auth"
+	"github.com/bridgemq/server/server"
 )
 
 const userUsage = `Usage: server user <command> <name> [arguments] [flags]
@@ -31,9 +30,15 @@ at once.
                                      (%u, %c: user name, client id); none removes it
   acl <name>                         list a user's rules
 
-Flags:
-  -redis-url url      the replicas' Redis (env MQTT_REDIS_URL)
-  -redis-prefix p     the replicas' -redis-prefix (env MQTT_REDIS_PREFIX, default "mqtt:")
+Flags (the Redis ones as the replicas take them, with the same MQTT_*
+environment variables; one topology):
+  -redis-url url                  one Redis (env MQTT_REDIS_URL)
+  -redis-sentinel-master name     Sentinel: the master's name
+  -redis-sentinel-addrs h:p,...   Sentinel: the sentinels
+  -redis-cluster h:p,...          Redis Cluster: seed nodes
+  -redis-username, -redis-password
+                                  credentials for Sentinel and Cluster
+  -redis-prefix p                 the replicas' -redis-prefix (default "mqtt:")
   -password pw        the password for add and passwd (env MQTT_USER_PASSWORD);
                       without it, the first line of standard input
   -superuser          with add: the user skips every ACL check
@@ -44,10 +49,13 @@ Flags:
 func runUser(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("user", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	redisURL := fs.String("redis-url", getenv("MQTT_REDIS_URL"), "")
-	prefix := fs.String("redis-prefix", "mqtt:", "")
-	if v := getenv("MQTT_REDIS_PREFIX"); v != "" {
-		*prefix = v
+	// The Redis flags are the server's: parsed, checked and turned into a
+	// client by the server's own config, environment included.
+	redisFlags := []string{"redis-url", "redis-sentinel-master", "redis-sentinel-addrs",
+		"redis-cluster", "redis-username", "redis-password", "redis-prefix"}
+	redisArgs := make(map[string]*string, len(redisFlags))
+	for _, name := range redisFlags {
+		redisArgs[name] = fs.String(name, "", "")
 	}
 	password := fs.String("password", getenv("MQTT_USER_PASSWORD"), "")
 	superuser := fs.Bool("superuser", false, "")
@@ -75,16 +83,25 @@ func runUser(args []string, getenv func(string) string, stdin io.Reader, stdout,
 	if len(words) < 2 {
 		return usage("need a command and a user name")
 	}
-	if *redisURL == "" {
-		return usage("-redis-url: needed (or MQTT_REDIS_URL)")
+	var serverArgs []string
+	for _, name := range redisFlags {
+		if v := *redisArgs[name]; v != "" {
+			serverArgs = append(serverArgs, "-"+name, v)
+		}
 	}
-	opts, err := redis.ParseURL(*redisURL)
+	cfg, err := server.ParseConfig(serverArgs, getenv)
 	if err != nil {
-		return usage(fmt.Sprintf("-redis-url: %v", err))
+		return usage(err.Error())
 	}
-	rdb := redis.NewClient(opts)
+	rdb, err := cfg.RedisClient()
+	if err != nil {
+		return usage(err.Error())
+	}
+	if rdb == nil {
+		return usage("no Redis: -redis-url, -redis-sentinel-master or -redis-cluster (or their MQTT_* variables) is needed")
+	}
 	defer rdb.Close()
-	admin := &auth.UserAdmin{RDB: rdb, Prefix: *prefix}
+	admin := &auth.UserAdmin{RDB: rdb, Prefix: cfg.RedisPrefix}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 

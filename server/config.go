@@ -523,7 +523,7 @@ func (c *Config) NewLogger(w io.Writer) *slog.Logger {
 func Usage(w io.Writer) {
 	var b strings.Builder
 	b.WriteString("Usage: server [flags]\n\n")
-	b.WriteString("An MQTT 3.1 and 3.1.1 server; replicas share state through Redis, or run as\n")
+	b.WriteString("An MQTT 3.1, 3.1.1 and 5.0 server; replicas share state through Redis, or run as\n")
 	b.WriteString("one node without it. Every flag can also be set by its MQTT_* environment variable;\n")
 	b.WriteString("a flag given on the command line wins. Durations: 500ms, 10s, 1m30s.\n")
 	b.WriteString("\"server user -h\" manages the users kept in Redis for -auth-redis.\n\n")
