@@ -191,6 +191,9 @@ type Redis struct {
 	streamBudget int64
 	trimReq      chan struct{} // cap 1: asks the trimmer to measure the streams
 	log          *slog.Logger
+	// batch sends the connect path's round trips of concurrent connects
+	// in shared pipelines (redis_batch.go).
+	batch *cmdBatcher
 
 	minReplicas int                           // RedisOptions.MinReplicasAcked
 	pubLatency  interface{ Observe(float64) } // RedisOptions.PublishLatency; nil: off
@@ -503,6 +506,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		return nil, fmt.Errorf("new redis bridge: %w", err)
 	}
 	r.startPublishers(epoch)
+	r.batch = newCmdBatcher(r.ctx, r.rdb, r.wg.Add, r.wg.Done)
 	r.wg.Add(4)
 	go r.shareLoop()
 	go r.trimLoop()

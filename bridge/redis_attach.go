@@ -206,7 +206,7 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 	for attempt := 0; attempt < maxClaimAttempts; attempt++ {
 		var recCmd, subCmd, sessCmd *redis.MapStringStringCmd
 		var endCmds [streamShards]*redis.XMessageSliceCmd
-		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		err := r.batch.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
 			recCmd = p.HGetAll(ctx, r.clientKey(c.id))
 			sessCmd = p.HGetAll(ctx, r.sessionKey(c.id))
 			if !c.cleanStart {
@@ -217,7 +217,6 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 					endCmds[s] = p.XRevRangeN(ctx, r.streamKey(s), "+", "-", 1)
 				}
 			}
-			return nil
 		})
 		if err != nil {
 			return nil, unavailable("read client record", err)
@@ -262,15 +261,10 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		r.conns[c.id] = c
 		r.mu.Unlock()
 		now := strconv.FormatInt(time.Now().Unix(), 10)
-		won, err := casClaimScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, rec["conn"], c.conn, r.node, now, c.owner, c.addr).Int()
+		won, err := r.claimID(ctx, c, rec["conn"], now)
 		if err == nil && won == 1 {
 			if orphan != "" && orphan == rec["conn"] && got.session["conn"] == orphan {
 				r.publishOrphanWill(c.id, orphan, got.session["will"], got.session["will_delay"])
-			}
-			// A new connection before a delayed will was due: it is not
-			// sent [MQTT-3.1.3-9].
-			if err := r.cancelDelayedWill(ctx, c.id); err != nil {
-				r.log.Warn("delayed will not cancelled", "client", c.id, "err", err)
 			}
 			return got, nil
 		}
@@ -285,6 +279,27 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		r.stats.claimConflicts.Add(1)
 	}
 	return nil, fmt.Errorf("claim client record: still changing hands after %d attempts: %w", maxClaimAttempts, ErrUnavailable)
+}
+
+// claimID runs casClaimScript for c, in a shared pipeline: c's connection
+// becomes the owner of its client id if the record still names prev. A
+// Redis that lost the script (restarted, flushed) is sent its body.
+func (r *Redis) claimID(ctx context.Context, c *redisClient, prev, now string) (int, error) {
+	keys := []string{r.clientKey(c.id)}
+	args := []any{prev, c.conn, r.node, now, c.owner, c.addr}
+	var cmd *redis.Cmd
+	err := r.batch.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
+		cmd = casClaimScript.EvalSha(ctx, p, keys, args...)
+	})
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		err = r.batch.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
+			cmd = casClaimScript.Eval(ctx, p, keys, args...)
+		})
+	}
+	if err != nil {
+		return 0, err
+	}
+	return cmd.Int()
 }
 
 // startFloor raises c's floor to every stream's current end. The barrier
@@ -365,7 +380,8 @@ func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, 
 		cursor = r.cursorLocked(c)
 		r.mu.Unlock()
 	}
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	var cancelWill *redis.IntCmd
+	err := r.batch.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
 		sk := r.sessionKey(c.id)
 		if c.cleanStart {
 			// [MQTT-3.1.2-4] [MQTT-3.1.2-6] Clean Start discards any
@@ -400,10 +416,20 @@ func (r *Redis) claimRecord(ctx context.Context, c *redisClient, will *Message, 
 			p.Persist(ctx, r.subKey(c.id))
 		}
 		p.HSet(ctx, r.nodeKey(r.node), c.id, strconv.FormatInt(now.Unix(), 10))
-		return nil
+		// A new connection before a delayed will was due: it is not sent
+		// [MQTT-3.1.3-9]. Cancelled here, in the same round trip, once the
+		// connection is sure to attach (an attach abandoned after Claim
+		// leaves the will as it found it).
+		cancelWill = p.ZRem(ctx, r.delayedWillsKey(), c.id)
 	})
 	if err != nil {
 		return unavailable("write client record", err)
+	}
+	if cancelWill.Val() > 0 {
+		r.stats.willsCancelled.Add(1)
+		if err := r.rdb.Del(ctx, r.delayedWillKey(c.id)).Err(); err != nil {
+			r.log.Warn("cancelled delayed will not removed; it expires an hour after it was due", "client", c.id, "err", err)
+		}
 	}
 	return nil
 }

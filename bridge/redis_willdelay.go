@@ -17,7 +17,7 @@ import (
 //	<p>willdelay:<id>     string      the will's envelope, until published or cancelled
 //
 // Of the two that remove a client id from the set, a replica publishing
-// it and a Claim cancelling it, exactly one does (ZREM), so the will is
+// it and an attach cancelling it (claimRecord), exactly one does (ZREM), so the will is
 // published once or not at all.
 
 // dueWillsEvery is how often each replica looks for delayed wills that
@@ -28,7 +28,7 @@ func (r *Redis) delayedWillsKey() string         { return r.prefix + "wills:dela
 func (r *Redis) delayedWillKey(id string) string { return r.prefix + "willdelay:" + id }
 
 // delayWill stores will to be published after delay, unless a new
-// connection with clientID arrives first (cancelDelayedWill).
+// connection with clientID arrives first (claimRecord cancels it).
 func (r *Redis) delayWill(ctx context.Context, clientID string, will *Message, delay time.Duration) error {
 	w := *will
 	w.WillDelay = 0
@@ -42,23 +42,6 @@ func (r *Redis) delayWill(ctx context.Context, clientID string, will *Message, d
 		return unavailable("schedule delayed will", err)
 	}
 	r.stats.willsDelayed.Add(1)
-	return nil
-}
-
-// cancelDelayedWill cancels the delayed will of clientID, if one waits: a
-// new connection arrived before its delay passed [MQTT-3.1.3-9].
-func (r *Redis) cancelDelayedWill(ctx context.Context, clientID string) error {
-	n, err := r.rdb.ZRem(ctx, r.delayedWillsKey(), clientID).Result()
-	if err != nil {
-		return unavailable("cancel delayed will", err)
-	}
-	if n == 0 {
-		return nil // none, or a replica is publishing it: it was due
-	}
-	r.stats.willsCancelled.Add(1)
-	if err := r.rdb.Del(ctx, r.delayedWillKey(clientID)).Err(); err != nil {
-		return unavailable("remove cancelled will", err)
-	}
 	return nil
 }
 

@@ -1,0 +1,90 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bridgemq/server/internal/redistest"
+)
+
+// Callers of the shared pipelines each get their own commands' replies and
+// their own first error, however many share a pipeline, and a failing
+// command fails only its caller.
+func TestCmdBatcher_EachCallerGetsItsOwnReplies(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newClient(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	b := newCmdBatcher(ctx, rdb, wg.Add, wg.Done)
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	for _, tt := range []struct {
+		name    string
+		callers int
+	}{
+		{"one caller", 1},
+		{"more callers than a batch holds", 3 * batchMax},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			errs := make([]error, tt.callers)
+			got := make([]string, tt.callers)
+			var callers sync.WaitGroup
+			for i := range tt.callers {
+				callers.Add(1)
+				go func() {
+					defer callers.Done()
+					key := fmt.Sprintf("batch:%s:%d", tt.name, i)
+					var get *redis.StringCmd
+					errs[i] = b.pipelined(context.Background(), func(ctx context.Context, p redis.Pipeliner) {
+						p.Set(ctx, key, i, 0)
+						get = p.Get(ctx, key)
+						if i%5 == 4 {
+							p.HGetAll(ctx, key) // WRONGTYPE: fails this caller alone
+						}
+					})
+					got[i] = get.Val()
+				}()
+			}
+			callers.Wait()
+			for i := range tt.callers {
+				if got[i] != fmt.Sprint(i) {
+					t.Errorf("caller %d read %q, want its own %d", i, got[i], i)
+				}
+				wrongType := i%5 == 4
+				if wrongType != (errs[i] != nil) || (wrongType && !strings.HasPrefix(errs[i].Error(), "WRONGTYPE")) {
+					t.Errorf("caller %d: err %v, want WRONGTYPE only from callers with a failing command", i, errs[i])
+				}
+			}
+		})
+	}
+}
+
+// A caller whose context ends before its request is taken returns at once;
+// once the bridge closes no caller waits for a batch goroutine that is gone.
+func TestCmdBatcher_CallersNeverHangOnClose(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newClient(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	b := newCmdBatcher(ctx, rdb, wg.Add, wg.Done)
+	if err := b.pipelined(context.Background(), func(ctx context.Context, p redis.Pipeliner) { p.Ping(ctx) }); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	cancel()
+	wg.Wait()
+	start := time.Now()
+	err := b.pipelined(context.Background(), func(ctx context.Context, p redis.Pipeliner) { p.Ping(ctx) })
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("after close: err %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("after close the call took %v", d)
+	}
+}
