@@ -282,20 +282,9 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 }
 
 // claimID runs casClaimScript for c, in a shared pipeline: c's connection
-// becomes the owner of its client id if the record still names prev. A
-// Redis that lost the script (restarted, flushed) is sent its body.
+// becomes the owner of its client id if the record still names prev.
 func (r *Redis) claimID(ctx context.Context, c *redisClient, prev, now string) (int, error) {
-	keys := []string{r.clientKey(c.id)}
-	args := []any{prev, c.conn, r.node, now, c.owner, c.addr}
-	var cmd *redis.Cmd
-	err := r.batch.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
-		cmd = casClaimScript.EvalSha(ctx, p, keys, args...)
-	})
-	if redis.HasErrorPrefix(err, "NOSCRIPT") {
-		err = r.batch.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
-			cmd = casClaimScript.Eval(ctx, p, keys, args...)
-		})
-	}
+	cmd, err := r.batch.script(ctx, casClaimScript, []string{r.clientKey(c.id)}, prev, c.conn, r.node, now, c.owner, c.addr)
 	if err != nil {
 		return 0, err
 	}

@@ -7,13 +7,14 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Shared pipelines for the connect path. A CONNECT costs a replica three
-// round trips to Redis (read the client's records, claim the id, write its
-// record); each of them alone is a write and a read on a socket, for the
+// Shared pipelines for connects and disconnects. A CONNECT costs a replica
+// three round trips to Redis (read the client's records, claim the id,
+// write its record), the end of a clean session three too (clear its will,
+// mark it offline, remove its records); each of them alone is a write and a read on a socket, for the
 // replica and for Redis, which costs more than the commands themselves
 // (bench/README.md, "Connect rate"). When many clients connect at once (a
-// fleet back after an outage), the round trips of concurrent connects go
-// out together: a few batch goroutines take whatever requests are waiting
+// fleet back after an outage) or leave at once (a replica draining), their
+// round trips go out together: a few batch goroutines take whatever requests are waiting
 // and send them as one pipeline. One connect alone waits for no other: a
 // batch leaves as soon as a batch goroutine is free.
 
@@ -86,6 +87,21 @@ func (b *cmdBatcher) pipelined(ctx context.Context, queue func(ctx context.Conte
 			return b.ctx.Err()
 		}
 	}
+}
+
+// script runs s in a shared pipeline, as s.Run does: by its hash, and
+// with its body when Redis has lost it (restarted, flushed).
+func (b *cmdBatcher) script(ctx context.Context, s *redis.Script, keys []string, args ...any) (*redis.Cmd, error) {
+	var cmd *redis.Cmd
+	err := b.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
+		cmd = s.EvalSha(ctx, p, keys, args...)
+	})
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		err = b.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
+			cmd = s.Eval(ctx, p, keys, args...)
+		})
+	}
+	return cmd, err
 }
 
 // loop sends batches until the bridge closes: it waits for a request,

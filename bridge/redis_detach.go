@@ -119,7 +119,7 @@ func (r *Redis) RoutesOffline() bool { return false }
 // offline may load the session at once.
 func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *StoredSession, cursor *[streamShards]streamID) error {
 	clearWill := func() error {
-		if err := clearWillScript.Run(ctx, r.rdb, []string{r.sessionKey(c.id)}, c.conn).Err(); err != nil {
+		if _, err := r.batch.script(ctx, clearWillScript, []string{r.sessionKey(c.id)}, c.conn); err != nil {
 			return unavailable("clear will", err)
 		}
 		return nil
@@ -144,20 +144,23 @@ func (r *Redis) storeDetach(ctx context.Context, c *redisClient, st *StoredSessi
 		return errors.Join(err, clearWill())
 	}
 	now := strconv.FormatInt(time.Now().Unix(), 10)
-	owned, err := detachScript.Run(ctx, r.rdb, []string{r.clientKey(c.id)}, c.conn, now, r.recordTTL(st)).Int()
+	cmd, err := r.batch.script(ctx, detachScript, []string{r.clientKey(c.id)}, c.conn, now, r.recordTTL(st))
+	var owned int
+	if err == nil {
+		owned, err = cmd.Int()
+	}
 	if err != nil {
 		return unavailable("mark client offline", err)
 	}
 	if owned == 0 {
 		return nil // taken over on another node
 	}
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err = r.batch.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
 		p.HDel(ctx, r.nodeKey(r.node), c.id)
 		if st == nil {
 			p.Del(ctx, r.subKey(c.id))
 			p.Del(ctx, r.sessionKey(c.id))
 		}
-		return nil
 	})
 	if err != nil {
 		return unavailable("remove client from node index", err)
