@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,6 +49,10 @@ type client5 struct {
 	ack  *paho.Connack
 	msgs chan *paho.Publish
 	gone chan *paho.Disconnect
+	// errs are the errors the client reported (OnClientError): a
+	// connection that ended without the server's DISCONNECT.
+	errMu sync.Mutex
+	errs  []error
 }
 
 // silentPinger is a paho.golang Pinger that never pings: a client that
@@ -82,7 +87,11 @@ func dialPaho5(t *testing.T, ep endpoint, cp *paho.Connect, edit func(*paho.Clie
 			return true, nil
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) { c.gone <- d },
-		OnClientError:      func(error) {},
+		OnClientError: func(err error) {
+			c.errMu.Lock()
+			c.errs = append(c.errs, err)
+			c.errMu.Unlock()
+		},
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -284,7 +293,9 @@ func (c *client5) disconnected(t *testing.T, want byte) {
 			t.Fatalf("DISCONNECT 0x%02x from the server, want 0x%02x", d.ReasonCode, want)
 		}
 	case <-time.After(waitTimeout):
-		t.Fatalf("no DISCONNECT 0x%02x from the server within %s", want, waitTimeout)
+		c.errMu.Lock()
+		defer c.errMu.Unlock()
+		t.Fatalf("no DISCONNECT 0x%02x from the server within %s (the client's errors: %v)", want, waitTimeout, c.errs)
 	}
 }
 

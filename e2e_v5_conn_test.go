@@ -9,6 +9,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -350,4 +352,26 @@ func TestV5_ResponseInformation_RequestResponse_MQTT_3_1_2_28(t *testing.T) {
 			t.Fatalf("response %q with %+v", out.Payload, out.Properties)
 		}
 	})
+}
+
+// A DISCONNECT the server sends on a protocol error is not lost to a reset
+// [MQTT-4.13.1-1]: the server shuts its sending side and closes the socket
+// a second later, so the client reads the DISCONNECT, may still write (a
+// PINGREQ its pinger had due), and then reads the end of the stream. A
+// socket closed at once with the rest of the packet too large unread was
+// reset: that write, or the next read, failed with "connection reset".
+func TestV5_ServerDisconnect_NotReset_MQTT_4_13_1_1(t *testing.T) {
+	s := startServer(t, "-max-packet-size", "1KiB")
+	c := mqtttest.Dial(t, s.Addr())
+	c.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "c"), KeepAlive: 30})
+	c.Send(&packets.Publish{Topic: "t", Payload: bytes.Repeat([]byte("."), 1024)})
+	if d := mqtttest.Expect[*packets.Disconnect](c); d.ReasonCode != packets.PacketTooLarge {
+		t.Fatalf("DISCONNECT 0x%02x, want 0x95", byte(d.ReasonCode))
+	}
+	if _, err := c.Conn.Write([]byte{0xC0, 0}); err != nil { // PINGREQ
+		t.Fatalf("a write after the DISCONNECT: %v", err)
+	}
+	if p, err := c.Read(mqtttest.WaitTimeout); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the DISCONNECT: %T, %v; want the end of the stream", p, err)
+	}
 }

@@ -100,3 +100,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	c.out.Add(int64(n))
 	return n, err
 }
+
+// NetConn returns the connection c counts, for what the session asks of
+// the socket itself (a half-close after a server DISCONNECT).
+func (c *countingConn) NetConn() net.Conn { return c.Conn }

@@ -397,9 +397,11 @@ func (s *Session) stop(reason error) {
 			cancelFeed()
 		}
 		s.reason.Store(&reason)
-		s.sendDisconnect(reason)
+		sent := s.sendDisconnect(reason)
 		close(s.closed)
-		_ = s.conn.Close()
+		if !sent || !s.lingerClose() {
+			_ = s.conn.Close()
+		}
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -275,25 +276,31 @@ func disconnectCode(reason error) (packets.ReasonCode, bool) {
 // in the middle of a write; after it the connection closes without one.
 const disconnectWait = 100 * time.Millisecond
 
+// closeLinger is how long a connection the server ended with a DISCONNECT
+// stays open for reading after its sending side is shut (lingerClose).
+const closeLinger = time.Second
+
 // sendDisconnect writes a 5.0 DISCONNECT for reason, when one is due and
 // the writer lets it in: it takes the write turn and keeps it, so nothing
-// follows the DISCONNECT [MQTT-3.14.4-1]. Called by stop, before the close.
-func (s *Session) sendDisconnect(reason error) {
+// follows the DISCONNECT [MQTT-3.14.4-1]. Called by stop, before the close;
+// it reports whether the DISCONNECT was written.
+func (s *Session) sendDisconnect(reason error) bool {
 	code, ok := disconnectCode(reason)
 	if !ok {
-		return
+		return false
 	}
 	t := time.NewTimer(disconnectWait)
 	defer t.Stop()
 	select {
 	case s.wturn <- struct{}{}:
 	case <-t.C:
-		return
+		s.debug("DISCONNECT not sent: a write holds the socket", "reason_code", code)
+		return false
 	}
 	// Before the accepting CONNACK is out, a refusal is a CONNACK; s.version
 	// is set before connacked.
 	if !s.connacked.Load() || s.version != packets.Version5 {
-		return
+		return false
 	}
 	// A Reason String goes on a DISCONNECT whatever the client asked
 	// [MQTT-3.1.2-29], unless it would make the packet too large for the
@@ -307,10 +314,54 @@ func (s *Session) sendDisconnect(reason error) {
 	}
 	buf, err := s.encode(nil, d)
 	if err != nil {
-		return
+		return false
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(disconnectWait))
-	_, _ = s.conn.Write(buf)
+	if _, err := s.conn.Write(buf); err != nil {
+		s.debug("DISCONNECT not sent", "reason_code", code, "err", err)
+		return false
+	}
+	return true
+}
+
+// lingerClose ends a connection after the server's DISCONNECT without
+// resetting it, where the socket allows: its sending side is shut (the
+// client reads the DISCONNECT, then the end of the stream), the reader is
+// woken, and the socket closes closeLinger later. Closed at once, a socket
+// with unread input (the rest of a packet too large, a malformed one, a
+// PINGREQ the client sent meanwhile) is reset: the client's next write
+// fails, and a client that handles that error first (paho.golang does)
+// never reads the DISCONNECT's reason code. It reports false, for an
+// immediate close, when the connection cannot be half-closed (WebSocket).
+func (s *Session) lingerClose() bool {
+	closeWrite := closeWriter(s.conn)
+	if closeWrite == nil || closeWrite() != nil {
+		return false
+	}
+	_ = s.conn.SetReadDeadline(time.Now())
+	time.AfterFunc(closeLinger, func() { _ = s.conn.Close() })
+	return true
+}
+
+// closeWriter returns what shuts the sending side of c, if it has one: a
+// TCP or TLS connection, also behind the PROXY protocol or the server's
+// byte counter; nil for any other.
+func closeWriter(c net.Conn) func() error {
+	for {
+		switch v := c.(type) {
+		case interface{ CloseWrite() error }:
+			return v.CloseWrite
+		case interface{ TCPConn() (*net.TCPConn, bool) }: // PROXY protocol
+			if t, ok := v.TCPConn(); ok {
+				return t.CloseWrite
+			}
+			return nil
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
 }
 
 // messageProperties keeps the properties of a 5.0 PUBLISH or will that
