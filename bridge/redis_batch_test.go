@@ -18,12 +18,8 @@ import (
 // their own first error, however many share a pipeline, and a failing
 // command fails only its caller.
 func TestCmdBatcher_EachCallerGetsItsOwnReplies(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := newClient(t, srv)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	b := newCmdBatcher(ctx, rdb, wg.Add, wg.Done)
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	b, stop := startBatcher(t)
+	t.Cleanup(stop)
 
 	for _, tt := range []struct {
 		name    string
@@ -66,19 +62,24 @@ func TestCmdBatcher_EachCallerGetsItsOwnReplies(t *testing.T) {
 	}
 }
 
-// A caller whose context ends before its request is taken returns at once;
-// once the bridge closes no caller waits for a batch goroutine that is gone.
-func TestCmdBatcher_CallersNeverHangOnClose(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := newClient(t, srv)
+// startBatcher starts shared pipelines on a Redis of the test's own; stop
+// closes them as the bridge's Close does and waits for their goroutines.
+func startBatcher(t *testing.T) (b *cmdBatcher, stop func()) {
+	rdb := newClient(t, redistest.Start(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	b := newCmdBatcher(ctx, rdb, wg.Add, wg.Done)
+	b = newCmdBatcher(ctx, rdb, wg.Add, wg.Done)
+	return b, func() { cancel(); wg.Wait() }
+}
+
+// Once the bridge closes, no caller waits for a batch goroutine that is
+// gone: it returns at once with the bridge's end.
+func TestCmdBatcher_CallersNeverHangOnClose(t *testing.T) {
+	b, stop := startBatcher(t)
 	if err := b.pipelined(context.Background(), func(ctx context.Context, p redis.Pipeliner) { p.Ping(ctx) }); err != nil {
 		t.Fatalf("ping: %v", err)
 	}
-	cancel()
-	wg.Wait()
+	stop()
 	start := time.Now()
 	err := b.pipelined(context.Background(), func(ctx context.Context, p redis.Pipeliner) { p.Ping(ctx) })
 	if !errors.Is(err, context.Canceled) {

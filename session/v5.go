@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -277,8 +278,17 @@ func disconnectCode(reason error) (packets.ReasonCode, bool) {
 const disconnectWait = 100 * time.Millisecond
 
 // closeLinger is how long a connection the server ended with a DISCONNECT
-// stays open for reading after its sending side is shut (lingerClose).
-const closeLinger = time.Second
+// stays open for reading after its sending side is shut (lingerClose), and
+// maxLingering how many may at once: past it a connection closes at once,
+// so that clients that make the server end connections in a loop cannot
+// hold its file descriptors.
+const (
+	closeLinger  = time.Second
+	maxLingering = 1024
+)
+
+// lingering counts the connections of this process in lingerClose.
+var lingering atomic.Int64
 
 // sendDisconnect writes a 5.0 DISCONNECT for reason, when one is due and
 // the writer lets it in: it takes the write turn and keeps it, so nothing
@@ -332,14 +342,22 @@ func (s *Session) sendDisconnect(reason error) bool {
 // PINGREQ the client sent meanwhile) is reset: the client's next write
 // fails, and a client that handles that error first (paho.golang does)
 // never reads the DISCONNECT's reason code. It reports false, for an
-// immediate close, when the connection cannot be half-closed (WebSocket).
+// immediate close, when the connection cannot be half-closed (WebSocket)
+// or maxLingering connections linger already.
 func (s *Session) lingerClose() bool {
 	closeWrite := closeWriter(s.conn)
-	if closeWrite == nil || closeWrite() != nil {
+	if closeWrite == nil {
+		return false
+	}
+	if lingering.Add(1) > maxLingering || closeWrite() != nil {
+		lingering.Add(-1)
 		return false
 	}
 	_ = s.conn.SetReadDeadline(time.Now())
-	time.AfterFunc(closeLinger, func() { _ = s.conn.Close() })
+	time.AfterFunc(closeLinger, func() {
+		_ = s.conn.Close()
+		lingering.Add(-1)
+	})
 	return true
 }
 
