@@ -7,16 +7,17 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Shared pipelines for connects and disconnects. A CONNECT costs a replica
-// three round trips to Redis (read the client's records, claim the id,
-// write its record), the end of a clean session three too (clear its will,
-// mark it offline, remove its records); each of them alone is a write and a read on a socket, for the
-// replica and for Redis, which costs more than the commands themselves
-// (bench/README.md, "Connect rate"). When many clients connect at once (a
-// fleet back after an outage) or leave at once (a replica draining), their
-// round trips go out together: a few batch goroutines take whatever requests are waiting
-// and send them as one pipeline. One connect alone waits for no other: a
-// batch leaves as soon as a batch goroutine is free.
+// Shared pipelines for connects and disconnects. A CONNECT costs a
+// replica three round trips to Redis (read the client's records, claim the
+// id, write its record), the end of a clean session three too (clear its
+// will, mark it offline, remove its records). Each alone is a write and a
+// read on a socket, for the replica and for Redis, which cost more than the
+// commands themselves (bench/README.md, "Connect rate"). When many clients
+// connect at once (a fleet back after an outage) or leave at once (a
+// replica draining), their round trips go out together: a few batch
+// goroutines each take whatever requests are waiting and send them as one
+// pipeline. A connect alone waits for no other: a batch leaves as soon as
+// a batch goroutine is free.
 
 // Tuning of the shared pipelines.
 const (
