@@ -89,3 +89,39 @@ func TestCmdBatcher_CallersNeverHangOnClose(t *testing.T) {
 		t.Errorf("after close the call took %v", d)
 	}
 }
+
+// A script runs by its hash, and by its body once Redis has lost it (a
+// restart, SCRIPT FLUSH).
+func TestCmdBatcher_ScriptAfterRedisLostIt(t *testing.T) {
+	b, stop := startBatcher(t)
+	t.Cleanup(stop)
+	s := redis.NewScript(`return ARGV[1]`)
+	for _, tt := range []struct {
+		name        string
+		load, flush bool
+	}{
+		{"not loaded yet", false, false},
+		{"loaded", true, false},
+		{"flushed", false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.flush {
+				if err := b.rdb.ScriptFlush(context.Background()).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.load {
+				if err := s.Load(context.Background(), b.rdb).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd, err := b.script(context.Background(), s, nil, tt.name)
+			if err != nil {
+				t.Fatalf("script: %v", err)
+			}
+			if got, _ := cmd.Text(); got != tt.name {
+				t.Fatalf("script returned %q, want %q", got, tt.name)
+			}
+		})
+	}
+}
