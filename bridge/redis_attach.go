@@ -202,7 +202,7 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 	// tried is the connection a takeover was asked of; orphan, the one
 	// whose node could not answer (dead, or too slow): its will is then
 	// published here once the id is ours, as a takeover publishes it.
-	var tried, orphan string
+	var tried, orphan, orphanNode string
 	for attempt := 0; attempt < maxClaimAttempts; attempt++ {
 		var recCmd, subCmd, sessCmd *redis.MapStringStringCmd
 		var endCmds [streamShards]*redis.XMessageSliceCmd
@@ -237,7 +237,7 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 			}
 			tried = rec["conn"]
 			if !acked {
-				orphan = tried
+				orphan, orphanNode = tried, rec["node"]
 			}
 			continue
 		}
@@ -265,6 +265,9 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		if err == nil && won == 1 {
 			if orphan != "" && orphan == rec["conn"] && got.session["conn"] == orphan {
 				r.publishOrphanWill(c.id, orphan, got.session["will"], got.session["will_delay"])
+			}
+			if orphan != "" {
+				r.repeatTakeover(orphanNode, c.id, orphan)
 			}
 			return got, nil
 		}

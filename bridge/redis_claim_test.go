@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/internal/redistest"
@@ -119,5 +120,29 @@ func TestBridges_SessionOwnedByItsUser_Issue7_2(t *testing.T) {
 				t.Fatalf("mallory after alice's session ended: %v", err)
 			}
 		})
+	}
+}
+
+// A takeover the old node did not answer is asked again once the id is
+// claimed (repeatTakeover): a node that was alive but missed the request
+// (its control subscription was being re-established after a Redis
+// restart) ends the old connection then, rather than keep it up beside
+// the new one.
+func TestRedis_RepeatedTakeoverEndsTheConnectionThatMissedIt(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	b := newTestRedis(t, srv, "b")
+	old := newLiveSub()
+	attach(t, a, "rt", old, true)
+	a.Redis.mu.Lock()
+	conn := a.Redis.conns["rt"].conn
+	a.Redis.mu.Unlock()
+	b.Redis.repeatTakeover("a", "rt", conn)
+	deadline := time.Now().Add(2 * time.Second)
+	for !old.wasTakenOver() {
+		if time.Now().After(deadline) {
+			t.Fatal("the old connection was not ended by the repeated takeover")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

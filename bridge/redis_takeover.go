@@ -88,6 +88,38 @@ func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string)
 	}
 }
 
+// repeatAfter are the delays, from the claim, at which a takeover that
+// was not answered is asked again (repeatTakeover).
+var repeatAfter = []time.Duration{0, time.Second, 4 * time.Second}
+
+// repeatTakeover asks node again, in the background, to end connection
+// conn of clientID, which this node has claimed without node's answer. A
+// node that was alive but missed the request (its control subscription
+// was being re-established after a Redis restart) would otherwise keep
+// the old connection up beside the new one. The request names conn, so it
+// never ends a newer connection; a node that has none ignores it.
+func (r *Redis) repeatTakeover(node, clientID, conn string) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		start := time.Now()
+		b, _ := json.Marshal(control{Op: "takeover", Client: clientID, Conn: conn, Reply: r.node, Token: randomToken()})
+		for _, d := range repeatAfter {
+			select {
+			case <-time.After(time.Until(start.Add(d))):
+			case <-r.ctx.Done():
+				return
+			}
+			ctx, cancel := context.WithTimeout(r.ctx, takeoverTimeout)
+			err := r.rdb.Publish(ctx, r.nodeCtlChannel(node), b).Err()
+			cancel()
+			if err != nil {
+				r.log.Warn("repeated takeover not sent", "client", clientID, "node", node, "err", err)
+			}
+		}
+	}()
+}
+
 // publishOrphanWill publishes the stored will of connection conn, taken
 // over on a node that could not answer (dead, or stalled), as a takeover
 // does [MQTT-3.1.2-8]: once, claimed by connection like every will, so
