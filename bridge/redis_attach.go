@@ -202,7 +202,9 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 	// tried is the connection a takeover was asked of; orphan, the one
 	// whose node could not answer (dead, or too slow): its will is then
 	// published here once the id is ours, as a takeover publishes it.
-	var tried, orphan, orphanNode string
+	// unanswered is the node of orphan when it was alive but did not
+	// answer: it is asked again once the id is ours (repeatTakeover).
+	var tried, orphan, unanswered string
 	for attempt := 0; attempt < maxClaimAttempts; attempt++ {
 		var recCmd, subCmd, sessCmd *redis.MapStringStringCmd
 		var endCmds [streamShards]*redis.XMessageSliceCmd
@@ -231,13 +233,16 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		}
 		if rec["state"] == "1" && rec["node"] != "" && rec["node"] != r.node && rec["conn"] != tried {
 			// End it, then read again what it stored.
-			acked, err := r.takeOverRemote(ctx, rec["node"], c.id, rec["conn"])
+			res, err := r.takeOverRemote(ctx, rec["node"], c.id, rec["conn"])
 			if err != nil {
 				return nil, err
 			}
 			tried = rec["conn"]
-			if !acked {
-				orphan, orphanNode = tried, rec["node"]
+			if res != takeoverAcked {
+				orphan, unanswered = tried, ""
+				if res == takeoverUnanswered {
+					unanswered = rec["node"]
+				}
 			}
 			continue
 		}
@@ -266,8 +271,8 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 			if orphan != "" && orphan == rec["conn"] && got.session["conn"] == orphan {
 				r.publishOrphanWill(c.id, orphan, got.session["will"], got.session["will_delay"])
 			}
-			if orphan != "" {
-				r.repeatTakeover(orphanNode, c.id, orphan)
+			if unanswered != "" {
+				r.repeatTakeover(unanswered, c.id, orphan)
 			}
 			return got, nil
 		}

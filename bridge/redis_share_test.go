@@ -102,16 +102,7 @@ func TestRedis_Share_ClaimWonWithoutMemberIsHandedOff_MQTT_4_8_2(t *testing.T) {
 	attach(t, b, "mb", sb, true)
 	subscribe(t, a, "ma", group, 1)
 	subscribe(t, b, "mb", group, 1)
-	for _, n := range []*testNode{a, b} {
-		waitUntil(t, 10*time.Second, func() string {
-			n.Redis.shares.mu.Lock()
-			defer n.Redis.shares.mu.Unlock()
-			if len(n.Redis.shares.remote[group]) != 2 {
-				return fmt.Sprintf("%s sees %v, want x and the other", n.Redis.node, n.Redis.shares.remote[group])
-			}
-			return ""
-		})
-	}
+	waitShareViews(t, group, 2, a, b)
 	const n = 100
 	for i := range n {
 		publish(t, a, rmsg("t", 1, fmt.Sprint(i)))
@@ -131,5 +122,21 @@ func TestRedis_Share_ClaimWonWithoutMemberIsHandedOff_MQTT_4_8_2(t *testing.T) {
 	}
 	if left := a.Redis.rdb.LLen(context.Background(), a.Redis.shareQueueKey(group)).Val(); left != 0 {
 		t.Fatalf("%d messages left in the group's list", left)
+	}
+}
+
+// waitShareViews waits until each of nodes counts members of group on
+// others other replicas (their refresh of sharenodes).
+func waitShareViews(t *testing.T, group string, others int, nodes ...*testNode) {
+	t.Helper()
+	for _, n := range nodes {
+		waitUntil(t, 10*time.Second, func() string {
+			n.Redis.shares.mu.Lock()
+			defer n.Redis.shares.mu.Unlock()
+			if len(n.Redis.shares.remote[group]) != others {
+				return fmt.Sprintf("%s sees %v, want %d other replicas", n.Redis.node, n.Redis.shares.remote[group], others)
+			}
+			return ""
+		})
 	}
 }

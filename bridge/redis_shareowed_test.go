@@ -213,16 +213,7 @@ func TestRedis_Share_ReaperMovesDeadReplicasOwedMessages_MQTT_4_8_2(t *testing.T
 	attach(t, b, "mb", sb, true)
 	subscribe(t, a, "ma", group, 1)
 	subscribe(t, b, "mb", group, 1)
-	for _, n := range []*testNode{a, b} {
-		waitUntil(t, 10*time.Second, func() string {
-			n.Redis.shares.mu.Lock()
-			defer n.Redis.shares.mu.Unlock()
-			if len(n.Redis.shares.remote[group]) != 1 {
-				return fmt.Sprintf("%s sees %v, want the other", n.Redis.node, n.Redis.shares.remote[group])
-			}
-			return ""
-		})
-	}
+	waitShareViews(t, group, 1, a, b)
 	const n = 200
 	for i := range n {
 		publish(t, b, rmsg("t", 1, fmt.Sprint(i)))

@@ -43,23 +43,32 @@ type control struct {
 	Token  string `json:"token"`
 }
 
+// takeoverResult is how a node answered a takeover request.
+type takeoverResult uint8
+
+const (
+	takeoverAcked      takeoverResult = iota // the old connection has ended
+	takeoverDead                             // the node is dead or being reaped: nobody there to answer
+	takeoverUnanswered                       // alive, but no answer within takeoverTimeout
+)
+
 // takeOverRemote asks node to end its connection of clientID and waits
 // for the acknowledgement, at most takeoverTimeout. A node whose liveness
 // key is gone cannot answer; the reaper publishes its clients' wills.
-func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string) (acked bool, err error) {
+func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string) (takeoverResult, error) {
 	held, err := r.rdb.Get(ctx, r.aliveKey(node)).Result()
 	if err != nil && err != redis.Nil {
-		return false, unavailable("check node liveness", err)
+		return takeoverDead, unavailable("check node liveness", err)
 	}
 	if held == "" || strings.HasPrefix(held, tombstonePrefix) {
-		return false, nil // dead, or being reaped: nobody there to answer
+		return takeoverDead, nil
 	}
 	token := randomToken()
 	ack, done := r.waitFor(r.acks, token)
 	defer done()
 	b, _ := json.Marshal(control{Op: "takeover", Client: clientID, Conn: conn, Reply: r.node, Token: token})
 	if err := r.rdb.Publish(ctx, r.nodeCtlChannel(node), b).Err(); err != nil {
-		return false, unavailable("send takeover", err)
+		return takeoverDead, unavailable("send takeover", err)
 	}
 	r.stats.takeovers.Add(1)
 	t := time.NewTimer(takeoverTimeout)
@@ -73,17 +82,17 @@ func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string)
 	for {
 		select {
 		case <-ack:
-			return true, nil
+			return takeoverAcked, nil
 		case <-poll.C:
 			rec, err := r.rdb.HMGet(ctx, r.clientKey(clientID), "state", "conn").Result()
 			if err == nil && (rec[0] != "1" || rec[1] != conn) {
-				return true, nil
+				return takeoverAcked, nil
 			}
 		case <-t.C:
 			r.log.Warn("takeover not acknowledged; proceeding", "client", clientID, "node", node)
-			return false, nil
+			return takeoverUnanswered, nil
 		case <-ctx.Done():
-			return false, fmt.Errorf("wait for takeover by %s: %w", node, ctx.Err())
+			return takeoverDead, fmt.Errorf("wait for takeover by %s: %w", node, ctx.Err())
 		}
 	}
 }
@@ -93,7 +102,8 @@ func (r *Redis) takeOverRemote(ctx context.Context, node, clientID, conn string)
 var repeatAfter = []time.Duration{0, time.Second, 4 * time.Second}
 
 // repeatTakeover asks node again, in the background, to end connection
-// conn of clientID, which this node has claimed without node's answer. A
+// conn of clientID, which this node has claimed without the answer of node,
+// alive when asked (a dead node is not asked again: nobody listens). A
 // node that was alive but missed the request (its control subscription
 // was being re-established after a Redis restart) would otherwise keep
 // the old connection up beside the new one. The request names conn, so it
