@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/bridgemq/server/internal/mqttconn"
 )
 
 // connectResult is one connection attempt: the client, or why it failed.
 type connectResult struct {
-	c   *conn
+	c   *mqttconn.Conn
 	err error
 }
 
@@ -18,11 +20,11 @@ type connectResult struct {
 // filters is not nil, subscribes connection i to filters(i) (not timed).
 func connectAll(n, parallel int, addrs []string, name func(int) string, cfg *config,
 	filters func(int) []string, hist *Histogram) []connectResult {
-	out, _ := connectEach(n, parallel, hist, func(i int) (*conn, error) {
-		c, err := dialWith(addrs[i%len(addrs)], name(i), cfg.Clean, cfg.ConnectTimeout, dialOptions{version: cfg.version()})
+	out, _ := connectEach(n, parallel, hist, func(i int) (*mqttconn.Conn, error) {
+		c, err := mqttconn.Dial(addrs[i%len(addrs)], name(i), cfg.Clean, cfg.ConnectTimeout, mqttconn.Options{Version: cfg.version()})
 		if err == nil && filters != nil {
-			if err = c.subscribe(filters(i), cfg.QoS, time.Now().Add(cfg.ConnectTimeout)); err != nil {
-				c.nc.Close()
+			if _, err = c.Subscribe(filters(i), cfg.QoS, time.Now().Add(cfg.ConnectTimeout)); err != nil {
+				c.NC.Close()
 				err = fmt.Errorf("subscribing %s: %w", name(i), err)
 			}
 		}
@@ -34,7 +36,7 @@ func connectAll(n, parallel int, addrs []string, name func(int) string, cfg *con
 // connectEach runs connect(i) for i in [0, n), at most parallel at once,
 // records each success's time in hist, and returns the results and the
 // wall time of the whole.
-func connectEach(n, parallel int, hist *Histogram, connect func(i int) (*conn, error)) ([]connectResult, time.Duration) {
+func connectEach(n, parallel int, hist *Histogram, connect func(i int) (*mqttconn.Conn, error)) ([]connectResult, time.Duration) {
 	out := make([]connectResult, n)
 	times := make([]time.Duration, n)
 	var wg sync.WaitGroup

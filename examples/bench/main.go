@@ -31,6 +31,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/bridgemq/server/internal/mqttconn"
 )
 
 func main() {
@@ -109,7 +111,7 @@ type runner struct {
 	run   uint16
 
 	connect   Histogram
-	conns     []*conn
+	conns     []*mqttconn.Conn
 	delivered atomic.Uint64
 }
 
@@ -117,7 +119,7 @@ func (r *runner) closeAll() {
 	var wg sync.WaitGroup
 	for _, c := range r.conns {
 		wg.Add(1)
-		go func() { defer wg.Done(); c.close() }()
+		go func() { defer wg.Done(); c.Close() }()
 	}
 	wg.Wait()
 	r.conns = nil
@@ -130,13 +132,13 @@ func (r *runner) openIdle(ctx context.Context, rep *report) {
 	cfg := r.cfg
 	// Small buffers: the tool's side of 50,000 idle connections would
 	// otherwise hold 6 GB.
-	opts := dialOptions{version: cfg.version(), keepAlive: uint16(cfg.IdleKeepAlive / time.Second), bufSize: 512}
-	res, wall := connectEach(cfg.Idle, cfg.IdleConcurrency, &r.connect, func(i int) (*conn, error) {
+	opts := mqttconn.Options{Version: cfg.version(), KeepAlive: uint16(cfg.IdleKeepAlive / time.Second), BufSize: 512}
+	res, wall := connectEach(cfg.Idle, cfg.IdleConcurrency, &r.connect, func(i int) (*mqttconn.Conn, error) {
 		o := opts
 		if len(cfg.IdleSources) > 0 {
-			o.local = cfg.IdleSources[i%len(cfg.IdleSources)]
+			o.Local = cfg.IdleSources[i%len(cfg.IdleSources)]
 		}
-		return dialWith(cfg.SubBrokers[i%len(cfg.SubBrokers)], fmt.Sprintf("%s-idle-%d", cfg.IDPrefix, i), cfg.Clean, cfg.ConnectTimeout, o)
+		return mqttconn.Dial(cfg.SubBrokers[i%len(cfg.SubBrokers)], fmt.Sprintf("%s-idle-%d", cfg.IDPrefix, i), cfg.Clean, cfg.ConnectTimeout, o)
 	})
 	if wall > 0 {
 		rep.IdleConnectRate = float64(cfg.Idle) / wall.Seconds()
@@ -198,17 +200,19 @@ func (r *runner) workload(ctx context.Context, rep *report) error {
 	sent, lastPublish, pubErrs := r.publishAll(ctx, pubs)
 	expected := sent * uint64(cfg.Subscribers)
 	deadline := r.epoch.Add(lastPublish + cfg.Drain)
-	r.awaitDeliveries(ctx, expected, deadline)
+	// The publishers answer PUBRECs while the deliveries are awaited: a
+	// QoS 2 message is acknowledged only once its PUBREL went out.
 	var ackWG sync.WaitGroup
 	for _, p := range pubs {
 		ackWG.Add(1)
 		go func() { defer ackWG.Done(); _ = p.awaitAcks(deadline) }()
 	}
+	r.awaitDeliveries(ctx, expected, deadline)
 	ackWG.Wait()
 	stopProgress()
 
 	for _, c := range r.conns {
-		c.stopReading()
+		c.StopReading()
 	}
 	readers.Wait() // before closeAll: the readers write acknowledgements
 	r.closeAll()

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqttconn"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -15,7 +16,7 @@ import (
 // unacknowledged: the free packet ids are a channel that the reader refills.
 type publisher struct {
 	id      int
-	c       *conn
+	c       *mqttconn.Conn
 	cfg     *config
 	run     uint16
 	epoch   time.Time
@@ -34,12 +35,12 @@ type publisher struct {
 }
 
 // newPublisher wraps a connected client.
-func newPublisher(id int, c *conn, cfg *config, run uint16, epoch time.Time) *publisher {
+func newPublisher(id int, c *mqttconn.Conn, cfg *config, run uint16, epoch time.Time) *publisher {
 	p := &publisher{id: id, c: c, cfg: cfg, run: run, epoch: epoch, topics: cfg.publisherTopics(id), readErr: make(chan error, 1)}
 	if cfg.QoS > 0 {
 		window := cfg.Inflight
-		if c.receiveMax > 0 && c.receiveMax < window {
-			window = c.receiveMax // a 5.0 server's Receive Maximum [MQTT-3.3.4-7]
+		if rm := c.ReceiveMaximum(); rm > 0 && rm < window {
+			window = rm // a 5.0 server's Receive Maximum [MQTT-3.3.4-7]
 		}
 		p.free = make(chan uint16, window)
 		for i := 1; i <= window; i++ {
@@ -54,9 +55,9 @@ func newPublisher(id int, c *conn, cfg *config, run uint16, epoch time.Time) *pu
 // readAcks handles PUBACK, PUBREC and PUBCOMP until the connection closes.
 func (p *publisher) readAcks() {
 	for {
-		pk, err := p.c.r.ReadPacket()
+		pk, err := p.c.ReadPacket()
 		if err != nil {
-			if stoppedReading(err) {
+			if mqttconn.Stopped(err) {
 				err = nil
 			}
 			p.readErr <- err
@@ -70,7 +71,7 @@ func (p *publisher) readAcks() {
 		case *packets.Pubcomp:
 			p.acknowledged(a.PacketID)
 		default:
-			p.readErr <- fmt.Errorf("publisher %d: %w: %T", p.id, errUnexpected, pk)
+			p.readErr <- fmt.Errorf("publisher %d: %w: %T", p.id, mqttconn.ErrUnexpected, pk)
 			return
 		}
 	}
@@ -123,13 +124,8 @@ func (p *publisher) publish(ctx context.Context, count uint64, interval time.Dur
 		if p.cfg.QoS > 0 {
 			p.sentAt[msg.PacketID].Store(now)
 		}
-		if p.c.version == packets.Version5 {
-			p.c.buf = packets.AppendPublish5(p.c.buf[:0], msg)
-		} else {
-			p.c.buf = packets.AppendPublish(p.c.buf[:0], msg)
-		}
-		if _, err := p.c.w.Write(p.c.buf); err != nil {
-			return fmt.Errorf("publisher %d: writing PUBLISH: %w", p.id, err)
+		if err := p.c.QueuePublish(msg); err != nil {
+			return fmt.Errorf("publisher %d: %w", p.id, err)
 		}
 		p.sent.Add(1)
 	}
@@ -144,7 +140,7 @@ func (p *publisher) nextID(ctx context.Context) (uint16, error) {
 		case id := <-p.free:
 			return id, nil
 		case id := <-p.release:
-			if err := p.c.queueAck(packets.TypePubrel, id); err != nil {
+			if err := p.c.QueueAck(packets.TypePubrel, id); err != nil {
 				return 0, err
 			}
 			continue
@@ -159,7 +155,7 @@ func (p *publisher) nextID(ctx context.Context) (uint16, error) {
 		case id := <-p.free:
 			return id, nil
 		case id := <-p.release:
-			if err := p.c.queueAck(packets.TypePubrel, id); err != nil {
+			if err := p.c.QueueAck(packets.TypePubrel, id); err != nil {
 				return 0, err
 			}
 		case <-ctx.Done():
@@ -181,7 +177,7 @@ func (p *publisher) awaitAcks(deadline time.Time) error {
 		case <-p.free:
 			returned++
 		case id := <-p.release:
-			if err := p.c.queueAck(packets.TypePubrel, id); err != nil {
+			if err := p.c.QueueAck(packets.TypePubrel, id); err != nil {
 				return err
 			}
 			if err := p.flush(); err != nil {
@@ -195,11 +191,8 @@ func (p *publisher) awaitAcks(deadline time.Time) error {
 }
 
 func (p *publisher) flush() error {
-	if p.c.w.Buffered() == 0 {
-		return nil
-	}
-	if err := p.c.w.Flush(); err != nil {
-		return fmt.Errorf("publisher %d: flushing: %w", p.id, err)
+	if err := p.c.Flush(); err != nil {
+		return fmt.Errorf("publisher %d: %w", p.id, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqttconn"
 	"github.com/bridgemq/server/internal/sequence"
 	"github.com/bridgemq/server/packets"
 )
@@ -16,7 +17,7 @@ import (
 // queues acknowledgements that are flushed once no more input is buffered.
 type subscriber struct {
 	id    int
-	c     *conn
+	c     *mqttconn.Conn
 	run   uint16
 	epoch time.Time
 
@@ -29,7 +30,7 @@ type subscriber struct {
 
 // newSubscriber wraps a connected, subscribed client. delivered is the
 // shared counter of fresh deliveries across all subscribers.
-func newSubscriber(id int, c *conn, cfg *config, run uint16, epoch time.Time, delivered *atomic.Uint64) *subscriber {
+func newSubscriber(id int, c *mqttconn.Conn, cfg *config, run uint16, epoch time.Time, delivered *atomic.Uint64) *subscriber {
 	perPub := cfg.Count
 	if cfg.Duration > 0 {
 		perPub = 1024
@@ -41,9 +42,9 @@ func newSubscriber(id int, c *conn, cfg *config, run uint16, epoch time.Time, de
 // tool made itself.
 func (s *subscriber) receive() error {
 	for {
-		pk, err := s.c.r.ReadPacket()
+		pk, err := s.c.ReadPacket()
 		if err != nil {
-			if stoppedReading(err) {
+			if mqttconn.Stopped(err) {
 				return nil
 			}
 			return fmt.Errorf("subscriber %d: %w", s.id, err)
@@ -53,18 +54,18 @@ func (s *subscriber) receive() error {
 			s.record(m)
 			switch m.QoS {
 			case 1:
-				err = s.c.queueAck(packets.TypePuback, m.PacketID) // [MQTT-4.3.2-2]
+				err = s.c.QueueAck(packets.TypePuback, m.PacketID) // [MQTT-4.3.2-2]
 			case 2:
-				err = s.c.queueAck(packets.TypePubrec, m.PacketID) // [MQTT-4.3.3-2]
+				err = s.c.QueueAck(packets.TypePubrec, m.PacketID) // [MQTT-4.3.3-2]
 			}
 		case *packets.Pubrel:
-			err = s.c.queueAck(packets.TypePubcomp, m.PacketID) // [MQTT-4.3.3-2]
+			err = s.c.QueueAck(packets.TypePubcomp, m.PacketID) // [MQTT-4.3.3-2]
 		case *packets.Suback, *packets.Pingresp:
 		default:
-			return fmt.Errorf("subscriber %d: %w: %T", s.id, errUnexpected, pk)
+			return fmt.Errorf("subscriber %d: %w: %T", s.id, mqttconn.ErrUnexpected, pk)
 		}
-		if err == nil && s.c.br.Buffered() == 0 && s.c.w.Buffered() > 0 {
-			err = s.c.w.Flush()
+		if err == nil && s.c.InputBuffered() == 0 {
+			err = s.c.Flush()
 		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {

@@ -4,8 +4,10 @@
 // persistent-session subscribers that acknowledge, tally and can hop
 // between replicas; with Summarize, what was acknowledged but never
 // delivered. Deliveries are counted with the load tool's
-// internal/sequence tracker. The load tool (examples/bench) measures speed
-// with clients that never reconnect; these measure what survives a fault.
+// internal/sequence tracker, and every connection is an internal/mqttconn
+// one, as the load tool's are. The load tool (examples/bench) measures
+// speed with clients that never reconnect; these measure what survives a
+// fault.
 package loadgen
 
 import (
@@ -20,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqttconn"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/sequence"
 	"github.com/bridgemq/server/packets"
@@ -125,7 +128,7 @@ type pubInflight struct {
 
 // pubConn is one connection of a publisher and the reader of its PUBACKs.
 type pubConn struct {
-	conn net.Conn
+	conn *mqttconn.Conn
 	acks chan uint16   // closed when the reader stops
 	done chan struct{} // closed when the publisher abandons the connection
 }
@@ -150,7 +153,7 @@ func (p *Publisher) Run(ctx context.Context, n, rate int, stopNew time.Time) err
 		p.mu.Lock()
 		p.lastErr = why
 		p.mu.Unlock()
-		_ = pc.conn.Close()
+		_ = pc.conn.NC.Close()
 		close(pc.done)
 		pc = nil
 		var back []int
@@ -164,7 +167,7 @@ func (p *Publisher) Run(ctx context.Context, n, rate int, stopNew time.Time) err
 	}
 	defer func() {
 		if pc != nil {
-			_ = pc.conn.Close()
+			_ = pc.conn.NC.Close()
 			close(pc.done)
 		}
 	}()
@@ -198,8 +201,12 @@ func (p *Publisher) Run(ctx context.Context, n, rate int, stopNew time.Time) err
 			}
 			pc = c
 		}
-		var buf []byte
-		for len(inflight) < p.Window && len(queue) > 0 {
+		// The PUBLISHes go into the connection's buffer, which writes them
+		// when full and at Flush, under one write deadline. A failed write
+		// sticks: Flush reports it and drop takes back what was queued.
+		_ = pc.conn.NC.SetWriteDeadline(now.Add(mqtttest.WaitTimeout))
+		queued, failed := false, false
+		for !failed && len(inflight) < p.Window && len(queue) > 0 {
 			seq := queue[0]
 			queue = queue[1:]
 			for {
@@ -212,7 +219,6 @@ func (p *Publisher) Run(ctx context.Context, n, rate int, stopNew time.Time) err
 			if p.Padding > 0 {
 				payload = append(append(payload, ' '), strings.Repeat("x", p.Padding)...)
 			}
-			buf = packets.AppendPublish(buf, &packets.Publish{QoS: 1, PacketID: nextID, Topic: p.topic, Payload: payload, Dup: resend[seq]})
 			inflight[nextID] = pubInflight{seq: seq, sentAt: now}
 			p.mu.Lock()
 			if resend[seq] {
@@ -221,10 +227,11 @@ func (p *Publisher) Run(ctx context.Context, n, rate int, stopNew time.Time) err
 				p.sent++
 			}
 			p.mu.Unlock()
+			failed = pc.conn.QueuePublish(&packets.Publish{QoS: 1, PacketID: nextID, Topic: p.topic, Payload: payload, Dup: resend[seq]}) != nil
+			queued = true
 		}
-		if len(buf) > 0 {
-			_ = pc.conn.SetWriteDeadline(now.Add(mqtttest.WaitTimeout))
-			if _, err := pc.conn.Write(buf); err != nil {
+		if queued {
+			if err := pc.conn.Flush(); err != nil {
 				drop(fmt.Errorf("write: %w", err))
 				continue
 			}
@@ -261,25 +268,20 @@ func (p *Publisher) connect(ctx context.Context) (*pubConn, error) {
 	p.mu.Lock()
 	p.reconnects++
 	p.mu.Unlock()
-	conn, err := p.dial()
+	nc, err := p.dial()
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	ack, r, err := handshake(conn, &packets.Connect{ClientID: p.name, CleanSession: true, KeepAlive: 60})
-	if err != nil {
-		_ = conn.Close()
+	conn := mqttconn.New(nc, mqttconn.Options{KeepAlive: 60})
+	if _, err := conn.Connect(p.name, true, time.Now().Add(mqtttest.WaitTimeout)); err != nil {
+		_ = nc.Close()
 		return nil, err
-	}
-	if ack.ReturnCode != packets.Accepted {
-		_ = conn.Close()
-		return nil, fmt.Errorf("CONNACK return code 0x%02x", ack.ReturnCode)
 	}
 	pc := &pubConn{conn: conn, acks: make(chan uint16, 256), done: make(chan struct{})}
 	go func() {
 		defer close(pc.acks)
-		_ = conn.SetReadDeadline(time.Time{})
 		for {
-			pk, err := r.ReadPacket()
+			pk, err := conn.ReadPacket()
 			if err != nil {
 				return
 			}
@@ -295,32 +297,6 @@ func (p *Publisher) connect(ctx context.Context) (*pubConn, error) {
 		}
 	}()
 	return pc, nil
-}
-
-// handshake sends c and reads the CONNACK, bounded by mqtttest.WaitTimeout.
-func handshake(conn net.Conn, c *packets.Connect) (*packets.Connack, *packets.Reader, error) {
-	if c.ProtocolVersion == 0 {
-		c.ProtocolVersion = packets.Version311
-	}
-	b, err := packets.Append(nil, c)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encode CONNECT: %w", err)
-	}
-	_ = conn.SetDeadline(time.Now().Add(mqtttest.WaitTimeout))
-	if _, err := conn.Write(b); err != nil {
-		return nil, nil, fmt.Errorf("write CONNECT: %w", err)
-	}
-	r := packets.NewReader(conn, 0)
-	pk, err := r.ReadPacket()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read CONNACK: %w", err)
-	}
-	ack, ok := pk.(*packets.Connack)
-	if !ok {
-		return nil, nil, fmt.Errorf("got %T before CONNACK", pk)
-	}
-	_ = conn.SetDeadline(time.Time{})
-	return ack, r, nil
 }
 
 // ackedKeys returns the keys of the messages the server acknowledged.
@@ -371,43 +347,35 @@ func NewSubscriber(id, filter string, tally *Tally, addrs ...string) *Subscriber
 // address every hopEvery until hop is closed.
 func (s *Subscriber) Start(t testing.TB, ctx context.Context, hopEvery time.Duration, hop <-chan struct{}) (done <-chan struct{}) {
 	t.Helper()
-	conn, r, err := s.connect(s.addrs[0])
+	conn, err := s.connect(s.addrs[0])
 	if err != nil {
 		t.Fatalf("subscriber %s: %v", s.id, err)
 	}
-	b, _ := packets.Append(nil, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: s.filter, QoS: s.qos}}})
-	if _, err := conn.Write(b); err != nil {
-		t.Fatalf("subscriber %s: write SUBSCRIBE: %v", s.id, err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(mqtttest.WaitTimeout))
-	pk, err := r.ReadPacket()
+	codes, err := conn.Subscribe([]string{s.filter}, s.qos, time.Now().Add(mqtttest.WaitTimeout))
 	if err != nil {
-		t.Fatalf("subscriber %s: read SUBACK: %v", s.id, err)
+		t.Fatalf("subscriber %s: %v", s.id, err)
 	}
-	if ack, ok := pk.(*packets.Suback); !ok || len(ack.ReturnCodes) != 1 || ack.ReturnCodes[0] != packets.GrantedQoS(s.qos) {
-		t.Fatalf("subscriber %s: got %T %+v, want SUBACK granting QoS %d", s.id, pk, pk, s.qos)
+	if codes[0] != packets.GrantedQoS(s.qos) {
+		t.Fatalf("subscriber %s: SUBACK code 0x%02x, want QoS %d granted", s.id, byte(codes[0]), s.qos)
 	}
 	ch := make(chan struct{})
 	go func() {
 		defer close(ch)
-		s.loop(ctx, conn, r, hopEvery, hop)
+		s.loop(ctx, conn, hopEvery, hop)
 	}()
 	return ch
 }
 
-func (s *Subscriber) connect(addr string) (net.Conn, *packets.Reader, error) {
-	conn, err := net.DialTimeout("tcp", addr, mqtttest.WaitTimeout)
+func (s *Subscriber) connect(addr string) (*mqttconn.Conn, error) {
+	nc, err := net.DialTimeout("tcp", addr, mqtttest.WaitTimeout)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	ack, r, err := handshake(conn, &packets.Connect{ClientID: s.id, CleanSession: false, KeepAlive: 60})
+	conn := mqttconn.New(nc, mqttconn.Options{KeepAlive: 60})
+	ack, err := conn.Connect(s.id, false, time.Now().Add(mqtttest.WaitTimeout))
 	if err != nil {
-		_ = conn.Close()
-		return nil, nil, err
-	}
-	if ack.ReturnCode != packets.Accepted {
-		_ = conn.Close()
-		return nil, nil, fmt.Errorf("CONNACK return code 0x%02x", ack.ReturnCode)
+		_ = nc.Close()
+		return nil, err
 	}
 	s.mu.Lock()
 	s.connects++
@@ -416,11 +384,11 @@ func (s *Subscriber) connect(addr string) (net.Conn, *packets.Reader, error) {
 		s.noSessionResume++
 	}
 	s.mu.Unlock()
-	return conn, r, nil
+	return conn, nil
 }
 
 // loop receives on conn, hopping or reconnecting as needed, until ctx ends.
-func (s *Subscriber) loop(ctx context.Context, conn net.Conn, r *packets.Reader, hopEvery time.Duration, hop <-chan struct{}) {
+func (s *Subscriber) loop(ctx context.Context, conn *mqttconn.Conn, hopEvery time.Duration, hop <-chan struct{}) {
 	next := 0
 	hopping := hop != nil && hopEvery > 0
 	for {
@@ -428,9 +396,9 @@ func (s *Subscriber) loop(ctx context.Context, conn net.Conn, r *packets.Reader,
 		if hopping {
 			hopAt = time.Now().Add(hopEvery)
 		}
-		err := s.receive(ctx, conn, r, hopAt)
+		err := s.receive(ctx, conn, hopAt)
 		if ctx.Err() != nil {
-			_ = conn.Close()
+			_ = conn.NC.Close()
 			return
 		}
 		if hopping {
@@ -441,8 +409,7 @@ func (s *Subscriber) loop(ctx context.Context, conn net.Conn, r *packets.Reader,
 			}
 		}
 		if err == nil { // time to hop: leave cleanly, then go to the next replica
-			b, _ := packets.Append(nil, &packets.Disconnect{})
-			_, _ = conn.Write(b)
+			conn.Close()
 			next = (next + 1) % len(s.addrs)
 		} else {
 			// The connection broke: try the next address (a load balancer,
@@ -452,9 +419,9 @@ func (s *Subscriber) loop(ctx context.Context, conn net.Conn, r *packets.Reader,
 			s.mu.Unlock()
 			next = (next + 1) % len(s.addrs)
 		}
-		_ = conn.Close()
+		_ = conn.NC.Close()
 		for {
-			conn, r, err = s.connect(s.addrs[next])
+			conn, err = s.connect(s.addrs[next])
 			if err == nil {
 				break
 			}
@@ -473,14 +440,14 @@ func (s *Subscriber) loop(ctx context.Context, conn net.Conn, r *packets.Reader,
 
 // receive reads and acknowledges PUBLISH packets until hopAt (nil error),
 // ctx ends, or the connection fails (the error).
-func (s *Subscriber) receive(ctx context.Context, conn net.Conn, r *packets.Reader, hopAt time.Time) error {
+func (s *Subscriber) receive(ctx context.Context, conn *mqttconn.Conn, hopAt time.Time) error {
 	for {
 		deadline := time.Now().Add(200 * time.Millisecond)
 		if !hopAt.IsZero() && hopAt.Before(deadline) {
 			deadline = hopAt
 		}
-		_ = conn.SetReadDeadline(deadline)
-		pk, err := r.ReadPacket()
+		_ = conn.NC.SetReadDeadline(deadline)
+		pk, err := conn.ReadPacket()
 		if err != nil {
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
@@ -497,9 +464,12 @@ func (s *Subscriber) receive(ctx context.Context, conn net.Conn, r *packets.Read
 		}
 		key := PayloadKey(p.Payload)
 		if p.QoS > 0 {
-			b, _ := packets.Append(nil, &packets.Puback{PacketID: p.PacketID})
-			_ = conn.SetWriteDeadline(time.Now().Add(mqtttest.WaitTimeout))
-			if _, err := conn.Write(b); err != nil {
+			_ = conn.NC.SetWriteDeadline(time.Now().Add(mqtttest.WaitTimeout))
+			err := conn.QueueAck(packets.TypePuback, p.PacketID)
+			if err == nil {
+				err = conn.Flush()
+			}
+			if err != nil {
 				return fmt.Errorf("write PUBACK: %w", err)
 			}
 		}
@@ -613,14 +583,14 @@ func (s *Subscriber) ID() string { return s.id }
 // until ctx ends (the returned channel closes then): for a subscriber
 // whose Start ended with its context, brought back after a fault.
 func (s *Subscriber) Resume(ctx context.Context, addr string) (<-chan struct{}, error) {
-	conn, r, err := s.connect(addr)
+	conn, err := s.connect(addr)
 	if err != nil {
 		return nil, err
 	}
 	ch := make(chan struct{})
 	go func() {
 		defer close(ch)
-		s.loop(ctx, conn, r, 0, nil)
+		s.loop(ctx, conn, 0, nil)
 	}()
 	return ch, nil
 }
