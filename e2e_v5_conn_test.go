@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -374,4 +375,47 @@ func TestV5_ServerDisconnect_NotReset_MQTT_4_13_1_1(t *testing.T) {
 	if p, err := c.Read(mqtttest.WaitTimeout); !errors.Is(err, io.EOF) {
 		t.Fatalf("after the DISCONNECT: %T, %v; want the end of the stream", p, err)
 	}
+}
+
+// [MQTT-3.1.2-24] the server sends no packet larger than the client's
+// Maximum Packet Size, acknowledgements included: a SUBACK for 60 filters
+// (65 bytes) to a client that takes 40 is not sent, and, since the client
+// would wait for it forever, the connection ends with DISCONNECT 0x95
+// (4 bytes); a CONNACK with the server's properties to a client that takes
+// 8 bytes is not sent either, and the connection closes without a packet.
+func TestV5_ClientMaximumPacketSize_AckTooLarge_NotSent_MQTT_3_1_2_24(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		c, _ := connectProps5(t, d.sub().Addr(), unique(t, "small"), &packets.Properties{MaximumPacketSize: new(uint32(40))})
+		subs := make([]packets.Subscription, 60)
+		for i := range subs {
+			subs[i] = packets.Subscription{Filter: fmt.Sprintf("%s/%d", unique(t, "f"), i), QoS: 1}
+		}
+		c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: subs})
+		_, got := c.ExpectClosed(waitTimeout)
+		for _, p := range got {
+			if _, ok := p.(*packets.Suback); ok {
+				t.Fatalf("got a SUBACK over the client's Maximum Packet Size: %s", mqtttest.Describe(got))
+			}
+		}
+		if len(got) == 0 {
+			t.Fatal("closed without DISCONNECT, want DISCONNECT 0x95")
+		}
+		if dis, ok := got[len(got)-1].(*packets.Disconnect); !ok || dis.ReasonCode != packets.PacketTooLarge {
+			t.Fatalf("got %s, want DISCONNECT 0x95 last", mqtttest.Describe(got))
+		}
+
+		// A SUBACK that fits is sent, to the same limit.
+		ok, _ := connectProps5(t, d.sub().Addr(), unique(t, "fits"), &packets.Properties{MaximumPacketSize: new(uint32(40))})
+		if codes := ok.Subscribe(1, subs[:10]...); len(codes) != 10 {
+			t.Fatalf("SUBACK with %d codes, want 10", len(codes))
+		}
+
+		raw := mqtttest.Dial(t, d.sub().Addr())
+		raw.SetVersion(packets.Version5)
+		raw.Send(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "tiny"), KeepAlive: 30,
+			Properties: &packets.Properties{MaximumPacketSize: new(uint32(8))}})
+		if _, got := raw.ExpectClosed(waitTimeout); len(got) != 0 {
+			t.Fatalf("got %s, want the connection closed without a CONNACK over 8 bytes", mqtttest.Describe(got))
+		}
+	})
 }

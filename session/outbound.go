@@ -1,6 +1,7 @@
 package session
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -159,8 +160,16 @@ func (s *Session) sendAck(p packets.Packet) {
 }
 
 // appendAck encodes p in the connection's protocol version (see encode).
+// An acknowledgement too large for a 5.0 client's Maximum Packet Size (a
+// SUBACK for hundreds of filters to a client that takes 100 bytes) is not
+// sent [MQTT-3.1.2-24]; the client would wait for it forever, so the
+// connection ends, with DISCONNECT 0x95 where that fits. s.mu may be held.
 func (s *Session) appendAck(dst []byte, p packets.Packet) []byte {
 	out, err := s.encode(dst, p)
+	if errors.Is(err, packets.ErrPacketTooLarge) {
+		go s.stop(err)
+		return dst
+	}
 	if err != nil {
 		// Only a bug can make an ack unencodable.
 		panic(fmt.Sprintf("encode %T: %v", p, err))

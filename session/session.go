@@ -464,7 +464,15 @@ func (s *Session) Done() <-chan struct{} { return s.finished }
 func (s *Session) writeNow(p packets.Packet) bool {
 	buf, err := s.encode(nil, p)
 	if err != nil {
-		s.logger().Error("encode packet", "err", err)
+		// A CONNACK the client's Maximum Packet Size cannot take is not sent
+		// [MQTT-3.1.2-24]: the connection closes without one. Any other
+		// encoding failure is a bug.
+		if errors.Is(err, packets.ErrPacketTooLarge) {
+			s.debug("CONNACK not sent", "err", err)
+		} else {
+			s.logger().Error("encode packet", "err", err)
+		}
+		s.stop(err)
 		return false
 	}
 	select {

@@ -497,9 +497,10 @@ func reasonString(text string) string {
 // encode appends p, a packet other than an outgoing message, in the
 // connection's protocol version. A 5.0 packet larger than the client's
 // Maximum Packet Size loses its Reason String and User Properties
-// [MQTT-3.1.2-24] (sections 3.2.2.3.9, 3.4.2.2.2 and the like: "MUST NOT
-// send this property if it would increase the size ... beyond the Maximum
-// Packet Size").
+// (sections 3.2.2.3.9, 3.4.2.2.2 and the like: "MUST NOT send this property
+// if it would increase the size ... beyond the Maximum Packet Size"); if it
+// is still larger, nothing is appended and the error wraps
+// packets.ErrPacketTooLarge: the server must not send it [MQTT-3.1.2-24].
 func (s *Session) encode(dst []byte, p packets.Packet) ([]byte, error) {
 	if s.version != packets.Version5 {
 		return packets.Append(dst, p)
@@ -508,12 +509,15 @@ func (s *Session) encode(dst []byte, p packets.Packet) ([]byte, error) {
 	if err != nil || s.v5.maxPacket == 0 || len(out)-len(dst) <= s.v5.maxPacket {
 		return out, err
 	}
-	props := diagnosticProperties(p)
-	if props == nil || (props.ReasonString == "" && len(props.UserProperties) == 0) {
-		return out, nil // nothing the server may leave out
+	if props := diagnosticProperties(p); props != nil && (props.ReasonString != "" || len(props.UserProperties) > 0) {
+		props.ReasonString, props.UserProperties = "", nil
+		out, err = packets.Append5(out[:len(dst)], p)
+		if err != nil || len(out)-len(dst) <= s.v5.maxPacket {
+			return out, err
+		}
 	}
-	props.ReasonString, props.UserProperties = "", nil
-	return packets.Append5(out[:len(dst)], p)
+	return dst, fmt.Errorf("%T of %d bytes, over the client's Maximum Packet Size of %d [MQTT-3.1.2-24]: %w",
+		p, len(out)-len(dst), s.v5.maxPacket, packets.ErrPacketTooLarge)
 }
 
 // diagnosticProperties returns the properties of p where the server puts
