@@ -4,6 +4,8 @@
 #
 #   bench/compare.sh [-reps N] [-only W1,W2,...] [-out FILE] [-keep]
 #
+# SERVER_BIN=path measures that server binary instead of this tree's (the load
+# tool and the rows are still this tree's), to compare two builds.
 # -only runs a subset of the workloads, by name: w1q0 w1q1 w1q1w20 w1q1v5 s1 s2 s1h w2 w3
 # w4 w4x w5f1 w5f1000 w5f10000 (rows of bench/README.md); e.g. -only s1,s2
 # for the synchronous publishers alone, -only w4,w4x for idle connections.
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
 	-only) ONLY="$2"; shift 2 ;;
 	-out) OUT="$2"; shift 2 ;;
 	-keep) KEEP=1; shift ;;
-	-h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,21p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1 (see -h)" >&2; exit 2 ;;
 	esac
 done
@@ -93,6 +95,13 @@ fi
 
 log "building the server and the load tool"
 (cd "$ROOT" && go build -o "$WORK/server" . && go build -o "$WORK/bench" ./examples/bench)
+if [ -n "${SERVER_BIN:-}" ]; then
+	# Another build of the server (an older commit, say), measured with this
+	# tree's load tool and rows.
+	[ -x "$SERVER_BIN" ] || { echo "compare.sh: SERVER_BIN=$SERVER_BIN is not an executable" >&2; exit 2; }
+	log "server: $SERVER_BIN"
+	cp "$SERVER_BIN" "$WORK/server"
+fi
 
 # ---- processes -------------------------------------------------------------
 
