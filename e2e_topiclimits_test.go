@@ -135,3 +135,20 @@ func TestLimits_WillTopic_RefusesConnect_MQTT_3_1_4_1(t *testing.T) {
 	c.MustConnect(&packets.Connect{ClientID: unique(t, "will"), CleanSession: true,
 		Will: &packets.Will{Topic: "w/x/y/z", Payload: []byte("bye")}})
 }
+
+// TestLimits_WillTopic5_Connack0x90: a 5.0 CONNECT whose will topic is not
+// a valid Topic Name (a wildcard, empty) [MQTT-3.1.3-10] or is over the
+// limits gets CONNACK 0x90 Topic Name invalid with a Reason String
+// (section 3.2.2.2), not a bare close.
+func TestLimits_WillTopic5_Connack0x90(t *testing.T) {
+	ts := startServer(t, "-max-topic-length", "32", "-max-topic-levels", "4")
+	for _, topic := range []string{"a/#", "a/+/b", "", strings.Repeat("w", 33), "w/x/y/z/v"} {
+		c := mqtttest.Dial(t, ts.Addr())
+		ack := c.Connect(&packets.Connect{ProtocolVersion: packets.Version5, ClientID: unique(t, "will"), CleanSession: true,
+			Will: &packets.Will{Topic: topic, Payload: []byte("bye")}})
+		if ack.ReturnCode != packets.TopicNameInvalid || ack.Properties == nil || !strings.Contains(ack.Properties.ReasonString, "will topic") {
+			t.Fatalf("will topic %q: CONNACK 0x%02x %+v, want 0x90 with a Reason String naming the will topic", topic, byte(ack.ReturnCode), ack.Properties)
+		}
+		c.ExpectClosed(waitTimeout)
+	}
+}

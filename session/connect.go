@@ -87,13 +87,19 @@ func (s *Session) handshake(ctx context.Context) (*packets.Connack, *broker.Stor
 	}
 
 	if c.Will != nil {
+		// A 5.0 client is told with CONNACK 0x90 ("the Will Topic Name is
+		// not malformed, but is not accepted by this Server", section
+		// 3.2.2.2); 3.1.1 has no code for it, so that connection is closed
+		// without one [MQTT-3.1.4-1].
+		var refuse *packets.Connack
+		if v5 {
+			refuse = &packets.Connack{ReturnCode: packets.TopicNameInvalid}
+		}
 		if err := topics.ValidateTopicName(c.Will.Topic); err != nil {
-			return nil, nil, fmt.Errorf("%w: will topic: %w [MQTT-3.1.3-10]", ErrProtocolViolation, err)
+			return refuse, nil, fmt.Errorf("%w: will topic: %w [MQTT-3.1.3-10]", ErrProtocolViolation, err)
 		}
 		if err := topics.CheckLimits(c.Will.Topic, s.env.Config.MaxTopicLength, s.env.Config.MaxTopicLevels); err != nil {
-			// 3.1.1 has no CONNACK code for it: the connection is closed
-			// without CONNACK, as for an invalid will topic.
-			return nil, nil, fmt.Errorf("%w: will topic: %w", ErrLimit, err)
+			return refuse, nil, fmt.Errorf("%w: will topic: %w", ErrLimit, err)
 		}
 		s.will = &broker.Message{
 			Topic:    c.Will.Topic,

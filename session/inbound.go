@@ -19,7 +19,8 @@ var errClientDisconnect = errors.New("client sent DISCONNECT")
 
 // readLoop reads and handles packets until the connection ends.
 func (s *Session) readLoop(ctx context.Context) error {
-	// [MQTT-3.1.2-24] a client silent for 1.5 × keep-alive is disconnected.
+	// A client silent for 1.5 × keep-alive is disconnected (3.1.1
+	// [MQTT-3.1.2-24], 5.0 [MQTT-3.1.2-22]).
 	grace := s.keepAlive + s.keepAlive/2
 	if s.env.Inflight != nil {
 		s.r.SetGate(s.gatePublish)
@@ -46,7 +47,7 @@ func (s *Session) readLoop(ctx context.Context) error {
 			default:
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return fmt.Errorf("%w: nothing received for %s [MQTT-3.1.2-24]", ErrKeepAliveExpired, grace)
+				return fmt.Errorf("%w: nothing received for %s (3.1.1 [MQTT-3.1.2-24], 5.0 [MQTT-3.1.2-22])", ErrKeepAliveExpired, grace)
 			}
 			return fmt.Errorf("read: %w", err)
 		}

@@ -87,10 +87,23 @@ func (s *Session) applyOptionsLocked(o *outgoing, p *packets.Publish) bool {
 	var ids []uint32
 	var best byte
 	matched, excluded, rap := false, false, false
+	group := ""
+	if o.shared {
+		group = s.groupOf(*o)
+	}
 	for f, q := range s.subs {
-		// A shared subscription matches by its filter: the message may
-		// have come through it, which the connection cannot tell from a
-		// non-shared copy.
+		// A copy a shared subscription group handed this connection came
+		// through that subscription alone, and any other copy through the
+		// client's non-shared subscriptions: each copy takes the options
+		// of the subscriptions it came through (a client may get a message
+		// once through each, section 4.8.2).
+		if o.shared {
+			if f != group {
+				continue
+			}
+		} else if topics.IsShared(f) {
+			continue
+		}
 		if !topics.MatchSubscription(f, o.msg.Topic) {
 			continue
 		}

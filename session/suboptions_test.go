@@ -27,6 +27,7 @@ func TestFill_AppliesSubscriptionOptions_MQTT_3_8_3_3(t *testing.T) {
 		onSubscribe bool   // a retained message sent because of a new subscription
 		stored      bool   // ... that waited in a stored session
 		feedID      uint32 // the identifier of the SUBSCRIBE that made the feed
+		group       string // the shared subscription a group's copy came through; "" for a non-shared copy
 		qos         byte   // the QoS the core chose
 		wantSent    bool
 		wantQoS     byte
@@ -57,6 +58,24 @@ func TestFill_AppliesSubscriptionOptions_MQTT_3_8_3_3(t *testing.T) {
 		{name: "every matching identifier, in order", subs: []sub{{"a/#", 1, broker.SubOptions{ID: 9}}, {"a/+", 1, broker.SubOptions{ID: 3}},
 			{"#", 1, broker.SubOptions{}}, {"x", 1, broker.SubOptions{ID: 4}}},
 			from: "other", qos: 1, wantSent: true, wantQoS: 1, wantIDs: []uint32{3, 9}},
+		// A client may get a message once through each of a shared and a
+		// non-shared subscription (section 4.8.2); each copy takes the
+		// options of the subscription it came through.
+		{name: "a shared copy takes its group's options alone",
+			subs:  []sub{{"a/#", 0, broker.SubOptions{ID: 1}}, {"$share/g/a/#", 1, broker.SubOptions{RetainAsPublished: true, ID: 2}}},
+			group: "$share/g/a/#", from: "other", retain: true, qos: 1, wantSent: true, wantQoS: 1, wantRetain: true, wantIDs: []uint32{2}},
+		{name: "a non-shared copy takes the non-shared options alone MQTT_3_3_1_12",
+			subs: []sub{{"a/#", 0, broker.SubOptions{ID: 1}}, {"$share/g/a/#", 1, broker.SubOptions{RetainAsPublished: true, ID: 2}}},
+			from: "other", retain: true, qos: 0, wantSent: true, wantQoS: 0, wantIDs: []uint32{1}},
+		{name: "another group's options do not apply",
+			subs:  []sub{{"$share/h/a/#", 1, broker.SubOptions{RetainAsPublished: true, ID: 3}}, {"$share/g/a/#", 1, broker.SubOptions{ID: 2}}},
+			group: "$share/g/a/#", from: "other", retain: true, qos: 1, wantSent: true, wantQoS: 1, wantIDs: []uint32{2}},
+		{name: "no local on the non-shared subscription drops the non-shared copy",
+			subs: []sub{{"a/#", 1, broker.SubOptions{NoLocal: true}}, {"$share/g/a/#", 1, broker.SubOptions{}}},
+			from: "me", qos: 1},
+		{name: "no local on the non-shared subscription leaves the shared copy",
+			subs:  []sub{{"a/#", 1, broker.SubOptions{NoLocal: true}}, {"$share/g/a/#", 1, broker.SubOptions{}}},
+			group: "$share/g/a/#", from: "me", qos: 1, wantSent: true, wantQoS: 1},
 		{name: "an identifier used twice is sent twice (section 3.3.4)", subs: []sub{{"a/#", 1, broker.SubOptions{ID: 5}}, {"a/b", 1, broker.SubOptions{ID: 5}}},
 			from: "other", qos: 1, wantSent: true, wantQoS: 1, wantIDs: []uint32{5, 5}},
 	}
@@ -74,6 +93,11 @@ func TestFill_AppliesSubscriptionOptions_MQTT_3_8_3_3(t *testing.T) {
 			msg := &broker.Message{Topic: "a/b", Payload: []byte("p"), QoS: 2, Retain: tt.retain, ClientID: tt.from}
 			o := outgoing{msg: msg, qos: tt.qos, retain: tt.onSubscribe || tt.stored, fed: tt.onSubscribe, subID: tt.feedID}
 			s.mu.Lock()
+			if tt.group != "" { // as DeliverShared names the group
+				s.shareIndex = map[string]uint32{"$share/other/x": 0, tt.group: 1}
+				s.shareNames = []string{"$share/other/x", tt.group}
+				o.shared, o.subID = true, 1
+			}
 			s.pending = append(s.pending, o) // as a feed or a restored session queues it
 			s.mu.Unlock()
 			got := decodeAll5(t, s.fill(nil, false))

@@ -550,48 +550,38 @@ func diagnosticProperties(p packets.Packet) *packets.Properties {
 func (c *conn5) shapesPublish() bool { return c.maxPacket > 0 || c.aliasMaxOut > 0 }
 
 // shapePublishLocked fits an outgoing PUBLISH to what the 5.0 client
-// asked. It reports false for one larger than the client's Maximum Packet
-// Size, which is not to be sent [MQTT-3.1.2-24] but dropped as if it had
-// been [MQTT-3.1.2-25]. Otherwise, when the client takes Topic Aliases,
-// it gives the topic one. s.mu is held; the PUBLISH is written next.
+// asked: when the client takes Topic Aliases, it gives the topic one where
+// the PUBLISH so formed fits the client's Maximum Packet Size. It reports
+// false for one that does not fit with or without an alias, which is not
+// to be sent [MQTT-3.1.2-24] but dropped as if it had been [MQTT-3.1.2-25].
+// The size measured is that of the packet as it will be sent, alias and
+// all. s.mu is held; the PUBLISH is written next.
 func (s *Session) shapePublishLocked(p *packets.Publish) bool {
-	size := 0
-	if s.v5.maxPacket > 0 {
-		if size = packets.PublishSize5(p); size > s.v5.maxPacket {
-			return false
-		}
+	if s.v5.aliasMaxOut > 0 && s.aliasLocked(p) {
+		return true
 	}
-	if s.v5.aliasMaxOut > 0 {
-		s.aliasLocked(p, size)
-	}
-	return true
+	return s.v5.maxPacket == 0 || packets.PublishSize5(p) <= s.v5.maxPacket
 }
 
-// aliasOverhead bounds what a Topic Alias adds to a PUBLISH: the property
-// (3 bytes), and a byte more in each of the Property Length and the
-// Remaining Length.
-const aliasOverhead = 5
-
-// aliasLocked gives p's topic a Topic Alias (section 3.3.2.3.4). The
-// first aliases go to the first topics sent, for the connection's life:
-// the first PUBLISH of a topic carries the topic and sets its alias, the
-// later ones an empty topic and the alias. Once the client's Topic Alias
-// Maximum is used up, other topics go in full: no alias above it is ever
-// sent [MQTT-3.3.2-11]. size is p's encoded size, 0 when not measured. The
-// mapping is made here, so p must be sent: s.mu is held and fill writes p
-// next.
-func (s *Session) aliasLocked(p *packets.Publish, size int) {
+// aliasLocked gives p's topic a Topic Alias (section 3.3.2.3.4) and
+// reports whether it did. The first aliases go to the first topics sent,
+// for the connection's life: the first PUBLISH of a topic carries the
+// topic and sets its alias, the later ones an empty topic and the alias.
+// Once the client's Topic Alias Maximum is used up, other topics go in
+// full: no alias above it is ever sent [MQTT-3.3.2-11]. A PUBLISH whose
+// aliased form would exceed the client's Maximum Packet Size gets no alias
+// (and sets none): its form with the full topic may still fit, as it does
+// for a topic of under 3 bytes. The mapping is made here, so p must be
+// sent when it returns true: s.mu is held and fill writes p next.
+func (s *Session) aliasLocked(p *packets.Publish) bool {
 	alias, known := s.v5.aliasesOut[p.Topic]
 	if !known {
-		if len(s.v5.aliasesOut) >= int(s.v5.aliasMaxOut) || (s.v5.maxPacket > 0 && size+aliasOverhead > s.v5.maxPacket) {
-			return
-		}
-		if s.v5.aliasesOut == nil {
-			s.v5.aliasesOut = make(map[string]uint16)
+		if len(s.v5.aliasesOut) >= int(s.v5.aliasMaxOut) {
+			return false
 		}
 		alias = uint16(len(s.v5.aliasesOut) + 1)
-		s.v5.aliasesOut[p.Topic] = alias
 	}
+	topic, props := p.Topic, p.Properties
 	if p.Properties == nil {
 		p.Properties = &packets.Properties{}
 	}
@@ -599,4 +589,20 @@ func (s *Session) aliasLocked(p *packets.Publish, size int) {
 	if known {
 		p.Topic = ""
 	}
+	if s.v5.maxPacket > 0 && packets.PublishSize5(p) > s.v5.maxPacket {
+		p.Topic = topic
+		if props == nil {
+			p.Properties = nil
+		} else {
+			p.Properties.TopicAlias = nil
+		}
+		return false
+	}
+	if !known {
+		if s.v5.aliasesOut == nil {
+			s.v5.aliasesOut = make(map[string]uint16)
+		}
+		s.v5.aliasesOut[topic] = alias
+	}
+	return true
 }

@@ -242,6 +242,57 @@ func TestFill_TopicAliasNotSetByADroppedPublish(t *testing.T) {
 	}
 }
 
+// [MQTT-3.1.2-24] [MQTT-3.1.2-25] the client's Maximum Packet Size is
+// checked on the PUBLISH as it is sent, Topic Alias included: an alias-only
+// form larger than the full topic's (a topic of 1 byte) goes with the full
+// topic instead, and one smaller (a longer topic) is sent where the full
+// topic would not fit.
+func TestFill_MaximumPacketSizeMeasuresTheAliasedForm_MQTT_3_1_2_24(t *testing.T) {
+	tests := []struct {
+		name     string
+		topic    string
+		payloads []int
+		sent     int      // PUBLISH packets sent
+		aliased  []string // per packet sent: "set" (topic and alias), "only" (alias), "full" (topic, no alias)
+	}{
+		// Topic "a": with the alias set 9+P bytes, alias only 8+P, full 6+P.
+		{"alias only would be too large", "a", []int{31, 32, 33}, 3, []string{"set", "only", "full"}},
+		// Topic "mp/x": with the alias set 12+P, alias only 8+P, full 9+P.
+		{"alias only fits where the full topic does not", "mp/x", []int{28, 32}, 2, []string{"set", "only"}},
+		// Nothing fits: dropped, and no alias is set by it.
+		{"too large either way", "mp/x", []int{40, 28}, 1, []string{"set"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestSession5(t, 10, 10)
+			s.v5.aliasMaxOut, s.v5.maxPacket = 5, 40
+			for _, n := range tt.payloads {
+				s.enqueue(outgoing{msg: &broker.Message{Topic: tt.topic, Payload: bytes.Repeat([]byte("x"), n)}})
+			}
+			got := decodeAll5(t, s.fill(nil, false))
+			if len(got) != tt.sent {
+				t.Fatalf("sent %d packets, want %d", len(got), tt.sent)
+			}
+			for i, pk := range got {
+				p := pk.(*packets.Publish)
+				if size := packets.PublishSize5(p); size > s.v5.maxPacket {
+					t.Fatalf("packet %d is %d bytes, over the client's %d", i, size, s.v5.maxPacket)
+				}
+				form := "full"
+				switch {
+				case p.Properties != nil && p.Properties.TopicAlias != nil && p.Topic == "":
+					form = "only"
+				case p.Properties != nil && p.Properties.TopicAlias != nil:
+					form = "set"
+				}
+				if form != tt.aliased[i] {
+					t.Fatalf("packet %d sent as %q (topic %q), want %q", i, form, p.Topic, tt.aliased[i])
+				}
+			}
+		})
+	}
+}
+
 // [MQTT-3.1.2-29] a client that sets Request Problem Information to 0 gets
 // no Reason String on acknowledgements (CONNACK and DISCONNECT may still
 // carry one); one that leaves the default gets it, unless the packet would
