@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,4 +120,51 @@ func attackTTLs() []string {
 		return []string{"2s", "4s"}
 	}
 	return []string{"4s"}
+}
+
+// A will allowed at CONNECT and revoked before it is due (the ACL file
+// changed, SIGHUP to every replica) is not published by the survivor that
+// reaps its killed replica: a stored will is judged by the rules in force
+// when it is published (issue 7, item 1), with the "will refused by ACL"
+// log line and bridge_wills_refused. Bob's will, still allowed, comes.
+func TestSIGHUP_RevokedWillNotPublishedByReaper_Issue7_1(t *testing.T) {
+	pw := writePasswordFile(t, "alice", "bob", "carol")
+	acl := filepath.Join(t.TempDir(), "acl")
+	rules := "user alice\ntopic readwrite alice/#\n\nuser bob\ntopic readwrite bob/#\n\nuser carol\ntopic read #\n"
+	writeFile(t, acl, rules)
+	rs := redistest.Start(t)
+	args := []string{"-password-file", pw, "-acl-file", acl, "-allow-anonymous=false", "-node-ttl", "2s"}
+	a := mqtttest.StartProcess(t, rs.URL(), "ra", args...)
+	b := mqtttest.StartProcess(t, rs.URL(), "rb", args...)
+	watch := mqtttest.Dial(t, b.Addr())
+	watch.MustConnect(asUser("carol", "carol-watch", true))
+	watch.Subscribe(1, packets.Subscription{Filter: "+/will", QoS: 1})
+	for _, user := range []string{"alice", "bob"} {
+		c := asUser(user, user+"-dev", true)
+		c.Will = &packets.Will{Topic: user + "/will", Payload: []byte(user + " gone"), QoS: 1}
+		mqtttest.Dial(t, a.Addr()).MustConnect(c)
+	}
+
+	writeFile(t, acl, rules+"\nuser alice\ntopic deny alice/will\n")
+	for _, p := range []*mqtttest.Process{a, b} {
+		if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(waitTimeout)
+		for !strings.Contains(p.LogTail(50), "password and ACL files reloaded") {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no reload logged within %s", p.Node(), waitTimeout)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	a.Kill(t)
+	got := watch.PublishesUntil("bob gone") // reaped after 2-4 s
+	for _, p := range got {
+		t.Errorf("will published under the revoked rule: %s %q", p.Topic, p.Payload)
+	}
+	watch.ExpectSilent(time.Second)
+	if !strings.Contains(b.LogTail(100), "will refused by ACL") {
+		t.Fatalf("no \"will refused by ACL\" in the reaper's log:\n%s", b.LogTail(30))
+	}
 }

@@ -93,6 +93,13 @@ type RedisOptions struct {
 	// pipeline batch takes to go to Redis and back (a
 	// prometheus.Histogram fits).
 	PublishLatency interface{ Observe(float64) }
+	// WillAuth, when set, is asked with the rules in force when a will
+	// kept in Redis is about to be published by this replica for another
+	// connection (a dead replica's client, a takeover of a replica that did
+	// not answer, a delayed will come due) whether its user may still
+	// publish to its topic; false drops it. A connection's own replica
+	// asks its authorizer itself when the connection ends.
+	WillAuth func(clientID, username, topic string) bool
 }
 
 // Redis lets any number of replicas act as one broker: it is both the
@@ -195,8 +202,9 @@ type Redis struct {
 	// in shared pipelines (redis_batch.go).
 	batch *cmdBatcher
 
-	minReplicas int                           // RedisOptions.MinReplicasAcked
-	pubLatency  interface{ Observe(float64) } // RedisOptions.PublishLatency; nil: off
+	minReplicas int                                         // RedisOptions.MinReplicasAcked
+	willAuth    func(clientID, username, topic string) bool // RedisOptions.WillAuth
+	pubLatency  interface{ Observe(float64) }               // RedisOptions.PublishLatency; nil: off
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -272,11 +280,19 @@ type Redis struct {
 	shares *redisShares
 
 	// Liveness (redis_liveness.go).
-	token         string                // this run's value in the liveness key
-	beatNow       chan struct{}         // asks the node loop for a heartbeat now
-	lastBeat      atomic.Int64          // unix nanoseconds of the last refresh of the key
-	needReconcile atomic.Bool           // live connections must be registered again
-	conflict      atomic.Pointer[error] // set while another replica holds this node id
+	token         string        // this run's value in the liveness key
+	beatNow       chan struct{} // asks the node loop for a heartbeat now
+	lastBeat      atomic.Int64  // unix nanoseconds of the last refresh of the key
+	needReconcile atomic.Bool   // live connections must be registered again
+	// dataLost is set when the epoch changed (Redis restarted empty, or
+	// failed over losing writes): the next reconcile takes back the ids
+	// of live connections that another user claimed meanwhile.
+	dataLost atomic.Bool
+	// regEpoch is the Redis epoch (initEpoch) this node's connections were
+	// last registered under: a liveness key found gone under another epoch
+	// went with Redis's data, not with a pause of this node.
+	regEpoch atomic.Pointer[string]
+	conflict atomic.Pointer[error] // set while another replica holds this node id
 }
 
 // redisClient is what the Redis bridge keeps for one connection of this
@@ -388,6 +404,7 @@ type redisCounters struct {
 	received, delivered, deduplicated       atomic.Int64
 	replayed, replays, decodeErrors         atomic.Int64
 	willsSent, willsDelayed, willsCancelled atomic.Int64
+	willsRefused                            atomic.Int64
 	queueTrimmed, replayTrimmed             atomic.Int64
 	streamTrims, deadNodeChecks             atomic.Int64
 	takeovers, republished                  atomic.Int64
@@ -464,6 +481,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	}
 	r.newPublishers()
 	r.minReplicas = o.MinReplicasAcked
+	r.willAuth = o.WillAuth
 	r.pubLatency = o.PublishLatency
 	if o.StreamMaxBytes < 0 {
 		return nil, fmt.Errorf("new redis bridge: StreamMaxBytes %d is negative", o.StreamMaxBytes)
@@ -492,6 +510,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	watchDials(r.rdb, &r.dials)
 	epoch, err := r.initEpoch(ctx)
 	if err == nil {
+		r.regEpoch.Store(&epoch)
 		err = r.initStreams(ctx)
 	}
 	if err == nil {
@@ -613,6 +632,7 @@ func (r *Redis) Stats() map[string]int64 {
 		"wills_published":                 s.willsSent.Load(),
 		"wills_delayed":                   s.willsDelayed.Load(),
 		"wills_cancelled":                 s.willsCancelled.Load(),
+		"wills_refused":                   s.willsRefused.Load(),
 		"takeovers":                       s.takeovers.Load(),
 		"claim_conflicts":                 s.claimConflicts.Load(),
 		"republished_after_redis_restart": s.republished.Load(),

@@ -269,7 +269,7 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 		won, err := r.claimID(ctx, c, rec["conn"], now)
 		if err == nil && won == 1 {
 			if orphan != "" && orphan == rec["conn"] && got.session["conn"] == orphan {
-				r.publishOrphanWill(c.id, orphan, got.session["will"], got.session["will_delay"])
+				r.publishOrphanWill(c.id, got.session["owner"], orphan, got.session["will"], got.session["will_delay"])
 			}
 			if unanswered != "" {
 				r.repeatTakeover(unanswered, c.id, orphan)

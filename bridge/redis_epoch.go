@@ -253,6 +253,7 @@ func (r *Redis) checkEpoch(ctx context.Context, p *publisher, seen string) {
 		return
 	}
 	if r.adoptEpoch(ctx, p, now) {
+		r.dataLost.Store(true)
 		r.askBeat() // our liveness key and client records went with the data
 	}
 }
@@ -377,6 +378,7 @@ func (r *Redis) readClusterEpoch(ctx context.Context) {
 	r.log.Warn("redis epoch changed: the master of the epoch key restarted or failed over", "old_epoch", was, "epoch", now)
 	r.clusterEpoch.Store(&now)
 	r.askEpochCheck()
+	r.dataLost.Store(true)
 	r.askBeat() // our liveness key and client records may have gone with the data
 }
 

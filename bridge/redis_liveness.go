@@ -68,25 +68,42 @@ return 0
 `)
 
 // reRegisterClientScript makes the client record say the connection is
-// online here, unless the record belongs to another connection. KEYS[1]
-// client; ARGV conn, node, online_at, owner, peerhost. Returns 1 when
-// written.
+// online here, unless the record belongs to another connection. With
+// ARGV[6] = "1" (Redis lost its data since the connection registered), a
+// record another user's connection claimed in the meantime is taken back:
+// that claim could only succeed because Redis had forgotten this live
+// connection, and a session belongs to its user. KEYS[1] client; ARGV
+// conn, node, online_at, owner, peerhost, reclaim. Returns 1 when written,
+// 0 when another connection holds it, and "<node> <conn>" of the
+// connection it was taken back from.
 var reRegisterClientScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
-if cur and cur ~= ARGV[1] then return 0 end
+local took = nil
+if cur and cur ~= ARGV[1] then
+  local owner = redis.call('HGET', KEYS[1], 'owner')
+  if ARGV[6] ~= '1' or owner == false or owner == ARGV[4] then return 0 end
+  took = (redis.call('HGET', KEYS[1], 'node') or '') .. ' ' .. cur
+  redis.call('DEL', KEYS[1])
+end
 redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1], 'owner', ARGV[4], 'peerhost', ARGV[5])
 redis.call('PERSIST', KEYS[1])
 if redis.call('HEXISTS', KEYS[1], 'online_at') == 0 then redis.call('HSET', KEYS[1], 'online_at', ARGV[3]) end
+if took then return took end
 return 1
 `)
 
 // reRegisterSessionScript writes the session hash fields a live connection
 // owns, unless the hash belongs to another connection. A stored cursor is
-// kept. KEYS[1] session; ARGV conn, clean, cursor (” none), will (” none),
-// owner, expiry (ms; ” none).
+// kept. With ARGV[7] = "1" (the client record was taken back from another
+// user's connection) the hash is replaced whatever it holds. KEYS[1]
+// session; ARGV conn, clean, cursor (” none), will (” none), owner, expiry
+// (ms; ” none), replace.
 var reRegisterSessionScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
-if cur and cur ~= ARGV[1] then return 0 end
+if cur and cur ~= ARGV[1] then
+  if ARGV[7] ~= '1' then return 0 end
+  redis.call('DEL', KEYS[1])
+end
 redis.call('HSET', KEYS[1], 'conn', ARGV[1], 'clean', ARGV[2], 'owner', ARGV[5])
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'cursor', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'will', ARGV[4]) else redis.call('HDEL', KEYS[1], 'will') end
@@ -105,6 +122,21 @@ func willCopy(w *Message) *Message {
 }
 
 func (r *Redis) willClaimKey(conn string) string { return r.prefix + "willclaim:" + conn }
+
+// willAllowed applies the write ACL in force now (RedisOptions.WillAuth)
+// to a will kept in Redis that this replica is about to publish for
+// another connection of owner: allowed when its connection began, it may
+// have been revoked since (SIGHUP, the users in Redis), and a will the ACL
+// does not let its user publish is never published. It logs and counts a
+// refusal.
+func (r *Redis) willAllowed(clientID, owner string, will *Message) bool {
+	if r.willAuth == nil || r.willAuth(clientID, owner, will.Topic) {
+		return true
+	}
+	r.stats.willsRefused.Add(1)
+	r.log.Info("will refused by ACL", "client", clientID, "user", owner, "topic", will.Topic)
+	return false
+}
 
 // joinCluster takes this node's liveness key and registers the node. When
 // the key is held, it waits until it lapses, at most NodeTTL plus one
@@ -192,8 +224,13 @@ func (r *Redis) heartbeat(ctx context.Context) error {
 	case !errors.Is(verr, redis.Nil):
 		return unavailable("node heartbeat", verr)
 	}
-	// The key is gone: lapsed, or Redis lost it.
+	// The key is gone: lapsed, or Redis lost it (its epoch changed).
 	r.needReconcile.Store(true)
+	if ep, err := r.initEpoch(ctx); err == nil {
+		if was := r.regEpoch.Load(); was == nil || *was != ep {
+			r.dataLost.Store(true)
+		}
+	}
 	ok, err := r.rdb.SetNX(ctx, r.aliveKey(r.node), r.token, r.ttl).Result()
 	if err != nil {
 		return unavailable("take liveness key again", err)
@@ -228,12 +265,28 @@ type liveClient struct {
 	subs   map[string]byte
 	opts   map[string]SubOptions
 	status int // 0 re-register, 1 will claimed, 2 taken over
+	// took is "<node> <conn>" of another user's connection this one's
+	// record was taken back from (reRegisterClientScript).
+	took string
 }
 
 // reconcile re-registers every attached connection (see the comment at the
 // top of this file). Connections in the middle of Attach are left to it and
 // picked up by the next pass.
-func (r *Redis) reconcile(ctx context.Context) error {
+func (r *Redis) reconcile(ctx context.Context) (err error) {
+	epoch, err := r.initEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	reclaim := "0"
+	if r.dataLost.Swap(false) {
+		reclaim = "1"
+		defer func() {
+			if err != nil {
+				r.dataLost.Store(true) // the next pass takes back what this one could not
+			}
+		}()
+	}
 	r.mu.Lock()
 	all := make([]*liveClient, 0, len(r.conns))
 	busy := false
@@ -280,7 +333,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 					l.status = 1
 					continue
 				}
-				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr)
+				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr, reclaim)
 			}
 			return nil
 		})
@@ -292,14 +345,19 @@ func (r *Redis) reconcile(ctx context.Context) error {
 				continue
 			}
 			if redis.HasErrorPrefix(recs[i].Err(), "NOSCRIPT") {
-				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr)
+				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr, reclaim)
 			}
-			n, err := recs[i].Int()
+			v, err := recs[i].Result()
 			if err != nil {
 				return unavailable("re-register client record", err)
 			}
-			if n == 0 {
-				l.status = 2
+			switch v := v.(type) {
+			case int64:
+				if v == 0 {
+					l.status = 2
+				}
+			case string:
+				l.took = v
 			}
 		}
 		// 3. Session hash, node index, subscriptions.
@@ -316,8 +374,11 @@ func (r *Redis) reconcile(ctx context.Context) error {
 				if l.will != nil {
 					will = string(AppendEnvelope(nil, l.will, ""))
 				}
-				sess[i] = reRegisterSessionScript.EvalSha(ctx, p, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner, l.expiry)
+				sess[i] = reRegisterSessionScript.EvalSha(ctx, p, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner, l.expiry, boolField(l.took != ""))
 				p.HSet(ctx, r.nodeKey(r.node), l.id, now)
+				if l.took != "" {
+					p.Del(ctx, r.subKey(l.id)) // the other user's subscriptions
+				}
 				if !l.clean && len(l.subs) > 0 {
 					p.HSet(ctx, r.subKey(l.id), subscriptionArgs(l.subs, l.opts)...)
 				}
@@ -336,7 +397,7 @@ func (r *Redis) reconcile(ctx context.Context) error {
 				if l.will != nil {
 					will = string(AppendEnvelope(nil, l.will, ""))
 				}
-				sess[i] = reRegisterSessionScript.Run(ctx, r.rdb, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner, l.expiry)
+				sess[i] = reRegisterSessionScript.Run(ctx, r.rdb, []string{r.sessionKey(l.id)}, l.conn, boolField(l.clean), cur, will, l.owner, l.expiry, boolField(l.took != ""))
 			}
 			if sess[i] != nil && sess[i].Err() != nil {
 				return unavailable("re-register session", sess[i].Err())
@@ -345,6 +406,9 @@ func (r *Redis) reconcile(ctx context.Context) error {
 		for _, l := range batch {
 			if l.status != 0 {
 				closing = append(closing, l)
+			}
+			if l.took != "" {
+				r.endStolen(l.id, l.took)
 			}
 		}
 	}
@@ -387,8 +451,33 @@ func (r *Redis) reconcile(ctx context.Context) error {
 		}(l.c)
 	}
 	r.needReconcile.Store(busy)
+	r.regEpoch.Store(&epoch)
 	r.log.Info("re-registered live connections", "connections", len(all)-len(closing), "closed", len(closing), "deferred", busy)
 	return nil
+}
+
+// endStolen ends, in the background, the connection ("<node> <conn>") of
+// another user whose claim on clientID reconcile has just taken back for
+// this node's live connection: it was accepted only because Redis had
+// forgotten this one, and a session belongs to its user [MQTT-3.1.4-2].
+// The client record names this node's connection again, so that
+// connection's end stores nothing over it.
+func (r *Redis) endStolen(clientID, took string) {
+	node, conn, _ := strings.Cut(took, " ")
+	r.log.Warn("client id claimed by another user while Redis had lost this live connection; taken back, ending the other connection",
+		"client", clientID, "other_node", node)
+	if node == "" || conn == "" || node == r.node {
+		return // this node holds one connection per id: the other is gone
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(r.ctx, 2*takeoverTimeout)
+		defer cancel()
+		if res, err := r.takeOverRemote(ctx, node, clientID, conn); err == nil && res == takeoverUnanswered {
+			r.repeatTakeover(node, clientID, conn)
+		}
+	}()
 }
 
 // noScript reports whether a pipeline failed only because Redis lost its

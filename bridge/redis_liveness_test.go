@@ -301,3 +301,124 @@ func TestRedis_DuplicateNodeIDRefused(t *testing.T) {
 	}
 	_ = again
 }
+
+// A session belongs to its user, also across a Redis that restarted empty
+// (issue 7, item 2): alice's live persistent connection on b is forgotten
+// by Redis; bob's CONNECT with her client id on a can then claim it, as
+// nothing in Redis names her any more. When b registers its live
+// connections again it takes the id back (the claim was made only because
+// Redis lost hers), ends bob's connection, and keeps alice's: her record,
+// session and subscriptions, with none of bob's. Redis's loss is played by
+// deleting what it held of alice and of b and giving it a new epoch, so
+// that bob's claim surely comes before b notices (after a real restart it
+// races b's reconnection); b's heartbeat is slow, and then asked for.
+func TestRedis_OtherUsersClaimDuringRedisRestartIsTakenBack_Issue7_2(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	b := newTestRedis(t, srv, "b", func(o *RedisOptions) { o.NodeTTL = time.Minute })
+	ctx := context.Background()
+	rdb := newClient(t, srv)
+	alice := selfDetaching(b, "dev", true)
+	if _, err := b.Attach(ctx, "dev", "alice", alice, broker.CleanSession(false), nil); err != nil {
+		t.Fatal(err)
+	}
+	subscribe(t, b, "dev", "alice/#", 1)
+
+	if err := rdb.Del(ctx, "mqtt:client:dev", "mqtt:session:dev", "mqtt:sub:dev", "mqtt:alive:b", "mqtt:node:b", "mqtt:epoch").Err(); err != nil {
+		t.Fatal(err)
+	}
+	bob := selfDetaching(a, "dev", true)
+	if _, err := a.Attach(ctx, "dev", "bob", bob, broker.CleanSession(false), nil); err != nil {
+		t.Fatalf("bob's claim while Redis has forgotten alice: %v (the scenario needs it to succeed)", err)
+	}
+	subscribe(t, a, "dev", "bob/#", 1)
+	if owner := clientRecord(t, rdb, "dev")["owner"]; owner != "bob" {
+		t.Fatalf("record owner %q after bob's claim, want bob", owner)
+	}
+
+	b.askBeat()
+	waitUntil(t, 5*time.Second, func() string {
+		rec := clientRecord(t, rdb, "dev")
+		if rec["owner"] != "alice" || rec["node"] != "b" || rec["state"] != "1" {
+			return fmt.Sprintf("client record %v, want alice's connection on b", rec)
+		}
+		if !bob.wasTakenOver() {
+			return "bob's connection on a not ended"
+		}
+		return ""
+	})
+	if alice.wasTakenOver() {
+		t.Fatal("alice's live connection was ended for bob's claim")
+	}
+	if owner := rdb.HGet(ctx, "mqtt:session:dev", "owner").Val(); owner != "alice" {
+		t.Fatalf("session owner %q, want alice", owner)
+	}
+	subs := rdb.HGetAll(ctx, "mqtt:sub:dev").Val()
+	if _, ok := subs["bob/#"]; ok || subs["alice/#"] != "1" {
+		t.Fatalf("stored subscriptions %v, want alice's alone", subs)
+	}
+	// Bob's connection ended storing nothing over hers.
+	waitUntil(t, 5*time.Second, func() string {
+		a.Redis.mu.Lock()
+		defer a.Redis.mu.Unlock()
+		if a.Redis.conns["dev"] != nil || a.Redis.detaching["dev"] != nil {
+			return "bob's connection still registered on a"
+		}
+		return ""
+	})
+	if rec := clientRecord(t, rdb, "dev"); rec["owner"] != "alice" || rec["state"] != "1" {
+		t.Fatalf("record %v after bob's connection ended, want alice's, online", rec)
+	}
+}
+
+// A will kept in Redis is judged by the ACL in force when a replica
+// publishes it for another replica's connection, not by the rules of when
+// its connection began (issue 7, item 1): alice's wills were allowed at
+// CONNECT and revoked (a SIGHUP) before a died; the survivor publishes
+// neither her immediate will nor her delayed one when it comes due, and
+// still publishes bob's.
+func TestRedis_StoredWillJudgedByTheACLInForce_Issue7_1(t *testing.T) {
+	srv := redistest.Start(t)
+	var revoked atomic.Bool
+	auth := func(o *RedisOptions) {
+		o.NodeTTL = time.Second
+		o.WillAuth = func(_, user, _ string) bool { return !revoked.Load() || user != "alice" }
+	}
+	a := newTestRedis(t, srv, "a", auth)
+	b := newTestRedis(t, srv, "b", auth)
+	ctx := context.Background()
+	watcher := newLiveSub()
+	attach(t, b, "watcher", watcher, true)
+	subscribe(t, b, "watcher", "wills/#", 1)
+
+	w1, w3 := rmsg("wills/c1", 1, "c1 gone"), rmsg("wills/c3", 1, "c3 gone")
+	if _, err := a.Attach(ctx, "c1", "alice", newLiveSub(), broker.CleanSession(true), w1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Attach(ctx, "c3", "bob", newLiveSub(), broker.CleanSession(true), w3); err != nil {
+		t.Fatal(err)
+	}
+	w2 := rmsg("wills/c2", 1, "c2 gone")
+	w2.WillDelay = time.Second
+	c2 := newLiveSub()
+	if _, err := a.Attach(ctx, "c2", "alice", c2, broker.CleanSession(false), w2); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := a.PublishWill(ctx, "c2", c2, w2); ok || err != nil {
+		t.Fatalf("PublishWill of a delayed will = %v, %v; want false, nil (scheduled)", ok, err)
+	}
+	detach(t, a, "c2", c2, &StoredSession{})
+
+	revoked.Store(true)
+	_ = a.Close() // dies with c1 and c3 connected
+	afterDeadNodeChecks(t, 2, b)
+	watcher.waitFor(t, 1)
+	time.Sleep(w2.WillDelay + 2*dueWillsEvery) // past when c2's was due
+	fence(t, b, b)
+	if got := willPayloads(watcher); len(got) != 1 || got[0] != "c3 gone" {
+		t.Fatalf("wills delivered = %q, want bob's alone", got)
+	}
+	if n := b.Stats()["wills_refused"]; n != 2 {
+		t.Fatalf("wills_refused = %d, want 2 (alice's immediate and delayed wills)", n)
+	}
+}

@@ -163,7 +163,7 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 			continue // already offline
 		}
 		conn, _ := rec[2].(string)
-		sess, err := r.rdb.HMGet(ctx, r.sessionKey(id), "will", "conn", "clean", "will_delay", "expiry").Result()
+		sess, err := r.rdb.HMGet(ctx, r.sessionKey(id), "will", "conn", "clean", "will_delay", "expiry", "owner").Result()
 		if err != nil {
 			return unavailable("read will", err)
 		}
@@ -171,8 +171,12 @@ func (r *Redis) reapNode(ctx context.Context, node string) error {
 		owner, _ := sess[1].(string)
 		if willEnv != "" && owner == conn && conn != "" {
 			will := new(Message)
+			user, _ := sess[5].(string)
 			if _, err := DecodeEnvelope(willEnv, will); err != nil {
 				r.log.Error("dropping stored will that does not decode", "client", id, "err", err)
+			} else if !r.willAllowed(id, user, will) {
+				// Not published, by this replica or any: the record's will
+				// is cleared below.
 			} else if won, err := r.claimWill(ctx, conn); err != nil {
 				return err
 			} else if delay := storedDelay(sess[3]); won && delay > 0 {

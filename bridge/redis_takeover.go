@@ -135,7 +135,7 @@ func (r *Redis) repeatTakeover(node, clientID, conn string) {
 // does [MQTT-3.1.2-8]: once, claimed by connection like every will, so
 // that neither a reaper nor the old node, should it come back, sends it
 // again; in the background, retried until Redis takes it.
-func (r *Redis) publishOrphanWill(clientID, conn, env, delayMS string) {
+func (r *Redis) publishOrphanWill(clientID, owner, conn, env, delayMS string) {
 	if env == "" {
 		return
 	}
@@ -147,6 +147,9 @@ func (r *Redis) publishOrphanWill(clientID, conn, env, delayMS string) {
 	if ms, _ := strconv.ParseInt(delayMS, 10, 64); ms > 0 {
 		// The new connection has claimed the id: a delayed will of the
 		// old one would be cancelled by it at once [MQTT-3.1.3-9].
+		return
+	}
+	if !r.willAllowed(clientID, owner, will) {
 		return
 	}
 	r.retryWill(clientID, conn, will)

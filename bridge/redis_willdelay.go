@@ -88,10 +88,14 @@ func (r *Redis) publishDueBatch(ctx context.Context) (int, error) {
 			mine = append(mine, id)
 		}
 	}
+	// The will's user: the session's owner, or its client record's once
+	// the session is gone (a delayed will lasts no longer than its session).
 	envs := make([]*redis.StringCmd, len(mine))
+	owners := make([][2]*redis.StringCmd, len(mine))
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range mine {
 			envs[i] = p.GetDel(ctx, r.delayedWillKey(id))
+			owners[i] = [2]*redis.StringCmd{p.HGet(ctx, r.sessionKey(id), "owner"), p.HGet(ctx, r.clientKey(id), "owner")}
 		}
 		return nil
 	})
@@ -112,6 +116,13 @@ func (r *Redis) publishDueBatch(ctx context.Context) (int, error) {
 		will := new(Message)
 		if _, err := DecodeEnvelope(env, will); err != nil {
 			r.log.Error("dropping delayed will that does not decode", "client", id, "err", err)
+			continue
+		}
+		user, uerr := owners[i][0].Result()
+		if uerr != nil {
+			user, uerr = owners[i][1].Result()
+		}
+		if uerr == nil && !r.willAllowed(id, user, will) {
 			continue
 		}
 		will.Time = time.Now() // its Message Expiry Interval counts from now

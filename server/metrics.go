@@ -58,6 +58,7 @@ var metrics = []metric{
 	{"bridge_wills_published", prometheus.CounterValue, "Will messages published by this node's broker (with Redis, including those of dead replicas' clients and delayed wills that came due)."},
 	{"bridge_wills_delayed", prometheus.CounterValue, "Wills with a Will Delay Interval that began waiting for it in Redis."},
 	{"bridge_wills_cancelled", prometheus.CounterValue, "Delayed wills cancelled because the client connected again before they were due [MQTT-3.1.3-9]."},
+	{"bridge_wills_refused", prometheus.CounterValue, "Wills kept in Redis that this replica did not publish for another replica's connection because the ACL in force no longer lets their user publish to the topic."},
 	{"bridge_takeovers", prometheus.CounterValue, "Session takeovers across replicas."},
 	{"bridge_claim_conflicts", prometheus.CounterValue, "Client record claims retried because another connection claimed it at the same time."},
 	{"bridge_republished_after_redis_restart", prometheus.CounterValue, "Messages published again after Redis restarted or failed over."},

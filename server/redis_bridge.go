@@ -23,8 +23,10 @@ import (
 const redisProtocol = 2
 
 // newBridge builds the in-process bridge, or the Redis one when configured.
-// Redis publish batches' round trips go to redisLatency.
-func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency prometheus.Observer) (*broker.Broker, error) {
+// Redis publish batches' round trips go to redisLatency; the Redis bridge
+// asks auth whether a will it publishes for another replica's connection
+// is still allowed.
+func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency prometheus.Observer, auth *liveAuth) (*broker.Broker, error) {
 	client, err := cfg.RedisClient()
 	if err != nil {
 		return nil, err
@@ -37,7 +39,7 @@ func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency 
 			SessionExpiry: cfg.SessionExpiry,
 		}), nil
 	}
-	b, err := newRedisBridge(ctx, cfg, client, log, redisLatency)
+	b, err := newRedisBridge(ctx, cfg, client, log, redisLatency, auth)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.redisSource(), err)
 	}
@@ -66,7 +68,7 @@ func (c *Config) redisSource() string {
 
 // newRedisBridge starts the Redis bridge on client. Redis must answer at
 // start-up; once running, a replica survives Redis going away.
-func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger, redisLatency prometheus.Observer) (*broker.Broker, error) {
+func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger, redisLatency prometheus.Observer, auth *liveAuth) (*broker.Broker, error) {
 	b, _, err := bridge.NewRedisBroker(ctx, bridge.RedisOptions{
 		Client:        client,
 		Prefix:        cfg.RedisPrefix,
@@ -82,6 +84,7 @@ func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClie
 
 		MinReplicasAcked: cfg.RedisMinReplicasAcked,
 		PublishLatency:   redisLatency,
+		WillAuth:         auth.CanWrite,
 	})
 	if err != nil {
 		_ = client.Close()

@@ -90,22 +90,28 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 	if !cfg.usesRedis() {
 		h.redisPublish = nil // no Redis round trip to show
 	}
-	b, err := newBridge(ctx, cfg, log, h.redisPublish)
-	if errors.Is(err, bridge.ErrNodeIDInUse) {
-		return nil, &ConfigError{fmt.Errorf("-node-id %s: %w", cfg.NodeID, err)}
-	}
-	if err != nil {
-		return nil, err
-	}
+	// The authorizer comes first: the bridge asks it about the wills it
+	// publishes for other replicas' connections from its start.
 	live := newLiveAuth(authz)
 	var closers []func() error
 	if cfg.AuthRedis {
 		ru, closeRU, err := newRedisAuth(ctx, cfg, log)
 		if err != nil {
-			_ = b.Close()
 			return nil, err
 		}
 		live, closers = newLiveAuth(ru), append(closers, closeRU)
+	}
+	b, err := newBridge(ctx, cfg, log, h.redisPublish, live)
+	if err != nil {
+		for _, c := range closers {
+			_ = c()
+		}
+	}
+	if errors.Is(err, bridge.ErrNodeIDInUse) {
+		return nil, &ConfigError{fmt.Errorf("-node-id %s: %w", cfg.NodeID, err)}
+	}
+	if err != nil {
+		return nil, err
 	}
 	s := newServer(cfg, b, live, log)
 	s.auth = live
