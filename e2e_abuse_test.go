@@ -227,3 +227,40 @@ func waitFilters(t *testing.T, ts *testServer, n int64) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Clients that announce a large PUBLISH and never send its body hold no
+// part of -max-inflight-bytes (issue 8): nine connections with keep-alive
+// 0 each announce a PUBLISH of 1,000,000 bytes and send 10 of them (nine
+// of those used to take the whole 8 MiB for as long as they stayed, and
+// every other publisher of the node waited behind them); meanwhile
+// another client's 50 QoS 1 publishes are each acknowledged and delivered.
+func TestAbuse_AnnouncedPublishBodiesHoldNoBudget(t *testing.T) {
+	forEachDeployment(t, func(t *testing.T, d *deployment) {
+		for i := range 9 {
+			c := mqtttest.Dial(t, d.pub().Addr())
+			c.MustConnect(&packets.Connect{ClientID: unique(t, fmt.Sprintf("slow-%d", i)), CleanSession: true})
+			// PUBLISH QoS 0, Remaining Length 1,000,000 (varint c0 84 3d).
+			c.Write([]byte{0x30, 0xc0, 0x84, 0x3d, 0, 3, 's', '/', 'x', 1, 2, 3, 4, 5})
+		}
+		topic := unique(t, "live")
+		sub := mqtttest.Dial(t, d.sub().Addr())
+		sub.MustConnect(&packets.Connect{ClientID: unique(t, "sub"), CleanSession: true, KeepAlive: 30})
+		sub.Subscribe(1, packets.Subscription{Filter: topic, QoS: 1})
+		pub := mqtttest.Dial(t, d.pub().Addr())
+		pub.MustConnect(&packets.Connect{ClientID: unique(t, "pub"), CleanSession: true, KeepAlive: 30})
+		start := time.Now()
+		for i := range 50 {
+			pub.PublishQoS1(uint16(i+1), topic, fmt.Sprint(i)) // fails the test after mqtttest.WaitTimeout
+		}
+		for i := range 50 {
+			p := mqtttest.Expect[*packets.Publish](sub)
+			sub.Send(&packets.Puback{PacketID: p.PacketID})
+			if string(p.Payload) != fmt.Sprint(i) {
+				t.Fatalf("delivery %d is %q", i, p.Payload)
+			}
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("50 QoS 1 publishes took %s beside nine unfinished PUBLISH bodies", took)
+		}
+	})
+}

@@ -54,24 +54,25 @@ func (r *Redis) applyRetainAnnouncement(a string) {
 	}
 }
 
-// RetainedSizes implements broker.Store: one pipelined HSTRLEN per topic
-// measures the payloads, so that no more than a page's bytes is read into
-// memory (a topic with none counts 0). A payload replaced by a larger one
+// RetainedSizes implements broker.Store: pipelined HSTRLENs per topic
+// measure the payload and the encoded 5.0 properties, so that no more than
+// a page's bytes is read into memory (a topic with none counts 0). A payload replaced by a larger one
 // before RetainedRead can take the page past its bound by that difference,
 // at most one -max-packet-size per message.
 func (r *Redis) RetainedSizes(ctx context.Context, names []string) ([]int, error) {
 	cmds, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, n := range names {
 			p.HStrLen(ctx, r.retainKey(n), "payload")
+			p.HStrLen(ctx, r.retainKey(n), "props")
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, unavailable("measure retained messages", err)
 	}
-	out := make([]int, len(cmds))
-	for i, c := range cmds {
-		out[i] = int(c.(*redis.IntCmd).Val())
+	out := make([]int, len(names))
+	for i := range out {
+		out[i] = int(cmds[2*i].(*redis.IntCmd).Val() + cmds[2*i+1].(*redis.IntCmd).Val())
 	}
 	return out, nil
 }

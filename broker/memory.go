@@ -142,7 +142,7 @@ func (s *memStore) RetainedSizes(_ context.Context, topics []string) ([]int, err
 	for i, t := range topics {
 		out[i] = -1
 		if m, ok := s.retained[t]; ok {
-			out[i] = len(m.Payload)
+			out[i] = m.Size()
 		}
 	}
 	return out, nil

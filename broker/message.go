@@ -52,6 +52,26 @@ type Properties struct {
 // with repeats [MQTT-3.3.2-18].
 type UserProperty struct{ Name, Value string }
 
+// userPropertyOverhead is what one User Property costs in memory beyond its
+// name and value: the pair's two string headers.
+const userPropertyOverhead = 32
+
+// Size is what m holds in memory, as the byte bounds on queues and pages
+// count it (-max-queued-bytes, retained pages): its topic, payload and
+// MQTT 5.0 properties, each User Property with its overhead, so that a
+// message of a thousand tiny properties counts for what it takes, not for
+// its few bytes of payload.
+func (m *Message) Size() int {
+	n := len(m.Topic) + len(m.Payload)
+	if p := m.Properties; p != nil {
+		n += len(p.ContentType) + len(p.ResponseTopic) + len(p.CorrelationData)
+		for _, u := range p.UserProperties {
+			n += userPropertyOverhead + len(u.Name) + len(u.Value)
+		}
+	}
+	return n
+}
+
 // Expired reports whether m carries a Message Expiry Interval that has
 // passed at now [MQTT-3.3.2-5]; remaining is what is left of it, in whole
 // seconds, when not.

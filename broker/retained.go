@@ -101,7 +101,7 @@ func (b *Broker) retainedMixed(ctx context.Context, topics []string, maxBytes in
 		j := 0
 		for i := range topics {
 			if local[i] != nil {
-				sizes[i] = len(local[i].Payload)
+				sizes[i] = local[i].Size()
 			} else {
 				sizes[i] = storedSizes[j]
 				j++

@@ -63,10 +63,14 @@ func (r *Reader) SetVersion(v Version) { r.version = v }
 func (r *Reader) AcceptVersion5(accept bool) { r.accept5 = accept }
 
 // SetGate makes ReadPacket call gate with the type and Remaining Length of
-// every packet once its fixed header is read and accepted, before any of
-// its body is read; an error from gate is returned by ReadPacket. A server
-// uses it to stop reading a client (and so, through TCP flow control, the
-// client's sending) until it has room for the body. nil removes the gate.
+// every packet once its body is read, before it is decoded; an error from
+// gate is returned by ReadPacket and the packet is dropped. A server uses
+// it to stop reading a client (and so, through TCP flow control, the
+// client's sending) until it has room for what the packet carries. The
+// gate comes after the body, not before: a client that announces a body
+// and does not send it would otherwise hold room it never uses, while
+// what the body costs until then is what the client sent (large bodies
+// grow as their bytes arrive). nil removes the gate.
 func (r *Reader) SetGate(gate func(t Type, remaining int) error) { r.gate = gate }
 
 // ReadPacket reads and decodes the next control packet.
@@ -99,17 +103,17 @@ func (r *Reader) ReadPacket() (Packet, error) {
 		return nil, fmt.Errorf("%w: %s remaining length %d exceeds the limit of %d bytes",
 			ErrPacketTooLarge, h.typ, h.remaining, r.max)
 	}
-	if r.gate != nil {
-		if err := r.gate(h.typ, h.remaining); err != nil {
-			return nil, fmt.Errorf("before %s body of %d bytes: %w", h.typ, h.remaining, err)
-		}
-	}
 	body, owned, err := r.readBody(h)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, fmt.Errorf("reading %s body of %d bytes: %w", h.typ, h.remaining, err)
+	}
+	if r.gate != nil {
+		if err := r.gate(h.typ, h.remaining); err != nil {
+			return nil, fmt.Errorf("after %s body of %d bytes: %w", h.typ, h.remaining, err)
+		}
 	}
 	if r.version == Version5 {
 		return decode5(h, body, owned, &r.acks)

@@ -217,9 +217,10 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// The gate sees each packet's type and Remaining Length after the fixed
-// header and before any of the body is read; its error is ReadPacket's.
-func TestReader_GateRunsBeforeBody(t *testing.T) {
+// The gate sees each packet's type and Remaining Length once its body is
+// read, before it is decoded; its error is ReadPacket's. A body announced
+// and not sent never reaches the gate, so it holds no room there.
+func TestReader_GateRunsAfterBody(t *testing.T) {
 	pub, err := Append(nil, &Publish{QoS: 1, PacketID: 7, Topic: "a/b", Payload: bytes.Repeat([]byte("x"), 100<<10)})
 	if err != nil {
 		t.Fatal(err)
@@ -234,13 +235,14 @@ func TestReader_GateRunsBeforeBody(t *testing.T) {
 	}
 	var calls []call
 	stop := errors.New("no room")
-	r.SetGate(func(t Type, remaining int) error {
+	gate := func(t Type, remaining int) error {
 		calls = append(calls, call{t, remaining, src.n})
 		if t == TypePublish {
 			return stop
 		}
 		return nil
-	})
+	}
+	r.SetGate(gate)
 	if _, err := r.ReadPacket(); err != nil {
 		t.Fatalf("PINGREQ: %v", err)
 	}
@@ -250,10 +252,19 @@ func TestReader_GateRunsBeforeBody(t *testing.T) {
 	if len(calls) != 2 || calls[0].t != TypePingreq || calls[1].t != TypePublish || calls[1].remaining != len(pub)-4 {
 		t.Fatalf("gate calls %+v", calls)
 	}
-	// The PUBLISH body (100 KiB) was not read: at most the buffered
-	// read-ahead of the fixed header is.
-	if read := src.n - len(ping); read >= 64<<10 {
-		t.Fatalf("%d bytes of the PUBLISH read before the gate said no", read)
+	if calls[1].readSoFar != len(ping)+len(pub) {
+		t.Fatalf("gate called with %d bytes read, want the whole PUBLISH read (%d)", calls[1].readSoFar, len(ping)+len(pub))
+	}
+
+	// A PUBLISH announced at 100 KiB that ends after 10 KiB: no gate call.
+	calls = nil
+	r = NewReader(bytes.NewReader(pub[:10<<10]), 1<<20)
+	r.SetGate(gate)
+	if _, err := r.ReadPacket(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated PUBLISH: err %v, want io.ErrUnexpectedEOF", err)
+	}
+	if len(calls) != 0 {
+		t.Fatalf("gate called for a body never sent: %+v", calls)
 	}
 }
 

@@ -224,11 +224,11 @@ func options() []option {
 			set: func(c *Config, v string) error { return setDuration(&c.ConnectTimeout, v, time.Millisecond) }},
 		{name: "max-inflight", def: "20", arg: "n", usage: "outgoing QoS 1/2 messages awaiting acknowledgement per client, 1..65535",
 			set: func(c *Config, v string) error { return setInt(&c.MaxInflight, v, 1, 65535) }},
-		{name: "max-inflight-bytes", def: "8MiB", arg: "size", usage: "most PUBLISH bytes this replica holds on their way to Redis; at the bound it stops reading from publishers until Redis answers; 0 = unbounded",
+		{name: "max-inflight-bytes", def: "8MiB", arg: "size", usage: "most PUBLISH bytes this replica holds on their way to Redis; at the bound it stops reading from publishers until Redis answers; at least -max-packet-size (the default grows to it); 0 = unbounded",
 			set: func(c *Config, v string) error { return setBytes(&c.MaxInflightBytes, v, 0, 1<<40) }},
 		{name: "max-queued-messages", def: "1000", arg: "n", usage: "messages kept per session while its client is offline or slow, at least 1",
 			set: func(c *Config, v string) error { return setInt(&c.MaxQueuedMessages, v, 1, maxInt) }},
-		{name: "max-queued-bytes", def: "8MiB", arg: "size", usage: "bytes of topics and payloads queued per connected client, bytes or KiB/MiB; beyond it new messages are dropped and counted; 0 = no bound",
+		{name: "max-queued-bytes", def: "8MiB", arg: "size", usage: "bytes of topics, payloads and 5.0 properties queued per connected client, bytes or KiB/MiB/GiB; beyond it new messages are dropped and counted; 0 = no bound",
 			set: func(c *Config, v string) error { return setQueueBytes(&c.MaxQueuedBytes, v) }},
 		{name: "message-expiry", def: "1h", arg: "duration", usage: "how long a message queued for an offline session is kept",
 			set: func(c *Config, v string) error { return setDuration(&c.MessageExpiry, v, time.Second) }},
@@ -348,6 +348,11 @@ func parseConfig(args []string, getenv func(string) string, helpOut io.Writer) (
 			c.HTTPDefault = !given[o.name] && getenv(envName(o.name)) == ""
 		}
 	}
+	if !given["max-inflight-bytes"] && getenv(envName("max-inflight-bytes")) == "" && c.MaxInflightBytes > 0 {
+		// The default budget grows to hold one PUBLISH of the largest size
+		// allowed; one given explicitly below it is refused (validate).
+		c.MaxInflightBytes = max(c.MaxInflightBytes, int64(c.MaxPacketSize))
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -443,6 +448,10 @@ func (c *Config) validate() error {
 	}
 	if c.AuthRedis && c.ACLFile != "" {
 		return errors.New("-auth-redis: cannot be combined with -acl-file; the ACL comes from Redis")
+	}
+	if c.MaxInflightBytes > 0 && c.MaxInflightBytes < int64(c.MaxPacketSize) {
+		return fmt.Errorf("-max-inflight-bytes: %d is below -max-packet-size %d: one PUBLISH would take all of it and hold every other publisher; raise it, or 0 for no bound",
+			c.MaxInflightBytes, c.MaxPacketSize)
 	}
 	if c.RedisMinReplicasAcked > 0 && len(modes) == 0 {
 		return errors.New("-redis-min-replicas-acked: no Redis configured (-redis-url or -redis-sentinel-master)")
@@ -719,11 +728,12 @@ func setPattern(dst **regexp.Regexp, v string) error {
 // setSize parses bytes, or a number with a KiB or MiB suffix (1024-based).
 // setQueueBytes parses a size like setSize, where 0 means no bound.
 func setQueueBytes(dst *int, v string) error {
-	if strings.TrimSpace(v) == "0" {
-		*dst = 0
-		return nil
+	var n int64
+	if err := setBytes(&n, v, 0, 1<<40); err != nil {
+		return err
 	}
-	return setSize(dst, v)
+	*dst = int(n)
+	return nil
 }
 
 func setSize(dst *int, v string) error {

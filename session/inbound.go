@@ -95,11 +95,13 @@ func (s *Session) handle(ctx context.Context, p packets.Packet) error {
 	return nil
 }
 
-// gatePublish is the packet reader's gate: before the body of a PUBLISH is
+// gatePublish is the packet reader's gate: once the body of a PUBLISH is
 // read, it takes the body's size from Env.Inflight, waiting while the
 // replica's bytes in flight to the bridge are at the bound. The client's
 // further bytes meanwhile stay in the socket buffers, and TCP flow control
-// stops it sending. Reader goroutine only.
+// stops it sending. Taken after the body, not before: a client that
+// announces a body and never sends it holds nothing here (see
+// packets.Reader.SetGate). Reader goroutine only.
 func (s *Session) gatePublish(t packets.Type, remaining int) error {
 	if t != packets.TypePublish {
 		return nil

@@ -136,9 +136,10 @@ func (s *Session) dropLocked(o outgoing) {
 	s.sharedDone(done, false)
 }
 
-// queuedSize is what a message counts against -max-queued-bytes: its topic
-// and payload, which is what the queue keeps alive.
-func queuedSize(m *broker.Message) int { return len(m.Topic) + len(m.Payload) }
+// queuedSize is what a message counts against -max-queued-bytes: its topic,
+// payload and 5.0 properties (broker.Message.Size), which is what the queue
+// keeps alive.
+func queuedSize(m *broker.Message) int { return m.Size() }
 
 // bytesFullLocked reports whether m would take the queue past
 // MaxQueuedBytes. A queue that is empty takes any message, so that one

@@ -133,6 +133,28 @@ func TestEnqueue_BoundedQueueDropsAndCounts(t *testing.T) {
 	}
 }
 
+// -max-queued-bytes counts a message's 5.0 properties as well as its topic
+// and payload (issue 8): messages of a 10-byte payload and 1,000 User
+// Properties are queued only while their size, properties included, fits.
+func TestEnqueue_QueuedBytesCountProperties(t *testing.T) {
+	props := &broker.Properties{UserProperties: make([]broker.UserProperty, 1000)}
+	for i := range props.UserProperties {
+		props.UserProperties[i] = broker.UserProperty{Name: "k", Value: "v"}
+	}
+	m := &broker.Message{Topic: "t", Payload: []byte("0123456789"), QoS: 1, Properties: props}
+	s := newTestSession(t, 10, 1000)
+	s.env.Config.MaxQueuedBytes = 5 * m.Size()
+	for range 20 {
+		s.enqueue(outgoing{msg: m, qos: 1})
+	}
+	if len(s.pending) != 5 {
+		t.Fatalf("pending %d, want 5 (%d bytes each against a bound of %d)", len(s.pending), m.Size(), s.env.Config.MaxQueuedBytes)
+	}
+	if got := s.env.Stats.DroppedQueueFull.Load(); got != 15 {
+		t.Errorf("DroppedQueueFull = %d, want 15", got)
+	}
+}
+
 // A message arriving after the connection ended, before its state was
 // taken for Detach, is refused rather than dropped as queue-full: it belongs
 // to the stored session, whose offline queue keeps the newest messages.

@@ -356,8 +356,21 @@ func (s *PatternSet) touch(name string) {
 	}
 }
 
+// maxCoverChecks bounds the members one insertMaximal compares p with, in
+// each direction. Patterns that share a literal prefix and an anchor (the
+// filters L/+/x1/+/y, L/+/x2/+/y, …, or L/+/x1/#, L/+/x2/#, …) would
+// otherwise each be compared with all the others, a cost quadratic in their
+// number under the lock every SUBSCRIBE of the replica takes (a hostile
+// client made 20,000 of them cost 37-107 s). Past the bound p joins the
+// maximal set without a coverer, and members it covers beyond the bound
+// stay: the Redis subscriptions are then not minimal, only redundant (a
+// message matching two patterns arrives twice, and the reader drops the
+// repeat).
+const maxCoverChecks = 256
+
 // insertMaximal adds p to the maximal set unless a member covers it, and
-// drops the members p covers (their dependants become p's).
+// drops the members p covers (their dependants become p's), comparing p
+// with at most maxCoverChecks members each way.
 func (s *PatternSet) insertMaximal(p *globPattern) {
 	if p.inMax {
 		return
@@ -365,11 +378,13 @@ func (s *PatternSet) insertMaximal(p *globPattern) {
 	// A coverer's literal prefix is a prefix of p's: its literals must meet
 	// p's literals; and its anchor, if any, is p's.
 	var coverer *globPattern
+	checks := 0
 	s.maxIdx.under(p.lit, p.anchor, func(q *globPattern) bool {
 		if coversEnc(q.g, p.g, p.enc) {
 			coverer = q
 		}
-		return coverer == nil
+		checks++
+		return coverer == nil && checks < maxCoverChecks
 	})
 	if coverer != nil {
 		s.depend(p, coverer)
@@ -378,8 +393,12 @@ func (s *PatternSet) insertMaximal(p *globPattern) {
 	// p's literal prefix is a prefix of whatever it covers, and p's anchor,
 	// if any, is theirs.
 	var drop []*globPattern
+	checks = 0
 	collect := func(_ string, g *litGroup) bool {
 		for q := range g.all {
+			if checks++; checks > maxCoverChecks {
+				return false
+			}
 			if coversEnc(p.g, q.g, q.enc) {
 				drop = append(drop, q)
 			}

@@ -329,6 +329,48 @@ func TestPatternSet_ManyFiltersScale(t *testing.T) {
 	}
 }
 
+// TestPatternSet_SharedPrefixAndAnchorBounded: filters that share a literal
+// prefix and an anchor (L/+/x1/+/y, L/+/x2/+/y, …, and M/+/x1/#, …) are
+// each compared with at most maxCoverChecks others (a hostile client's
+// 20,000 of the first shape cost 37-107 s, quadratic), and every topic of
+// every filter is still received: a bounded search leaves redundant
+// patterns, never a missing one.
+func TestPatternSet_SharedPrefixAndAnchorBounded(t *testing.T) {
+	const n = 20_000
+	var filters []string
+	for i := range n {
+		filters = append(filters, fmt.Sprintf("L/+/x%d/+/y", i), fmt.Sprintf("M/+/x%d/#", i))
+	}
+	start := time.Now()
+	s := NewPatternSet("mqtt:msg:", 0)
+	redis := newRedisState(t)
+	for i := 0; i < len(filters); i += 256 {
+		redis.apply(s.Update(filters[i:min(i+256, len(filters))], nil))
+	}
+	took := time.Since(start)
+	for i := 0; i < n; i += 997 {
+		for _, topic := range []string{fmt.Sprintf("L/a/x%d/b/y", i), fmt.Sprintf("M/a/x%d/b/c", i)} {
+			if !redis.receives("mqtt:msg:" + topic) {
+				t.Fatalf("topic %q not received", topic)
+			}
+		}
+	}
+	if redis.receives("mqtt:msg:L/a/z/b/y") || redis.receives("mqtt:msg:N/a") {
+		t.Fatal("a topic no filter matches is received")
+	}
+	for i := 0; i < len(filters); i += 256 {
+		redis.apply(s.Update(nil, filters[i:min(i+256, len(filters))]))
+	}
+	if s.Filters() != 0 || len(s.Patterns())+len(s.Channels()) != 0 {
+		t.Fatalf("left %d filters, %d patterns", s.Filters(), len(s.Patterns()))
+	}
+	if d := time.Since(start); d > 10*time.Second && !raceEnabled {
+		t.Fatalf("adding %d filters took %v, and removing them %v", len(filters), took, d-took)
+	} else {
+		t.Logf("added %d filters in %v, removed them in %v", len(filters), took, d-took)
+	}
+}
+
 // TestPatternSet_LongWildcardFilters adds the two 30,000-byte filters of
 // "Bounded under abuse" item 2: before, comparing them took 4.5 s and 2 GB.
 func TestPatternSet_LongWildcardFilters(t *testing.T) {
