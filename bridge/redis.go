@@ -315,6 +315,9 @@ type redisClient struct {
 	sub      Subscriber // the connection, ended by a takeover
 	addr     string     // the client's address, for the client record
 	conn     string     // this connection's id in the client record
+	// claimedMS is when this connection claimed its client id, unix ms by
+	// this replica's clock (the record's claimed_ms).
+	claimedMS int64
 	// clean is set for a session that ends with its connection (not
 	// Lifetime.Persistent), cleanStart for one that discarded the stored
 	// session (Lifetime.CleanStart): 3.1.1 sets both or neither, 5.0 any

@@ -19,12 +19,15 @@ import (
 // The record also names the username that holds the id while it is
 // connected, so that of two users racing for a new id the second is refused.
 // It records the client's address (peerhost, EMQX's name; the real one
-// behind a PROXY header). KEYS[1] client; ARGV expected conn, conn, node,
-// online_at, owner, peerhost.
+// behind a PROXY header), and when the connection claimed it, in unix
+// milliseconds by its replica's clock (claimed_ms: after Redis lost its
+// data, the older of two users' connections keeps the id, see
+// reRegisterClientScript). KEYS[1] client; ARGV expected conn, conn, node,
+// online_at, owner, peerhost, claimed_ms.
 var casClaimScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 if (cur or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', '1', 'online_at', ARGV[4], 'node', ARGV[3], 'conn', ARGV[2], 'owner', ARGV[5], 'peerhost', ARGV[6])
+redis.call('HSET', KEYS[1], 'state', '1', 'online_at', ARGV[4], 'node', ARGV[3], 'conn', ARGV[2], 'owner', ARGV[5], 'peerhost', ARGV[6], 'claimed_ms', ARGV[7])
 redis.call('PERSIST', KEYS[1])
 return 1
 `)
@@ -292,7 +295,8 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 // claimID runs casClaimScript for c, in a shared pipeline: c's connection
 // becomes the owner of its client id if the record still names prev.
 func (r *Redis) claimID(ctx context.Context, c *redisClient, prev, now string) (int, error) {
-	cmd, err := r.batch.script(ctx, casClaimScript, []string{r.clientKey(c.id)}, prev, c.conn, r.node, now, c.owner, c.addr)
+	c.claimedMS = time.Now().UnixMilli()
+	cmd, err := r.batch.script(ctx, casClaimScript, []string{r.clientKey(c.id)}, prev, c.conn, r.node, now, c.owner, c.addr, c.claimedMS)
 	if err != nil {
 		return 0, err
 	}

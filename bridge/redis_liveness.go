@@ -70,22 +70,25 @@ return 0
 // reRegisterClientScript makes the client record say the connection is
 // online here, unless the record belongs to another connection. With
 // ARGV[6] = "1" (Redis lost its data since the connection registered), a
-// record another user's connection claimed in the meantime is taken back:
-// that claim could only succeed because Redis had forgotten this live
-// connection, and a session belongs to its user. KEYS[1] client; ARGV
-// conn, node, online_at, owner, peerhost, reclaim. Returns 1 when written,
-// 0 when another connection holds it, and "<node> <conn>" of the
-// connection it was taken back from.
+// record that another user's connection claimed after this connection
+// claimed the id (claimed_ms, later than ARGV[7]) is taken back: that claim
+// could only succeed because Redis had forgotten this live connection, and
+// a session belongs to its user. The younger connection never takes the
+// id from the older one, whichever replica registers again first. KEYS[1]
+// client; ARGV conn, node, online_at, owner, peerhost, reclaim, claimed_ms.
+// Returns 1 when written, 0 when another connection holds it, and
+// "<node> <conn>" of the connection it was taken back from.
 var reRegisterClientScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 local took = nil
 if cur and cur ~= ARGV[1] then
   local owner = redis.call('HGET', KEYS[1], 'owner')
-  if ARGV[6] ~= '1' or owner == false or owner == ARGV[4] then return 0 end
+  local at = tonumber(redis.call('HGET', KEYS[1], 'claimed_ms') or '')
+  if ARGV[6] ~= '1' or owner == false or owner == ARGV[4] or at == nil or at <= tonumber(ARGV[7]) then return 0 end
   took = (redis.call('HGET', KEYS[1], 'node') or '') .. ' ' .. cur
   redis.call('DEL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1], 'owner', ARGV[4], 'peerhost', ARGV[5])
+redis.call('HSET', KEYS[1], 'state', '1', 'node', ARGV[2], 'conn', ARGV[1], 'owner', ARGV[4], 'peerhost', ARGV[5], 'claimed_ms', ARGV[7])
 redis.call('PERSIST', KEYS[1])
 if redis.call('HEXISTS', KEYS[1], 'online_at') == 0 then redis.call('HSET', KEYS[1], 'online_at', ARGV[3]) end
 if took then return took end
@@ -267,7 +270,8 @@ type liveClient struct {
 	status int // 0 re-register, 1 will claimed, 2 taken over
 	// took is "<node> <conn>" of another user's connection this one's
 	// record was taken back from (reRegisterClientScript).
-	took string
+	took      string
+	claimedMS int64 // when the connection claimed its id (redisClient.claimedMS)
 }
 
 // reconcile re-registers every attached connection (see the comment at the
@@ -298,7 +302,7 @@ func (r *Redis) reconcile(ctx context.Context) (err error) {
 		if c.superseded {
 			continue // taken over elsewhere: being closed
 		}
-		l := &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner, addr: c.addr,
+		l := &liveClient{c: c, id: id, conn: c.conn, clean: c.clean, owner: c.owner, addr: c.addr, claimedMS: c.claimedMS,
 			cursor: r.cursorLocked(c), will: c.will, subs: maps.Clone(c.subs), opts: maps.Clone(c.opts)}
 		if !c.clean && c.expiry > 0 {
 			l.expiry = strconv.FormatInt(c.expiry.Milliseconds(), 10)
@@ -333,7 +337,7 @@ func (r *Redis) reconcile(ctx context.Context) (err error) {
 					l.status = 1
 					continue
 				}
-				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr, reclaim)
+				recs[i] = reRegisterClientScript.EvalSha(ctx, p, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr, reclaim, l.claimedMS)
 			}
 			return nil
 		})
@@ -345,7 +349,7 @@ func (r *Redis) reconcile(ctx context.Context) (err error) {
 				continue
 			}
 			if redis.HasErrorPrefix(recs[i].Err(), "NOSCRIPT") {
-				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr, reclaim)
+				recs[i] = reRegisterClientScript.Run(ctx, r.rdb, []string{r.clientKey(l.id)}, l.conn, r.node, now, l.owner, l.addr, reclaim, l.claimedMS)
 			}
 			v, err := recs[i].Result()
 			if err != nil {

@@ -327,7 +327,7 @@ func TestRedis_OtherUsersClaimDuringRedisRestartIsTakenBack_Issue7_2(t *testing.
 	if err := rdb.Del(ctx, "mqtt:client:dev", "mqtt:session:dev", "mqtt:sub:dev", "mqtt:alive:b", "mqtt:node:b", "mqtt:epoch").Err(); err != nil {
 		t.Fatal(err)
 	}
-	bob := selfDetaching(a, "dev", true)
+	bob := newLiveSub() // stays registered on a when ended, for the check below
 	if _, err := a.Attach(ctx, "dev", "bob", bob, broker.CleanSession(false), nil); err != nil {
 		t.Fatalf("bob's claim while Redis has forgotten alice: %v (the scenario needs it to succeed)", err)
 	}
@@ -357,17 +357,13 @@ func TestRedis_OtherUsersClaimDuringRedisRestartIsTakenBack_Issue7_2(t *testing.
 	if _, ok := subs["bob/#"]; ok || subs["alice/#"] != "1" {
 		t.Fatalf("stored subscriptions %v, want alice's alone", subs)
 	}
-	// Bob's connection ended storing nothing over hers.
-	waitUntil(t, 5*time.Second, func() string {
-		a.Redis.mu.Lock()
-		defer a.Redis.mu.Unlock()
-		if a.Redis.conns["dev"] != nil || a.Redis.detaching["dev"] != nil {
-			return "bob's connection still registered on a"
-		}
-		return ""
-	})
+	// Bob's connection ends storing nothing over hers.
+	_ = a.Detach(ctx, "dev", bob, &StoredSession{Subscriptions: map[string]byte{"bob/#": 1}})
 	if rec := clientRecord(t, rdb, "dev"); rec["owner"] != "alice" || rec["state"] != "1" {
 		t.Fatalf("record %v after bob's connection ended, want alice's, online", rec)
+	}
+	if subs := rdb.HGetAll(ctx, "mqtt:sub:dev").Val(); len(subs) != 1 || subs["alice/#"] != "1" {
+		t.Fatalf("stored subscriptions %v after bob's connection ended, want alice's alone", subs)
 	}
 }
 
@@ -420,5 +416,56 @@ func TestRedis_StoredWillJudgedByTheACLInForce_Issue7_1(t *testing.T) {
 	}
 	if n := b.Stats()["wills_refused"]; n != 2 {
 		t.Fatalf("wills_refused = %d, want 2 (alice's immediate and delayed wills)", n)
+	}
+}
+
+// After Redis lost its data, the younger of two users' connections never
+// takes the id from the older one, whichever replica registers its
+// connections again first (a hostile review saw the thief's replica take
+// it back from the owner 75 ms after the owner's replica had): here b has
+// already taken alice's id back when a, where bob's younger connection
+// still is, registers again; a ends bob's connection and leaves alice's
+// record alone.
+func TestRedis_YoungerClaimNeverTakesTheIdBack_Issue7_2(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	b := newTestRedis(t, srv, "b", func(o *RedisOptions) { o.NodeTTL = time.Minute })
+	ctx := context.Background()
+	rdb := newClient(t, srv)
+	alice := newLiveSub()
+	if _, err := b.Attach(ctx, "dev", "alice", alice, broker.CleanSession(false), nil); err != nil {
+		t.Fatal(err)
+	}
+	b.Redis.mu.Lock()
+	aliceConn, aliceAt := b.Redis.conns["dev"].conn, b.Redis.conns["dev"].claimedMS
+	b.Redis.mu.Unlock()
+	if err := rdb.Del(ctx, "mqtt:client:dev", "mqtt:session:dev", "mqtt:epoch").Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // bob's claim is later by the clock
+	bob := newLiveSub()
+	if _, err := a.Attach(ctx, "dev", "bob", bob, broker.CleanSession(false), nil); err != nil {
+		t.Fatalf("bob's claim while Redis has forgotten alice: %v", err)
+	}
+	// b has taken the id back (as its reconcile writes it), and its request
+	// to end bob's connection has not reached a yet.
+	if err := rdb.HSet(ctx, "mqtt:client:dev", "conn", aliceConn, "node", "b", "owner", "alice", "state", "1", "claimed_ms", aliceAt).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.Redis.dataLost.Store(true)
+	if err := a.Redis.reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec := clientRecord(t, rdb, "dev"); rec["owner"] != "alice" || rec["conn"] != aliceConn {
+		t.Fatalf("record %v after a registered bob's connection again, want alice's", rec)
+	}
+	waitUntil(t, 5*time.Second, func() string {
+		if !bob.wasTakenOver() {
+			return "bob's connection on a not ended"
+		}
+		return ""
+	})
+	if alice.wasTakenOver() {
+		t.Fatal("alice's connection was ended")
 	}
 }
