@@ -68,6 +68,9 @@ type RedisOptions struct {
 	// broker.OfflineQueue, which NewRedisBroker builds with it). Default
 	// DefaultMaxQueued.
 	MaxQueued int
+	// MaxQueuedBytes bounds the bytes (Message.Size) of those messages as
+	// well, the newest kept; zero: no byte bound.
+	MaxQueuedBytes int
 	// MaxPatterns bounds the Redis patterns this replica subscribes
 	// (Redis pays for every pattern on every PUBLISH). Default
 	// DefaultMaxPatterns.
@@ -589,7 +592,7 @@ func NewRedisBroker(ctx context.Context, o RedisOptions) (*broker.Broker, *Redis
 	if err != nil {
 		return nil, nil, err
 	}
-	b := broker.New(r, r, broker.Options{MaxQueued: o.MaxQueued, MessageExpiry: o.MessageExpiry})
+	b := broker.New(r, r, broker.Options{MaxQueued: o.MaxQueued, MaxQueuedBytes: o.MaxQueuedBytes, MessageExpiry: o.MessageExpiry})
 	return b, r, nil
 }
 

@@ -13,7 +13,7 @@ import (
 // session. Shards trimmed past cursor are counted (countTrimmed).
 func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [streamShards]streamID) ([]Delivery, [streamShards]streamID, error) {
 	r.countTrimmed(ctx, c.id, cursor)
-	var out []Delivery
+	out := r.queue.NewWindow() // bounded as it is read: a long queue is not held whole
 	ends := cursor
 	cutoff := r.queue.Cutoff(time.Now())
 	seen := make(map[ID]struct{}) // a Redis failover republishes messages the streams may still hold
@@ -35,12 +35,12 @@ func (r *Redis) replaySession(ctx context.Context, c *redisClient, cursor [strea
 			return
 		}
 		seen[m.ID] = struct{}{}
-		out = append(out, Delivery{Message: m, QoS: qos})
+		out.Add(Delivery{Message: m, QoS: qos})
 	})
 	if err != nil {
 		return nil, ends, err
 	}
-	return out, ends, nil
+	return out.Deliveries(), ends, nil
 }
 
 // highestGrant returns the highest QoS among subs' filters matching topic.

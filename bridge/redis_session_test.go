@@ -158,6 +158,51 @@ func TestRedis_OfflineQueueBoundedAndExpired(t *testing.T) {
 	}
 }
 
+// A resumed session's offline queue is bounded by bytes too (issue 8): a
+// hostile review resumed ten sessions over 100 queued messages of 900 KB,
+// and each brought all of them back into the replica's memory (1.7 GB)
+// and stored them again in its Redis session hash (100 MB each). With
+// MaxQueuedBytes of 5 messages, 20 messages of 100 KB come back as the
+// newest 5, the rest counted, and what the session stores on its way out
+// is bounded alike.
+func TestRedis_OfflineQueueBoundedByBytes(t *testing.T) {
+	srv := redistest.Start(t)
+	const size = 100 << 10
+	big := func(i int) *Message {
+		m := rmsg(fmt.Sprintf("s/%d", i), 1, "")
+		m.Payload = make([]byte, size)
+		return m
+	}
+	limit := 5 * big(19).Size()
+	a := newTestRedis(t, srv, "a", func(o *RedisOptions) { o.MaxQueuedBytes = limit })
+	s1 := newLiveSub()
+	attach(t, a, "p1", s1, false)
+	subscribe(t, a, "p1", "s/#", 1)
+	detach(t, a, "p1", s1, &StoredSession{})
+	for i := range 20 {
+		publish(t, a, big(i))
+	}
+	s2 := newLiveSub()
+	got := attach(t, a, "p1", s2, false)
+	if got == nil || len(got.Queued) != 5 || got.Queued[0].Message.Topic != "s/15" || got.Queued[4].Message.Topic != "s/19" {
+		t.Fatalf("queued %d messages, want the newest 5 (s/15..s/19)", len(got.Queued))
+	}
+	if n := a.Stats()["offline_queue_dropped"]; n != 15 {
+		t.Fatalf("offline_queue_dropped = %d, want 15", n)
+	}
+	// Leaving with all 20 unsent (as a connection that never read would)
+	// stores at most the bound.
+	var all []Delivery
+	for i := range 20 {
+		all = append(all, Delivery{Message: big(i), QoS: 1})
+	}
+	detach(t, a, "p1", s2, &StoredSession{Queued: all})
+	rdb := newClient(t, srv)
+	if n := rdb.HStrLen(context.Background(), "mqtt:session:p1", "state").Val(); n > int64(limit)+64<<10 {
+		t.Fatalf("stored session state is %d bytes, want at most about %d", n, limit)
+	}
+}
+
 func TestRedis_TakeOverOnSameNode_MQTT_3_1_4_2(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")

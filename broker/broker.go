@@ -124,6 +124,9 @@ type Options struct {
 	// MaxQueued bounds the messages kept for one offline session; the
 	// oldest are dropped, and counted. Default 1000.
 	MaxQueued int
+	// MaxQueuedBytes bounds their bytes (Message.Size) as well; zero: no
+	// byte bound.
+	MaxQueuedBytes int
 	// MessageExpiry drops messages kept for an offline session longer
 	// than this; zero keeps them until the session returns.
 	MessageExpiry time.Duration
@@ -165,7 +168,7 @@ func New(store Store, cluster Cluster, o Options) *Broker {
 // OfflineQueue returns the offline queue rule of o, counted in b's
 // offline_queue_dropped and offline_queue_expired, for a Store to apply.
 func (b *Broker) OfflineQueue(o Options) OfflineQueue {
-	return OfflineQueue{Max: max(o.MaxQueued, 1), Expiry: o.MessageExpiry, Dropped: &b.queuedDropped, Expired: &b.expired}
+	return OfflineQueue{Max: max(o.MaxQueued, 1), MaxBytes: o.MaxQueuedBytes, Expiry: o.MessageExpiry, Dropped: &b.queuedDropped, Expired: &b.expired}
 }
 
 // Publish hands msg to every matching subscription on every node, and

@@ -13,6 +13,10 @@ type MemoryOptions struct {
 	// MaxQueued bounds the messages kept for one offline session; when it
 	// is reached the oldest message is dropped, and counted.
 	MaxQueued int
+	// MaxQueuedBytes bounds their bytes as well, applied when the session
+	// is stored and when it resumes (here its messages are shared with
+	// every other session they went to); zero: no byte bound.
+	MaxQueuedBytes int
 	// MessageExpiry drops messages queued for an offline session longer than
 	// this; zero keeps them until the session returns.
 	MessageExpiry time.Duration
@@ -76,6 +80,9 @@ func (s *memStore) Claim(_ context.Context, clientID, owner string, _ Subscriber
 	}
 	st := ss.state
 	ss.state = nil
+	if st != nil {
+		st.Queued = s.queue.Bound(st.Queued)
+	}
 	return st, nil
 }
 

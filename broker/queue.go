@@ -10,13 +10,15 @@ import (
 // keeps them: at most Max of them, the newest (as EMQX's queue does, so that
 // a session finds the most recent messages on return, and one resumed after
 // its replica died keeps what it had not acknowledged), and none older than
-// Expiry. What it drops is counted in Dropped and Expired, reported as
-// offline_queue_dropped and offline_queue_expired.
+// Expiry, and together at most MaxBytes (Message.Size; the newest message is
+// kept whatever its size). What it drops is counted in Dropped and Expired,
+// reported as offline_queue_dropped and offline_queue_expired.
 type OfflineQueue struct {
-	Max     int
-	Expiry  time.Duration // zero: messages never expire
-	Dropped *atomic.Int64
-	Expired *atomic.Int64
+	Max      int
+	MaxBytes int           // zero: no byte bound
+	Expiry   time.Duration // zero: messages never expire
+	Dropped  *atomic.Int64
+	Expired  *atomic.Int64
 }
 
 // Cutoff is the publish time before which a queued message has expired;
@@ -52,14 +54,63 @@ func (o OfflineQueue) DropExpired(q []Delivery) []Delivery {
 	return kept
 }
 
-// Bound keeps the newest Max messages of q.
+// Bound keeps the newest Max messages of q, and of those the newest that
+// fit MaxBytes.
 func (o OfflineQueue) Bound(q []Delivery) []Delivery {
 	if over := len(q) - o.Max; over > 0 {
 		o.Dropped.Add(int64(over))
-		return q[over:]
+		q = q[over:]
 	}
-	return q
+	if o.MaxBytes <= 0 {
+		return q
+	}
+	size, i := 0, len(q)
+	for i > 0 {
+		size += q[i-1].Message.Size()
+		if size > o.MaxBytes && i < len(q) {
+			break
+		}
+		i--
+	}
+	if i > 0 {
+		o.Dropped.Add(int64(i))
+	}
+	return q[i:]
 }
+
+// Window keeps the newest of a run of deliveries within the queue's bounds
+// as they arrive (a replay of the streams for a resumed session), so that
+// what it holds at any time is bounded, not the whole run: amortised
+// constant time per message.
+type Window struct {
+	o     OfflineQueue
+	q     []Delivery
+	head  int
+	bytes int
+}
+
+// NewWindow returns an empty Window of o's bounds.
+func (o OfflineQueue) NewWindow() *Window { return &Window{o: o} }
+
+// Add appends d, dropping (and counting) the oldest held while the window
+// is past either bound; d itself is always kept.
+func (w *Window) Add(d Delivery) {
+	w.q = append(w.q, d)
+	w.bytes += d.Message.Size()
+	for n := len(w.q) - w.head; n > 1 && (n > w.o.Max || (w.o.MaxBytes > 0 && w.bytes > w.o.MaxBytes)); n-- {
+		w.bytes -= w.q[w.head].Message.Size()
+		w.q[w.head] = Delivery{}
+		w.head++
+		w.o.Dropped.Add(1)
+	}
+	if w.head > 64 && w.head > len(w.q)/2 {
+		w.q = append(w.q[:0], w.q[w.head:]...)
+		w.head = 0
+	}
+}
+
+// Deliveries returns what the window holds, oldest first.
+func (w *Window) Deliveries() []Delivery { return w.q[w.head:] }
 
 // Push appends d to q; a full queue first drops its oldest message, in
 // place, so that a queue at its bound stops growing its array.

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,5 +59,71 @@ func TestOfflineQueue_Expiry(t *testing.T) {
 	o.Expiry = 0
 	if got := o.DropExpired(queued(2, time.Now().Add(-time.Hour))); len(got) != 2 || expired.Load() != 2 {
 		t.Fatalf("without expiry kept %d (expired %d), want 2 kept", len(got), expired.Load())
+	}
+}
+
+// The offline queue is bounded by bytes as well as by count (issue 8): a
+// persistent session that resumes over 100 queued messages of 900 KB must
+// not bring them all back into a replica's memory, and its stored state
+// must not hold them all either. The newest are kept, the newest always.
+func TestOfflineQueue_BoundByBytesKeepsNewest(t *testing.T) {
+	msg := func(n int) Delivery {
+		return Delivery{Message: &Message{Topic: "t", Payload: make([]byte, n-1)}, QoS: 1}
+	}
+	tests := []struct {
+		name     string
+		max      int
+		maxBytes int
+		sizes    []int
+		want     []int // sizes kept, oldest first
+	}{
+		{"no byte bound", 10, 0, []int{5, 5, 5}, []int{5, 5, 5}},
+		{"newest that fit", 10, 12, []int{5, 5, 5, 6}, []int{5, 6}},
+		{"exactly at the bound", 10, 10, []int{5, 5, 5}, []int{5, 5}},
+		{"the newest alone when larger than the bound", 10, 4, []int{3, 9}, []int{9}},
+		{"count first, then bytes", 2, 100, []int{1, 2, 3}, []int{2, 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var dropped, expired atomic.Int64
+			o := OfflineQueue{Max: tt.max, MaxBytes: tt.maxBytes, Dropped: &dropped, Expired: &expired}
+			var q []Delivery
+			w := o.NewWindow()
+			for _, n := range tt.sizes {
+				q = append(q, msg(n))
+				w.Add(msg(n))
+			}
+			for name, got := range map[string][]Delivery{"Bound": o.Bound(q), "Window": w.Deliveries()} {
+				var sizes []int
+				for _, d := range got {
+					sizes = append(sizes, d.Message.Size())
+				}
+				if !slices.Equal(sizes, tt.want) {
+					t.Errorf("%s kept sizes %v, want %v", name, sizes, tt.want)
+				}
+			}
+			if want := int64(2 * (len(tt.sizes) - len(tt.want))); dropped.Load() != want {
+				t.Errorf("dropped %d (Bound and Window), want %d", dropped.Load(), want)
+			}
+		})
+	}
+}
+
+// A Window over a long run holds at most its bounds at any time and
+// compacts as it goes: 100,000 messages through a window of 1,000.
+func TestOfflineQueue_WindowStaysBounded(t *testing.T) {
+	var dropped, expired atomic.Int64
+	w := OfflineQueue{Max: 1000, Dropped: &dropped, Expired: &expired}.NewWindow()
+	for i := range 100_000 {
+		w.Add(Delivery{Message: &Message{Topic: "t", Payload: []byte{byte(i)}}, QoS: 1})
+		if len(w.q) > 2100 {
+			t.Fatalf("after %d messages the window's array holds %d", i+1, len(w.q))
+		}
+	}
+	if got := w.Deliveries(); len(got) != 1000 || got[999].Message.Payload[0] != byte(99_999%256) {
+		t.Fatalf("window holds %d, last %v", len(got), got[len(got)-1].Message.Payload)
+	}
+	if dropped.Load() != 99_000 {
+		t.Fatalf("dropped %d, want 99000", dropped.Load())
 	}
 }

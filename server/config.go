@@ -216,8 +216,8 @@ func options() []option {
 			set: func(c *Config, v string) error { return setBool(&c.AllowAnonymous, v) }},
 		{name: "auth-redis", def: "false", usage: "read users (mqtt_user:<name>) and their ACL (mqtt_acl:<name>) from the replicas' Redis, shared by every replica; changes apply at once (see the user subcommand); not with -password-file or -acl-file",
 			set: func(c *Config, v string) error { return setBool(&c.AuthRedis, v) }},
-		{name: "sys-interval", def: "10s", arg: "duration", usage: "how often this replica publishes its $SYS/broker/... figures (Mosquitto's names), retained and delivered on this replica only; 0 = no $SYS topics",
-			set: func(c *Config, v string) error { return setDuration(&c.SysInterval, v, 0) }},
+		{name: "sys-interval", def: "10s", arg: "duration", usage: "how often this replica publishes its $SYS/broker/... figures (Mosquitto's names), retained and delivered on this replica only; at least 100ms; 0 = no $SYS topics",
+			set: func(c *Config, v string) error { return setSysInterval(&c.SysInterval, v) }},
 		{name: "max-packet-size", def: "1MiB", arg: "size", usage: "largest packet accepted, in bytes or with a KiB/MiB suffix, 16..268435455",
 			set: func(c *Config, v string) error { return setSize(&c.MaxPacketSize, v) }},
 		{name: "connect-timeout", def: "10s", arg: "duration", usage: "how long a new connection may take to send CONNECT",
@@ -228,7 +228,7 @@ func options() []option {
 			set: func(c *Config, v string) error { return setBytes(&c.MaxInflightBytes, v, 0, 1<<40) }},
 		{name: "max-queued-messages", def: "1000", arg: "n", usage: "messages kept per session while its client is offline or slow, at least 1",
 			set: func(c *Config, v string) error { return setInt(&c.MaxQueuedMessages, v, 1, maxInt) }},
-		{name: "max-queued-bytes", def: "8MiB", arg: "size", usage: "bytes of topics, payloads and 5.0 properties queued per connected client, bytes or KiB/MiB/GiB; beyond it new messages are dropped and counted; 0 = no bound",
+		{name: "max-queued-bytes", def: "8MiB", arg: "size", usage: "bytes of topics, payloads and 5.0 properties queued per client, bytes or KiB/MiB/GiB; beyond it a connected client's new messages are dropped, an offline session keeps its newest, counted; 0 = no bound",
 			set: func(c *Config, v string) error { return setQueueBytes(&c.MaxQueuedBytes, v) }},
 		{name: "message-expiry", def: "1h", arg: "duration", usage: "how long a message queued for an offline session is kept",
 			set: func(c *Config, v string) error { return setDuration(&c.MessageExpiry, v, time.Second) }},
@@ -696,6 +696,19 @@ func setInt(dst *int, v string, lo, hi int) error {
 }
 
 // setDuration parses a Go duration of at least min; min 0 allows zero.
+// setSysInterval parses -sys-interval: 0 (off) or at least 100ms; a
+// nanosecond made the server publish its $SYS topics in a loop (a hostile
+// review: 111% CPU with no client).
+func setSysInterval(dst *time.Duration, v string) error {
+	if err := setDuration(dst, v, 0); err != nil {
+		return err
+	}
+	if *dst > 0 && *dst < 100*time.Millisecond {
+		return fmt.Errorf("%s is below the minimum 100ms (0 turns $SYS off)", *dst)
+	}
+	return nil
+}
+
 func setDuration(dst *time.Duration, v string, min time.Duration) error {
 	d, err := time.ParseDuration(strings.TrimSpace(v))
 	if err != nil {

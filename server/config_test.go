@@ -290,6 +290,7 @@ func TestParseConfig_Errors(t *testing.T) {
 		{"redis-stream-max-bytes env", nil, map[string]string{"MQTT_REDIS_STREAM_MAX_BYTES": "-5"}, `MQTT_REDIS_STREAM_MAX_BYTES (for -redis-stream-max-bytes): "-5" is not a size (bytes, or with KiB/MiB/GiB suffix)`},
 		{"max-packet-size env", nil, map[string]string{"MQTT_MAX_PACKET_SIZE": "0KiB"}, `MQTT_MAX_PACKET_SIZE (for -max-packet-size): "0KiB" is outside 16..268435455 bytes (MQTT 3.1.1 section 2.2.3)`},
 		{"connect-timeout zero", []string{"-connect-timeout", "0"}, nil, `-connect-timeout: 0s is below the minimum 1ms`},
+		{"sys-interval too short", []string{"-sys-interval", "1ns"}, nil, `-sys-interval: 1ns is below the minimum 100ms (0 turns $SYS off)`},
 		{"connect-timeout bad", []string{"-connect-timeout", "soon"}, nil, `-connect-timeout: "soon" is not a duration (e.g. 500ms, 10s, 1m30s)`},
 		{"max-inflight zero", []string{"-max-inflight", "0"}, nil, `-max-inflight: 0 is outside 1..65535`},
 		{"max-inflight big", []string{"-max-inflight", "65536"}, nil, `-max-inflight: 65536 is outside 1..65535`},

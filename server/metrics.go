@@ -49,7 +49,7 @@ var metrics = []metric{
 	{"bridge_replayed", prometheus.CounterValue, "Messages read back from the streams after a gap."},
 	{"bridge_replays", prometheus.CounterValue, "Replays of the streams after a gap in the subscription (Redis reconnect)."},
 	{"bridge_decode_errors", prometheus.CounterValue, "Envelopes from Redis that could not be decoded."},
-	{"bridge_offline_queue_dropped", prometheus.CounterValue, "Messages dropped from a full offline session queue (-max-queued-messages)."},
+	{"bridge_offline_queue_dropped", prometheus.CounterValue, "Messages dropped from a full offline session queue (-max-queued-messages or -max-queued-bytes), the oldest first."},
 	{"bridge_offline_queue_expired", prometheus.CounterValue, "Messages expired from an offline session queue (-message-expiry)."},
 	{"bridge_offline_queue_trimmed", prometheus.CounterValue, "Offline session replays that started before the stream's first entry."},
 	{"bridge_replay_trimmed", prometheus.CounterValue, "Blip replays that started before the stream's first entry, per shard."},

@@ -34,9 +34,10 @@ func newBridge(ctx context.Context, cfg *Config, log *slog.Logger, redisLatency 
 	if client == nil {
 		log.Info("single node: no Redis configured")
 		return broker.NewMemory(broker.MemoryOptions{
-			MaxQueued:     cfg.MaxQueuedMessages,
-			MessageExpiry: cfg.MessageExpiry,
-			SessionExpiry: cfg.SessionExpiry,
+			MaxQueued:      cfg.MaxQueuedMessages,
+			MaxQueuedBytes: cfg.MaxQueuedBytes,
+			MessageExpiry:  cfg.MessageExpiry,
+			SessionExpiry:  cfg.SessionExpiry,
 		}), nil
 	}
 	b, err := newRedisBridge(ctx, cfg, client, log, redisLatency, auth)
@@ -70,14 +71,15 @@ func (c *Config) redisSource() string {
 // start-up; once running, a replica survives Redis going away.
 func newRedisBridge(ctx context.Context, cfg *Config, client redis.UniversalClient, log *slog.Logger, redisLatency prometheus.Observer, auth *liveAuth) (*broker.Broker, error) {
 	b, _, err := bridge.NewRedisBroker(ctx, bridge.RedisOptions{
-		Client:        client,
-		Prefix:        cfg.RedisPrefix,
-		NodeID:        cfg.NodeID,
-		NodeTTL:       cfg.NodeTTL,
-		MessageExpiry: cfg.MessageExpiry,
-		SessionExpiry: cfg.SessionExpiry,
-		MaxQueued:     cfg.MaxQueuedMessages,
-		MaxPatterns:   cfg.RedisMaxPatterns,
+		Client:         client,
+		Prefix:         cfg.RedisPrefix,
+		NodeID:         cfg.NodeID,
+		NodeTTL:        cfg.NodeTTL,
+		MessageExpiry:  cfg.MessageExpiry,
+		SessionExpiry:  cfg.SessionExpiry,
+		MaxQueued:      cfg.MaxQueuedMessages,
+		MaxQueuedBytes: cfg.MaxQueuedBytes,
+		MaxPatterns:    cfg.RedisMaxPatterns,
 
 		StreamMaxBytes: cfg.RedisStreamMaxBytes,
 		Logger:         log,
