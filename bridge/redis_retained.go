@@ -71,13 +71,13 @@ func (r *Redis) RetainedSizes(ctx context.Context, names []string) ([]int, error
 		return nil, unavailable("measure retained messages", err)
 	}
 	// Decoded, a User Property costs its two string headers (32 bytes)
-	// beyond the 5 bytes it takes at least encoded: the encoded properties
-	// count eight times, so that a page of messages with many tiny User
-	// Properties stays near its bound in memory (a hostile review saw 78 MB
-	// held per slow subscriber when they counted once).
+	// beyond the 2 bytes it takes at least as stored here: the stored
+	// properties count sixteen times, so that a page of messages with many
+	// tiny User Properties stays near its bound in memory (a hostile review
+	// saw 78 MB held per slow subscriber when they counted once).
 	out := make([]int, len(names))
 	for i := range out {
-		out[i] = int(cmds[2*i].(*redis.IntCmd).Val() + 8*cmds[2*i+1].(*redis.IntCmd).Val())
+		out[i] = int(cmds[2*i].(*redis.IntCmd).Val() + 16*cmds[2*i+1].(*redis.IntCmd).Val())
 	}
 	return out, nil
 }

@@ -123,3 +123,34 @@ func join(s []string) string {
 	}
 	return out + "]"
 }
+
+// A retained message's page size counts its stored 5.0 properties sixteen
+// times (issue 8): decoded, each User Property takes its two string
+// headers beyond the two bytes it takes at least as stored, and a hostile review held
+// 78 MB per slow subscriber with pages of messages carrying 150,000 empty
+// User Properties counted once.
+func TestRedis_RetainedSizesWeighProperties(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newTestRedis(t, srv, "a")
+	ctx := context.Background()
+	plain := rmsg("ret/plain", 1, "0123456789")
+	plain.Retain = true
+	props := rmsg("ret/props", 1, "0123456789")
+	props.Retain = true
+	props.Properties = &Properties{UserProperties: make([]UserProperty, 1000)}
+	for _, m := range []*Message{plain, props} {
+		publish(t, a, m)
+	}
+	rdb := newClient(t, srv)
+	encoded := rdb.HStrLen(ctx, "mqtt:retain:ret/props", "props").Val()
+	if encoded < 2000 {
+		t.Fatalf("stored properties of 1,000 User Properties are %d bytes, want at least 2 each", encoded)
+	}
+	sizes, err := a.Redis.RetainedSizes(ctx, []string{"ret/plain", "ret/props", "ret/none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{10, 10 + 16*int(encoded), 0}; !slices.Equal(sizes, want) {
+		t.Fatalf("RetainedSizes = %v, want %v", sizes, want)
+	}
+}
