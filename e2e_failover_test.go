@@ -97,7 +97,10 @@ func TestSentinelFailover_LaggingReplica_NoAcknowledgedLoss_Issue7_13(t *testing
 	rt := redistopo.StartReplicated(t)
 	flags := []string{"-redis-sentinel-master", rt.MasterName(),
 		"-redis-sentinel-addrs", strings.Join(rt.SentinelAddrs(), ","),
-		"-max-queued-messages", "100000"}
+		// The offline session is to get every acknowledged message: its
+		// queue is bounded neither by count nor by bytes (8 KiB × ~1,300
+		// is past the default 8 MiB, which keeps the newest).
+		"-max-queued-messages", "100000", "-max-queued-bytes", "0"}
 	a := startTopoReplica(t, "node-a", flags...)
 	b := startTopoReplica(t, "node-b", flags...)
 

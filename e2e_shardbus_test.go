@@ -208,7 +208,7 @@ func TestShardBus_LoadSpreadOverMasters(t *testing.T) {
 // than -max-queued-messages (1,000) keeps by default. The bound is
 // documented and counted (dropped_qos12_queue_full); these tests check the
 // bus, not the bound.
-var bigQueue = []string{"-max-queued-messages", "100000"}
+var bigQueue = []string{"-max-queued-messages", "100000", "-max-queued-bytes", "0"}
 
 // levelOnSlot returns a first topic level whose shard's stream is in
 // slot, trying prefix0, prefix1, ...

@@ -226,6 +226,21 @@ func (b *Broker) PublishWill(ctx context.Context, clientID string, sub Subscribe
 // Queue implements Receiver.
 func (b *Broker) Queue() OfflineQueue { return b.queue }
 
+// Connected reports whether a connection of clientID is attached to this
+// node now: false once its end (a DISCONNECT read, a takeover, a close)
+// has detached it.
+func (b *Broker) Connected(clientID string) bool {
+	b.mu.Lock()
+	c := b.clients[clientID]
+	b.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.live != nil
+}
+
 // PublishLocal hands msg to this node's matching clients only, and keeps it
 // as this node's own retained message of its topic when msg.Retain is set:
 // it reaches neither the other nodes nor the Store. A node's $SYS figures go

@@ -201,6 +201,12 @@ func (s *Server) HTTPAddr() net.Addr { return s.http }
 // NodeID is this replica's name in Redis and in metrics (-node-id).
 func (s *Server) NodeID() string { return s.cfg.NodeID }
 
+// ClientConnected reports whether a connection of clientID is attached to
+// this server now (for an embedder, or a test that must know a client's
+// DISCONNECT has been handled before it connects again: MQTT orders nothing
+// across two connections).
+func (s *Server) ClientConnected(clientID string) bool { return s.broker.Connected(clientID) }
+
 // Stats returns the server's counters and gauges by name, as /metrics
 // exposes them without the "mqtt_" prefix: the sessions' counters, and the
 // bridge's under "bridge_".

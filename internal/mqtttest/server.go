@@ -50,6 +50,10 @@ func (s *Server) Reload() error { return s.srv.Reload() }
 // NodeID is the replica's -node-id.
 func (s *Server) NodeID() string { return s.srv.NodeID() }
 
+// ClientConnected reports whether a connection of clientID is attached to
+// the replica now.
+func (s *Server) ClientConnected(clientID string) bool { return s.srv.ClientConnected(clientID) }
+
 // Stats returns the replica's counters, as /metrics names them without
 // "mqtt_" (bridge counters start with "bridge_").
 func (s *Server) Stats() map[string]int64 { return s.srv.Stats() }
