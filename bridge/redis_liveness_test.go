@@ -442,7 +442,9 @@ func TestRedis_YoungerClaimNeverTakesTheIdBack_Issue7_2(t *testing.T) {
 	if err := rdb.Del(ctx, "mqtt:client:dev", "mqtt:session:dev", "mqtt:epoch").Err(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Millisecond) // bob's claim is later by the clock
+	for time.Now().UnixMilli() <= aliceAt { // bob's claim is later by the clock
+		time.Sleep(time.Millisecond)
+	}
 	bob := newLiveSub()
 	if _, err := a.Attach(ctx, "dev", "bob", bob, broker.CleanSession(false), nil); err != nil {
 		t.Fatalf("bob's claim while Redis has forgotten alice: %v", err)

@@ -87,36 +87,37 @@ func (s *Session) applyOptionsLocked(o *outgoing, p *packets.Publish) bool {
 	var ids []uint32
 	var best byte
 	matched, excluded, rap := false, false, false
-	group := ""
-	if o.shared {
-		group = s.groupOf(*o)
-	}
-	for f, q := range s.subs {
-		// A copy a shared subscription group handed this connection came
-		// through that subscription alone, and any other copy through the
-		// client's non-shared subscriptions: each copy takes the options
-		// of the subscriptions it came through (a client may get a message
-		// once through each, section 4.8.2).
-		if o.shared {
-			if f != group {
-				continue
-			}
-		} else if topics.IsShared(f) {
-			continue
-		}
+	consider := func(f string, q byte) {
 		if !topics.MatchSubscription(f, o.msg.Topic) {
-			continue
+			return
 		}
 		opt := s.subOpts[f]
 		if own && opt.NoLocal {
 			excluded = true
-			continue
+			return
 		}
 		matched = true
 		best = max(best, q)
 		rap = rap || opt.RetainAsPublished
 		if opt.ID != 0 {
 			ids = append(ids, opt.ID)
+		}
+	}
+	// A copy a shared subscription group handed this connection came
+	// through that subscription alone, and any other copy through the
+	// client's non-shared subscriptions: each copy takes the options of the
+	// subscriptions it came through (a client may get a message once
+	// through each, section 4.8.2).
+	if o.shared {
+		group := s.groupOf(*o)
+		if q, ok := s.subs[group]; ok {
+			consider(group, q)
+		}
+	} else {
+		for f, q := range s.subs {
+			if !topics.IsShared(f) {
+				consider(f, q)
+			}
 		}
 	}
 	if excluded {
