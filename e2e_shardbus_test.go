@@ -627,6 +627,12 @@ func TestShardBus_SharedSubscriptionAcrossReplicas(t *testing.T) {
 			t.Fatalf("subscribe: %v", tok.Error())
 		}
 	}
+	// Each replica spreads the messages over the members it knows of, its
+	// own and those the other wrote to Redis: until it has read the other's,
+	// it is the preferred replica of every message.
+	waitFor(t, waitTimeout, "each replica to know of the other's member", func() bool {
+		return a.Stats()["bridge_shared_remote_members"] == 1 && b.Stats()["bridge_shared_remote_members"] == 1
+	})
 	pub, _ := connectPaho(t, pahoOptsAt(a.Addr(), unique(t, "pub"), true))
 	for i := range n {
 		if tok := pub.Publish(fmt.Sprintf("jobs/%d", i%10), 1, false, strconv.Itoa(i)); !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
@@ -652,13 +658,18 @@ func TestShardBus_SharedSubscriptionAcrossReplicas(t *testing.T) {
 			dups++
 		}
 	}
-	t.Logf("shared: %d distinct of %d, %d delivered twice, per member %v", len(got), n, dups, per)
+	// A replica that is not preferred for a message claims it after 50 ms
+	// (shareFallback), so that none is lost while the preferred one lags:
+	// under -race on a loaded machine it does, and the fallback's wins are
+	// its own share plus the other's. The spread is judged on the rest.
+	late := map[string]int64{a.Addr(): a.Stats()["bridge_shared_claimed_late"], b.Addr(): b.Stats()["bridge_shared_claimed_late"]}
+	t.Logf("shared: %d distinct of %d, %d delivered twice, per member %v, claimed late %v", len(got), n, dups, per, late)
 	if len(got) != n || dups != 0 {
 		t.Errorf("%d of %d messages delivered, %d more than once: want each exactly once", len(got), n, dups)
 	}
 	for m, k := range per {
-		if k > n/2*3/2 {
-			t.Errorf("member on %s got %d of %d: more than 1.5 times its fair share", m, k, n)
+		if k-int(late[m]) > n/2*3/2 {
+			t.Errorf("member on %s got %d of %d, %d of them claimed late: more than 1.5 times its fair share", m, k, n, late[m])
 		}
 	}
 }

@@ -416,6 +416,7 @@ type redisCounters struct {
 	takeovers, republished                  atomic.Int64
 	claimConflicts, notReplicated           atomic.Int64
 	shareClaimed, shareLost                 atomic.Int64
+	shareClaimedLate                        atomic.Int64
 	shareHandedOff, shareTakenOver          atomic.Int64
 	shareOwedMoved, shareOwedStale          atomic.Int64
 }
@@ -645,6 +646,8 @@ func (r *Redis) Stats() map[string]int64 {
 		"publish_not_replicated":          s.notReplicated.Load(),
 		"shared_claimed":                  s.shareClaimed.Load(),
 		"shared_not_claimed":              s.shareLost.Load(),
+		"shared_claimed_late":             s.shareClaimedLate.Load(),
+		"shared_remote_members":           r.shares.remoteMembers(),
 		"shared_handed_off":               s.shareHandedOff.Load(),
 		"shared_taken_over":               s.shareTakenOver.Load(),
 		"shared_owed_moved":               s.shareOwedMoved.Load(),

@@ -131,6 +131,20 @@ func (r *Redis) ShareMembers(group string, members int) {
 	signal(s.refresh)
 }
 
+// remoteMembers is the number of members of this replica's groups that it
+// knows of on other replicas (as last read by refreshShares).
+func (s *redisShares) remoteMembers() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, view := range s.remote {
+		for _, node := range view {
+			n += int64(node.members)
+		}
+	}
+	return n
+}
+
 // ClaimShared implements broker.Cluster: the preferred replica queues an
 // immediate claim, the others a fallback one for QoS ≥ 1 messages. The
 // share loop claims them and calls take for those it wins.
@@ -303,6 +317,12 @@ func (r *Redis) claimDue() {
 	var groups []string // of handOff, in the order of their first message
 	for _, c := range won {
 		r.stats.shareClaimed.Add(1)
+		if !c.at.IsZero() {
+			// Won by a fallback (or a retried) claim: the preferred replica
+			// lagged by shareFallback or more, or the replicas' views of
+			// the members differed.
+			r.stats.shareClaimedLate.Add(1)
+		}
 		if !c.take() {
 			if handOff[c.group] == nil {
 				groups = append(groups, c.group)

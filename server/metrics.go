@@ -68,6 +68,8 @@ var metrics = []metric{
 	{"bridge_shared_groups", prometheus.GaugeValue, "Shared subscription groups with members on this replica."},
 	{"bridge_shared_members", prometheus.GaugeValue, "Shared subscriptions (client and group pairs) held on this replica."},
 	{"bridge_shared_claimed", prometheus.CounterValue, "Messages this replica claimed in Redis for one of its shared subscription groups."},
+	{"bridge_shared_claimed_late", prometheus.CounterValue, "Shared subscription messages this replica claimed after waiting its fallback delay (50 ms) as it was not the preferred replica: the preferred one lagged, or the replicas' views of the members differed for a moment. Each still went to one member."},
+	{"bridge_shared_remote_members", prometheus.GaugeValue, "Members of this replica's shared subscription groups on other replicas, as this replica last read them from Redis; messages are spread over them and its own."},
 	{"bridge_shared_not_claimed", prometheus.CounterValue, "Shared subscription messages whose claim Redis did not answer after every retry, or that Redis did not take when handed off."},
 	{"bridge_shared_handed_back", prometheus.CounterValue, "Shared subscription messages a member left unsent or unacknowledged when its connection ended, given to another member of the group (section 4.8.2)."},
 	{"bridge_shared_dropped", prometheus.CounterValue, "Shared subscription messages a member left unsent or unacknowledged when its session ended with its connection, which no other member could take."},
