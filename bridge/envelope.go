@@ -194,7 +194,7 @@ func decodeProperties(src string) (*Properties, error) {
 	if corr != "" {
 		p.CorrelationData = []byte(corr)
 	}
-	n, i, err := readUvarint(src, i, "user properties")
+	n, i, err := readUvarint(src, i, "user properties", "")
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +300,9 @@ func DecodeEnvelope(src string, m *Message) (streamID string, err error) {
 
 // readString reads a uvarint length and that many bytes at src[p:].
 func readString(src string, p int, field string) (string, int, error) {
-	n, p, err := readUvarint(src, p, field+" length")
+	// The field's name is joined to " length" only in an error: joined
+	// here, it cost an allocation per field of every message decoded.
+	n, p, err := readUvarint(src, p, field, " length")
 	if err != nil {
 		return "", p, err
 	}
@@ -311,23 +313,24 @@ func readString(src string, p int, field string) (string, int, error) {
 	return src[p:end], end, nil
 }
 
-// readUvarint reads a minimal uvarint at src[p:].
-func readUvarint(src string, p int, field string) (uint64, int, error) {
+// readUvarint reads a minimal uvarint at src[p:], the field named field
+// followed by suffix in errors.
+func readUvarint(src string, p int, field, suffix string) (uint64, int, error) {
 	var n uint64
 	var shift uint
 	for i := 0; ; i++ {
 		if p >= len(src) {
-			return 0, p, fmt.Errorf("decode envelope: %s: %w", field, ErrEnvelopeTruncated)
+			return 0, p, fmt.Errorf("decode envelope: %s%s: %w", field, suffix, ErrEnvelopeTruncated)
 		}
 		if i == binary.MaxVarintLen64 {
-			return 0, p, fmt.Errorf("decode envelope: %s overflows: %w", field, ErrEnvelopeMalformed)
+			return 0, p, fmt.Errorf("decode envelope: %s%s overflows: %w", field, suffix, ErrEnvelopeMalformed)
 		}
 		b := src[p]
 		p++
 		if b == 0 && i > 0 {
 			// A trailing zero byte makes a second encoding of the same
 			// length; accept only the canonical one.
-			return 0, p, fmt.Errorf("decode envelope: %s not minimal: %w", field, ErrEnvelopeMalformed)
+			return 0, p, fmt.Errorf("decode envelope: %s%s not minimal: %w", field, suffix, ErrEnvelopeMalformed)
 		}
 		n |= uint64(b&0x7f) << shift
 		if b < 0x80 {

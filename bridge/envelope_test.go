@@ -197,3 +197,35 @@ func BenchmarkEnvelopeDecode(b *testing.B) {
 		}
 	}
 }
+
+// TestEnvelope_DecodeAllocations: every replica decodes every message it
+// receives, so decoding allocates the payload and nothing else (the strings
+// are views of the envelope), and with 5.0 properties only what they hold.
+// A field name joined into an error message on every call once cost four
+// allocations more per message.
+func TestEnvelope_DecodeAllocations(t *testing.T) {
+	tests := []struct {
+		name string
+		msg  *Message
+		max  float64
+	}{
+		{"3.1.1 message: the payload", sampleMessage(), 1},
+		// The payload, the Properties, its Payload Format and Message
+		// Expiry pointers, the Correlation Data, the User Properties.
+		{"5.0 properties: what they hold", sampleMessage5(), 6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := string(AppendEnvelope(nil, tt.msg, "1700000000123-7"))
+			var m Message
+			got := testing.AllocsPerRun(200, func() {
+				if _, err := DecodeEnvelope(in, &m); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if got > tt.max {
+				t.Errorf("DecodeEnvelope made %.0f allocations, want at most %.0f", got, tt.max)
+			}
+		})
+	}
+}
