@@ -134,23 +134,40 @@ type ringEntry struct {
 }
 
 // pubRing is the recently accepted messages, oldest first, bounded by age
-// and size. It is used by its publisher's goroutine only.
+// and size. It is used by its publisher's goroutine only. It is a circular
+// buffer: at a high rate it holds some 100,000 entries, and a slice cut
+// from the front and appended to at the back was copied whole every
+// quarter of its length (growslice), some 300 bytes moved and a large
+// allocation per message.
 type pubRing struct {
-	entries []ringEntry
+	buf     []ringEntry // len(buf) is the capacity; entries at head, head+1, … (mod len)
+	head, n int
 	bytes   int
 }
 
+// at returns the i-th entry from the oldest.
+func (p *pubRing) at(i int) *ringEntry { return &p.buf[(p.head+i)%len(p.buf)] }
+
+// len returns the number of entries.
+func (p *pubRing) len() int { return p.n }
+
 func (p *pubRing) add(e ringEntry) {
-	p.entries = append(p.entries, e)
-	p.bytes += len(e.env)
-	cut := 0
-	for cut < len(p.entries) && (p.bytes > ringBytes || e.at.Sub(p.entries[cut].at) > ringAge) {
-		p.bytes -= len(p.entries[cut].env)
-		cut++
+	if p.n == len(p.buf) {
+		grown := make([]ringEntry, max(64, 2*len(p.buf)))
+		for i := range p.n {
+			grown[i] = *p.at(i)
+		}
+		p.buf, p.head = grown, 0
 	}
-	if cut > 0 {
-		clear(p.entries[:cut])
-		p.entries = p.entries[cut:]
+	*p.at(p.n) = e
+	p.n++
+	p.bytes += len(e.env)
+	for p.n > 0 && (p.bytes > ringBytes || e.at.Sub(p.at(0).at) > ringAge) {
+		old := p.at(0)
+		p.bytes -= len(old.env)
+		*old = ringEntry{}
+		p.head = (p.head + 1) % len(p.buf)
+		p.n--
 	}
 }
 
@@ -164,20 +181,25 @@ func (p *pubRing) takeEpoch(epoch string) []ringEntry {
 	return p.take(func(e *ringEntry) bool { return e.epoch == epoch })
 }
 
-// take removes and returns the entries which match.
+// take removes and returns the entries which match, oldest first; the
+// others keep their order.
 func (p *pubRing) take(match func(*ringEntry) bool) []ringEntry {
 	var out []ringEntry
-	kept := p.entries[:0]
-	for _, e := range p.entries {
+	kept := 0
+	for i := range p.n {
+		e := *p.at(i)
 		if match(&e) {
 			out = append(out, e)
 			p.bytes -= len(e.env)
-		} else {
-			kept = append(kept, e)
+			continue
 		}
+		*p.at(kept) = e
+		kept++
 	}
-	clear(p.entries[len(kept):])
-	p.entries = kept
+	for i := kept; i < p.n; i++ {
+		*p.at(i) = ringEntry{}
+	}
+	p.n = kept
 	return out
 }
 

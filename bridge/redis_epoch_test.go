@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,21 +12,100 @@ import (
 	"github.com/bridgemq/server/internal/redistest"
 )
 
+// ringEnvs lists the envelopes of p, oldest first.
+func ringEnvs(p *pubRing) []string {
+	out := make([]string, 0, p.len())
+	for i := range p.len() {
+		out = append(out, p.at(i).env)
+	}
+	return out
+}
+
 func TestPubRing_BoundedByAgeAndTakenByEpoch(t *testing.T) {
 	var p pubRing
 	t0 := time.Now()
 	p.add(ringEntry{env: "old", epoch: "e1", at: t0})
 	p.add(ringEntry{env: "a", epoch: "e1", at: t0.Add(ringAge / 2)})
 	p.add(ringEntry{env: "b", epoch: "e2", at: t0.Add(ringAge + time.Second)}) // "old" ages out
-	if len(p.entries) != 2 || p.entries[0].env != "a" {
-		t.Fatalf("entries %+v, want a and b", p.entries)
+	if got := ringEnvs(&p); fmt.Sprint(got) != "[a b]" {
+		t.Fatalf("entries %v, want [a b]", got)
 	}
 	got := p.takeEpoch("e1")
-	if len(got) != 1 || got[0].env != "a" || len(p.entries) != 1 || p.entries[0].env != "b" {
-		t.Fatalf("took %+v, left %+v", got, p.entries)
+	if len(got) != 1 || got[0].env != "a" || fmt.Sprint(ringEnvs(&p)) != "[b]" {
+		t.Fatalf("took %+v, left %v", got, ringEnvs(&p))
 	}
 	if p.bytes != len("b") {
 		t.Fatalf("bytes = %d, want %d", p.bytes, len("b"))
+	}
+}
+
+// TestPubRing_WrapsAndGrowsInOrder: entries stay oldest first while the
+// ring wraps around its buffer, grows, is cut by size and has entries
+// taken from its middle.
+func TestPubRing_WrapsAndGrowsInOrder(t *testing.T) {
+	t0 := time.Now()
+	big := strings.Repeat("x", ringBytes/100) // 100 of them fill the ring
+	tests := []struct {
+		name      string
+		adds      int
+		env       func(i int) string
+		takeShard int // -1: none
+		want      func(i int) bool
+	}{
+		{"fewer than the first buffer", 10, strconv.Itoa, -1, func(int) bool { return true }},
+		{"grown several times", 1000, strconv.Itoa, -1, func(int) bool { return true }},
+		{"cut by size while wrapping", 1000, func(i int) string { return big[:len(big)-len(strconv.Itoa(i))] + strconv.Itoa(i) }, -1,
+			func(i int) bool { return i >= 1000-100 }},
+		{"shard taken from the middle", 300, strconv.Itoa, 1, func(i int) bool { return i%3 != 1 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var p pubRing
+			var want []string
+			bytes := 0
+			for i := range tt.adds {
+				env := tt.env(i)
+				p.add(ringEntry{env: env, shard: i % 3, at: t0.Add(time.Duration(i) * time.Microsecond)})
+				if tt.want(i) {
+					want = append(want, env)
+				}
+			}
+			if tt.takeShard >= 0 {
+				taken := p.takeShard(tt.takeShard)
+				for i, e := range taken {
+					if e.shard != tt.takeShard || (i > 0 && !taken[i-1].at.Before(e.at)) {
+						t.Fatalf("taken %d: shard %d at %v, want shard %d in order", i, e.shard, e.at, tt.takeShard)
+					}
+				}
+				p.add(ringEntry{env: "after", at: t0.Add(time.Second)})
+				want = append(want, "after")
+			}
+			got := ringEnvs(&p)
+			if len(got) != len(want) {
+				t.Fatalf("%d entries, want %d", len(got), len(want))
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("entry %d = %.20q, want %.20q", i, got[i], want[i])
+				}
+				bytes += len(got[i])
+			}
+			if p.bytes != bytes {
+				t.Fatalf("bytes = %d, want %d", p.bytes, bytes)
+			}
+		})
+	}
+}
+
+func BenchmarkPubRing_Add(b *testing.B) {
+	var p pubRing
+	env := strings.Repeat("e", 150)
+	t0 := time.Now()
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		p.add(ringEntry{env: env, channel: "c", at: t0.Add(time.Duration(i) * time.Microsecond)})
+		i++
 	}
 }
 

@@ -140,9 +140,12 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 			return err
 		}
 	}
+	// One clock read per PUBLISH serves the message's time and, for
+	// Env.AckLatency, when it was read: each read is ~50 ns on a VM.
+	now := time.Now()
 	var read time.Time // for Env.AckLatency
 	if p.QoS > 0 && s.env.AckLatency != nil {
-		read = time.Now()
+		read = now
 	}
 	if err := topics.ValidateTopicName(p.Topic); err != nil {
 		// [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not
@@ -199,7 +202,7 @@ func (s *Session) onPublish(ctx context.Context, p *packets.Publish) error {
 		Retain:   p.Retain,
 		ClientID: s.clientID,
 		Node:     s.env.Config.NodeID,
-		Time:     time.Now(),
+		Time:     now,
 	}
 	if p.Properties != nil {
 		msg.Properties = messageProperties(p.Properties)
