@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func TestStart_AnswersPingAndRestartsOnSamePort(t *testing.T) {
 func TestStart_ServerDiesWithTestProcess(t *testing.T) {
 	if os.Getenv("REDISTEST_CRASH_CHILD") == "1" {
 		srv := Start(t)
-		fmt.Println(srv.Addr())
+		fmt.Println(srv.Addr(), srv.dir)
 		os.Exit(3) // a crash: no cleanup runs
 	}
 	if runtime.GOOS != "linux" {
@@ -50,9 +51,14 @@ func TestStart_ServerDiesWithTestProcess(t *testing.T) {
 	child := exec.Command(os.Args[0], "-test.run", "^TestStart_ServerDiesWithTestProcess$")
 	child.Env = append(os.Environ(), "REDISTEST_CRASH_CHILD=1")
 	out, _ := child.Output()
-	addr := strings.TrimSpace(string(out))
-	if addr == "" {
-		t.Fatal("the child test printed no address")
+	addr, dir, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	if addr == "" || dir == "" {
+		t.Fatalf("the child test printed %q, want its server's address and directory", out)
+	}
+	// The crashed child left its temporary directory behind: t.TempDir's
+	// <os.TempDir>/<test name><random>/001.
+	if parent := filepath.Dir(dir); strings.HasPrefix(filepath.Base(parent), "TestStart_ServerDiesWithTestProcess") {
+		t.Cleanup(func() { _ = os.RemoveAll(parent) })
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for ping(addr) == nil {
