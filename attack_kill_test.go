@@ -30,7 +30,10 @@ func TestAttack10_ShareMemberReplicaKilled_MessagesReachSurvivor(t *testing.T) {
 		m := mqtttest.Dial(t, a.Addr())
 		m.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "m"), KeepAlive: 30})
 		m.Subscribe(1, packets.Subscription{Filter: filter, QoS: 1})
-		time.Sleep(1500 * time.Millisecond) // counts exchanged
+		// b must know a's member: until then it claims a's share too. (a,
+		// a process, learns of b's member at its first refresh: a share
+		// that a claims beyond its own only adds to what the kill tests.)
+		waitFor(t, waitTimeout, "b to know a's member", func() bool { return b.Stats()["bridge_shared_remote_members"] == 1 })
 		const n = 200
 		base := round * 1000
 		publishRange(pub, topic, base, base+n)

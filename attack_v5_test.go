@@ -457,7 +457,7 @@ func TestAttack10_ShareAllMembersLeaveAtOnce(t *testing.T) {
 			m.Subscribe(1, packets.Subscription{Filter: filter, QoS: 1})
 			ms = append(ms, m)
 		}
-		time.Sleep(1500 * time.Millisecond) // member counts exchanged
+		waitShareViews(t, d.servers...)
 		const n = 100
 		base := round * 1000
 		publishRange(pub, topic, base, base+n)
@@ -552,7 +552,7 @@ func TestAttack10_ShareUnsubscribeWithUnacked(t *testing.T) {
 		for round := 1; round <= rounds; round++ {
 			m, _ := connect5(t, d.servers[0].Addr(), unique(t, "m"), 30)
 			m.Subscribe(1, packets.Subscription{Filter: filter, QoS: 1})
-			time.Sleep(1500 * time.Millisecond)
+			waitShareViews(t, d.servers...)
 			base := round * 1000
 			const n = 200
 			publishRange(pub, topic, base, base+n)
@@ -664,7 +664,7 @@ func TestAttack10_ShareReceiveMax1NeverAcks(t *testing.T) {
 			m.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "slow"), KeepAlive: 30,
 				Properties: &packets.Properties{ReceiveMaximum: &rm}})
 			m.Subscribe(1, packets.Subscription{Filter: filter, QoS: 1})
-			time.Sleep(1500 * time.Millisecond)
+			waitShareViews(t, d.servers...)
 			pub, _ := connect5(t, d.pub().Addr(), unique(t, "pub"), 30)
 			base := round * 10000
 			const n = 1000

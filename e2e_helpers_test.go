@@ -189,6 +189,28 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// waitShareViews waits until every replica among servers that holds shared
+// subscription members knows of all the others' (a test's deployment has one
+// group): until then a replica claims the messages the others' members are
+// preferred for, and a test that counts each member's share sees them skewed.
+func waitShareViews(t testing.TB, servers ...*testServer) {
+	t.Helper()
+	waitFor(t, waitTimeout, "each replica to know the other replicas' shared subscription members", func() bool {
+		own := make([]int64, len(servers))
+		var total int64
+		for i, s := range servers {
+			own[i] = s.Stats()["bridge_shared_members"]
+			total += own[i]
+		}
+		for i, s := range servers {
+			if own[i] > 0 && s.Stats()["bridge_shared_remote_members"] != total-own[i] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // waitReaped waits until a surviving replica has reaped node: the last step
 // of a reap removes it from the mqtt:nodes set and deletes mqtt:node:<node>,
 // after its clients were marked offline and their wills published. A node

@@ -28,6 +28,9 @@ func (r *recorder) Deliver(msg *Message, qos byte) bool {
 	return true
 }
 
+// DeliverShared implements Subscriber: the group's name is not kept.
+func (r *recorder) DeliverShared(msg *Message, qos byte, _ string) bool { return r.Deliver(msg, qos) }
+
 // Idle implements Subscriber: a recorder never says its client caught up.
 func (r *recorder) Idle() bool { return false }
 

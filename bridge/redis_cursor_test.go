@@ -208,6 +208,9 @@ func (p *posSub) Deliver(*Message, byte) bool {
 	return true
 }
 
+// DeliverShared implements Subscriber as Deliver.
+func (p *posSub) DeliverShared(m *Message, qos byte, _ string) bool { return p.Deliver(m, qos) }
+
 func (p *posSub) Idle() bool         { return true }
 func (p *posSub) TakeOver()          {}
 func (p *posSub) RemoteAddr() string { return "" }

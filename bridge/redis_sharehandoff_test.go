@@ -29,6 +29,10 @@ func (s *acceptingSub) Deliver(m *Message, qos byte) bool {
 	return s.liveSub.Deliver(m, qos)
 }
 
+// DeliverShared goes through acceptingSub's Deliver, not the embedded
+// liveSub's.
+func (s *acceptingSub) DeliverShared(m *Message, qos byte, _ string) bool { return s.Deliver(m, qos) }
+
 // Section 4.8.2 across replicas: a replica that takes a group's handed-off
 // messages hands them to its member in order; from the first one no member
 // takes, the rest go back to the head of the group's list, in order, for

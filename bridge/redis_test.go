@@ -42,6 +42,9 @@ func (s *liveSub) Deliver(m *Message, qos byte) bool {
 	return true
 }
 
+// DeliverShared implements Subscriber: the group's name is not kept.
+func (s *liveSub) DeliverShared(m *Message, qos byte, _ string) bool { return s.Deliver(m, qos) }
+
 // Idle implements Subscriber: a liveSub never says its client caught up
 // (idleSub does).
 func (s *liveSub) Idle() bool { return false }

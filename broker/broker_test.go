@@ -28,6 +28,9 @@ func (s *sink) Deliver(m *Message, qos byte) bool {
 	return true
 }
 
+// DeliverShared implements Subscriber: the group's name is not kept.
+func (s *sink) DeliverShared(m *Message, qos byte, _ string) bool { return s.Deliver(m, qos) }
+
 func (s *sink) Idle() bool { return false }
 
 func (s *sink) RemoteAddr() string { return "" }

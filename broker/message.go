@@ -100,6 +100,12 @@ type Subscriber interface {
 	// that nothing falls between the two and the offline queue's bound
 	// applies to it.
 	Deliver(msg *Message, qos byte) bool
+	// DeliverShared is Deliver for a message a shared subscription group
+	// handed this connection: it keeps the group's name with it, and when
+	// the connection ends it gives back, through Broker.HandBack, what it
+	// had not sent or not seen acknowledged, for another member to take
+	// (section 4.8.2).
+	DeliverShared(msg *Message, qos byte, group string) bool
 	// TakeOver ends this connection because a new connection arrived with the
 	// same client id [MQTT-3.1.4-2]. It returns once the connection has
 	// stopped and, for a persistent session, Detach has stored its state.

@@ -205,28 +205,10 @@ func (b *Broker) deliverMember(g *shareGroup, c *client, msg *Message, granted b
 		}
 	}
 	qos := min(granted, msg.QoS)
-	var took bool
-	if ss, ok := c.live.(ShareSubscriber); ok {
-		took = ss.DeliverShared(msg, qos, g.key)
-	} else {
-		took = c.live.Deliver(msg, qos)
-	}
-	if !took {
+	if !c.live.DeliverShared(msg, qos, g.key) {
 		return memberRefused
 	}
 	return memberTook
-}
-
-// ShareSubscriber is a Subscriber that keeps, with each message a shared
-// subscription group hands it, the group's name: when its connection
-// ends it gives back, through Broker.HandBack, what it had not sent or
-// not seen acknowledged, for another member to take (section 4.8.2). A
-// Subscriber without it gets the group's messages through Deliver, and
-// keeps them.
-type ShareSubscriber interface {
-	Subscriber
-	// DeliverShared is Deliver for a message group handed over.
-	DeliverShared(msg *Message, qos byte, group string) bool
 }
 
 // SharedDelivery is a message a shared subscription group handed one of

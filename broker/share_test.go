@@ -351,7 +351,7 @@ func TestShare_HandBack_MQTT_4_8_2(t *testing.T) {
 	}
 }
 
-// groupSink is a ShareSubscriber: it records the group of each shared
+// groupSink is a Subscriber that records the group of each shared
 // message.
 type groupSink struct {
 	sink
@@ -368,7 +368,7 @@ func (g *groupSink) DeliverShared(m *Message, qos byte, group string) bool {
 // A message another node hands off (DeliverShared) goes to a live member
 // of the group here even when the Gate would hold back a message that old
 // from a new subscription: it went through the group's subscription when
-// it was published. The member learns the group (ShareSubscriber), which
+// it was published. The member learns the group (DeliverShared), which
 // a plain member (Receive) does too.
 func TestShare_DeliverSharedSkipsGateAndNamesGroup(t *testing.T) {
 	h := handoffs{gateRefuses: true}

@@ -1,7 +1,8 @@
 // Package listeners yields the byte streams MQTT is spoken over: each
 // Listener accepts connections and hands them on as plain net.Conn, so the
-// server never knows whether a client came over TCP or, later, TLS,
-// WebSocket or behind a PROXY protocol header. It knows nothing of MQTT.
+// server never knows whether a client came over TCP, TLS or WebSocket, or
+// behind a PROXY protocol header (tcp.go, tls.go, websocket.go, proxy.go;
+// TLS and PROXY wrap another Listener). It knows nothing of MQTT.
 package listeners
 
 import "net"
@@ -11,7 +12,7 @@ import "net"
 // net.ErrClosed.
 type Listener interface {
 	net.Listener
-	// Protocol names the transport for logs and metrics: "tcp" today,
-	// "tls", "ws" or "proxy+tcp" as they are added.
+	// Protocol names the transport for logs and metrics: "tcp", "tls",
+	// "ws" or "wss", with "proxy+" before it behind a PROXY header.
 	Protocol() string
 }

@@ -32,7 +32,7 @@ func (s *Session) Deliver(msg *broker.Message, qos byte) bool {
 	return s.enqueue(outgoing{msg: msg, qos: qos})
 }
 
-// DeliverShared implements broker.ShareSubscriber: Deliver for a message
+// DeliverShared implements broker.Subscriber: Deliver for a message
 // the shared subscription group handed this connection, which keeps the
 // group with it so that, if the connection ends before the message is
 // sent or acknowledged, it goes back to the group (share.go).
