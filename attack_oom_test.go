@@ -38,7 +38,11 @@ func TestAttack_DisconnectDuringOOMThenReplicaDies(t *testing.T) {
 		rdb.ConfigSet(ctx, "maxmemory", "1")
 		v.Send(&packets.Disconnect{})
 		v.ExpectClosed(waitTimeout)
-		time.Sleep(500 * time.Millisecond)
+		// oa's connection gauge drops after the connection's end (its
+		// Detach, refused by Redis) has run.
+		waitFor(t, waitTimeout, "oa to end "+id+"'s connection", func() bool {
+			return metricValue(t, a.HTTPAddr(), "mqtt_connections") == 0
+		})
 		rdb.ConfigSet(ctx, "maxmemory", "0")
 	}
 	// Once Redis has memory again, every key of both sessions gets its TTL

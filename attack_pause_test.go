@@ -36,12 +36,22 @@ func TestAttack_ZombieDetachExpiresLiveSession(t *testing.T) {
 	_ = a.Cmd.Process.Signal(syscall.SIGSTOP)
 	waitReaped(t, rdb, "za", 5*time.Second+waitTimeout) // -node-ttl 2s: zb reaps za
 	_ = a.Cmd.Process.Signal(syscall.SIGCONT)
-	time.Sleep(time.Second)
+	// za finds its liveness key gone and re-registers its live connection:
+	// the client record is za's and online again, and za's node index
+	// (deleted by the reap) names dev9.
+	waitFor(t, waitTimeout, "za to re-register dev9 after resuming", func() bool {
+		rec := rdb.HGetAll(ctx, "mqtt:client:dev9").Val()
+		return rec["node"] == "za" && rec["state"] == "1" && rdb.HExists(ctx, "mqtt:node:za", "dev9").Val()
+	})
 	nw := mqtttest.Dial(t, b.Addr())
 	nw.MustConnect(&packets.Connect{ClientID: "dev9", KeepAlive: 60, Will: &packets.Will{Topic: "will/dev9", Payload: []byte("x")}})
 	nw.Subscribe(1, packets.Subscription{Filter: "new/#", QoS: 1})
 	old.Send(&packets.Disconnect{}) // the zombie ends
-	time.Sleep(time.Second)
+	// za's connection gauge drops after the connection's end (its Detach)
+	// has run.
+	waitFor(t, waitTimeout, "za to end the zombie's connection", func() bool {
+		return metricValue(t, a.HTTPAddr(), "mqtt_connections") == 0
+	})
 	if !nw.Alive(3 * time.Second) {
 		t.Fatal("new connection closed")
 	}
