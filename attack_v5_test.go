@@ -37,7 +37,7 @@ func TestAttack10_TakeoverOfEndingSessionKeepsNewOne(t *testing.T) {
 			a.ExpectClosed(waitTimeout)
 			present := ack.SessionPresent
 			b.Subscribe(2, packets.Subscription{Filter: y, QoS: 1})
-			time.Sleep(300 * time.Millisecond)
+			connectionsEnded(t, d.servers, 2) // a's end ran; pub and b remain
 			b.Send(&packets.Disconnect{})
 			b.ExpectClosed(waitTimeout)
 			pub.PublishQoS1(1, x, "x")
@@ -415,6 +415,20 @@ func settled(t *testing.T, rdb *redis.Client, id string) {
 	})
 }
 
+// connectionsEnded waits until servers hold n open connections in all: a
+// replica counts a connection as closed only after its end (the session's
+// Detach: stored, ended or handed back) has run.
+func connectionsEnded(t *testing.T, servers []*testServer, n int64) {
+	t.Helper()
+	waitFor(t, waitTimeout, fmt.Sprintf("the replicas to hold %d connections", n), func() bool {
+		var open int64
+		for _, s := range servers {
+			open += s.Stats()["connections"]
+		}
+		return open == n
+	})
+}
+
 // A DISCONNECT that ends the session (interval 0) followed at once by a
 // Clean Start 0 CONNECT on the other replica: no session may be found;
 // and one that keeps it (600 s) followed at once: found, every time.
@@ -526,7 +540,7 @@ func TestAttack10_ProtocolErrorIntervalDoesNotKeep(t *testing.T) {
 			a.Subscribe(1, packets.Subscription{Filter: id, QoS: 1})
 			a.Send(&packets.Disconnect{Properties: &packets.Properties{SessionExpiryInterval: u32(600)}})
 			expectDisconnect(t, a, 0x82)
-			time.Sleep(200 * time.Millisecond)
+			connectionsEnded(t, d.servers, 0)
 			c, ack := connectSession5(t, d.sub().Addr(), id, false, nil)
 			if ack.SessionPresent {
 				t.Fatalf("round %d: a session with interval 0 kept after a DISCONNECT asking 600 s (protocol error)", round)
@@ -727,7 +741,11 @@ func TestAttack10_NeverExpires(t *testing.T) {
 				if cap == "1h" {
 					settled(t, rdb, id)
 				} else {
-					time.Sleep(300 * time.Millisecond) // no TTL to wait for
+					// No TTL to wait for: the client record is marked
+					// offline once the session is stored.
+					waitFor(t, time.Second, "the session stored", func() bool {
+						return rdb.HGet(context.Background(), "mqtt:client:"+id, "state").Val() == "0"
+					})
 				}
 				for _, k := range []string{"mqtt:session:", "mqtt:sub:"} {
 					ttl := rdb.PTTL(context.Background(), k+id).Val()
