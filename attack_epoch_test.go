@@ -24,8 +24,13 @@ func TestAttack_RepublishAfterRedisRestartReachesLaterSubscribers(t *testing.T) 
 		for i := range 5 {
 			p.Publish(uint16(i+1), 1, "ep/t", "old", false)
 		}
+		ra, rb := a.Stats()["bridge_replays"], b.Stats()["bridge_replays"]
 		rs.Restart(t)
-		time.Sleep(500 * time.Millisecond)
+		// Each replica noticed the restart: its subscription to Redis
+		// came back and it replayed the gap.
+		waitFor(t, waitTimeout, "both replicas to reconnect to the restarted Redis", func() bool {
+			return a.Stats()["bridge_replays"] > ra && b.Stats()["bridge_replays"] > rb
+		})
 		live := mqtttest.Dial(t, b.Addr())
 		live.MustConnect(&packets.Connect{ClientID: "ep-live", CleanSession: true, KeepAlive: 60})
 		live.Subscribe(1, packets.Subscription{Filter: "ep/t", QoS: 1})
