@@ -294,9 +294,20 @@ func TestRedis_NoLossNoDuplicateAcrossReconnect(t *testing.T) {
 		defer wg.Done()
 		acked = publishWithRetry(t, pub, "f", 400, 200*time.Microsecond)
 	}()
-	time.Sleep(30 * time.Millisecond)
+	waitUntil(t, 10*time.Second, func() string {
+		if len(s1.deliveries()) == 0 {
+			return "no live delivery before the move"
+		}
+		return ""
+	})
 	detach(t, a, "p1", s1, &StoredSession{})
-	time.Sleep(30 * time.Millisecond)
+	published := pub.Stats()["published"]
+	waitUntil(t, 10*time.Second, func() string {
+		if pub.Stats()["published"] == published {
+			return "no message published while the session is offline"
+		}
+		return ""
+	})
 	s2 := newLiveSub()
 	resumed := attach(t, b, "p1", s2, false)
 	wg.Wait()
