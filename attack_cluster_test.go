@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistopo"
 	"github.com/bridgemq/server/packets"
@@ -97,8 +99,13 @@ func TestAttack13_ZombieMasterWriteHidesAcknowledgedMessages(t *testing.T) {
 	c.Resume(master)
 	resumed = true
 	// The old master runs what it had buffered, then learns it was
-	// demoted and gives the slot up.
-	time.Sleep(3 * time.Second)
+	// demoted and gives the slot up: its ROLE turns to slave.
+	oc := redis.NewClient(&redis.Options{Addr: master, MaxRetries: -1})
+	defer oc.Close()
+	waitFor(t, 15*time.Second, "the old master "+master+" to give the slot up", func() bool {
+		role, err := oc.Do(ctx, "ROLE").Slice()
+		return err == nil && len(role) > 0 && role[0] == "slave"
+	})
 	p2.PublishQoS1(20, level+"/f", "fence")
 	var ps []string
 	for _, p := range sub.PublishesUntil("fence") {
@@ -131,8 +138,14 @@ func TestAttack13_PausedMasterStallsEveryShardsPublishes(t *testing.T) {
 	p2.PublishQoS1(1, other+"/x", "warm")
 	c.Signal(master, syscall.SIGSTOP)
 	defer c.Signal(master, syscall.SIGCONT)
+	received := a.Stats()["publish_received"]
 	p1.Send(&packets.Publish{QoS: 1, PacketID: 7, Topic: level + "/z", Payload: []byte("z")})
-	time.Sleep(100 * time.Millisecond)
+	// Replica a has read p1's PUBLISH; it hands it on at once to the
+	// shard's publisher, which sends it to the paused master, where it
+	// stays.
+	waitFor(t, waitTimeout, "replica a to read p1's PUBLISH", func() bool {
+		return a.Stats()["publish_received"] > received
+	})
 	s := time.Now()
 	p2.Send(&packets.Publish{QoS: 1, PacketID: 10, Topic: other + "/x", Payload: []byte("h")})
 	ack, err := p2.Read(15 * time.Second)
