@@ -459,7 +459,10 @@ func TestAttack10_ImmediateReconnectAfterDisconnectInterval(t *testing.T) {
 // within the hand-off list's 30 s gets every one of them.
 func TestAttack10_ShareAllMembersLeaveAtOnce(t *testing.T) {
 	t.Parallel() // counts exactly, bounds nothing by time
-	d := startReplicas(t, 2, "-max-inflight", "8")
+	c := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Replicas: 2, InProcess: true, Args: []string{"-max-inflight", "8"}})
+	d := &deployment{name: "redis-2-replicas", servers: c.Servers}
+	rdb := redis.NewClient(&redis.Options{Addr: c.Redis.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
 	topic := unique(t, "t")
 	filter := "$share/" + unique(t, "g") + "/" + topic
 	pub, _ := connect5(t, d.servers[0].Addr(), unique(t, "pub"), 30)
@@ -481,7 +484,18 @@ func TestAttack10_ShareAllMembersLeaveAtOnce(t *testing.T) {
 		for _, m := range ms {
 			_ = m.Conn.Close()
 		}
-		time.Sleep(time.Second)
+		// The hand-off: once both members' ends ran (each hands back what
+		// it held before its Detach) and the claims of the last messages
+		// settled, every message of the round waits in the group's list in
+		// Redis (the previous round's joining member took and acknowledged
+		// all of its own). If some never get there, the check below names
+		// them.
+		connectionsEnded(t, d.servers, 1) // pub remains
+		for deadline := time.Now().Add(waitTimeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if rdb.LLen(context.Background(), "mqtt:sharequeue:"+filter).Val() >= n {
+				break
+			}
+		}
 		j := mqtttest.Dial(t, d.servers[round%2].Addr())
 		j.MustConnect(&packets.Connect{ProtocolVersion: packets.Version5, CleanSession: true, ClientID: unique(t, "j"), KeepAlive: 30})
 		j.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: filter, QoS: 1}}})
