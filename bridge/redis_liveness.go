@@ -74,7 +74,10 @@ return 0
 // claimed the id (claimed_ms, later than ARGV[7]) is taken back: that claim
 // could only succeed because Redis had forgotten this live connection, and
 // a session belongs to its user. The younger connection never takes the
-// id from the older one, whichever replica registers again first. KEYS[1]
+// id from the older one, whichever replica registers again first; two
+// claims in the same millisecond are a tie, which the record's holder
+// keeps (both replicas then agree, and the other connection is ended).
+// KEYS[1]
 // client; ARGV conn, node, online_at, owner, peerhost, reclaim, claimed_ms.
 // Returns 1 when written, 0 when another connection holds it, and
 // "<node> <conn>" of the connection it was taken back from.
