@@ -374,13 +374,16 @@ type redisClient struct {
 	// session or one of its filters began. A subscription receives only
 	// what is published after it [MQTT-4.5.0-1], so a cursor must never be
 	// older than that, however far this replica's own position (lastSeen)
-	// lags on a shard it had no subscription on.
-	floor [streamShards]streamID
+	// lags on a shard it had no subscription on. nil: none (a clean
+	// session, or a new one before its first floor): made when first
+	// raised, so that an idle connection does not carry 256 bytes of it.
+	floor *[streamShards]streamID
 	// gated is, per shard, the last stream id Gate decided for this
 	// connection. lastSeen moves only after a message's fan-out, so a
 	// cursor taken while one is under way covers it through gated if the
 	// gate saw it for this client, and leaves it to the replay if not.
-	gated [streamShards]streamID
+	// nil until the gate first decides a message with a stream id for it.
+	gated *[streamShards]streamID
 }
 
 // cursorLocked is where a replay of c's session may start: the highest of
@@ -391,8 +394,12 @@ type redisClient struct {
 // streams. Leave takes it. r.mu is held.
 func (r *Redis) cursorLocked(c *redisClient) [streamShards]streamID {
 	cur := r.lastSeen
-	raise(&cur, &c.gated)
-	raise(&cur, &c.floor)
+	if c.gated != nil {
+		raise(&cur, c.gated)
+	}
+	if c.floor != nil {
+		raise(&cur, c.floor)
+	}
 	if c.skip != nil {
 		raise(&cur, c.skip)
 	}

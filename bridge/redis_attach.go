@@ -73,8 +73,9 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 		var cursor [streamShards]streamID
 		stored, cursor, c.hasCursor = r.parseSession(clientID, got.sub, got.session, c)
 		c.replaying = c.hasCursor
-		c.floor = cursor
 		if c.hasCursor {
+			floor := cursor
+			c.floor = &floor
 			c.cursor = &cursor
 		}
 	}
@@ -83,7 +84,8 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 		// claimed, never at this replica's own position, which may lie
 		// far in the past for a shard it had no subscription on
 		// [MQTT-4.5.0-1].
-		c.floor = got.ends
+		floor := got.ends
+		c.floor = &floor
 	}
 	if stored != nil {
 		stored.Subscriptions = maps.Clone(c.subs)
@@ -316,7 +318,10 @@ func (r *Redis) startFloor(ctx context.Context, c *redisClient) error {
 		return err
 	}
 	r.mu.Lock()
-	raise(&c.floor, &ends)
+	if c.floor == nil {
+		c.floor = new([streamShards]streamID)
+	}
+	raise(c.floor, &ends)
 	c.checkGen = r.seenGen - 1 // the next checkpoint stores the raised floor
 	r.mu.Unlock()
 	return nil

@@ -254,6 +254,7 @@ func TestRedis_CursorCoversGatedNotInFlight(t *testing.T) {
 	if cur := r.cursorLocked(other); cur[shard] != (streamID{ms: 5}) {
 		t.Fatalf("cursor of a client the message did not reach %v, want 5-0", cur[shard])
 	}
+	other.floor = new([streamShards]streamID)
 	other.floor[shard] = streamID{ms: 9}
 	if cur := r.cursorLocked(other); cur[shard] != (streamID{ms: 9}) {
 		t.Fatalf("cursor below the floor: %v, want 9-0", cur[shard])

@@ -196,6 +196,9 @@ func (r *Redis) gateLocked(c *redisClient, m *Message, pos broker.Position, gran
 	var sid streamID
 	if pos.Shard >= 0 {
 		sid = streamID{pos.Seq[0], pos.Seq[1]}
+		if c.gated == nil {
+			c.gated = new([streamShards]streamID)
+		}
 		if sid.after(c.gated[pos.Shard]) {
 			c.gated[pos.Shard] = sid
 		}
