@@ -77,10 +77,9 @@ return 0
 // id from the older one, whichever replica registers again first; two
 // claims in the same millisecond are a tie, which the record's holder
 // keeps (both replicas then agree, and the other connection is ended).
-// KEYS[1]
-// client; ARGV conn, node, online_at, owner, peerhost, reclaim, claimed_ms.
-// Returns 1 when written, 0 when another connection holds it, and
-// "<node> <conn>" of the connection it was taken back from.
+// KEYS[1] client; ARGV conn, node, online_at, owner, peerhost, reclaim,
+// claimed_ms. Returns 1 when written, 0 when another connection holds it,
+// and "<node> <conn>" of the connection it was taken back from.
 var reRegisterClientScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'conn')
 local took = nil

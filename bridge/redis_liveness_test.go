@@ -323,9 +323,7 @@ func TestRedis_OtherUsersClaimDuringRedisRestartIsTakenBack_Issue7_2(t *testing.
 		t.Fatal(err)
 	}
 	subscribe(t, b, "dev", "alice/#", 1)
-	b.Redis.mu.Lock()
-	aliceAt := b.Redis.conns["dev"].claimedMS
-	b.Redis.mu.Unlock()
+	_, aliceAt := claimOf(b, "dev")
 
 	if err := rdb.Del(ctx, "mqtt:client:dev", "mqtt:session:dev", "mqtt:sub:dev", "mqtt:alive:b", "mqtt:node:b", "mqtt:epoch").Err(); err != nil {
 		t.Fatal(err)
@@ -334,9 +332,7 @@ func TestRedis_OtherUsersClaimDuringRedisRestartIsTakenBack_Issue7_2(t *testing.
 	// millisecond as alice's, which this test reached on a loaded machine
 	// (5 in 15 runs beside two busy loops), the record's holder keeps the
 	// id and alice's connection is the one ended.
-	for time.Now().UnixMilli() <= aliceAt {
-		time.Sleep(time.Millisecond)
-	}
+	waitClockPast(aliceAt)
 	bob := newLiveSub() // stays registered on a when ended, for the check below
 	if _, err := a.Attach(ctx, "dev", "bob", bob, broker.CleanSession(false), nil); err != nil {
 		t.Fatalf("bob's claim while Redis has forgotten alice: %v (the scenario needs it to succeed)", err)
@@ -446,15 +442,11 @@ func TestRedis_YoungerClaimNeverTakesTheIdBack_Issue7_2(t *testing.T) {
 	if _, err := b.Attach(ctx, "dev", "alice", alice, broker.CleanSession(false), nil); err != nil {
 		t.Fatal(err)
 	}
-	b.Redis.mu.Lock()
-	aliceConn, aliceAt := b.Redis.conns["dev"].conn, b.Redis.conns["dev"].claimedMS
-	b.Redis.mu.Unlock()
+	aliceConn, aliceAt := claimOf(b, "dev")
 	if err := rdb.Del(ctx, "mqtt:client:dev", "mqtt:session:dev", "mqtt:epoch").Err(); err != nil {
 		t.Fatal(err)
 	}
-	for time.Now().UnixMilli() <= aliceAt { // bob's claim is later by the clock
-		time.Sleep(time.Millisecond)
-	}
+	waitClockPast(aliceAt) // bob's claim is later by the clock
 	bob := newLiveSub()
 	if _, err := a.Attach(ctx, "dev", "bob", bob, broker.CleanSession(false), nil); err != nil {
 		t.Fatalf("bob's claim while Redis has forgotten alice: %v", err)
@@ -479,5 +471,22 @@ func TestRedis_YoungerClaimNeverTakesTheIdBack_Issue7_2(t *testing.T) {
 	})
 	if alice.wasTakenOver() {
 		t.Fatal("alice's connection was ended")
+	}
+}
+
+// claimOf returns the connection id and claim time (claimed_ms) of the
+// connection of clientID attached to n.
+func claimOf(n *testNode, clientID string) (conn string, claimedMS int64) {
+	n.Redis.mu.Lock()
+	defer n.Redis.mu.Unlock()
+	c := n.Redis.conns[clientID]
+	return c.conn, c.claimedMS
+}
+
+// waitClockPast waits until this process's clock has passed ms (unix
+// milliseconds): a claim made after it is younger by claimed_ms.
+func waitClockPast(ms int64) {
+	for time.Now().UnixMilli() <= ms {
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -85,7 +85,7 @@ type Broker struct {
 	shareTrie   *topics.Trie[*shareGroup]
 	shareCount  atomic.Int64
 	shareSubs   atomic.Int64                              // members of all groups
-	matches     sync.Pool                                 // of *matchSet, reused by Receive
+	matches     sync.Pool                                 // of *topics.Matches[*client], reused by Receive
 	retained    atomic.Pointer[topics.Retained[struct{}]] // replaced whole by ReplaceRetained
 	// local holds the retained messages of this node alone (PublishLocal:
 	// the $SYS figures), which neither the Store nor the Cluster sees.
@@ -157,7 +157,7 @@ func New(store Store, cluster Cluster, o Options) *Broker {
 	b.retained.Store(topics.NewRetained[struct{}]())
 	b.local = topics.NewRetained[*Message]()
 	b.queue = b.OfflineQueue(o)
-	b.matches.New = func() any { return new(matchSet) }
+	b.matches.New = func() any { return new(topics.Matches[*client]) }
 	cluster.Bind(b)
 	if b.sessionTTL > 0 && store.RoutesOffline() {
 		go b.sweepLoop(min(b.sessionTTL/4+time.Millisecond, time.Minute))
@@ -268,13 +268,13 @@ func (b *Broker) Receive(msg *Message, pos Position) { b.receive(msg, pos, false
 // (PublishLocal), which its shared subscription groups take without asking
 // the cluster.
 func (b *Broker) receive(msg *Message, pos Position, local bool) {
-	set := b.matches.Get().(*matchSet)
-	b.subs.Match(msg.Topic, set.add)
-	for _, m := range set.list {
-		b.deliver(m.c, msg, pos, m.granted)
+	matched := b.matches.Get().(*topics.Matches[*client])
+	b.subs.Subscribers(msg.Topic, matched)
+	for _, m := range matched.List() {
+		b.deliver(m.Key, msg, pos, m.QoS)
 	}
-	set.reset()
-	b.matches.Put(set)
+	matched.Reset()
+	b.matches.Put(matched)
 	if b.shareCount.Load() > 0 {
 		b.receiveShared(msg, local)
 	}

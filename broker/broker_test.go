@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bridgemq/server/topics"
 )
 
 // sink is a Subscriber that records what it is given.
@@ -438,9 +440,12 @@ func (r *subRecorder) Subscribing(clientID string, subs []Subscription, fresh []
 		if c != nil && !held {
 			c.mu.Unlock()
 		}
-		matched := make(map[*client]byte)
-		r.b.subs.Subscribers(s.Filter, matched)
-		_, inTrie := matched[c]
+		var matched topics.Matches[*client]
+		r.b.subs.Subscribers(s.Filter, &matched)
+		inTrie := false
+		for _, m := range matched.List() {
+			inTrie = inTrie || m.Key == c
+		}
 		r.events = append(r.events, fmt.Sprintf("subscribing %s %d fresh=%v locked=%v inTrie=%v", s.Filter, s.QoS, fresh[i], held, inTrie))
 	}
 }

@@ -695,7 +695,6 @@ func setInt(dst *int, v string, lo, hi int) error {
 	return nil
 }
 
-// setDuration parses a Go duration of at least min; min 0 allows zero.
 // setSysInterval parses -sys-interval: 0 (off) or at least 100ms; a
 // nanosecond made the server publish its $SYS topics in a loop (a hostile
 // review: 111% CPU with no client).
@@ -709,6 +708,7 @@ func setSysInterval(dst *time.Duration, v string) error {
 	return nil
 }
 
+// setDuration parses a Go duration of at least min; min 0 allows zero.
 func setDuration(dst *time.Duration, v string, min time.Duration) error {
 	d, err := time.ParseDuration(strings.TrimSpace(v))
 	if err != nil {

@@ -39,13 +39,13 @@ func BenchmarkTrieMatch_100kFilters(b *testing.B) {
 
 func BenchmarkTrieSubscribers(b *testing.B) {
 	tr := benchTrie()
-	dst := make(map[int]byte)
+	var dst Matches[int]
 	b.ReportAllocs()
 	for b.Loop() {
-		clear(dst)
-		tr.Subscribers("site/42/dev/42042/temp", dst)
+		dst.Reset()
+		tr.Subscribers("site/42/dev/42042/temp", &dst)
 	}
-	if len(dst) == 0 {
+	if len(dst.List()) == 0 {
 		b.Fatal("no subscriber")
 	}
 }

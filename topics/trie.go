@@ -191,14 +191,10 @@ func (n *trieNode[K]) emit(fn func(K, byte)) {
 }
 
 // Subscribers adds to dst every key with a subscription matching topic, once,
-// with the highest QoS among its matching subscriptions. dst is not cleared:
-// the caller reuses and clears it.
-func (t *Trie[K]) Subscribers(topic string, dst map[K]byte) {
-	t.Match(topic, func(key K, qos byte) {
-		if old, ok := dst[key]; !ok || qos > old {
-			dst[key] = qos
-		}
-	})
+// with the highest QoS among its matching subscriptions. dst is not reset:
+// the caller reuses and resets it.
+func (t *Trie[K]) Subscribers(topic string, dst *Matches[K]) {
+	t.Match(topic, dst.add)
 }
 
 // Subscriptions returns the number of subscriptions: (filter, key) pairs.

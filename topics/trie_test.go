@@ -151,15 +151,15 @@ func TestTrie_SubscribersHighestQoS(t *testing.T) {
 	tr.Subscribe("#", "c2", 1)
 	tr.Subscribe("+/b", "c3", 0)
 	tr.Subscribe("$SYS/#", "c4", 2)
-	dst := map[string]byte{}
-	tr.Subscribers("a/b", dst)
-	if want := map[string]byte{"c1": 2, "c2": 1, "c3": 0}; !maps.Equal(dst, want) {
-		t.Fatalf("Subscribers(a/b) = %v, want %v", dst, want)
+	var dst Matches[string]
+	tr.Subscribers("a/b", &dst)
+	if got, want := matchMap(&dst), map[string]byte{"c1": 2, "c2": 1, "c3": 0}; !maps.Equal(got, want) || len(dst.List()) != len(want) {
+		t.Fatalf("Subscribers(a/b) = %v, want %v, each once", dst.List(), want)
 	}
-	clear(dst)
-	tr.Subscribers("$SYS/load", dst)
-	if want := map[string]byte{"c4": 2}; !maps.Equal(dst, want) {
-		t.Fatalf("Subscribers($SYS/load) = %v, want %v [MQTT-4.7.2-1]", dst, want)
+	dst.Reset()
+	tr.Subscribers("$SYS/load", &dst)
+	if got, want := matchMap(&dst), map[string]byte{"c4": 2}; !maps.Equal(got, want) || len(dst.List()) != len(want) {
+		t.Fatalf("Subscribers($SYS/load) = %v, want %v [MQTT-4.7.2-1]", dst.List(), want)
 	}
 }
 
@@ -190,8 +190,8 @@ func TestTrie_Concurrent(t *testing.T) {
 				f := fmt.Sprintf("a/%d/+", i%50)
 				tr.Subscribe(f, w, 1)
 				tr.Match("a/7/x", func(int, byte) {})
-				dst := map[int]byte{}
-				tr.Subscribers("a/3/y", dst)
+				var dst Matches[int]
+				tr.Subscribers("a/3/y", &dst)
 				tr.Unsubscribe(f, w)
 			}
 		})
