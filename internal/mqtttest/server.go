@@ -97,10 +97,13 @@ func Logger() *slog.Logger {
 }
 
 // StartServer starts a replica with the flags args on top of Config (with
-// -redis-url, on that Redis), logging to log, and stops it at cleanup.
+// -redis-url, on that Redis), logging to log, and stops it at cleanup. If
+// the test fails, the replica's last log lines at Info and above are
+// printed with it, whatever log does with them.
 func StartServer(t testing.TB, log *slog.Logger, args ...string) *Server {
 	t.Helper()
 	cfg := Config(t, args...)
+	log = slog.New(slog.NewMultiHandler(log.Handler(), newFailLog(t, cfg.NodeID)))
 	nctx, ncancel := context.WithTimeout(context.Background(), 15*time.Second)
 	srv, err := server.New(nctx, cfg, log)
 	ncancel()
