@@ -11,6 +11,7 @@ import (
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // latencyProbe publishes a steady QoS 0 stream of timestamps on one
@@ -239,8 +240,10 @@ func TestAbuse_AnnouncedPublishBodiesHoldNoBudget(t *testing.T) {
 		for i := range 9 {
 			c := mqtttest.Dial(t, d.pub().Addr())
 			c.MustConnect(&packets.Connect{ClientID: unique(t, fmt.Sprintf("slow-%d", i)), CleanSession: true})
-			// PUBLISH QoS 0, Remaining Length 1,000,000 (varint c0 84 3d).
-			c.Write([]byte{0x30, 0xc0, 0x84, 0x3d, 0, 3, 's', '/', 'x', 1, 2, 3, 4, 5})
+			// PUBLISH QoS 0, Remaining Length 1,000,000 (varint c0 84 3d),
+			// of which only the topic and 5 bytes of payload are sent.
+			c.Write(packetstest.Cat(packetstest.RemainingLength([]byte{0x30}, 1_000_000),
+				packetstest.Str("s/x"), 1, 2, 3, 4, 5))
 		}
 		topic := unique(t, "live")
 		sub := mqtttest.Dial(t, d.sub().Addr())

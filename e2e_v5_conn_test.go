@@ -20,6 +20,7 @@ import (
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // connectProps5 connects a 5.0 client with Clean Start and the CONNECT
@@ -369,7 +370,7 @@ func TestV5_ServerDisconnect_NotReset_MQTT_4_13_1_1(t *testing.T) {
 	if d := mqtttest.Expect[*packets.Disconnect](c); d.ReasonCode != packets.PacketTooLarge {
 		t.Fatalf("DISCONNECT 0x%02x, want 0x95", byte(d.ReasonCode))
 	}
-	if _, err := c.Conn.Write([]byte{0xC0, 0}); err != nil { // PINGREQ
+	if _, err := c.Conn.Write(packetstest.Named("pingreq").Raw); err != nil {
 		t.Fatalf("a write after the DISCONNECT: %v", err)
 	}
 	if p, err := c.Read(mqtttest.WaitTimeout); !errors.Is(err, io.EOF) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // Subscription options (section 3.8.3.1) and Subscription Identifiers
@@ -324,8 +325,11 @@ func TestV5_SubscriptionIdentifierZero_Disconnect0x82(t *testing.T) {
 		if p := ack.Properties; p == nil || p.SubscriptionIdentifierAvailable == nil || *p.SubscriptionIdentifierAvailable != 1 {
 			t.Fatalf("CONNACK Subscription Identifier Available %v, want 1", deref(p.SubscriptionIdentifierAvailable))
 		}
-		// SUBSCRIBE id 1, properties length 2: Subscription Identifier 0.
-		c.Write([]byte{0x82, 0x09, 0x00, 0x01, 0x02, 0x0B, 0x00, 0x00, 0x01, 'a', 0x01})
+		// SUBSCRIBE id 1, properties: Subscription Identifier 0 (which
+		// the encoder refuses to write), filter "a" at QoS 1.
+		c.Write(packetstest.Packet(0x82, packetstest.U16(1),
+			packetstest.Props(byte(packets.PropSubscriptionIdentifier), 0),
+			packetstest.Str("a"), 1))
 		expectDisconnect(t, c, packets.ProtocolError)
 	})
 }

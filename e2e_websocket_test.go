@@ -18,6 +18,7 @@ import (
 
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
+	"github.com/bridgemq/server/packets/packetstest"
 	"github.com/bridgemq/server/server"
 )
 
@@ -116,11 +117,10 @@ func TestWebSocket_MessageOverPacketLimitCloses(t *testing.T) {
 	c, ws := mqtttest.DialWebSocket(t, s.WSURL())
 	c.MustConnect(&packets.Connect{ClientID: unique(t, "big"), CleanSession: true})
 
-	// A PUBLISH whose Remaining Length is exactly the limit: 2 bytes of
-	// topic length, the topic, the payload.
+	// A PUBLISH whose Remaining Length is exactly the limit (0x80 0x08):
+	// 2 bytes of topic length, the topic, the payload.
 	topic := "t"
-	pub := append([]byte{0x30, 0x80, 0x08, 0x00, 0x01}, topic...) // 0x80 0x08 = 1024
-	pub = append(pub, bytes.Repeat([]byte{'x'}, limit-2-len(topic))...)
+	pub := packetstest.Packet(0x30, packetstest.Str(topic), bytes.Repeat([]byte{'x'}, limit-2-len(topic)))
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	if err := ws.Write(ctx, websocket.MessageBinary, pub); err != nil {

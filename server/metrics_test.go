@@ -131,13 +131,17 @@ func TestMetrics_ConnectionsGauge(t *testing.T) {
 	}
 	defer conn.Close()
 	// CONNECT, MQTT 3.1.1, clean session, keep-alive 60, client id "m".
-	if _, err := conn.Write([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 60, 0, 1, 'm'}); err != nil {
+	connect, err := packets.Append(nil, &packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, KeepAlive: 60, ClientID: "m"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	ack := make([]byte, 4)
+	if _, err := conn.Write(connect); err != nil {
+		t.Fatal(err)
+	}
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
-		t.Fatalf("CONNACK %x, %v", ack, err)
+	p, err := packets.NewReader(conn, 0).ReadPacket()
+	if ack, ok := p.(*packets.Connack); err != nil || !ok || ack.ReturnCode != packets.Accepted {
+		t.Fatalf("CONNACK %+v, %v", p, err)
 	}
 	if got := srv.Stats()["connections"]; got != 1 {
 		t.Fatalf("connections = %d with one client connected, want 1", got)

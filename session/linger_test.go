@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/bridgemq/server/packets/packetstest"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -68,7 +70,7 @@ func TestLingerClose(t *testing.T) {
 			if !tt.lingers {
 				return
 			}
-			if _, err := client.Write([]byte{0xC0, 0}); err != nil {
+			if _, err := client.Write(packetstest.Named("pingreq").Raw); err != nil {
 				t.Fatalf("client write while the server lingers: %v", err)
 			}
 			_ = client.SetReadDeadline(time.Now().Add(time.Second))
