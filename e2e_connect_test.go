@@ -34,7 +34,7 @@ func TestConnect_UnsupportedProtocol_Connack0x01_MQTT_3_1_2_2(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				c := mqtttest.Dial(t, d.pub().Addr())
-				c.Write(rawConnect(tt.proto, tt.level, 0x02, 30, unique(t, "c")))
+				c.Write(packetstest.Packet(0x10, packetstest.ConnectHead(tt.proto, tt.level, 0x02), packetstest.Str(unique(t, "c"))))
 				_, got := c.ExpectClosed(waitTimeout)
 				if len(got) != 1 {
 					t.Fatalf("got %d packets before close (%s), want one CONNACK 0x01", len(got), mqtttest.Describe(got))
@@ -53,7 +53,7 @@ func TestConnect_UnsupportedProtocol_Connack0x01_MQTT_3_1_2_2(t *testing.T) {
 func TestConnect_ReservedFlagSet_Closed_MQTT_3_1_2_3(t *testing.T) {
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		c := mqtttest.Dial(t, d.pub().Addr())
-		c.Write(rawConnect("MQTT", 4, 0x03, 30, unique(t, "c")))
+		c.Write(packetstest.Packet(0x10, packetstest.ConnectHead("MQTT", 4, 0x03), packetstest.Str(unique(t, "c"))))
 		if _, got := c.ExpectClosed(waitTimeout); len(got) != 0 {
 			t.Fatalf("got %s before close, want nothing", mqtttest.Describe(got))
 		}
@@ -76,7 +76,7 @@ func TestConnect_InvalidFlagCombination_Closed_MQTT_3_1_2_11(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				c := mqtttest.Dial(t, d.pub().Addr())
-				c.Write(rawConnect("MQTT", 4, tt.flags, 30, unique(t, "c")))
+				c.Write(packetstest.Packet(0x10, packetstest.ConnectHead("MQTT", 4, tt.flags), packetstest.Str(unique(t, "c"))))
 				_, got := c.ExpectClosed(waitTimeout)
 				for _, p := range got {
 					if ack, ok := p.(*packets.Connack); ok && ack.ReturnCode == packets.Accepted {

@@ -181,7 +181,11 @@ func tryConnack(addr, clientID string) error {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := conn.Write(rawConnect("MQTT", 4, 0x02, 30, clientID)); err != nil {
+	connect, err := packets.Append(nil, &packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, KeepAlive: 30, ClientID: clientID})
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(connect); err != nil {
 		return err
 	}
 	p, err := packets.NewReader(conn, 0).ReadPacket()

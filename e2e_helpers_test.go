@@ -141,18 +141,6 @@ func publish(t testing.TB, c mqtt.Client, topic string, qos byte, retain bool, p
 	}
 }
 
-// rawConnect builds a CONNECT by hand, for fields the encoder will not get
-// wrong on purpose: any protocol name, level and flags byte.
-func rawConnect(name string, level, flags byte, keepAlive uint16, clientID string) []byte {
-	var body []byte
-	body = append(body, byte(len(name)>>8), byte(len(name)))
-	body = append(body, name...)
-	body = append(body, level, flags, byte(keepAlive>>8), byte(keepAlive))
-	body = append(body, byte(len(clientID)>>8), byte(len(clientID)))
-	body = append(body, clientID...)
-	return append([]byte{0x10, byte(len(body))}, body...)
-}
-
 // needMosquittoClients returns the path of a mosquitto client program. When
 // it is missing the test fails on CI (CI=true) and is skipped elsewhere.
 func needMosquittoClients(t testing.TB, name string) string {
