@@ -10,18 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// buildExample compiles one of ./examples into a temporary directory.
-func buildExample(t *testing.T, name string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), name)
-	out, err := exec.Command("go", "build", "-o", bin, "./examples/"+name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ./examples/%s: %v\n%s", name, err, out)
-	}
-	return bin
-}
+	"github.com/bridgemq/server/internal/mqtttest"
+)
 
 // startLines starts bin with args and returns next, which reads its next
 // line of output (failing the test when the output ends), and wait, which
@@ -59,8 +50,8 @@ func startLines(t *testing.T, ctx context.Context, bin string, args ...string) (
 // real broker: a subscriber started after a retained message gets it with
 // its retained mark, and then the messages the publisher sends live.
 func TestExamples_PublisherToSubscriber(t *testing.T) {
-	pub := buildExample(t, "publisher")
-	sub := buildExample(t, "subscriber")
+	pub := mqtttest.Binary(t, "./examples/publisher")
+	sub := mqtttest.Binary(t, "./examples/subscriber")
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -98,8 +89,8 @@ func TestExamples_PublisherToSubscriber(t *testing.T) {
 // first, then live messages with their User Property and Content Type,
 // which cross replicas unchanged.
 func TestExamples_Paho5PublisherToSubscriber(t *testing.T) {
-	pub := buildExample(t, "publisher5")
-	sub := buildExample(t, "subscriber5")
+	pub := mqtttest.Binary(t, "./examples/publisher5")
+	sub := mqtttest.Binary(t, "./examples/subscriber5")
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -134,7 +125,7 @@ func TestExamples_Paho5PublisherToSubscriber(t *testing.T) {
 // Maximum (-max-inflight 20): the tool keeps to the CONNACK's Receive
 // Maximum [MQTT-3.3.4-7], and every message arrives once.
 func TestExamples_BenchSpeaksMQTT5(t *testing.T) {
-	bench := buildExample(t, "bench")
+	bench := mqtttest.Binary(t, "./examples/bench")
 	forEachDeployment(t, func(t *testing.T, d *deployment) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -25,8 +25,9 @@ type builtBinary struct {
 }
 
 // Binary builds the command in directory pkgDir (relative to the test's
-// working directory; "." for the server at the repository root) once per
-// test process and returns the binary's path. It lives in a directory under
+// working directory: "." for the server at the repository root,
+// "./examples/bench" for an example program) once per test process and
+// returns the binary's path. It lives in a directory under
 // os.TempDir() named after pkgDir's absolute path, so repeated runs reuse
 // one place instead of leaving a binary behind each time; the build goes to
 // a fresh file renamed into place, so two test runs at once never execute a
