@@ -13,42 +13,21 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/bridgemq/server/internal/haproxytest"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
-// haCluster is three in-process replicas on one Redis behind HAProxy.
-type haCluster struct {
-	replicas []*testServer
-	proxy    *haproxytest.HAProxy
-	rdb      *redis.Client
-}
-
-// startHACluster starts Redis, n replicas with health endpoints and HAProxy,
-// and waits until every replica is in the proxy's rotation.
-func startHACluster(t testing.TB, n int) *haCluster {
-	t.Helper()
-	var nodes []string
-	for i := range n {
-		nodes = append(nodes, fmt.Sprintf("ha-%d", i))
-	}
-	cl := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Nodes: nodes, InProcess: true, HAProxy: true})
-	c := &haCluster{replicas: cl.Servers, proxy: cl.Proxy}
-	c.rdb = redis.NewClient(&redis.Options{Addr: cl.Redis.Addr()})
-	t.Cleanup(func() { _ = c.rdb.Close() })
-	return c
-}
-
-// addr is the proxy's frontend, where every client of these tests connects.
-func (c *haCluster) addr() string { return c.proxy.Addr() }
-
 // nodeOf returns the replica that Redis says clientID is connected to.
-func (c *haCluster) nodeOf(t testing.TB, clientID string) string {
+func (d *deployment) nodeOf(t testing.TB, clientID string) string {
 	t.Helper()
+	if d.redis == nil {
+		t.Fatalf("deployment %s: no Redis to read mqtt:client:%s from", d.name, clientID)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: d.redis.Addr()})
+	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	rec, err := c.rdb.HGetAll(ctx, "mqtt:client:"+clientID).Result()
+	rec, err := rdb.HGetAll(ctx, "mqtt:client:"+clientID).Result()
 	if err != nil {
 		t.Fatalf("read mqtt:client:%s: %v", clientID, err)
 	}
@@ -58,21 +37,31 @@ func (c *haCluster) nodeOf(t testing.TB, clientID string) string {
 	return rec["node"]
 }
 
+// proxy is the load balancer in front of the replicas, where every client
+// of the tests through HAProxy connects.
+func (d *deployment) proxy(t testing.TB) endpoint {
+	t.Helper()
+	if d.front == nil {
+		t.Fatalf("deployment %s: no load balancer in front of its replicas", d.name)
+	}
+	return d.front
+}
+
 // paho connects a Paho client through the proxy and returns it with the
 // replica it landed on.
-func (c *haCluster) paho(t testing.TB, clientID string, clean bool) (mqtt.Client, string) {
+func (d *deployment) paho(t testing.TB, clientID string, clean bool) (mqtt.Client, string) {
 	t.Helper()
-	cl, _ := connectPaho(t, pahoOptsAt(c.addr(), clientID, clean))
-	return cl, c.nodeOf(t, clientID)
+	cl, _ := connectPaho(t, pahoOpts(d.proxy(t), clientID, clean))
+	return cl, d.nodeOf(t, clientID)
 }
 
 // raw connects a raw client through the proxy with p and returns it, its
 // CONNACK and the replica it landed on.
-func (c *haCluster) raw(t testing.TB, p *packets.Connect) (*mqtttest.Client, *packets.Connack, string) {
+func (d *deployment) raw(t testing.TB, p *packets.Connect) (*mqtttest.Client, *packets.Connack, string) {
 	t.Helper()
-	rc := mqtttest.Dial(t, c.addr())
+	rc := mqtttest.Dial(t, d.proxy(t).Addr())
 	ack := rc.MustConnect(p)
-	return rc, ack, c.nodeOf(t, p.ClientID)
+	return rc, ack, d.nodeOf(t, p.ClientID)
 }
 
 // mustDiffer fails unless every node is distinct: the test is about clients
@@ -89,7 +78,7 @@ func mustDiffer(t testing.TB, nodes ...string) {
 }
 
 func TestCluster_ThroughHAProxyThreeReplicas_QoS2ExactlyOnce_MQTT_4_3_3_2(t *testing.T) {
-	c := startHACluster(t, 3)
+	c := startBehindHAProxy(t, 3)
 	topic := unique(t, "qos2")
 	col := newCollector()
 	sub, subNode := c.paho(t, unique(t, "sub"), true)
@@ -107,7 +96,7 @@ func TestCluster_ThroughHAProxyThreeReplicas_QoS2ExactlyOnce_MQTT_4_3_3_2(t *tes
 }
 
 func TestCluster_ThroughHAProxyThreeReplicas_RetainedReadOnEveryReplica_MQTT_3_3_1_6(t *testing.T) {
-	c := startHACluster(t, 3)
+	c := startBehindHAProxy(t, 3)
 	topic := unique(t, "retained")
 	pub, pubNode := c.paho(t, unique(t, "pub"), true)
 	publish(t, pub, topic+"/a", 1, true, "kept")
@@ -132,7 +121,7 @@ func TestCluster_ThroughHAProxyThreeReplicas_RetainedReadOnEveryReplica_MQTT_3_3
 }
 
 func TestCluster_ThroughHAProxyThreeReplicas_WillOnAbruptClose_MQTT_3_1_2_8(t *testing.T) {
-	c := startHACluster(t, 3)
+	c := startBehindHAProxy(t, 3)
 	willTopic := unique(t, "will")
 	col := newCollector()
 	watcher, watchNode := c.paho(t, unique(t, "watch"), true)
@@ -149,7 +138,7 @@ func TestCluster_ThroughHAProxyThreeReplicas_WillOnAbruptClose_MQTT_3_1_2_8(t *t
 }
 
 func TestCluster_ThroughHAProxyThreeReplicas_TakeoverAcrossReplicas_MQTT_3_1_4_2(t *testing.T) {
-	c := startHACluster(t, 3)
+	c := startBehindHAProxy(t, 3)
 	id := unique(t, "dev")
 	first, _, firstNode := c.raw(t, &packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 60})
 	second, _, secondNode := c.raw(t, &packets.Connect{ClientID: id, CleanSession: true, KeepAlive: 60})
@@ -169,7 +158,7 @@ func TestCluster_ThroughHAProxyThreeReplicas_TakeoverAcrossReplicas_MQTT_3_1_4_2
 }
 
 func TestCluster_ThroughHAProxyThreeReplicas_SessionResumedOnAnotherReplica_MQTT_4_4_0_1(t *testing.T) {
-	c := startHACluster(t, 3)
+	c := startBehindHAProxy(t, 3)
 	id := unique(t, "persistent")
 	topic := unique(t, "queued")
 	sub, ack, firstNode := c.raw(t, &packets.Connect{ClientID: id, CleanSession: false, KeepAlive: 60})

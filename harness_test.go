@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/bridgemq/server/internal/mqtttest"
+	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/server"
 )
 
@@ -68,6 +69,9 @@ type deployment struct {
 	// front, when set, is a load balancer every client goes through, so
 	// that a test's connections land on different replicas.
 	front endpoint
+	// redis, when set, is the replicas' Redis, for a test that reads the
+	// records the bridge keeps there.
+	redis *redistest.Server
 }
 
 // pub and sub pick where a test's publishers and subscribers connect, so
@@ -97,7 +101,9 @@ func (d *deployment) subServer(t testing.TB) *testServer {
 }
 
 // startBehindHAProxy starts a fresh redis-server, n in-process replicas on
-// it and HAProxy in front of them (mode tcp, round robin, /readyz checks).
+// it (ha-0, ha-1, ...) and HAProxy in front of them (mode tcp, round robin,
+// /readyz checks), and waits until every replica is in the proxy's
+// rotation.
 func startBehindHAProxy(t testing.TB, n int, args ...string) *deployment {
 	t.Helper()
 	var nodes []string
@@ -105,7 +111,7 @@ func startBehindHAProxy(t testing.TB, n int, args ...string) *deployment {
 		nodes = append(nodes, fmt.Sprintf("ha-%d", i))
 	}
 	c := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Nodes: nodes, InProcess: true, HAProxy: true, Args: args})
-	return &deployment{name: fmt.Sprintf("haproxy-%d-replicas", n), servers: c.Servers, front: proxyFront(c.Proxy.Addr())}
+	return &deployment{name: fmt.Sprintf("haproxy-%d-replicas", n), servers: c.Servers, front: proxyFront(c.Proxy.Addr()), redis: c.Redis}
 }
 
 // startReplicas starts a fresh redis-server and n in-process replicas
@@ -113,7 +119,7 @@ func startBehindHAProxy(t testing.TB, n int, args ...string) *deployment {
 func startReplicas(t testing.TB, n int, args ...string) *deployment {
 	t.Helper()
 	c := mqtttest.StartCluster(t, mqtttest.ClusterOptions{Replicas: n, InProcess: true, Args: args})
-	return &deployment{name: fmt.Sprintf("redis-%d-replicas", n), servers: c.Servers}
+	return &deployment{name: fmt.Sprintf("redis-%d-replicas", n), servers: c.Servers, redis: c.Redis}
 }
 
 // deployments lists the ways the broker is run in conformance tests: a single
