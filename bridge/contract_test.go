@@ -58,7 +58,7 @@ func queuedAtQoS(st *StoredSession) []string {
 // matching subscriptions, capped by the message's QoS [MQTT-3.3.5-1].
 func TestContract_FanOutOncePerClientAtHighestQoS_MQTT_3_3_5_1(t *testing.T) {
 	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
-		one, two := newLiveSub(), newLiveSub()
+		one, two := &sink{}, &sink{}
 		attach(t, b, "one", one, true)
 		attach(t, b, "two", two, true)
 		subscribe(t, b, "one", "c/+", 0)
@@ -68,10 +68,10 @@ func TestContract_FanOutOncePerClientAtHighestQoS_MQTT_3_3_5_1(t *testing.T) {
 		publish(t, b, rmsg("c/x", 2, "a"))
 		publish(t, b, rmsg("c/x", 1, "b"))
 		fence(t, b, b)
-		if got := one.deliveries(); len(got) != 2 || got[0].QoS != 2 || got[1].QoS != 1 {
+		if got := one.Deliveries(); len(got) != 2 || got[0].QoS != 2 || got[1].QoS != 1 {
 			t.Fatalf("client one got %+v, want a@2 then b@1, once each", got)
 		}
-		if got := two.deliveries(); len(got) != 2 || got[0].QoS != 0 || got[1].QoS != 0 {
+		if got := two.Deliveries(); len(got) != 2 || got[0].QoS != 0 || got[1].QoS != 0 {
 			t.Fatalf("client two got %+v, want a@0 then b@0", got)
 		}
 	})
@@ -81,16 +81,16 @@ func TestContract_FanOutOncePerClientAtHighestQoS_MQTT_3_3_5_1(t *testing.T) {
 // nothing stored when it ends.
 func TestContract_CleanSessionDiscardsStored_MQTT_3_1_2_6(t *testing.T) {
 	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
-		s := newLiveSub()
+		s := &sink{}
 		attach(t, b, "c", s, false)
 		subscribe(t, b, "c", "t", 1)
 		storeOffline(t, b, "c", s)
-		s = newLiveSub()
+		s = &sink{}
 		if st := attach(t, b, "c", s, true); st != nil {
 			t.Fatalf("clean Attach returned %+v, want nil", st)
 		}
 		detach(t, b, "c", s, nil)
-		if st := attach(t, b, "c", newLiveSub(), false); st != nil {
+		if st := attach(t, b, "c", &sink{}, false); st != nil {
 			t.Fatalf("persistent Attach after a clean session found %+v, want nothing stored", st)
 		}
 	})
@@ -101,7 +101,7 @@ func TestContract_CleanSessionDiscardsStored_MQTT_3_1_2_6(t *testing.T) {
 // with it [MQTT-3.1.2-4].
 func TestContract_OfflineSessionKeepsQoS1_MQTT_3_1_2_5(t *testing.T) {
 	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
-		s := newLiveSub()
+		s := &sink{}
 		attach(t, b, "p", s, false)
 		subscribe(t, b, "p", "q/#", 2)
 		storeOffline(t, b, "p", s)
@@ -109,7 +109,7 @@ func TestContract_OfflineSessionKeepsQoS1_MQTT_3_1_2_5(t *testing.T) {
 		publish(t, b, rmsg("q/1", 1, "one"))
 		publish(t, b, rmsg("q/2", 2, "two"))
 		fence(t, b, b)
-		st := attach(t, b, "p", newLiveSub(), false)
+		st := attach(t, b, "p", &sink{}, false)
 		if st == nil {
 			t.Fatal("no stored session")
 		}
@@ -126,7 +126,7 @@ func TestContract_OfflineSessionKeepsQoS1_MQTT_3_1_2_5(t *testing.T) {
 // ones it drops.
 func TestContract_OfflineQueueBoundKeepsNewest(t *testing.T) {
 	contract(t, contractOptions{maxQueued: 3}, func(t *testing.T, b Bridge) {
-		s := newLiveSub()
+		s := &sink{}
 		attach(t, b, "p", s, false)
 		subscribe(t, b, "p", "q", 1)
 		storeOffline(t, b, "p", s)
@@ -134,7 +134,7 @@ func TestContract_OfflineQueueBoundKeepsNewest(t *testing.T) {
 			publish(t, b, rmsg("q", 1, fmt.Sprint(i)))
 		}
 		fence(t, b, b)
-		st := attach(t, b, "p", newLiveSub(), false)
+		st := attach(t, b, "p", &sink{}, false)
 		if got, want := queuedAtQoS(st), []string{"2@1", "3@1", "4@1"}; !slices.Equal(got, want) {
 			t.Fatalf("queued %v, want the newest three %v", got, want)
 		}
@@ -149,7 +149,7 @@ func TestContract_OfflineQueueBoundKeepsNewest(t *testing.T) {
 func TestContract_OfflineQueueExpiry(t *testing.T) {
 	const expiry = 300 * time.Millisecond
 	contract(t, contractOptions{expiry: expiry}, func(t *testing.T, b Bridge) {
-		s := newLiveSub()
+		s := &sink{}
 		attach(t, b, "p", s, false)
 		subscribe(t, b, "p", "q", 1)
 		storeOffline(t, b, "p", s)
@@ -157,7 +157,7 @@ func TestContract_OfflineQueueExpiry(t *testing.T) {
 		time.Sleep(expiry + 100*time.Millisecond)
 		publish(t, b, rmsg("q", 1, "new"))
 		fence(t, b, b)
-		st := attach(t, b, "p", newLiveSub(), false)
+		st := attach(t, b, "p", &sink{}, false)
 		if got, want := queuedAtQoS(st), []string{"new@1"}; !slices.Equal(got, want) {
 			t.Fatalf("queued %v, want only %v", got, want)
 		}
@@ -171,18 +171,18 @@ func TestContract_TakeoverEndsTheOldConnection_MQTT_3_1_4_2(t *testing.T) {
 		old := selfDetaching(b, "c", true)
 		attach(t, b, "c", old, false)
 		subscribe(t, b, "c", "t", 1)
-		now := newLiveSub()
+		now := &sink{}
 		st := attach(t, b, "c", now, false)
-		if !old.wasTakenOver() {
+		if old.TakenOver() == 0 {
 			t.Fatal("the old connection was not taken over")
 		}
 		if st == nil || st.Subscriptions["t"] != 1 {
 			t.Fatalf("the new connection found %+v, want the old one's subscription", st)
 		}
 		publish(t, b, rmsg("t", 1, "x"))
-		now.waitFor(t, 1)
+		now.WaitFor(t, 1)
 		fence(t, b, b)
-		if n := len(old.deliveries()); n != 0 {
+		if n := len(old.Deliveries()); n != 0 {
 			t.Fatalf("the old connection got %d messages after the takeover", n)
 		}
 	})
@@ -230,7 +230,7 @@ func TestContract_RetainedStoredClearedAndPaged_MQTT_3_3_1_5(t *testing.T) {
 // them, and delivers them.
 func TestContract_PublishAsyncAnswersInOrder(t *testing.T) {
 	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
-		s := newLiveSub()
+		s := &sink{}
 		attach(t, b, "s", s, true)
 		subscribe(t, b, "s", "a", 1)
 		const n = 200
@@ -248,21 +248,21 @@ func TestContract_PublishAsyncAnswersInOrder(t *testing.T) {
 				t.Fatalf("answer %d came for message %d", want, got)
 			}
 		}
-		s.waitFor(t, n)
+		s.WaitFor(t, n)
 	})
 }
 
 // SubscribeMany routes every filter of a SUBSCRIBE packet.
 func TestContract_SubscribeManyRoutesEveryFilter(t *testing.T) {
 	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
-		s := newLiveSub()
+		s := &sink{}
 		attach(t, b, "s", s, true)
 		if err := b.SubscribeMany(context.Background(), "s", []Subscription{{Filter: "x", QoS: 0}, {Filter: "y/+", QoS: 1}}); err != nil {
 			t.Fatal(err)
 		}
 		publish(t, b, rmsg("x", 1, "x"))
 		publish(t, b, rmsg("y/z", 1, "y"))
-		got := s.waitFor(t, 2)
+		got := s.WaitFor(t, 2)
 		if got[0].QoS != 0 || got[1].QoS != 1 {
 			t.Fatalf("got %+v, want x at 0 and y/z at 1", got)
 		}
@@ -272,11 +272,11 @@ func TestContract_SubscribeManyRoutesEveryFilter(t *testing.T) {
 // A will that is due is published once [MQTT-3.1.2-8].
 func TestContract_WillPublished_MQTT_3_1_2_8(t *testing.T) {
 	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
-		watcher := newLiveSub()
+		watcher := &sink{}
 		attach(t, b, "w", watcher, true)
 		subscribe(t, b, "w", "will/#", 1)
 		will := rmsg("will/c", 1, "gone")
-		c := newLiveSub()
+		c := &sink{}
 		if _, err := b.Attach(context.Background(), "c", "", c, broker.CleanSession(true), will); err != nil {
 			t.Fatal(err)
 		}
@@ -285,9 +285,9 @@ func TestContract_WillPublished_MQTT_3_1_2_8(t *testing.T) {
 			t.Fatalf("PublishWill = %v, %v; want true", published, err)
 		}
 		detach(t, b, "c", c, nil)
-		watcher.waitFor(t, 1)
+		watcher.WaitFor(t, 1)
 		fence(t, b, b)
-		if n := len(watcher.deliveries()); n != 1 {
+		if n := len(watcher.Deliveries()); n != 1 {
 			t.Fatalf("the will arrived %d times, want once", n)
 		}
 	})
@@ -312,16 +312,14 @@ func TestContract_ReadyAndStats(t *testing.T) {
 // it hands to Detach) is kept for its stored session, not lost.
 func TestContract_RefusedDeliveryKeptForStoredSession(t *testing.T) {
 	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
-		s := newLiveSub()
+		s := &sink{}
 		attach(t, b, "p", s, false)
 		subscribe(t, b, "p", "q", 1)
-		s.mu.Lock()
-		s.refuse = true
-		s.mu.Unlock()
+		s.Refuse()
 		publish(t, b, rmsg("q", 1, "late"))
 		fence(t, b, b)
 		storeOffline(t, b, "p", s)
-		st := attach(t, b, "p", newLiveSub(), false)
+		st := attach(t, b, "p", &sink{}, false)
 		if got, want := queuedAtQoS(st), []string{"late@1"}; !slices.Equal(got, want) {
 			t.Fatalf("queued %v, want %v", got, want)
 		}
@@ -334,12 +332,12 @@ func TestContract_DetachAfterTakeoverChangesNothing_MQTT_3_1_4_2(t *testing.T) {
 	contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
 		old := selfDetaching(b, "c", false)
 		attach(t, b, "c", old, true)
-		now := newLiveSub()
+		now := &sink{}
 		attach(t, b, "c", now, true)
 		subscribe(t, b, "c", "t", 1)
 		detach(t, b, "c", old, nil)
 		publish(t, b, rmsg("t", 1, "x"))
-		now.waitFor(t, 1)
+		now.WaitFor(t, 1)
 	})
 }
 
@@ -376,14 +374,14 @@ func TestContract_LifetimeCleanStartAndPersistent_MQTT_3_1_2_4(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			contract(t, contractOptions{}, func(t *testing.T, b Bridge) {
-				s := newLiveSub()
+				s := &sink{}
 				attach(t, b, "c", s, false)
 				subscribe(t, b, "c", "old/#", 1)
 				storeOffline(t, b, "c", s)
 				publish(t, b, rmsg("old/q", 1, "queued"))
 				fence(t, b, b)
 
-				s = newLiveSub()
+				s = &sink{}
 				st := attachLife(t, b, "c", s, tc.life)
 				if got := st != nil; got != tc.resumed {
 					t.Fatalf("Attach returned %+v, want resumed %v", st, tc.resumed)
@@ -399,7 +397,7 @@ func TestContract_LifetimeCleanStartAndPersistent_MQTT_3_1_2_4(t *testing.T) {
 				subscribe(t, b, "c", "new/#", 1)
 				publish(t, b, rmsg("old/live", 1, "live"))
 				fence(t, b, b)
-				if got := len(s.deliveries()); tc.resumed != (got == 1) {
+				if got := len(s.Deliveries()); tc.resumed != (got == 1) {
 					t.Fatalf("live connection got %d messages on old/#, want %d", got, map[bool]int{true: 1}[tc.resumed])
 				}
 				var state *StoredSession
@@ -408,7 +406,7 @@ func TestContract_LifetimeCleanStartAndPersistent_MQTT_3_1_2_4(t *testing.T) {
 				}
 				detach(t, b, "c", s, state)
 
-				back := attach(t, b, "c", newLiveSub(), false)
+				back := attach(t, b, "c", &sink{}, false)
 				if tc.kept == nil {
 					if back != nil {
 						t.Fatalf("a session that ended with its connection came back: %+v", back)

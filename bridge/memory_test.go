@@ -2,55 +2,17 @@ package bridge
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/bridgemq/server/broker"
+	"github.com/bridgemq/server/internal/brokertest"
 )
 
-// recorder is a Subscriber that records what it is given.
-type recorder struct {
-	mu        sync.Mutex
-	got       []Delivery
-	refuse    bool // behave as a connection that has snapshotted its state
-	takenOver int
-	onTake    func()
-}
-
-func (r *recorder) Deliver(msg *Message, qos byte) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.refuse {
-		return false
-	}
-	r.got = append(r.got, Delivery{Message: msg, QoS: qos})
-	return true
-}
-
-// DeliverShared implements Subscriber: the group's name is not kept.
-func (r *recorder) DeliverShared(msg *Message, qos byte, _ string) bool { return r.Deliver(msg, qos) }
-
-// Idle implements Subscriber: a recorder never says its client caught up.
-func (r *recorder) Idle() bool { return false }
-
-func (r *recorder) RemoteAddr() string { return "" }
-
-func (r *recorder) TakeOver() {
-	r.mu.Lock()
-	r.takenOver++
-	f := r.onTake
-	r.mu.Unlock()
-	if f != nil {
-		f()
-	}
-}
-
-func (r *recorder) topics() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// topicsOf returns the topics of ds, in order.
+func topicsOf(ds []brokertest.Delivery[Message]) []string {
 	var out []string
-	for _, d := range r.got {
+	for _, d := range ds {
 		out = append(out, d.Message.Topic)
 	}
 	return out
@@ -77,7 +39,7 @@ func TestMemory_DeliversOnceAtHighestGrantedQoS_MQTT_3_3_5_1(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := broker.NewMemory(broker.MemoryOptions{})
 			ctx := context.Background()
-			r := &recorder{}
+			r := &sink{}
 			if _, err := m.Attach(ctx, "c", "", r, broker.CleanSession(true), nil); err != nil {
 				t.Fatal(err)
 			}
@@ -90,7 +52,7 @@ func TestMemory_DeliversOnceAtHighestGrantedQoS_MQTT_3_3_5_1(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got []byte
-			for _, d := range r.got {
+			for _, d := range r.Deliveries() {
 				got = append(got, d.QoS)
 			}
 			if string(got) != string(tt.wantQoS) {
@@ -103,7 +65,7 @@ func TestMemory_DeliversOnceAtHighestGrantedQoS_MQTT_3_3_5_1(t *testing.T) {
 func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 	ctx := context.Background()
 	m := broker.NewMemory(broker.MemoryOptions{MaxQueued: 3})
-	r := &recorder{}
+	r := &sink{}
 	if _, err := m.Attach(ctx, "p", "", r, broker.CleanSession(false), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +79,7 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 	for _, topic := range []string{"t/1", "t/2", "t/3", "t/4"} {
 		_ = m.Publish(ctx, msg(topic, 1))
 	}
-	r2 := &recorder{}
+	r2 := &sink{}
 	st, err := m.Attach(ctx, "p", "", r2, broker.CleanSession(false), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +101,7 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 		t.Errorf("offline_queue_dropped = %d, want 1", got)
 	}
 	_ = m.Publish(ctx, msg("t/live", 1))
-	if got := r2.topics(); !equal(got, []string{"t/live"}) {
+	if got := topicsOf(r2.Deliveries()); !equal(got, []string{"t/live"}) {
 		t.Errorf("live delivery after reattach %v", got)
 	}
 }
@@ -147,37 +109,37 @@ func TestMemory_PersistentSessionQueuesWhileOffline_MQTT_3_1_2_4(t *testing.T) {
 func TestMemory_CleanSessionDiscardsStoredState_MQTT_3_1_2_6(t *testing.T) {
 	ctx := context.Background()
 	m := broker.NewMemory(broker.MemoryOptions{})
-	r := &recorder{}
+	r := &sink{}
 	_, _ = m.Attach(ctx, "c", "", r, broker.CleanSession(false), nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
 	_ = m.Detach(ctx, "c", r, &StoredSession{})
-	r2 := &recorder{}
+	r2 := &sink{}
 	st, err := m.Attach(ctx, "c", "", r2, broker.CleanSession(true), nil)
 	if err != nil || st != nil {
 		t.Fatalf("clean attach returned %v, %v; want nil, nil", st, err)
 	}
 	_ = m.Publish(ctx, msg("x", 1))
-	if len(r2.topics()) != 0 {
-		t.Errorf("clean session still subscribed to x: %v", r2.topics())
+	if len(topicsOf(r2.Deliveries())) != 0 {
+		t.Errorf("clean session still subscribed to x: %v", topicsOf(r2.Deliveries()))
 	}
 }
 
 func TestMemory_TakeOverEndsPreviousConnection_MQTT_3_1_4_2(t *testing.T) {
 	ctx := context.Background()
 	m := broker.NewMemory(broker.MemoryOptions{})
-	old := &recorder{}
-	old.onTake = func() { _ = m.Detach(ctx, "dup", old, &StoredSession{}) }
+	old := &sink{}
+	old.OnTakeOver = func() { _ = m.Detach(ctx, "dup", old, &StoredSession{}) }
 	if _, err := m.Attach(ctx, "dup", "", old, broker.CleanSession(false), nil); err != nil {
 		t.Fatal(err)
 	}
 	_ = m.Subscribe(ctx, "dup", "x", 1)
-	next := &recorder{}
+	next := &sink{}
 	st, err := m.Attach(ctx, "dup", "", next, broker.CleanSession(false), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if old.takenOver != 1 {
-		t.Errorf("old connection taken over %d times, want 1", old.takenOver)
+	if old.TakenOver() != 1 {
+		t.Errorf("old connection taken over %d times, want 1", old.TakenOver())
 	}
 	if st == nil || st.Subscriptions["x"] != 1 {
 		t.Errorf("session not handed over: %+v", st)
@@ -185,7 +147,7 @@ func TestMemory_TakeOverEndsPreviousConnection_MQTT_3_1_4_2(t *testing.T) {
 	// A late Detach by the old connection must not disturb the new one.
 	_ = m.Detach(ctx, "dup", old, nil)
 	_ = m.Publish(ctx, msg("x", 1))
-	if got := next.topics(); !equal(got, []string{"x"}) {
+	if got := topicsOf(next.Deliveries()); !equal(got, []string{"x"}) {
 		t.Errorf("new connection got %v, want [x]", got)
 	}
 }
@@ -193,13 +155,13 @@ func TestMemory_TakeOverEndsPreviousConnection_MQTT_3_1_4_2(t *testing.T) {
 func TestMemory_DeliveryRefusedDuringDetachIsKept(t *testing.T) {
 	ctx := context.Background()
 	m := broker.NewMemory(broker.MemoryOptions{})
-	r := &recorder{}
+	r := &sink{}
 	_, _ = m.Attach(ctx, "c", "", r, broker.CleanSession(false), nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
-	r.refuse = true // the connection has snapshotted its state
+	r.Refuse() // the connection has snapshotted its state
 	_ = m.Publish(ctx, msg("x", 1))
 	_ = m.Detach(ctx, "c", r, &StoredSession{})
-	st, _ := m.Attach(ctx, "c", "", &recorder{}, broker.CleanSession(false), nil)
+	st, _ := m.Attach(ctx, "c", "", &sink{}, broker.CleanSession(false), nil)
 	if st == nil || len(st.Queued) != 1 || st.Queued[0].Message.Topic != "x" {
 		t.Fatalf("message refused between snapshot and Detach was lost: %+v", st)
 	}
@@ -228,7 +190,7 @@ func TestMemory_RetainedStoreAndClear_MQTT_3_3_1_10(t *testing.T) {
 func TestMemory_QueuedMessagesExpire(t *testing.T) {
 	ctx := context.Background()
 	m := broker.NewMemory(broker.MemoryOptions{MessageExpiry: time.Minute})
-	r := &recorder{}
+	r := &sink{}
 	_, _ = m.Attach(ctx, "c", "", r, broker.CleanSession(false), nil)
 	_ = m.Subscribe(ctx, "c", "x", 1)
 	_ = m.Detach(ctx, "c", r, &StoredSession{})
@@ -236,7 +198,7 @@ func TestMemory_QueuedMessagesExpire(t *testing.T) {
 	old.Time = time.Now().Add(-2 * time.Minute)
 	_ = m.Publish(ctx, old)
 	_ = m.Publish(ctx, msg("x", 1))
-	st, _ := m.Attach(ctx, "c", "", &recorder{}, broker.CleanSession(false), nil)
+	st, _ := m.Attach(ctx, "c", "", &sink{}, broker.CleanSession(false), nil)
 	if st == nil || len(st.Queued) != 1 {
 		t.Fatalf("want 1 unexpired queued message, got %+v", st)
 	}

@@ -188,11 +188,11 @@ func TestRedis_OfflineSessionTrimmedIsCounted(t *testing.T) {
 	const budget = 2 << 20
 	srv := redistest.Start(t)
 	b := newTestRedis(t, srv, "a", func(o *RedisOptions) { o.StreamMaxBytes = budget })
-	s := newLiveSub()
+	s := &sink{}
 	attach(t, b, "p", s, false)
 	subscribe(t, b, "p", "gap/#", 1)
 	publish(t, b, rmsg("gap/x", 1, "first"))
-	s.waitFor(t, 1)
+	s.WaitFor(t, 1)
 	detach(t, b, "p", s, &StoredSession{})
 
 	payload := make([]byte, 256<<10)
@@ -202,7 +202,7 @@ func TestRedis_OfflineSessionTrimmedIsCounted(t *testing.T) {
 	}
 	publishAll(t, b, msgs)
 	waitStreamsWithin(t, newClient(t, srv), budget*5/4)
-	s1 := newLiveSub()
+	s1 := &sink{}
 	st := attach(t, b, "p", s1, false)
 	if st == nil {
 		t.Fatal("persistent session not found")

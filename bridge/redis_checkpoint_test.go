@@ -9,11 +9,6 @@ import (
 	"github.com/bridgemq/server/internal/redistest"
 )
 
-// idleSub is a live subscriber whose client acknowledges at once.
-type idleSub struct{ *liveSub }
-
-func (idleSub) Idle() bool { return true }
-
 // TestRedis_CheckpointLimitsReplayAfterReplicaDies: a persistent session
 // receives many messages while connected to replica a; a dies without
 // storing the session. On replica b the session resumes from the last
@@ -23,14 +18,14 @@ func TestRedis_CheckpointLimitsReplayAfterReplicaDies(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	a := newTestRedis(t, srv, "a")
-	sub := idleSub{newLiveSub()}
+	sub := &sink{AlwaysIdle: true} // its client acknowledges at once
 	attach(t, a, "cp", sub, false)
 	subscribe(t, a, "cp", "cp/#", 1)
 	const acked = 50
 	for i := range acked {
 		publish(t, a, rmsg(fmt.Sprintf("cp/%d", i), 1, "x"))
 	}
-	sub.waitFor(t, acked)
+	sub.WaitFor(t, acked)
 	deadline := time.Now().Add(3 * checkpointEvery)
 	for {
 		if err := a.checkpoint(ctx); err != nil {
@@ -59,7 +54,7 @@ func TestRedis_CheckpointLimitsReplayAfterReplicaDies(t *testing.T) {
 	for i := range 3 {
 		publish(t, a, rmsg(fmt.Sprintf("cp/late/%d", i), 1, "x"))
 	}
-	sub.waitFor(t, acked+3)
+	sub.WaitFor(t, acked+3)
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +62,7 @@ func TestRedis_CheckpointLimitsReplayAfterReplicaDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := newTestRedis(t, srv, "b")
-	got := attach(t, b, "cp", newLiveSub(), false)
+	got := attach(t, b, "cp", &sink{}, false)
 	if got == nil {
 		t.Fatal("no stored session on the other replica")
 	}
@@ -86,12 +81,12 @@ func TestRedis_CheckpointWaitsForAcknowledgement(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	a := newTestRedis(t, srv, "a")
-	sub := newLiveSub() // no Idle: never known to be acknowledged
+	sub := &sink{} // no Idle: never known to be acknowledged
 	attach(t, a, "busy", sub, false)
 	subscribe(t, a, "busy", "b/#", 1)
 	before, _ := newClient(t, srv).HGet(ctx, a.sessionKey("busy"), "cursor").Result()
 	publish(t, a, rmsg("b/1", 1, "x"))
-	sub.waitFor(t, 1)
+	sub.WaitFor(t, 1)
 	if err := a.checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,9 @@ import (
 
 // selfDetaching is a live connection that, like a session, detaches from
 // its bridge when it is taken over.
-func selfDetaching(b Bridge, id string, persistent bool) *liveSub {
-	s := newLiveSub()
-	s.onTakeOver = func() {
+func selfDetaching(b Bridge, id string, persistent bool) *sink {
+	s := &sink{}
+	s.OnTakeOver = func() {
 		var st *StoredSession
 		if persistent {
 			st = &StoredSession{}
@@ -52,7 +52,7 @@ func TestRedis_RacingConnectsOneOwner_Issue7_7_MQTT_3_1_4_2(t *testing.T) {
 			if errA != nil || errB != nil {
 				t.Fatalf("%s: Attach errors a=%v b=%v", id, errA, errB)
 			}
-			liveA, liveB := !sa.wasTakenOver(), !sb.wasTakenOver()
+			liveA, liveB := sa.TakenOver() == 0, sb.TakenOver() == 0
 			if liveA == liveB {
 				t.Fatalf("%s: connected on a=%v, on b=%v: want exactly one owner", id, liveA, liveB)
 			}
@@ -92,22 +92,22 @@ func TestBridges_SessionOwnedByItsUser_Issue7_2(t *testing.T) {
 			}
 			subscribe(t, tc.a, "dev", "alice/#", 1)
 			for _, clean := range []bool{false, true} {
-				mallory := newLiveSub()
+				mallory := &sink{}
 				_, err := other.Attach(ctx, "dev", "mallory", mallory, broker.CleanSession(clean), nil)
 				if !errors.Is(err, ErrNotOwner) {
 					t.Fatalf("mallory (clean=%v) attaching alice's live session: err = %v, want ErrNotOwner", clean, err)
 				}
-				if alice.wasTakenOver() {
+				if alice.TakenOver() > 0 {
 					t.Fatalf("mallory (clean=%v) took alice's connection over", clean)
 				}
 			}
 			detach(t, tc.a, "dev", alice, &StoredSession{})
 			for _, clean := range []bool{false, true} {
-				if _, err := other.Attach(ctx, "dev", "mallory", newLiveSub(), broker.CleanSession(clean), nil); !errors.Is(err, ErrNotOwner) {
+				if _, err := other.Attach(ctx, "dev", "mallory", &sink{}, broker.CleanSession(clean), nil); !errors.Is(err, ErrNotOwner) {
 					t.Fatalf("mallory (clean=%v) attaching alice's stored session: err = %v, want ErrNotOwner", clean, err)
 				}
 			}
-			back := newLiveSub()
+			back := &sink{}
 			st, err := other.Attach(ctx, "dev", "alice", back, broker.CleanSession(false), nil)
 			if err != nil || st == nil || st.Subscriptions["alice/#"] != 1 {
 				t.Fatalf("alice resuming her session: %+v, %v", st, err)
@@ -116,7 +116,7 @@ func TestBridges_SessionOwnedByItsUser_Issue7_2(t *testing.T) {
 			if err := other.Detach(ctx, "dev", back, nil); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := other.Attach(ctx, "dev", "mallory", newLiveSub(), broker.CleanSession(true), nil); err != nil {
+			if _, err := other.Attach(ctx, "dev", "mallory", &sink{}, broker.CleanSession(true), nil); err != nil {
 				t.Fatalf("mallory after alice's session ended: %v", err)
 			}
 		})
@@ -132,14 +132,14 @@ func TestRedis_RepeatedTakeoverEndsTheConnectionThatMissedIt(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	old := newLiveSub()
+	old := &sink{}
 	attach(t, a, "rt", old, true)
 	a.Redis.mu.Lock()
 	conn := a.Redis.conns["rt"].conn
 	a.Redis.mu.Unlock()
 	b.Redis.repeatTakeover("a", "rt", conn)
 	deadline := time.Now().Add(2 * time.Second)
-	for !old.wasTakenOver() {
+	for old.TakenOver() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the old connection was not ended by the repeated takeover")
 		}

@@ -204,7 +204,7 @@ func BenchmarkRedisPublish(b *testing.B) {
 		b.Run(fmt.Sprintf("qos%d", qos), func(b *testing.B) {
 			srv := redistest.Start(b)
 			r := newTestRedis(b, srv, "a", func(o *RedisOptions) { o.StreamCap = 10_000 })
-			sub := newLiveSub()
+			sub := &sink{}
 			if _, err := r.Attach(context.Background(), "c", "", sub, broker.CleanSession(true), nil); err != nil {
 				b.Fatal(err)
 			}

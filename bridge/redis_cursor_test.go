@@ -26,10 +26,10 @@ func history(t *testing.T, b Bridge, topic string, n int) {
 
 // resume detaches sub with an empty state and attaches a new connection
 // for id, returning what it was handed.
-func resume(t *testing.T, b Bridge, id string, sub Subscriber) (*StoredSession, *liveSub) {
+func resume(t *testing.T, b Bridge, id string, sub Subscriber) (*StoredSession, *sink) {
 	t.Helper()
 	detach(t, b, id, sub, &StoredSession{})
-	next := newLiveSub()
+	next := &sink{}
 	st := attach(t, b, id, next, false)
 	if st == nil {
 		t.Fatalf("%s: persistent session not found on resume", id)
@@ -53,7 +53,7 @@ func TestRedis_NewSessionNotReplayedHistory_Issue7_3_MQTT_4_5_0_1(t *testing.T) 
 		history(t, pub, "hist/x", 5)
 
 		id := fmt.Sprintf("new-%d", round)
-		s1 := newLiveSub()
+		s1 := &sink{}
 		attach(t, a, id, s1, false)
 		subscribe(t, a, id, "hist/#", 1)
 		st, s2 := resume(t, a, id, s1)
@@ -63,7 +63,7 @@ func TestRedis_NewSessionNotReplayedHistory_Issue7_3_MQTT_4_5_0_1(t *testing.T) 
 		// What is published while it is offline is still kept.
 		detach(t, a, id, s2, &StoredSession{})
 		publish(t, pub, rmsg("hist/x", 1, "while-offline"))
-		st = attach(t, a, id, newLiveSub(), false)
+		st = attach(t, a, id, &sink{}, false)
 		if q := queuedPayloads(st); len(q) != 1 || q[0] != "while-offline" {
 			t.Fatalf("round %d: offline queue = %v, want [while-offline]", round, q)
 		}
@@ -75,7 +75,7 @@ func TestRedis_FilterAddedLaterNotReplayedHistory_Issue7_3_MQTT_4_5_0_1(t *testi
 	a := newTestRedis(t, srv, "a")
 	pub := newTestRedis(t, srv, "pub")
 
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p", s1, false)
 	subscribe(t, a, "p", "first/#", 1)
 	history(t, pub, "later/x", 4) // no subscription anywhere on this topic yet
@@ -91,7 +91,7 @@ func TestRedis_ResubscribeNotReplayedGap_Issue7_3_MQTT_4_5_0_1(t *testing.T) {
 	a := newTestRedis(t, srv, "a")
 	pub := newTestRedis(t, srv, "pub")
 
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p", s1, false)
 	subscribe(t, a, "p", "re/#", 1)
 	if err := a.Unsubscribe(t.Context(), "p", "re/#"); err != nil {
@@ -110,13 +110,13 @@ func TestRedis_CleanThenPersistentNotReplayedHistory_Issue7_3_MQTT_4_5_0_1(t *te
 	a := newTestRedis(t, srv, "a")
 	pub := newTestRedis(t, srv, "pub")
 
-	c := newLiveSub()
+	c := &sink{}
 	attach(t, a, "p", c, true)
 	subscribe(t, a, "p", "cl/#", 1)
 	detach(t, a, "p", c, nil)
 	history(t, pub, "cl/x", 3)
 
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p", s1, false)
 	subscribe(t, a, "p", "cl/#", 1)
 	st, _ := resume(t, a, "p", s1)
@@ -134,13 +134,13 @@ func TestRedis_ResumedSessionNotReplayedTwice_Issue7_3(t *testing.T) {
 	b := newTestRedis(t, srv, "b") // never subscribed to anything on "twice"
 	pub := newTestRedis(t, srv, "pub")
 
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p", s1, false)
 	subscribe(t, a, "p", "twice/#", 1)
 	detach(t, a, "p", s1, &StoredSession{})
 	history(t, pub, "twice/x", 3)
 
-	s2 := newLiveSub()
+	s2 := &sink{}
 	st := attach(t, b, "p", s2, false)
 	if q := queuedPayloads(st); len(q) != 3 {
 		t.Fatalf("first resume got %v, want the 3 messages published while offline", q)
@@ -163,13 +163,13 @@ func TestRedis_OldMessageNotDeliveredToNewerFilter_MQTT_4_5_0_1(t *testing.T) {
 
 	// p's filter comes back with its stored session: it existed since
 	// the session was stored, before the old message.
-	restored := newLiveSub()
+	restored := &sink{}
 	attach(t, a, "p", restored, false)
 	subscribe(t, a, "p", "old/#", 1)
 	_, restored = resume(t, a, "p", restored)
 	time.Sleep(lateMessage + 200*time.Millisecond) // the scenario: the session was stored this long ago
 
-	fresh := newLiveSub()
+	fresh := &sink{}
 	attach(t, a, "n", fresh, true)
 	subscribe(t, a, "n", "old/#", 1)
 
@@ -178,42 +178,16 @@ func TestRedis_OldMessageNotDeliveredToNewerFilter_MQTT_4_5_0_1(t *testing.T) {
 	stale.Time = time.Now().Add(-lateMessage - 100*time.Millisecond)
 	publish(t, pub, stale)
 	publish(t, pub, rmsg("old/x", 1, "now"))
-	fresh.waitFor(t, 1)
-	restored.waitFor(t, 2)
+	fresh.WaitFor(t, 1)
+	restored.WaitFor(t, 2)
 	fence(t, pub, a)
-	if d := fresh.deliveries(); len(d) != 1 || string(d[0].Message.Payload) != "now" {
+	if d := fresh.Deliveries(); len(d) != 1 || string(d[0].Message.Payload) != "now" {
 		t.Fatalf("a filter made now got %d messages (first %q), want only the one published after it", len(d), d[0].Message.Payload)
 	}
-	if d := restored.deliveries(); len(d) != 2 {
+	if d := restored.Deliveries(); len(d) != 2 {
 		t.Fatalf("a filter restored with its session got %d messages, want both", len(d))
 	}
 }
-
-// posSub is a Subscriber that records, at each delivery, the replica's
-// position on one shard and the delivered client's cursor there.
-type posSub struct {
-	r      *Redis
-	c      *redisClient
-	shard  int
-	seen   []streamID
-	cursor []streamID
-}
-
-func (p *posSub) Deliver(*Message, byte) bool {
-	p.r.mu.Lock()
-	defer p.r.mu.Unlock()
-	p.seen = append(p.seen, p.r.lastSeen[p.shard])
-	cur := p.r.cursorLocked(p.c)
-	p.cursor = append(p.cursor, cur[p.shard])
-	return true
-}
-
-// DeliverShared implements Subscriber as Deliver.
-func (p *posSub) DeliverShared(m *Message, qos byte, _ string) bool { return p.Deliver(m, qos) }
-
-func (p *posSub) Idle() bool         { return true }
-func (p *posSub) TakeOver()          {}
-func (p *posSub) RemoteAddr() string { return "" }
 
 // The replica's position (lastSeen) moves only once a message's fan-out
 // has ended, and a session's cursor still covers every message the gate
@@ -226,7 +200,16 @@ func TestRedis_CursorCoversGatedNotInFlight(t *testing.T) {
 	shard := shardOf(m.Topic)
 	r.lastSeen[shard] = streamID{ms: 5}
 	c := &redisClient{id: "c", subs: map[string]byte{"t/#": 1}}
-	p := &posSub{r: r, c: c, shard: shard}
+	// The connection records, at each delivery, the replica's position on
+	// the shard and its own cursor there.
+	var seen, cursor []streamID
+	p := &sink{AlwaysIdle: true}
+	p.OnDeliver = func(*Message, byte) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		seen = append(seen, r.lastSeen[shard])
+		cursor = append(cursor, r.cursorLocked(c)[shard])
+	}
 	c.sub = p
 	r.conns["c"] = c
 	r.core = &gateCore{r: r, id: "c", sub: p, granted: 1}
@@ -234,11 +217,11 @@ func TestRedis_CursorCoversGatedNotInFlight(t *testing.T) {
 	if !r.deliverLocal(m, shard, streamID{ms: 7}) {
 		t.Fatal("a new stream id was dropped as a repeat")
 	}
-	if len(p.seen) != 1 || p.seen[0] != (streamID{ms: 5}) {
-		t.Fatalf("position during the fan-out %v, want the previous one, 5-0", p.seen)
+	if len(seen) != 1 || seen[0] != (streamID{ms: 5}) {
+		t.Fatalf("position during the fan-out %v, want the previous one, 5-0", seen)
 	}
-	if p.cursor[0] != (streamID{ms: 7}) {
-		t.Fatalf("cursor during the fan-out %v, want the delivered message's id 7-0", p.cursor[0])
+	if cursor[0] != (streamID{ms: 7}) {
+		t.Fatalf("cursor during the fan-out %v, want the delivered message's id 7-0", cursor[0])
 	}
 	if r.lastSeen[shard] != (streamID{ms: 7}) || c.gated[shard] != (streamID{ms: 7}) {
 		t.Fatalf("after the fan-out: position %v, gated %v; want 7-0 both", r.lastSeen[shard], c.gated[shard])

@@ -151,14 +151,14 @@ func TestRedis_RepublishesAcceptedMessagesAfterRedisRestart(t *testing.T) {
 	ctx := context.Background()
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	sub := newLiveSub()
+	sub := &sink{}
 	attach(t, b, "s", sub, true)
 	subscribe(t, b, "s", "rp/#", 1)
 	const n = 20
 	for i := range n {
 		publish(t, a, rmsg("rp/"+strconv.Itoa(i), 1, "x"))
 	}
-	sub.waitFor(t, n)
+	sub.WaitFor(t, n)
 
 	srv.Restart(t)
 	publishAfterRestart(t, a, "rp/after")
@@ -181,14 +181,14 @@ func TestRedis_RepublishesAcceptedMessagesAfterRedisRestart(t *testing.T) {
 	// b resubscribes by itself; the republished copies it already had are
 	// dropped by message id.
 	eventually(t, func() string {
-		if got := len(sub.deliveries()); got != n+1 {
+		if got := len(sub.Deliveries()); got != n+1 {
 			return fmt.Sprintf("subscriber has %d deliveries, want %d", got, n+1)
 		}
 		return ""
 	})
 	fence(t, a, b) // a copy delivered twice would have arrived before the fence
 	seen := map[string]int{}
-	for _, d := range sub.deliveries() {
+	for _, d := range sub.Deliveries() {
 		seen[d.Message.Topic]++
 	}
 	for topic, c := range seen {
@@ -225,16 +225,16 @@ func TestRedis_RepublishAfterRestartSkipsWhatAMovedSessionHad(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	first := newLiveSub()
+	first := &sink{}
 	attach(t, a, "s", first, false)
 	subscribe(t, a, "s", "rm/#", 2)
 	const n = 10
 	for i := range n {
 		publish(t, a, rmsg("rm/"+strconv.Itoa(i), 2, "x"))
 	}
-	first.waitFor(t, n)
+	first.WaitFor(t, n)
 	detach(t, a, "s", first, &StoredSession{})
-	moved := newLiveSub()
+	moved := &sink{}
 	attach(t, b, "s", moved, false)
 	// The republish only reaches messages older than lateMessage by then.
 	time.Sleep(lateMessage + 100*time.Millisecond)
@@ -248,7 +248,7 @@ func TestRedis_RepublishAfterRestartSkipsWhatAMovedSessionHad(t *testing.T) {
 		return ""
 	})
 	fence(t, a, b)
-	if got := moved.deliveries(); len(got) != 0 {
+	if got := moved.Deliveries(); len(got) != 0 {
 		t.Fatalf("the session on b got %d messages it had already received on a", len(got))
 	}
 }

@@ -21,7 +21,7 @@ func TestRedis_KeysExpireAfterSessionsEnd_Issue7_11(t *testing.T) {
 
 	for i := range 50 {
 		id := fmt.Sprintf("clean-%d", i)
-		s := newLiveSub()
+		s := &sink{}
 		attach(t, a, id, s, true)
 		detach(t, a, id, s, nil)
 	}
@@ -35,7 +35,7 @@ func TestRedis_KeysExpireAfterSessionsEnd_Issue7_11(t *testing.T) {
 		}
 	}
 
-	s := newLiveSub()
+	s := &sink{}
 	attach(t, a, "p", s, false)
 	subscribe(t, a, "p", "exp/#", 1)
 	persistentKeys := []string{"mqtt:client:p", "mqtt:sub:p", "mqtt:session:p"}
@@ -58,7 +58,7 @@ func TestRedis_KeysExpireAfterSessionsEnd_Issue7_11(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st := attach(t, a, "p", newLiveSub(), false); st != nil {
+	if st := attach(t, a, "p", &sink{}, false); st != nil {
 		t.Fatalf("expired session resumed: %+v", st)
 	}
 }
@@ -66,11 +66,11 @@ func TestRedis_KeysExpireAfterSessionsEnd_Issue7_11(t *testing.T) {
 func TestMemory_SessionExpires_Issue7_11(t *testing.T) {
 	m := broker.NewMemory(broker.MemoryOptions{SessionExpiry: 200 * time.Millisecond})
 	t.Cleanup(func() { _ = m.Close() })
-	s := newLiveSub()
+	s := &sink{}
 	attach(t, m, "p", s, false)
 	subscribe(t, m, "p", "exp/#", 1)
 	detach(t, m, "p", s, &StoredSession{})
-	if st := attach(t, m, "q", newLiveSub(), false); st != nil {
+	if st := attach(t, m, "q", &sink{}, false); st != nil {
 		t.Fatalf("unrelated id got a session")
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -84,7 +84,7 @@ func TestMemory_SessionExpires_Issue7_11(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if st := attach(t, m, "p", newLiveSub(), false); st != nil {
+	if st := attach(t, m, "p", &sink{}, false); st != nil {
 		t.Fatalf("expired session resumed: %+v", st)
 	}
 }

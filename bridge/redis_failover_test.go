@@ -71,14 +71,14 @@ func TestRedis_RepublishesAfterFailover(t *testing.T) {
 	ctx := context.Background()
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	sub := newLiveSub()
+	sub := &sink{}
 	attach(t, b, "s", sub, true)
 	subscribe(t, b, "s", "fo/#", 1)
 	const n = 20
 	for i := range n {
 		publish(t, a, rmsg("fo/"+strconv.Itoa(i), 1, "x"))
 	}
-	sub.waitFor(t, n)
+	sub.WaitFor(t, n)
 
 	streamLen := func() int64 {
 		var total int64
@@ -113,14 +113,14 @@ func TestRedis_RepublishesAfterFailover(t *testing.T) {
 		t.Errorf("streams hold %d entries, want %d", got, want)
 	}
 	eventually(t, func() string {
-		if got := len(sub.deliveries()); got != n+2 {
+		if got := len(sub.Deliveries()); got != n+2 {
 			return fmt.Sprintf("subscriber has %d deliveries, want %d", got, n+2)
 		}
 		return ""
 	})
 	b.barrierOrFail(t)
 	seen := map[string]int{}
-	for _, d := range sub.deliveries() {
+	for _, d := range sub.Deliveries() {
 		seen[d.Message.Topic]++
 	}
 	for topic, c := range seen {

@@ -40,12 +40,12 @@ func publishWithRetry(t *testing.T, b Bridge, topic string, n int, pause time.Du
 
 // checkAllDelivered waits until every acked id reached sub and reports
 // duplicates.
-func checkAllDelivered(t *testing.T, sub *liveSub, acked []ID) {
+func checkAllDelivered(t *testing.T, sub *sink, acked []ID) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		seen := make(map[ID]int)
-		for _, d := range sub.deliveries() {
+		for _, d := range sub.Deliveries() {
 			seen[d.Message.ID]++
 		}
 		missing, dups := 0, 0
@@ -75,7 +75,7 @@ func TestRedis_GapReplayAfterPubSubConnectionKilled(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	sub := newLiveSub()
+	sub := &sink{}
 	attach(t, b, "c1", sub, true)
 	subscribe(t, b, "c1", "gap/#", 1)
 	admin := newClient(t, srv)
@@ -104,7 +104,7 @@ func TestRedis_GapReplayAfterRedisRestart(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	sub := newLiveSub()
+	sub := &sink{}
 	attach(t, b, "c1", sub, true)
 	subscribe(t, b, "c1", "gap/#", 1)
 

@@ -31,18 +31,18 @@ func waitUntil(t *testing.T, d time.Duration, cond func() string) {
 	}
 }
 
-// sessionSub is a liveSub that ends like a session does when it is taken
+// sessionSub is a sink that ends like a session does when it is taken
 // over or closed by its bridge: it publishes its will through the bridge's
 // arbitration, then detaches.
 type sessionSub struct {
-	*liveSub
+	*sink
 	published atomic.Int32 // wills this connection published
 	ended     atomic.Bool
 }
 
 func newSessionSub(b Bridge, id string, will *Message) *sessionSub {
-	s := &sessionSub{liveSub: newLiveSub()}
-	s.onTakeOver = func() {
+	s := &sessionSub{sink: &sink{}}
+	s.OnTakeOver = func() {
 		if s.ended.Swap(true) {
 			return
 		}
@@ -80,9 +80,9 @@ func onlineAt(t *testing.T, rdb *redis.Client, id, node string) string {
 	return ""
 }
 
-func willPayloads(s *liveSub) []string {
+func willPayloads(s *sink) []string {
 	var out []string
-	for _, d := range s.deliveries() {
+	for _, d := range s.Deliveries() {
 		out = append(out, string(d.Message.Payload))
 	}
 	return out
@@ -98,7 +98,7 @@ func TestRedis_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 	fast := func(o *RedisOptions) { o.NodeTTL = time.Second }
 	a := newTestRedis(t, srv, "a", fast)
 	b := newTestRedis(t, srv, "b", fast)
-	watcher := newLiveSub()
+	watcher := &sink{}
 	attach(t, b, "watcher", watcher, true)
 	subscribe(t, b, "watcher", "wills/#", 1)
 
@@ -146,17 +146,17 @@ func TestRedis_ReRegistersAfterRedisRestartEmpty(t *testing.T) {
 	t.Logf("re-registered %s after the restart", time.Since(start).Round(time.Millisecond))
 
 	// (a) The same client id on b closes c1 on a; c1's will comes once.
-	if _, err := b.Attach(ctx, "c1", "", newLiveSub(), broker.CleanSession(true), nil); err != nil {
+	if _, err := b.Attach(ctx, "c1", "", &sink{}, broker.CleanSession(true), nil); err != nil {
 		t.Fatal(err)
 	}
-	if !c1.wasTakenOver() {
+	if c1.TakenOver() == 0 {
 		t.Fatal("c1 on a was not closed by a CONNECT with its client id on b [MQTT-3.1.4-2]")
 	}
-	watcher.waitFor(t, 1)
+	watcher.WaitFor(t, 1)
 
 	// (b) a dies with c2 attached: b publishes c2's will, once.
 	_ = a.Close()
-	watcher.waitFor(t, 2)
+	watcher.WaitFor(t, 2)
 	waitUntil(t, 5*time.Second, func() string {
 		if rdb.Exists(ctx, "mqtt:node:a").Val() != 0 {
 			return "dead node a's index not removed"
@@ -197,7 +197,7 @@ func TestRedis_ReapedLiveReplicaPublishesWillOnce(t *testing.T) {
 	fast := func(o *RedisOptions) { o.NodeTTL = time.Second }
 	a := newTestRedis(t, srv, "a", fast, func(o *RedisOptions) { o.Client = aclClient(t, srv, admin, "node-a") })
 	b := newTestRedis(t, srv, "b", fast)
-	watcher := newLiveSub()
+	watcher := &sink{}
 	attach(t, b, "watcher", watcher, true)
 	subscribe(t, b, "watcher", "wills/#", 1)
 
@@ -216,9 +216,9 @@ func TestRedis_ReapedLiveReplicaPublishesWillOnce(t *testing.T) {
 		t.Fatalf("make node-a read-only: %v", err)
 	}
 	start := time.Now()
-	watcher.waitFor(t, 1)
+	watcher.WaitFor(t, 1)
 	t.Logf("b declared a dead %s after a's writes were refused", time.Since(start).Round(time.Millisecond))
-	if c1.wasTakenOver() {
+	if c1.TakenOver() > 0 {
 		t.Fatal("c1 closed while a could not reach Redis")
 	}
 
@@ -235,7 +235,7 @@ func TestRedis_ReapedLiveReplicaPublishesWillOnce(t *testing.T) {
 	if n := c1.published.Load(); n != 0 {
 		t.Fatalf("a published c1's will %d times after b had published it", n)
 	}
-	if c2.wasTakenOver() {
+	if c2.TakenOver() > 0 {
 		t.Fatal("c2, which has no will, was closed instead of registered again")
 	}
 	if h := clientRecord(t, admin, "c1"); h["state"] != "0" {
@@ -245,11 +245,11 @@ func TestRedis_ReapedLiveReplicaPublishesWillOnce(t *testing.T) {
 	// A connection made now is a's again: when a dies, b publishes its
 	// will once.
 	w3 := rmsg("wills/c3", 1, "c3 gone")
-	if _, err := a.Attach(ctx, "c3", "", newLiveSub(), broker.CleanSession(true), w3); err != nil {
+	if _, err := a.Attach(ctx, "c3", "", &sink{}, broker.CleanSession(true), w3); err != nil {
 		t.Fatal(err)
 	}
 	_ = a.Close()
-	watcher.waitFor(t, 2)
+	watcher.WaitFor(t, 2)
 	waitUntil(t, 5*time.Second, func() string {
 		if admin.Exists(ctx, "mqtt:node:a").Val() != 0 {
 			return "dead node a's index not removed"
@@ -270,7 +270,7 @@ func TestRedis_DuplicateNodeIDRefused(t *testing.T) {
 	srv := redistest.Start(t)
 	fast := func(o *RedisOptions) { o.NodeTTL = time.Second }
 	first := newTestRedis(t, srv, "n1", fast)
-	watcher := newLiveSub()
+	watcher := &sink{}
 	other := newTestRedis(t, srv, "other", fast)
 	attach(t, other, "watcher", watcher, true)
 	subscribe(t, other, "watcher", "wills/#", 1)
@@ -287,14 +287,14 @@ func TestRedis_DuplicateNodeIDRefused(t *testing.T) {
 	t.Logf("refused after %s: %v", time.Since(start).Round(time.Millisecond), err)
 
 	// n1 "crashes" with a client attached, and restarts at once.
-	if _, err := first.Attach(context.Background(), "c1", "", newLiveSub(), broker.CleanSession(true), rmsg("wills/c1", 1, "c1 gone")); err != nil {
+	if _, err := first.Attach(context.Background(), "c1", "", &sink{}, broker.CleanSession(true), rmsg("wills/c1", 1, "c1 gone")); err != nil {
 		t.Fatal(err)
 	}
 	_ = first.Close()
 	start = time.Now()
 	again := newTestRedis(t, srv, "n1", fast)
 	t.Logf("restart under the same id started after %s", time.Since(start).Round(time.Millisecond))
-	watcher.waitFor(t, 1)
+	watcher.WaitFor(t, 1)
 	afterDeadNodeChecks(t, 2, other, again)
 	if got := willPayloads(watcher); len(got) != 1 {
 		t.Fatalf("wills = %q, want the previous run's client's, once", got)
@@ -333,7 +333,7 @@ func TestRedis_OtherUsersClaimDuringRedisRestartIsTakenBack_Issue7_2(t *testing.
 	// (5 in 15 runs beside two busy loops), the record's holder keeps the
 	// id and alice's connection is the one ended.
 	waitClockPast(aliceAt)
-	bob := newLiveSub() // stays registered on a when ended, for the check below
+	bob := &sink{} // stays registered on a when ended, for the check below
 	if _, err := a.Attach(ctx, "dev", "bob", bob, broker.CleanSession(false), nil); err != nil {
 		t.Fatalf("bob's claim while Redis has forgotten alice: %v (the scenario needs it to succeed)", err)
 	}
@@ -348,12 +348,12 @@ func TestRedis_OtherUsersClaimDuringRedisRestartIsTakenBack_Issue7_2(t *testing.
 		if rec["owner"] != "alice" || rec["node"] != "b" || rec["state"] != "1" {
 			return fmt.Sprintf("client record %v, want alice's connection on b", rec)
 		}
-		if !bob.wasTakenOver() {
+		if bob.TakenOver() == 0 {
 			return "bob's connection on a not ended"
 		}
 		return ""
 	})
-	if alice.wasTakenOver() {
+	if alice.TakenOver() > 0 {
 		t.Fatal("alice's live connection was ended for bob's claim")
 	}
 	if owner := rdb.HGet(ctx, "mqtt:session:dev", "owner").Val(); owner != "alice" {
@@ -389,20 +389,20 @@ func TestRedis_StoredWillJudgedByTheACLInForce_Issue7_1(t *testing.T) {
 	a := newTestRedis(t, srv, "a", auth)
 	b := newTestRedis(t, srv, "b", auth)
 	ctx := context.Background()
-	watcher := newLiveSub()
+	watcher := &sink{}
 	attach(t, b, "watcher", watcher, true)
 	subscribe(t, b, "watcher", "wills/#", 1)
 
 	w1, w3 := rmsg("wills/c1", 1, "c1 gone"), rmsg("wills/c3", 1, "c3 gone")
-	if _, err := a.Attach(ctx, "c1", "alice", newLiveSub(), broker.CleanSession(true), w1); err != nil {
+	if _, err := a.Attach(ctx, "c1", "alice", &sink{}, broker.CleanSession(true), w1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Attach(ctx, "c3", "bob", newLiveSub(), broker.CleanSession(true), w3); err != nil {
+	if _, err := a.Attach(ctx, "c3", "bob", &sink{}, broker.CleanSession(true), w3); err != nil {
 		t.Fatal(err)
 	}
 	w2 := rmsg("wills/c2", 1, "c2 gone")
 	w2.WillDelay = time.Second
-	c2 := newLiveSub()
+	c2 := &sink{}
 	if _, err := a.Attach(ctx, "c2", "alice", c2, broker.CleanSession(false), w2); err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestRedis_StoredWillJudgedByTheACLInForce_Issue7_1(t *testing.T) {
 	revoked.Store(true)
 	_ = a.Close() // dies with c1 and c3 connected
 	afterDeadNodeChecks(t, 2, b)
-	watcher.waitFor(t, 1)
+	watcher.WaitFor(t, 1)
 	time.Sleep(w2.WillDelay + 2*dueWillsEvery) // past when c2's was due
 	fence(t, b, b)
 	if got := willPayloads(watcher); len(got) != 1 || got[0] != "c3 gone" {
@@ -438,7 +438,7 @@ func TestRedis_YoungerClaimNeverTakesTheIdBack_Issue7_2(t *testing.T) {
 	b := newTestRedis(t, srv, "b", func(o *RedisOptions) { o.NodeTTL = time.Minute })
 	ctx := context.Background()
 	rdb := newClient(t, srv)
-	alice := newLiveSub()
+	alice := &sink{}
 	if _, err := b.Attach(ctx, "dev", "alice", alice, broker.CleanSession(false), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +447,7 @@ func TestRedis_YoungerClaimNeverTakesTheIdBack_Issue7_2(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClockPast(aliceAt) // bob's claim is later by the clock
-	bob := newLiveSub()
+	bob := &sink{}
 	if _, err := a.Attach(ctx, "dev", "bob", bob, broker.CleanSession(false), nil); err != nil {
 		t.Fatalf("bob's claim while Redis has forgotten alice: %v", err)
 	}
@@ -464,12 +464,12 @@ func TestRedis_YoungerClaimNeverTakesTheIdBack_Issue7_2(t *testing.T) {
 		t.Fatalf("record %v after a registered bob's connection again, want alice's", rec)
 	}
 	waitUntil(t, 5*time.Second, func() string {
-		if !bob.wasTakenOver() {
+		if bob.TakenOver() == 0 {
 			return "bob's connection on a not ended"
 		}
 		return ""
 	})
-	if alice.wasTakenOver() {
+	if alice.TakenOver() > 0 {
 		t.Fatal("alice's connection was ended")
 	}
 }

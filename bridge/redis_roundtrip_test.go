@@ -62,7 +62,7 @@ func TestRedis_RoundTripsPerConnectAndPublish(t *testing.T) {
 		max  int64
 		run  func()
 	}
-	sub := newLiveSub()
+	sub := &sink{}
 	steps := []step{
 		{"connect, clean session", 4, func() { attach(t, r, "c1", sub, true) }},
 		{"subscribe", 2, func() { subscribe(t, r, "c1", "rt/+/x", 1) }},

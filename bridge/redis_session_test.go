@@ -24,7 +24,7 @@ func TestRedis_PersistentSessionResumesOnAnotherReplica_MQTT_3_1_2_4(t *testing.
 	b := newTestRedis(t, srv, "b")
 	pub := newTestRedis(t, srv, "pub")
 
-	s1 := newLiveSub()
+	s1 := &sink{}
 	if got := attach(t, a, "p1", s1, false); got != nil {
 		t.Fatalf("first Attach returned a session: %+v", got)
 	}
@@ -51,7 +51,7 @@ func TestRedis_PersistentSessionResumesOnAnotherReplica_MQTT_3_1_2_4(t *testing.
 	publish(t, pub, q2)
 	want = append(want, q2.ID)
 
-	s2 := newLiveSub()
+	s2 := &sink{}
 	got := attach(t, b, "p1", s2, false)
 	if got == nil {
 		t.Fatal("persistent session not found on the other replica")
@@ -80,7 +80,7 @@ func TestRedis_PersistentSessionResumesOnAnotherReplica_MQTT_3_1_2_4(t *testing.
 	// Subscriptions are live again on the new replica.
 	live := rmsg("s/live", 1, "live")
 	publish(t, pub, live)
-	if d := s2.waitFor(t, 1); d[0].Message.ID != live.ID {
+	if d := s2.WaitFor(t, 1); d[0].Message.ID != live.ID {
 		t.Fatalf("live delivery = %s", d[0].Message.Topic)
 	}
 }
@@ -88,23 +88,23 @@ func TestRedis_PersistentSessionResumesOnAnotherReplica_MQTT_3_1_2_4(t *testing.
 func TestRedis_CleanSessionDiscardsStoredSession_MQTT_3_1_2_6(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "s/#", 1)
 	detach(t, a, "p1", s1, &StoredSession{})
 	publish(t, a, rmsg("s/1", 1, "x"))
 
-	s2 := newLiveSub()
+	s2 := &sink{}
 	if got := attach(t, a, "p1", s2, true); got != nil {
 		t.Fatalf("clean Attach returned a session: %+v", got)
 	}
 	publish(t, a, rmsg("s/2", 1, "x"))
 	fence(t, a, a)
-	if n := len(s2.deliveries()); n != 0 {
+	if n := len(s2.Deliveries()); n != 0 {
 		t.Fatalf("clean session received %d messages for the old subscriptions", n)
 	}
 	detach(t, a, "p1", s2, nil)
-	if got := attach(t, a, "p1", newLiveSub(), false); got != nil {
+	if got := attach(t, a, "p1", &sink{}, false); got != nil {
 		t.Fatalf("session survived a clean session: %+v", got)
 	}
 }
@@ -112,7 +112,7 @@ func TestRedis_CleanSessionDiscardsStoredSession_MQTT_3_1_2_6(t *testing.T) {
 func TestRedis_DetachNilRemovesEverything(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "s/#", 1)
 	detach(t, a, "p1", s1, nil)
@@ -135,7 +135,7 @@ func TestRedis_OfflineQueueBoundedAndExpired(t *testing.T) {
 		o.MaxQueued = 3
 		o.MessageExpiry = time.Minute
 	})
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "s/#", 1)
 	detach(t, a, "p1", s1, &StoredSession{})
@@ -145,7 +145,7 @@ func TestRedis_OfflineQueueBoundedAndExpired(t *testing.T) {
 	for i := range 5 {
 		publish(t, a, rmsg(fmt.Sprintf("s/%d", i), 1, "x"))
 	}
-	got := attach(t, a, "p1", newLiveSub(), false)
+	got := attach(t, a, "p1", &sink{}, false)
 	if got == nil || len(got.Queued) != 3 {
 		t.Fatalf("queued = %v, want the 3 newest unexpired", got)
 	}
@@ -175,14 +175,14 @@ func TestRedis_OfflineQueueBoundedByBytes(t *testing.T) {
 	}
 	limit := 5 * big(19).Size()
 	a := newTestRedis(t, srv, "a", func(o *RedisOptions) { o.MaxQueuedBytes = limit })
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "s/#", 1)
 	detach(t, a, "p1", s1, &StoredSession{})
 	for i := range 20 {
 		publish(t, a, big(i))
 	}
-	s2 := newLiveSub()
+	s2 := &sink{}
 	got := attach(t, a, "p1", s2, false)
 	if got == nil || len(got.Queued) != 5 || got.Queued[0].Message.Topic != "s/15" || got.Queued[4].Message.Topic != "s/19" {
 		t.Fatalf("queued %d messages, want the newest 5 (s/15..s/19)", len(got.Queued))
@@ -206,23 +206,23 @@ func TestRedis_OfflineQueueBoundedByBytes(t *testing.T) {
 func TestRedis_TakeOverOnSameNode_MQTT_3_1_4_2(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
-	s1 := newLiveSub()
-	s1.onTakeOver = func() { detach(t, a, "p1", s1, &StoredSession{AwaitingRelease: []uint16{5}}) }
+	s1 := &sink{}
+	s1.OnTakeOver = func() { detach(t, a, "p1", s1, &StoredSession{AwaitingRelease: []uint16{5}}) }
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "t", 1)
 
-	s2 := newLiveSub()
+	s2 := &sink{}
 	got := attach(t, a, "p1", s2, false)
-	if !s1.wasTakenOver() {
+	if s1.TakenOver() == 0 {
 		t.Fatal("old connection not taken over")
 	}
 	if got == nil || len(got.AwaitingRelease) != 1 || got.Subscriptions["t"] != 1 {
 		t.Fatalf("session after takeover = %+v", got)
 	}
 	publish(t, a, rmsg("t", 1, "x"))
-	s2.waitFor(t, 1)
+	s2.WaitFor(t, 1)
 	fence(t, a, a)
-	if n := len(s1.deliveries()); n != 0 {
+	if n := len(s1.Deliveries()); n != 0 {
 		t.Fatalf("old connection got %d messages after takeover", n)
 	}
 }
@@ -231,15 +231,15 @@ func TestRedis_TakeOverAcrossNodes_MQTT_3_1_4_2(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	s1 := newLiveSub()
-	s1.onTakeOver = func() { detach(t, a, "p1", s1, &StoredSession{AwaitingRelease: []uint16{5}}) }
+	s1 := &sink{}
+	s1.OnTakeOver = func() { detach(t, a, "p1", s1, &StoredSession{AwaitingRelease: []uint16{5}}) }
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "t", 1)
 
 	start := time.Now()
-	s2 := newLiveSub()
+	s2 := &sink{}
 	got := attach(t, b, "p1", s2, false)
-	if !s1.wasTakenOver() {
+	if s1.TakenOver() == 0 {
 		t.Fatal("connection on the other node not taken over")
 	}
 	if time.Since(start) > takeoverTimeout/2 {
@@ -258,9 +258,9 @@ func TestRedis_DetachAfterTakeOverElsewhereChangesNothing(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	s1 := newLiveSub() // its TakeOver returns without detaching
+	s1 := &sink{} // its TakeOver returns without detaching
 	attach(t, a, "p1", s1, false)
-	s2 := newLiveSub()
+	s2 := &sink{}
 	attach(t, b, "p1", s2, false)
 	subscribe(t, b, "p1", "t", 1)
 	detach(t, a, "p1", s1, nil) // late, from the old connection
@@ -283,7 +283,7 @@ func TestRedis_NoLossNoDuplicateAcrossReconnect(t *testing.T) {
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
 	pub := newTestRedis(t, srv, "pub")
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "f/#", 1)
 
@@ -295,7 +295,7 @@ func TestRedis_NoLossNoDuplicateAcrossReconnect(t *testing.T) {
 		acked = publishWithRetry(t, pub, "f", 400, 200*time.Microsecond)
 	}()
 	waitUntil(t, 10*time.Second, func() string {
-		if len(s1.deliveries()) == 0 {
+		if len(s1.Deliveries()) == 0 {
 			return "no live delivery before the move"
 		}
 		return ""
@@ -308,20 +308,20 @@ func TestRedis_NoLossNoDuplicateAcrossReconnect(t *testing.T) {
 		}
 		return ""
 	})
-	s2 := newLiveSub()
+	s2 := &sink{}
 	resumed := attach(t, b, "p1", s2, false)
 	wg.Wait()
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		seen := make(map[ID]int)
-		for _, d := range s1.deliveries() {
+		for _, d := range s1.Deliveries() {
 			seen[d.Message.ID]++
 		}
 		for _, d := range resumed.Queued {
 			seen[d.Message.ID]++
 		}
-		for _, d := range s2.deliveries() {
+		for _, d := range s2.Deliveries() {
 			seen[d.Message.ID]++
 		}
 		missing, dups := 0, 0
@@ -338,7 +338,7 @@ func TestRedis_NoLossNoDuplicateAcrossReconnect(t *testing.T) {
 		}
 		if missing == 0 {
 			t.Logf("%d messages: %d live before, %d queued, %d live after", len(acked),
-				len(s1.deliveries()), len(resumed.Queued), len(s2.deliveries()))
+				len(s1.Deliveries()), len(resumed.Queued), len(s2.Deliveries()))
 			return
 		}
 		if time.Now().After(deadline) {
@@ -351,12 +351,10 @@ func TestRedis_NoLossNoDuplicateAcrossReconnect(t *testing.T) {
 func TestRedis_LateDeliveryRefusedByClosingConnectionIsQueued(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p1", s1, false)
 	subscribe(t, a, "p1", "t", 1)
-	s1.mu.Lock()
-	s1.refuse = true // the connection has snapshotted its state
-	s1.mu.Unlock()
+	s1.Refuse() // the connection has snapshotted its state
 	m := rmsg("t", 1, "late")
 	publish(t, a, m)
 	eventually(t, func() string {
@@ -366,7 +364,7 @@ func TestRedis_LateDeliveryRefusedByClosingConnectionIsQueued(t *testing.T) {
 		return ""
 	})
 	detach(t, a, "p1", s1, &StoredSession{})
-	got := attach(t, a, "p1", newLiveSub(), false)
+	got := attach(t, a, "p1", &sink{}, false)
 	if got == nil || len(got.Queued) != 1 || got.Queued[0].Message.ID != m.ID {
 		t.Fatalf("refused message not kept for the session: %+v", got)
 	}
@@ -378,25 +376,25 @@ func TestRedis_DeadNodeWillPublishedOnce(t *testing.T) {
 	dying := newTestRedis(t, srv, "dying", fast)
 	b := newTestRedis(t, srv, "b", fast)
 	c := newTestRedis(t, srv, "c", fast)
-	watcher := newLiveSub()
+	watcher := &sink{}
 	attach(t, b, "watcher", watcher, true)
 	subscribe(t, b, "watcher", "wills/#", 1)
 
 	will := rmsg("wills/p1", 1, "gone")
-	if _, err := dying.Attach(context.Background(), "p1", "", newLiveSub(), broker.CleanSession(true), will); err != nil {
+	if _, err := dying.Attach(context.Background(), "p1", "", &sink{}, broker.CleanSession(true), will); err != nil {
 		t.Fatal(err)
 	}
 	// A client that detached cleanly has no will due.
-	quiet := newLiveSub()
+	quiet := &sink{}
 	if _, err := dying.Attach(context.Background(), "p2", "", quiet, broker.CleanSession(true), rmsg("wills/p2", 1, "no")); err != nil {
 		t.Fatal(err)
 	}
 	detach(t, dying, "p2", quiet, nil)
 	_ = dying.Close() // leaves p1 attached; its liveness key expires
 
-	watcher.waitFor(t, 1)
+	watcher.WaitFor(t, 1)
 	afterDeadNodeChecks(t, 3, b, c) // both survivors had the chance to publish it again
-	if d := watcher.deliveries(); len(d) != 1 || string(d[0].Message.Payload) != "gone" {
+	if d := watcher.Deliveries(); len(d) != 1 || string(d[0].Message.Payload) != "gone" {
 		t.Fatalf("wills delivered = %d, want exactly p1's", len(d))
 	}
 	if n := b.Stats()["wills_published"] + c.Stats()["wills_published"]; n != 1 {
@@ -422,7 +420,7 @@ func TestRedis_DeadNodeWillPublishedOnce(t *testing.T) {
 func TestRedis_OfflineReplayReadsEveryPage(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a", func(o *RedisOptions) { o.MaxQueued = 10 * replayPage })
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "pages", s1, false)
 	subscribe(t, a, "pages", "big/#", 1)
 	subscribe(t, a, "pages", "small/#", 1)
@@ -440,7 +438,7 @@ func TestRedis_OfflineReplayReadsEveryPage(t *testing.T) {
 	for i := range small {
 		publish(t, a, rmsg(fmt.Sprintf("small/%d", i), 1, "x"))
 	}
-	got := attach(t, a, "pages", newLiveSub(), false)
+	got := attach(t, a, "pages", &sink{}, false)
 	if got == nil {
 		t.Fatal("no stored session")
 	}
@@ -478,11 +476,11 @@ func TestRedis_DeadNodeSessionKeptForItsOwnInterval_MQTT_3_1_2_23(t *testing.T) 
 	for _, tc := range cases {
 		// Each with a stored session from an earlier connection, which
 		// the reaped connection resumed or discarded.
-		s := newLiveSub()
+		s := &sink{}
 		attach(t, dying, tc.id, s, false)
 		subscribe(t, dying, tc.id, "old/"+tc.id, 1)
 		storeOffline(t, dying, tc.id, s)
-		if _, err := dying.Attach(ctx, tc.id, "", newLiveSub(), tc.life, nil); err != nil {
+		if _, err := dying.Attach(ctx, tc.id, "", &sink{}, tc.life, nil); err != nil {
 			t.Fatal(err)
 		}
 		subscribe(t, dying, tc.id, "new/"+tc.id, 1)

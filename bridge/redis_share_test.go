@@ -16,7 +16,7 @@ func TestRedis_Share_ExactlyOnceAcrossReplicas_MQTT_4_8_2(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	sa, sb := newLiveSub(), newLiveSub()
+	sa, sb := &sink{}, &sink{}
 	attach(t, a, "ma", sa, true)
 	attach(t, b, "mb", sb, true)
 	subscribe(t, a, "ma", "$share/g/t/+", 1)
@@ -27,14 +27,14 @@ func TestRedis_Share_ExactlyOnceAcrossReplicas_MQTT_4_8_2(t *testing.T) {
 	}
 	seen := make(map[ID]int)
 	waitUntil(t, 10*time.Second, func() string {
-		if got := len(sa.deliveries()) + len(sb.deliveries()); got < n {
+		if got := len(sa.Deliveries()) + len(sb.Deliveries()); got < n {
 			return fmt.Sprintf("%d of %d delivered", got, n)
 		}
 		return ""
 	})
 	fence(t, a, b)
 	fence(t, b, a)
-	da, db := sa.deliveries(), sb.deliveries()
+	da, db := sa.Deliveries(), sb.Deliveries()
 	for _, d := range append(da, db...) {
 		seen[d.Message.ID]++
 	}
@@ -60,7 +60,7 @@ func TestRedis_Share_FallbackTakesWhatThePreferredReplicaLeaves(t *testing.T) {
 	b := newTestRedis(t, srv, "b")
 	const group = "$share/g/t"
 	a.Redis.ShareMembers(group, 5)
-	sb := newLiveSub()
+	sb := &sink{}
 	attach(t, b, "mb", sb, true)
 	subscribe(t, b, "mb", group, 1)
 	waitUntil(t, 10*time.Second, func() string {
@@ -75,9 +75,9 @@ func TestRedis_Share_FallbackTakesWhatThePreferredReplicaLeaves(t *testing.T) {
 	for i := range n {
 		publish(t, a, rmsg("t", 1, fmt.Sprint(i)))
 	}
-	sb.waitFor(t, n)
+	sb.WaitFor(t, n)
 	fence(t, a, b)
-	if got := len(sb.deliveries()); got != n {
+	if got := len(sb.Deliveries()); got != n {
 		t.Fatalf("b's member got %d, want each of %d once", got, n)
 	}
 }
@@ -96,8 +96,8 @@ func TestRedis_Share_ClaimWonWithoutMemberIsHandedOff_MQTT_4_8_2(t *testing.T) {
 	b := newTestRedis(t, srv, "b")
 	const group = "$share/g/t"
 	x.Redis.ShareMembers(group, 50)
-	sa, sb := newLiveSub(), newLiveSub()
-	sa.refuse = true // a's member: its connection is closing
+	sa, sb := &sink{}, &sink{}
+	sa.Refuse() // a's member: its connection is closing
 	attach(t, a, "ma", sa, true)
 	attach(t, b, "mb", sb, true)
 	subscribe(t, a, "ma", group, 1)
@@ -107,15 +107,15 @@ func TestRedis_Share_ClaimWonWithoutMemberIsHandedOff_MQTT_4_8_2(t *testing.T) {
 	for i := range n {
 		publish(t, a, rmsg("t", 1, fmt.Sprint(i)))
 	}
-	sb.waitFor(t, n)
+	sb.WaitFor(t, n)
 	fence(t, a, b)
 	fence(t, b, a)
 	seen := make(map[string]int)
-	for _, d := range sb.deliveries() {
+	for _, d := range sb.Deliveries() {
 		seen[string(d.Message.Payload)]++
 	}
-	if len(seen) != n || len(sb.deliveries()) != n {
-		t.Fatalf("b's member got %d deliveries of %d distinct messages, want each of %d once", len(sb.deliveries()), len(seen), n)
+	if len(seen) != n || len(sb.Deliveries()) != n {
+		t.Fatalf("b's member got %d deliveries of %d distinct messages, want each of %d once", len(sb.Deliveries()), len(seen), n)
 	}
 	if a.Redis.Stats()["shared_handed_off"] == 0 {
 		t.Fatal("a won no claim: the test did not exercise the hand-off")

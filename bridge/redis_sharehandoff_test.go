@@ -4,34 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/bridgemq/server/internal/redistest"
 )
-
-// acceptingSub takes the first accept messages and refuses the rest, as a
-// connection that closes meanwhile does.
-type acceptingSub struct {
-	*liveSub
-	mu     sync.Mutex
-	accept int
-}
-
-func (s *acceptingSub) Deliver(m *Message, qos byte) bool {
-	s.mu.Lock()
-	if s.accept == 0 {
-		s.mu.Unlock()
-		return false
-	}
-	s.accept--
-	s.mu.Unlock()
-	return s.liveSub.Deliver(m, qos)
-}
-
-// DeliverShared goes through acceptingSub's Deliver, not the embedded
-// liveSub's.
-func (s *acceptingSub) DeliverShared(m *Message, qos byte, _ string) bool { return s.Deliver(m, qos) }
 
 // Section 4.8.2 across replicas: a replica that takes a group's handed-off
 // messages hands them to its member in order; from the first one no member
@@ -52,7 +28,10 @@ func TestRedis_Share_HandOffTakesInOrder_ReturnsTheRest_MQTT_4_8_2(t *testing.T)
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id := fmt.Sprint("m", i)
-			sub := &acceptingSub{liveSub: newLiveSub(), accept: tt.accept}
+			// The member takes the first accept messages and refuses the
+			// rest, as a connection that closes meanwhile does.
+			sub := &sink{}
+			sub.RefuseAfter(tt.accept)
 			attach(t, a, id, sub, true)
 			subscribe(t, a, id, group, 1)
 			defer detach(t, a, id, sub, nil)
@@ -66,7 +45,7 @@ func TestRedis_Share_HandOffTakesInOrder_ReturnsTheRest_MQTT_4_8_2(t *testing.T)
 				t.Fatalf("returned %d messages, want the %d from the first refused", len(back), len(envs)-tt.accept)
 			}
 			var got []string
-			for _, d := range sub.deliveries() {
+			for _, d := range sub.Deliveries() {
 				got = append(got, string(d.Message.Payload))
 			}
 			if fmt.Sprint(got) != fmt.Sprint([]string{"0", "1", "2", "3", "4"}[:tt.accept]) {

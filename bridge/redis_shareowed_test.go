@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/broker"
+	"github.com/bridgemq/server/internal/brokertest"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
@@ -152,23 +153,23 @@ func TestRedis_Share_OwedRecordFollowsTheMessage_MQTT_4_8_2(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	const group = "$share/g/t"
-	sa := newLiveSub()
+	sa := &sink{}
 	attach(t, a, "ma", sa, true)
 	subscribe(t, a, "ma", group, 2)
 	const n = 9
 	for i := range n {
 		publish(t, a, rmsg("t", byte(i%3), fmt.Sprint(i)))
 	}
-	ds := sa.waitFor(t, n)
+	ds := sa.WaitFor(t, n)
 	ctx := context.Background()
 	key := a.Redis.shareOwedKey("a")
 	if got := a.Redis.rdb.HLen(ctx, key).Val(); got != 6 {
 		t.Fatalf("owed record holds %d, want the 6 QoS ≥ 1 messages", got)
 	}
-	shared := func(ds []Delivery) []broker.SharedDelivery {
+	shared := func(ds []brokertest.Delivery[Message]) []broker.SharedDelivery {
 		out := make([]broker.SharedDelivery, len(ds))
 		for i, d := range ds {
-			out[i] = broker.SharedDelivery{Group: group, Delivery: d}
+			out[i] = broker.SharedDelivery{Group: group, Delivery: Delivery{Message: d.Message, QoS: d.QoS}}
 		}
 		return out
 	}
@@ -214,7 +215,7 @@ func TestRedis_Share_ReaperMovesDeadReplicasOwedMessages_MQTT_4_8_2(t *testing.T
 	a := newTestRedis(t, srv, "a", fast)
 	b := newTestRedis(t, srv, "b", fast)
 	const group = "$share/g/t"
-	sa, sb := newLiveSub(), newLiveSub()
+	sa, sb := &sink{}, &sink{}
 	attach(t, a, "ma", sa, true)
 	attach(t, b, "mb", sb, true)
 	subscribe(t, a, "ma", group, 1)
@@ -225,13 +226,13 @@ func TestRedis_Share_ReaperMovesDeadReplicasOwedMessages_MQTT_4_8_2(t *testing.T
 		publish(t, b, rmsg("t", 1, fmt.Sprint(i)))
 	}
 	waitUntil(t, 10*time.Second, func() string {
-		if got := len(sa.deliveries()) + len(sb.deliveries()); got < n {
+		if got := len(sa.Deliveries()) + len(sb.Deliveries()); got < n {
 			return fmt.Sprintf("%d of %d delivered", got, n)
 		}
 		return ""
 	})
 	ctx := context.Background()
-	onA := sa.deliveries()
+	onA := sa.Deliveries()
 	if len(onA) == 0 {
 		t.Fatal("a's member got none: nothing to lose")
 	}
@@ -239,7 +240,7 @@ func TestRedis_Share_ReaperMovesDeadReplicasOwedMessages_MQTT_4_8_2(t *testing.T
 		t.Fatalf("a's owed record holds %d, want the %d its member got", got, len(onA))
 	}
 	_ = a.Close()
-	sb.waitFor(t, n)
+	sb.WaitFor(t, n)
 	waitUntil(t, 10*time.Second, func() string {
 		if got := b.Redis.rdb.Exists(ctx, b.Redis.shareOwedKey("a")).Val(); got != 0 {
 			return "a's owed record not removed"
@@ -247,7 +248,7 @@ func TestRedis_Share_ReaperMovesDeadReplicasOwedMessages_MQTT_4_8_2(t *testing.T
 		return ""
 	})
 	seen := make(map[ID]int)
-	for _, d := range sb.deliveries() {
+	for _, d := range sb.Deliveries() {
 		seen[d.Message.ID]++
 	}
 	for _, d := range onA {

@@ -38,7 +38,7 @@ func TestRedis_FailedStoreKeepsPreviousSession_Issue7_4(t *testing.T) {
 	a := newTestRedis(t, srv, "a")
 	pub := newTestRedis(t, srv, "pub")
 
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p", s1, false)
 	subscribe(t, a, "p", "keep/#", 1)
 	subscribe(t, a, "p", "also/+", 2)
@@ -52,7 +52,7 @@ func TestRedis_FailedStoreKeepsPreviousSession_Issue7_4(t *testing.T) {
 	lift()
 
 	publish(t, pub, rmsg("keep/x", 1, "after"))
-	st := attach(t, a, "p", newLiveSub(), false)
+	st := attach(t, a, "p", &sink{}, false)
 	if st == nil {
 		t.Fatal("stored session lost after a refused store")
 	}
@@ -69,7 +69,7 @@ func TestRedis_RefusedSubscribeNotRouted_Issue7_4(t *testing.T) {
 	a := newTestRedis(t, srv, "a")
 	pub := newTestRedis(t, srv, "pub")
 
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "p", s1, false)
 	subscribe(t, a, "p", "old/#", 1)
 	lift := refuseWrites(t, srv)
@@ -80,9 +80,9 @@ func TestRedis_RefusedSubscribeNotRouted_Issue7_4(t *testing.T) {
 
 	publish(t, pub, rmsg("refused/x", 1, "must not arrive"))
 	publish(t, pub, rmsg("old/x", 1, "marker"))
-	s1.waitFor(t, 1)
+	s1.WaitFor(t, 1)
 	fence(t, pub, a)
-	d := s1.deliveries()
+	d := s1.Deliveries()
 	if len(d) != 1 || string(d[0].Message.Payload) != "marker" {
 		var got []string
 		for _, x := range d {

@@ -52,7 +52,7 @@ func TestRedis_SubscriptionOptionsResumeOnAnotherReplica(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	s1 := newLiveSub()
+	s1 := &sink{}
 	attach(t, a, "o1", s1, false)
 	opts := SubOptions{NoLocal: true, RetainHandling: 1, ID: 42}
 	if err := a.SubscribeMany(context.Background(), "o1", []Subscription{
@@ -67,7 +67,7 @@ func TestRedis_SubscriptionOptionsResumeOnAnotherReplica(t *testing.T) {
 		t.Fatalf("stored %v, want %v", stored, want)
 	}
 	detach(t, a, "o1", s1, &StoredSession{})
-	got := attach(t, b, "o1", newLiveSub(), false)
+	got := attach(t, b, "o1", &sink{}, false)
 	if got == nil {
 		t.Fatal("session not found on the other replica")
 	}

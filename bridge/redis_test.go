@@ -6,88 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/broker"
+	"github.com/bridgemq/server/internal/brokertest"
 	"github.com/bridgemq/server/internal/redistest"
 )
 
-// liveSub is a Subscriber that records deliveries and signals each one.
-type liveSub struct {
-	mu         sync.Mutex
-	got        []Delivery
-	refuse     bool          // Deliver returns false, as a closing connection does
-	onTakeOver func()        // runs in TakeOver
-	notify     chan struct{} // signalled on every delivery
-	takenOver  bool
-}
-
-func newLiveSub() *liveSub { return &liveSub{notify: make(chan struct{}, 1)} }
-
-func (s *liveSub) Deliver(m *Message, qos byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.refuse {
-		return false
-	}
-	s.got = append(s.got, Delivery{Message: m, QoS: qos})
-	select {
-	case s.notify <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-// DeliverShared implements Subscriber: the group's name is not kept.
-func (s *liveSub) DeliverShared(m *Message, qos byte, _ string) bool { return s.Deliver(m, qos) }
-
-// Idle implements Subscriber: a liveSub never says its client caught up
-// (idleSub does).
-func (s *liveSub) Idle() bool { return false }
-
-func (s *liveSub) RemoteAddr() string { return "127.0.0.1:1" }
-
-func (s *liveSub) TakeOver() {
-	s.mu.Lock()
-	s.takenOver = true
-	fn := s.onTakeOver
-	s.mu.Unlock()
-	if fn != nil {
-		fn()
-	}
-}
-
-func (s *liveSub) wasTakenOver() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.takenOver
-}
-
-func (s *liveSub) deliveries() []Delivery {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Delivery(nil), s.got...)
-}
-
-// waitFor waits until at least n deliveries arrived.
-func (s *liveSub) waitFor(t *testing.T, n int) []Delivery {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		if d := s.deliveries(); len(d) >= n {
-			return d
-		}
-		select {
-		case <-s.notify:
-		case <-deadline:
-			t.Fatalf("got %d deliveries, want %d", len(s.deliveries()), n)
-		}
-	}
-}
+// sink is the shared fake connection, which records what it is given.
+type sink = brokertest.Subscriber[Message]
 
 // settle gives in-flight pub/sub messages time to arrive, for tests that
 // check nothing more arrives from a source they cannot fence (a reaper on
@@ -122,11 +52,11 @@ func afterDeadNodeChecks(t *testing.T, n int64, nodes ...*testNode) {
 func fence(t *testing.T, pub, recv Bridge) {
 	t.Helper()
 	token := randomToken()
-	s := newLiveSub()
+	s := &sink{}
 	attach(t, recv, "fence-"+token, s, true)
 	subscribe(t, recv, "fence-"+token, "$fence/"+token, 1)
 	publish(t, pub, rmsg("$fence/"+token, 1, "fence"))
-	s.waitFor(t, 1)
+	s.WaitFor(t, 1)
 	detach(t, recv, "fence-"+token, s, nil)
 }
 
@@ -207,7 +137,7 @@ func TestRedis_CrossReplicaDeliveryOncePerClientAtHighestQoS_MQTT_3_3_5_1(t *tes
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	sub := newLiveSub()
+	sub := &sink{}
 	attach(t, b, "c1", sub, true)
 	// Overlapping subscriptions: an exact channel and two patterns.
 	subscribe(t, b, "c1", "home/kitchen/temp", 0)
@@ -227,13 +157,13 @@ func TestRedis_CrossReplicaDeliveryOncePerClientAtHighestQoS_MQTT_3_3_5_1(t *tes
 	for i, tt := range tests {
 		m := rmsg(tt.topic, tt.qos, fmt.Sprint(i))
 		publish(t, a, m)
-		d := sub.waitFor(t, i+1)
+		d := sub.WaitFor(t, i+1)
 		if d[i].Message.ID != m.ID || d[i].QoS != tt.wantQoS {
 			t.Fatalf("delivery %d = %s at QoS %d, want %s at QoS %d", i, d[i].Message.Topic, d[i].QoS, tt.topic, tt.wantQoS)
 		}
 	}
 	fence(t, a, b)
-	if n := len(sub.deliveries()); n != len(tests) {
+	if n := len(sub.Deliveries()); n != len(tests) {
 		t.Fatalf("got %d deliveries, want %d (duplicates not dropped)", n, len(tests))
 	}
 }
@@ -241,14 +171,14 @@ func TestRedis_CrossReplicaDeliveryOncePerClientAtHighestQoS_MQTT_3_3_5_1(t *tes
 func TestRedis_ReMatchesRedisOverDelivery(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
-	sub := newLiveSub()
+	sub := &sink{}
 	attach(t, a, "c1", sub, true)
 	subscribe(t, a, "c1", "a/+/c", 1) // Redis glob a/*/c also matches a/x/y/c
 	publish(t, a, rmsg("a/x/y/c", 1, "no"))
 	publish(t, a, rmsg("a/x/c", 1, "yes"))
-	sub.waitFor(t, 1)
+	sub.WaitFor(t, 1)
 	fence(t, a, a)
-	if d := sub.deliveries(); len(d) != 1 || d[0].Message.Topic != "a/x/c" {
+	if d := sub.Deliveries(); len(d) != 1 || d[0].Message.Topic != "a/x/c" {
 		t.Fatalf("deliveries %v, want only a/x/c", d)
 	}
 }
@@ -256,15 +186,15 @@ func TestRedis_ReMatchesRedisOverDelivery(t *testing.T) {
 func TestRedis_WildcardDoesNotMatchDollarTopics_MQTT_4_7_2_1(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
-	sub := newLiveSub()
+	sub := &sink{}
 	attach(t, a, "c1", sub, true)
 	subscribe(t, a, "c1", "#", 1)
 	subscribe(t, a, "c1", "+/info", 1)
 	publish(t, a, rmsg("$SYS/info", 1, "no"))
 	publish(t, a, rmsg("x/info", 1, "yes"))
-	sub.waitFor(t, 1)
+	sub.WaitFor(t, 1)
 	fence(t, a, a)
-	if d := sub.deliveries(); len(d) != 1 || d[0].Message.Topic != "x/info" {
+	if d := sub.Deliveries(); len(d) != 1 || d[0].Message.Topic != "x/info" {
 		t.Fatalf("deliveries %d, want only x/info", len(d))
 	}
 }
@@ -272,17 +202,17 @@ func TestRedis_WildcardDoesNotMatchDollarTopics_MQTT_4_7_2_1(t *testing.T) {
 func TestRedis_UnsubscribeStopsDelivery(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newTestRedis(t, srv, "a")
-	sub := newLiveSub()
+	sub := &sink{}
 	attach(t, a, "c1", sub, true)
 	subscribe(t, a, "c1", "t/#", 1)
 	publish(t, a, rmsg("t/1", 1, "x"))
-	sub.waitFor(t, 1)
+	sub.WaitFor(t, 1)
 	if err := a.Unsubscribe(context.Background(), "c1", "t/#"); err != nil {
 		t.Fatal(err)
 	}
 	publish(t, a, rmsg("t/2", 1, "x"))
 	fence(t, a, a)
-	if n := len(sub.deliveries()); n != 1 {
+	if n := len(sub.Deliveries()); n != 1 {
 		t.Fatalf("got %d deliveries after unsubscribe, want 1", n)
 	}
 	if a.Stats()["subscription_filters"] != 0 {
@@ -296,7 +226,7 @@ func TestRedis_SubscribeRequiresAttach(t *testing.T) {
 	if err := a.Subscribe(context.Background(), "nobody", "x", 0); err == nil {
 		t.Fatal("Subscribe of an unattached client succeeded")
 	}
-	attach(t, a, "c1", newLiveSub(), true)
+	attach(t, a, "c1", &sink{}, true)
 	if err := a.Subscribe(context.Background(), "c1", "a/#/b", 0); err == nil {
 		t.Fatal("Subscribe accepted an invalid filter [MQTT-4.7.1-2]")
 	}
@@ -334,7 +264,7 @@ func TestRedis_EMQXRecordsAndEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := newTestRedis(t, srv, "node-a")
-	sub := newLiveSub()
+	sub := &sink{}
 	attach(t, a, "dev1", sub, false)
 	subscribe(t, a, "dev1", "sensors/+/temp", 1)
 	if err := a.Unsubscribe(ctx, "dev1", "sensors/+/temp"); err != nil {

@@ -22,13 +22,13 @@ func TestRedis_DelayedWillOfDeadReplicaPublishedBySurvivor_MQTT_3_1_3_9(t *testi
 			fast := func(o *RedisOptions) { o.NodeTTL = time.Second }
 			a := newTestRedis(t, srv, "a", fast)
 			b := newTestRedis(t, srv, "b", fast)
-			watcher := newLiveSub()
+			watcher := &sink{}
 			attach(t, b, "watcher", watcher, true)
 			subscribe(t, b, "watcher", "wills/#", 1)
 
 			will := rmsg("wills/c1", 1, "c1 gone")
 			will.WillDelay = delay
-			c1 := newLiveSub()
+			c1 := &sink{}
 			if _, err := a.Attach(ctx, "c1", "", c1, broker.CleanSession(false), will); err != nil {
 				t.Fatal(err)
 			}
@@ -40,7 +40,7 @@ func TestRedis_DelayedWillOfDeadReplicaPublishedBySurvivor_MQTT_3_1_3_9(t *testi
 				detach(t, a, "c1", c1, &StoredSession{})
 			}
 			_ = a.Close() // no Detach for an open connection: its replica is gone
-			watcher.waitFor(t, 1)
+			watcher.WaitFor(t, 1)
 			if waited := time.Since(lost); waited < delay {
 				t.Errorf("will published %v after its connection was lost, before its %v delay", waited, delay)
 			}
@@ -60,13 +60,13 @@ func TestRedis_DelayedWillCancelledByNewConnection_MQTT_3_1_3_9(t *testing.T) {
 	ctx := context.Background()
 	a := newTestRedis(t, srv, "a")
 	b := newTestRedis(t, srv, "b")
-	watcher := newLiveSub()
+	watcher := &sink{}
 	attach(t, b, "watcher", watcher, true)
 	subscribe(t, b, "watcher", "wills/#", 1)
 
 	will := rmsg("wills/c1", 1, "c1 gone")
 	will.WillDelay = time.Second
-	c1 := newLiveSub()
+	c1 := &sink{}
 	if _, err := a.Attach(ctx, "c1", "", c1, broker.CleanSession(false), will); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestRedis_DelayedWillCancelledByNewConnection_MQTT_3_1_3_9(t *testing.T) {
 		t.Fatalf("PublishWill of a delayed will = %v, %v; want false, nil (scheduled)", ok, err)
 	}
 	detach(t, a, "c1", c1, &StoredSession{})
-	attach(t, b, "c1", newLiveSub(), false)
+	attach(t, b, "c1", &sink{}, false)
 	if n := b.Stats()["wills_cancelled"]; n != 1 {
 		t.Fatalf("wills_cancelled = %d, want 1", n)
 	}

@@ -35,7 +35,7 @@ func BenchmarkSubscriptions_100k(b *testing.B) {
 	subs := manyFilters(100_000)
 	ctx := context.Background()
 	run := func(b *testing.B, br Bridge) {
-		sub := newLiveSub()
+		sub := &sink{}
 		for b.Loop() {
 			if _, err := br.Attach(ctx, "heavy", "", sub, broker.CleanSession(true), nil); err != nil {
 				b.Fatal(err)
@@ -80,8 +80,8 @@ func TestRedis_ChunkedRoutingMatchesTrie_MQTT_3_3_5_1(t *testing.T) {
 	pub := newTestRedis(t, srv, "b")
 	ctx := context.Background()
 	all := manyFilters(6000)
-	a, b := newLiveSub(), newLiveSub()
-	for id, s := range map[string]*liveSub{"A": a, "B": b} {
+	a, b := &sink{}, &sink{}
+	for id, s := range map[string]*sink{"A": a, "B": b} {
 		if _, err := r.Attach(ctx, id, "", s, broker.CleanSession(true), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -139,13 +139,13 @@ func TestRedis_ChunkedRoutingMatchesTrie_MQTT_3_3_5_1(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b.waitFor(t, 2)
+	b.WaitFor(t, 2)
 	fence(t, pub, r) // any repeat would have arrived before the fence
-	got := b.deliveries()
+	got := b.Deliveries()
 	if len(got) != 2 || got[0].Message.Topic != "dev/4001/state" || got[0].QoS != 2 || got[1].QoS != 1 {
 		t.Fatalf("B got %d deliveries: %+v", len(got), got)
 	}
-	if n := len(a.deliveries()); n != 0 {
+	if n := len(a.Deliveries()); n != 0 {
 		t.Fatalf("A, detached, got %d deliveries", n)
 	}
 }

@@ -5,48 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/brokertest"
 	"github.com/bridgemq/server/topics"
 )
 
-// sink is a Subscriber that records what it is given.
-type sink struct {
-	mu     sync.Mutex
-	got    []Delivery
-	refuse bool
-	onTake func()
-}
+// sink is the shared fake connection, which records what it is given.
+type sink = brokertest.Subscriber[Message]
 
-func (s *sink) Deliver(m *Message, qos byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.refuse {
-		return false
-	}
-	s.got = append(s.got, Delivery{Message: m, QoS: qos})
-	return true
-}
-
-// DeliverShared implements Subscriber: the group's name is not kept.
-func (s *sink) DeliverShared(m *Message, qos byte, _ string) bool { return s.Deliver(m, qos) }
-
-func (s *sink) Idle() bool { return false }
-
-func (s *sink) RemoteAddr() string { return "" }
-
-func (s *sink) TakeOver() {
-	if s.onTake != nil {
-		s.onTake()
-	}
-}
-
-func (s *sink) deliveries() []Delivery {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Delivery(nil), s.got...)
+// refusing is a sink whose connection has ended: Deliver refuses.
+func refusing() *sink {
+	s := &sink{}
+	s.Refuse()
+	return s
 }
 
 func message(topic string, qos byte, payload string) *Message {
@@ -80,7 +53,7 @@ func TestReceive_OneCopyAtHighestGrant_MQTT_3_3_5_1(t *testing.T) {
 	if err := b.Publish(ctx, message("a/b", 1, "y")); err != nil {
 		t.Fatal(err)
 	}
-	got := s.deliveries()
+	got := s.Deliveries()
 	if len(got) != 2 || got[0].QoS != 2 || got[1].QoS != 1 {
 		t.Fatalf("got %+v, want one copy at 2 then one at 1", got)
 	}
@@ -116,7 +89,7 @@ func TestAttach_LocalTakeover_MQTT_3_1_4_2(t *testing.T) {
 	b := NewMemory(MemoryOptions{})
 	ctx := context.Background()
 	old := &sink{}
-	old.onTake = func() { _ = b.Detach(ctx, "c", old, &StoredSession{}) }
+	old.OnTakeOver = func() { _ = b.Detach(ctx, "c", old, &StoredSession{}) }
 	mustAttach(t, b, "c", "", old, false)
 	if err := b.Subscribe(ctx, "c", "t", 1); err != nil {
 		t.Fatal(err)
@@ -129,8 +102,8 @@ func TestAttach_LocalTakeover_MQTT_3_1_4_2(t *testing.T) {
 	if err := b.Publish(ctx, message("t", 1, "x")); err != nil {
 		t.Fatal(err)
 	}
-	if len(now.deliveries()) != 1 || len(old.deliveries()) != 0 {
-		t.Fatalf("new got %d, old got %d; want 1 and 0", len(now.deliveries()), len(old.deliveries()))
+	if len(now.Deliveries()) != 1 || len(old.Deliveries()) != 0 {
+		t.Fatalf("new got %d, old got %d; want 1 and 0", len(now.Deliveries()), len(old.Deliveries()))
 	}
 }
 
@@ -298,7 +271,7 @@ func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
 	b := New(st, rc, Options{MaxQueued: 2})
 	st.queue = b.queue
 	ctx := context.Background()
-	s := &sink{refuse: true}
+	s := refusing()
 	mustAttach(t, b, "p", "", s, false)
 	if err := b.Subscribe(ctx, "p", "t/#", 2); err != nil {
 		t.Fatal(err)
@@ -329,7 +302,7 @@ func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
 	if err := b.Publish(ctx, message("t/y", 2, "live")); err != nil {
 		t.Fatal(err)
 	}
-	if d := now.deliveries(); len(d) != 1 || d[0].QoS != 2 {
+	if d := now.Deliveries(); len(d) != 1 || d[0].QoS != 2 {
 		t.Fatalf("resumed connection got %+v, want one message at 2", d)
 	}
 }
@@ -518,24 +491,16 @@ func TestSubscribe_ClusterHooks(t *testing.T) {
 	}
 }
 
-// idleSink is a sink whose connection reports idle when idle is set.
-type idleSink struct {
-	sink
-	idle bool
-}
-
-func (s *idleSink) Idle() bool { return s.idle }
-
 // Checkpoint marks the live persistent sessions that are due and idle,
 // under their delivery locks, and no clean, busy, not due or offline one.
 func TestCheckpoint_LivePersistentIdleDue(t *testing.T) {
 	b := NewMemory(MemoryOptions{})
 	ctx := context.Background()
-	mustAttach(t, b, "idle", "", &idleSink{idle: true}, false)
-	mustAttach(t, b, "busy", "", &idleSink{}, false)
-	mustAttach(t, b, "clean", "", &idleSink{idle: true}, true)
-	mustAttach(t, b, "notdue", "", &idleSink{idle: true}, false)
-	gone := &idleSink{idle: true}
+	mustAttach(t, b, "idle", "", &sink{AlwaysIdle: true}, false)
+	mustAttach(t, b, "busy", "", &sink{}, false)
+	mustAttach(t, b, "clean", "", &sink{AlwaysIdle: true}, true)
+	mustAttach(t, b, "notdue", "", &sink{AlwaysIdle: true}, false)
+	gone := &sink{AlwaysIdle: true}
 	mustAttach(t, b, "offline", "", gone, false)
 	if err := b.Detach(ctx, "offline", gone, &StoredSession{}); err != nil {
 		t.Fatal(err)
@@ -600,7 +565,7 @@ func TestPublishLocal_DeliveredAndRetainedHereOnly(t *testing.T) {
 	sys := message("$SYS/broker/uptime", 0, "12 seconds")
 	sys.Retain = true
 	b.PublishLocal(sys)
-	if d := s.deliveries(); len(d) != 1 || d[0].Message != sys || d[0].QoS != 0 {
+	if d := s.Deliveries(); len(d) != 1 || d[0].Message != sys || d[0].QoS != 0 {
 		t.Fatalf("subscriber got %+v, want the local message once at QoS 0", d)
 	}
 	if st, _ := b.store.RetainedRead(ctx, []string{sys.Topic}); len(st) != 0 {

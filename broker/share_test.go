@@ -48,7 +48,7 @@ func TestShare_EachMessageToOneMemberInTurn_MQTT_4_8_2(t *testing.T) {
 	msgs := publishN(t, b, "a/b", 300)
 	seen := make(map[ID]int)
 	for i, s := range sinks {
-		got := s.deliveries()
+		got := s.Deliveries()
 		if len(got) != 100 {
 			t.Errorf("member %d got %d messages, want 100 (round robin)", i, len(got))
 		}
@@ -76,13 +76,13 @@ func TestShare_SharedAndNonSharedIndependent_MQTT_3_3_5_1(t *testing.T) {
 	subscribeAll(t, b, "other", "$share/g/a/#")
 	subscribeAll(t, b, "g2", "$share/h/a/#")
 	publishN(t, b, "a/b", 10)
-	if n := len(both.deliveries()); n != 10+5 {
+	if n := len(both.Deliveries()); n != 10+5 {
 		t.Errorf("client with both got %d, want 10 non-shared + 5 shared", n)
 	}
-	if n := len(other.deliveries()); n != 5 {
+	if n := len(other.Deliveries()); n != 5 {
 		t.Errorf("other member got %d, want 5", n)
 	}
-	if n := len(g2.deliveries()); n != 10 {
+	if n := len(g2.Deliveries()); n != 10 {
 		t.Errorf("lone member of another group got %d, want 10", n)
 	}
 }
@@ -93,7 +93,7 @@ func TestShare_SharedAndNonSharedIndependent_MQTT_3_3_5_1(t *testing.T) {
 func TestShare_OnlyConnectedMembersTake(t *testing.T) {
 	b := NewMemory(MemoryOptions{})
 	ctx := context.Background()
-	closing, live, away := &sink{refuse: true}, &sink{}, &sink{}
+	closing, live, away := refusing(), &sink{}, &sink{}
 	mustAttach(t, b, "closing", "", closing, true)
 	mustAttach(t, b, "live", "", live, true)
 	mustAttach(t, b, "away", "", away, false)
@@ -104,7 +104,7 @@ func TestShare_OnlyConnectedMembersTake(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishN(t, b, "t", 9)
-	if n := len(live.deliveries()); n != 9 {
+	if n := len(live.Deliveries()); n != 9 {
 		t.Fatalf("the one connected member got %d, want all 9", n)
 	}
 	if err := b.Unsubscribe(ctx, "live", "$share/g/t"); err != nil {
@@ -194,14 +194,14 @@ func TestShare_ClusterDecidesAndRoutes(t *testing.T) {
 		t.Fatalf("routes %v members %v, want a/# routed 3 times (trie, g, h), g 2 members, h 1", cl.routes, cl.members)
 	}
 	publishN(t, b, "a/b", 4)
-	if n := len(s2.deliveries()); n != 0 {
+	if n := len(s2.Deliveries()); n != 0 {
 		t.Fatalf("member got %d messages the cluster did not let this node take", n)
 	}
 	cl.mu.Lock()
 	cl.win = true
 	cl.mu.Unlock()
 	publishN(t, b, "a/b", 4)
-	if n1, n2 := len(s1.deliveries()), len(s2.deliveries()); n1 != 8+2 || n2 != 2+4 {
+	if n1, n2 := len(s1.Deliveries()), len(s2.Deliveries()); n1 != 8+2 || n2 != 2+4 {
 		t.Fatalf("m1 got %d (want 8 non-shared + 2 of g), m2 got %d (want 2 of g + 4 of h)", n1, n2)
 	}
 	if err := b.Unsubscribe(ctx, "m2", "$share/h/a/#"); err != nil {
@@ -227,7 +227,7 @@ func TestShare_LocalMessageTakenWithoutClaim(t *testing.T) {
 	subscribeAll(t, b, "m", "$share/g/$SYS/#")
 	b.PublishLocal(&Message{ID: NewID(), Topic: "$SYS/broker/uptime", Payload: []byte("1")})
 	b.Receive(&Message{ID: NewID(), Topic: "$SYS/broker/uptime", Payload: []byte("2")}, NoPosition)
-	if got := s.deliveries(); len(got) != 1 || string(got[0].Message.Payload) != "1" {
+	if got := s.Deliveries(); len(got) != 1 || string(got[0].Message.Payload) != "1" {
 		t.Fatalf("got %+v, want the local message alone (the cluster refuses the other)", got)
 	}
 }
@@ -310,7 +310,7 @@ func TestShare_HandBack_MQTT_4_8_2(t *testing.T) {
 			h := tt.cluster
 			b := newHandoffBroker(&h)
 			ctx := context.Background()
-			gone := &sink{refuse: true} // its connection has ended
+			gone := refusing() // its connection has ended
 			mustAttach(t, b, "gone", "", gone, !tt.keep)
 			subscribeAll(t, b, "gone", "$share/g/t")
 			other := &sink{}
@@ -331,7 +331,7 @@ func TestShare_HandBack_MQTT_4_8_2(t *testing.T) {
 					t.Fatalf("taken[%d] = %v, want %v", i, tk, tt.wantTaken)
 				}
 			}
-			if got := other.deliveries(); len(got) != tt.wantHere {
+			if got := other.Deliveries(); len(got) != tt.wantHere {
 				t.Fatalf("the other member here got %d, want %d", len(got), tt.wantHere)
 			}
 			sent := h.got["$share/g/t"]
@@ -351,20 +351,6 @@ func TestShare_HandBack_MQTT_4_8_2(t *testing.T) {
 	}
 }
 
-// groupSink is a Subscriber that records the group of each shared
-// message.
-type groupSink struct {
-	sink
-	groups []string
-}
-
-func (g *groupSink) DeliverShared(m *Message, qos byte, group string) bool {
-	g.mu.Lock()
-	g.groups = append(g.groups, group)
-	g.mu.Unlock()
-	return g.Deliver(m, qos)
-}
-
 // A message another node hands off (DeliverShared) goes to a live member
 // of the group here even when the Gate would hold back a message that old
 // from a new subscription: it went through the group's subscription when
@@ -373,11 +359,11 @@ func (g *groupSink) DeliverShared(m *Message, qos byte, group string) bool {
 func TestShare_DeliverSharedSkipsGateAndNamesGroup(t *testing.T) {
 	h := handoffs{gateRefuses: true}
 	b := newHandoffBroker(&h)
-	m := &groupSink{}
+	m := &sink{}
 	mustAttach(t, b, "m", "", m, true)
 	subscribeAll(t, b, "m", "$share/g/a/+", "$share/h/a/b")
 	b.Receive(message("a/b", 1, "gated"), NoPosition)
-	if n := len(m.deliveries()); n != 0 {
+	if n := len(m.Deliveries()); n != 0 {
 		t.Fatalf("the Gate refused, yet the member got %d", n)
 	}
 	if !b.DeliverShared("$share/h/a/b", message("a/b", 1, "handed")) {
@@ -386,8 +372,8 @@ func TestShare_DeliverSharedSkipsGateAndNamesGroup(t *testing.T) {
 	if b.DeliverShared("$share/x/a/b", message("a/b", 1, "no such group")) {
 		t.Fatal("DeliverShared took a message for a group this node does not have")
 	}
-	if got := m.deliveries(); len(got) != 1 || string(got[0].Message.Payload) != "handed" || m.groups[0] != "$share/h/a/b" {
-		t.Fatalf("got %+v groups %v, want the handed message through $share/h/a/b", got, m.groups)
+	if got := m.Deliveries(); len(got) != 1 || string(got[0].Message.Payload) != "handed" || got[0].Group != "$share/h/a/b" {
+		t.Fatalf("got %+v, want the handed message through $share/h/a/b", got)
 	}
 }
 
@@ -413,14 +399,17 @@ func TestShare_TakeReportsWhetherAnotherNodeShouldHaveIt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := handoffs{gateRefuses: tt.gateRefuses}
 			b := newHandoffBroker(&h)
-			m := &sink{refuse: tt.closing}
+			m := &sink{}
+			if tt.closing {
+				m.Refuse()
+			}
 			mustAttach(t, b, "m", "", m, true)
 			subscribeAll(t, b, "m", "$share/g/t")
 			b.Receive(message("t", 1, "x"), NoPosition)
 			if len(h.took) != 1 || h.took[0] != tt.want {
 				t.Fatalf("take reported %v, want [%v]", h.took, tt.want)
 			}
-			if n := len(m.deliveries()); n != tt.delivered {
+			if n := len(m.Deliveries()); n != tt.delivered {
 				t.Fatalf("member got %d, want %d", n, tt.delivered)
 			}
 			if len(h.done) != tt.done || (tt.done > 0 && h.done[0].Group != "$share/g/t") {
