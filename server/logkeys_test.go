@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
 
@@ -15,25 +16,26 @@ import (
 // "client disconnected", carries the same keys: client, user, remote,
 // listener and node, with the connection's values.
 func TestServer_ConnectionLogLinesCarryClientKeys(t *testing.T) {
-	var out syncBuffer
-	srv := startTestServerLog(t, slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		"-max-topic-levels", "3")
-	c := dialConnect(t, srv, "keys-client", "keys-user")
-	local := c.LocalAddr().String()
+	var out mqtttest.LogBuffer
+	srv := mqtttest.StartServer(t, slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		"-http", "127.0.0.1:0", "-max-topic-levels", "3")
+	c := mqtttest.Dial(t, srv.Addr())
+	c.MustConnect(&packets.Connect{CleanSession: true, KeepAlive: 30, ClientID: "keys-client", UsernameFlag: true, Username: "keys-user"})
+	local := c.Conn.LocalAddr().String()
 	// A refused QoS 0 PUBLISH (over -max-topic-levels) logs at info and keeps
 	// the connection; DISCONNECT then logs its end.
-	send(t, c, &packets.Publish{Topic: "a/b/c/d/e", Payload: []byte("x")})
-	send(t, c, &packets.Disconnect{})
+	c.Send(&packets.Publish{Topic: "a/b/c/d/e", Payload: []byte("x")})
+	c.Send(&packets.Disconnect{})
 	want := map[string]string{"client": "keys-client", "user": "keys-user", "remote": local, "listener": "tcp", "node": "test"}
 	seen := map[string]bool{}
 	deadline := time.Now().Add(10 * time.Second)
 	for !(seen["client connected"] && seen["publish refused"] && seen["client disconnected"]) {
 		if time.Now().After(deadline) {
-			t.Fatalf("lines seen %v; log:\n%s", seen, out.lines())
+			t.Fatalf("lines seen %v; log:\n%s", seen, out.Lines())
 		}
 		time.Sleep(10 * time.Millisecond)
 		seen = map[string]bool{}
-		for _, l := range out.lines(`"remote":"` + local + `"`) {
+		for _, l := range out.Lines(`"remote":"` + local + `"`) {
 			var rec map[string]any
 			if err := json.NewDecoder(bytes.NewReader([]byte(l))).Decode(&rec); err != nil {
 				t.Fatalf("log line %q: %v", l, err)
@@ -51,7 +53,7 @@ func TestServer_ConnectionLogLinesCarryClientKeys(t *testing.T) {
 		}
 	}
 	// The server's own lines name the replica too.
-	for _, l := range out.lines(`"msg":"listening"`) {
+	for _, l := range out.Lines(`"msg":"listening"`) {
 		if !strings.Contains(l, `"node":"test"`) {
 			t.Errorf("listening line without the node: %s", l)
 		}

@@ -5,19 +5,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/bridgemq/server/packets"
 )
 
-// syncBuffer is a log's output, safe to read while it is written.
+// syncBuffer is a log's output, safe to read while it is written: the
+// limiter's in-package tests cannot use internal/mqtttest's LogBuffer, as
+// the tests of package server_test do, since mqtttest imports this package.
 type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
@@ -145,123 +142,5 @@ func TestRefusalLimiter_KeysBounded(t *testing.T) {
 	}
 	if n := len(out.lines("connection refused")); n != 5+2 {
 		t.Errorf("%d lines, want one for each of 5 keys and 2 for the overflow key", n)
-	}
-}
-
-// A client hammering a topic the ACL denies, with a subscription the ACL
-// denies and with bad passwords, yields a bounded number of log lines; each
-// refusal line names the client, the user and the remote address, and the
-// denials are counted.
-func TestServer_DeniedHammeringIsRateLimited(t *testing.T) {
-	dir := t.TempDir()
-	acl := filepath.Join(dir, "acl")
-	if err := os.WriteFile(acl, []byte("topic readwrite open/#\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out syncBuffer
-	srv := startTestServerLog(t, slog.New(slog.NewTextHandler(&out, nil)), "-acl-file", acl)
-	const n = 200
-	c := dialConnect(t, srv, "hammer", "")
-	for i := range n {
-		send(t, c, &packets.Publish{Topic: "secret/x", Payload: []byte("x"), QoS: 1, PacketID: uint16(i + 1)})
-	}
-	for i := range n {
-		send(t, c, &packets.Subscribe{PacketID: uint16(i + 1), Subscriptions: []packets.Subscription{{Filter: "secret/#", QoS: 1}}})
-	}
-	// The last SUBACK: every packet before it has been handled.
-	r := packets.NewReader(c, 0)
-	for got := 0; got < 2*n; got++ {
-		if _, err := r.ReadPacket(); err != nil {
-			t.Fatalf("answer %d: %v", got, err)
-		}
-	}
-	stats := srv.Stats()
-	if stats["publish_denied"] != n || stats["subscribe_denied"] != n {
-		t.Errorf("publish_denied %d, subscribe_denied %d, want %d each", stats["publish_denied"], stats["subscribe_denied"], n)
-	}
-	pubs := out.lines("publish refused by ACL")
-	subs := out.lines("subscription refused by ACL")
-	if len(pubs)+len(subs) != refusalBurst {
-		t.Errorf("%d publish and %d subscribe refusal lines for %d refusals, want %d in all", len(pubs), len(subs), 2*n, refusalBurst)
-	}
-	for _, l := range append(pubs, subs...) {
-		for _, k := range []string{"level=INFO", "client=hammer", "user=", "remote=127.0.0.1:"} {
-			if !strings.Contains(l, k) {
-				t.Errorf("refusal line without %s: %s", k, l)
-			}
-		}
-	}
-}
-
-// A client reconnecting over and over with a refused CONNECT is counted
-// each time and logged at most refusalBurst times in a window.
-func TestServer_DeniedConnectsAreRateLimited(t *testing.T) {
-	var out syncBuffer
-	srv := startTestServerLog(t, slog.New(slog.NewTextHandler(&out, nil)), "-allow-anonymous=false")
-	const n = 30
-	for range n {
-		c, err := net.DialTimeout("tcp", srv.Addr().String(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		send(t, c, &packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, KeepAlive: 30, ClientID: "nobody"})
-		var ack [4]byte
-		if _, err := c.Read(ack[:]); err != nil || ack[0] != 0x20 || ack[3] != byte(packets.RefusedNotAuthorized) {
-			t.Fatalf("CONNACK %x, %v; want 0x05 not authorized", ack, err)
-		}
-		c.Close()
-	}
-	if got := srv.Stats()["connects_denied"]; got != n {
-		t.Errorf("connects_denied %d, want %d", got, n)
-	}
-	lines := out.lines("connection refused", "client=nobody")
-	if len(lines) != refusalBurst {
-		t.Errorf("%d connection refused lines for %d refusals, want %d", len(lines), n, refusalBurst)
-	}
-	for _, l := range lines {
-		if !strings.Contains(l, "level=INFO") || !strings.Contains(l, "remote=127.0.0.1:") {
-			t.Errorf("refusal line without level or remote: %s", l)
-		}
-	}
-}
-
-// startTestServerLog is startTestServer with the server's log going to log.
-func startTestServerLog(t *testing.T, log *slog.Logger, args ...string) *Server {
-	t.Helper()
-	all := append([]string{"-listen", "127.0.0.1:0", "-http", "127.0.0.1:0", "-node-id", "test"}, args...)
-	cfg, err := ParseConfig(all, func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return runTestServer(t, cfg, log)
-}
-
-// dialConnect connects as clientID with username user ("" for none) and
-// reads the CONNACK, which must accept.
-func dialConnect(t *testing.T, srv *Server, clientID, user string) net.Conn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", srv.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	send(t, c, &packets.Connect{ProtocolVersion: packets.Version311, CleanSession: true, KeepAlive: 30, ClientID: clientID, UsernameFlag: user != "", Username: user})
-	var ack [4]byte
-	if _, err := c.Read(ack[:]); err != nil || ack[0] != 0x20 || ack[3] != 0 {
-		t.Fatalf("CONNACK %x, %v", ack, err)
-	}
-	return c
-}
-
-func send(t *testing.T, c net.Conn, p packets.Packet) {
-	t.Helper()
-	b, err := packets.Append(nil, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(b); err != nil {
-		t.Fatal(err)
 	}
 }
