@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -248,7 +247,7 @@ func TestBinary_DefaultHTTPPortTakenStillServesMQTT(t *testing.T) {
 	}
 	implicit := exec.Command(bin, "-listen", mqttAddr)
 	implicit.Env = append(os.Environ(), "MQTT_HTTP=") // empty counts as unset: the default applies
-	var logs syncBuffer
+	var logs mqtttest.LogBuffer
 	implicit.Stderr = &logs
 	if err := implicit.Start(); err != nil {
 		t.Fatal(err)
@@ -272,22 +271,4 @@ func TestBinary_DefaultHTTPPortTakenStillServesMQTT(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a strings.Builder safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

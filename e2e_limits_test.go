@@ -46,7 +46,7 @@ func TestRedis_PasswordNotRequiredIsLogged(t *testing.T) {
 	rs := redistest.Start(t)
 	url := strings.Replace(rs.URL(), "redis://", "redis://:not-needed@", 1)
 	cfg := testConfig(t, "-redis-url", url, "-node-id", "pw")
-	var logs syncBuffer
+	var logs mqtttest.LogBuffer
 	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatalf("server with an unneeded Redis password: %v", err)
