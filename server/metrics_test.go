@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/internal/redistest"
+	"github.com/bridgemq/server/packets"
 )
 
 // startTestServer runs a server with args on loopback and its HTTP endpoint
