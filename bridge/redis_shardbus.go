@@ -129,6 +129,10 @@ type shardSub struct {
 	// owner is the master the subscription was last confirmed on; the
 	// shard's goroutine only.
 	owner string
+	// left is the node that unsubscribed us because the slot left it
+	// (sunsubscribe), until the slot map names another owner; the shard's
+	// goroutine only.
+	left string
 }
 
 func newShardBus(cc *redis.ClusterClient, prefix string) *shardBus {
@@ -312,6 +316,9 @@ func (r *Redis) shardLoop(ctx context.Context, sub *shardSub) {
 		gap = true // whatever was published meanwhile is in the stream
 		// The slot map may be stale: a failover or a migration.
 		r.bus.cc.ReloadState(ctx)
+		if sub.left != "" {
+			r.awaitNewOwner(ctx, sub)
+		}
 		if !ok {
 			select {
 			case <-time.After(backoff):
@@ -384,9 +391,11 @@ func (r *Redis) readShard(ctx context.Context, ps *redis.PubSub, sub *shardSub, 
 					sub.owner = owner
 				}
 			case "sunsubscribe":
-				// The slot left this master (resharding): subscribe on
-				// its new owner and read what was published meanwhile.
-				r.log.Info("redis shard moved; subscribing on its new master", "shard", sub.shard)
+				// The slot left this master (a failover that demoted
+				// it, or resharding): subscribe on its new owner and
+				// read what was published meanwhile.
+				r.log.Info("redis shard moved; subscribing on its new master", "shard", sub.shard, "from", sub.owner)
+				sub.left = sub.owner
 				return true
 			}
 			if gap && r.waitBound(ctx) {
@@ -394,6 +403,14 @@ func (r *Redis) readShard(ctx context.Context, ps *redis.PubSub, sub *shardSub, 
 				rewind = rewind && gap
 			}
 		case *redis.Pong:
+			if m, err := r.bus.cc.MasterForKey(ctx, sub.channel); err == nil && sub.owner != "" && m.Options().Addr != sub.owner {
+				// Confirmed on a node the slot map no longer names: a
+				// replica may serve the subscription, but hears the
+				// master's SPUBLISHes only once the master counts it
+				// among its replicas. Subscribe on the master.
+				r.log.Info("redis shard subscription not on the slot's master; subscribing there", "shard", sub.shard, "on", sub.owner, "master", m.Options().Addr)
+				return true
+			}
 			if gap && r.waitBound(ctx) {
 				gap = !sub.replay(rewind)
 				rewind = rewind && gap
@@ -411,6 +428,36 @@ func (r *Redis) readShard(ctx context.Context, ps *redis.PubSub, sub *shardSub, 
 			r.readMu.Unlock()
 		}
 	}
+}
+
+// newOwnerWait bounds how long a shard whose master unsubscribed it waits
+// for the slot map to name another master before subscribing anyway.
+const newOwnerWait = 10 * time.Second
+
+// awaitNewOwner waits until the client's slot map names a master for sub's
+// channel other than sub.left, the node that said the slot left it, asking
+// for the map again meanwhile. Subscribing by a stale map lands on the old
+// master: a demoted one, now a replica, confirms the subscription and
+// serves it, but hears the new master's SPUBLISHes only once the new
+// master counts it among its replicas, and the confirmation would name
+// the old master as owner, so the stream would not be read again from
+// before the failover (rewindWindow). Past newOwnerWait it goes on: the
+// Pong check in readShard moves the subscription later.
+func (r *Redis) awaitNewOwner(ctx context.Context, sub *shardSub) {
+	defer func() { sub.left = "" }()
+	deadline := time.Now().Add(newOwnerWait)
+	for time.Now().Before(deadline) {
+		if m, err := r.bus.cc.MasterForKey(ctx, sub.channel); err == nil && m.Options().Addr != sub.left {
+			return
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return
+		}
+		r.bus.cc.ReloadState(ctx)
+	}
+	r.log.Warn("redis shard: the slot map still names the master that gave the slot up; subscribing anyway", "shard", sub.shard, "node", sub.left)
 }
 
 // waitBound waits until the core is bound (Bind): the retained
