@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/logbuf"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 	"github.com/bridgemq/server/packets/packetstest"
@@ -247,7 +248,7 @@ func TestBinary_DefaultHTTPPortTakenStillServesMQTT(t *testing.T) {
 	}
 	implicit := exec.Command(bin, "-listen", mqttAddr)
 	implicit.Env = append(os.Environ(), "MQTT_HTTP=") // empty counts as unset: the default applies
-	var logs mqtttest.LogBuffer
+	var logs logbuf.Buffer
 	implicit.Stderr = &logs
 	if err := implicit.Start(); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/logbuf"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
@@ -46,7 +47,7 @@ func TestRedis_PasswordNotRequiredIsLogged(t *testing.T) {
 	rs := redistest.Start(t)
 	url := strings.Replace(rs.URL(), "redis://", "redis://:not-needed@", 1)
 	cfg := testConfig(t, "-redis-url", url, "-node-id", "pw")
-	var logs mqtttest.LogBuffer
+	var logs logbuf.Buffer
 	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatalf("server with an unneeded Redis password: %v", err)

@@ -18,13 +18,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bridgemq/server/internal/haproxytest"
+	"github.com/bridgemq/server/internal/logbuf"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/internal/redistest"
 	"github.com/bridgemq/server/packets"
 )
 
 // logBuffer is a debug logger's output, safe to read while it is written.
-type logBuffer struct{ mqtttest.LogBuffer }
+type logBuffer struct{ logbuf.Buffer }
 
 func (b *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))

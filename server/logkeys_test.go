@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bridgemq/server/internal/logbuf"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 )
@@ -16,7 +17,7 @@ import (
 // "client disconnected", carries the same keys: client, user, remote,
 // listener and node, with the connection's values.
 func TestServer_ConnectionLogLinesCarryClientKeys(t *testing.T) {
-	var out mqtttest.LogBuffer
+	var out logbuf.Buffer
 	srv := mqtttest.StartServer(t, slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		"-http", "127.0.0.1:0", "-max-topic-levels", "3")
 	c := mqtttest.Dial(t, srv.Addr())

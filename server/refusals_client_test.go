@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bridgemq/server/internal/logbuf"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 	"github.com/bridgemq/server/server"
@@ -22,7 +23,7 @@ func TestServer_DeniedHammeringIsRateLimited(t *testing.T) {
 	if err := os.WriteFile(acl, []byte("topic readwrite open/#\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var out mqtttest.LogBuffer
+	var out logbuf.Buffer
 	srv := mqtttest.StartServer(t, slog.New(slog.NewTextHandler(&out, nil)), "-http", "127.0.0.1:0", "-acl-file", acl)
 	const n = 200
 	c := mqtttest.Dial(t, srv.Addr())
@@ -60,7 +61,7 @@ func TestServer_DeniedHammeringIsRateLimited(t *testing.T) {
 // A client reconnecting over and over with a refused CONNECT is counted
 // each time and logged at most refusalBurst times in a window.
 func TestServer_DeniedConnectsAreRateLimited(t *testing.T) {
-	var out mqtttest.LogBuffer
+	var out logbuf.Buffer
 	srv := mqtttest.StartServer(t, slog.New(slog.NewTextHandler(&out, nil)), "-http", "127.0.0.1:0", "-allow-anonymous=false")
 	const n = 30
 	for range n {

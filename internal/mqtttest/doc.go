@@ -2,8 +2,7 @@
 // client speaking the project's own codec with nothing done automatically
 // (Client), replicas in the test's process (Server) or as child processes
 // of the binary built once per test run (Process, Binary), one cluster
-// builder with options (StartCluster), and a log's output to read while it
-// is written (LogBuffer). Replicas are driven only through
+// builder with options (StartCluster). Replicas are driven only through
 // package server's exported API or the binary's flags. It is for tests only.
 package mqtttest
 

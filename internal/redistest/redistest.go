@@ -6,7 +6,6 @@ package redistest
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bridgemq/server/internal/logbuf"
 )
 
 // startTimeout bounds how long a server may take to answer PING.
@@ -123,7 +124,7 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--loglevel", "warning",
 	)
-	var out lockedBuffer
+	out := logbuf.Buffer{Limit: 64 << 10} // enough to say why it stopped
 	cmd.Stdout, cmd.Stderr = &out, &out
 	DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
@@ -151,28 +152,6 @@ func (s *Server) start() error {
 			return fmt.Errorf("redis-server on port %d did not answer PING within %v", s.port, startTimeout)
 		}
 	}
-}
-
-// lockedBuffer is a redis-server's output, written by the process's copier
-// and read when it exits.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > 64<<10 {
-		return len(p), nil // enough to say why it stopped
-	}
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // ping sends an inline PING and expects +PONG.
