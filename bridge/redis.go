@@ -476,7 +476,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		acks:       make(map[string]chan struct{}),
 		conns:      make(map[string]*redisClient),
 		detaching:  make(map[string]*redisClient),
-		recent:     newRecentIDs(1 << 16),
+		recent:     newRecentIDs(1<<16, 1<<20),
 		bound:      make(chan struct{}),
 		token:      randomToken(),
 		beatNow:    make(chan struct{}, 1),

@@ -168,23 +168,51 @@ func TestShardOf_DependsOnFirstLevelOnly(t *testing.T) {
 	}
 }
 
-func TestRecentIDs_BoundedAndRemembers(t *testing.T) {
-	r := newRecentIDs(4)
-	id := func(n byte) ID { return ID{n} }
-	for n := byte(1); n <= 4; n++ {
-		if r.seen(id(n)) {
-			t.Fatalf("id %d reported seen before it was added", n)
-		}
+// TestRecentIDs_KeepsTheRepublishWindow: the ids published less than
+// keepFor before the newest are remembered (the ring grows past its minimum
+// for them, by doubling, up to its maximum); no more than the minimum is
+// kept when publications are sparse, or carry no time.
+func TestRecentIDs_KeepsTheRepublishWindow(t *testing.T) {
+	start := time.UnixMilli(1_000_000)
+	tests := []struct {
+		name     string
+		n        int
+		every    time.Duration // between publications; 0: no publish time
+		min, max int
+		keep     int // the newest ids that must be remembered
+		most     int // ids remembered at most
+	}{
+		{"sparse: the minimum", 10, keepFor, 4, 64, 4, 4},
+		{"dense: the window", 40, keepFor / 20, 4, 64, 20, 32},
+		{"dense past the maximum: the maximum", 200, time.Millisecond, 4, 64, 64, 64},
+		{"no publish time: the minimum", 10, 0, 4, 64, 4, 4},
 	}
-	if !r.seen(id(2)) {
-		t.Fatal("recent id forgotten")
-	}
-	r.seen(id(5)) // evicts 1
-	if r.seen(id(1)) {
-		t.Fatal("evicted id still remembered")
-	}
-	if len(r.set) != 4 {
-		t.Fatalf("set holds %d ids, bound is 4", len(r.set))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRecentIDs(tt.min, tt.max)
+			var ms []*Message
+			for i := range tt.n {
+				m := &Message{ID: ID{byte(i), byte(i >> 8)}}
+				if tt.every > 0 {
+					m.Time = start.Add(time.Duration(i) * tt.every)
+				}
+				ms = append(ms, m)
+				if r.seen(m) {
+					t.Fatalf("id %d reported seen before it was added", i)
+				}
+			}
+			if len(r.set) > tt.most || len(r.set) != len(r.ring) {
+				t.Fatalf("remembers %d ids (ring %d), want at most %d", len(r.set), len(r.ring), tt.most)
+			}
+			for i, m := range ms[tt.n-tt.keep:] {
+				if !r.seen(m) {
+					t.Fatalf("id %d of the newest %d forgotten", i, tt.keep)
+				}
+			}
+			if first := ms[tt.n-len(r.set)-1]; r.seen(first) {
+				t.Fatal("an id older than every remembered one reported seen")
+			}
+		})
 	}
 }
 

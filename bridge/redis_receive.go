@@ -107,7 +107,7 @@ func (r *Redis) receiveEnvelope(payload string) {
 	}
 	r.stats.received.Add(1)
 	if sidText == "" {
-		if r.recent.seen(m.ID) {
+		if r.recent.seen(m) {
 			r.stats.deduplicated.Add(1)
 			return
 		}
@@ -120,10 +120,14 @@ func (r *Redis) receiveEnvelope(payload string) {
 		r.log.Error("dropping message with a bad stream id", "err", err)
 		return
 	}
-	if r.recent.seen(m.ID) {
+	if r.recent.seen(m) {
 		// A copy through another channel or pattern, or a message published
-		// again after a Redis restart (see redis_epoch.go).
+		// again after a Redis restart or failover (see redis_epoch.go). The
+		// position still moves past it: the original was handled, and a
+		// session's cursor taken from the position must not lie before the
+		// copy, or the session's next replay hands the message out again.
 		r.stats.deduplicated.Add(1)
+		r.passRepeat(shardOf(m.Topic), sid)
 		return
 	}
 	r.deliverLocal(m, shardOf(m.Topic), sid)
@@ -157,6 +161,18 @@ func (r *Redis) deliverLocal(m *Message, shard int, sid streamID) bool {
 		r.mu.Unlock()
 	}
 	return true
+}
+
+// passRepeat moves this replica's position on shard past sid, the stream
+// id of a repeat of a message already handled. Reader goroutine only, as
+// deliverLocal.
+func (r *Redis) passRepeat(shard int, sid streamID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if sid.after(r.lastSeen[shard]) {
+		r.lastSeen[shard] = sid
+		r.seenGen++
+	}
 }
 
 // Gate implements broker.Cluster with gateLocked, for the connection of
@@ -315,7 +331,7 @@ func (r *Redis) replayStream(ctx context.Context, shard int) error {
 	from := r.lastSeen[shard]
 	r.mu.Unlock()
 	return r.readStream(ctx, shard, from, func(m *Message, sid streamID) {
-		if r.recent.seen(m.ID) {
+		if r.recent.seen(m) {
 			r.stats.deduplicated.Add(1) // e.g. republished after a Redis restart
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -85,6 +86,27 @@ func (r *Redis) readStream(ctx context.Context, shard int, from streamID, fn fun
 		if len(entries) < replayPage {
 			return nil
 		}
+	}
+}
+
+// readStreamRange calls fn for every entry of shard's stream from from to
+// to, both included, oldest first, decoded.
+func (r *Redis) readStreamRange(ctx context.Context, shard int, from, to streamID, fn func(m *Message, sid streamID)) error {
+	key := r.streamKey(shard)
+	start := from.String()
+	for {
+		entries, err := r.rdb.XRangeN(ctx, key, start, to.String(), replayPage).Result()
+		if err != nil {
+			return unavailable("xrange "+key, err)
+		}
+		last, err := r.decodeEntries(key, entries, from, fn)
+		if err != nil {
+			return err
+		}
+		if len(entries) < replayPage {
+			return nil
+		}
+		start = "(" + last.String()
 	}
 }
 
@@ -187,31 +209,55 @@ func raise(c, o *[streamShards]streamID) {
 	}
 }
 
-// recentIDs remembers the last n message ids, to drop the extra copies Redis
-// sends when several of a replica's channels and patterns match one topic.
+// recentIDs remembers recent message ids, to drop the extra copies Redis
+// sends when several of a replica's channels and patterns match one topic,
+// and the copies publishers write again after a failover or a slot move:
+// those come up to the republish window (ringAge) after the message was
+// published. It keeps at least min ids, and more while the oldest kept was
+// published less than keepFor before the newest, up to max: a fixed count
+// forgot ids in less than the window above min/ringAge messages a second
+// (6,500 for 65,536), and a connected QoS 2 subscriber got the copies.
 type recentIDs struct {
 	set  map[ID]struct{}
-	ring []ID
+	ring []recentID // circular, oldest at next once full
 	next int
+	max  int
 }
 
-func newRecentIDs(n int) recentIDs {
-	return recentIDs{set: make(map[ID]struct{}, n), ring: make([]ID, 0, n)}
+type recentID struct {
+	id ID
+	at int64 // publish time, Unix ms
 }
 
-// seen reports whether id was added before, and adds it.
-func (s *recentIDs) seen(id ID) bool {
-	if _, ok := s.set[id]; ok {
+// keepFor is how long after its publication recentIDs keeps an id when it
+// may: the republish window, and a second for the clocks of the replicas.
+const keepFor = ringAge + time.Second
+
+func newRecentIDs(min, max int) recentIDs {
+	return recentIDs{set: make(map[ID]struct{}, min), ring: make([]recentID, 0, min), max: max}
+}
+
+// seen reports whether the id of m was added before, and adds it.
+func (s *recentIDs) seen(m *Message) bool {
+	if _, ok := s.set[m.ID]; ok {
 		return true
 	}
-	if len(s.ring) < cap(s.ring) {
-		s.ring = append(s.ring, id)
-	} else {
-		delete(s.set, s.ring[s.next])
-		s.ring[s.next] = id
+	e := recentID{m.ID, m.Time.UnixMilli()}
+	switch {
+	case len(s.ring) < cap(s.ring):
+		s.ring = append(s.ring, e)
+	case len(s.ring) < s.max && e.at > 0 && s.ring[s.next].at > 0 && e.at-s.ring[s.next].at < keepFor.Milliseconds():
+		// Full, the oldest still within the window: grow, oldest first.
+		grown := make([]recentID, 0, min(2*len(s.ring), s.max))
+		grown = append(grown, s.ring[s.next:]...)
+		grown = append(grown, s.ring[:s.next]...)
+		s.ring, s.next = append(grown, e), 0
+	default:
+		delete(s.set, s.ring[s.next].id)
+		s.ring[s.next] = e
 		s.next = (s.next + 1) % len(s.ring)
 	}
-	s.set[id] = struct{}{}
+	s.set[m.ID] = struct{}{}
 	return false
 }
 
