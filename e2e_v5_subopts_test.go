@@ -26,24 +26,14 @@ func publishesUntil(t *testing.T, c *mqtttest.Client, fence string) []*packets.P
 	t.Helper()
 	var got []*packets.Publish
 	for {
-		switch p := c.Next().(type) {
-		case *packets.Publish:
-			switch p.QoS {
-			case 1:
-				c.Send(&packets.Puback{PacketID: p.PacketID})
-			case 2:
-				c.Send(&packets.Pubrec{PacketID: p.PacketID})
-			}
-			if string(p.Payload) == fence {
-				return got
-			}
-			got = append(got, p)
-		case *packets.Pubrel:
-			c.Send(&packets.Pubcomp{PacketID: p.PacketID})
-		case *packets.Puback, *packets.Suback:
-		default:
-			t.Fatalf("got %T %+v, want PUBLISH", p, p)
+		p, err := c.NextPublish(waitTimeout)
+		if err != nil {
+			t.Fatalf("waiting for %q: %v", fence, err)
 		}
+		if string(p.Payload) == fence {
+			return got
+		}
+		got = append(got, p)
 	}
 }
 

@@ -203,6 +203,31 @@ func (c *Client) Drain(d time.Duration) []*packets.Publish {
 }
 
 // ack sends the first acknowledgement a received PUBLISH of its QoS needs.
+// NextPublish reads until a PUBLISH arrives within d and returns it,
+// answering as a client does: the PUBLISH is acknowledged (PUBACK, PUBREC),
+// a PUBREL gets its PUBCOMP, and the answers to the client's own packets
+// (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK) are skipped. Any other packet
+// is an error.
+func (c *Client) NextPublish(d time.Duration) (*packets.Publish, error) {
+	deadline := time.Now().Add(d)
+	for {
+		p, err := c.Read(time.Until(deadline))
+		if err != nil {
+			return nil, err
+		}
+		switch p := p.(type) {
+		case *packets.Publish:
+			c.ack(p)
+			return p, nil
+		case *packets.Pubrel:
+			c.Send(&packets.Pubcomp{PacketID: p.PacketID})
+		case *packets.Puback, *packets.Pubrec, *packets.Pubcomp, *packets.Suback, *packets.Unsuback:
+		default:
+			return nil, fmt.Errorf("got %T %+v, want PUBLISH", p, p)
+		}
+	}
+}
+
 func (c *Client) ack(p *packets.Publish) {
 	switch p.QoS {
 	case 1:

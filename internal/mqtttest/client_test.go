@@ -66,3 +66,43 @@ func TestClient_ConnectPublishDrainClose(t *testing.T) {
 	c.Send(&packets.Disconnect{})
 	c.ExpectClosed(WaitTimeout)
 }
+
+// NextPublish skips the answers to the client's own packets, completes a
+// QoS 2 flow the server releases, acknowledges the PUBLISH it returns, and
+// reports any other packet as an error.
+func TestClient_NextPublish(t *testing.T) {
+	answers := make(chan packets.Packet, 4)
+	addr := fakeBroker(t, func(c net.Conn, r *packets.Reader) {
+		if _, err := r.ReadPacket(); err != nil { // CONNECT
+			return
+		}
+		write(c, &packets.Connack{})
+		write(c, &packets.Suback{PacketID: 1, ReturnCodes: []packets.ReasonCode{1}})
+		write(c, &packets.Pubrel{PacketID: 4})
+		write(c, &packets.Publish{QoS: 2, PacketID: 5, Topic: "a", Payload: []byte("x")})
+		for range 2 {
+			p, err := r.ReadPacket()
+			if err != nil {
+				return
+			}
+			answers <- p
+		}
+		write(c, &packets.Pingresp{})
+		_, _ = r.ReadPacket()
+	})
+	c := Dial(t, addr)
+	c.MustConnect(&packets.Connect{ClientID: "t", CleanSession: true})
+	p, err := c.NextPublish(WaitTimeout)
+	if err != nil || string(p.Payload) != "x" {
+		t.Fatalf("NextPublish = %v, %v; want the PUBLISH x", p, err)
+	}
+	if a := <-answers; a.(*packets.Pubcomp).PacketID != 4 {
+		t.Fatalf("first answer %+v, want PUBCOMP 4", a)
+	}
+	if a := <-answers; a.(*packets.Pubrec).PacketID != 5 {
+		t.Fatalf("second answer %+v, want PUBREC 5", a)
+	}
+	if p, err := c.NextPublish(WaitTimeout); err == nil {
+		t.Fatalf("NextPublish after a PINGRESP = %v, want an error", p)
+	}
+}
