@@ -68,17 +68,17 @@ func waitSessionStored(t *testing.T, ctx context.Context, cc *redis.ClusterClien
 // exactly once) [MQTT-4.3.3-2]. A copy delivered again is a QoS 2
 // duplicate.
 func TestClusterCopies_QoS2SessionResumedAfterGracefulFailover_MQTT_4_3_3_2(t *testing.T) {
-	hostileQoS2AfterFailover(t, true, true)
+	hostileQoS2AfterFailover(t, true)
 }
 
 // TestClusterCopies_QoS2SessionResumedWithoutFailover is the control of
 // the test above: the same steps without the failover deliver nothing
 // twice.
 func TestClusterCopies_QoS2SessionResumedWithoutFailover(t *testing.T) {
-	hostileQoS2AfterFailover(t, false, true)
+	hostileQoS2AfterFailover(t, false)
 }
 
-func hostileQoS2AfterFailover(t *testing.T, failover, resumeOnA bool) {
+func hostileQoS2AfterFailover(t *testing.T, failover bool) {
 	t.Parallel()
 	_, cc, a, b := startShardedPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -119,26 +119,31 @@ func hostileQoS2AfterFailover(t *testing.T, failover, resumeOnA bool) {
 		waitFor(t, 20*time.Second, "replica A to republish its window to the new master", func() bool {
 			return a.Stats()["bridge_republished_after_redis_restart"] > before
 		})
-	} else {
-		time.Sleep(4 * time.Second)
 	}
 	t.Logf("A republished %d", a.Stats()["bridge_republished_after_redis_restart"]-before)
 	live := hostileCount(s.Drain(2*time.Second), "m")
 	if len(live) != 0 {
 		t.Errorf("while connected through the failover the subscriber got again %v [MQTT-4.3.3-2]", hostileKeys(live))
 	}
-	// Let a checkpoint pass too (every 2 s).
+	resumeGetsNothing(t, ctx, cc, s, subID, topoAddr(a), "resumed on replica A")
+}
+
+// resumeGetsNothing lets a checkpoint pass while s is connected and idle,
+// ends s with DISCONNECT, waits for the session to be
+// stored, resumes it at addr and fails (what: where) if anything is
+// delivered: every message was completed before [MQTT-4.3.3-2].
+func resumeGetsNothing(t *testing.T, ctx context.Context, cc *redis.ClusterClient, s *mqtttest.Client, subID, addr, what string) {
+	t.Helper()
+	// Let a checkpoint pass too (every 2 s): a step of the scenario, not a
+	// wait for a result. A wait on the session's stored_at saw no write
+	// in 15 s of this idle, connected session, so there is no condition
+	// to wait on here.
 	time.Sleep(2500 * time.Millisecond)
 	at := time.Now().UnixMilli()
 	s.Send(&packets.Disconnect{})
 	s.ExpectClosed(waitTimeout)
 	waitSessionStored(t, ctx, cc, subID, at)
-
-	to := topoAddr(a)
-	if !resumeOnA {
-		to = topoAddr(b)
-	}
-	s2 := mqtttest.Dial(t, to)
+	s2 := mqtttest.Dial(t, addr)
 	if ack := s2.MustConnect(&packets.Connect{ClientID: subID, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
 		t.Fatal("session not present")
 	}
@@ -146,9 +151,8 @@ func hostileQoS2AfterFailover(t *testing.T, failover, resumeOnA bool) {
 	for _, p := range ps {
 		t.Logf("after resuming: %q dup=%v qos=%d", p.Payload, p.Dup, p.QoS)
 	}
-	again := hostileCount(ps, "m")
-	if len(again) != 0 {
-		t.Errorf("resumed (on A: %v), the QoS 2 session got again %d of the %d messages it had completed: %v [MQTT-4.3.3-2]", resumeOnA, len(again), n, hostileKeys(again))
+	if again := hostileCount(ps, ""); len(again) != 0 {
+		t.Errorf("%s, the QoS 2 session got again %d completed messages: %v [MQTT-4.3.3-2]", what, len(again), hostileKeys(again))
 	}
 }
 
@@ -298,18 +302,7 @@ func TestClusterCopies_QoS2SessionResumedAfterSlotMove_MQTT_4_3_3_2(t *testing.T
 	if late := hostileCount(s.Drain(2*time.Second), ""); len(late) != 0 {
 		t.Errorf("after the move the live subscriber got again %v", hostileKeys(late))
 	}
-	time.Sleep(2500 * time.Millisecond)
-	at := time.Now().UnixMilli()
-	s.Send(&packets.Disconnect{})
-	s.ExpectClosed(waitTimeout)
-	waitSessionStored(t, ctx, cc, subID, at)
-	s2 := mqtttest.Dial(t, topoAddr(a))
-	if ack := s2.MustConnect(&packets.Connect{ClientID: subID, CleanSession: false, KeepAlive: 60}); !ack.SessionPresent {
-		t.Fatal("session not present")
-	}
-	if again := hostileCount(s2.Drain(3*time.Second), ""); len(again) != 0 {
-		t.Errorf("resumed on replica A after the reshard, the QoS 2 session got again %d completed messages: %v [MQTT-4.3.3-2]", len(again), hostileKeys(again))
-	}
+	resumeGetsNothing(t, ctx, cc, s, subID, topoAddr(a), "resumed on replica A after the reshard")
 }
 
 // TestClusterCopies_SessionsAwayDuringMasterKill_MQTT_4_3_3_2: persistent QoS 1 and
