@@ -109,7 +109,9 @@ type RedisOptions struct {
 // broker.Cluster and the broker.Store of each replica's local core
 // (NewRedisBroker). The core matches every message to its local clients;
 // Redis carries messages between replicas, keeps what outlives a
-// connection, and applies its cursor rules to each delivery (Gate).
+// connection, and applies its cursor rules to each delivery through the
+// broker.SessionGate Claim returns for each connection, its redisClient
+// (Gate).
 //
 // Keys and channels, under the prefix (EMQX's names where EMQX has one):
 //
@@ -167,9 +169,10 @@ type RedisOptions struct {
 // missed, and an offline persistent session finds its messages on
 // reconnect by reading the streams from its cursor.
 //
-// Lock order. The core's locks come first (see package broker): Gate,
-// Leave, Subscribing, Unsubscribing and the checkpoint's due and mark run
-// under a client's delivery lock and take mu. The bridge never calls into
+// Lock order. The core's locks come first (see package broker): a
+// redisClient's Gate, Leave, Subscribing and Unsubscribing (its
+// broker.SessionGate) and the checkpoint's due and mark run under a
+// client's delivery lock and take mu. The bridge never calls into
 // the core while it holds one of its own locks, but readMu, and none is
 // held across a Redis round trip unless it says so:
 //
@@ -302,6 +305,7 @@ type Redis struct {
 // node, from Claim to Leave: the Redis side of one of the core's registry
 // entries. Its fields are guarded by Redis.mu.
 type redisClient struct {
+	r     *Redis // the bridge, whose mu guards what follows
 	id    string
 	owner string // the username that created the session
 	// since holds when this connection subscribed each filter it added
@@ -330,7 +334,7 @@ type redisClient struct {
 	cleanStart bool
 	expiry     time.Duration
 	// subs mirrors the core's subscriptions of the client (Claim's stored
-	// ones, then Cluster.Subscribing and Unsubscribing), for the replay
+	// ones, then its SessionGate's Subscribing and Unsubscribing), for the replay
 	// and for eligibleGrant.
 	subs map[string]byte
 	// opts mirrors the options of the subscriptions that have any, for

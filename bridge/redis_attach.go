@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bridgemq/server/broker"
 	"github.com/bridgemq/server/topics"
 )
 
@@ -45,18 +46,18 @@ const maxClaimAttempts = 8
 // CONNECT that lost a race to another replica takes the winner over and
 // claims again. The stored session is returned with its subscriptions for
 // the core to route; until Resume has replayed its streams, live messages
-// for it wait in the gate (see Gate).
+// for it wait in the gate (see Gate), the SessionGate this returns: c.
 //
 // With life.CleanStart the stored session is not read, and Resume deletes
 // it [MQTT-3.1.2-4]; a persistent one is then stored anew from where the
 // streams end. Without life.Persistent a resumed session ends with this
 // connection [MQTT-3.1.2-23]: Resume removes it from Redis once it has
 // been read, so that nothing of it outlives the connection.
-func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscriber, life Lifetime, will *Message) (*StoredSession, error) {
+func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscriber, life Lifetime, will *Message) (*StoredSession, broker.SessionGate, error) {
 	// A Detach of this id that is still storing its session is waited
 	// for, so that the claim reads what it stored.
 	r.waitDetached(clientID)
-	c := &redisClient{id: clientID, owner: owner, sub: sub, addr: sub.RemoteAddr(), conn: randomToken(),
+	c := &redisClient{r: r, id: clientID, owner: owner, sub: sub, addr: sub.RemoteAddr(), conn: randomToken(),
 		clean: !life.Persistent, cleanStart: life.CleanStart, subs: make(map[string]byte), will: willCopy(will),
 		attached: make(chan struct{})}
 	if life.Persistent {
@@ -64,7 +65,7 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 	}
 	got, err := r.claim(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("claim %q: %w", clientID, err)
+		return nil, nil, fmt.Errorf("claim %q: %w", clientID, err)
 	}
 	var stored *StoredSession
 	r.mu.Lock()
@@ -91,7 +92,7 @@ func (r *Redis) Claim(ctx context.Context, clientID, owner string, sub Subscribe
 		stored.Subscriptions = maps.Clone(c.subs)
 		stored.Options = maps.Clone(c.opts)
 	}
-	return stored, nil
+	return stored, c, nil
 }
 
 // Resume implements broker.Store: it stores the connection's record and

@@ -199,7 +199,7 @@ func TestRedis_CursorCoversGatedNotInFlight(t *testing.T) {
 	m := rmsg("t/x", 1, "one")
 	shard := shardOf(m.Topic)
 	r.lastSeen[shard] = streamID{ms: 5}
-	c := &redisClient{id: "c", subs: map[string]byte{"t/#": 1}}
+	c := &redisClient{r: r, id: "c", subs: map[string]byte{"t/#": 1}}
 	// The connection records, at each delivery, the replica's position on
 	// the shard and its own cursor there.
 	var seen, cursor []streamID
@@ -212,7 +212,7 @@ func TestRedis_CursorCoversGatedNotInFlight(t *testing.T) {
 	}
 	c.sub = p
 	r.conns["c"] = c
-	r.core = &gateCore{r: r, id: "c", sub: p, granted: 1}
+	r.core = &gateCore{gate: c, sub: p, granted: 1}
 
 	if !r.deliverLocal(m, shard, streamID{ms: 7}) {
 		t.Fatal("a new stream id was dropped as a repeat")
@@ -245,17 +245,16 @@ func TestRedis_CursorCoversGatedNotInFlight(t *testing.T) {
 }
 
 // gateCore is a core of one client, matched by every message: it asks the
-// bridge's gate, as broker.Broker.Receive does, then delivers.
+// client's gate, as broker.Broker.Receive does, then delivers.
 type gateCore struct {
 	broker.Broker // for the Receiver methods the test does not use
-	r             *Redis
-	id            string
+	gate          broker.SessionGate
 	sub           Subscriber
 	granted       byte
 }
 
 func (g *gateCore) Receive(m *Message, pos broker.Position) {
-	if q, ok := g.r.Gate(g.id, m, pos, g.granted); ok {
+	if q, ok := g.gate.Gate(m, pos, g.granted); ok {
 		g.sub.Deliver(m, min(q, m.QoS))
 	}
 }

@@ -42,18 +42,19 @@ func (r *Redis) sessionKeep(expiry time.Duration) time.Duration {
 	return ttl
 }
 
-// Leave implements broker.Cluster: the connection of clientID stops
-// receiving, under the core's delivery lock, and its session's cursor is
-// taken now: this replica's last seen id per shard, raised by what the gate
-// decided for it (cursorLocked). Everything after it is found again on
-// reconnect; everything before it was delivered, is in the state the core
-// saves next, or was never the session's.
-func (r *Redis) Leave(clientID string) {
+// Leave implements broker.SessionGate: the connection stops receiving,
+// under the core's delivery lock, and its session's cursor is taken now:
+// this replica's last seen id per shard, raised by what the gate decided
+// for it (cursorLocked). Everything after it is found again on reconnect;
+// everything before it was delivered, is in the state the core saves next,
+// or was never the session's.
+func (c *redisClient) Leave() {
+	r := c.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c := r.conns[clientID]
-	if c == nil {
-		return
+	clientID := c.id
+	if r.conns[clientID] != c {
+		return // abandoned, or its claim failed: nothing of it is stored
 	}
 	delete(r.conns, clientID)
 	left := r.cursorLocked(c)

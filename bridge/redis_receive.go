@@ -175,16 +175,12 @@ func (r *Redis) passRepeat(shard int, sid streamID) {
 	}
 }
 
-// Gate implements broker.Cluster with gateLocked, for the connection of
-// clientID on this node.
-func (r *Redis) Gate(clientID string, m *Message, pos broker.Position, granted byte) (byte, bool) {
+// Gate implements broker.SessionGate with gateLocked: the connection's
+// replay and cursor rules for one message that matches it.
+func (c *redisClient) Gate(m *Message, pos broker.Position, granted byte) (byte, bool) {
+	r := c.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c := r.conns[clientID]
-	if c == nil {
-		// Not claimed through this bridge: no cursor rule applies.
-		return granted, true
-	}
 	granted, ok := r.gateLocked(c, m, pos, granted)
 	if ok {
 		r.stats.delivered.Add(1)
@@ -195,7 +191,7 @@ func (r *Redis) Gate(clientID string, m *Message, pos broker.Position, granted b
 // gateLocked applies the replay and cursor rules of one local client to
 // one message it matches, at granted, the highest QoS among its matching
 // subscriptions: the part of a delivery that stays with Redis when the
-// core does the matching (broker.Cluster.Gate). It returns the
+// core does the matching (broker.SessionGate.Gate). It returns the
 // grant to deliver at, or false when the message does not go to the client
 // now: every matching filter is newer than an old message [MQTT-4.5.0-1];
 // the session is replaying its streams (the message waits in c.pending,

@@ -67,18 +67,14 @@ func (r *Redis) Unroute(ctx context.Context, filters []string) error {
 // clients' subscriptions for long.
 const routeChunk = 256
 
-// Subscribing implements broker.Cluster: c's mirror of the subscriptions
-// follows the core's, and each filter new to the client records when it
-// began, so that the gate never hands it an old message published before
-// it [MQTT-4.5.0-1]. A filter made again keeps its start: the flow of
-// messages is not interrupted [MQTT-3.8.4-3].
-func (r *Redis) Subscribing(clientID string, subs []Subscription, fresh []bool, at time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c := r.conns[clientID]
-	if c == nil {
-		return
-	}
+// Subscribing implements broker.SessionGate: c's mirror of the
+// subscriptions follows the core's, and each filter new to the client
+// records when it began, so that the gate never hands it an old message
+// published before it [MQTT-4.5.0-1]. A filter made again keeps its start:
+// the flow of messages is not interrupted [MQTT-3.8.4-3].
+func (c *redisClient) Subscribing(subs []Subscription, fresh []bool, at time.Time) {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
 	for i, s := range subs {
 		c.subs[s.Filter] = s.QoS
 		c.setOptions(s.Filter, s.Options)
@@ -88,15 +84,13 @@ func (r *Redis) Subscribing(clientID string, subs []Subscription, fresh []bool, 
 	}
 }
 
-// Unsubscribing implements broker.Cluster.
-func (r *Redis) Unsubscribing(clientID, filter string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if c := r.conns[clientID]; c != nil {
-		delete(c.subs, filter)
-		delete(c.opts, filter)
-		delete(c.since, filter)
-	}
+// Unsubscribing implements broker.SessionGate.
+func (c *redisClient) Unsubscribing(filter string) {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	delete(c.subs, filter)
+	delete(c.opts, filter)
+	delete(c.since, filter)
 }
 
 // Subscribed implements broker.Cluster. A persistent session's floor is
@@ -178,6 +172,7 @@ func (c *redisClient) markSince(filter string, t time.Time) {
 }
 
 var (
-	_ broker.Cluster = (*Redis)(nil)
-	_ broker.Store   = (*Redis)(nil)
+	_ broker.Cluster     = (*Redis)(nil)
+	_ broker.Store       = (*Redis)(nil)
+	_ broker.SessionGate = (*redisClient)(nil)
 )

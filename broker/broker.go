@@ -43,10 +43,10 @@ import (
 //	mu            the client registry (clients)
 //	client.mu     one client's delivery lock: its live Subscriber, owner,
 //	              subscriptions and late list; held while a message is
-//	              delivered to it (Cluster.Gate and Store.Enqueue run under
-//	              it, Cluster.Subscribing and Unsubscribing when its
-//	              subscriptions change, Cluster.Leave when its connection
-//	              detaches, Checkpoint's due and mark), and,
+//	              delivered to it (its SessionGate's Gate and Store.Enqueue
+//	              run under it, the gate's Subscribing and Unsubscribing
+//	              when its subscriptions change, its Leave when its
+//	              connection detaches, Checkpoint's due and mark), and,
 //	              for a Store that RoutesOffline, across
 //	              Store.Claim and Store.Save so that no message falls
 //	              between the stored queue and the connection
@@ -105,6 +105,9 @@ type client struct {
 	mu    sync.Mutex
 	owner string     // the username that created the session
 	live  Subscriber // nil while offline
+	// gate is the Store's SessionGate of the live connection (Claim's),
+	// NoGate before the first claim and after Leave.
+	gate  SessionGate
 	clean bool
 	subs  map[string]byte
 	// opts holds the options of the filters of subs that have any; nil
@@ -290,7 +293,7 @@ func (b *Broker) deliver(c *client, msg *Message, pos Position, granted byte) {
 	if c.live == nil && !c.offline {
 		return // gone, or not yet attached
 	}
-	granted, ok := b.cluster.Gate(c.id, msg, pos, granted)
+	granted, ok := c.gate.Gate(msg, pos, granted)
 	if !ok {
 		return
 	}

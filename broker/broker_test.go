@@ -203,17 +203,33 @@ func (s *streamStore) RoutesOffline() bool { return false }
 
 // Claim reads the stored session without removing it, as the Redis store
 // does: it stays stored until the next Save.
-func (s *streamStore) Claim(_ context.Context, clientID, _ string, _ Subscriber, life Lifetime, _ *Message) (*StoredSession, error) {
+func (s *streamStore) Claim(_ context.Context, clientID, _ string, _ Subscriber, life Lifetime, _ *Message) (*StoredSession, SessionGate, error) {
 	st := s.saved[clientID]
 	if life.CleanStart {
 		delete(s.saved, clientID)
-		return nil, nil
+		return nil, NoGate, nil
 	}
 	if st == nil {
-		return nil, nil
+		return nil, NoGate, nil
 	}
 	cp := *st
-	return &cp, nil
+	return &cp, NoGate, nil
+}
+
+// gatingStore is the in-memory store whose Claim hands out the
+// SessionGate that gate makes for the client: for the tests that watch
+// what the core tells a connection's gate.
+type gatingStore struct {
+	*memStore
+	gate func(clientID string) SessionGate
+}
+
+func (s gatingStore) Claim(ctx context.Context, clientID, owner string, sub Subscriber, life Lifetime, will *Message) (*StoredSession, SessionGate, error) {
+	st, _, err := s.memStore.Claim(ctx, clientID, owner, sub, life, will)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, s.gate(clientID), nil
 }
 
 func (s *streamStore) Resume(_ context.Context, _ string, stored *StoredSession) (*StoredSession, error) {
@@ -307,16 +323,24 @@ func TestDetach_StoreWithoutOfflineRoutes(t *testing.T) {
 	}
 }
 
-// leaveRecorder is a loopback that records Cluster.Leave calls and checks
-// that each runs under the client's delivery lock.
+// leaveRecorder records the SessionGate.Leave calls of the gates it makes
+// and checks that each runs under the client's delivery lock.
 type leaveRecorder struct {
-	loopback
 	b      *Broker
 	left   []string
 	locked []bool
 }
 
-func (l *leaveRecorder) Leave(clientID string) {
+// leaveGate is the gate of clientID's connection, reporting to l.
+type leaveGate struct {
+	noGate
+	l        *leaveRecorder
+	clientID string
+}
+
+func (g leaveGate) Leave() { g.l.leave(g.clientID) }
+
+func (l *leaveRecorder) leave(clientID string) {
 	c := l.b.clients[clientID] // Detach holds b.mu
 	held := c != nil && !c.mu.TryLock()
 	if c != nil && !held {
@@ -326,13 +350,14 @@ func (l *leaveRecorder) Leave(clientID string) {
 	l.locked = append(l.locked, held)
 }
 
-// Cluster.Leave runs once each time a client's live connection detaches,
+// SessionGate.Leave runs once each time a client's live connection detaches,
 // under its delivery lock, for a clean and a persistent session alike; a
 // connection taken over does not leave the session its successor holds.
 func TestDetach_LeaveUnderDeliveryLock(t *testing.T) {
 	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
-	lr := &leaveRecorder{loopback: loopback{store: st}}
-	b := New(st, lr, Options{})
+	lr := &leaveRecorder{}
+	gs := gatingStore{st, func(id string) SessionGate { return leaveGate{l: lr, clientID: id} }}
+	b := New(gs, &loopback{store: st}, Options{})
 	lr.b = b
 	st.queue = b.queue
 	ctx := context.Background()
@@ -357,6 +382,70 @@ func TestDetach_LeaveUnderDeliveryLock(t *testing.T) {
 	if len(lr.left) != 2 || lr.left[0] != "p" || lr.left[1] != "c" || !lr.locked[0] || !lr.locked[1] {
 		t.Fatalf("Leave calls %v, under the delivery lock %v; want p then c, both locked", lr.left, lr.locked)
 	}
+}
+
+// countingGate is a SessionGate that counts what the core asks of it.
+type countingGate struct {
+	gates, leaves int
+}
+
+func (g *countingGate) Subscribing([]Subscription, []bool, time.Time) {}
+func (g *countingGate) Unsubscribing(string)                          {}
+func (g *countingGate) Leave()                                        { g.leaves++ }
+func (g *countingGate) Gate(_ *Message, _ Position, granted byte) (byte, bool) {
+	g.gates++
+	return granted, true
+}
+
+// Each delivery asks the gate Store.Claim returned for the connection it
+// goes to: after a takeover on this node, the new connection's, never the
+// one taken over; Leave goes to the gate of the connection that leaves,
+// and a message published after it asks no gate.
+func TestDeliver_AsksTheGateOfTheLiveConnection(t *testing.T) {
+	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
+	var made []*countingGate
+	gs := gatingStore{st, func(string) SessionGate {
+		g := &countingGate{}
+		made = append(made, g)
+		return g
+	}}
+	b := New(gs, &loopback{store: st}, Options{})
+	st.queue = b.queue
+	ctx := context.Background()
+
+	first, second := &sink{}, &sink{}
+	first.OnTakeOver = func() { _ = b.Detach(ctx, "p", first, nil) } // as a session ends
+	mustAttach(t, b, "p", "", first, true)
+	if err := b.Subscribe(ctx, "p", "t/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	mustAttach(t, b, "p", "", second, false) // takes first over
+	if err := b.Subscribe(ctx, "p", "t/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, message("t/x", 1, "m")); err != nil {
+		t.Fatal(err)
+	}
+	if len(made) != 2 || made[0].gates != 0 || made[1].gates != 1 {
+		t.Fatalf("%d gates made; asked %v; want 2, the second asked once", len(made), gateCounts(made))
+	}
+	if err := b.Detach(ctx, "p", second, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, message("t/x", 1, "after")); err != nil {
+		t.Fatal(err)
+	}
+	if made[0].leaves != 1 || made[1].leaves != 1 || made[1].gates != 1 {
+		t.Fatalf("leaves %d, %d; second gate asked %d times; want 1, 1, 1", made[0].leaves, made[1].leaves, made[1].gates)
+	}
+}
+
+func gateCounts(gs []*countingGate) []int {
+	var n []int
+	for _, g := range gs {
+		n = append(n, g.gates)
+	}
+	return n
 }
 
 // With a store that routes nothing offline, Store.Resume runs once the
@@ -397,8 +486,10 @@ func TestAttach_ResumeOrRouteFailureAbandons(t *testing.T) {
 	}
 }
 
-// subRecorder is a loopback that records the subscription hooks, and
-// whether the trie already matched a filter when Subscribing told it.
+// subRecorder is a loopback that records the subscription hooks (its own
+// Subscribed and Unsubscribed, and its gates' Subscribing and
+// Unsubscribing: subGate), and whether the trie already matched a filter
+// when Subscribing told it.
 type subRecorder struct {
 	loopback
 	b       *Broker
@@ -406,8 +497,16 @@ type subRecorder struct {
 	failSub bool // Subscribed refuses
 }
 
-func (r *subRecorder) Subscribing(clientID string, subs []Subscription, fresh []bool, _ time.Time) {
-	c, _ := r.b.client(clientID) // subscribe holds no b.mu
+// subGate is the gate of clientID's connection, reporting to r.
+type subGate struct {
+	noGate
+	r        *subRecorder
+	clientID string
+}
+
+func (g subGate) Subscribing(subs []Subscription, fresh []bool, _ time.Time) {
+	r := g.r
+	c, _ := r.b.client(g.clientID) // subscribe holds no b.mu
 	for i, s := range subs {
 		held := c != nil && !c.mu.TryLock()
 		if c != nil && !held {
@@ -423,8 +522,8 @@ func (r *subRecorder) Subscribing(clientID string, subs []Subscription, fresh []
 	}
 }
 
-func (r *subRecorder) Unsubscribing(_, filter string) {
-	r.events = append(r.events, "unsubscribing "+filter)
+func (g subGate) Unsubscribing(filter string) {
+	g.r.events = append(g.r.events, "unsubscribing "+filter)
 }
 
 func (r *subRecorder) Subscribed(_ context.Context, _ string, subs []Subscription, persistent bool) error {
@@ -447,7 +546,8 @@ func (r *subRecorder) Unsubscribed(_ context.Context, _, filter string) {
 func TestSubscribe_ClusterHooks(t *testing.T) {
 	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message)}
 	sr := &subRecorder{loopback: loopback{store: st}}
-	b := New(st, sr, Options{})
+	gs := gatingStore{st, func(id string) SessionGate { return subGate{r: sr, clientID: id} }}
+	b := New(gs, sr, Options{})
 	sr.b = b
 	st.queue = b.queue
 	ctx := context.Background()

@@ -60,12 +60,12 @@ type memSession struct {
 func (s *memStore) RoutesOffline() bool { return true }
 
 // Claim implements Store.
-func (s *memStore) Claim(_ context.Context, clientID, owner string, _ Subscriber, life Lifetime, _ *Message) (*StoredSession, error) {
+func (s *memStore) Claim(_ context.Context, clientID, owner string, _ Subscriber, life Lifetime, _ *Message) (*StoredSession, SessionGate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss := s.sessions[clientID]
 	if ss != nil && ss.owner != owner {
-		return nil, fmt.Errorf("%w: user %q may not use the session of user %q", ErrNotOwner, owner, ss.owner)
+		return nil, nil, fmt.Errorf("%w: user %q may not use the session of user %q", ErrNotOwner, owner, ss.owner)
 	}
 	if t := s.wills[clientID]; t != nil && t.Stop() {
 		// [MQTT-3.1.3-9] a new connection before the Will Delay
@@ -76,14 +76,15 @@ func (s *memStore) Claim(_ context.Context, clientID, owner string, _ Subscriber
 		// [MQTT-3.1.2-4] [MQTT-3.1.2-6] Clean Start discards any
 		// previous session.
 		s.sessions[clientID] = &memSession{owner: owner}
-		return nil, nil
+		return nil, NoGate, nil
 	}
 	st := ss.state
 	ss.state = nil
 	if st != nil {
 		st.Queued = s.queue.Bound(st.Queued)
 	}
-	return st, nil
+	// The core's registry holds the offline queue: nothing to hold back.
+	return st, NoGate, nil
 }
 
 // Resume implements Store: the core's registry already holds what the
@@ -241,25 +242,12 @@ func (l *loopback) Route(context.Context, []string) error { return nil }
 // Unroute implements Cluster.
 func (l *loopback) Unroute(context.Context, []string) error { return nil }
 
-// Subscribing implements Cluster: a single node replays nothing, so it
-// needs no filter's start.
-func (l *loopback) Subscribing(string, []Subscription, []bool, time.Time) {}
-
-// Unsubscribing implements Cluster.
-func (l *loopback) Unsubscribing(string, string) {}
-
 // Subscribed implements Cluster: a single node keeps no floor and
 // announces nothing.
 func (l *loopback) Subscribed(context.Context, string, []Subscription, bool) error { return nil }
 
 // Unsubscribed implements Cluster.
 func (l *loopback) Unsubscribed(context.Context, string, string) {}
-
-// Gate implements Cluster: a single node replays nothing, so every
-// message goes at the grant of the matching subscriptions.
-func (l *loopback) Gate(_ string, _ *Message, _ Position, granted byte) (byte, bool) {
-	return granted, true
-}
 
 // ClaimShared implements Cluster: the one node takes every message for
 // every group, at once.
@@ -298,9 +286,6 @@ func (l *loopback) PublishWill(ctx context.Context, clientID string, _ Subscribe
 	}
 	return err == nil, err
 }
-
-// Leave implements Cluster: a single node keeps no cursor.
-func (l *loopback) Leave(string) {}
 
 // Ready implements Cluster; a single node is always ready.
 func (l *loopback) Ready(context.Context) error { return nil }

@@ -7,7 +7,7 @@ import (
 
 // Position is where a Cluster carried a message: for the Redis bridge, the
 // stream shard and stream id of a QoS ≥ 1 message. The core never reads
-// it; it hands it back to Cluster.Gate for each receiver, so that a
+// it; it hands it back to SessionGate.Gate for each receiver, so that a
 // cluster can apply its own replay and cursor rules. Shard < 0 means no
 // position (QoS 0 messages, or a single node).
 type Position struct {
@@ -76,22 +76,6 @@ type Cluster interface {
 	// Unroute undoes Route for filters that lost their last local
 	// subscriber.
 	Unroute(ctx context.Context, filters []string) error
-	// Subscribing tells the cluster, under clientID's delivery lock and
-	// before the trie matches them, the subscriptions a SUBSCRIBE sets or
-	// the undo of one restores: each filter at its granted QoS, fresh[i]
-	// set when the client did not hold subs[i].Filter before (a filter
-	// made again keeps its start [MQTT-3.8.4-3]). at is when the SUBSCRIBE
-	// arrived. A cluster whose Gate sees old messages (a replay, a
-	// re-publish) records here when each fresh filter began and each
-	// filter's QoS, so that Gate never hands a filter a message published
-	// before it [MQTT-4.5.0-1]. The subscriptions a stored session comes
-	// back with are the Store's (Claim's) own, and are not told here. It
-	// must not block.
-	Subscribing(clientID string, subs []Subscription, fresh []bool, at time.Time)
-	// Unsubscribing tells the cluster, under clientID's delivery lock,
-	// that the client no longer holds filter: an UNSUBSCRIBE, or a
-	// SUBSCRIBE undone. It must not block.
-	Unsubscribing(clientID, filter string)
 	// Subscribed runs once a SUBSCRIBE's subs are routed, before its
 	// SUBACK, with no lock held: a cluster that replays stored messages
 	// raises a persistent session's floor to the streams' ends, so that no
@@ -102,13 +86,6 @@ type Cluster interface {
 	// Unsubscribed runs once an UNSUBSCRIBE removed filter, which the
 	// client held, with no lock held: a cluster announces it.
 	Unsubscribed(ctx context.Context, clientID, filter string)
-	// Gate decides, for one local client matched by a message, whether the
-	// message goes to it now and at which grant: a cluster that replays
-	// stored messages holds back, or skips, live copies of what a replay
-	// returns. granted is the highest QoS among the client's matching
-	// subscriptions; the core caps the result by msg.QoS. It runs under
-	// the client's delivery lock and must not block.
-	Gate(clientID string, msg *Message, pos Position, granted byte) (qos byte, deliver bool)
 	// ClaimShared decides whether this node delivers msg, which matches the
 	// filter of group (a whole "$share/{ShareName}/{filter}"), to one of
 	// its local members of that group: for each group, exactly one node
@@ -154,21 +131,64 @@ type Cluster interface {
 	// in the background until it is published or the cluster closes; the
 	// first error is returned.
 	PublishWill(ctx context.Context, clientID string, sub Subscriber, will *Message) (bool, error)
-	// Leave tells the cluster that clientID's live connection on this node
-	// stops receiving: no message Gate has not passed for it before Leave
-	// reaches it. It runs under the client's delivery lock (and the
-	// registry lock), before Store.Save, and must neither block nor call
-	// into the core. A cluster that replays stored
-	// messages takes the session's cursor here: every message Gate saw
-	// for the client was delivered or is in the state saved next, and
-	// every message it did not see is after the cursor.
-	Leave(clientID string)
 	// Ready reports whether this node can serve clients now.
 	Ready(ctx context.Context) error
 	// Stats returns the cluster's counters by name.
 	Stats() map[string]int64
 	// Close stops the cluster.
 	Close() error
+}
+
+// SessionGate is a Store's hold on one connection's session while the
+// connection is live on this node: Store.Claim returns it, and the core
+// calls it under the client's delivery lock until Leave, so its methods
+// must neither block nor call into the core. A store that finds an
+// offline session's messages itself (not RoutesOffline, the Redis
+// streams) replays them when the session returns while live messages keep
+// arriving, and applies its replay and cursor rules here; a store that
+// RoutesOffline has none (NoGate).
+type SessionGate interface {
+	// Subscribing tells the store the subscriptions a SUBSCRIBE sets, or
+	// the undo of one restores, before the trie matches them: each filter
+	// at its granted QoS, fresh[i] set when the client did not hold
+	// subs[i].Filter before (a filter made again keeps its start
+	// [MQTT-3.8.4-3]). at is when the SUBSCRIBE arrived. A store whose
+	// Gate sees old messages (a replay, a re-publish) records when each
+	// fresh filter began and each filter's QoS, so that Gate never hands a
+	// filter a message published before it [MQTT-4.5.0-1]. The
+	// subscriptions a stored session comes back with are Claim's own, and
+	// are not told here.
+	Subscribing(subs []Subscription, fresh []bool, at time.Time)
+	// Unsubscribing tells the store that the client no longer holds
+	// filter: an UNSUBSCRIBE, or a SUBSCRIBE undone.
+	Unsubscribing(filter string)
+	// Gate decides, for a message that matches the client, whether it
+	// goes to the connection now and at which grant: a store that replays
+	// stored messages holds back, or skips, live copies of what a replay
+	// returns. granted is the highest QoS among the client's matching
+	// subscriptions; the core caps the result by msg.QoS. pos is where
+	// the Cluster carried msg.
+	Gate(msg *Message, pos Position, granted byte) (qos byte, deliver bool)
+	// Leave tells the store that the connection stops receiving: no
+	// message Gate has not passed for it before Leave reaches it. It runs
+	// before Store.Save, under the registry lock too. A store that
+	// replays stored messages takes the session's cursor here: every
+	// message Gate saw for the client was delivered or is in the state
+	// saved next, and every message it did not see is after the cursor.
+	Leave()
+}
+
+// NoGate is the SessionGate of a store with nothing to hold back: every
+// message goes at the grant of the matching subscriptions.
+var NoGate SessionGate = noGate{}
+
+type noGate struct{}
+
+func (noGate) Subscribing([]Subscription, []bool, time.Time) {}
+func (noGate) Unsubscribing(string)                          {}
+func (noGate) Leave()                                        {}
+func (noGate) Gate(_ *Message, _ Position, granted byte) (byte, bool) {
+	return granted, true
 }
 
 // Store is the seam between the core and what outlives a connection:
@@ -195,7 +215,11 @@ type Store interface {
 	// message falls between the stored queue and the new connection;
 	// otherwise under the attach lock alone, since it may wait for
 	// another node.
-	Claim(ctx context.Context, clientID, owner string, sub Subscriber, life Lifetime, will *Message) (*StoredSession, error)
+	//
+	// With the session it returns the connection's SessionGate, which
+	// the core consults for every message delivered to it while it is
+	// live (NoGate for a store with nothing to hold back).
+	Claim(ctx context.Context, clientID, owner string, sub Subscriber, life Lifetime, will *Message) (*StoredSession, SessionGate, error)
 	// Resume completes a successful Claim once the core has registered
 	// the client and routed the stored subscriptions (Claim's, with the
 	// client's own): a store that does not RoutesOffline records the

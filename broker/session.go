@@ -120,7 +120,7 @@ func (b *Broker) abandon(ctx context.Context, c *client, sub Subscriber, stored 
 	c.mu.Lock()
 	owned := b.clients[c.id] == c && c.live == sub
 	if owned {
-		c.live, c.late = nil, nil
+		c.live, c.gate, c.late = nil, NoGate, nil
 		delete(b.clients, c.id)
 	}
 	c.mu.Unlock()
@@ -163,7 +163,7 @@ func (b *Broker) routeRestored(ctx context.Context, c *client, sub Subscriber, s
 // newClientLocked registers a new entry for clientID and returns it with
 // its lock held; b.mu is held.
 func (b *Broker) newClientLocked(clientID, owner string) *client {
-	c := &client{id: clientID, owner: owner, subs: make(map[string]byte)}
+	c := &client{id: clientID, owner: owner, subs: make(map[string]byte), gate: NoGate}
 	b.clients[clientID] = c
 	c.mu.Lock()
 	return c
@@ -185,24 +185,28 @@ func (b *Broker) dropLocked(ctx context.Context, c *client) {
 // not hold yet (a store that keeps no offline routes returns them), for the
 // caller to route once c.mu is released.
 func (b *Broker) claimLocked(ctx context.Context, c *client, sub Subscriber, life Lifetime, will *Message) (stored *StoredSession, restored []string, err error) {
+	var gate SessionGate
 	if b.store.RoutesOffline() {
-		stored, err = b.store.Claim(ctx, c.id, c.owner, sub, life, will)
+		stored, gate, err = b.store.Claim(ctx, c.id, c.owner, sub, life, will)
 	} else {
 		// A shared store may wait for another node to end the client's
 		// connection there: not under the delivery lock, which the
 		// cluster's receiver may need meanwhile. c is not live, and the
 		// attach lock keeps every other Attach of its id away.
 		c.mu.Unlock()
-		stored, err = b.store.Claim(ctx, c.id, c.owner, sub, life, will)
+		stored, gate, err = b.store.Claim(ctx, c.id, c.owner, sub, life, will)
 		c.mu.Lock()
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("attach %q: %w", c.id, err)
 	}
+	if gate == nil {
+		gate = NoGate
+	}
 	// A session resumed without Persistent (5.0 Clean Start 0 with a
 	// Session Expiry Interval of 0) is clean from here on: it ends with
 	// this connection [MQTT-3.1.2-23].
-	c.live, c.clean, c.offline = sub, !life.Persistent, false
+	c.live, c.gate, c.clean, c.offline = sub, gate, !life.Persistent, false
 	if life.CleanStart || stored == nil {
 		return nil, nil, nil
 	}
@@ -257,7 +261,8 @@ func (b *Broker) Detach(ctx context.Context, clientID string, sub Subscriber, st
 	c.live = nil
 	// Nothing reaches sub from here on: a cluster that replays stored
 	// messages takes the session's cursor now, under the delivery lock.
-	b.cluster.Leave(clientID)
+	c.gate.Leave()
+	c.gate = NoGate
 	late := c.late
 	c.late = nil
 	if state != nil {

@@ -200,7 +200,7 @@ func (b *Broker) deliverMember(g *shareGroup, c *client, msg *Message, granted b
 	}
 	if !handoff {
 		var ok bool
-		if granted, ok = b.cluster.Gate(c.id, msg, NoPosition, granted); !ok {
+		if granted, ok = c.gate.Gate(msg, NoPosition, granted); !ok {
 			return memberGated // another member, subscribed before it, may take it
 		}
 	}

@@ -267,15 +267,23 @@ func (h *handoffs) HandOffShared(_ context.Context, group string, msgs []*Messag
 	return true, nil
 }
 
-func (h *handoffs) Gate(_ string, _ *Message, _ Position, granted byte) (byte, bool) {
-	return granted, !h.gateRefuses
-}
+// refusingGate is the SessionGate of a store that holds every message
+// back (older than every subscription of the client).
+type refusingGate struct{ noGate }
+
+func (refusingGate) Gate(*Message, Position, byte) (byte, bool) { return 0, false }
 
 func newHandoffBroker(h *handoffs) *Broker {
 	st := &memStore{sessions: make(map[string]*memSession), retained: make(map[string]*Message), wills: make(map[string]*time.Timer)}
 	h.loopback = &loopback{store: st}
 	h.got = make(map[string][]*Message)
-	b := New(st, h, Options{})
+	gs := gatingStore{st, func(string) SessionGate {
+		if h.gateRefuses {
+			return refusingGate{}
+		}
+		return NoGate
+	}}
+	b := New(gs, h, Options{})
 	st.queue = b.queue
 	return b
 }

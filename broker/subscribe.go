@@ -84,7 +84,7 @@ func (b *Broker) subscribe(ctx context.Context, clientID string, subs []Subscrip
 	}
 	// Before the trie matches the new filters: Gate, under c.mu, sees
 	// their start with the first message they match.
-	b.cluster.Subscribing(clientID, subs, isNew, at)
+	c.gate.Subscribing(subs, isNew, at)
 	for _, s := range subs {
 		if f := b.subscribeLocked(c, s.Filter, s.QoS); f != "" {
 			fresh = append(fresh, f)
@@ -145,14 +145,14 @@ func (b *Broker) undoSubscribe(ctx context.Context, c *client, prev []prevSub) {
 		if p.had {
 			c.subs[p.filter] = p.qos
 			c.setOptions(p.filter, p.opts)
-			b.cluster.Subscribing(c.id, []Subscription{{Filter: p.filter, QoS: p.qos, Options: p.opts}}, []bool{false}, time.Time{})
+			c.gate.Subscribing([]Subscription{{Filter: p.filter, QoS: p.qos, Options: p.opts}}, []bool{false}, time.Time{})
 			b.subscribeLocked(c, p.filter, p.qos) // routed: it was held
 			continue
 		}
 		if _, ok := c.subs[p.filter]; ok {
 			delete(c.subs, p.filter)
 			delete(c.opts, p.filter)
-			b.cluster.Unsubscribing(c.id, p.filter)
+			c.gate.Unsubscribing(p.filter)
 		}
 		if f := b.unsubscribeLocked(c, p.filter); f != "" {
 			empty = append(empty, f)
@@ -190,7 +190,7 @@ func (b *Broker) Unsubscribe(ctx context.Context, clientID, filter string) error
 	if had {
 		delete(c.subs, filter)
 		delete(c.opts, filter)
-		b.cluster.Unsubscribing(clientID, filter)
+		c.gate.Unsubscribing(filter)
 	}
 	unroute := b.unsubscribeLocked(c, filter)
 	persistent := !c.clean
