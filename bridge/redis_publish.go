@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -256,6 +257,15 @@ func (r *Redis) publishLoop(p *publisher) {
 			p.failQueued()
 			return
 		}
+		// The first request woke this goroutine, and Go runs a goroutine
+		// woken by a channel send next, ahead of the connections' readers
+		// that the same network event made ready: they would queue their
+		// messages only after this batch left, and wait a whole round trip
+		// to Redis for the next. Yielding once lets every goroutine that
+		// is ready run first (bench/README.md, row 3: p99 at 10,000 msg/s
+		// across replicas 0.6x of what it was without; yielding only when
+		// nothing else was queued gave 0.75x).
+		runtime.Gosched()
 	drain:
 		for len(batch) < maxBatch {
 			select {
