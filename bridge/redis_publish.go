@@ -72,6 +72,11 @@ return (#ARGV - 2) / 2
 `
 }
 
+// PublishScriptSource is the Lua source of the publish script of one Redis
+// or Sentinel (PUBLISH), for bench/rediscost to measure it beside its
+// alternatives.
+func PublishScriptSource() string { return publishBody("PUBLISH") }
+
 // channelOf is the channel a message on topic travels on.
 func (r *Redis) channelOf(topic string) string {
 	if r.bus != nil {

@@ -2,7 +2,7 @@
 // writing a message to a stream and announcing it to a subscriber, with
 // -batch messages per round trip (the bridge's batches hold about one to
 // four at 10,000 msg/s): the bridge's publish script (XADD then PUBLISH in
-// Lua, publishBody in bridge/redis_publish.go), MULTI/EXEC around XADD and
+// Lua, bridge.PublishScriptSource), MULTI/EXEC around XADD and
 // PUBLISH, XADD and PUBLISH pipelined without a transaction, and XADD alone
 // with the subscriber reading the stream with a blocking XREAD. Redis's CPU
 // is INFO cpu's used_cpu_sys + used_cpu_user before and after each variant.
@@ -23,21 +23,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-)
 
-const body = `
-local key, cap, age = KEYS[1], ARGV[1], tonumber(ARGV[2])
-for i = 3, #ARGV, 2 do
-  local id = redis.call('XADD', key, 'MAXLEN', '~', cap, '*', 'e', ARGV[i])
-  redis.call('PUBLISH', ARGV[i+1], ARGV[i] .. string.char(#id) .. id)
-end
-if age > 0 then
-  local now = redis.call('TIME')
-  local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
-  if cutoff > 0 then redis.call('XTRIM', key, 'MINID', '~', string.format('%.0f', cutoff)) end
-end
-return (#ARGV - 2) / 2
-`
+	"github.com/bridgemq/server/bridge"
+)
 
 func cpu(ctx context.Context, c *redis.Client) float64 {
 	s := c.Info(ctx, "cpu").Val()
@@ -65,7 +53,20 @@ func main() {
 	adm := redis.NewClient(&redis.Options{Addr: *addr, Protocol: 2})
 	sub := redis.NewClient(&redis.Options{Addr: *addr, Protocol: 2})
 	env := strings.Repeat("x", 120) // an envelope of a 64-byte message is about this size
-	script := redis.NewScript(body)
+	script := redis.NewScript(bridge.PublishScriptSource())
+	// fill queues -batch XADDs, each followed by its PUBLISH when announce
+	// is set (the stream id is not known yet: a fixed one stands for it).
+	fill := func(announce bool) func(redis.Pipeliner) error {
+		return func(p redis.Pipeliner) error {
+			for range *batch {
+				p.XAdd(ctx, &redis.XAddArgs{Stream: "s", MaxLen: 100000, Approx: true, Values: []any{"e", env}})
+				if announce {
+					p.Publish(ctx, "c", env+"x0000000000000-0")
+				}
+			}
+			return nil
+		}
+	}
 	variants := []string{"script", "multi", "pipeline", "stream"}
 	for _, v := range variants {
 		if *only != "" && v != *only {
@@ -134,28 +135,11 @@ func main() {
 				}
 				err = script.Run(ctx, pub, []string{"s"}, args...).Err()
 			case "multi":
-				_, err = pub.TxPipelined(ctx, func(p redis.Pipeliner) error {
-					for j := 0; j < *batch; j++ {
-						p.XAdd(ctx, &redis.XAddArgs{Stream: "s", MaxLen: 100000, Approx: true, Values: []any{"e", env}})
-						p.Publish(ctx, "c", env+"x0000000000000-0")
-					}
-					return nil
-				})
+				_, err = pub.TxPipelined(ctx, fill(true))
 			case "pipeline":
-				_, err = pub.Pipelined(ctx, func(p redis.Pipeliner) error {
-					for j := 0; j < *batch; j++ {
-						p.XAdd(ctx, &redis.XAddArgs{Stream: "s", MaxLen: 100000, Approx: true, Values: []any{"e", env}})
-						p.Publish(ctx, "c", env+"x0000000000000-0")
-					}
-					return nil
-				})
+				_, err = pub.Pipelined(ctx, fill(true))
 			case "stream":
-				_, err = pub.Pipelined(ctx, func(p redis.Pipeliner) error {
-					for j := 0; j < *batch; j++ {
-						p.XAdd(ctx, &redis.XAddArgs{Stream: "s", MaxLen: 100000, Approx: true, Values: []any{"e", env}})
-					}
-					return nil
-				})
+				_, err = pub.Pipelined(ctx, fill(false))
 			}
 			if err != nil {
 				fmt.Fprintln(os.Stderr, v, err)
