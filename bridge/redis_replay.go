@@ -131,6 +131,17 @@ func (r *Redis) endReplay(c *redisClient, ends *[streamShards]streamID) []Delive
 	if ends != nil {
 		skip := *ends
 		c.skip = &skip
+		if c.superseded {
+			// Taken over by another replica while it replayed: supersede
+			// cut the cursor then, below what the replay has returned
+			// since. Those messages are in this connection's state now,
+			// which its Detach stores with the cut: the cut must cover
+			// them, or the connection that took the session over reads
+			// them again from the streams and delivers them twice
+			// [MQTT-4.3.3-2]. (Live messages held back before the cut were
+			// gated below it; after it, the gate held back nothing more.)
+			raise(c.cut, c.skip)
+		}
 	}
 	c.pending = nil
 	c.replaying = false

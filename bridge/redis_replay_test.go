@@ -95,3 +95,42 @@ func TestReceive_RepeatMovesThePosition(t *testing.T) {
 		t.Errorf("deduplicated %d, want 1 (the second copy)", got)
 	}
 }
+
+// A connection taken over by another replica while its replay runs is cut
+// (supersede) below what the replay then returns into its state; when it
+// leaves, the cursor stored with that state covers the replayed messages,
+// so the connection that took the session over does not read them from the
+// streams again and deliver a QoS 2 message twice [MQTT-4.3.3-2]. A hostile
+// test found it: the same persistent id connecting on two replicas at once,
+// with a backlog, got every queued message twice in 13 of 18 rounds.
+func TestEndReplay_SupersededCutCoversTheReplay_MQTT_4_3_3_2(t *testing.T) {
+	tests := []struct {
+		name      string
+		lastSeen  streamID // this replica's position on the shard
+		replayEnd streamID
+		want      streamID
+	}{
+		{"replay past the cut", streamID{ms: 5}, streamID{ms: 9}, streamID{ms: 9}},
+		{"replay ended below the replica's position", streamID{ms: 12}, streamID{ms: 9}, streamID{ms: 12}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const shard = 3
+			r := &Redis{conns: make(map[string]*redisClient), detaching: make(map[string]*redisClient)}
+			r.lastSeen[shard] = tt.lastSeen
+			stored := [streamShards]streamID{}
+			stored[shard] = streamID{ms: 2}
+			floor := stored
+			c := &redisClient{r: r, id: "s", subs: map[string]byte{"t/#": 2}, replaying: true, floor: &floor, cursor: &stored, hasCursor: true}
+			r.conns["s"] = c
+			r.supersede("s", "")
+			var ends [streamShards]streamID
+			ends[shard] = tt.replayEnd
+			r.endReplay(c, &ends)
+			c.Leave()
+			if c.left == nil || c.left[shard] != tt.want {
+				t.Fatalf("cursor stored at leaving %v, want %v", c.left, tt.want)
+			}
+		})
+	}
+}
