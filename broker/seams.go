@@ -8,8 +8,8 @@ import (
 // Position is where a Cluster carried a message: for the Redis bridge, the
 // stream shard and stream id of a QoS ≥ 1 message. The core never reads
 // it; it hands it back to SessionGate.Gate for each receiver, so that a
-// cluster can apply its own replay and cursor rules. Shard < 0 means no
-// position (QoS 0 messages, or a single node).
+// store that replays the Cluster's streams can apply its replay and cursor
+// rules. Shard < 0 means no position (QoS 0 messages, or a single node).
 type Position struct {
 	Shard int
 	Seq   [2]uint64
