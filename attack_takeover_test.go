@@ -103,7 +103,9 @@ func TestAttack_TakeoverRaceDuringReplay_QoS2Once_MQTT_4_3_3_2(t *testing.T) {
 // over) or nothing has come for 1.5 s. It returns the payloads of the
 // PUBLISH packets without DUP, and whether the connection is still open.
 // It runs on its own goroutine, so it reports nothing to the test itself:
-// the connection's end is a result, not a failure.
+// the connection's end is a result, not a failure. (Client.NextPublish
+// would answer through Client.Send, which fails the test when a write to
+// a connection taken over meanwhile fails.)
 func raceCollect(c *mqtttest.Client, id string) (fresh []string, open bool) {
 	write := func(p packets.Packet) {
 		if b, err := packets.Append(nil, p); err == nil {

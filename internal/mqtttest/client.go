@@ -202,7 +202,6 @@ func (c *Client) Drain(d time.Duration) []*packets.Publish {
 	}
 }
 
-// ack sends the first acknowledgement a received PUBLISH of its QoS needs.
 // NextPublish reads until a PUBLISH arrives within d and returns it,
 // answering as a client does: the PUBLISH is acknowledged (PUBACK, PUBREC),
 // a PUBREL gets its PUBCOMP, and the answers to the client's own packets
@@ -228,6 +227,7 @@ func (c *Client) NextPublish(d time.Duration) (*packets.Publish, error) {
 	}
 }
 
+// ack sends the first acknowledgement a received PUBLISH of its QoS needs.
 func (c *Client) ack(p *packets.Publish) {
 	switch p.QoS {
 	case 1:
