@@ -179,6 +179,9 @@ type RedisOptions struct {
 //	readMu          outermost: a reader holds it while it hands one message
 //	                to the core (core locks, then mu) or replays a stream
 //	                (Redis round trips); taken under no other lock
+//	checkpointMu    held by a checkpoint across the core's locks (it takes
+//	                the cursors under them, then mu) and its Redis write;
+//	                Save takes it under no lock, before storing a session
 //	psMu            held while a PatternSet change is computed and its
 //	                SUBSCRIBE/UNSUBSCRIBE commands are written
 //	bus.mu          Redis Cluster: the shards' needs and subscriptions;
@@ -246,6 +249,12 @@ type Redis struct {
 	// retainedNames is the retained index read at start-up, handed to the
 	// core's mirror by Bind.
 	retainedNames []string
+
+	// checkpointMu is held by a checkpoint from the first cursor it takes
+	// to the last one it writes, and waited for by Save before it stores a
+	// session: a cursor taken while the connection was live must never
+	// land in Redis after the one stored when it left (redis_checkpoint.go).
+	checkpointMu sync.Mutex
 
 	mu sync.Mutex // guards conns, detaching, lastSeen and each redisClient
 	// conns holds what the bridge keeps for each connection of this node,

@@ -214,8 +214,28 @@ func (r *Redis) claim(ctx context.Context, c *redisClient) (*claimRead, error) {
 	for attempt := 0; attempt < maxClaimAttempts; attempt++ {
 		var recCmd, subCmd, sessCmd *redis.MapStringStringCmd
 		var endCmds [streamShards]*redis.XMessageSliceCmd
-		err := r.batch.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
+		readRecord := func(ctx context.Context, p redis.Pipeliner) {
 			recCmd = p.HGetAll(ctx, r.clientKey(c.id))
+		}
+		if r.bus != nil {
+			// In Redis Cluster the client record and the session are on
+			// different masters, which one pipeline reads at once: it
+			// could read the session before a connection leaving on
+			// another replica stored it, and the record after that
+			// connection went offline, and so resume the session from a
+			// cursor it had passed. The record is read first, in a round
+			// trip of its own: once it says offline, the session read
+			// after it is the one stored (storeDetach stores the session
+			// before it marks the client offline). One Redis runs the
+			// pipeline below in order, record first.
+			if err := r.batch.pipelined(ctx, readRecord); err != nil {
+				return nil, unavailable("read client record", err)
+			}
+		}
+		err := r.batch.pipelined(ctx, func(ctx context.Context, p redis.Pipeliner) {
+			if r.bus == nil {
+				readRecord(ctx, p)
+			}
 			sessCmd = p.HGetAll(ctx, r.sessionKey(c.id))
 			if !c.cleanStart {
 				subCmd = p.HGetAll(ctx, r.subKey(c.id))

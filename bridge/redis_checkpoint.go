@@ -11,6 +11,10 @@ import (
 // persistent session is brought forward.
 const checkpointEvery = 2 * time.Second
 
+// checkpointTimeout bounds one checkpoint's writes, and so how long a
+// session leaving meanwhile waits for them (Save).
+const checkpointTimeout = 5 * time.Second
+
 // checkpointLoop brings the stored cursor of connected persistent sessions
 // forward. Without it a session's cursor stays where it attached until the
 // connection ends cleanly; if the replica dies first, the next connection
@@ -32,6 +36,16 @@ func (r *Redis) checkpointLoop() {
 	}
 }
 
+// checkpointScript stores a live session's cursor only if the session
+// hash still names the connection it was taken for: a session taken over
+// elsewhere, or ended (its hash deleted), is not written to, nor made
+// again. KEYS[1] session; ARGV conn, cursor, stored_at.
+var checkpointScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'cursor', ARGV[2], 'stored_at', ARGV[3])
+return 1
+`)
+
 // checkpoint stores, for every connected persistent session whose client
 // has acknowledged everything delivered to it (the core's Checkpoint asks
 // Subscriber.Idle under the client's delivery lock), its cursor as it is
@@ -39,12 +53,20 @@ func (r *Redis) checkpointLoop() {
 // so a later replay may start there. A session that replayed its streams at
 // attach never goes below where that replay ended; one whose position has
 // not moved since its last checkpoint costs nothing.
+//
+// It holds checkpointMu from the first cursor it takes to the last write:
+// Save waits for it, so that a cursor taken before the connection left
+// never overwrites the one stored when it left, which covers what the
+// connection received after this checkpoint. Each write is guarded by the
+// connection (checkpointScript).
 func (r *Redis) checkpoint(ctx context.Context) error {
 	type mark struct {
-		id     string
-		cursor [streamShards]streamID
-		at     time.Time
+		id, conn string
+		cursor   [streamShards]streamID
+		at       time.Time
 	}
+	r.checkpointMu.Lock()
+	defer r.checkpointMu.Unlock()
 	var marks []mark
 	due := func(id string) bool {
 		r.mu.Lock()
@@ -56,7 +78,7 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if c := r.conns[id]; c != nil {
-			marks = append(marks, mark{id: id, cursor: r.cursorLocked(c), at: time.Now()})
+			marks = append(marks, mark{id: id, conn: c.conn, cursor: r.cursorLocked(c), at: time.Now()})
 			c.checkGen = r.seenGen
 		}
 	}
@@ -64,14 +86,30 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 	if len(marks) == 0 {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, checkpointTimeout)
+	defer cancel()
+	args := func(m *mark) (keys []string, argv []any) {
+		return []string{r.sessionKey(m.id)}, []any{m.conn, encodeCursor(&m.cursor), m.at.UnixMilli()}
+	}
+	cmds := make([]*redis.Cmd, len(marks))
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i := range marks {
-			p.HSet(ctx, r.sessionKey(marks[i].id), "cursor", encodeCursor(&marks[i].cursor), "stored_at", marks[i].at.UnixMilli())
+			keys, argv := args(&marks[i])
+			cmds[i] = checkpointScript.EvalSha(ctx, p, keys, argv...)
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !noScript(cmds) {
 		return unavailable("store session cursors", err)
+	}
+	for i := range marks {
+		if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
+			keys, argv := args(&marks[i])
+			cmds[i] = checkpointScript.Run(ctx, r.rdb, keys, argv...)
+		}
+		if err := cmds[i].Err(); err != nil {
+			return unavailable("store session cursor", err)
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bridgemq/server/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestRedis_CheckpointLimitsReplayAfterReplicaDies: a persistent session
@@ -95,3 +96,111 @@ func TestRedis_CheckpointWaitsForAcknowledgement(t *testing.T) {
 		t.Fatalf("cursor moved from %q to %q while a delivery was unacknowledged", before, after)
 	}
 }
+
+// TestRedis_CheckpointWritesOnlyItsOwnConnectionsSession: a checkpoint
+// writes the cursor of a live connection only while the session hash
+// still names that connection. A session another replica has claimed
+// meanwhile (a takeover this replica has not heard of yet) keeps the
+// cursor its new connection stored, and a session that ended (its hash
+// deleted) is not made again from a cursor alone, which a later CONNECT
+// would take for a stored session [MQTT-3.2.2-2] [MQTT-3.1.2-23].
+func TestRedis_CheckpointWritesOnlyItsOwnConnectionsSession(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(ctx context.Context, rc *redis.Client, key string) error
+		check  func(ctx context.Context, rc *redis.Client, key string) error
+	}{
+		{"claimed by another connection",
+			func(ctx context.Context, rc *redis.Client, key string) error {
+				return rc.HSet(ctx, key, "conn", "another", "cursor", "theirs").Err()
+			},
+			func(ctx context.Context, rc *redis.Client, key string) error {
+				if got := rc.HGet(ctx, key, "cursor").Val(); got != "theirs" {
+					return fmt.Errorf("cursor %q, want the new connection's %q", got, "theirs")
+				}
+				return nil
+			}},
+		{"ended",
+			func(ctx context.Context, rc *redis.Client, key string) error {
+				return rc.Del(ctx, key).Err()
+			},
+			func(ctx context.Context, rc *redis.Client, key string) error {
+				if n := rc.Exists(ctx, key).Val(); n != 0 {
+					return fmt.Errorf("session hash made again: %v", rc.HGetAll(ctx, key).Val())
+				}
+				return nil
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			ctx := context.Background()
+			rc := newClient(t, srv)
+			a := newTestRedis(t, srv, "a")
+			sub := &sink{AlwaysIdle: true}
+			attach(t, a, "cp", sub, false)
+			subscribe(t, a, "cp", "cp/#", 1)
+			key := a.sessionKey("cp")
+			if err := tc.change(ctx, rc, key); err != nil {
+				t.Fatal(err)
+			}
+			// The replica's position moves past the session's cursor.
+			publish(t, a, rmsg("cp/1", 1, "x"))
+			sub.WaitFor(t, 1)
+			if err := a.checkpoint(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.check(ctx, rc, key); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestRedis_SaveWaitsForACheckpointInFlight: a checkpoint took a live
+// session's cursor, and its write is still on its way to Redis when the
+// connection leaves, having received more. Save stores the session only
+// once that write has landed, so the cursor left in Redis is the one taken
+// when the connection left, and the session resumes with nothing it had
+// acknowledged [MQTT-4.4.0-1]. The test stands in for the checkpoint: it
+// holds checkpointMu, and writes the old cursor before releasing it.
+func TestRedis_SaveWaitsForACheckpointInFlight(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	rc := newClient(t, srv)
+	a := newTestRedis(t, srv, "a")
+	sub := &sink{AlwaysIdle: true}
+	attach(t, a, "cp", sub, false)
+	subscribe(t, a, "cp", "cp/#", 1)
+	a.mu.Lock()
+	old := encodeCursor(ptr(a.cursorLocked(a.conns["cp"])))
+	a.mu.Unlock()
+
+	a.checkpointMu.Lock()
+	publish(t, a, rmsg("cp/1", 1, "acknowledged"))
+	sub.WaitFor(t, 1)
+	saved := make(chan error, 1)
+	go func() { saved <- a.Detach(ctx, "cp", sub, &StoredSession{}) }()
+	select {
+	case err := <-saved:
+		a.checkpointMu.Unlock()
+		t.Fatalf("Detach returned (%v) while a checkpoint's write was in flight", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := rc.HSet(ctx, a.sessionKey("cp"), "cursor", old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.checkpointMu.Unlock()
+	if err := <-saved; err != nil {
+		t.Fatal(err)
+	}
+	st := attach(t, a, "cp", &sink{}, false)
+	if st == nil {
+		t.Fatal("session not stored")
+	}
+	if q := queuedPayloads(st); len(q) != 0 {
+		t.Fatalf("resumed with %v, acknowledged before the connection left", q)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -92,6 +92,11 @@ func (r *Redis) Save(ctx context.Context, clientID string, state *StoredSession)
 		s := *state
 		st = &s
 	}
+	// A checkpoint that took this connection's cursor before it left
+	// writes it first: the cursor stored here is the newer.
+	r.checkpointMu.Lock()
+	//lint:ignore SA2001 an empty critical section: waiting is the point
+	r.checkpointMu.Unlock()
 	if err := r.storeDetach(ctx, c, st, c.left); err != nil {
 		// Redis refused or could not be reached: the connection is gone
 		// all the same, so its records must follow, or its will would stay

@@ -19,9 +19,6 @@ import (
 // sink is the shared fake connection, which records what it is given.
 type sink = brokertest.Subscriber[Message]
 
-// settle gives in-flight pub/sub messages time to arrive, for tests that
-// check nothing more arrives from a source they cannot fence (a reaper on
-// another replica, say). Prefer fence.
 // afterDeadNodeChecks returns once each of nodes has run n more rounds of
 // its dead-node check (wills of dead replicas are published there), so that
 // a test that checks a will was published once has given every survivor
