@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +31,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	paholog "github.com/eclipse/paho.golang/paho/log"
 
+	"github.com/bridgemq/server/bridge"
 	"github.com/bridgemq/server/internal/mqtttest"
 	"github.com/bridgemq/server/packets"
 	pt "github.com/bridgemq/server/packets/packetstest"
@@ -223,30 +225,83 @@ func (c *client5) receive(t *testing.T, n int) []*paho.Publish {
 	return got
 }
 
-// fenced subscribes c to a fresh topic, publishes a fence on it through
-// from and returns what c received before the fence: everything from
-// published before the fence, and that reaches c, is among them. The fence
-// comes at QoS 0: with nothing to acknowledge, every message before it has
-// been acknowledged once it is here (paho.golang acknowledges each after
-// its handler, in order), so a persistent session can leave right after
-// and find none of them again.
+// fenced returns what c receives until fences that from publishes after
+// its own earlier messages arrive: one fence per stream shard the suite's
+// topics travel on (bridge.StreamShard). In Redis Cluster each shard has
+// its own master, publisher goroutine and subscription, so a message on a
+// topic of one shard may be overtaken by a later one on another (MQTT
+// orders a publisher's messages per topic [MQTT-4.6.0-5]); the fence on a
+// message's own shard comes after it. Fences of earlier calls that arrive
+// late are left out too. The fences come at QoS 0: with nothing to
+// acknowledge, every message before the last of them has been
+// acknowledged once it is here (paho.golang acknowledges each after its
+// handler, in order), so a persistent session can leave right after and
+// find none of them again.
 func (c *client5) fenced(t *testing.T, from *client5) []*paho.Publish {
 	t.Helper()
-	// Short and one level: under a small Maximum Packet Size, and not
-	// matched by the suite's +/+.
-	fence := fmt.Sprintf("fence%d", uniqueSeq.Add(1))
-	if codes := c.subscribe(t, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: fence, QoS: 0}}}); codes[0] != 0 {
-		t.Fatalf("SUBACK 0x%02x for the fence", codes[0])
+	fences := fenceTopics()
+	s := &paho.Subscribe{}
+	for _, f := range fences {
+		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 0})
 	}
-	from.pub(t, fence, 1, "fence")
-	var got []*paho.Publish
-	for {
-		m := c.next(t)
-		if m.Topic == fence {
-			return got
+	for i, code := range c.subscribe(t, s) {
+		if code != 0 {
+			t.Fatalf("SUBACK 0x%02x for the fence %q", code, fences[i])
 		}
-		got = append(got, m)
 	}
+	for _, f := range fences {
+		from.pub(t, f, 1, "fence")
+	}
+	waiting := len(fences)
+	var got []*paho.Publish
+	for waiting > 0 {
+		m := c.next(t)
+		switch {
+		case slices.Contains(fences, m.Topic):
+			waiting--
+		case isFence(m.Topic):
+		default:
+			got = append(got, m)
+		}
+	}
+	return got
+}
+
+// fencePrefix begins every fence topic: short and one level, so that a
+// fence fits under a small Maximum Packet Size and the suite's +/+ does
+// not match it.
+const fencePrefix = "fence"
+
+// fenceTopics names the topics of one fence: for each stream shard the
+// suite's topics travel on, the first of "fence<n>-<k>" on that shard.
+func fenceTopics() []string {
+	n := uniqueSeq.Add(1)
+	seen := map[int]bool{}
+	var out []string
+	for _, topic := range interopTopics {
+		shard := bridge.StreamShard(topic)
+		if seen[shard] {
+			continue
+		}
+		seen[shard] = true
+		for k := 0; ; k++ {
+			if f := fmt.Sprintf("%s%d-%d", fencePrefix, n, k); bridge.StreamShard(f) == shard {
+				out = append(out, f)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// isFence reports whether topic is one of fenceTopics'.
+func isFence(topic string) bool {
+	rest, ok := strings.CutPrefix(topic, fencePrefix)
+	if !ok {
+		return false
+	}
+	n, k, ok := strings.Cut(rest, "-")
+	return ok && n != "" && k != "" && strings.Trim(n+k, "0123456789") == ""
 }
 
 // reachedEveryReplica publishes a message through from and waits until a
@@ -256,18 +311,26 @@ func (c *client5) fenced(t *testing.T, from *client5) []*paho.Publish {
 // keeps a mirror of the retained index, as the e2e retained tests fence).
 func reachedEveryReplica(t *testing.T, d *deployment, from *client5) {
 	t.Helper()
-	fence := fmt.Sprintf("fence%d", uniqueSeq.Add(1))
+	fences := fenceTopics() // one per shard, as fenced
 	var watchers []*mqtttest.Client
 	for _, s := range d.servers {
 		w := mqtttest.Dial(t, s.Addr())
 		w.MustConnect(&packets.Connect{ClientID: unique(t, "watch"), CleanSession: true, KeepAlive: 30})
-		w.Subscribe(1, packets.Subscription{Filter: fence, QoS: 0})
+		var subs []packets.Subscription
+		for _, f := range fences {
+			subs = append(subs, packets.Subscription{Filter: f, QoS: 0})
+		}
+		w.Subscribe(1, subs...)
 		watchers = append(watchers, w)
 	}
-	from.pub(t, fence, 1, "fence")
+	for _, f := range fences {
+		from.pub(t, f, 1, "fence")
+	}
 	for _, w := range watchers {
-		if m := mqtttest.Expect[*packets.Publish](w); m.Topic != fence {
-			t.Fatalf("fence: got %q", m.Topic)
+		for range fences {
+			if m := mqtttest.Expect[*packets.Publish](w); !slices.Contains(fences, m.Topic) {
+				t.Fatalf("fence: got %q", m.Topic)
+			}
 		}
 	}
 }

@@ -734,6 +734,16 @@ func (r *Redis) streamKey(shard int) string {
 // eventChannel is EMQX's "mqtt_channel" for the default prefix.
 func (r *Redis) eventChannel() string { return strings.TrimSuffix(r.prefix, ":") + "_channel" }
 
+// StreamShard is the stream shard a topic's QoS ≥ 1 messages are
+// appended to and, in Redis Cluster, the shard channel its messages
+// travel on. One publisher's messages on topics of one shard reach every
+// replica in the order they were accepted; on topics of different shards
+// they may not in Redis Cluster, where each shard has its own master,
+// publisher goroutine and subscription (MQTT orders messages per topic
+// only [MQTT-4.6.0-5]). Tests that fence a publisher's messages with one
+// of their own use it to put the fence on the same shard.
+func StreamShard(topic string) int { return shardOf(topic) }
+
 // shardOf maps a topic to its stream by its first level.
 func shardOf(topic string) int {
 	first := topic
