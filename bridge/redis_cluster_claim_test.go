@@ -45,7 +45,7 @@ func TestRedis_ClusterClaimRacingDetachReplaysNothingAcknowledged_MQTT_4_4_0_1(t
 	prefix := "claimrace:"
 	a := newClusterNode(t, c, "a", prefix)
 	b := newClusterNode(t, c, "b", prefix)
-	const rounds = 200
+	const rounds = 100
 	for i := range rounds {
 		id := fmt.Sprintf("race-%d", i)
 		topic := fmt.Sprintf("race/%d", i%7)
