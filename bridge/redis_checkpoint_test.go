@@ -97,6 +97,19 @@ func TestRedis_CheckpointWaitsForAcknowledgement(t *testing.T) {
 	}
 }
 
+// idleSession starts replica a on a Redis of its own with the persistent
+// session "cp" connected and subscribed to cp/#, its client acknowledging
+// everything at once; rc reads that Redis.
+func idleSession(t *testing.T) (rc *redis.Client, a *testNode, sub *sink) {
+	t.Helper()
+	srv := redistest.Start(t)
+	a = newTestRedis(t, srv, "a")
+	sub = &sink{AlwaysIdle: true}
+	attach(t, a, "cp", sub, false)
+	subscribe(t, a, "cp", "cp/#", 1)
+	return newClient(t, srv), a, sub
+}
+
 // TestRedis_CheckpointWritesOnlyItsOwnConnectionsSession: a checkpoint
 // writes the cursor of a live connection only while the session hash
 // still names that connection. A session another replica has claimed
@@ -133,13 +146,8 @@ func TestRedis_CheckpointWritesOnlyItsOwnConnectionsSession(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := redistest.Start(t)
 			ctx := context.Background()
-			rc := newClient(t, srv)
-			a := newTestRedis(t, srv, "a")
-			sub := &sink{AlwaysIdle: true}
-			attach(t, a, "cp", sub, false)
-			subscribe(t, a, "cp", "cp/#", 1)
+			rc, a, sub := idleSession(t)
 			key := a.sessionKey("cp")
 			if err := tc.change(ctx, rc, key); err != nil {
 				t.Fatal(err)
@@ -165,13 +173,8 @@ func TestRedis_CheckpointWritesOnlyItsOwnConnectionsSession(t *testing.T) {
 // acknowledged [MQTT-4.4.0-1]. The test stands in for the checkpoint: it
 // holds checkpointMu, and writes the old cursor before releasing it.
 func TestRedis_SaveWaitsForACheckpointInFlight(t *testing.T) {
-	srv := redistest.Start(t)
 	ctx := context.Background()
-	rc := newClient(t, srv)
-	a := newTestRedis(t, srv, "a")
-	sub := &sink{AlwaysIdle: true}
-	attach(t, a, "cp", sub, false)
-	subscribe(t, a, "cp", "cp/#", 1)
+	rc, a, sub := idleSession(t)
 	a.mu.Lock()
 	old := encodeCursor(ptr(a.cursorLocked(a.conns["cp"])))
 	a.mu.Unlock()
