@@ -1453,10 +1453,13 @@ func willDelay(t *testing.T, d *deployment, cleanStart bool) {
 			WillMessage:    &paho.WillMessage{Topic: interopTopics[0], QoS: 1, Payload: []byte(payload)},
 			WillProperties: &paho.WillProperties{WillDelayInterval: u32p(tc.delay)}}, nil))
 	}
+	// Taken before the first close: the server may notice a close before
+	// the test's next instruction runs (CI once saw a will come 95 µs
+	// short of its second counted from after the closes).
+	lost := time.Now()
 	for _, a := range clients {
 		_ = a.conn.Close()
 	}
-	lost := time.Now()
 	for range len(cases) {
 		m := b.next(t) // within waitTimeout, well before a 10 s delay
 		waited := time.Since(lost)
