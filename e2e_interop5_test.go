@@ -167,13 +167,20 @@ func (c *client5) subscribe(t *testing.T, s *paho.Subscribe) []byte {
 // granted QoS 2.
 func (c *client5) sub(t *testing.T, filters ...string) {
 	t.Helper()
+	c.subAt(t, 2, filters...)
+}
+
+// subAt subscribes to filters, each at qos, and fails unless each is
+// granted qos.
+func (c *client5) subAt(t *testing.T, qos byte, filters ...string) {
+	t.Helper()
 	s := &paho.Subscribe{}
 	for _, f := range filters {
-		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 2})
+		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: qos})
 	}
 	for i, r := range c.subscribe(t, s) {
-		if r != 2 {
-			t.Fatalf("SUBACK 0x%02x for %q, want 0x02", r, filters[i])
+		if r != qos {
+			t.Fatalf("SUBACK 0x%02x for %q, want 0x%02x", r, filters[i], qos)
 		}
 	}
 }
@@ -240,15 +247,7 @@ func (c *client5) receive(t *testing.T, n int) []*paho.Publish {
 func (c *client5) fenced(t *testing.T, from *client5) []*paho.Publish {
 	t.Helper()
 	fences := fenceTopics()
-	s := &paho.Subscribe{}
-	for _, f := range fences {
-		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 0})
-	}
-	for i, code := range c.subscribe(t, s) {
-		if code != 0 {
-			t.Fatalf("SUBACK 0x%02x for the fence %q", code, fences[i])
-		}
-	}
+	c.subAt(t, 0, fences...)
 	for _, f := range fences {
 		from.pub(t, f, 1, "fence")
 	}

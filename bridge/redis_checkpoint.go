@@ -11,9 +11,15 @@ import (
 // persistent session is brought forward.
 const checkpointEvery = 2 * time.Second
 
-// checkpointTimeout bounds one checkpoint's writes, and so how long a
-// session leaving meanwhile waits for them (Save).
-const checkpointTimeout = 5 * time.Second
+// checkpointChunk is how many cursors a checkpoint writes in one pipeline,
+// and checkpointTimeout bounds each pipeline: with 100,000 connected
+// sessions a checkpoint is a hundred pipelines, none of which times out
+// for the size of the others. A session leaving meanwhile waits for the
+// checkpoint (Save).
+const (
+	checkpointChunk   = 1024
+	checkpointTimeout = 5 * time.Second
+)
 
 // checkpointLoop brings the stored cursor of connected persistent sessions
 // forward. Without it a session's cursor stays where it attached until the
@@ -60,14 +66,9 @@ return 1
 // connection received after this checkpoint. Each write is guarded by the
 // connection (checkpointScript).
 func (r *Redis) checkpoint(ctx context.Context) error {
-	type mark struct {
-		id, conn string
-		cursor   [streamShards]streamID
-		at       time.Time
-	}
 	r.checkpointMu.Lock()
 	defer r.checkpointMu.Unlock()
-	var marks []mark
+	var marks []cursorMark
 	due := func(id string) bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -78,7 +79,7 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if c := r.conns[id]; c != nil {
-			marks = append(marks, mark{id: id, conn: c.conn, cursor: r.cursorLocked(c), at: time.Now()})
+			marks = append(marks, cursorMark{id: id, conn: c.conn, cursor: r.cursorLocked(c), at: time.Now()})
 			c.checkGen = r.seenGen
 		}
 	}
@@ -86,9 +87,30 @@ func (r *Redis) checkpoint(ctx context.Context) error {
 	if len(marks) == 0 {
 		return nil
 	}
+	for len(marks) > 0 {
+		n := min(len(marks), checkpointChunk)
+		if err := r.storeCursors(ctx, marks[:n]); err != nil {
+			return err
+		}
+		marks = marks[n:]
+	}
+	return nil
+}
+
+// cursorMark is one session's cursor as a checkpoint took it, for the
+// connection conn.
+type cursorMark struct {
+	id, conn string
+	cursor   [streamShards]streamID
+	at       time.Time
+}
+
+// storeCursors writes marks in one pipeline, each by checkpointScript,
+// within checkpointTimeout.
+func (r *Redis) storeCursors(ctx context.Context, marks []cursorMark) error {
 	ctx, cancel := context.WithTimeout(ctx, checkpointTimeout)
 	defer cancel()
-	args := func(m *mark) (keys []string, argv []any) {
+	args := func(m *cursorMark) (keys []string, argv []any) {
 		return []string{r.sessionKey(m.id)}, []any{m.conn, encodeCursor(&m.cursor), m.at.UnixMilli()}
 	}
 	cmds := make([]*redis.Cmd, len(marks))

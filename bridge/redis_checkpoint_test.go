@@ -207,3 +207,40 @@ func TestRedis_SaveWaitsForACheckpointInFlight(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestRedis_CheckpointWritesEveryChunk: more sessions than one pipeline
+// of cursors holds (checkpointChunk) all have their cursor brought
+// forward, the last chunk's as the first's.
+func TestRedis_CheckpointWritesEveryChunk(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	rc := newClient(t, srv)
+	a := newTestRedis(t, srv, "a")
+	n := checkpointChunk + checkpointChunk/4
+	subs := make([]*sink, n)
+	for i := range n {
+		id := fmt.Sprintf("cp-%d", i)
+		subs[i] = &sink{AlwaysIdle: true}
+		attach(t, a, id, subs[i], false)
+		subscribe(t, a, id, "cp/#", 1)
+	}
+	before := rc.HGet(ctx, a.sessionKey("cp-0"), "cursor").Val()
+	publish(t, a, rmsg("cp/1", 1, "x"))
+	for _, s := range subs {
+		s.WaitFor(t, 1)
+	}
+	if err := a.checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	want := encodeCursor(&a.lastSeen)
+	a.mu.Unlock()
+	if want == before {
+		t.Fatalf("the replica's position did not move (%s)", want)
+	}
+	for i := range n {
+		if got := rc.HGet(ctx, a.sessionKey(fmt.Sprintf("cp-%d", i)), "cursor").Val(); got != want {
+			t.Fatalf("session %d of %d: cursor %q, want the replica's position %q", i, n, got, want)
+		}
+	}
+}

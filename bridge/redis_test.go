@@ -94,9 +94,15 @@ func newTestRedis(t testing.TB, srv *redistest.Server, node string, tweak ...fun
 	for _, f := range tweak {
 		f(&o)
 	}
+	return startTestNode(t, o)
+}
+
+// startTestNode starts a replica with o, closed when the test ends.
+func startTestNode(t testing.TB, o RedisOptions) *testNode {
+	t.Helper()
 	b, r, err := NewRedisBroker(context.Background(), o)
 	if err != nil {
-		t.Fatalf("NewRedis(%s): %v", node, err)
+		t.Fatalf("NewRedis(%s): %v", o.NodeID, err)
 	}
 	n := &testNode{Broker: b, Redis: r}
 	t.Cleanup(func() { _ = n.Close() })
